@@ -1,0 +1,149 @@
+"""The ``segarch`` command line: ``segarch zoo``, ``segarch card NAME``, ``segarch info FILE``, ``segarch demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+__all__ = ["main"]
+
+log = logging.getLogger("segarch")
+
+
+def _zoo(args) -> int:
+    from segarch import zoo
+
+    rows = []
+    for entry in zoo.cards():
+        if args.task and entry.task != args.task:
+            continue
+        if args.dims and args.dims not in entry.spatial_dims:
+            continue
+        params = zoo.parameter_count(entry.name) / 1e6
+        rows.append({
+            "name": entry.name, "task": entry.task, "dims": "/".join(f"{d}D" for d in entry.spatial_dims),
+            "params_m": round(params, 2), "paper_params_m": entry.paper_params,
+            "paper": f"{entry.full_name} ({entry.year}, {entry.reference})",
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("name", "task", "dims", "params (M)", "paper (M)", "paper")
+    table = [header] + [(r["name"], r["task"], r["dims"], f"{r['params_m']:.2f}",
+                         "—" if r["paper_params_m"] is None else f"{r['paper_params_m']:.2f}", r["paper"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for i, row in enumerate(table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"\n{len(rows)} architectures; parameters counted at each paper's configuration.")
+    return 0
+
+
+def _card(args) -> int:
+    from segarch import zoo
+
+    summary = zoo.card(args.name).summary()
+    summary["params_at_paper_config"] = zoo.parameter_count(args.name)
+    print(json.dumps(summary, indent=2, default=list))
+    return 0
+
+
+def _info(args) -> int:
+    from segarch.model_file import read_metadata
+
+    meta = read_metadata(args.file)
+    if meta is None:
+        print(f"{args.file}: a safetensors file without segarch metadata (a plain state dict).")
+        return 0
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+def _demo(args) -> int:
+    import numpy as np
+    import torch
+
+    import segarch
+    from segarch.nets._base import padded_shape
+    from segarch.samples import nuclei
+
+    torch.manual_seed(args.seed)
+    card = segarch.zoo.card(args.model)
+    options = {} if args.paper_size else dict(card.test_config)
+    model = segarch.Model.from_zoo(args.model, spatial_dims=args.dims, in_channels=1, out_channels=2,
+                                   class_names=["background", "nucleus"], **options)
+    model.network.eval()
+    shape = (args.size,) * args.dims
+    image, truth = nuclei(shape, seed=args.seed)
+    print(f"image: generated nuclei {'×'.join(map(str, shape))} (seed {args.seed}), {int(truth.max())} nuclei")
+    print(f"model: {model}")
+    x = model.preprocess(image[None])
+    pad = [(0, p - s) for s, p in zip(shape, padded_shape(shape, model.size_divisor))]
+    x = np.pad(x, [(0, 0)] + pad, mode="reflect")
+    start = time.perf_counter()
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(x)[None])
+    seconds = time.perf_counter() - start
+    logits = logits[(0, slice(None)) + tuple(slice(0, s) for s in shape)]
+    labels = logits.argmax(0).numpy().astype(np.uint8)
+    fractions = ", ".join(f"{name} {np.mean(labels == i):.1%}" for i, name in enumerate(model.class_names))
+    print(f"forward pass: input {tuple(x.shape)} padded to a multiple of {model.size_divisor}, "
+          f"logits {tuple(logits.shape)}, {seconds:.2f} s on the CPU")
+    print(f"labels: {labels.dtype} {labels.shape}; {fractions}")
+    if not model.trained:
+        print("note: this architecture is untrained, so its labels are meaningless until it is trained.")
+    if args.out:
+        import tifffile
+
+        tifffile.imwrite(args.out, labels)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segarch", description="Segmentation architectures and tiled inference.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("zoo", help="list the architectures")
+    p.add_argument("--task", help="only this task (semantic, instance, panoptic, interactive, backbone)")
+    p.add_argument("--dims", type=int, choices=(2, 3), help="only architectures that build in this dimensionality")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_zoo)
+
+    p = sub.add_parser("card", help="print one architecture's card")
+    p.add_argument("name")
+    p.set_defaults(run=_card)
+
+    p = sub.add_parser("info", help="print a model file's metadata")
+    p.add_argument("file")
+    p.set_defaults(run=_info)
+
+    p = sub.add_parser("demo", help="segment a generated nuclei image with a zoo model, printing each step")
+    p.add_argument("--model", default="unet", help="architecture name (default: unet)")
+    p.add_argument("--dims", type=int, choices=(2, 3), default=2)
+    p.add_argument("--size", type=int, default=256, help="image size along each axis")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paper-size", action="store_true", help="build the paper's full widths, not the small demo widths")
+    p.add_argument("--out", help="write the labels to this TIFF file")
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"segarch {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
