@@ -115,10 +115,19 @@ def parameter_count(name: str, **config: Any) -> int:
 
     Built on PyTorch's ``meta`` device, so no memory is allocated even for large networks.
     """
+    if not config:
+        return _paper_parameter_count(card(name).name)
+    return _count(name, config)
+
+
+@lru_cache(maxsize=None)
+def _paper_parameter_count(name: str) -> int:
+    return _count(name, card(name).paper_config)
+
+
+def _count(name: str, config: dict[str, Any]) -> int:
     import torch
 
-    entry = card(name)
-    config = dict(entry.paper_config if not config else config)
     with torch.device("meta"):
-        net = create(name, **config)
+        net = create(name, **dict(config))
     return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,79 @@
+"""Every registered architecture through one shared tester (shape, gradients, parameters, training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from segarch import zoo
+from segarch.nets._base import padded_shape
+
+CASES = [(name, dims) for name in zoo.names() for dims in zoo.card(name).spatial_dims]
+
+
+def _build(name: str, dims: int, in_channels: int = 1, out_channels: int = 3):
+    entry = zoo.card(name)
+    return zoo.create(name, spatial_dims=dims, in_channels=in_channels, out_channels=out_channels, **entry.test_config)
+
+
+@pytest.mark.parametrize("name,dims", CASES)
+def test_forward_shape_and_backward(name, dims):
+    torch.manual_seed(0)
+    rng = np.random.default_rng()
+    net = _build(name, dims, in_channels=2, out_channels=3)
+    divisor = net.size_divisor
+    assert divisor == zoo.card(name).size_divisor
+    odd = (33, 47) if dims == 2 else (17, 33, 19)  # odd sizes, padded to the divisor as the tiler does
+    shape = padded_shape(odd, divisor)
+    x = torch.from_numpy(rng.normal(size=(2, 2, *shape)).astype(np.float32))
+    y = net(x)
+    assert y.shape == (2, 3, *shape)
+    assert torch.isfinite(y).all()
+    y.square().mean().backward()
+    for pname, p in net.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+    assert any(p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+@pytest.mark.parametrize("name,dims", CASES)
+def test_unpadded_input_names_divisor_and_padded_shape(name, dims):
+    net = _build(name, dims)
+    bad = (net.size_divisor + 3,) * dims
+    with pytest.raises(ValueError, match=f"multiples of {net.size_divisor}") as err:
+        net(torch.zeros(1, 1, *bad))
+    assert str(padded_shape(bad, net.size_divisor)) in str(err.value)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_parameter_count_matches_paper(name):
+    entry = zoo.card(name)
+    assert entry.paper_params is not None, f"{name}: the card must give the paper's count or pin one"
+    counted = zoo.parameter_count(name) / 1e6
+    assert abs(counted - entry.paper_params) / entry.paper_params <= 0.05, (counted, entry.paper_params)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_a_few_training_steps_lower_the_loss(name):
+    # A tiny task: segment generated nuclei. The loss must fall within a few steps.
+    from segarch.samples import nuclei
+
+    torch.manual_seed(0)
+    net = _build(name, 2, out_channels=2)
+    images, targets = [], []
+    for seed in range(4):
+        image, labels = nuclei((32, 32), radius=(3, 6), seed=seed)
+        images.append((image - image.mean()) / image.std())
+        targets.append(labels > 0)
+    x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+    t = torch.from_numpy(np.stack(targets).astype(np.int64))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x), t)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
