@@ -119,7 +119,7 @@ def load_model(path: str | os.PathLike, *, arch: str | None = None, spatial_dims
             f"pass `arch` (one of {', '.join(zoo.names())}) and its options to load it."
         )
     if out_channels is None:
-        out_channels = _guess_out_channels(state)
+        out_channels = _infer_out_channels(state, arch, spatial_dims or 2, in_channels or 1, options)
     model = Model.from_zoo(arch, spatial_dims=spatial_dims or 2, in_channels=in_channels or 1,
                            out_channels=out_channels, class_names=class_names, **options)
     _load_state(model, state, path)
@@ -174,10 +174,16 @@ def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _guess_out_channels(state: Mapping[str, torch.Tensor]) -> int:
-    # The last weight in a state dict is usually the head's: (out_channels, in, *kernel).
-    weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim >= 3]
-    return int(weights[-1].shape[0]) if weights else 2
+def _infer_out_channels(state: Mapping[str, torch.Tensor], arch: str, spatial_dims: int, in_channels: int,
+                        options: dict[str, Any]) -> int:
+    """Read the class count off the tensors whose shape depends on it (found by building twice on ``meta``)."""
+    with torch.device("meta"):
+        one, two = (zoo.create(arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=n, **options)
+                    .state_dict() for n in (1, 2))
+    for key, tensor in one.items():
+        if key in state and tensor.shape != two[key].shape and tensor.shape[0] != two[key].shape[0]:
+            return int(state[key].shape[0])
+    return 2
 
 
 def _model_from_metadata(meta: dict[str, Any], path: Path) -> Model:
