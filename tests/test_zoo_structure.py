@@ -70,3 +70,29 @@ def test_unet_plus_plus_nested_nodes_and_pruning():
     x01 = net.nodes[0][1](torch.cat([x00, net.ups[0][0](x10)], 1))
     assert torch.allclose(pruned(x), net.heads[0](x01), atol=1e-5)
     assert not torch.allclose(pruned(x), full)
+
+
+def test_resnet_encoder_stages_strides_and_dilation():
+    from segarch.backbones import ResNetEncoder
+    from segarch.backbones.resnet import Bottleneck
+
+    enc = ResNetEncoder(2, 3, depth=101, base_width=8)
+    assert [len(layer) for layer in enc.layers] == [3, 4, 23, 3]
+    assert all(isinstance(b, Bottleneck) for layer in enc.layers for b in layer)
+    assert enc.out_channels == (8, 32, 64, 128, 256) and enc.reductions == (2, 4, 8, 16, 32)
+    x = torch.randn(1, 3, 64, 96)
+    assert [tuple(f.shape[2:]) for f in enc(x)] == [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]
+    dilated = ResNetEncoder(3, 1, depth=18, output_stride=8, base_width=4)
+    assert dilated.reductions == (2, 4, 8, 8, 8)
+    assert dilated.layers[3][0].conv1.conv.dilation == (4, 4, 4)
+    feats = dilated(torch.randn(1, 1, 16, 32, 32))
+    assert tuple(feats[-1].shape[2:]) == (2, 4, 4)
+
+
+def test_vgg16_has_13_convolutions_in_five_blocks():
+    from segarch.backbones import VGGEncoder
+
+    enc = VGGEncoder(2, 3)
+    assert [len(b) for b in enc.blocks] == [2, 2, 3, 3, 3]
+    assert enc.out_channels == (64, 128, 256, 512, 512)
+    assert len(_convs(enc, 2)) == 13

@@ -29,6 +29,8 @@ class ModelCard:
             figure exists; see ``paper_params_source``).
         paper_params_source: where ``paper_params`` comes from.
         test_config: small options for fast tests and demos (narrow widths).
+        test_lr: the Adam learning rate at which the shared tests' few training steps run (nets
+            without normalisation need a smaller one).
         notes: what the implementation chose where the paper leaves room.
         builder: the callable that builds the network (not shown in reprs).
     """
@@ -45,6 +47,7 @@ class ModelCard:
     paper_params: float | None
     paper_params_source: str
     test_config: dict[str, Any] = field(default_factory=dict)
+    test_lr: float = 1e-2
     notes: str = ""
     builder: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
 

@@ -1,6 +1,6 @@
 """The architecture registry: names → cards → networks.
 
-Each module in :mod:`segarch.nets` registers its architectures with :func:`register` when
+Each module in :mod:`segarch.nets` and :mod:`segarch.backbones` registers its architectures with :func:`register` when
 imported; the registry imports them all on first use, so a new architecture is a new file.
 """
 
@@ -36,11 +36,11 @@ def register(**card_fields: Any) -> Callable:
 
 @lru_cache(maxsize=None)
 def _load_all() -> None:
-    import segarch.nets as nets
-
-    for module in pkgutil.iter_modules(nets.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"segarch.nets.{module.name}")
+    for package in ("segarch.backbones", "segarch.nets"):
+        path = importlib.import_module(package).__path__
+        for module in pkgutil.iter_modules(path):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{package}.{module.name}")
 
 
 def names(task: str | None = None) -> list[str]:
