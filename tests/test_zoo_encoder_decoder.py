@@ -1,0 +1,45 @@
+"""Structure of the encoder–decoder family against the papers (FCN, SegNet, LinkNet, FC-DenseNet, CE-Net,
+FPN, RefineNet, LRR, TransUNet, LWBNA-UNet). Shapes, gradients, parameter counts and training are
+covered for every registered model by tests/test_zoo_models.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from segarch import zoo
+
+
+def _meta(name: str, **config):
+    with torch.device("meta"):
+        return zoo.create(name, **(config or zoo.card(name).paper_config))
+
+
+# FCN ----------------------------------------------------------------------------------------------------
+
+
+def test_fcn_variants_fuse_pool4_then_pool3_and_fc6_is_a_7x7_convolution():
+    for variant, skips in (("32s", ()), ("16s", (512,)), ("8s", (512, 256))):
+        net = _meta("fcn", spatial_dims=2, in_channels=3, out_channels=21, variant=variant)
+        assert tuple(s.in_channels for s in net.skip_scores) == skips
+        fc6, fc7 = net.fc[0], net.fc[3]
+        assert fc6.kernel_size == (7, 7) and fc6.out_channels == 4096 and fc7.kernel_size == (1, 1)
+
+
+def test_fcn8s_adds_skip_scores_at_strides_16_and_8():
+    torch.manual_seed(0)
+    net = zoo.create("fcn", spatial_dims=2, **zoo.card("fcn").test_config).eval()
+    x = torch.randn(1, 1, 64, 64)
+    seen = []
+    hooks = [s.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[2:]))) for s in net.skip_scores]
+    base = net(x)
+    for h in hooks:
+        h.remove()
+    assert seen == [(4, 4), (8, 8)]  # pool4 (stride 16) then pool3 (stride 8)
+    # The skip scores start at zero (the paper's initialisation); a bias on pool3's score adds through.
+    with torch.no_grad():
+        net.skip_scores[1].bias[0] = 1.0
+    shifted = net(x)
+    assert torch.allclose(shifted[:, 0] - base[:, 0], torch.ones(1, 64, 64), atol=1e-4)
+    assert torch.allclose(shifted[:, 1], base[:, 1], atol=1e-5)
