@@ -4,6 +4,7 @@ Public API::
 
     segarch.zoo.names(), segarch.zoo.card(name), segarch.zoo.create(name, ...)
     segarch.Model, segarch.save_model(model, path), segarch.load_model(path)
+    segarch.predict(model, image, ...)   # tiled inference over images of any size
 
 Attributes load lazily so ``import segarch`` stays cheap (the CLI and napari start fast).
 """
@@ -13,13 +14,15 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["Model", "save_model", "load_model", "zoo", "__version__"]
+__all__ = ["Model", "save_model", "load_model", "zoo", "predict", "PredictionCancelled", "__version__"]
 
 _LAZY = {
     "Model": ("segarch.model", "Model"),
     "save_model": ("segarch.model_file", "save_model"),
     "load_model": ("segarch.model_file", "load_model"),
     "zoo": ("segarch.zoo", None),
+    "predict": ("segarch.tiling", "predict"),
+    "PredictionCancelled": ("segarch.tiling", "PredictionCancelled"),
 }
 
 

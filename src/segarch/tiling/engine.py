@@ -1,0 +1,429 @@
+"""``segarch.predict``: any model over images larger than memory, tile by tile, with bounded memory."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from segarch.model import Model
+from segarch.tiling.axes import Layout, resolve_axes
+from segarch.tiling.grid import BLENDS, axis_grid
+from segarch.tiling.output import NumpySink, ZarrSink, output_shape
+from segarch.tiling.plan import Assembler, Plan, Region, TileKey
+from segarch.tiling.runner import NetworkRunner, Preprocessor, resolve_device
+from segarch.tiling.source import ImageSource, open_source
+
+__all__ = ["predict", "PredictionCancelled", "OUTPUTS"]
+
+log = logging.getLogger("segarch.tiling")
+
+OUTPUTS = ("labels", "probabilities")
+_BLOCK = {2: 512, 3: 128}           # output block (chunk) edge, before rounding up to the tile
+_OPEN_BLOCK_BUDGET = 256 * 2 ** 20  # bytes of blending buffers open at once (bounds a column's width)
+_IN_MEMORY_FRACTION = 0.25          # out=None refuses outputs larger than this share of free memory
+
+
+class PredictionCancelled(Exception):
+    """Raised when ``cancel`` was set; ``output`` holds the blocks finished before it (zeros elsewhere)."""
+
+    def __init__(self, output, blocks_done: int, blocks_total: int) -> None:
+        super().__init__(f"prediction cancelled after {blocks_done} of {blocks_total} blocks")
+        self.output = output
+        self.blocks_done = blocks_done
+        self.blocks_total = blocks_total
+
+
+def predict(
+    model: Model | nn.Module,
+    image: Any,
+    *,
+    axes: str | None = None,
+    tile: int | tuple[int, ...] | None = None,
+    overlap: float | int = 0.25,
+    batch_size: int = 4,
+    blend: str = "gaussian",
+    device: str | torch.device = "auto",
+    amp: bool | None = None,
+    output: str = "labels",
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    scheduler: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+):
+    """Segment ``image`` with ``model``, tile by tile.
+
+    Args:
+        model: a :class:`segarch.Model` (its pre-processing, channels and class count apply) or a bare
+            ``torch.nn.Module`` (then ``axes`` is required; its ``spatial_dims`` attribute, or Z in ``axes``,
+            says 2D or 3D; no pre-processing beyond conversion to float32).
+        image: a NumPy, Dask or Zarr array, a Zarr group (OME-Zarr: level 0), or a path to ``.zarr``,
+            ``.tif``/``.tiff`` (level 0, read lazily) or ``.npy`` (memory-mapped).
+        axes: the image's axes, e.g. ``"YX"``, ``"CZYX"``, ``"TZYX"``; inferred when unambiguous. Axes the
+            model does not consume (T; Z for a 2D model) are looped over.
+        tile: spatial tile size (one int for all axes, or one per spatial axis); default 256 (2D) or 96
+            (3D), rounded up to the model's ``size_divisor``; must be a multiple of it.
+        overlap: a fraction of the tile in ``[0, 1)`` shared by neighbouring tiles, or an int halo in
+            pixels kept on each side of a tile (neighbours then overlap by ``2 × halo``).
+        batch_size: tiles per forward pass.
+        blend: ``"gaussian"`` (MONAI-like weights, σ = tile/8), ``"constant"`` (mean), or ``"crop"``
+            (each pixel from the tile whose centre is nearest; no averaging).
+        device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+        amp: autocast to bf16/fp16; default on for CUDA only.
+        output: ``"labels"`` (argmax, or threshold for one channel; uint8/16/32 as needed) or
+            ``"probabilities"`` (float32, one channel per class, C after the looped axes).
+        out: ``None`` to return a NumPy array (refused when it would not fit comfortably in memory), or a
+            directory path: an OME-Zarr group whose array ``0`` is written block by block; the Zarr array is
+            returned and can be read while it fills.
+        resume: with ``out``, skip the blocks a previous run with the same settings finished.
+        overwrite: with ``out``, replace an existing store instead of refusing.
+        scheduler: a ``dask.distributed.Client`` or scheduler address: one task per region of blocks on
+            the cluster's workers (the model is sent to each worker once). ``None``: in this process.
+        progress: called as ``progress(tiles_done, tiles_total)`` after every batch.
+        cancel: a ``threading.Event``; when set, the run stops within one batch and raises
+            :class:`PredictionCancelled` carrying the finished part (a resumable store with ``out``).
+
+    Returns:
+        The labels or probabilities, with the image's axes minus C (labels) or loop axes + C + spatial
+        axes (probabilities): a NumPy array, or the Zarr array in ``out``.
+
+    Raises:
+        ValueError: a bad parameter (named, with its value and what is allowed), a channel mismatch, an
+            empty or non-numeric image, NaN/inf in the image. Nothing is written to ``out`` then.
+    """
+    started = time.perf_counter()
+    source = open_source(image)
+    network = model.network if isinstance(model, Model) else model
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"`model` must be a segarch.Model or a torch.nn.Module, got {type(model).__name__}.")
+    spatial_dims, in_channels = _model_dims(model, axes, source.shape)
+    layout = resolve_axes(source.shape, axes, spatial_dims, in_channels)
+    divisor = int(getattr(network, "size_divisor", model.size_divisor if isinstance(model, Model) else 1) or 1)
+    tiles = _check_tile(tile, spatial_dims, divisor)
+    _check_choice(blend, BLENDS, "blend")
+    _check_choice(output, OUTPUTS, "output")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    torch_device = resolve_device(device)
+    if resume and out is None:
+        raise ValueError("`resume`=True needs `out`: only a Zarr output records finished blocks.")
+
+    sizes = dict(zip(layout.axes, source.shape))
+    spatial_sizes = [sizes[a] for a in layout.spatial]
+    overlaps = [_overlap_pixels(overlap, t) for t in tiles]
+    grids = tuple(axis_grid(s, t, o, divisor, blend) for s, t, o in zip(spatial_sizes, tiles, overlaps))
+    out_channels = _out_channels(model, network, torch_device, in_channels, [g.tile for g in grids])
+    out_dtype = _output_dtype(output, out_channels)
+    block = tuple(max(_BLOCK[spatial_dims], g.tile) for g in grids)
+    block_bytes = out_channels * 4 * int(np.prod(block))
+    column = max(1, int((_OPEN_BLOCK_BUDGET / (2 * block_bytes)) ** (1 / max(1, spatial_dims - 1))))
+    plan = Plan(layout, source.shape, tuple(sizes[a] for a in layout.loop), grids, block, column,
+                out_channels, output, out_dtype)
+
+    _check_finite_if_in_memory(source)
+    preprocess = _preprocessor(model, source, plan)
+    settings = _settings(model, network, source, plan, blend, overlaps)
+    if out is None:
+        _check_fits_in_memory(plan)
+        sink = NumpySink(plan)
+    else:
+        sink = ZarrSink(out, plan, settings, resume=resume, overwrite=overwrite,
+                        scale=tuple(model.pixel_size) if isinstance(model, Model) and model.pixel_size else None)
+        sink.mark_complete(False)
+    regions = plan.columns(done=sink.done())
+    total_blocks = len(list(plan.planes())) * int(np.prod(plan.blocks_per_axis))
+    log.info("predict: %s on %s, axes %s, tiles %s, %d regions, %d blocks (%d already final), device %s",
+             type(network).__name__, source.description, layout.axes, plan.tile_shape, len(regions), total_blocks,
+             total_blocks - sum(len(r.blocks) for r in regions), torch_device)
+
+    if scheduler is not None:
+        from segarch.tiling.distributed import run_distributed
+
+        tiles_done = run_distributed(scheduler, plan, source, preprocess, network, str(torch_device), amp, sink,
+                                     batch_size, progress, cancel)
+        cancelled = cancel is not None and cancel.is_set()
+    else:
+        runner = NetworkRunner(network, torch_device, amp)
+        tiles_done, cancelled = run_local(plan, source, preprocess, runner, sink, regions, batch_size, progress, cancel)
+    if cancelled:
+        done = len(sink.done()) if isinstance(sink, ZarrSink) else 0
+        raise PredictionCancelled(sink.result(), done, total_blocks)
+    if isinstance(sink, ZarrSink):
+        sink.mark_complete(True)
+    seconds = time.perf_counter() - started
+    pixels = int(np.prod(source.shape)) // max(1, (sizes.get("C", 1)))
+    log.info("predict: %d tiles, %.3g pixels/s, %.2f s", tiles_done, pixels / max(seconds, 1e-9), seconds)
+    return sink.result()
+
+
+# --- the local pipeline: a reader thread, the forward passes here, a blending/writing thread ----------------
+
+def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: TileKey) -> np.ndarray:
+    """The input of one tile, ``(C, *tile)`` float32, pre-processed and padded at the image's end."""
+    plane, index = tile
+    layout = plan.layout
+    loop = dict(zip(layout.loop, plane))
+    region = dict(zip(layout.spatial, plan.tile_region(index)))
+    sizes = dict(zip(layout.axes, source.shape))
+    idx = tuple(loop[a] if a in loop else (slice(region[a][0], min(region[a][1], sizes[a])) if a in region
+                                           else slice(None)) for a in layout.axes)
+    data = source.read(idx)
+    kept = [a for a in layout.axes if a not in loop]
+    if "C" not in kept:
+        data, kept = data[None], ["C"] + kept
+    data = np.transpose(data, [kept.index(a) for a in "C" + layout.spatial])
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = np.argwhere(~np.isfinite(data))
+        first = {a: int(v) + (region[a][0] if a in region else 0) for a, v in zip("C" + layout.spatial, bad[0][:])}
+        first.update(loop)
+        raise ValueError(f"`image` holds NaN or inf: {len(bad)} values in the tile at {region}, first at "
+                         f"{ {a: first[a] for a in layout.axes if a in first} }. Replace them (e.g. np.nan_to_num) first.")
+    data = preprocess(data)
+    pad = [(0, 0)] + [(0, (hi - lo) - n) for (lo, hi), n in zip(plan.tile_region(index), data.shape[1:])]
+    if any(p for _, p in pad):
+        mode = "reflect" if all(n > p for n, (_, p) in zip(data.shape, pad)) else "edge"
+        data = np.pad(data, pad, mode=mode)
+    return data
+
+
+def run_local(plan: Plan, source: ImageSource, preprocess: Preprocessor, runner: NetworkRunner, sink,
+              regions: list[Region], batch_size: int, progress, cancel) -> tuple[int, bool]:
+    """Run ``regions`` here with reading and writing overlapped with compute. Returns (tiles done, cancelled)."""
+    total = sum(len(r.tile_order) for r in regions)
+    inputs: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+    outputs: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def produce():
+        try:
+            for region in regions:
+                _put(inputs, ("region", region), stop)
+                for tile in region.tile_order:
+                    if stop.is_set():
+                        return
+                    _put(inputs, ("tile", tile, read_tile(plan, source, preprocess, tile)), stop)
+        except BaseException as err:  # handed to the main thread
+            errors.append(err)
+        finally:
+            _put(inputs, None, stop, force=True)
+
+    def assemble():
+        assembler = None
+        try:
+            while True:
+                item = outputs.get()
+                if item is None:
+                    return
+                if item[0] == "region":
+                    assembler = Assembler(plan, item[1])
+                    continue
+                for key, data in assembler.add(item[1], item[2]):
+                    sink.write(key, data)
+        except BaseException as err:
+            errors.append(err)
+            stop.set()
+
+    reader = threading.Thread(target=produce, name="segarch-reader", daemon=True)
+    writer = threading.Thread(target=assemble, name="segarch-writer", daemon=True)
+    reader.start()
+    writer.start()
+    done, cancelled = 0, False
+    batch: list[tuple[TileKey, np.ndarray]] = []
+
+    def flush():
+        nonlocal done
+        if not batch:
+            return
+        x = np.stack([b[1] for b in batch])
+        if len(batch) < batch_size:  # always the same batch shape: results don't depend on where a tile falls
+            x = np.concatenate([x, np.zeros((batch_size - len(batch),) + x.shape[1:], x.dtype)])
+        y = runner(x, batch_size)
+        for (tile, _), logits in zip(batch, y):
+            _put(outputs, ("tile", tile, logits), stop, errors=errors)
+        done += len(batch)
+        batch.clear()
+        if progress is not None:
+            progress(done, total)
+
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+                break
+            item = inputs.get()
+            if item is None or errors:
+                break
+            if item[0] == "region":
+                flush()
+                _put(outputs, item, stop, errors=errors)
+                continue
+            batch.append((item[1], item[2]))
+            if len(batch) == batch_size:
+                flush()
+        if not cancelled and not errors:
+            flush()
+    finally:
+        stop.set()  # the reader stops; tiles already computed are still assembled and written
+        _drain(inputs)
+        _put(outputs, None, threading.Event(), force=True)
+        writer.join()
+        reader.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return done, cancelled
+
+
+def _put(q: queue.Queue, item, stop: threading.Event, force: bool = False, errors=None) -> None:
+    while True:
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if errors:
+                raise errors[0]
+            if stop.is_set() and not force:
+                return
+            if force:
+                _drain(q)
+
+
+def _drain(q: queue.Queue) -> None:
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
+
+
+# --- checks and settings -------------------------------------------------------------------------------------
+
+def _check_choice(value, allowed, name) -> None:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+
+
+def _model_dims(model, axes, shape) -> tuple[int, int]:
+    if isinstance(model, Model):
+        return model.spatial_dims, model.in_channels
+    if axes is None:
+        raise ValueError("`axes` is required with a bare torch.nn.Module (e.g. 'YX', 'CYX', 'ZYX').")
+    dims = getattr(model, "spatial_dims", None) or (3 if "Z" in str(axes).upper() else 2)
+    if "C" in str(axes).upper():
+        channels = shape[str(axes).upper().index("C")]
+    else:
+        first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        channels = first.in_channels if first is not None else 1
+    return int(dims), int(channels)
+
+
+def _check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
+    if tile is None:
+        base = 256 if spatial_dims == 2 else 96
+        return (-(-base // divisor) * divisor,) * spatial_dims
+    tiles = (tile,) * spatial_dims if isinstance(tile, (int, np.integer)) else tuple(tile)
+    if len(tiles) != spatial_dims or not all(isinstance(t, (int, np.integer)) and t > 0 for t in tiles):
+        raise ValueError(f"`tile` must be a positive int or {spatial_dims} positive ints, got {tile!r}.")
+    if any(t % divisor for t in tiles):
+        fixed = tuple(-(-int(t) // divisor) * divisor for t in tiles)
+        raise ValueError(f"`tile`={tile!r} must be a multiple of the model's size_divisor {divisor}; e.g. {fixed}.")
+    return tuple(int(t) for t in tiles)
+
+
+def _overlap_pixels(overlap, tile: int) -> int:
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float, np.integer, np.floating)):
+        raise ValueError(f"`overlap` must be a fraction in [0, 1) or an int halo in pixels, got {overlap!r}.")
+    if isinstance(overlap, (int, np.integer)):
+        if not 0 <= 2 * overlap < tile:
+            raise ValueError(f"`overlap` as a halo must satisfy 0 <= 2 × halo < tile ({tile}), got {overlap!r}.")
+        return int(2 * overlap)
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"`overlap` must be a fraction in [0, 1) or an int halo in pixels, got {overlap!r}.")
+    return int(round(overlap * tile))
+
+
+def _out_channels(model, network: nn.Module, device: torch.device, in_channels: int, tile: list[int]) -> int:
+    if isinstance(model, Model):
+        return model.out_channels
+    with torch.inference_mode():  # a bare module: ask it, on the smallest input it accepts
+        probe = torch.zeros((1, in_channels, *tile), device=device)
+        return int(network.to(device).eval()(probe).shape[1])
+
+
+def _output_dtype(output: str, channels: int) -> np.dtype:
+    if output == "probabilities":
+        return np.dtype(np.float32)
+    return np.dtype(np.uint8 if channels <= 256 else np.uint16 if channels <= 65536 else np.uint32)
+
+
+def _check_finite_if_in_memory(source: ImageSource) -> None:
+    # In-memory images are checked whole before anything runs; lazy ones tile by tile as they are read.
+    if source.in_memory and source.dtype.kind == "f":
+        bad = ~np.isfinite(source.array)
+        if bad.any():
+            first = tuple(int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(f"`image` holds {int(bad.sum())} NaN or inf values, the first at index {first}; "
+                             "replace them (e.g. np.nan_to_num) first.")
+
+
+def _check_fits_in_memory(plan: Plan) -> None:
+    nbytes = int(np.prod(output_shape(plan))) * plan.out_dtype.itemsize
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return
+    if nbytes > _IN_MEMORY_FRACTION * free:
+        raise ValueError(f"The output would take {nbytes / 2**30:.1f} GiB, more than fits comfortably in memory "
+                         f"({free / 2**30:.1f} GiB free); pass `out` (a .zarr path) to write it block by block.")
+
+
+def _preprocessor(model, source: ImageSource, plan: Plan) -> Preprocessor:
+    if not isinstance(model, Model):
+        return Preprocessor()
+    if not any(str(s.get("_target_", "")).endswith("ScaleIntensityRangePercentiles") for s in model.preprocessing):
+        return Preprocessor(rest=list(model.preprocessing))
+    return Preprocessor.calibrate(model.preprocessing, _sample(source, plan))
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """Up to ``k`` indices spread evenly over ``range(n)``."""
+    return sorted({int(v) for v in np.linspace(0, n - 1, num=min(n, k)).round()})
+
+
+def _sample(source: ImageSource, plan: Plan, max_tiles: int = 16) -> np.ndarray:
+    """Values from across the whole image, ``(C, n)``, to measure percentiles on (a few tile-sized reads)."""
+    planes = list(plan.planes())
+    per_axis = [_spread(len(g.starts), 3) for g in plan.grids]
+    tiles = [(planes[p], t) for p in _spread(len(planes), 4) for t in itertools.product(*per_axis)]
+    tiles = [tiles[i] for i in _spread(len(tiles), max_tiles)]
+    values = [read_tile(plan, source, Preprocessor(), tile) for tile in tiles]
+    return np.concatenate([v.reshape(v.shape[0], -1) for v in values], axis=1)
+
+
+def _settings(model, network: nn.Module, source: ImageSource, plan: Plan, blend: str, overlaps) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    from segarch import __version__
+
+    return {
+        "model": model.arch if isinstance(model, Model) else type(network).__name__,
+        "weights_sha256": digest.hexdigest(),
+        "classes": list(model.class_names) if isinstance(model, Model) else None,
+        "image": source.description, "image_shape": list(source.shape), "image_dtype": str(source.dtype),
+        "axes": plan.layout.axes, "tile": list(plan.tile_shape), "overlap": list(overlaps), "blend": blend,
+        "output": plan.output, "block": list(plan.block), "segarch_version": __version__,
+        "torch_version": torch.__version__,
+    }
