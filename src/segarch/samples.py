@@ -1,13 +1,24 @@
 """Synthetic images with ground truth, generated from a seed (no downloads).
 
-Used by the CLI's demo, the tests and the napari plugin's sample data.
+Used by the CLI's demo, the tests and the napari plugin's sample data:
+
+- :func:`nuclei`: fluorescent nuclei, 2D or 3D, with instance labels.
+- :func:`satellite`: an RGB aerial scene (fields, roads, buildings, water) with semantic labels
+  (:data:`SATELLITE_CLASSES`).
+- :func:`large_nuclei`: a lazy nuclei image of any size (e.g. 20000×20000) as Dask pyramids,
+  each chunk generated on demand from the seed and its position, with its instance labels.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
-__all__ = ["nuclei"]
+__all__ = ["nuclei", "satellite", "SATELLITE_CLASSES", "large_nuclei", "large_nuclei_block"]
+
+#: Class names of :func:`satellite`'s labels, indexed by label value.
+SATELLITE_CLASSES = ("background", "field", "road", "building", "water")
 
 
 def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -53,3 +64,258 @@ def nuclei(shape: tuple[int, ...] = (256, 256), *, count: int | None = None, rad
     image += 0.1 + 0.1 * yy  # uneven illumination
     image += rng.normal(0, 0.05, size=shape)
     return (image * 1000).astype(np.float32), labels
+
+
+# ------------------------------------------------------------------------------------------- satellite scene
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    noise = _gaussian_blur(rng.normal(size=shape), sigma)
+    return (noise - noise.mean()) / (noise.std() + 1e-12)
+
+
+def _line_distance(yy: np.ndarray, xx: np.ndarray, point: Sequence[float], angle: float) -> np.ndarray:
+    # Distance of every pixel to the infinite line through `point` at `angle`.
+    return np.abs((yy - point[0]) * np.cos(angle) - (xx - point[1]) * np.sin(angle))
+
+
+def satellite(shape: tuple[int, int] = (512, 512), *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An aerial-photo-like RGB scene and its semantic labels.
+
+    Fields are Voronoi parcels with crop-row stripes separated by hedges, a river meanders across,
+    straight roads (with bridges) cross the scene, and buildings with shadows line the roads.
+
+    Args:
+        shape: ``(Y, X)`` size in pixels (each at least 64).
+        seed: random seed; the same seed gives the same scene.
+
+    Returns:
+        ``(image, labels)``: a ``(Y, X, 3)`` uint8 RGB image and uint8 labels indexing
+        :data:`SATELLITE_CLASSES` (0 background: meadow and woods, 1 field, 2 road, 3 building, 4 water).
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 2 or min(shape) < 64:
+        raise ValueError(f"`shape` must be two sizes of at least 64 pixels, got {shape!r}.")
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    labels = np.zeros(shape, np.uint8)
+
+    # Background: meadow with darker woods where a smooth noise field is high.
+    texture = _smooth_noise(rng, shape, 6.0)
+    woods = _smooth_noise(rng, shape, 18.0) > 0.9
+    rgb = np.empty(shape + (3,), np.float32)
+    rgb[:] = (88, 112, 60)
+    rgb += texture[..., None] * (8, 10, 6)
+    rgb[woods] = rgb[woods] * 0.55 + np.array((20, 40, 18), np.float32)
+
+    # Fields: Voronoi parcels; the thin band where two parcels meet stays a hedge (background).
+    n_parcels = max(4, int(h * w / 4500))
+    seeds = rng.uniform((0, 0), (h, w), size=(n_parcels, 2)).astype(np.float32)
+    # Nearest and second-nearest parcel seed, one seed at a time (no (Y, X, n) array).
+    d1 = np.full(shape, np.inf, np.float32)
+    d2 = np.full(shape, np.inf, np.float32)
+    parcel = np.zeros(shape, np.intp)
+    for i, (sy, sx) in enumerate(seeds):
+        d = np.sqrt((yy - sy) ** 2 + (xx - sx) ** 2)
+        closer = d < d1
+        d2 = np.where(closer, d1, np.minimum(d2, d))
+        d1 = np.where(closer, d, d1)
+        parcel[closer] = i
+    edge = (d2 - d1) < 2.5
+    palette = np.array([(196, 178, 96), (120, 150, 62), (140, 104, 72), (170, 160, 80), (98, 140, 70)], np.float32)
+    is_field = rng.uniform(size=n_parcels) < 0.65
+    colours = palette[rng.integers(0, len(palette), n_parcels)]
+    angles = rng.uniform(0, np.pi, n_parcels)
+    periods = rng.uniform(4, 9, n_parcels)
+    field = is_field[parcel] & ~edge & ~woods
+    phase = (yy * np.cos(angles[parcel]) + xx * np.sin(angles[parcel])) * 2 * np.pi / periods[parcel]
+    stripes = 0.88 + 0.12 * np.sin(phase)
+    rgb[field] = colours[parcel][field] * stripes[field][:, None] + texture[field][:, None] * 4
+    labels[field] = 1
+
+    # Water: a meandering river across the long side, and a lake where another noise field peaks.
+    transpose = w > h
+    along, across = (xx, yy) if transpose else (yy, xx)
+    length, breadth = (w, h) if transpose else (h, w)
+    centre = breadth * rng.uniform(0.3, 0.7) + breadth * 0.15 * np.sin(
+        2 * np.pi * along / (length * rng.uniform(0.5, 1.0)) + rng.uniform(0, 2 * np.pi))
+    width = rng.uniform(6, 12) * (1 + 0.25 * np.sin(along / 23.0))
+    water = np.abs(across - centre) < width
+    water |= _smooth_noise(rng, shape, 14.0) > 2.2
+    depth = np.clip(1 - np.abs(across - centre) / np.maximum(width, 1), 0, 1)
+    rgb[water] = np.array((38, 62, 92), np.float32) - 10 * depth[water][:, None] + texture[water][:, None] * 3
+    labels[water] = 4
+
+    # Roads: straight lines at random angles, grey asphalt, over everything including the river.
+    n_roads = int(rng.integers(2, 5))
+    road_lines = []
+    road = np.zeros(shape, bool)
+    for _ in range(n_roads):
+        point, angle, half = rng.uniform((0, 0), (h, w)), rng.uniform(0, np.pi), rng.uniform(1.5, 3.5)
+        road_lines.append((point, angle, half))
+        road |= _line_distance(yy, xx, point, angle) < half
+    rgb[road] = np.array((128, 126, 122), np.float32) + texture[road][:, None] * 3
+    labels[road] = 2
+
+    # Buildings: rotated rectangles set back from the roads, roofs in a few colours, shadows to the south-east.
+    roofs = np.array([(168, 72, 58), (150, 150, 152), (206, 204, 198), (110, 84, 70)], np.float32)
+    n_buildings = max(6, int(h * w / 3000))
+    building = np.zeros(shape, bool)
+    for _ in range(n_buildings):
+        point, angle, half = road_lines[int(rng.integers(len(road_lines)))]
+        t = rng.uniform(-max(h, w), max(h, w))
+        offset = (half + rng.uniform(6, 16)) * rng.choice((-1, 1))
+        cy = point[0] + t * np.sin(angle) + offset * np.cos(angle)
+        cx = point[1] + t * np.cos(angle) - offset * np.sin(angle)
+        if not (4 <= cy < h - 4 and 4 <= cx < w - 4):
+            continue
+        size = rng.uniform(3, 8, size=2)
+        y0, y1 = int(max(cy - 12, 0)), int(min(cy + 13, h))
+        x0, x1 = int(max(cx - 12, 0)), int(min(cx + 13, w))
+        by, bx = yy[y0:y1, x0:x1] - cy, xx[y0:y1, x0:x1] - cx
+        u = by * np.sin(angle) + bx * np.cos(angle)
+        v = by * np.cos(angle) - bx * np.sin(angle)
+        box = (np.abs(u) < size[0]) & (np.abs(v) < size[1])
+        box &= ~road[y0:y1, x0:x1] & ~water[y0:y1, x0:x1] & ~building[y0:y1, x0:x1]
+        if box.sum() < 12:
+            continue
+        shadow = np.zeros_like(box)
+        shadow[2:, 2:] = box[:-2, :-2]
+        shadow &= ~box & (labels[y0:y1, x0:x1] <= 1)
+        rgb[y0:y1, x0:x1][shadow] *= 0.55
+        rgb[y0:y1, x0:x1][box] = roofs[int(rng.integers(len(roofs)))] + texture[y0:y1, x0:x1][box][:, None] * 2
+        building[y0:y1, x0:x1] |= box
+    labels[building] = 3
+
+    # The camera: a little blur and sensor noise.
+    for c in range(3):
+        rgb[..., c] = _gaussian_blur(rgb[..., c], 0.6)
+    rgb += rng.normal(0, 3.0, size=rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8), labels
+
+
+# ---------------------------------------------------------------------------------------- large lazy image
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a counter-based hash, so any pixel or cell gets its numbers directly."""
+    x = (np.asarray(x, np.uint64) + _GOLDEN).astype(np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _uniform(seed: int, salt: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    key = _mix(np.array([(seed & 0xFFFFFFFF) * 1000003 + salt], np.uint64))
+    h = _mix(_mix(key ^ a.astype(np.uint64)) ^ b.astype(np.uint64))
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+_CELL = 32  # one nucleus (or none) per 32×32 cell; radius < 16 keeps each nucleus within a 2×2 cell window
+
+
+def large_nuclei_block(y0: int, x0: int, shape: tuple[int, int], *, step: int = 1, seed: int = 0,
+                       image_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render a window of the large nuclei image: any position, any pyramid step, no state.
+
+    Pixel ``(i, j)`` of the window samples the level-0 point ``((y0 + i) * step + (step - 1) / 2, ...)``,
+    so every pyramid level shows the same nuclei. Each 32×32 cell holds at most one nucleus whose
+    position, shape and brightness come from a hash of (seed, cell), and noise from a hash of the
+    pixel, so windows computed separately agree exactly and show no seams.
+
+    Returns:
+        ``(image, labels)``: uint16 intensities and uint32 instance labels (cell number + 1).
+    """
+    h, w = int(shape[0]), int(shape[1])
+    width = (image_shape[1] if image_shape else 2 ** 31) // _CELL + 1
+    ys = (np.arange(y0, y0 + h) * step + (step - 1) / 2.0)
+    xs = (np.arange(x0, x0 + w) * step + (step - 1) / 2.0)
+    base_y = np.floor((ys - _CELL / 2) / _CELL).astype(np.int64)
+    base_x = np.floor((xs - _CELL / 2) / _CELL).astype(np.int64)
+    # Cell parameters on the grid of cells this window can see.
+    cy = np.arange(base_y.min(), base_y.max() + 2)[:, None]
+    cx = np.arange(base_x.min(), base_x.max() + 2)[None, :]
+    gy, gx = np.broadcast_arrays(cy + (1 << 20), cx + (1 << 20))  # shift so negative cells hash cleanly
+
+    def u(salt):
+        return _uniform(seed, salt, gy, gx)
+
+    present = (u(1) < 0.8) & (cy >= 0) & (cx >= 0)
+    centre_y, centre_x = ((cy + u(2)) * _CELL).astype(np.float32), ((cx + u(3)) * _CELL).astype(np.float32)
+    inv_a, inv_b = (1.0 / (6.0 + 9.0 * u(4))).astype(np.float32), (1.0 / (6.0 + 9.0 * u(5))).astype(np.float32)
+    theta = np.pi * u(6)  # semi-axes 6-15 px: < 16, so a nucleus stays within its 2×2 cell window
+    cos, sin = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+    bright = np.where(present, 450.0 + 550.0 * u(7), 0.0).astype(np.float32)
+    ident = np.where(present, cy * width + cx + 1, 0).astype(np.uint32)
+
+    image = np.zeros((h, w), np.float32)
+    labels = np.zeros((h, w), np.uint32)
+    Y, X = ys.astype(np.float32)[:, None], xs.astype(np.float32)[None, :]
+    for dy in (0, 1):
+        rows = (base_y - cy[0, 0] + dy)[:, None]
+        for dx in (0, 1):
+            cols = (base_x - cx[0, 0] + dx)[None, :]
+            ty, tx = Y - centre_y[rows, cols], X - centre_x[rows, cols]
+            c, s = cos[rows, cols], sin[rows, cols]
+            r = np.sqrt(((ty * c + tx * s) * inv_a[rows, cols]) ** 2 + ((tx * c - ty * s) * inv_b[rows, cols]) ** 2)
+            # A soft edge and a slightly dimmer rim, like a blurred nucleus.
+            profile = np.clip((1.15 - r) * (1 / 0.3), 0, 1) * (1 - 0.25 * np.minimum(r, 1.15) ** 2)
+            np.maximum(image, bright[rows, cols] * profile, out=image)
+            ids = ident[rows, cols]
+            # Where nuclei overlap the higher label wins, whichever window computes the pixel.
+            labels = np.where((r <= 1.0) & (ids > labels), ids, labels)
+    total_x = image_shape[1] if image_shape else 20000
+    illumination = np.float32(110.0) + np.float32(50.0 / max(total_x, 1)) * X
+    py = np.broadcast_to(np.round(Y).astype(np.int64), (h, w))
+    px = np.broadcast_to(np.round(X).astype(np.int64), (h, w))
+    noise = ((_uniform(seed, 11, py, px) + _uniform(seed, 12, py, px) - 1.0) * 70.0).astype(np.float32)
+    out = np.clip(image + illumination + noise, 0, 65535).astype(np.uint16)
+    return out, labels
+
+
+def large_nuclei(shape: tuple[int, int] = (20000, 20000), *, chunks: int = 512, seed: int = 0,
+                 levels: int | None = None):
+    """A large nuclei image and its labels as lazy Dask pyramids, generated chunk by chunk on demand.
+
+    Nothing is computed until a chunk is asked for; each chunk costs a few tens of milliseconds,
+    whatever the image size, and any chunk of any level can be computed alone.
+
+    Args:
+        shape: ``(Y, X)`` of level 0.
+        chunks: chunk size (pixels, square).
+        seed: random seed; the same seed gives the same image.
+        levels: pyramid levels (default: halve until the image fits in 1024 pixels).
+
+    Returns:
+        ``(image_levels, labels_levels)``: lists of Dask arrays (uint16 and uint32), level 0 first.
+    """
+    import dask.array as da
+
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"`shape` must be two positive sizes, got {shape!r}.")
+    if not isinstance(chunks, (int, np.integer)) or chunks < 16:
+        raise ValueError(f"`chunks` must be an integer of at least 16, got {chunks!r}.")
+    if levels is None:
+        levels = 1
+        while max(shape) // 2 ** (levels - 1) > 1024 and min(shape) // 2 ** levels >= 1:
+            levels += 1
+    image_levels, label_levels = [], []
+    for k in range(levels):
+        step = 2 ** k
+        level_shape = (max(1, shape[0] // step), max(1, shape[1] // step))
+        level_chunks = tuple(tuple(min(chunks, n - i) for i in range(0, n, chunks)) for n in level_shape)
+
+        def render(block_info=None, which=0, step=step):
+            loc = block_info[None]["array-location"]
+            (y0, y1), (x0, x1) = loc
+            return large_nuclei_block(y0, x0, (y1 - y0, x1 - x0), step=step, seed=seed, image_shape=shape)[which]
+
+        image_levels.append(da.map_blocks(render, chunks=level_chunks, dtype=np.uint16, which=0,
+                                          meta=np.empty((0, 0), np.uint16), name=f"large-nuclei-image-{seed}-{shape}-{k}"))
+        label_levels.append(da.map_blocks(render, chunks=level_chunks, dtype=np.uint32, which=1,
+                                          meta=np.empty((0, 0), np.uint32), name=f"large-nuclei-labels-{seed}-{shape}-{k}"))
+    return image_levels, label_levels
