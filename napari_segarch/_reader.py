@@ -1,0 +1,97 @@
+"""npe2 reader: Zarr / OME-Zarr (with its ``labels/``) and TIFF / OME-TIFF / pyramidal TIFF, opened lazily.
+
+All the work is :func:`segarch.io.open_images`; this module only turns each
+:class:`segarch.io.Image` into a napari layer data tuple (multiscale, scale, translate, axis
+labels, units; channels split into one layer each; labels images as Labels layers).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from segarch.io import Image, format_of, open_images
+
+__all__ = ["get_reader", "read", "image_to_layer_data"]
+
+_FORMATS = ("zarr", "tiff")
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]] | None:
+    """The reader for ``path`` if its name promises a format we read (``.zarr``, ``.tif``, ``.tiff``, ``.svs``).
+
+    The probe looks at the name only (cheap); a file that is not what its extension says is claimed
+    and answered by :func:`read` with a ``ValueError`` naming the file and what was expected.
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or any(format_of(p) not in _FORMATS for p in paths):
+        return None
+    if any(not os.path.exists(p) for p in paths):
+        return None
+    return read
+
+
+def read(path: str | list[str]) -> list[tuple]:
+    """Layer data tuples for one path or several (image first, then its labels images)."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers: list[tuple] = []
+    for p in paths:
+        for image in open_images(os.fspath(p)):
+            layers.append(image_to_layer_data(image))
+    return layers
+
+
+def image_to_layer_data(image: Image) -> tuple[Any, dict, str]:
+    """One napari layer data tuple for an image (channels, if any, split by ``channel_axis``)."""
+    levels = list(image.levels)
+    axes, scale, translate = image.axes, list(image.scale), list(image.translate)
+    kind = "labels" if image.labels else "image"
+    meta: dict[str, Any] = {"name": image.name,
+                            "metadata": {"axes": image.axes, "path": image.path, "source": image.metadata}}
+    channel = axes.index("C") if "C" in axes else None
+    if kind == "labels" and channel is not None and image.shape[channel] == 1:
+        # A labels image with a single channel: drop the axis napari would show as a slider.
+        index = tuple(0 if i == channel else slice(None) for i in range(image.ndim))
+        levels = [level[index] for level in levels]
+        axes = axes.replace("C", "")
+        del scale[channel], translate[channel]
+        channel = None
+    if kind == "image" and image.rgb:
+        meta["rgb"] = True
+        spatial = axes[:-1]
+        scale, translate = scale[:-1], translate[:-1]
+    elif kind == "image" and channel is not None:
+        n = image.shape[channel]
+        meta["channel_axis"] = channel
+        meta["name"] = [f"{image.name} [{c}]" for c in range(n)] if n > 1 else image.name
+        spatial = axes.replace("C", "")
+        del scale[channel], translate[channel]
+    else:
+        spatial = axes
+    meta["scale"] = tuple(scale)
+    meta["translate"] = tuple(translate)
+    meta["axis_labels"] = tuple(a.lower() for a in spatial)
+    if any(image.units.get(a) for a in spatial):
+        meta["units"] = tuple(image.units.get(a) or "pixel" for a in spatial)
+    meta["multiscale"] = len(levels) > 1
+    if kind == "labels":
+        features = _label_features(image.metadata)
+        if features:
+            meta["features"] = features
+    data = levels if len(levels) > 1 else levels[0]
+    return data, meta, kind
+
+
+def _label_features(attrs: dict) -> dict[str, list] | None:
+    """OME-Zarr ``image-label`` properties as a napari features table (one row per label value)."""
+    image_label = attrs.get("image-label") if isinstance(attrs, dict) else None
+    props = image_label.get("properties") if isinstance(image_label, dict) else None
+    if not props:
+        return None
+    keys = sorted({k for p in props for k in p if k != "label-value"})
+    rows = sorted((p for p in props if "label-value" in p), key=lambda p: p["label-value"])
+    table = {"index": [int(p["label-value"]) for p in rows]}
+    for k in keys:
+        table[k] = [p.get(k) for p in rows]
+    return table
+
