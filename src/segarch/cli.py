@@ -1,4 +1,4 @@
-"""The ``segarch`` command line: ``segarch zoo``, ``segarch card NAME``, ``segarch info FILE``, ``segarch demo``."""
+"""The ``segarch`` command line: ``zoo``, ``card NAME``, ``info FILE``, ``predict IN OUT``, ``demo``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,71 @@ def _demo(args) -> int:
     return 0
 
 
+class _ProgressBar:
+    """A one-line text progress bar on stderr (no dependency)."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.start = label, time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        elapsed = time.perf_counter() - self.start
+        print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} tiles, {elapsed:.0f} s",
+              end="", file=sys.stderr, flush=True)
+
+
+def _predict(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    import segarch
+    from segarch import io
+    from segarch.model_file import resolve_model
+
+    model = resolve_model(args.model, arch=args.arch)
+    if not model.trained:
+        print(f"warning: {model.arch!r} is untrained: its labels are meaningless until it is trained "
+              "(see segarch train).", file=sys.stderr)
+    inputs = [Path(args.input)]
+    if inputs[0].is_dir() and io.format_of(inputs[0]) is None:  # a folder of images, not a .zarr store
+        inputs = sorted(p for p in inputs[0].iterdir() if io.format_of(p) is not None)
+        if not inputs:
+            raise ValueError(f"`INPUT` folder {args.input!r} holds no image ({', '.join(io.EXTENSIONS)}).")
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        targets = [Path(args.output) / (io.image.stem(p) + ".zarr") for p in inputs]
+    else:
+        targets = [Path(args.output)]
+    tile = tuple(args.tile) if args.tile and len(args.tile) > 1 else (args.tile[0] if args.tile else None)
+    overlap = float(args.overlap) if "." in args.overlap else int(args.overlap)
+    for source, target in zip(inputs, targets):
+        start = time.perf_counter()
+        to_zarr = target.suffix == ".zarr"
+        if not to_zarr and target.suffix.lower() not in (".tif", ".tiff"):
+            raise ValueError(f"`OUTPUT` {str(target)!r} must end in .zarr, .tif or .tiff.")
+        bar = _ProgressBar(source.name)
+        try:
+            result = segarch.predict(
+                model, str(source), axes=args.axes, tile=tile, overlap=overlap, batch_size=args.batch_size,
+                blend=args.blend, device=args.device, output=args.output_kind, out=str(target) if to_zarr else None,
+                resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler, progress=bar)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: finished blocks are kept in {target}; re-run with --resume to continue.",
+                  file=sys.stderr)
+            return 130
+        print(file=sys.stderr)
+        if not to_zarr:
+            axes = "".join(a for a in (args.axes or io.open_image(source).axes) if a != "C")
+            io.write_tiff(target, result, axes=axes if len(axes) == result.ndim else None,
+                          labels=args.output_kind == "labels", name=target.stem)
+        seconds = time.perf_counter() - start
+        pixels = int(np.prod(result.shape))
+        print(f"{source.name} -> {target}: {result.shape} {result.dtype}, {pixels / seconds:,.0f} pixels/s, "
+              f"{seconds:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segarch", description="Segmentation architectures and tiled inference.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -122,6 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print a model file's metadata")
     p.add_argument("file")
     p.set_defaults(run=_info)
+
+    p = sub.add_parser("predict", help="segment an image (or a folder of images) of any size, tile by tile")
+    p.add_argument("input", help="image: .zarr, .tif/.tiff, .npy, or a folder of them")
+    p.add_argument("output", help="result: .zarr (written block by block, resumable) or .tif; a folder for a folder")
+    p.add_argument("--model", required=True, help="a model file (.safetensors, or .pt with --arch) or a zoo name")
+    p.add_argument("--arch", help="the architecture of a plain state dict (.pt/.pth)")
+    p.add_argument("--axes", help="the image's axes, e.g. YX, CYX, ZYX, TCZYX (default: from the file)")
+    p.add_argument("--tile", type=int, nargs="+", help="tile size (one value, or one per spatial axis)")
+    p.add_argument("--overlap", default="0.25", help="fraction of the tile (e.g. 0.25) or an int halo in pixels")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--blend", default="gaussian", choices=("gaussian", "constant", "crop"))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--output-kind", default="labels", choices=("labels", "probabilities"))
+    p.add_argument("--scheduler", help="a Dask scheduler address to run on a cluster")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run into the same .zarr")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=_predict)
 
     p = sub.add_parser("demo", help="segment a generated nuclei image with a zoo model, printing each step")
     p.add_argument("--model", default="unet", help="architecture name (default: unet)")

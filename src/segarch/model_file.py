@@ -19,7 +19,7 @@ import torch
 from segarch import zoo
 from segarch.model import Model
 
-__all__ = ["save_model", "load_model", "read_metadata", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "read_metadata", "resolve_model", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "segarch"
 FORMAT_VERSION = "1"
@@ -221,3 +221,21 @@ def _load_state(model: Model, state: Mapping[str, torch.Tensor], path: Path) -> 
         raise ValueError(f"{str(path)!r} does not match architecture {what}: " + "; ".join(parts) + ".")
     model.network.load_state_dict(state, strict=True)
     model.network.eval()
+
+
+def resolve_model(spec: "str | os.PathLike | Model", *, arch: str | None = None, **options: Any) -> Model:
+    """A model from what a user typed: a :class:`Model`, a model file, or a zoo architecture name.
+
+    A zoo name builds an untrained network (``model.trained`` is False): its output is meaningless
+    until it is trained. ``arch`` and ``options`` are passed to :func:`load_model` for state dicts, or
+    to :meth:`Model.from_zoo` for names.
+    """
+    if isinstance(spec, Model):
+        return spec
+    path = Path(spec)
+    if path.suffix in (".safetensors",) + _STATE_DICT_SUFFIXES or path.exists():
+        return load_model(path, arch=arch, **options)
+    try:
+        return Model.from_zoo(str(spec), **options)
+    except ValueError as err:
+        raise ValueError(f"`model`={str(spec)!r} is neither a model file nor a zoo architecture: {err}") from None

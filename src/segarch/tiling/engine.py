@@ -107,8 +107,8 @@ def predict(
     network = model.network if isinstance(model, Model) else model
     if not isinstance(network, nn.Module):
         raise ValueError(f"`model` must be a segarch.Model or a torch.nn.Module, got {type(model).__name__}.")
-    spatial_dims, in_channels = _model_dims(model, axes, source.shape)
-    layout = resolve_axes(source.shape, axes, spatial_dims, in_channels)
+    spatial_dims, in_channels = _model_dims(model, axes or source.axes, source.shape)
+    layout = _layout(source, axes, spatial_dims, in_channels)
     divisor = int(getattr(network, "size_divisor", model.size_divisor if isinstance(model, Model) else 1) or 1)
     tiles = _check_tile(tile, spatial_dims, divisor)
     _check_choice(blend, BLENDS, "blend")
@@ -312,6 +312,15 @@ def _drain(q: queue.Queue) -> None:
 def _check_choice(value, allowed, name) -> None:
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+
+
+def _layout(source: ImageSource, axes: str | None, spatial_dims: int, in_channels: int) -> Layout:
+    if axes is None and source.axes is not None:
+        try:  # the file's own axes first; the shape-based guess if they don't fit the model
+            return resolve_axes(source.shape, source.axes, spatial_dims, in_channels)
+        except ValueError:
+            pass
+    return resolve_axes(source.shape, axes, spatial_dims, in_channels)
 
 
 def _model_dims(model, axes, shape) -> tuple[int, int]:

@@ -18,9 +18,12 @@ class ImageSource:
     The object pickles cheaply (paths and Zarr arrays, not pixels) so Dask workers can read too.
     """
 
-    def __init__(self, array: Any, description: str) -> None:
+    def __init__(self, array: Any, description: str, axes: str | None = None,
+                 scale: tuple[float, ...] | None = None) -> None:
         self.array = array
         self.description = description
+        self.axes = axes      # from the file's metadata (or segarch.io's guess), when opened from a path
+        self.scale = scale
         self.shape = tuple(int(s) for s in array.shape)
         self.dtype = np.dtype(array.dtype)
 
@@ -81,29 +84,9 @@ def _ome_level0(group, what: str):
 
 
 def _open_path(path: Path) -> ImageSource:
+    from segarch import io
+
     if not path.exists():
         raise FileNotFoundError(f"`image` path {str(path)!r} does not exist.")
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".zarr" else path.suffix.lower()
-    try:
-        if path.suffix.lower() == ".zarr" or (path.is_dir() and ((path / "zarr.json").exists() or (path / ".zarray").exists()
-                                                                 or (path / ".zgroup").exists())):
-            import zarr
-
-            node = zarr.open(str(path), mode="r")
-            array = _ome_level0(node, f"`image` {str(path)!r}") if _is_zarr_group(node) else node
-            return ImageSource(array, str(path))
-        if suffix in (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff"):
-            import tifffile
-            import zarr
-
-            store = tifffile.imread(str(path), aszarr=True)  # level 0 of a pyramid; nothing read yet
-            node = zarr.open(store, mode="r")
-            array = node[sorted(node.array_keys(), key=lambda k: int(k) if k.isdigit() else 0)[0]] if _is_zarr_group(node) else node
-            return ImageSource(array, str(path))
-        if suffix == ".npy":
-            return ImageSource(np.load(str(path), mmap_mode="r"), str(path))
-    except (ValueError, FileNotFoundError):
-        raise
-    except Exception as err:
-        raise ValueError(f"`image` {str(path)!r} could not be read as {suffix or 'an image'}: {err}") from None
-    raise ValueError(f"`image` path {str(path)!r} has an unsupported type; allowed: .zarr, .tif, .tiff, .npy.")
+    image = io.open_image(path)  # lazy: level 0 of a pyramid, nothing read but metadata
+    return ImageSource(image.levels[0], str(path), axes=image.axes, scale=image.scale)
