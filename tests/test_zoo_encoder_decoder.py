@@ -43,3 +43,34 @@ def test_fcn8s_adds_skip_scores_at_strides_16_and_8():
     shifted = net(x)
     assert torch.allclose(shifted[:, 0] - base[:, 0], torch.ones(1, 64, 64), atol=1e-4)
     assert torch.allclose(shifted[:, 1], base[:, 1], atol=1e-5)
+
+
+# SegNet -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_segnet_unpools_with_the_encoders_argmax_indices(dims):
+    torch.manual_seed(0)
+    net = zoo.create("segnet", spatial_dims=dims, width_scale=0.0625).eval()
+    x = torch.randn(1, 1, *((32,) * dims))
+    before = net.encoder.blocks[0](x)  # block 1's features before its pooling
+    pooled, indices, shape = net.encoder(x)[0]
+    sparse = net.unpool(pooled, indices, output_size=shape[2:])
+    # Every pooled maximum returns to where it was, and everything else is zero.
+    window_max = nn.functional.max_pool2d if dims == 2 else nn.functional.max_pool3d
+    flat_before = before.flatten(2)
+    assert torch.equal(flat_before.gather(2, indices.flatten(2)), pooled.flatten(2))
+    assert torch.equal(window_max(before, 2), pooled)
+    assert (sparse != 0).sum() <= pooled.numel()
+    assert torch.equal(sparse.flatten(2).gather(2, indices.flatten(2)), pooled.flatten(2))
+    # No encoder features are concatenated: the decoder's first stage sees only the unpooled bottleneck.
+    first = net.decoder[0][0].conv
+    assert first.in_channels == net.encoder.out_channels[-1]
+
+
+def test_segnet_has_13_encoder_and_13_decoder_convolutions():
+    net = _meta("segnet")
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 26
+    assert convs[-1].out_channels == 12 and convs[-1].in_channels == 64
+    assert sum(isinstance(m, nn.MaxUnpool2d) for m in net.modules()) == 1  # one unpool module, used 5 times
