@@ -354,9 +354,14 @@ def add_labels(image_path: str | os.PathLike, name: str, data, *, overwrite: boo
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"`name` must be a plain folder name for the labels image, got {name!r}.")
     version = "0.5" if "ome" in zarr.open_group(str(image_path), mode="r").attrs else "0.4"
-    kwargs.setdefault("axes", image.axes)
-    kwargs.setdefault("scale", image.scale)
-    kwargs.setdefault("translate", image.translate)
+    axes, scale, translate = image.axes, list(image.scale), list(image.translate)
+    if "C" in axes and np.ndim(data) == len(axes) - 1:
+        # Labels usually have no channel axis: take the image's geometry without it.
+        c = axes.index("C")
+        axes, scale, translate = axes.replace("C", ""), scale[:c] + scale[c + 1:], translate[:c] + translate[c + 1:]
+    kwargs.setdefault("axes", axes)
+    kwargs.setdefault("scale", scale)
+    kwargs.setdefault("translate", translate)
     kwargs.setdefault("units", image.units)
     out = Path(image_path) / "labels" / name
     write_ome_zarr(out, data, labels=True, name=name, version=version, overwrite=overwrite, **kwargs)

@@ -130,7 +130,7 @@ def read_tiff(path: str | os.PathLike) -> Image:
         scale, units = _imagej_geometry(tif, page, axes)
         metadata["imagej"] = tif.imagej_metadata
     elif tif.is_svs:
-        svs = tifffile.svs_description_metadata(page.description)
+        svs = tifffile.tifffile.svs_description_metadata(page.description)
         metadata["svs"] = svs
         if svs.get("MPP"):
             scale = tuple(float(svs["MPP"]) if a in "YX" else 1.0 for a in axes)
