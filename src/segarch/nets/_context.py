@@ -1,0 +1,90 @@
+"""What the zoo's context networks share: a dilated ResNet trunk, an optional auxiliary head, option checks.
+
+DeepLab, PSPNet, DANet, CCNet, OCRNet, CPNet, ACFNet and AttaNet all read a ResNet's last feature maps
+(dilated to output stride 8 or 16), add a context head, and up-sample the head's logits to the input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from monai.networks.layers.factories import Conv
+
+from segarch.backbones import ResNetEncoder
+from segarch.blocks import ConvNormAct
+from segarch.blocks.context_upsample import upsample_to as resize
+from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+
+__all__ = ["ContextNet", "FCNHead", "check_positive_int", "check_rate", "check_bool"]
+
+
+def check_positive_int(value, name: str, net: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer for {net}, got {value!r}.")
+    return value
+
+
+def check_rate(value, name: str, net: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be a number in [0, 1) for {net}, got {value!r}.")
+    return float(value)
+
+
+def check_bool(value, name: str, net: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False for {net}, got {value!r}.")
+    return value
+
+
+class FCNHead(nn.Sequential):
+    """A 3×3 conv-norm-act, dropout and a 1×1 classifier: PSPNet's auxiliary head (and FCN-style side heads)."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, mid_channels: int, out_channels: int,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.add_module("conv", ConvNormAct(spatial_dims, in_channels, mid_channels, 3, dropout=dropout))
+        self.add_module("classifier", Conv[Conv.CONV, spatial_dims](mid_channels, out_channels, 1))
+
+
+class ContextNet(SegmentationNet):
+    """Base of the dilated-ResNet context networks.
+
+    Builds ``self.encoder`` (:class:`~segarch.backbones.ResNetEncoder`), sets ``size_divisor`` to the
+    output stride (or ``size_divisor`` when larger) and, with ``aux_head``, an FCN head
+    on the third stage whose logits (training mode only) are kept in ``self.aux_logits`` at the input's
+    size, for a weighted auxiliary loss as in PSPNet (weight 0.4); ``forward`` still returns only the
+    main logits.
+
+    Subclasses implement :meth:`head` (encoder features → logits at the trunk's resolution).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, depth: int, output_stride: int,
+                 base_width: int, aux_head: bool, net: str, output_strides=(8, 16),
+                 size_divisor: int | None = None) -> None:
+        super().__init__()
+        check_spatial_dims(spatial_dims, (2, 3), net)
+        check_choice(output_stride, tuple(output_strides), "output_stride", net)
+        check_bool(aux_head, "aux_head", net)
+        self.spatial_dims = spatial_dims
+        # The trunk must split the input evenly into cells of ``output_stride``; a net whose card promises a
+        # larger divisor for every option (DeepLab v3 at 8 or 16) keeps that one so card and net agree.
+        self.size_divisor = max(output_stride, size_divisor or 1)
+        self.encoder = ResNetEncoder(spatial_dims, in_channels, depth=depth, output_stride=output_stride,
+                                     base_width=check_positive_int(base_width, "base_width", net))
+        self.aux = None
+        if aux_head:
+            c3 = self.encoder.out_channels[3]
+            self.aux = FCNHead(spatial_dims, c3, max(c3 // 4, 1), out_channels)
+        self.aux_logits: torch.Tensor | None = None
+
+    def head(self, features: list[torch.Tensor]) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input_shape(x)
+        features = self.encoder(x)
+        if self.aux is not None and self.training:
+            self.aux_logits = resize(self.aux(features[3]), x.shape[2:])
+        else:
+            self.aux_logits = None
+        return resize(self.head(features), x.shape[2:])
