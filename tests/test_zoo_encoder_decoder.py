@@ -74,3 +74,21 @@ def test_segnet_has_13_encoder_and_13_decoder_convolutions():
     assert len(convs) == 26
     assert convs[-1].out_channels == 12 and convs[-1].in_channels == 64
     assert sum(isinstance(m, nn.MaxUnpool2d) for m in net.modules()) == 1  # one unpool module, used 5 times
+
+
+# LinkNet ------------------------------------------------------------------------------------------------
+
+
+def test_linknet_adds_encoder_outputs_to_the_decoder_input():
+    torch.manual_seed(0)
+    net = zoo.create("linknet", spatial_dims=2, base_width=8).eval()
+    seen = {}
+    net.encoder.layers[2].register_forward_hook(lambda m, i, o: seen.__setitem__("e3", o))
+    net.decoder[3].register_forward_hook(lambda m, i, o: seen.__setitem__("d4", o))
+    net.decoder[2].register_forward_hook(lambda m, i, o: seen.__setitem__("d3_in", i[0]))
+    net(torch.randn(1, 1, 64, 64))
+    assert torch.allclose(seen["d3_in"], seen["d4"] + seen["e3"])  # a sum, not a concatenation
+    # Decoder block (m, n): 1×1 to m/4, 3×3 full conv, 1×1 to n, at the paper's widths.
+    paper = _meta("linknet")
+    assert [(b.reduce.conv.in_channels, b.reduce.conv.out_channels, b.expand.conv.out_channels)
+            for b in paper.decoder] == [(64, 16, 64), (128, 32, 64), (256, 64, 128), (512, 128, 256)]
