@@ -1,0 +1,384 @@
+"""Training data: image/label pairs from arrays, Dask, Zarr or TIFF, read lazily region by region.
+
+Every input becomes a :class:`Source` whose image and labels are NumPy arrays or lazy Dask arrays
+(Zarr arrays and TIFF files are wrapped in Dask without reading them), transposed to
+``(stack..., C, *spatial)`` and ``(stack..., *spatial)``. A stack axis (``T``, or ``Z`` for a 2D
+model) holds independent images: each index along it is one :class:`Item`. Patches are read
+from a region around a random location, so a large image is never loaded whole.
+
+Partial annotations: unless an explicit mask of annotated pixels is given, only the slices that
+hold at least one label count as annotated (whole 2D images for a 2D model, Z-slices of a volume
+for a 3D model); label 0 inside them is background, everything else is ignored by the loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "spatial_letters",
+           "SUFFIXES"]
+
+log = logging.getLogger("segarch.training")
+
+SUFFIXES = (".tif", ".tiff", ".zarr")
+_SPATIAL = "ZYX"
+
+
+def spatial_letters(axes: str) -> str:
+    return "".join(a for a in axes if a in _SPATIAL)
+
+
+@dataclass
+class Source:
+    """One image with its labels (and optional mask), axes normalised to ``(stack..., C, *spatial)``."""
+
+    image: Any
+    labels: Any
+    mask: Any  # None (slices with labels are annotated), True (all annotated) or an array like ``labels``
+    name: str
+    spatial_dims: int
+    n_stack: int
+
+    @property
+    def stack_shape(self) -> tuple[int, ...]:
+        return tuple(self.labels.shape[: self.n_stack])
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.labels.shape[self.n_stack:])
+
+
+@dataclass
+class Item:
+    """One image of a source (one index along its stack axes) and the part of it used for training.
+
+    ``annotated``: for ``mask=None`` sources, which slices along the first spatial axis (3D) or
+    whether the image (2D, one value) holds labels. ``bounds``: the spatial box it may be read from.
+    """
+
+    source: Source
+    index: tuple[int, ...]
+    annotated: np.ndarray
+    bounds: tuple[slice, ...] = ()
+    held_out: bool = False
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(b.stop - b.start for b in self.bounds)
+
+    def annotated_volume(self) -> float:
+        size = float(np.prod(self.shape))
+        if self.source.spatial_dims == 3 and self.annotated.size > 1:
+            z = self.bounds[0]
+            return size * float(self.annotated[z].mean()) if z.stop > z.start else 0.0
+        return size * float(self.annotated.any())
+
+
+@dataclass
+class Region:
+    """A preprocessed image region ``(C, *spatial)`` with its class targets and annotation mask."""
+
+    image: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray
+    origin: tuple[int, ...] = field(default=())
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def _lazy(array: Any, what: str) -> Any:
+    """NumPy stays NumPy; Dask stays lazy; Zarr, TIFF and other array-likes are wrapped lazily in Dask."""
+    if isinstance(array, (str, os.PathLike)):
+        return _open_path(Path(array), what)
+    if isinstance(array, np.ndarray):
+        return array
+    if type(array).__module__.startswith("dask"):
+        return array
+    if hasattr(array, "shape") and hasattr(array, "dtype") and hasattr(array, "__getitem__"):
+        if type(array).__module__.startswith("torch"):
+            return array.detach().cpu().numpy()
+        import dask.array as da
+
+        return da.from_array(array, chunks=getattr(array, "chunks", "auto"), asarray=True)
+    try:
+        return np.asarray(array)
+    except Exception:
+        raise ValueError(f"`{what}` must be an array (NumPy, Dask, Zarr), a TIFF/Zarr path or a list of them, "
+                         f"got {type(array).__name__}.") from None
+
+
+def _open_path(path: Path, what: str) -> Any:
+    import dask.array as da
+
+    if not path.exists():
+        raise ValueError(f"`{what}`: no file or folder at {str(path)!r}.")
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+        import zarr
+
+        store = tifffile.imread(str(path), aszarr=True)  # reads pages on demand
+        z = zarr.open(store, mode="r")
+        if not hasattr(z, "shape"):  # a multi-scale TIFF opens as a group: take full resolution
+            z = z[sorted(z.array_keys())[0]]
+        return da.from_array(z, chunks=z.chunks)
+    if suffix == ".zarr" or (path / ".zarray").exists() or (path / "zarr.json").exists():
+        import zarr
+
+        z = zarr.open(str(path), mode="r")
+        if not hasattr(z, "shape"):
+            keys = sorted(z.array_keys())
+            if not keys:
+                raise ValueError(f"`{what}`: the Zarr group {str(path)!r} holds no array.")
+            z = z[keys[0]]
+        return da.from_array(z, chunks=z.chunks)
+    raise ValueError(f"`{what}`: {str(path)!r} is neither a TIFF file nor a Zarr array (allowed: {', '.join(SUFFIXES)}).")
+
+
+def _expand_folder(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+
+
+def _pair_paths(images: Path, labels: Path) -> tuple[list[Path], list[Path]]:
+    """Match files of two folders by name (``a.tif`` with ``a.tif``, ``a_labels.tif``, ``a_masks.tif``...)."""
+    ims, lbs = _expand_folder(images), _expand_folder(labels)
+    if not ims:
+        raise ValueError(f"`images`: the folder {str(images)!r} holds no {'/'.join(SUFFIXES)} files.")
+    by_stem = {}
+    for p in lbs:
+        stem = p.name.split(".")[0]
+        for tail in ("_labels", "_label", "_masks", "_mask", "_seg", "_gt", "-labels", "-masks"):
+            if stem.endswith(tail):
+                stem = stem[: -len(tail)]
+                break
+        by_stem[stem] = p
+    pairs = [(p, by_stem.get(p.name.split(".")[0])) for p in ims]
+    missing = [p.name for p, q in pairs if q is None]
+    if missing:
+        raise ValueError(f"`labels`: no labels file in {str(labels)!r} matches image(s) {missing[:5]} by name "
+                         f"(expected e.g. {missing[0]} or {missing[0].split('.')[0]}_labels.tif).")
+    return [p for p, _ in pairs], [q for _, q in pairs]
+
+
+def _as_list(images, labels, mask) -> tuple[list, list, list]:
+    if isinstance(images, (str, os.PathLike)) and Path(images).is_dir() and Path(images).suffix.lower() != ".zarr":
+        if not (isinstance(labels, (str, os.PathLike)) and Path(labels).is_dir()):
+            raise ValueError(f"`labels` must be a folder when `images` is a folder ({str(images)!r}), got {labels!r}.")
+        images, labels = _pair_paths(Path(images), Path(labels))
+    if isinstance(images, (list, tuple)):
+        if not isinstance(labels, (list, tuple)) or len(labels) != len(images):
+            n = len(labels) if isinstance(labels, (list, tuple)) else "one array"
+            raise ValueError(f"`labels` must be a list as long as `images` ({len(images)}), got {n}.")
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(images)
+        if len(masks) != len(images):
+            raise ValueError(f"`mask` must be a list as long as `images` ({len(images)}), got {len(masks)}.")
+        return list(images), list(labels), masks
+    return [images], [labels], [mask]
+
+
+def _default_axes(image_shape, label_shape, in_channels: int) -> str:
+    lab = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(len(label_shape))
+    if lab is None:
+        raise ValueError(f"`labels` must have 2 to 4 dimensions when `axes` is not given, got shape {tuple(label_shape)}.")
+    if len(image_shape) == len(label_shape):
+        return lab
+    if len(image_shape) == len(label_shape) + 1:
+        if tuple(image_shape[1:]) == tuple(label_shape):
+            return "C" + lab
+        if tuple(image_shape[:-1]) == tuple(label_shape):
+            return lab + "C"
+    raise ValueError(f"`images` of shape {tuple(image_shape)} and `labels` of shape {tuple(label_shape)} do not match: "
+                     f"the labels must have the image's shape, without its channel axis.")
+
+
+def _check_axes(axes: str, ndim: int) -> str:
+    axes = axes.upper()
+    if len(axes) != ndim or len(set(axes)) != len(axes) or not set(axes) <= set("TSZYXC"):
+        raise ValueError(f"`axes` must name each of the image's {ndim} axes once with letters from 'TSZYXC' "
+                         f"(e.g. 'YX', 'CYX', 'ZYX', 'TZYX'), got {axes!r}.")
+    if not {"Y", "X"} <= set(axes):
+        raise ValueError(f"`axes` must contain Y and X, got {axes!r}.")
+    return axes
+
+
+def _check_labels_dtype(labels, name: str) -> None:
+    kind = np.dtype(labels.dtype).kind
+    if kind == "b":
+        return
+    if kind not in "iu":
+        raise ValueError(f"`labels` ({name}) must hold integers (0 = background, 1.. = classes or objects), "
+                         f"got dtype {labels.dtype}: convert with `labels.astype(np.uint16)` if its values are whole.")
+
+
+def as_sources(images, labels, *, axes: str | None, mask, spatial_dims: int | None, in_channels: int | None
+               ) -> list[Source]:
+    """Normalise the user's ``images``/``labels`` (arrays, lists, paths, folders) into :class:`Source` objects.
+
+    Args:
+        axes: the image's axes, e.g. ``"YX"``, ``"CZYX"``, ``"TYX"`` (labels have the same axes without C).
+        mask: ``None`` (annotated = slices holding labels), ``True`` (all annotated) or boolean arrays
+            shaped like the labels.
+        spatial_dims: the model's (``None``: as many as ``axes`` has of Z, Y, X).
+        in_channels: the model's input channels (``None``: any).
+    """
+    ims, lbs, masks = _as_list(images, labels, mask)
+    if not ims:
+        raise ValueError("`images` is empty: pass at least one image.")
+    sources = []
+    for i, (im, lb, mk) in enumerate(zip(ims, lbs, masks)):
+        name = str(im) if isinstance(im, (str, os.PathLike)) else f"image {i}"
+        im, lb = _lazy(im, "images"), _lazy(lb, "labels")
+        _check_labels_dtype(lb, name)
+        ax = _check_axes(axes, im.ndim) if axes else _default_axes(im.shape, lb.shape, in_channels)
+        lab_axes = ax.replace("C", "")
+        expected = tuple(n for a, n in zip(ax, im.shape) if a != "C")
+        if tuple(lb.shape) != expected:
+            raise ValueError(f"`labels` of {name} has shape {tuple(lb.shape)}, but the image {tuple(im.shape)} with "
+                             f"axes {ax!r} needs labels of shape {expected} (the image's shape without C).")
+        channels = im.shape[ax.index("C")] if "C" in ax else 1
+        if in_channels is not None and channels != in_channels:
+            raise ValueError(f"{name} has {channels} channel(s) (axes {ax!r}, shape {tuple(im.shape)}), "
+                             f"but the model takes `in_channels`={in_channels}.")
+        space = spatial_letters(lab_axes)
+        sd = spatial_dims or min(3, len(space))
+        if len(space) < sd:
+            raise ValueError(f"{name} has {len(space)} spatial axes ({space!r}), the model needs {sd} "
+                             f"(`axes`={ax!r}).")
+        spatial = lab_axes[-sd:] if lab_axes[-sd:] == space[-sd:] else None
+        if spatial is None:
+            raise ValueError(f"`axes` {ax!r} must end with the {sd} spatial axes (channel axis aside).")
+        stack = lab_axes[: len(lab_axes) - sd]
+        # Transpose to (stack..., C, *spatial) / (stack..., *spatial): views, lazy for Dask.
+        order = [ax.index(a) for a in stack] + ([ax.index("C")] if "C" in ax else []) + [ax.index(a) for a in spatial]
+        im = im.transpose(order)
+        if "C" not in ax:
+            im = im[(slice(None),) * len(stack) + (None,)]
+        if mk is not None and mk is not True:
+            mk = _lazy(mk, "mask")
+            if tuple(mk.shape) != tuple(lb.shape):
+                raise ValueError(f"`mask` of {name} must have the labels' shape {tuple(lb.shape)}, got {tuple(mk.shape)}.")
+            mk = mk.transpose([lab_axes.index(a) for a in stack + spatial])
+        lb = lb.transpose([lab_axes.index(a) for a in stack + spatial])
+        sources.append(Source(im, lb, mk, name, sd, len(stack)))
+    dims = {s.spatial_dims for s in sources}
+    if len(dims) > 1:
+        raise ValueError(f"`images` mix 2D and 3D data ({sorted(dims)} spatial axes): train on one kind at a time.")
+    return sources
+
+
+def _compute(x):
+    return x.compute() if hasattr(x, "compute") else np.asarray(x)
+
+
+def label_stats(sources: Sequence[Source]) -> tuple[int, int]:
+    """Minimum and maximum label over all sources (chunk by chunk for lazy arrays)."""
+    lo, hi = None, None
+    for s in sources:
+        a, b = int(_compute(s.labels.min())), int(_compute(s.labels.max()))
+        if a < 0:
+            raise ValueError(f"`labels` of {s.name} hold negative values (minimum {a}): labels must be 0 "
+                             f"(background) or positive classes/objects.")
+        lo = a if lo is None else min(lo, a)
+        hi = b if hi is None else max(hi, b)
+    return int(lo), int(hi)
+
+
+def make_items(sources: Sequence[Source]) -> list[Item]:
+    """One :class:`Item` per stack index, with which slices hold labels; raises if nothing is annotated."""
+    items = []
+    for s in sources:
+        if s.mask is None:
+            # Which 2D planes hold labels: any() over Y and X, reduced lazily for Dask.
+            planes = _compute((s.labels > 0).any(axis=(-2, -1)))
+            planes = np.asarray(planes, bool).reshape(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()))
+        elif s.mask is True:
+            planes = np.ones(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()), bool)
+        else:
+            planes = _compute((s.mask != 0).any(axis=(-2, -1)))
+            planes = np.asarray(planes, bool).reshape(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()))
+        for index in np.ndindex(*s.stack_shape) if s.stack_shape else [()]:
+            annotated = np.atleast_1d(planes[index])
+            if annotated.any():
+                items.append(Item(s, tuple(int(i) for i in index), annotated,
+                                  tuple(slice(0, n) for n in s.spatial_shape)))
+    if not items:
+        hint = "" if any(s.mask is not None for s in sources) else " (no slice holds a label > 0)"
+        raise ValueError(f"`labels` have no annotated pixels{hint}: paint at least one object and some background.")
+    return items
+
+
+def split_items(items: list[Item], val_fraction: float, patch: Sequence[int], rng: np.random.Generator
+                ) -> tuple[list[Item], list[Item]]:
+    """Hold out whole images when there are several, else a strip of the only one (along its longest in-plane axis)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"`val_fraction` must be in [0, 1), got {val_fraction!r}.")
+    if val_fraction == 0:
+        return items, []
+    n_val = int(round(val_fraction * len(items)))
+    if len(items) >= 2 and n_val >= 1:
+        n_val = min(n_val, len(items) - 1)
+        chosen = set(rng.choice(len(items), size=n_val, replace=False).tolist())
+        val = [items[i] for i in sorted(chosen)]
+        for it in val:
+            it.held_out = True
+        return [it for i, it in enumerate(items) if i not in chosen], val
+    train, val = [], []
+    for it in items:
+        shape = it.shape
+        axis = len(shape) - 2 + int(np.argmax(shape[-2:]))  # Y or X: keeps every annotated Z-slice in both parts
+        length = shape[axis]
+        width = max(int(round(val_fraction * length)), min(int(patch[axis]) // 2, length // 4))
+        if width < 1 or length - width < 1:
+            train.append(it)
+            continue
+        cut = it.bounds[axis].start + length - width
+        tb, vb = list(it.bounds), list(it.bounds)
+        tb[axis] = slice(it.bounds[axis].start, cut)
+        vb[axis] = slice(cut, it.bounds[axis].stop)
+        train.append(Item(it.source, it.index, it.annotated, tuple(tb)))
+        val.append(Item(it.source, it.index, it.annotated, tuple(vb), held_out=True))
+    return train, val
+
+
+def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if num_classes == 2:
+        return (labels > 0).astype(np.int64)  # instance labels or one class: foreground vs background
+    return labels.astype(np.int64)
+
+
+def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, preprocess, num_classes: int) -> Region:
+    """Read ``size`` pixels from ``start`` (clipped to the item's bounds), preprocessed, with targets and mask.
+
+    Regions smaller than ``size`` (small images, image borders) are padded: by reflection for the
+    image, with "not annotated" for the mask, so padding never counts in the loss.
+    """
+    s = item.source
+    lo = [max(b.start, min(int(p), b.stop - 1)) for p, b in zip(start, item.bounds)]
+    hi = [min(b.stop, l + int(n)) for l, n, b in zip(lo, size, item.bounds)]
+    box = tuple(slice(l, h) for l, h in zip(lo, hi))
+    image = np.asarray(_compute(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
+    labels = np.asarray(_compute(s.labels[item.index + box]))
+    if s.mask is None:
+        mask = np.ones(labels.shape, bool)
+        if s.spatial_dims == 3:
+            mask &= item.annotated[box[0]][:, None, None]
+    elif s.mask is True:
+        mask = np.ones(labels.shape, bool)
+    else:
+        mask = np.asarray(_compute(s.mask[item.index + box])) != 0
+    image = preprocess(image)
+    pad = [(0, max(0, int(n) - (h - l))) for n, l, h in zip(size, lo, hi)]
+    if any(p for _, p in pad):
+        mode = "reflect" if all(h - l > p for (_, p), l, h in zip(pad, lo, hi)) else "edge"
+        image = np.pad(image, [(0, 0)] + pad, mode=mode)
+        labels = np.pad(labels, pad)
+        mask = np.pad(mask, pad)
+    return Region(image.astype(np.float32), _targets(labels, num_classes), mask, tuple(lo))
