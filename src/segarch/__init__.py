@@ -14,13 +14,14 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["Model", "save_model", "load_model", "zoo", "predict", "PredictionCancelled", "__version__"]
+__all__ = ["Model", "save_model", "load_model", "zoo", "train", "predict", "PredictionCancelled", "__version__"]
 
 _LAZY = {
     "Model": ("segarch.model", "Model"),
     "save_model": ("segarch.model_file", "save_model"),
     "load_model": ("segarch.model_file", "load_model"),
     "zoo": ("segarch.zoo", None),
+    "train": ("segarch.training.loop", "train"),
     "predict": ("segarch.tiling", "predict"),
     "PredictionCancelled": ("segarch.tiling", "PredictionCancelled"),
 }
