@@ -1,0 +1,46 @@
+"""The real-time networks and light backbones against their papers' structure."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from segarch import zoo
+
+
+def _convs(net: nn.Module, dims: int = 2):
+    kinds = (nn.Conv2d, nn.ConvTranspose2d) if dims == 2 else (nn.Conv3d, nn.ConvTranspose3d)
+    return [m for m in net.modules() if isinstance(m, kinds)]
+
+
+def test_mobilenet_v2_follows_table_2_and_keeps_linear_bottlenecks():
+    from segarch.backbones.mobilenet import InvertedResidual, MobileNetV2Encoder
+
+    enc = MobileNetV2Encoder(2, 3)
+    assert enc.out_channels == (16, 24, 32, 96, 320) and enc.reductions == (2, 4, 8, 16, 32)
+    blocks = [m for m in enc.modules() if isinstance(m, InvertedResidual)]
+    assert len(blocks) == 1 + 2 + 3 + 4 + 3 + 3 + 1 == 17
+    # The projection is linear (no activation after the last 1x1) and the expansion is 6x.
+    last = blocks[5].block
+    assert not hasattr(last[-1], "act")
+    assert last[0].conv.out_channels == 6 * last[0].conv.in_channels
+    dilated = MobileNetV2Encoder(2, 3, output_stride=8)
+    feats = dilated(torch.zeros(1, 3, 64, 64))
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 8, 8]
+
+
+def test_enet_initial_block_concatenates_13_filters_with_pooled_input():
+    net = zoo.create("enet", spatial_dims=2, in_channels=3, out_channels=19)
+    assert net.initial.conv.out_channels == 13 and net.initial.conv.stride == (2, 2)
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        cat = torch.cat([net.initial.conv(x), net.initial.pool(x)], dim=1)
+    assert torch.equal(cat[:, 13:], nn.functional.max_pool2d(x, 2))  # the last 3 channels are the pooled image
+    # Stages 2 and 3 carry the paper's dilations 2, 4, 8, 16 and two asymmetric 5x1/1x5 bottlenecks each.
+    dilations = [b.conv[0].conv.dilation[0] for b in net.stage2 if hasattr(b.conv[0], "conv")]
+    assert dilations == [1, 2, 4, 1, 8, 16]
+    asym = [b for b in net.stage3 if not hasattr(b.conv[0], "conv")]
+    assert [tuple(c.kernel_size) for c in _convs(asym[0].conv)] == [(5, 1), (1, 5)]
+    # The decoder unpools with the encoder's max-pooling indices.
+    net = zoo.create("enet", spatial_dims=2, in_channels=1, out_channels=2, features=(8, 16, 32)).eval()
+    assert net(torch.randn(1, 1, 24, 40)).shape == (1, 2, 24, 40)
