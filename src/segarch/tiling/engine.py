@@ -217,7 +217,7 @@ def run_local(plan: Plan, source: ImageSource, preprocess: Preprocessor, runner:
         except BaseException as err:  # handed to the main thread
             errors.append(err)
         finally:
-            _put(inputs, None, stop, force=True)
+            _put(inputs, None, stop)
 
     def assemble():
         assembler = None
@@ -262,7 +262,12 @@ def run_local(plan: Plan, source: ImageSource, preprocess: Preprocessor, runner:
             if cancel is not None and cancel.is_set():
                 cancelled = True
                 break
-            item = inputs.get()
+            try:
+                item = inputs.get(timeout=0.1)
+            except queue.Empty:
+                if errors:
+                    break
+                continue
             if item is None or errors:
                 break
             if item[0] == "region":
@@ -277,7 +282,12 @@ def run_local(plan: Plan, source: ImageSource, preprocess: Preprocessor, runner:
     finally:
         stop.set()  # the reader stops; tiles already computed are still assembled and written
         _drain(inputs)
-        _put(outputs, None, threading.Event(), force=True)
+        while writer.is_alive():  # every computed tile is still assembled: no output is dropped
+            try:
+                outputs.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
         writer.join()
         reader.join(timeout=60)
     if errors:
@@ -285,18 +295,17 @@ def run_local(plan: Plan, source: ImageSource, preprocess: Preprocessor, runner:
     return done, cancelled
 
 
-def _put(q: queue.Queue, item, stop: threading.Event, force: bool = False, errors=None) -> None:
+def _put(q: queue.Queue, item, stop: threading.Event, errors=None) -> bool:
+    """Put ``item``, waiting for room; give up (False) once ``stop`` is set, raise a worker's error."""
     while True:
         try:
             q.put(item, timeout=0.1)
-            return
+            return True
         except queue.Full:
             if errors:
                 raise errors[0]
-            if stop.is_set() and not force:
-                return
-            if force:
-                _drain(q)
+            if stop.is_set():
+                return False
 
 
 def _drain(q: queue.Queue) -> None:
@@ -326,10 +335,12 @@ def _layout(source: ImageSource, axes: str | None, spatial_dims: int, in_channel
 def _model_dims(model, axes, shape) -> tuple[int, int]:
     if isinstance(model, Model):
         return model.spatial_dims, model.in_channels
-    if axes is None:
-        raise ValueError("`axes` is required with a bare torch.nn.Module (e.g. 'YX', 'CYX', 'ZYX').")
-    dims = getattr(model, "spatial_dims", None) or (3 if "Z" in str(axes).upper() else 2)
-    if "C" in str(axes).upper():
+    dims = getattr(model, "spatial_dims", None)
+    if axes is None and dims is None:
+        raise ValueError("`axes` is required with a bare torch.nn.Module that has no `spatial_dims` attribute "
+                         "(e.g. 'YX', 'CYX', 'ZYX').")
+    dims = dims or (3 if "Z" in str(axes).upper() else 2)
+    if axes is not None and "C" in str(axes).upper():
         channels = shape[str(axes).upper().index("C")]
     else:
         first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)

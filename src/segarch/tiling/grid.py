@@ -21,7 +21,7 @@ class AxisGrid:
     """Tiles along one axis of length ``size`` (after padding to ``padded``)."""
 
     size: int            # the image's extent along the axis
-    padded: int          # extent after padding (≥ size; > size only when the image is smaller than a tile)
+    padded: int          # extent after padding to a multiple of the network's size divisor
     tile: int            # tile extent along the axis
     starts: tuple[int, ...]
     weights: tuple[np.ndarray, ...]  # per tile, its 1D weight (length ``tile``)
@@ -34,8 +34,8 @@ class AxisGrid:
 
 
 def _starts(padded: int, tile: int, stride: int) -> list[int]:
-    starts = list(range(0, max(padded - tile, 0) + 1, stride))
-    if starts[-1] + tile < padded:  # the last tile ends flush with the image, as MONAI's windows do
+    starts = list(range(0, padded - tile + 1, stride))
+    if starts[-1] + tile < padded:  # the last tile ends flush with the (padded) image, as MONAI's windows do
         starts.append(padded - tile)
     return starts
 
@@ -52,12 +52,14 @@ def blend_weights_1d(blend: str, tile: int) -> np.ndarray:
 def axis_grid(size: int, tile: int, overlap: int, divisor: int, blend: str) -> AxisGrid:
     """Plan the tiles along one axis.
 
-    ``tile`` is shrunk to the image (rounded up to ``divisor``) when the image is smaller, in which
-    case the image is padded to the tile; ``overlap`` pixels are shared by neighbouring tiles.
+    The axis is padded to a multiple of ``divisor`` and every tile starts at a multiple of it, so a
+    network that down-samples sees the same pixel phase in every tile as on the whole image (tiling
+    then changes nothing but the borders). ``tile`` is shrunk to the padded axis when the image is
+    smaller; neighbouring tiles share at least ``overlap`` pixels.
     """
-    tile = min(tile, -(-size // divisor) * divisor)
-    padded = max(size, tile)
-    stride = max(1, tile - overlap)
+    padded = -(-size // divisor) * divisor
+    tile = min(tile, padded)
+    stride = max(divisor, (tile - overlap) // divisor * divisor)
     starts = _starts(padded, tile, stride)
     if blend == "crop":
         # Each tile keeps the part nearest its centre: neighbours split their overlap in the middle.
