@@ -64,6 +64,7 @@ def image_to_layer_data(image: Image) -> tuple[Any, dict, str]:
         n = image.shape[channel]
         meta["channel_axis"] = channel
         meta["name"] = [f"{image.name} [{c}]" for c in range(n)] if n > 1 else image.name
+        meta.update(_omero_channels(image.metadata, n, image.name))
         spatial = axes.replace("C", "")
         del scale[channel], translate[channel]
     else:
@@ -80,6 +81,24 @@ def image_to_layer_data(image: Image) -> tuple[Any, dict, str]:
             meta["features"] = features
     data = levels if len(levels) > 1 else levels[0]
     return data, meta, kind
+
+
+def _omero_channels(attrs: dict, n: int, name: str) -> dict[str, Any]:
+    """Channel names and display windows from OME-Zarr ``omero`` metadata, where it fits the channels."""
+    omero = attrs.get("omero") if isinstance(attrs, dict) else None
+    channels = omero.get("channels") if isinstance(omero, dict) else None
+    if not isinstance(channels, list) or len(channels) != n or not all(isinstance(c, dict) for c in channels):
+        return {}
+    out: dict[str, Any] = {}
+    labels = [c.get("label") for c in channels]
+    if all(isinstance(label, str) and label for label in labels):
+        out["name"] = [f"{name} [{label}]" for label in labels] if n > 1 else f"{name} [{labels[0]}]"
+    windows = [c.get("window") or {} for c in channels]
+    if all(isinstance(w.get("start"), (int, float)) and isinstance(w.get("end"), (int, float))
+           and w["end"] > w["start"] for w in windows):
+        limits = [(float(w["start"]), float(w["end"])) for w in windows]
+        out["contrast_limits"] = limits if n > 1 else limits[0]
+    return out
 
 
 def _label_features(attrs: dict) -> dict[str, list] | None:

@@ -219,6 +219,9 @@ def test_files_that_are_not_what_their_extension_says(tmp_path):
         sio.open_image(tmp_path / "image.png")
     with pytest.raises(ValueError, match="no such file"):
         sio.open_image(tmp_path / "missing.tif")
+    np.save(tmp_path / "line.npy", np.arange(5))
+    with pytest.raises(ValueError, match=r"line\.npy': Images must have 2 to 5 dimensions"):
+        sio.open_image(tmp_path / "line.npy")
 
 
 # -------------------------------------------------------------------------------------------------- laziness

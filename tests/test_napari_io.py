@@ -38,6 +38,23 @@ def test_open_ome_zarr_with_its_labels(make_napari_viewer, tmp_path, cells, vers
     np.testing.assert_array_equal(np.asarray(lab.data[0]), labels)
 
 
+def test_channels_split_with_omero_names_and_windows(make_napari_viewer, tmp_path, cells):
+    import zarr
+
+    image, _ = cells
+    two = np.stack([image, image // 2])
+    path = sio.write_ome_zarr(tmp_path / "two.zarr", two, axes="CZYX", scale=(1, 2.0, 0.5, 0.5), name="two")
+    group = zarr.open_group(str(path), mode="a")
+    group.attrs["omero"] = {"channels": [{"label": "DAPI", "window": {"start": 0, "end": 900}},
+                                         {"label": "GFP", "window": {"start": 10, "end": 400}}]}
+    viewer = make_napari_viewer()
+    dapi, gfp = viewer.open(str(path), plugin=PLUGIN)
+    assert (dapi.name, gfp.name) == ("two [DAPI]", "two [GFP]")
+    assert tuple(gfp.contrast_limits) == (10, 400) and gfp.data.shape == image.shape
+    np.testing.assert_allclose(gfp.scale, (2.0, 0.5, 0.5))
+    np.testing.assert_array_equal(np.asarray(gfp.data), image // 2)
+
+
 @pytest.mark.parametrize("ext", [".zarr", ".tif"])
 def test_save_labels_and_image_then_open_them_again(make_napari_viewer, tmp_path, cells, ext):
     image, labels = cells

@@ -73,11 +73,15 @@ def open_image(path: str | os.PathLike, *, labels_name: str | None = None) -> Im
                          f"{', '.join(EXTENSIONS)}.")
     if labels_name is not None and fmt != "zarr":
         raise ValueError(f"`labels_name` applies to OME-Zarr images only, got a {fmt} file {os.fspath(path)!r}.")
-    if fmt == "zarr":
-        return read_zarr(path, labels_name=labels_name)
-    if fmt == "tiff":
-        return read_tiff(path)
-    return read_npy(path)
+    reader = {"zarr": lambda: read_zarr(path, labels_name=labels_name), "tiff": lambda: read_tiff(path),
+              "npy": lambda: read_npy(path)}[fmt]
+    try:
+        return reader()
+    except ValueError as err:
+        # Messages about the array (e.g. too many dimensions) gain the file they came from.
+        if os.fspath(path) in str(err):
+            raise
+        raise ValueError(f"{os.fspath(path)!r}: {err}") from None
 
 
 def open_images(path: str | os.PathLike) -> list[Image]:
