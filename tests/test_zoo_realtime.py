@@ -44,3 +44,21 @@ def test_enet_initial_block_concatenates_13_filters_with_pooled_input():
     # The decoder unpools with the encoder's max-pooling indices.
     net = zoo.create("enet", spatial_dims=2, in_channels=1, out_channels=2, features=(8, 16, 32)).eval()
     assert net(torch.randn(1, 1, 24, 40)).shape == (1, 2, 24, 40)
+
+
+def test_espnet_esp_module_dilations_and_hierarchical_fusion():
+    from segarch.nets.espnet import ESPModule
+
+    torch.manual_seed(0)
+    esp = ESPModule(2, 64, 64).eval()
+    assert [b.dilation[0] for b in esp.branches] == [1, 2, 4, 8, 16]
+    assert [b.out_channels for b in esp.branches] == [16, 12, 12, 12, 12]  # n1 = N - 4 * (N // 5)
+    x = torch.randn(1, 64, 40, 40)
+    with torch.no_grad():
+        r = esp.reduce(x)
+        b = [br(r) for br in esp.branches]
+        fused = torch.cat([b[0], b[1], b[1] + b[2], b[1] + b[2] + b[3], b[1] + b[2] + b[3] + b[4]], dim=1)
+        assert torch.allclose(esp(x), esp.out(fused + x), atol=1e-5)
+    net = zoo.create("espnet", spatial_dims=2, in_channels=3, out_channels=20)
+    assert len(net.level2) == 2 and len(net.level3) == 8  # alpha2 = 2, alpha3 = 8
+    assert net.down2.reduce.stride == (2, 2) and not net.down2.residual
