@@ -195,14 +195,17 @@ def _chunk_shape(shape: Sequence[int], axes: str, chunks) -> tuple[int, ...]:
     return tuple(max(1, min(int(n), int(c))) for n, c in zip(shape, chunks))
 
 
-def _replace_target(path: Path, overwrite: bool) -> None:
+def _replace_target(path: Path, overwrite: bool, *, dry_run: bool = False) -> None:
     if not path.exists():
         return
     if not overwrite:
         raise ValueError(f"{str(path)!r} already exists; pass `overwrite=True` to replace it.")
     if path.is_dir() and not is_zarr_store(path):
         raise ValueError(f"Refusing to overwrite {str(path)!r}: it exists and is not a Zarr store.")
-    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if path.is_file():
+        raise ValueError(f"Refusing to overwrite {str(path)!r}: it is a file, not a Zarr store.")
+    if not dry_run:
+        shutil.rmtree(path)
 
 
 def _multiscales_meta(axes: str, level_scales, translate, units, name, version, labels) -> dict:
@@ -250,7 +253,7 @@ def write_ome_zarr(path: str | os.PathLike, data, *, axes: str | None = None, sc
         units: NGFF unit names per axis letter (``{"Y": "micrometer", ...}``), or one name for all spatial axes.
         labels: a labels image: mode-downsampled pyramid and ``image-label`` metadata.
         name: the image name stored in the metadata (default: the file name).
-        chunks: chunk shape, per axis of the written order (default 1 for T/C, 32 for Z, 512 for Y/X).
+        chunks: chunk shape, one size or one per axis of ``axes`` (default 1 for T/C, 32 for Z, 512 for Y/X).
         levels: number of pyramid levels (default: halve until Y and X fit in 256 pixels).
         downscale_axes: the axes halved at each level.
         version: NGFF version, ``"0.4"`` (Zarr v2) or ``"0.5"`` (Zarr v3).
@@ -285,8 +288,15 @@ def write_ome_zarr(path: str | os.PathLike, data, *, axes: str | None = None, sc
         all_levels = pyramid(given[0], axes_out, labels=labels, levels=levels, downscale_axes=downscale_axes)
     shape0 = all_levels[0].shape
     level_scales = [tuple(s * level_factor(n0, n) for s, n0, n in zip(scale0, shape0, lv.shape)) for lv in all_levels]
+    if chunks is not None and not isinstance(chunks, (int, np.integer)):
+        chunks = tuple(chunks)
+        if len(chunks) != len(raw_axes):
+            raise ValueError(f"`chunks` must be a positive integer or {len(raw_axes)} of them (axes {raw_axes!r}), "
+                             f"got {chunks!r}.")
+        chunks = tuple(chunks[i] for i in order)
     chunk_shape = _chunk_shape(shape0, axes_out, chunks)
     name = name or stem(path)
+    _replace_target(path, overwrite, dry_run=True)  # fail before writing anything
 
     zarr_format = 2 if version == "0.4" else 3
     path.parent.mkdir(parents=True, exist_ok=True)
