@@ -92,3 +92,36 @@ def test_linknet_adds_encoder_outputs_to_the_decoder_input():
     paper = _meta("linknet")
     assert [(b.reduce.conv.in_channels, b.reduce.conv.out_channels, b.expand.conv.out_channels)
             for b in paper.decoder] == [(64, 16, 64), (128, 32, 64), (256, 64, 128), (512, 128, 256)]
+
+
+# FC-DenseNet103 ("DU-Net") ------------------------------------------------------------------------------
+
+
+def test_fc_densenet103_has_103_layers_growth_16_and_the_papers_blocks():
+    net = _meta("fc_densenet103")
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert len(layers) == 103
+    assert [len(b.layers) for b in net.down_blocks] == [4, 5, 7, 10, 12]
+    assert len(net.bottleneck.layers) == 15
+    assert [len(b.layers) for b in net.up_blocks] == [12, 10, 7, 5, 4]
+    assert {layer.conv.out_channels for b in net.down_blocks for layer in b.layers} == {16}
+    # Table 2's channel counts: 48 → 112 → 192 → 304 → 464 → 656 down; 256 maps reach the classifier.
+    assert [b.out_channels for b in net.down_blocks] == [112, 192, 304, 464, 656]
+    assert net.head.in_channels == 256
+    # The up path up-samples only the previous block's new maps (15 × 16 = 240 from the bottleneck).
+    assert net.ups[0].in_channels == 240 and net.up_blocks[0].layers[0].conv.in_channels == 240 + 656
+
+
+def test_dense_block_concatenates_its_input_and_every_layers_maps():
+    from segarch.blocks.dense import DenseBlock
+
+    torch.manual_seed(0)
+    block = DenseBlock(2, 3, layers=3, growth_rate=2, dropout=0.0).eval()
+    x = torch.randn(1, 3, 8, 8)
+    y = block(x)
+    assert y.shape[1] == 3 + 3 * 2 and torch.equal(y[:, :3], x)  # the input passes through unchanged
+    l0 = block.layers[0](x)
+    assert torch.allclose(y[:, 3:5], l0)
+    assert torch.allclose(y[:, 5:7], block.layers[1](torch.cat([x, l0], 1)))
+    block.keep_input = False
+    assert torch.allclose(block(x), y[:, 3:])
