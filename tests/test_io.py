@@ -90,6 +90,16 @@ def test_plain_zarr_arrays_v2_and_v3(tmp_path):
     np.testing.assert_array_equal(three.data.compute(), data)
 
 
+def test_bioformats2raw_layout_opens_its_first_series(tmp_path):
+    data = np.arange(32 * 40, dtype=np.uint16).reshape(32, 40)
+    root = zarr.open_group(str(tmp_path / "b2r.zarr"), mode="w", zarr_format=2)
+    root.attrs["bioformats2raw.layout"] = 3
+    sio.write_ome_zarr(tmp_path / "b2r.zarr" / "0", data, axes="YX", scale=(0.4, 0.4), name="series 0")
+    image = sio.open_image(tmp_path / "b2r.zarr")
+    assert image.name == "series 0" and image.scale == (0.4, 0.4)
+    np.testing.assert_array_equal(image.data.compute(), data)
+
+
 def test_rgb_and_odd_axis_orders_are_stored_in_ngff_order(tmp_path):
     rgb = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
     image = sio.open_image(sio.write_ome_zarr(tmp_path / "rgb.zarr", rgb, axes="YXC", scale=(0.5, 0.7, 1)))

@@ -88,7 +88,8 @@ def open_images(path: str | os.PathLike) -> list[Image]:
     """The image at ``path`` followed by its OME-Zarr labels images (if any)."""
     image = open_image(path)
     out = [image]
-    if format_of(path) == "zarr" and not image.labels:
-        out += [read_zarr(path, labels_name=name) for name in list_labels(path)]
+    if format_of(path) == "zarr" and not image.labels and image.path:
+        # image.path: where the image really is (a bioformats2raw root resolves to its series "0").
+        out += [read_zarr(image.path, labels_name=name) for name in list_labels(image.path)]
     return out
 

@@ -94,6 +94,13 @@ def read_zarr(path: str | os.PathLike, *, labels_name: str | None = None) -> Ima
     attrs = _ome_attrs(node)
     if "multiscales" in attrs:
         return _multiscale(node, attrs, path)
+    if "bioformats2raw.layout" in attrs and "0" in set(node.group_keys()):
+        # bioformats2raw output: the first series is the image at "0".
+        return read_zarr(os.path.join(path, "0"), labels_name=None)
+    if "plate" in attrs or "well" in attrs:
+        kind = "plate" if "plate" in attrs else "well"
+        raise ValueError(f"{path!r} is an OME-Zarr HCS {kind}, not an image: open one of its field images "
+                         f"(e.g. {path!r}/<row>/<column>/<field>).")
     arrays = sorted(node.array_keys())
     if arrays:
         return _plain_array(node[arrays[0]], path)
