@@ -109,3 +109,95 @@ def test_pspnet_auxiliary_head_is_training_only():
     net.eval()
     net(x)
     assert net.aux_logits is None
+
+
+# --- DANet -----------------------------------------------------------------------------------------------
+
+
+def test_danet_channel_attention_is_a_c_by_c_affinity_mixing_channels():
+    from segarch.blocks.self_attention import ChannelAttention
+
+    torch.manual_seed(0)
+    cam = ChannelAttention()
+    cam.gamma.data.fill_(1.0)
+    x = torch.randn(2, 5, 4, 6)
+    out = cam(x)
+    a = cam.attention
+    assert a.shape == (2, 5, 5)
+    assert torch.allclose(a.sum(-1), torch.ones(2, 5), atol=1e-6)
+    # Every output channel map is its input plus a convex combination of all input channel maps.
+    expected = x + torch.einsum("bij,bjhw->bihw", a, x)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert list(cam.parameters()) == [cam.gamma]  # no convolutions: only the scale is learned
+
+
+def test_danet_position_attention_is_an_n_by_n_affinity_and_starts_as_identity():
+    from segarch.blocks.self_attention import PositionAttention
+
+    torch.manual_seed(0)
+    pam = PositionAttention(3, 16)
+    x = torch.randn(1, 16, 2, 3, 4)
+    assert torch.equal(pam(x), x)  # gamma = 0 at initialisation
+    assert pam.attention.shape == (1, 24, 24)
+    assert pam.query.out_channels == pam.key.out_channels == 2  # C / 8
+    net = _paper_net("danet")
+    assert net.position_in.conv.out_channels == net.channel_in.conv.out_channels == 512
+    assert net.encoder.reductions[-1] == 8
+
+
+# --- CCNet ---------------------------------------------------------------------------------------------
+
+
+def _footprint(module: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
+    """Which input positions the output at the centre position depends on (via gradients)."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    centre = tuple(s // 2 for s in shape[2:])
+    (grad,) = torch.autograd.grad(module(x)[(0, slice(None)) + centre].sum(), x)
+    return grad[0].abs().sum(0) > 0
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_criss_cross_attention_sees_only_the_axis_lines_after_one_pass(dims):
+    from segarch.blocks.self_attention import CrissCrossAttention
+
+    cca = CrissCrossAttention(dims, 16)
+    cca.gamma.data.fill_(1.0)
+    shape = (1, 16, 5, 6) if dims == 2 else (1, 16, 4, 5, 6)
+    seen = _footprint(cca, shape)
+    centre = tuple(s // 2 for s in shape[2:])
+    grids = torch.meshgrid(*[torch.arange(s) for s in shape[2:]], indexing="ij")
+    off_axis = torch.stack([g != c for g, c in zip(grids, centre)]).sum(0)  # axes on which a position differs
+    assert torch.equal(seen, off_axis <= 1)  # exactly the lines through the centre
+
+
+def test_criss_cross_attention_reaches_the_whole_image_after_two_passes():
+    from segarch.blocks.self_attention import RecurrentCrissCrossAttention
+
+    rcca = RecurrentCrissCrossAttention(2, 16, recurrence=2)
+    rcca.attention.gamma.data.fill_(1.0)
+    assert _footprint(rcca, (1, 16, 5, 6)).all()
+    # In 3D two passes reach the three axis planes through the voxel, three passes the whole volume.
+    rcca3 = RecurrentCrissCrossAttention(3, 16, recurrence=2)
+    rcca3.attention.gamma.data.fill_(1.0)
+    shape = (1, 16, 4, 5, 6)
+    grids = torch.meshgrid(*[torch.arange(s) for s in shape[2:]], indexing="ij")
+    off_axis = torch.stack([g != s // 2 for g, s in zip(grids, shape[2:])]).sum(0)
+    assert torch.equal(_footprint(rcca3, shape), off_axis <= 2)
+    rcca3.recurrence = 3
+    assert _footprint(rcca3, (1, 16, 4, 5, 6)).all()
+
+
+def test_criss_cross_attention_weights_sum_to_one_over_the_cross():
+    # With values equal to a constant, the output is that constant whatever the energies (one softmax).
+    from segarch.blocks.self_attention import CrissCrossAttention
+
+    torch.manual_seed(0)
+    cca = CrissCrossAttention(3, 8)
+    cca.gamma.data.fill_(1.0)
+    nn.init.zeros_(cca.value.weight)
+    nn.init.constant_(cca.value.bias, 2.0)
+    x = torch.randn(1, 8, 3, 4, 5)
+    assert torch.allclose(cca(x) - x, torch.full_like(x, 2.0), atol=1e-5)
+    net = _paper_net("ccnet")
+    assert net.rcca.recurrence == 2 and net.bottleneck.conv.in_channels == 2048 + 512
