@@ -100,6 +100,22 @@ def test_bioformats2raw_layout_opens_its_first_series(tmp_path):
     np.testing.assert_array_equal(image.data.compute(), data)
 
 
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_add_pyramid_to_a_single_level_labels_image(tmp_path, stack, version):
+    _, labels = stack
+    path = sio.write_ome_zarr(tmp_path / "seg.zarr", labels, axes="ZYX", scale=(2, 0.5, 0.5), labels=True,
+                              levels=1, chunks=(2, 32, 32), version=version)
+    sio.add_pyramid(path, levels=3)
+    seg = sio.open_image(path)
+    assert seg.labels and [lv.shape for lv in seg.levels] == [(6, 70, 83), (6, 35, 41), (6, 17, 20)]
+    assert seg.level_scales == [(2.0, 0.5, 0.5), (2.0, 1.0, 1.0), (2.0, 2.0, 2.0)]
+    assert seg.levels[1].chunksize == (2, 32, 32)
+    expected = sio.pyramid(labels, "ZYX", labels=True, levels=3)
+    np.testing.assert_array_equal(seg.levels[2].compute(), expected[2].compute())
+    with pytest.raises(ValueError, match="already has 3 levels"):
+        sio.add_pyramid(path)
+
+
 def test_rgb_and_odd_axis_orders_are_stored_in_ngff_order(tmp_path):
     rgb = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
     image = sio.open_image(sio.write_ome_zarr(tmp_path / "rgb.zarr", rgb, axes="YXC", scale=(0.5, 0.7, 1)))

@@ -8,6 +8,7 @@ Public API::
     segarch.io.open_images(path) -> [Image]     # an OME-Zarr image and its labels images
     segarch.io.write_ome_zarr(path, data, axes=..., scale=..., labels=..., name=..., chunks=...)
     segarch.io.add_labels(image_path, name, labels)   # into an OME-Zarr image's labels/ group
+    segarch.io.add_pyramid(path)                # down-sampled levels for a single-level OME-Zarr
     segarch.io.write_tiff(path, data, axes=..., scale=..., labels=..., name=..., levels=...)
     segarch.io.pyramid(data, axes, labels=...)  # lazy pyramid: mean for images, mode for labels
 """
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 from segarch.io.api import EXTENSIONS, format_of, open_image, open_images, read_npy
 from segarch.io.image import AXES, Image, check_axes, guess_axes
-from segarch.io.ome_zarr import add_labels, is_zarr_store, list_labels, read_zarr, write_ome_zarr
+from segarch.io.ome_zarr import add_labels, add_pyramid, is_zarr_store, list_labels, read_zarr, write_ome_zarr
 from segarch.io.pyramid import downsample, pyramid
 from segarch.io.tiff import is_tiff, read_tiff, write_tiff
 
 __all__ = [
     "Image", "AXES", "EXTENSIONS", "open_image", "open_images", "format_of", "read_zarr", "read_tiff", "read_npy",
-    "list_labels", "write_ome_zarr", "add_labels", "write_tiff", "pyramid", "downsample", "check_axes", "guess_axes",
+    "list_labels", "write_ome_zarr", "add_labels", "add_pyramid", "write_tiff", "pyramid", "downsample", "check_axes", "guess_axes",
     "is_zarr_store", "is_tiff",
 ]

@@ -21,9 +21,9 @@ import dask.array as da
 import numpy as np
 
 from segarch.io.image import AXES, SPATIAL, Image, check_axes, check_scale, guess_axes, level_factor, stem, unit_name
-from segarch.io.pyramid import pyramid
+from segarch.io.pyramid import pyramid, pyramid_shapes
 
-__all__ = ["read_zarr", "list_labels", "write_ome_zarr", "add_labels", "is_zarr_store", "NGFF_VERSIONS"]
+__all__ = ["read_zarr", "list_labels", "write_ome_zarr", "add_labels", "add_pyramid", "is_zarr_store", "NGFF_VERSIONS"]
 
 NGFF_VERSIONS = ("0.4", "0.5")
 _MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zattrs")
@@ -339,7 +339,7 @@ def write_ome_zarr(path: str | os.PathLike, data, *, axes: str | None = None, sc
     return path
 
 
-def _write_level(group, index: int, level: da.Array, axes: str, chunks: tuple[int, ...], zarr_format: int) -> None:
+def _write_level(group, index: int | str, level: da.Array, axes: str, chunks: tuple[int, ...], zarr_format: int) -> None:
     import numcodecs
     import zarr
 
@@ -397,3 +397,46 @@ def add_labels(image_path: str | os.PathLike, name: str, data, *, overwrite: boo
     group.attrs.update(attrs)
     return out
 
+
+
+def add_pyramid(path: str | os.PathLike, *, levels: int | None = None, labels: bool | None = None,
+                downscale_axes: str = "YX") -> Path:
+    """Add down-sampled levels to an OME-Zarr image that has only level 0 (e.g. a streamed segmentation).
+
+    Each new level is computed from the previous written one, chunk by chunk, with the same chunk
+    shape, and listed in ``multiscales`` with its scale. ``labels`` (default: the image's
+    ``image-label`` flag) picks mode rather than mean down-sampling.
+    """
+    import zarr
+
+    image = read_zarr(path)
+    if image.multiscale:
+        raise ValueError(f"{str(path)!r} already has {len(image.levels)} levels; `add_pyramid` needs a single level.")
+    labels = image.labels if labels is None else bool(labels)
+    group = zarr.open_group(str(path), mode="r+")
+    attrs = dict(group.attrs)
+    version = "0.5" if isinstance(attrs.get("ome"), dict) else "0.4"
+    target = attrs["ome"] if version == "0.5" else attrs
+    ms = target["multiscales"][0]
+    first = group[ms["datasets"][0]["path"]]
+    zarr_format = first.metadata.zarr_format
+    shapes = pyramid_shapes(first.shape, image.axes, levels=levels, downscale_axes=downscale_axes)
+    previous = first
+    for i in range(1, len(shapes)):
+        level = pyramid(da.from_zarr(previous), image.axes, labels=labels, levels=2, downscale_axes=downscale_axes)[1]
+        name = str(i)
+        while name in set(group.array_keys()) or name in set(group.group_keys()):
+            name += "_"
+        _write_level(group, name, level, image.axes, first.chunks, zarr_format)
+        previous = group[name]
+        factors = [level_factor(n0, n) for n0, n in zip(first.shape, level.shape)]
+        transforms = [dict(t) for t in ms["datasets"][0].get("coordinateTransformations", [])]
+        for t in transforms:
+            if t.get("type") == "scale":
+                t["scale"] = [float(v) * f for v, f in zip(t["scale"], factors)]
+        if not any(t.get("type") == "scale" for t in transforms):
+            transforms.insert(0, {"type": "scale", "scale": factors})
+        ms["datasets"].append({"path": name, "coordinateTransformations": transforms})
+    ms["type"] = "mode" if labels else "mean"
+    group.attrs.update(attrs)
+    return Path(path)
