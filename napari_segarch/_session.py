@@ -1,0 +1,47 @@
+"""Models trained (or loaded) in this napari session, shared between the plugin's widgets.
+
+The Train widget adds what it trains; the Segment widget lists them beside the shipped models,
+model files and zoo architectures. ``changed`` fires when the set changes, so open widgets refresh.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from psygnal import Signal
+
+if TYPE_CHECKING:
+    import segarch
+
+__all__ = ["SessionModels", "SESSION"]
+
+
+class SessionModels:
+    """A name → :class:`segarch.Model` store with a ``changed`` signal."""
+
+    changed = Signal()
+
+    def __init__(self) -> None:
+        self._models: dict[str, "segarch.Model"] = {}
+
+    def add(self, name: str, model: "segarch.Model") -> str:
+        """Store ``model`` under ``name`` (made unique with a suffix); returns the name used."""
+        unique, n = name, 2
+        while unique in self._models:
+            unique, n = f"{name} ({n})", n + 1
+        self._models[unique] = model
+        self.changed.emit()
+        return unique
+
+    def get(self, name: str) -> "segarch.Model":
+        return self._models[name]
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def clear(self) -> None:
+        self._models.clear()
+        self.changed.emit()
+
+
+SESSION = SessionModels()
