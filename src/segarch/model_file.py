@@ -224,7 +224,8 @@ def _load_state(model: Model, state: Mapping[str, torch.Tensor], path: Path) -> 
 
 
 def resolve_model(spec: "str | os.PathLike | Model", *, arch: str | None = None, **options: Any) -> Model:
-    """A model from what a user typed: a :class:`Model`, a model file, or a zoo architecture name.
+    """A model from what a user typed: a :class:`Model`, a model file, a shipped model's name
+    (see :mod:`segarch.pretrained`), or a zoo architecture name.
 
     A zoo name builds an untrained network (``model.trained`` is False): its output is meaningless
     until it is trained. ``arch`` and ``options`` are passed to :func:`load_model` for state dicts, or
@@ -235,6 +236,10 @@ def resolve_model(spec: "str | os.PathLike | Model", *, arch: str | None = None,
     path = Path(spec)
     if path.suffix in (".safetensors",) + _STATE_DICT_SUFFIXES or path.exists():
         return load_model(path, arch=arch, **options)
+    from segarch import pretrained
+
+    if str(spec) in pretrained.names():
+        return pretrained.load(str(spec))
     try:
         return Model.from_zoo(str(spec), **options)
     except ValueError as err:
