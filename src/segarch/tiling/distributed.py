@@ -83,6 +83,8 @@ def run_distributed(scheduler, plan: Plan, source, preprocess, network, device: 
     rows = max(1, plan.blocks_per_axis[0] // max(1, 2 * threads))
     regions = plan.columns(done=sink.done(), rows_per_region=rows)
     total = sum(len(r.tile_order) for r in regions)
+    if progress is not None:
+        progress(0, total)
     futures = [client.submit(_run_region, token, payload_future, plan, source_future, preprocess, sink, r.blocks,
                              batch_size, pure=False) for r in regions]
     done = 0

@@ -240,6 +240,8 @@ def run_local(plan: Plan, source: ImageSource, preprocess: Preprocessor, runner:
     reader.start()
     writer.start()
     done, cancelled = 0, False
+    if progress is not None:
+        progress(0, total)  # the output exists now: a viewer can show it while it fills
     batch: list[tuple[TileKey, np.ndarray]] = []
 
     def flush():
