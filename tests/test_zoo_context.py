@@ -201,3 +201,34 @@ def test_criss_cross_attention_weights_sum_to_one_over_the_cross():
     assert torch.allclose(cca(x) - x, torch.full_like(x, 2.0), atol=1e-5)
     net = _paper_net("ccnet")
     assert net.rcca.recurrence == 2 and net.bottleneck.conv.in_channels == 2048 + 512
+
+
+# --- OCRNet --------------------------------------------------------------------------------------------
+
+
+def test_ocr_region_representations_are_softmax_weighted_means_of_pixels():
+    from segarch.blocks.object_context import SpatialGather
+
+    torch.manual_seed(0)
+    features, regions = torch.randn(2, 4, 3, 5), torch.randn(2, 3, 3, 5)
+    reps = SpatialGather()(features, regions)
+    assert reps.shape == (2, 4, 3)  # (B, C, K): one representation per soft object region
+    w = torch.softmax(regions.flatten(2), -1)
+    assert torch.allclose(reps[1, :, 2], (features[1].flatten(1) * w[1, 2]).sum(-1), atol=1e-6)
+    # A region that is sharply one pixel represents that pixel.
+    sharp = torch.full((1, 1, 3, 5), -1e4)
+    sharp[0, 0, 1, 2] = 1e4
+    assert torch.allclose(SpatialGather()(features[:1], sharp)[0, :, 0], features[0, :, 1, 2])
+
+
+def test_ocr_pixel_region_relation_is_a_softmax_over_the_k_regions():
+    torch.manual_seed(0)
+    net = zoo.create("ocrnet", spatial_dims=3, in_channels=1, out_channels=3, **zoo.card("ocrnet").test_config)
+    x = torch.randn(2, 1, 16, 16, 24)
+    out = net(x)
+    relation = net.ocr.relation
+    assert relation.shape == (2, 2 * 2 * 3, 3)  # (B, pixels of the stride-8 map, K = classes)
+    assert torch.allclose(relation.sum(-1), torch.ones(2, 12), atol=1e-5)
+    assert net.aux_logits.shape == out.shape  # soft object regions, supervised in training
+    paper = _paper_net("ocrnet")
+    assert paper.soft_regions.conv.conv.in_channels == 1024 and paper.pixels.conv.out_channels == 512
