@@ -62,3 +62,24 @@ def test_espnet_esp_module_dilations_and_hierarchical_fusion():
     net = zoo.create("espnet", spatial_dims=2, in_channels=3, out_channels=20)
     assert len(net.level2) == 2 and len(net.level3) == 8  # alpha2 = 2, alpha3 = 8
     assert net.down2.reduce.stride == (2, 2) and not net.down2.residual
+
+
+def test_fast_scnn_learning_to_downsample_reaches_one_eighth_and_global_branch_one_32nd():
+    net = zoo.create("fast_scnn", spatial_dims=2, in_channels=3, out_channels=19).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        high = net.learning_to_downsample(x)
+        low = net.global_features(high)
+    assert high.shape == (1, 64, 8, 12) and low.shape == (1, 128, 2, 3)
+    dw = net.fusion.low[0].conv
+    assert dw.groups == dw.in_channels == 128 and dw.dilation == (4, 4)  # DWConv dilated by the x4 up-sampling
+    assert [len(s) for s in net.global_features[:3]] == [3, 3, 3]
+
+
+def test_contextnet_deep_branch_sees_a_quarter_resolution_image():
+    net = zoo.create("contextnet", spatial_dims=2, in_channels=3, out_channels=19, width=0.25).eval()
+    seen = {}
+    net.deep.register_forward_hook(lambda m, i, o: seen.update(inp=i[0].shape, out=o.shape))
+    net.shallow.register_forward_hook(lambda m, i, o: seen.update(shallow=o.shape))
+    net(torch.randn(1, 3, 64, 128))
+    assert seen["inp"][2:] == (16, 32) and seen["out"][2:] == (2, 4) and seen["shallow"][2:] == (8, 16)
