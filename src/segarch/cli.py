@@ -71,11 +71,19 @@ def _demo(args) -> int:
     from segarch.nets._base import padded_shape
     from segarch.samples import nuclei
 
+    from segarch import pretrained
+
     torch.manual_seed(args.seed)
-    card = segarch.zoo.card(args.model)
-    options = {} if args.paper_size else dict(card.test_config)
-    model = segarch.Model.from_zoo(args.model, spatial_dims=args.dims, in_channels=1, out_channels=2,
-                                   class_names=["background", "nucleus"], **options)
+    shipped = args.model or {2: "nuclei2d", 3: "nuclei3d"}[args.dims]  # a shipped trained model by default
+    if shipped in pretrained.names():
+        model = pretrained.load(shipped)
+        if model.spatial_dims != args.dims:
+            raise ValueError(f"`--model` {shipped!r} is a {model.spatial_dims}D model; pass --dims {model.spatial_dims}.")
+    else:
+        name = args.model or "unet"
+        options = {} if args.paper_size else dict(segarch.zoo.card(name).test_config)
+        model = segarch.Model.from_zoo(name, spatial_dims=args.dims, in_channels=1, out_channels=2,
+                                       class_names=["background", "nucleus"], **options)
     model.network.eval()
     shape = (args.size,) * args.dims
     image, truth = nuclei(shape, seed=args.seed)
@@ -96,6 +104,11 @@ def _demo(args) -> int:
     print(f"labels: {labels.dtype} {labels.shape}; {fractions}")
     if not model.trained:
         print("note: this architecture is untrained, so its labels are meaningless until it is trained.")
+    else:
+        from segarch.training.metrics import dice_per_class
+
+        print(f"Dice of the labels against the generated ground truth: "
+              f"{dice_per_class(labels > 0, truth > 0, num_classes=2)[1]:.3f}")
     if args.out:
         import tifffile
 
@@ -169,6 +182,39 @@ def _predict(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    import segarch
+
+    options = json.loads(args.options) if args.options else None
+    patch = tuple(args.patch) if args.patch and len(args.patch) > 1 else (args.patch[0] if args.patch else None)
+    state = {"cancelled": False, "start": time.perf_counter()}
+
+    def progress(ev) -> None:
+        if ev.kind == "done":
+            state["cancelled"] = ev.cancelled
+            print(file=sys.stderr)
+            print(ev.message, file=sys.stderr)
+            return
+        width = 30
+        filled = int(width * ev.step / max(ev.steps, 1))
+        best = "" if ev.best_dice is None else f", best Dice {ev.best_dice:.3f}"
+        print(f"\rtrain [{'#' * filled}{'.' * (width - filled)}] {ev.step}/{ev.steps} steps, loss {ev.loss:.4f}"
+              f"{best}, {ev.seconds:.0f} s", end="", file=sys.stderr, flush=True)
+
+    model = segarch.train(args.model, args.images, args.labels, axes=args.axes, num_classes=args.classes,
+                          class_names=args.class_names, options=options, patch=patch, steps=args.steps,
+                          batch_size=args.batch_size, val_fraction=args.val_fraction, loss=args.loss, lr=args.lr,
+                          augment=args.augment, device=args.device, seed=args.seed, out=args.out, progress=progress)
+    from segarch.training import log_paths
+
+    csv_path, png_path = log_paths(args.out)
+    print(f"model: {model}\nwrote {args.out}, {csv_path.name} and {png_path.name}")
+    if state["cancelled"]:
+        print("interrupted: the best model so far is kept in " + args.out, file=sys.stderr)
+        return 130
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segarch", description="Segmentation architectures and tiled inference.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -205,8 +251,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=_predict)
 
+    p = sub.add_parser("train", help="train or fine-tune a model on annotated images (Ctrl+C keeps the best so far)")
+    p.add_argument("images", help="an image (.tif/.tiff/.zarr) or a folder of them")
+    p.add_argument("labels", help="its labels (0 = background), or a folder matched by name (a.tif, a_labels.tif)")
+    p.add_argument("--model", required=True, help="a zoo architecture, a shipped model or a model file to fine-tune")
+    p.add_argument("--out", required=True, help="the .safetensors model file to write (log .csv and plot .png beside it)")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--batch-size", type=int, help="patches per step (default 8 in 2D, 2 in 3D)")
+    p.add_argument("--patch", type=int, nargs="+", help="patch size (one value, or one per spatial axis)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--loss", default="dice_ce", choices=("dice_ce", "dice", "ce", "focal"))
+    p.add_argument("--axes", help="the image's axes, e.g. YX, CYX, ZYX, TYX (default: from the shapes)")
+    p.add_argument("--classes", type=int, help="classes including background (default 2: any label > 0 is foreground)")
+    p.add_argument("--class-names", nargs="+", help="one name per class, background first")
+    p.add_argument("--options", help='architecture options as JSON, e.g. \'{"features": [16, 32, 64, 128]}\'')
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--augment", default="default", choices=("default", "none"))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_train)
+
     p = sub.add_parser("demo", help="segment a generated nuclei image with a zoo model, printing each step")
-    p.add_argument("--model", default="unet", help="architecture name (default: unet)")
+    p.add_argument("--model", help="a shipped model or an architecture name (default: the shipped nuclei2d/nuclei3d "
+                   "model, else an untrained unet)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2)
     p.add_argument("--size", type=int, default=256, help="image size along each axis")
     p.add_argument("--seed", type=int, default=0)

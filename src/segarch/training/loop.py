@@ -109,8 +109,12 @@ def _is_model_file(value) -> bool:
 
 def _resolve_model(model_or_name, images, labels, *, axes, mask, options, num_classes_hint):
     """The starting model (a copy, never the caller's object) and the data sources it fits."""
+    from segarch import pretrained
+
     if isinstance(model_or_name, Model):
         model = copy.deepcopy(model_or_name)
+    elif isinstance(model_or_name, str) and model_or_name in pretrained.names():
+        model = pretrained.load(model_or_name)  # fine-tune a shipped model
     elif _is_model_file(model_or_name):
         from segarch.model_file import load_model
 
@@ -130,7 +134,7 @@ def _resolve_model(model_or_name, images, labels, *, axes, mask, options, num_cl
         channels = int(sources[0].image.shape[sources[0].n_stack])
         model = Model.from_zoo(card.name, spatial_dims=dims, in_channels=channels, out_channels=num_classes_hint or 2,
                                **dict(options or {}))
-        return model, sources
+        return model, sources, True
     else:
         raise ValueError(f"`model` must be a zoo architecture name, a model file or a segarch.Model, "
                          f"got {type(model_or_name).__name__}.")
@@ -140,7 +144,7 @@ def _resolve_model(model_or_name, images, labels, *, axes, mask, options, num_cl
         raise ValueError(f"`model` is a {model.card.task} model ({model.arch!r}); training supports semantic models.")
     sources = as_sources(images, labels, axes=axes, mask=mask, spatial_dims=model.spatial_dims,
                          in_channels=model.in_channels)
-    return model, sources
+    return model, sources, False
 
 
 def _check_patch(patch, dims: int, divisor: int, items) -> tuple[int, ...]:
@@ -233,11 +237,10 @@ def train_iter(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
 
-    model, sources = _resolve_model(model_or_name, images, labels, axes=axes, mask=mask, options=options,
-                                    num_classes_hint=num_classes)
+    model, sources, fresh = _resolve_model(model_or_name, images, labels, axes=axes, mask=mask, options=options,
+                                           num_classes_hint=num_classes)
     low, high = label_stats(sources)
-    n_classes = int(num_classes or (model.out_channels if not isinstance(model_or_name, str) or _is_model_file(model_or_name)
-                                    else 2))
+    n_classes = int(num_classes or (2 if fresh else model.out_channels))
     if n_classes > 2 and high >= n_classes:
         raise ValueError(f"`labels` hold class {high}, but the model has {n_classes} classes (0..{n_classes - 1}); "
                          f"pass `num_classes={high + 1}` (or 2 to train foreground vs background).")
@@ -435,8 +438,9 @@ def train(
     """Train a zoo architecture, or fine-tune a model, on annotated images.
 
     Args:
-        model_or_name: a zoo architecture name (built fresh with ``options``), a model file
-            (``.safetensors`` or a state dict path) or a :class:`segarch.Model` to fine-tune (copied).
+        model_or_name: a zoo architecture name (built fresh with ``options``), a shipped model's name
+            (:mod:`segarch.pretrained`), a model file (``.safetensors`` or a state dict path) or a
+            :class:`segarch.Model` to fine-tune (copied).
         images: an array (NumPy, Dask, Zarr, e.g. a napari layer's ``data``), a list of them, a TIFF/Zarr
             path, or a folder of TIFF/Zarr files. Large arrays are read region by region.
         labels: the annotations, alike (folders are matched by file name, ``a.tif`` ↔ ``a.tif`` or
