@@ -1,0 +1,410 @@
+"""The Train dock widget: pick an image layer and its annotations, an architecture (or a model to
+fine-tune), click Train.
+
+Thin: it collects parameters and runs the engine's generator :func:`segarch.training.train_iter` in
+a napari ``thread_worker``; each yielded event moves napari's progress bar and the live plot of
+loss and validation Dice. Cancel stops within one step and keeps the best model. The trained
+model joins the session's models (:mod:`napari_segarch._session`), so the Segment widget offers
+it, and can be saved to a ``.safetensors`` file.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QPointF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import (
+    QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
+    QVBoxLayout, QWidget,
+)
+
+from napari_segarch._session import SESSION
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["TrainWidget", "LossPlot", "model_sources"]
+
+_FILE = ("file", "")
+_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+def model_sources() -> list[tuple[str, tuple[str, str]]]:
+    """(label, (kind, name)) of what training can start from: architectures, shipped and session models, a file."""
+    from segarch import pretrained, zoo
+
+    choices = [(f"{n} (new, untrained)", ("zoo", n)) for n in zoo.names(task="semantic")]
+    choices += [(f"{n} (fine-tune shipped model)", ("shipped", n)) for n in pretrained.names()]
+    choices += [(f"{n} (fine-tune, this session)", ("session", n)) for n in SESSION.names()]
+    choices.append(("Model file to fine-tune…", _FILE))
+    return choices
+
+
+class LossPlot(QWidget):
+    """A small live plot: training loss (smoothed, left axis) and validation Dice per class (0–1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumHeight(150)
+        self.clear()
+
+    def clear(self, class_names: list[str] | None = None) -> None:
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.val_steps: list[int] = []
+        self.dice: list[list[float]] = []
+        self.class_names = list(class_names or [])
+        self.total = 1
+        self.update()
+
+    def add_step(self, step: int, loss: float, total: int) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.total = max(1, total)
+        self.update()
+
+    def add_validation(self, step: int, dice: list[float]) -> None:
+        self.val_steps.append(step)
+        self.dice.append(list(dice))
+        self.update()
+
+    def smoothed(self) -> np.ndarray:
+        from segarch.training.log import smooth
+
+        return smooth(np.asarray(self.losses, float)) if self.losses else np.zeros(0)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        p = QPainter(self)
+        p.setRenderHint(QPainter.Antialiasing)
+        w, h = self.width(), self.height()
+        left, right, top, bottom = 40, 10, 18, 18
+        x0, x1, y0, y1 = left, w - right, top, h - bottom
+        p.fillRect(self.rect(), QColor("#262930"))
+        p.setPen(QPen(QColor("#8a8f98")))
+        p.drawRect(x0, y0, x1 - x0, y1 - y0)
+        p.drawText(4, y0 + 10, "loss")
+        p.drawText(x1 - 150, 13, "Dice (0–1, right)")
+        p.drawText(4, y1 + 14, f"step 0 … {self.total}")
+
+        def points(xs, ys, lo, hi):
+            span = (hi - lo) or 1.0
+            return QPolygonF([QPointF(x0 + (x / self.total) * (x1 - x0), y1 - (y - lo) / span * (y1 - y0))
+                              for x, y in zip(xs, ys) if not math.isnan(y)])
+
+        loss = self.smoothed()
+        if len(loss):
+            hi = float(np.max(loss)) or 1.0
+            p.drawText(4, y0 + 24, f"{hi:.2g}")
+            p.setPen(QPen(QColor("#1f77b4"), 2))
+            p.drawPolyline(points(self.steps, loss, 0.0, hi))
+        for c in range(1, len(self.class_names)):
+            values = [d[c] for d in self.dice]
+            pen = QPen(QColor(_COLOURS[(c - 1) % len(_COLOURS)]), 2)
+            p.setPen(pen)
+            p.drawText(x1 - 150, 13 + 12 * c, self.class_names[c])
+            poly = points(self.val_steps, values, 0.0, 1.0)
+            p.drawPolyline(poly)
+            for pt in poly:
+                p.drawEllipse(pt, 2.5, 2.5)
+        p.end()
+
+
+class TrainWidget(QWidget):
+    """Train an architecture, or fine-tune a model, on an image layer and a labels layer of annotations."""
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.file_edit = QLineEdit()
+        self.file_edit.setPlaceholderText("model file (.safetensors) to fine-tune")
+        self.browse_button = QPushButton("…")
+        self.size_combo = QComboBox()
+        self.size_combo.addItems(["small (fast on a CPU)", "paper widths"])
+        self.classes_spin = QSpinBox()
+        self.classes_spin.setRange(2, 255)
+        self.classes_spin.setToolTip("Classes including background. 2: every label > 0 is foreground "
+                                     "(instance labels work as painted).")
+        self.patch_spin = QSpinBox()
+        self.patch_spin.setRange(0, 1024)
+        self.patch_spin.setSingleStep(16)
+        self.patch_spin.setSpecialValueText("auto")
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 1_000_000)
+        self.steps_spin.setValue(300)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(0, 256)
+        self.batch_spin.setSpecialValueText("auto")
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(1e-5, 1.0)
+        self.lr_spin.setSingleStep(1e-4)
+        self.lr_spin.setValue(1e-3)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(_devices())
+        self.train_button = QPushButton("Train")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.save_button = QPushButton("Save model…")
+        self.save_button.setEnabled(False)
+        self.plot = LossPlot()
+        self.status = QLabel("Annotate a labels layer (0 = background), then Train.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Annotations", self.labels_combo)
+        form.addRow("Start from", self.model_combo)
+        row = QHBoxLayout()
+        row.addWidget(self.file_edit)
+        row.addWidget(self.browse_button)
+        form.addRow("", row)
+        form.addRow("Network size", self.size_combo)
+        form.addRow("Classes", self.classes_spin)
+        form.addRow("Patch", self.patch_spin)
+        form.addRow("Steps", self.steps_spin)
+        form.addRow("Batch", self.batch_spin)
+        form.addRow("Learning rate", self.lr_spin)
+        form.addRow("Device", self.device_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.save_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.plot, stretch=1)
+        layout.addWidget(self.status)
+
+        self.model = None  # the last model trained here
+        self.model_name: str | None = None
+        self.worker = None
+        self._cancel: threading.Event | None = None
+        self._progress = None
+        self._done = None
+        self.train_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button.clicked.connect(self._save_dialog)
+        self.browse_button.clicked.connect(self._browse)
+        self.model_combo.currentIndexChanged.connect(self._model_changed)
+        self.labels_combo.currentIndexChanged.connect(self._labels_changed)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.refresh_layers)
+        SESSION.changed.connect(self.refresh_models)
+        self.refresh_layers()
+        self.refresh_models()
+
+    # ------------------------------------------------------------------------------------ choices
+
+    def refresh_layers(self, *_: Any) -> None:
+        from napari.layers import Image, Labels
+
+        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
+            if current:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        self._labels_changed()
+
+    def refresh_models(self, *_: Any) -> None:
+        current = self.model_combo.currentData()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for label, key in model_sources():
+            self.model_combo.addItem(label, key)
+        index = self.model_combo.findData(current) if current else self.model_combo.findData(("zoo", "unet"))
+        self.model_combo.setCurrentIndex(max(0, index))
+        self.model_combo.blockSignals(False)
+        self._model_changed()
+
+    def select_model(self, kind: str, name: str = "") -> None:
+        index = self.model_combo.findData((kind, name))
+        if index < 0:
+            raise ValueError(f"No start model ({kind!r}, {name!r}) in the list.")
+        self.model_combo.setCurrentIndex(index)
+
+    def _model_changed(self, *_: Any) -> None:
+        kind, _name = self.model_combo.currentData() or ("zoo", "")
+        is_file = kind == "file"
+        self.file_edit.setVisible(is_file)
+        self.browse_button.setVisible(is_file)
+        self.size_combo.setEnabled(kind == "zoo")
+
+    def _labels_changed(self, *_: Any) -> None:
+        layer = self._layer(self.labels_combo.currentText())
+        if layer is None or layer.multiscale:
+            return
+        data = layer.data
+        if isinstance(data, np.ndarray) and data.size <= 2 ** 26:
+            top = int(data.max()) if data.size else 0
+            # Painted classes (a few values) keep their numbers; many values are instances: foreground.
+            self.classes_spin.setValue(top + 1 if 2 <= top <= 8 else 2)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model to fine-tune", "", "Model files (*.safetensors *.pt *.pth)")
+        if path:
+            self.file_edit.setText(path)
+
+    def _layer(self, name: str):
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    # ---------------------------------------------------------------------------------- training
+
+    def training_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`segarch.training.train_iter` the widget's settings give."""
+        from segarch import zoo
+
+        image, labels = self._layer(self.image_combo.currentText()), self._layer(self.labels_combo.currentText())
+        if image is None or labels is None:
+            raise ValueError("Choose an image layer and a labels layer holding your annotations.")
+        kind, name = self.model_combo.currentData()
+        if kind == "file":
+            start = self.file_edit.text().strip()
+            if not start:
+                raise ValueError("Choose a model file to fine-tune.")
+        elif kind == "session":
+            start = SESSION.get(name)
+        else:
+            start = name
+        data = image.data[0] if image.multiscale else image.data
+        label_data = labels.data[0] if labels.multiscale else labels.data
+        options = None
+        if kind == "zoo" and self.size_combo.currentIndex() == 0:
+            options = dict(zoo.card(name).test_config)
+        names = None
+        if kind == "zoo":
+            n = self.classes_spin.value()
+            names = ["background"] + (["foreground"] if n == 2 else [f"class {i}" for i in range(1, n)])
+        return {
+            "model_or_name": start,
+            "class_names": names,
+            "images": data,
+            "labels": label_data,
+            "axes": ("YXC" if getattr(image, "rgb", False) else None),
+            "num_classes": self.classes_spin.value(),
+            "options": options,
+            "patch": self.patch_spin.value() or None,
+            "steps": self.steps_spin.value(),
+            "batch_size": self.batch_spin.value() or None,
+            "lr": self.lr_spin.value(),
+            "device": self.device_combo.currentText(),
+            "cancel": threading.Event(),
+        }
+
+    def start(self) -> None:
+        """Start training in a worker thread (returns at once)."""
+        from napari.qt.threading import thread_worker
+        from napari.utils import progress
+
+        try:
+            kwargs = self.training_arguments()
+        except ValueError as err:
+            self._error(str(err))
+            return
+        self._cancel = kwargs["cancel"]
+        self.plot.clear(self._class_names(kwargs))
+        self.status.setText(f"Training for {kwargs['steps']} steps…")
+        self._progress = progress(total=kwargs["steps"], desc="Training")
+        self._done = None
+        self.worker = thread_worker(_train_job, start_thread=False)(kwargs)
+        self.worker.yielded.connect(self._on_event)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(lambda err: self._error(f"Training failed: {err}"))
+        self.worker.finished.connect(self._on_finished)
+        self.train_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Stop within one step; the best model so far is kept."""
+        if self._cancel is not None:
+            self._cancel.set()
+            self.status.setText("Cancelling: finishing the step and keeping the best model…")
+
+    def _class_names(self, kwargs) -> list[str]:
+        n = kwargs["num_classes"]
+        return ["background"] + ([f"class {i}" for i in range(1, n)] if n > 2 else ["foreground"])
+
+    def _on_event(self, ev) -> None:
+        if ev.kind == "step":
+            self.plot.add_step(ev.step, ev.loss, ev.steps)
+            if self._progress is not None:
+                self._progress.update(1)
+                self._progress.set_description(f"Training: loss {ev.loss:.3f}")
+        elif ev.kind == "validation":
+            self.plot.add_validation(ev.step, ev.val_dice)
+        elif ev.kind == "done":
+            self._done = ev
+        self.status.setText(ev.message)
+
+    def _on_returned(self, model) -> None:
+        self.model = model
+        base = f"{model.arch} {model.spatial_dims}D"
+        self.model_name = SESSION.add(base, model)
+        self.save_button.setEnabled(True)
+        dice = (model.validation or {}).get("patch_dice")
+        summary = "" if not dice else f"; validation Dice {np.nanmean(dice[1:]):.3f}"
+        cancelled = self._done is not None and self._done.cancelled
+        self.status.setText(f"{'Cancelled' if cancelled else 'Trained'}: {self.model_name!r}{summary}. "
+                            f"It is offered in the Segment widget; Save model… writes it to a file.")
+
+    def _on_finished(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self.train_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def _error(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.setText(message)
+        show_error(message)
+
+    # ------------------------------------------------------------------------------------- saving
+
+    def save_model(self, path: str) -> str:
+        """Write the last trained model to ``path`` (``.safetensors``)."""
+        import segarch
+
+        if self.model is None:
+            raise ValueError("Nothing trained yet: click Train first.")
+        if not str(path).endswith(".safetensors"):
+            path = f"{path}.safetensors"
+        segarch.save_model(self.model, path)
+        self.status.setText(f"Saved {self.model_name!r} to {path}.")
+        return str(path)
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.safetensors", "Model files (*.safetensors)")
+        if path:
+            try:
+                self.save_model(path)
+            except (ValueError, OSError) as err:
+                self._error(f"Could not save: {err}")
+
+
+def _train_job(kwargs: dict[str, Any]):
+    """The worker's generator (off the GUI thread): the engine's events, then the model."""
+    from segarch.training import train_iter
+
+    model = yield from train_iter(**kwargs)
+    return model
+
+
+def _devices() -> list[str]:
+    import torch
+
+    devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
