@@ -125,3 +125,25 @@ def test_dense_block_concatenates_its_input_and_every_layers_maps():
     assert torch.allclose(y[:, 5:7], block.layers[1](torch.cat([x, l0], 1)))
     block.keep_input = False
     assert torch.allclose(block(x), y[:, 3:])
+
+
+# CE-Net -------------------------------------------------------------------------------------------------
+
+
+def test_cenet_dac_branches_reach_a_19_pixel_field_and_rmp_adds_four_maps():
+    from segarch.blocks.dac_rmp import DenseAtrousConv, ResidualMultiKernelPool
+
+    dac = DenseAtrousConv(2, 1)
+    with torch.no_grad():
+        for p in dac.parameters():
+            p.copy_(torch.ones_like(p) if p.ndim > 1 else torch.zeros_like(p))
+    x = torch.zeros(1, 1, 41, 41)
+    x[..., 20, 20] = 1.0
+    row = dac(x)[0, 0, 20].nonzero().flatten()
+    assert row.min().item() == 20 - 9 and row.max().item() == 20 + 9  # rates 1, 3, 5 cascaded: 19 pixels
+    rmp = ResidualMultiKernelPool(2, 8)
+    y = rmp(torch.randn(1, 8, 30, 30))
+    assert y.shape == (1, 12, 30, 30)
+    paper = _meta("cenet")
+    assert paper.rmp.out_channels == 516 and paper.decoder[3].reduce.conv.in_channels == 516
+    assert [len(stage) for stage in paper.encoder.layers] == [3, 4, 6, 3]  # ResNet-34
