@@ -232,3 +232,30 @@ def test_ocr_pixel_region_relation_is_a_softmax_over_the_k_regions():
     assert net.aux_logits.shape == out.shape  # soft object regions, supervised in training
     paper = _paper_net("ocrnet")
     assert paper.soft_regions.conv.conv.in_channels == 1024 and paper.pixels.conv.out_channels == 512
+
+
+# --- DRN -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["drn_c_26", "drn_d_22", "drn_d_105"])
+def test_drn_levels_dilate_2_4_then_degrid_2_1_at_output_stride_8(name):
+    from segarch.backbones.resnet import BasicBlock, Bottleneck
+
+    net = _paper_net(name)
+    levels = list(net.levels)[1:]  # after the 7x7 stem: the paper's eight levels
+    assert len(levels) == 8
+    assert [set(_dilations(level)) for level in levels[4:]] == [{2}, {4}, {2}, {1}]
+    strides = [m.stride[0] for m in net.modules() if isinstance(m, nn.Conv2d) and m.stride[0] > 1]
+    assert strides and all(s == 2 for s in strides)
+    residual = [any(isinstance(m, (BasicBlock, Bottleneck)) for m in level.modules()) for level in levels]
+    if name == "drn_c_26":
+        assert residual == [True] * 6 + [False, False]  # degridding levels without residual connections
+    else:
+        assert residual == [False, False] + [True] * 4 + [False, False]  # D: plain convolutions in levels 1, 2, 7, 8
+    assert net.classifier.in_channels == 512
+
+
+def test_drn_output_stride_is_8():
+    torch.manual_seed(0)
+    net = zoo.create("drn_d_22", spatial_dims=2, in_channels=1, out_channels=2, **zoo.card("drn_d_22").test_config)
+    assert net.levels(torch.zeros(1, 1, 48, 64)).shape[2:] == (6, 8)
