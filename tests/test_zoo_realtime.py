@@ -83,3 +83,36 @@ def test_contextnet_deep_branch_sees_a_quarter_resolution_image():
     net.shallow.register_forward_hook(lambda m, i, o: seen.update(shallow=o.shape))
     net(torch.randn(1, 3, 64, 128))
     assert seen["inp"][2:] == (16, 32) and seen["out"][2:] == (2, 4) and seen["shallow"][2:] == (8, 16)
+
+
+def test_cgnet_block_joins_local_and_dilated_surrounding_context_gated_globally():
+    from segarch.nets.cgnet import ContextGuidedBlock
+
+    net = zoo.create("cgnet", spatial_dims=2, in_channels=3, out_channels=19)
+    assert len(net.stage2) + 1 == 3 and len(net.stage3) + 1 == 21  # M3N21
+    block = net.stage3[0]
+    assert block.f_loc.groups == block.f_loc.in_channels == 64 and block.f_sur.dilation == (4, 4)
+    assert net.stage2[0].f_sur.dilation == (2, 2)
+    # f_glo multiplies the joint feature: a closed gate leaves only the residual input.
+    torch.manual_seed(0)
+    cg = ContextGuidedBlock(2, 16, 16).eval()
+    nn.init.zeros_(cg.f_glo.fc[2].weight)
+    nn.init.constant_(cg.f_glo.fc[2].bias, -60.0)
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.allclose(cg(x), x, atol=1e-6)
+
+
+def test_lednet_ss_nbt_splits_factorises_and_shuffles():
+    from segarch.blocks.shuffle import channel_shuffle
+    from segarch.nets.lednet import LEDNET_DILATIONS, SSnbt
+
+    assert channel_shuffle(torch.arange(6.0).reshape(1, 6, 1, 1), 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+    unit = SSnbt(2, 8, dilation=5)
+    left = [tuple(c.kernel_size) for c in _convs(unit.left)]
+    right = [tuple(c.kernel_size) for c in _convs(unit.right)]
+    assert left == [(3, 1), (1, 3)] * 2 and right == [(1, 3), (3, 1)] * 2
+    assert [c.dilation for c in _convs(unit.left)][2:] == [(5, 1), (1, 5)]
+    assert all(c.in_channels == 4 for c in _convs(unit))  # each branch sees half the channels
+    net = zoo.create("lednet", spatial_dims=2, in_channels=3, out_channels=19)
+    dil = [m.left[1].conv0.dilation[0] for m in net.encoder if isinstance(m, SSnbt)]
+    assert dil == [1] * 5 + list(LEDNET_DILATIONS)
