@@ -147,3 +147,37 @@ def test_cenet_dac_branches_reach_a_19_pixel_field_and_rmp_adds_four_maps():
     paper = _meta("cenet")
     assert paper.rmp.out_channels == 516 and paper.decoder[3].reduce.conv.in_channels == 516
     assert [len(stage) for stage in paper.encoder.layers] == [3, 4, 6, 3]  # ResNet-34
+
+
+# Semantic FPN -------------------------------------------------------------------------------------------
+
+
+def test_semantic_fpn_branch_depths_and_sum_at_quarter_scale():
+    paper = _meta("semantic_fpn")
+    assert [len(b) for b in paper.branches] == [1, 1, 2, 3]  # P2..P5 stages to reach 1/4 scale
+    assert {s.conv.out_channels for b in paper.branches for s in b} == {128}
+    assert paper.branches[3][0].norm.num_groups == 32
+    assert [m.out_channels for m in paper.fpn.lateral] == [256] * 4
+    torch.manual_seed(0)
+    net = zoo.create("semantic_fpn", spatial_dims=2, **zoo.card("semantic_fpn").test_config).eval()
+    seen = []
+    net.classifier.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[2:])))
+    assert net(torch.randn(1, 1, 64, 96)).shape == (1, 2, 64, 96)
+    assert seen == [(16, 24)]  # classes predicted at 1/4 scale, then up-sampled ×4
+
+
+def test_feature_pyramid_adds_the_upsampled_coarser_level():
+    from segarch.blocks.feature_pyramid import FeaturePyramid
+
+    fpn = FeaturePyramid(2, (3, 5), channels=4)
+    for out in fpn.output:  # identity smoothing, to read the merge directly
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        with torch.no_grad():
+            for c in range(4):
+                out.weight[c, c, 1, 1] = 1.0
+    c2, c3 = torch.randn(1, 3, 8, 8), torch.randn(1, 5, 4, 4)
+    p2, p3 = fpn([c2, c3])
+    assert torch.allclose(p3, fpn.lateral[1](c3), atol=1e-6)
+    top = fpn.lateral[1](c3).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    assert torch.allclose(p2, fpn.lateral[0](c2) + top, atol=1e-6)
