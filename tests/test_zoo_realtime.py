@@ -116,3 +116,27 @@ def test_lednet_ss_nbt_splits_factorises_and_shuffles():
     net = zoo.create("lednet", spatial_dims=2, in_channels=3, out_channels=19)
     dil = [m.left[1].conv0.dilation[0] for m in net.encoder if isinstance(m, SSnbt)]
     assert dil == [1] * 5 + list(LEDNET_DILATIONS)
+
+
+def test_bisenet_spatial_path_at_one_eighth_and_context_path_with_two_arms():
+    from segarch.blocks.bisenet_fusion import AttentionRefinement
+
+    net = zoo.create("bisenet", spatial_dims=2, in_channels=3, out_channels=19, width=0.25).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert net.spatial_path(x).shape[2:] == (8, 12)
+        feats = net.backbone(x)
+    assert [f.shape[-1] for f in feats] == [24, 12, 6, 3]  # Xception39 at 1/4, 1/8, 1/16, 1/32
+    arms = [m for m in net.modules() if isinstance(m, AttentionRefinement)]
+    assert len(arms) == 2
+    assert (arms[0].conv.conv.in_channels, arms[1].conv.conv.in_channels) == (64, 32)  # on the 1/32 and 1/16 stages
+    # The ARM's attention is a per-channel vector in (0, 1) from the global average.
+    arm = arms[1]
+    f = torch.randn(2, 32, 6, 6)
+    with torch.no_grad():
+        y = arm.conv(f)
+        a = arm.attention(y.mean((2, 3), keepdim=True))
+        assert a.shape == (2, 32, 1, 1) and a.min() > 0 and a.max() < 1
+        assert torch.allclose(arm(f), y * a)
+    res = zoo.create("bisenet", spatial_dims=2, in_channels=3, out_channels=19, backbone="resnet18", width=0.125)
+    assert res.backbone.out_channels[-2:] == (32, 64)
