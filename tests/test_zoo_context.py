@@ -259,3 +259,34 @@ def test_drn_output_stride_is_8():
     torch.manual_seed(0)
     net = zoo.create("drn_d_22", spatial_dims=2, in_channels=1, out_channels=2, **zoo.card("drn_d_22").test_config)
     assert net.levels(torch.zeros(1, 1, 48, 64)).shape[2:] == (6, 8)
+
+
+# --- DenseASPP and the DenseNet encoder -------------------------------------------------------------
+
+
+def test_dense_aspp_layers_see_the_input_and_every_earlier_layer():
+    net = _paper_net("dense_aspp")
+    aspp = net.aspp
+    assert aspp.rates == (3, 6, 12, 18, 24)
+    assert [layer.conv2.dilation[0] for layer in aspp.layers] == [3, 6, 12, 18, 24]
+    assert [layer.conv1.in_channels for layer in aspp.layers] == [1104 + 128 * i for i in range(5)]
+    assert all(layer.conv1.out_channels == 512 and layer.conv2.out_channels == 128 for layer in aspp.layers)
+    assert net.classifier.in_channels == 1104 + 5 * 128
+    assert net.encoder.out_channels[-1] == 2208 and net.encoder.reductions[-1] == 8
+    # Layer i's output changes when layer j < i changes: dense connections, not a chain of the last output only.
+    torch.manual_seed(0)
+    block = DenseASPP(2, 4, 4, 2, rates=(1, 2, 3)).eval()
+    x = torch.randn(1, 4, 9, 9)
+    out = block(x)
+    assert out.shape[1] == 4 + 3 * 2 and torch.equal(out[:, :4], x)  # the input passes through
+
+
+def test_densenet_encoder_widths_and_dilated_strides():
+    from segarch.backbones.densenet import DenseNetEncoder
+
+    with torch.device("meta"):
+        plain = DenseNetEncoder(2, 3, depth=121)
+        dilated = DenseNetEncoder(2, 3, depth=161, output_stride=8)
+    assert plain.out_channels == (64, 256, 512, 1024, 1024) and plain.reductions == (2, 4, 8, 16, 32)
+    assert dilated.out_channels == (96, 384, 768, 2112, 2208) and dilated.reductions == (2, 4, 8, 8, 8)
+    assert set(_dilations(dilated.blocks[2])) == {2} and set(_dilations(dilated.blocks[3])) == {4}

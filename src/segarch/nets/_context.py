@@ -15,7 +15,7 @@ from segarch.blocks import ConvNormAct
 from segarch.blocks.context_upsample import upsample_to as resize
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
 
-__all__ = ["ContextNet", "FCNHead", "check_positive_int", "check_rate", "check_bool"]
+__all__ = ["DilatedResNetNet", "FCNHead", "check_positive_int", "check_rate", "check_bool"]
 
 
 def check_positive_int(value, name: str, net: str) -> int:
@@ -46,7 +46,7 @@ class FCNHead(nn.Sequential):
         self.add_module("classifier", Conv[Conv.CONV, spatial_dims](mid_channels, out_channels, 1))
 
 
-class ContextNet(SegmentationNet):
+class DilatedResNetNet(SegmentationNet):
     """Base of the dilated-ResNet context networks.
 
     Builds ``self.encoder`` (:class:`~segarch.backbones.ResNetEncoder`), sets ``size_divisor`` to the

@@ -15,13 +15,13 @@ from monai.networks.layers.factories import Conv
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.self_attention import RecurrentCrissCrossAttention
-from segarch.nets._context import ContextNet, check_positive_int, check_rate
+from segarch.nets._context import DilatedResNetNet, check_positive_int, check_rate
 from segarch.zoo import register
 
 __all__ = ["CCNet"]
 
 
-class CCNet(ContextNet):
+class CCNet(DilatedResNetNet):
     """CCNet: dilated ResNet with recurrent criss-cross attention.
 
     Args:

@@ -15,13 +15,13 @@ from monai.networks.layers.factories import Conv, Dropout
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.self_attention import ChannelAttention, PositionAttention
-from segarch.nets._context import ContextNet, check_positive_int, check_rate
+from segarch.nets._context import DilatedResNetNet, check_positive_int, check_rate
 from segarch.zoo import register
 
 __all__ = ["DANet"]
 
 
-class DANet(ContextNet):
+class DANet(DilatedResNetNet):
     """DANet: dilated ResNet with position and channel attention.
 
     Args:

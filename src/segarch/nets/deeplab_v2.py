@@ -13,13 +13,13 @@ from typing import Sequence
 import torch
 
 from segarch.blocks.aspp import ASPP
-from segarch.nets._context import ContextNet
+from segarch.nets._context import DilatedResNetNet
 from segarch.zoo import register
 
 __all__ = ["DeepLabV2"]
 
 
-class DeepLabV2(ContextNet):
+class DeepLabV2(DilatedResNetNet):
     """DeepLab v2: dilated ResNet and ASPP as summed parallel classifiers.
 
     Args:

@@ -14,13 +14,13 @@ import torch
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.aspp import ASPP
-from segarch.nets._context import ContextNet, check_positive_int
+from segarch.nets._context import DilatedResNetNet, check_positive_int
 from segarch.zoo import register
 
 __all__ = ["DeepLabV3"]
 
 
-class DeepLabV3(ContextNet):
+class DeepLabV3(DilatedResNetNet):
     """DeepLab v3: dilated ResNet and ASPP with image pooling.
 
     Args:

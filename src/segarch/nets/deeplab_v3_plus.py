@@ -17,13 +17,13 @@ from torch import nn
 from segarch.blocks import ConvNormAct
 from segarch.blocks.aspp import ASPP
 from segarch.blocks.context_upsample import upsample_to as resize
-from segarch.nets._context import ContextNet, check_positive_int
+from segarch.nets._context import DilatedResNetNet, check_positive_int
 from segarch.zoo import register
 
 __all__ = ["DeepLabV3Plus"]
 
 
-class DeepLabV3Plus(ContextNet):
+class DeepLabV3Plus(DilatedResNetNet):
     """DeepLab v3+: DeepLab v3 encoder and a decoder with low-level features.
 
     Args:

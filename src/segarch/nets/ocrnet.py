@@ -16,13 +16,13 @@ from monai.networks.layers.factories import Conv
 from segarch.blocks import ConvNormAct
 from segarch.blocks.context_upsample import upsample_to
 from segarch.blocks.object_context import ObjectContext, SpatialGather
-from segarch.nets._context import ContextNet, FCNHead, check_positive_int
+from segarch.nets._context import DilatedResNetNet, FCNHead, check_positive_int
 from segarch.zoo import register
 
 __all__ = ["OCRNet"]
 
 
-class OCRNet(ContextNet):
+class OCRNet(DilatedResNetNet):
     """OCRNet: dilated ResNet with object-contextual representations.
 
     Args:

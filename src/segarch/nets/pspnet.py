@@ -16,13 +16,13 @@ from monai.networks.layers.factories import Conv
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.pyramid_pooling import PyramidPooling
-from segarch.nets._context import ContextNet, check_positive_int, check_rate
+from segarch.nets._context import DilatedResNetNet, check_positive_int, check_rate
 from segarch.zoo import register
 
 __all__ = ["PSPNet"]
 
 
-class PSPNet(ContextNet):
+class PSPNet(DilatedResNetNet):
     """PSPNet: dilated ResNet and pyramid pooling.
 
     Args:
