@@ -290,3 +290,42 @@ def test_densenet_encoder_widths_and_dilated_strides():
     assert plain.out_channels == (64, 256, 512, 1024, 1024) and plain.reductions == (2, 4, 8, 16, 32)
     assert dilated.out_channels == (96, 384, 768, 2112, 2208) and dilated.reductions == (2, 4, 8, 8, 8)
     assert set(_dilations(dilated.blocks[2])) == {2} and set(_dilations(dilated.blocks[3])) == {4}
+
+
+# --- CPNet ---------------------------------------------------------------------------------------------
+
+
+def test_cpnet_aggregation_paths_are_axis_wise_depthwise_in_opposite_orders():
+    net = _paper_net("cpnet")
+    agg = net.aggregation
+    assert [m.kernel_size for m in agg.forward_path] == [(11, 1), (1, 11)]
+    assert [m.kernel_size for m in agg.reverse_path] == [(1, 11), (11, 1)]
+    assert all(m.groups == 512 for m in list(agg.forward_path) + list(agg.reverse_path))
+    assert net.prior_conv.conv.out_channels == 64 * 64  # one affinity channel per prior-grid position
+    from segarch.nets.cpnet import AggregationModule
+
+    agg3 = AggregationModule(3, 4, 4, kernel_size=5)
+    assert [m.kernel_size for m in agg3.forward_path] == [(5, 1, 1), (1, 5, 1), (1, 1, 5)]
+
+
+def test_cpnet_context_prior_is_an_n_by_n_affinity_and_intra_plus_inter_is_the_mean():
+    torch.manual_seed(0)
+    net = zoo.create("cpnet", spatial_dims=2, in_channels=1, out_channels=3, **zoo.card("cpnet").test_config)
+    net(torch.randn(2, 1, 40, 48))  # a 5x6 map, resampled to the 4x4 prior grid
+    prior = net.context_prior
+    assert prior.shape == (2, 16, 16) and ((prior > 0) & (prior < 1)).all()
+    # P and 1 - P split every value: intra- plus inter-class context (the inputs of their 1x1 convolutions)
+    # is the mean of the values over the prior grid, the same at every position.
+    seen = {}
+    hooks = [getattr(net, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, i[0]))
+             for name in ("intra_conv", "inter_conv")]
+    net(torch.randn(2, 1, 40, 48))
+    for h in hooks:
+        h.remove()
+    total = seen["intra_conv"] + seen["inter_conv"]
+    assert total.shape == (2, 8, 4, 4)
+    assert torch.allclose(total, total.mean((2, 3), keepdim=True).expand_as(total), atol=1e-5)
+    assert not torch.allclose(seen["intra_conv"], seen["intra_conv"].mean((2, 3), keepdim=True).expand_as(total))
+    net.eval()
+    net(torch.randn(1, 1, 32, 32))
+    assert net.context_prior is None
