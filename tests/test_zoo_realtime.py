@@ -140,3 +140,17 @@ def test_bisenet_spatial_path_at_one_eighth_and_context_path_with_two_arms():
         assert torch.allclose(arm(f), y * a)
     res = zoo.create("bisenet", spatial_dims=2, in_channels=3, out_channels=19, backbone="resnet18", width=0.125)
     assert res.backbone.out_channels[-2:] == (32, 64)
+
+
+def test_bisenetv2_detail_branch_at_one_eighth_semantic_branch_at_one_32nd():
+    from segarch.nets.bisenetv2 import GatherExpansion
+
+    net = zoo.create("bisenetv2", spatial_dims=2, in_channels=3, out_channels=19).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert net.detail(x).shape == (1, 128, 8, 8)
+        assert net.semantic[0](x).shape == (1, 16, 16, 16)  # stem block: 1/4, 16 channels
+        assert net.semantic(x).shape == (1, 128, 2, 2)
+    ge = [m for m in net.semantic if isinstance(m, GatherExpansion)]
+    assert len(ge) == 8 and ge[0].expand[0].conv.out_channels == 6 * 16  # expansion ratio 6
+    assert ge[0].expand[0].conv.groups == 16  # depthwise expansion
