@@ -181,3 +181,30 @@ def test_feature_pyramid_adds_the_upsampled_coarser_level():
     assert torch.allclose(p3, fpn.lateral[1](c3), atol=1e-6)
     top = fpn.lateral[1](c3).repeat_interleave(2, 2).repeat_interleave(2, 3)
     assert torch.allclose(p2, fpn.lateral[0](c2) + top, atol=1e-6)
+
+
+# RefineNet ----------------------------------------------------------------------------------------------
+
+
+def test_refinenet_cascades_four_blocks_from_one_to_two_paths():
+    from segarch.blocks.refine import RefineNetBlock
+
+    paper = _meta("refinenet")
+    blocks = [m for m in paper.modules() if isinstance(m, RefineNetBlock)]
+    assert len(blocks) == 4
+    assert paper.refine[3].fuse_coarser is None  # RefineNet-4: the 1/32 features alone
+    assert [b.fuse_coarser.in_channels for b in paper.refine[:3]] == [256, 256, 512]
+    assert [b.reduce.in_channels for b in paper.refine] == [256, 512, 1024, 2048]  # ResNet-101 stages
+    assert not any(isinstance(m, nn.BatchNorm2d) for b in blocks for m in b.modules())  # RCUs have no BN
+
+
+def test_chained_residual_pooling_sums_the_chain():
+    from segarch.blocks.refine import ChainedResidualPooling
+
+    torch.manual_seed(0)
+    crp = ChainedResidualPooling(2, 3, stages=2)
+    x = torch.randn(1, 3, 12, 12)
+    pool = nn.functional.max_pool2d
+    s1 = crp.convs[0](pool(x, 5, 1, 2))
+    s2 = crp.convs[1](pool(s1, 5, 1, 2))
+    assert torch.allclose(crp(x), x + s1 + s2, atol=1e-6)
