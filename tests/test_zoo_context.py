@@ -329,3 +329,26 @@ def test_cpnet_context_prior_is_an_n_by_n_affinity_and_intra_plus_inter_is_the_m
     net.eval()
     net(torch.randn(1, 1, 32, 32))
     assert net.context_prior is None
+
+
+# --- ACFNet ("AC-Net") -----------------------------------------------------------------------------------
+
+
+def test_acfnet_class_centers_are_probability_weighted_means_and_positions_mix_them():
+    from segarch.nets.acfnet import AttentionalClassFeature
+
+    torch.manual_seed(0)
+    acf = AttentionalClassFeature(2, 4, 4).eval()
+    nn.init.eye_(acf.reduce.conv.weight[..., 0, 0])  # make the reduction an identity up to BN
+    features = torch.rand(1, 4, 3, 4)
+    # A coarse map sure of class 0 on the left half, class 1 on the right half.
+    coarse = torch.full((1, 2, 3, 4), -50.0)
+    coarse[0, 0, :, :2] = 50.0
+    coarse[0, 1, :, 2:] = 50.0
+    acf(features, coarse)
+    reduced = acf.reduce(features)
+    assert torch.allclose(acf.centers[0, 0], reduced[0, :, :, :2].mean((1, 2)), atol=1e-5)
+    assert torch.allclose(acf.centers[0, 1], reduced[0, :, :, 2:].mean((1, 2)), atol=1e-5)
+    paper = _paper_net("acfnet")
+    assert paper.aspp.rates == (12, 24, 36) and not paper.aspp.image_pooling
+    assert paper.classifier.conv.conv.in_channels == 2 * 512  # ASPP features + attentional class features
