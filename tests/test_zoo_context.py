@@ -352,3 +352,36 @@ def test_acfnet_class_centers_are_probability_weighted_means_and_positions_mix_t
     paper = _paper_net("acfnet")
     assert paper.aspp.rates == (12, 24, 36) and not paper.aspp.image_pooling
     assert paper.classifier.conv.conv.in_channels == 2 * 512  # ASPP features + attentional class features
+
+
+# --- AttaNet ("AF-Net") --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_strip_attention_attends_to_vertical_strips(dims):
+    from segarch.blocks.self_attention import StripAttention
+
+    torch.manual_seed(0)
+    sam = StripAttention(dims, 8, key_channels=4).eval()
+    shape = (2, 8, 5, 6) if dims == 2 else (2, 8, 3, 5, 6)
+    x = torch.randn(*shape)
+    out = sam(x)
+    strips = 6 if dims == 2 else 3 * 6  # W columns (D x W in 3D): H is averaged away
+    n = x[0, 0].numel()
+    assert sam.attention.shape == (2, n, strips)
+    assert torch.allclose(sam.attention.sum(-1), torch.ones(2, n), atol=1e-5)
+    # The added context is the attention-weighted mix of the H-averaged values.
+    strip_values = sam.value(x).mean(dims).flatten(2)
+    expected = x + torch.einsum("bns,bcs->bcn", sam.attention, strip_values).reshape(x.shape)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_attanet_fusion_weight_is_channelwise_in_0_1_and_fuses_stride_16_and_32():
+    torch.manual_seed(0)
+    net = zoo.create("attanet", spatial_dims=2, in_channels=1, out_channels=2, **zoo.card("attanet").test_config)
+    net(torch.randn(2, 1, 64, 96))
+    alpha = net.afm.alpha
+    assert alpha.shape == (2, 8, 1, 1) and ((alpha > 0) & (alpha < 1)).all()
+    assert net.encoder.reductions[3:] == (16, 32)
+    paper = _paper_net("attanet")
+    assert paper.afm.low.conv.in_channels == 256 and paper.afm.high.conv.in_channels == 512

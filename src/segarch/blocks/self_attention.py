@@ -6,6 +6,10 @@
   (Huang et al., ICCV 2019, "CCNet: Criss-Cross Attention for Semantic Segmentation", arXiv:1811.11721,
   Fig. 3), written with ``einsum`` instead of CUDA kernels; in 3D each voxel attends to the three axis
   lines through it.
+- :class:`StripAttention`: AttaNet's strip attention module (Song et al., AAAI 2021, "AttaNet:
+  Attention-Augmented Network for Fast and Accurate Scene Parsing", arXiv:2103.05930, Sec. 3.2):
+  keys and values averaged along the vertical axis into strips, so each position attends to ``W``
+  column descriptors instead of all ``H·W`` positions.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import torch
 from torch import nn
 from monai.networks.layers.factories import Conv
 
-__all__ = ["PositionAttention", "ChannelAttention", "CrissCrossAttention", "RecurrentCrissCrossAttention"]
+from segarch.blocks.conv import ConvNormAct
+
+__all__ = ["PositionAttention", "ChannelAttention", "CrissCrossAttention", "RecurrentCrissCrossAttention",
+           "StripAttention"]
 
 _AXES = "dhw"
 
@@ -144,3 +151,34 @@ class RecurrentCrissCrossAttention(nn.Module):
         for _ in range(self.recurrence):
             x = self.attention(x)
         return x
+
+
+class StripAttention(nn.Module):
+    """AttaNet's strip attention: each position attends to the column strips of the map.
+
+    Queries (``key_channels``) at every position; keys (``key_channels``) and values (``out_channels``)
+    from 1×1 conv-norm-acts, averaged along the vertical axis (``H``, the second-last spatial axis; in 3D
+    each strip is a ``(d, w)`` column through all ``H``). The softmax runs over the strips, and the
+    attended values are added to the input (``out_channels`` must equal ``in_channels``).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input (and output) channels.
+        key_channels: query/key channels (64 in the paper's code).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, key_channels: int = 64) -> None:
+        super().__init__()
+        self.query = ConvNormAct(spatial_dims, in_channels, key_channels, 1)
+        self.key = ConvNormAct(spatial_dims, in_channels, key_channels, 1)
+        self.value = ConvNormAct(spatial_dims, in_channels, in_channels, 1)
+        self.attention: torch.Tensor | None = None  # the last (B, N, strips) attention, detached
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        axis = x.ndim - 2  # H: the vertical axis, averaged into strips
+        q = self.query(x).flatten(2)  # (B, C', N)
+        k = self.key(x).mean(axis).flatten(2)  # (B, C', S): one key per strip
+        v = self.value(x).mean(axis).flatten(2)  # (B, C, S)
+        attention = torch.softmax(torch.einsum("bcn,bcs->bns", q, k), dim=-1)
+        self.attention = attention.detach()
+        return x + torch.einsum("bns,bcs->bcn", attention, v).reshape(x.shape)
