@@ -154,3 +154,24 @@ def test_bisenetv2_detail_branch_at_one_eighth_semantic_branch_at_one_32nd():
     ge = [m for m in net.semantic if isinstance(m, GatherExpansion)]
     assert len(ge) == 8 and ge[0].expand[0].conv.out_channels == 6 * 16  # expansion ratio 6
     assert ge[0].expand[0].conv.groups == 16  # depthwise expansion
+
+
+def test_stdc_module_concatenates_progressively_halved_widths():
+    from segarch.nets.stdc import STDCModule
+
+    torch.manual_seed(0)
+    module = STDCModule(2, 64, 256, stride=2).eval()
+    assert module.widths == (128, 64, 32, 32)
+    assert [b.conv.kernel_size for b in module.blocks] == [(1, 1), (3, 3), (3, 3), (3, 3)]
+    assert [b.conv.stride for b in module.blocks] == [(1, 1), (2, 2), (1, 1), (1, 1)]
+    x = torch.randn(1, 64, 16, 16)
+    with torch.no_grad():
+        y = module(x)
+        b1 = module.blocks[0](x)
+        b2 = module.blocks[1](b1)
+    assert y.shape == (1, 256, 8, 8)
+    assert torch.allclose(y[:, :128], nn.functional.avg_pool2d(b1, 3, 2, 1))  # the first block's output, pooled
+    assert torch.allclose(y[:, 128:192], b2)
+    net = zoo.create("stdc_seg", spatial_dims=2, in_channels=3, out_channels=19, backbone="stdc2")
+    assert [len(s) for s in net.backbone.stages] == [4, 5, 3]
+    assert net.backbone.out_channels[2:] == (256, 512, 1024)
