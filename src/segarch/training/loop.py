@@ -335,7 +335,10 @@ def train_iter(
     net.eval().to("cpu")
     model.trained = step > 0
     whole = _whole_image_dice(model, val_items, patch, n_classes, batch_size) if val_items and step else None
-    model.description = _describe(model, sources, step, steps, batch_size, patch, loss, lr, best, whole, cancelled)
+    origin = None if fresh else (f"{model_or_name}" if isinstance(model_or_name, (str, os.PathLike))
+                                 else f"a {model.arch} model")
+    model.description = _describe(model, sources, step, steps, batch_size, patch, loss, lr, best, whole, cancelled,
+                                  origin)
     model.history = history.rows  # the training log, also written to CSV next to `out`
     model.validation = {"best_step": best["step"], "patch_dice": best["val_dice"], "whole_image_dice": whole}
     if out is not None:
@@ -377,7 +380,7 @@ def _whole_image_dice(model: Model, items, patch, num_classes: int, batch_size: 
     return dice_per_class(np.concatenate(preds), np.concatenate(targets), np.concatenate(masks), num_classes=num_classes)
 
 
-def _describe(model, sources, step, steps, batch_size, patch, loss, lr, best, whole, cancelled) -> str:
+def _describe(model, sources, step, steps, batch_size, patch, loss, lr, best, whole, cancelled, origin) -> str:
     shapes = ", ".join("×".join(map(str, s.labels.shape)) for s in sources[:4]) + (" ..." if len(sources) > 4 else "")
     text = (f"Trained with segarch.train on {len(sources)} image(s) ({shapes}): {step} of {steps} steps"
             f"{' (cancelled)' if cancelled else ''}, batch {batch_size}, patch {'×'.join(map(str, patch))}, "
@@ -388,8 +391,8 @@ def _describe(model, sources, step, steps, batch_size, patch, loss, lr, best, wh
                  + ", ".join(f"{n} {d:.3f}" for n, d in zip(names, best["val_dice"][1:])) + ".")
     if whole is not None:
         text += " Whole held-out images: " + ", ".join(f"{n} {d:.3f}" for n, d in zip(model.class_names[1:], whole[1:])) + "."
-    if model.description and "Trained with segarch.train" not in model.description:
-        text = f"Fine-tuned from: {model.description} " + text
+    if origin is not None:
+        text = f"Fine-tuned from {origin}. " + text
     return text
 
 
