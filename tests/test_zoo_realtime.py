@@ -175,3 +175,17 @@ def test_stdc_module_concatenates_progressively_halved_widths():
     net = zoo.create("stdc_seg", spatial_dims=2, in_channels=3, out_channels=19, backbone="stdc2")
     assert [len(s) for s in net.backbone.stages] == [4, 5, 3]
     assert net.backbone.out_channels[2:] == (256, 512, 1024)
+
+
+def test_swiftnet_ladder_decoder_over_resnet18_with_pyramid_pooling():
+    net = zoo.create("swiftnet", spatial_dims=2, in_channels=3, out_channels=19, base_width=16, channels=32).eval()
+    sizes = []
+    for up in net.up:
+        up.skip.register_forward_hook(lambda m, i, o: sizes.append((i[0].shape[1], o.shape[-1])))
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 64, 64)).shape == (1, 19, 64, 64)
+    assert sizes == [(64, 4), (32, 8), (16, 16)]  # skips from 1/16, 1/8, 1/4 of ResNet-18 (base 16)
+    assert [type(m).__name__ for m in net.up[0].blend] == ["BatchNorm2d", "ReLU", "Conv2d"]  # pre-activation
+    assert [lvl[0].output_size for lvl in net.spp.levels] == [8, 4, 2]
+    full = zoo.create("swiftnet", spatial_dims=2, in_channels=3, out_channels=19)
+    assert sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in full.up.modules()) == 3
