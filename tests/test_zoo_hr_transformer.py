@@ -1,0 +1,129 @@
+"""Structure checks against the papers: HRNet/HRNetV2, SPADE, BASNet, SETR, Swin UPerNet, HRFormer.
+
+The shared tester (test_zoo_models.py) checks shapes, gradients, parameter counts and training for
+every registered net; here we check what makes each architecture what its paper says it is.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segarch import zoo
+from segarch.backbones.hrnet import HighResolutionEncoder
+from segarch.blocks.hr_fusion import HRFusion, resize_to
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# --------------------------------------------------------------------------- HRNet
+
+
+def test_hrnet_stages_have_1_2_3_4_branches_of_widths_c_2c_4c_8c():
+    enc = HighResolutionEncoder(2, 1, width=4, stages="small", stem_width=8).eval()
+    assert enc.branch_counts == (2, 3, 4)  # stage 1 has one branch; each transition opens one more
+    assert [len(stage[0].branches) for stage in enc.stages] == [2, 3, 4]
+    assert [len(stage) for stage in enc.stages] == [1, 3, 2]  # W18-Small-v2 modules per stage
+    full = HighResolutionEncoder(2, 1, width=4, stages="full", stem_width=8)
+    assert [len(stage) for stage in full.stages] == [1, 4, 3]  # HRNet-W48 modules per stage
+    assert len(full.layer1) == 4 and len(enc.layer1) == 2
+    xs = enc(torch.randn(1, 1, 64, 96))
+    assert [x.shape[1] for x in xs] == [4, 8, 16, 32] == list(enc.out_channels)
+    assert [tuple(x.shape[2:]) for x in xs] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    assert enc.reductions == (4, 8, 16, 32)
+
+
+def test_hrnet_fusion_sums_every_branch_at_every_resolution():
+    fusion = HRFusion(2, (3, 6)).eval()
+    x0, x1 = torch.randn(1, 3, 8, 8), torch.randn(1, 6, 4, 4)
+    y0, y1 = fusion([x0, x1])
+    up = resize_to(fusion.transforms[0][1](x1), (8, 8))  # coarse → fine: 1x1 conv + BN, up-sampled
+    torch.testing.assert_close(y0, torch.relu(x0 + up))
+    down = fusion.transforms[1][0](x0)  # fine → coarse: strided 3x3 conv + BN
+    assert down.shape == x1.shape
+    torch.testing.assert_close(y1, torch.relu(x1 + down))
+
+
+def test_hrnet_v2_head_concatenates_all_four_branches_v1_reads_only_the_first():
+    v2 = zoo.create("hrnet_v2", spatial_dims=2, in_channels=1, out_channels=3, **zoo.card("hrnet_v2").test_config).eval()
+    v1 = zoo.create("hrnet_v1", spatial_dims=2, in_channels=1, out_channels=3, **zoo.card("hrnet_v1").test_config).eval()
+    x = torch.randn(1, 1, 64, 64)
+    xs = v2.features(x)
+    cat = v2.head_input(xs)
+    assert cat.shape[1] == 4 + 8 + 16 + 32 == v2.head[0].conv.in_channels
+    torch.testing.assert_close(cat[:, 4:12], resize_to(xs[1], (16, 16)))
+    torch.testing.assert_close(cat[:, 28:], resize_to(xs[3], (16, 16)))
+    assert len(v1.features(x)) == 1  # the last fusion only produces the high-resolution branch
+    assert v1.head[0].conv.in_channels == 4
+    assert len(v1.encoder.stages[-1][-1].fusion.transforms) == 1
+    assert len(v2.encoder.stages[-1][-1].fusion.transforms) == 4
+
+
+def test_hrnet_paper_counts():
+    assert abs(zoo.parameter_count("hrnet_v2") / 1e6 - 65.9) < 0.1
+    assert abs(zoo.parameter_count("hrnet_v2_w18_small") / 1e6 - 3.9) < 0.1
+    assert abs(zoo.parameter_count("hrnet_w18") / 1e6 - 21.3) < 0.1
+    assert abs(zoo.parameter_count("hrnet_w48") / 1e6 - 77.5) < 0.1
+
+
+def test_hrnet_bad_options():
+    with pytest.raises(ValueError, match="`stages` must be one of"):
+        zoo.create("hrnet_v2", stages="huge")
+    with pytest.raises(ValueError, match="`width` must be a positive integer"):
+        zoo.create("hrnet_v2", width=0)
+
+
+# --------------------------------------------------------------------------- SPADE
+
+
+def test_spade_normalisation_is_parameter_free_before_a_spatial_modulation():
+    from segarch.blocks.spade import SPADE
+
+    spade = SPADE(2, channels=4, label_channels=2, hidden=8)
+    assert list(spade.norm.parameters()) == []  # no affine: all scale/bias comes from the label map
+    x = torch.randn(3, 4, 8, 8) * 5 + 2
+    with torch.no_grad():
+        for conv in (spade.gamma, spade.beta):
+            conv.weight.zero_()
+            conv.bias.zero_()
+    out = spade(x, torch.zeros(3, 2, 8, 8))
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(dim=(0, 2, 3), unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
+
+
+def test_spade_scale_and_bias_vary_with_the_label_map():
+    from segarch.blocks.spade import SPADE
+
+    spade = SPADE(2, channels=4, label_channels=2, hidden=8).eval()
+    x = torch.randn(1, 4, 16, 16)
+    left_right = torch.zeros(1, 2, 16, 16)
+    left_right[:, 0, :, :8] = 1
+    left_right[:, 1, :, 8:] = 1
+    top_bottom = left_right.transpose(2, 3)
+    gamma, beta = spade.modulation(x, left_right)
+    # constant inside each region (away from the border and the boundary), different across them
+    assert torch.allclose(gamma[..., 4, 2], gamma[..., 10, 4]) and torch.allclose(beta[..., 4, 2], beta[..., 10, 4])
+    assert not torch.allclose(gamma[..., 4, 3], gamma[..., 4, 12])
+    assert not torch.allclose(spade(x, left_right), spade(x, top_bottom))
+    # a label map at another resolution is resized to the features'
+    torch.testing.assert_close(spade(x, left_right), spade(x, left_right.repeat_interleave(2, 2).repeat_interleave(2, 3)))
+
+
+def test_spade_generator_maps_labels_to_an_image():
+    entry = zoo.card("spade")
+    assert "not a segmenter" in entry.full_name and "GENERATOR" in entry.notes
+    gen = zoo.create("spade", spatial_dims=2, in_channels=3, out_channels=1, **entry.test_config).eval()
+    labels = torch.nn.functional.one_hot(torch.randint(0, 3, (2, 64, 64)), 3).permute(0, 3, 1, 2).float()
+    image = gen(labels)
+    assert image.shape == (2, 1, 64, 64)
+    assert image.abs().max() <= 1  # tanh: an image in [-1, 1]
+    assert not torch.allclose(gen(labels.flip(-1)), image)
+    # seven SPADE ResBlks, 16nf → nf, with learned shortcuts where the width changes
+    blocks = [gen.head_0, gen.middle_0, gen.middle_1, *gen.ups]
+    assert [b.conv_1.out_channels if not hasattr(b.conv_1, "parametrizations") else b.conv_1.weight.shape[0]
+            for b in blocks] == [32, 32, 32, 16, 8, 4, 2]
+    assert [b.learned_shortcut for b in blocks] == [False] * 3 + [True] * 4
+    assert hasattr(gen.head_0.conv_0, "parametrizations")  # spectral norm, as in the paper
