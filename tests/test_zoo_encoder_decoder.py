@@ -208,3 +208,39 @@ def test_chained_residual_pooling_sums_the_chain():
     s1 = crp.convs[0](pool(x, 5, 1, 2))
     s2 = crp.convs[1](pool(s1, 5, 1, 2))
     assert torch.allclose(crp(x), x + s1 + s2, atol=1e-6)
+
+
+# LRR ----------------------------------------------------------------------------------------------------
+
+
+def test_lrr_boundary_mask_is_zero_inside_regions_and_gates_the_residual():
+    from segarch.nets.lrr import boundary_mask
+
+    logits = torch.zeros(1, 2, 32, 32)
+    logits[:, 0, :, :16] = 10.0
+    logits[:, 1, :, 16:] = 10.0  # class 0 left, class 1 right: one vertical boundary
+    mask = boundary_mask(logits)
+    assert mask[..., :11].abs().max() == 0 and mask[..., 21:].abs().max() == 0  # 9×9 window: 4 pixels each side
+    assert mask[:, :, :, 12:20].min() > 0.99
+    torch.manual_seed(0)
+    net = zoo.create("lrr", spatial_dims=2, **zoo.card("lrr").test_config).eval()
+    y = net(torch.randn(1, 1, 64, 64))
+    assert [tuple(p.shape[2:]) for p in net.level_predictions] == [(8, 8), (16, 16), (32, 32), (64, 64)]
+    assert torch.equal(y, net.level_predictions[-1])
+    # Residuals reach the output only through the mask: with a flat coarse prediction they are ignored.
+    for level in net.levels:
+        nn.init.zeros_(level.coefficients.weight)
+        nn.init.zeros_(level.coefficients.bias)
+    with torch.no_grad():
+        net.levels[0].coefficients.bias[0] = 5.0  # coarsest level: a constant, boundary-free prediction
+        net.levels[1].coefficients.bias[:] = 3.0  # a finer residual that the mask must suppress in the interior
+    y = net(torch.randn(1, 1, 64, 64))
+    interior = net.level_predictions[0][..., 2:-2, 2:-2]
+    assert torch.allclose(net.level_predictions[1][..., 8:-8, 8:-8], interior.repeat_interleave(2, 2).repeat_interleave(2, 3)[..., 4:-4, 4:-4], atol=1e-4)
+
+
+def test_lrr_predicts_ten_basis_coefficients_per_class_on_four_vgg_levels():
+    paper = _meta("lrr")
+    assert [lvl.coefficients.in_channels for lvl in paper.levels] == [4096, 512, 512, 256]
+    assert {lvl.coefficients.out_channels for lvl in paper.levels} == {210}
+    assert {lvl.bases.kernel_size for lvl in paper.levels} == {(8, 8)} and paper.levels[0].bases.groups == 21
