@@ -189,3 +189,17 @@ def test_swiftnet_ladder_decoder_over_resnet18_with_pyramid_pooling():
     assert [lvl[0].output_size for lvl in net.spp.levels] == [8, 4, 2]
     full = zoo.create("swiftnet", spatial_dims=2, in_channels=3, out_channels=19)
     assert sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in full.up.modules()) == 3
+
+
+def test_liteseg_daspp_rates_long_and_short_residuals():
+    net = zoo.create("liteseg", spatial_dims=2, in_channels=3, out_channels=19)
+    daspp = net.daspp
+    assert [b[0].depthwise.conv.dilation for b in daspp.atrous] == [(3, 3), (6, 6), (9, 9)]
+    assert daspp.fuse.depthwise.conv.in_channels == 1280 + 5 * 96  # long residual: the encoder output is concatenated
+    assert net.decoder[0].depthwise.conv.in_channels == 96 + 24  # short residual: MobileNetV2's 1/4 features (24)
+    small = zoo.create("liteseg", spatial_dims=2, in_channels=1, out_channels=2, width_mult=0.25, channels=8).eval()
+    seen = {}
+    small.decoder.register_forward_hook(lambda m, i, o: seen.update(shape=i[0].shape))
+    with torch.no_grad():
+        small(torch.randn(1, 1, 64, 96))
+    assert seen["shape"][2:] == (16, 24)  # the decoder runs at 1/4
