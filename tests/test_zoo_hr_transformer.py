@@ -127,3 +127,29 @@ def test_spade_generator_maps_labels_to_an_image():
             for b in blocks] == [32, 32, 32, 16, 8, 4, 2]
     assert [b.learned_shortcut for b in blocks] == [False] * 3 + [True] * 4
     assert hasattr(gen.head_0.conv_0, "parametrizations")  # spectral norm, as in the paper
+
+
+# --------------------------------------------------------------------------- BASNet
+
+
+def test_basnet_refinement_is_residual_and_deep_supervision_has_8_outputs():
+    from segarch.nets.basnet import BASNet, ResidualRefinement
+
+    rrm = ResidualRefinement(2, channels=2, width=4).eval()
+    x = torch.randn(1, 2, 32, 32)
+    with torch.no_grad():
+        rrm.conv_out.weight.zero_()
+        rrm.conv_out.bias.zero_()
+    torch.testing.assert_close(rrm(x), x)  # the RRM adds a residual to the coarse map
+
+    net = BASNet(2, 1, 2, base_width=2, refine_width=4)
+    x = torch.randn(2, 1, 64, 64)
+    outs = net.forward_all(x)
+    assert len(outs) == 8 and all(o.shape == (2, 2, 64, 64) for o in outs)
+    assert torch.equal(net.eval()(x), net.forward_all(x)[0])
+    net.train()
+    sum(o.square().mean() for o in net.forward_all(x)).backward()
+    assert all(p.grad is not None for p in net.parameters())  # the side heads train through forward_all
+    # ResNet-34 stages (3, 4, 6, 3 blocks), the first at full resolution, then two 3-block stages at 512
+    assert [len(layer) for layer in net.encoder] == [3, 4, 6, 3] and len(net.stage5) == len(net.stage6) == 3
+    assert net.inconv.conv.stride == (1, 1)
