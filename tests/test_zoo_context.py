@@ -385,3 +385,31 @@ def test_attanet_fusion_weight_is_channelwise_in_0_1_and_fuses_stride_16_and_32(
     assert net.encoder.reductions[3:] == (16, 32)
     paper = _paper_net("attanet")
     assert paper.afm.low.conv.in_channels == 256 and paper.afm.high.conv.in_channels == 512
+
+
+# --- Batch size 1 (pooled branches) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["deeplab_v3", "deeplab_v3_plus", "pspnet", "attanet"])
+def test_nets_with_globally_pooled_branches_train_at_batch_size_1_in_3d(name):
+    torch.manual_seed(0)
+    net = zoo.create(name, spatial_dims=3, in_channels=1, out_channels=2, **zoo.card(name).test_config)
+    x = torch.randn(1, 1, 32, 64, 64)  # the trunk's own stride-32 map keeps 4 values per channel
+    loss = net(x).square().mean()
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_pooled_batch_norm_is_batch_norm_unless_a_channel_has_one_value():
+    from segarch.blocks.pooled_conv import PooledBatchNorm
+
+    torch.manual_seed(0)
+    ours, reference = PooledBatchNorm(3), nn.BatchNorm3d(3)
+    x = torch.randn(2, 3, 2, 2, 2)
+    assert torch.allclose(ours(x), reference(x), atol=1e-6)
+    assert torch.allclose(ours.running_mean, reference.running_mean)
+    single = torch.randn(1, 3, 1, 1, 1)
+    before = ours.running_mean.clone()
+    expected = (single - before.view(1, 3, 1, 1, 1)) / torch.sqrt(ours.running_var.view(1, 3, 1, 1, 1) + ours.eps)
+    assert torch.allclose(ours(single), expected, atol=1e-5)
+    assert torch.equal(ours.running_mean, before)  # nothing learned from a single value

@@ -18,6 +18,7 @@ from monai.networks.layers.factories import Conv, Pool
 from monai.networks.layers.utils import get_norm_layer
 
 from segarch.blocks.conv import ConvNormAct
+from segarch.blocks.pooled_conv import PooledConvNormAct
 
 __all__ = ["ASPP", "ImagePooling", "DenseASPP"]
 
@@ -34,12 +35,16 @@ def _check_rates(rates: Sequence[int], name: str = "rates") -> tuple[int, ...]:
 
 
 class ImagePooling(nn.Module):
-    """Image-level features: global average pooling, a 1×1 conv-norm-act, broadcast back to the input's grid."""
+    """Image-level features: global average pooling, a 1×1 conv-norm-act, broadcast back to the input's grid.
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, norm="batch", act="relu") -> None:
+    The normalisation is a :class:`~segarch.blocks.pooled_conv.PooledBatchNorm`, so the branch also
+    trains at batch size 1.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, act="relu") -> None:
         super().__init__()
         self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
-        self.conv = ConvNormAct(spatial_dims, in_channels, out_channels, kernel_size=1, norm=norm, act=act)
+        self.conv = PooledConvNormAct(spatial_dims, in_channels, out_channels, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A 1×1 map up-sampled bilinearly is a constant: expanding it is the same and cheaper.
@@ -95,7 +100,7 @@ class ASPP(nn.Module):
             branches += [ConvNormAct(spatial_dims, in_channels, out_channels, 3, dilation=r, norm=norm) for r in self.rates]
             self.image_pooling = bool(image_pooling)
             if self.image_pooling:
-                branches.append(ImagePooling(spatial_dims, in_channels, out_channels, norm=norm))
+                branches.append(ImagePooling(spatial_dims, in_channels, out_channels))
             self.project = ConvNormAct(spatial_dims, len(branches) * out_channels, out_channels, kernel_size=1,
                                        norm=norm, dropout=dropout)
         self.branches = nn.ModuleList(branches)

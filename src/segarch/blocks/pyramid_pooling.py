@@ -14,7 +14,7 @@ from torch import nn
 from monai.networks.layers.factories import Pool
 
 from segarch.blocks.context_upsample import upsample_to
-from segarch.blocks.conv import ConvNormAct
+from segarch.blocks.pooled_conv import PooledConvNormAct
 
 __all__ = ["PyramidPooling"]
 
@@ -29,7 +29,9 @@ class PyramidPooling(nn.Module):
         reduction_channels: channels of each level after its 1×1 convolution; default
             ``in_channels // len(bins)`` (the paper's 1/N).
 
-    The output has ``in_channels + len(bins) * reduction_channels`` channels (``out_channels``).
+    The output has ``in_channels + len(bins) * reduction_channels`` channels (``out_channels``). The
+    levels' batch norm (:class:`~segarch.blocks.pooled_conv.PooledBatchNorm`) also trains at batch size 1,
+    where the 1-bin level holds a single value per channel.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, bins: Sequence[int] = (1, 2, 3, 6),
@@ -45,7 +47,7 @@ class PyramidPooling(nn.Module):
         reduction = reduction_channels or max(in_channels // len(self.bins), 1)
         pool = Pool[Pool.ADAPTIVEAVG, spatial_dims]
         self.levels = nn.ModuleList(
-            nn.Sequential(pool(b), ConvNormAct(spatial_dims, in_channels, reduction, kernel_size=1)) for b in self.bins
+            nn.Sequential(pool(b), PooledConvNormAct(spatial_dims, in_channels, reduction)) for b in self.bins
         )
         self.out_channels = in_channels + len(self.bins) * reduction
 

@@ -18,6 +18,7 @@ from monai.networks.layers.factories import Conv, Pool
 from segarch.backbones import ResNetEncoder
 from segarch.blocks import ConvNormAct
 from segarch.blocks.context_upsample import upsample_to
+from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.self_attention import StripAttention
 from segarch.nets._base import SegmentationNet, check_spatial_dims
 from segarch.nets._context import FCNHead, check_positive_int
@@ -39,7 +40,7 @@ class AttentionFusion(nn.Module):
         self.high = ConvNormAct(spatial_dims, high_channels, out_channels, 3)
         self.mix = ConvNormAct(spatial_dims, out_channels + high_channels, out_channels, 1)
         self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
-        self.weight = ConvNormAct(spatial_dims, out_channels, out_channels, 1, act="sigmoid")
+        self.weight = PooledConvNormAct(spatial_dims, out_channels, out_channels, act="sigmoid")
         self.fuse = ConvNormAct(spatial_dims, out_channels, out_channels, 3)
         self.alpha: torch.Tensor | None = None
 
