@@ -244,3 +244,34 @@ def test_lrr_predicts_ten_basis_coefficients_per_class_on_four_vgg_levels():
     assert [lvl.coefficients.in_channels for lvl in paper.levels] == [4096, 512, 512, 256]
     assert {lvl.coefficients.out_channels for lvl in paper.levels} == {210}
     assert {lvl.bases.kernel_size for lvl in paper.levels} == {(8, 8)} and paper.levels[0].bases.groups == 21
+
+
+# TransUNet ----------------------------------------------------------------------------------------------
+
+
+def test_transunet_is_r50_vit_b16_with_three_skips():
+    paper = _meta("transunet")
+    assert [len(s) for s in paper.trunk.stages] == [3, 4, 9]
+    assert paper.trunk.out_channels == (64, 256, 512, 1024)
+    assert len(paper.transformer.layers) == 12 and paper.transformer.layers[0].attention.num_heads == 12
+    assert paper.patch_embedding.kernel_size == (1, 1) and paper.patch_embedding.out_channels == 768
+    assert paper.position.embedding.shape == (1, 768, 14, 14)  # 224² input, 16× down
+    # Decoder inputs: upsampled map + skip at 1/8 (512), 1/4 (256), 1/2 (64), none at full resolution.
+    assert [b[0].conv.in_channels for b in paper.decoder] == [512 + 512, 256 + 256, 128 + 64, 64]
+    assert [b[1].conv.out_channels for b in paper.decoder] == [256, 128, 64, 16]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_transunet_position_embeddings_follow_the_token_grid(dims):
+    from segarch.blocks.vit_encoder import GridPositionEmbedding
+
+    torch.manual_seed(0)
+    pos = GridPositionEmbedding(4, (3,) * dims)
+    tokens = torch.zeros(1, 3 ** dims, 4)
+    same = pos(tokens, (3,) * dims)
+    assert torch.equal(same, pos.embedding.flatten(2).transpose(1, 2))  # stored grid: used as is
+    other = (2, 5, 4)[:dims]
+    assert pos(torch.zeros(1, int(torch.tensor(other).prod()), 4), other).shape == (1, int(torch.tensor(other).prod()), 4)
+    net = zoo.create("transunet", spatial_dims=dims, **zoo.card("transunet").test_config).eval()
+    shape = (1, 1) + ((48, 32) if dims == 2 else (32, 16, 48))  # token grids unlike the stored 2^dims
+    assert net(torch.randn(shape)).shape == (1, 2) + shape[2:]
