@@ -203,3 +203,19 @@ def test_liteseg_daspp_rates_long_and_short_residuals():
     with torch.no_grad():
         small(torch.randn(1, 1, 64, 96))
     assert seen["shape"][2:] == (16, 24)  # the decoder runs at 1/4
+
+
+def test_espnetv2_eesp_groups_receptive_field_limits_and_reinforcement():
+    from segarch.nets.espnetv2 import EESP, StridedEESP
+
+    assert EESP(2, 64, 64, r_lim=13).dilations == (1, 2, 3, 4)  # 3x3, 5x5, 7x7, 9x9 effective fields
+    assert EESP(2, 64, 64, r_lim=7).dilations == (1, 1, 2, 3)  # fields above 7 fall back to 3x3
+    unit = EESP(2, 64, 64)
+    assert unit.reduce.conv.groups == 4 and unit.expand.conv.groups == 4 and unit.reduce.conv.out_channels == 16
+    assert all(b.groups == 16 for b in unit.branches)  # depthwise dilated convolutions
+    down = StridedEESP(2, 32, 128, image_channels=3).eval()
+    with torch.no_grad():
+        y = down(torch.randn(1, 32, 16, 16), torch.randn(1, 3, 32, 32))
+    assert y.shape == (1, 128, 8, 8) and down.eesp.expand.conv.out_channels == 96  # 32 pooled + 96 strided
+    net = zoo.create("espnetv2", spatial_dims=2, in_channels=3, out_channels=20)
+    assert len(net.level3) == 3 and len(net.level4) == 7
