@@ -153,3 +153,38 @@ def test_basnet_refinement_is_residual_and_deep_supervision_has_8_outputs():
     # ResNet-34 stages (3, 4, 6, 3 blocks), the first at full resolution, then two 3-block stages at 512
     assert [len(layer) for layer in net.encoder] == [3, 4, 6, 3] and len(net.stage5) == len(net.stage6) == 3
     assert net.inconv.conv.stride == (1, 1)
+
+
+# --------------------------------------------------------------------------- SETR
+
+
+@pytest.mark.parametrize("decoder", ["naive", "pup", "mla"])
+def test_setr_decoders_counts_and_shapes(decoder):
+    from segarch.nets.setr import SETR_PAPER_PARAMS
+
+    counted = zoo.parameter_count("setr", spatial_dims=2, in_channels=3, out_channels=19, decoder=decoder) / 1e6
+    assert abs(counted - SETR_PAPER_PARAMS[decoder]) / SETR_PAPER_PARAMS[decoder] < 0.03, counted
+    for dims, shape in ((2, (48, 32)), (3, (16, 32, 16))):
+        net = zoo.create("setr", spatial_dims=dims, in_channels=2, out_channels=3, decoder=decoder,
+                         **dict(zoo.card("setr").test_config, depth=4))
+        y = net(torch.randn(2, 2, *shape))
+        assert y.shape == (2, 3, *shape)
+        y.square().mean().backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_setr_mla_aggregates_four_evenly_spaced_layers_and_position_embedding_interpolates():
+    from segarch.blocks.vit import interpolate_grid
+
+    net = zoo.create("setr", decoder="mla", embed_dim=16, depth=8, heads=2, img_size=64, decoder_channels=8)
+    assert net.encoder.out_indices == (1, 3, 5, 7)
+    assert len(net.encoder(torch.randn(1, 1, 32, 32))) == 4
+    assert net.encoder.pos_embed.shape == (1, 16, 16)  # a 4x4 grid for 64² inputs ...
+    pos = interpolate_grid(net.encoder.pos_embed, (4, 4), (4, 4))
+    assert pos is net.encoder.pos_embed  # ... used as is at 64² ...
+    assert interpolate_grid(net.encoder.pos_embed, (4, 4), (2, 6)).shape == (1, 12, 16)  # ... resampled otherwise
+    ramp = torch.arange(4.0).repeat(4).reshape(1, 16, 1)  # a ramp along x stays a ramp
+    wide = interpolate_grid(ramp, (4, 4), (4, 8)).reshape(4, 8)
+    assert torch.all(wide[:, 1:] >= wide[:, :-1]) and torch.allclose(wide[0], wide[3])
+    with pytest.raises(ValueError, match="`decoder` must be one of"):
+        zoo.create("setr", decoder="fpn")
