@@ -273,12 +273,16 @@ def test_dense_aspp_layers_see_the_input_and_every_earlier_layer():
     assert all(layer.conv1.out_channels == 512 and layer.conv2.out_channels == 128 for layer in aspp.layers)
     assert net.classifier.in_channels == 1104 + 5 * 128
     assert net.encoder.out_channels[-1] == 2208 and net.encoder.reductions[-1] == 8
-    # Layer i's output changes when layer j < i changes: dense connections, not a chain of the last output only.
+    # The input passes through and each layer appends its channels; the last layer reads the first one's output.
     torch.manual_seed(0)
     block = DenseASPP(2, 4, 4, 2, rates=(1, 2, 3)).eval()
     x = torch.randn(1, 4, 9, 9)
     out = block(x)
-    assert out.shape[1] == 4 + 3 * 2 and torch.equal(out[:, :4], x)  # the input passes through
+    assert out.shape[1] == 4 + 3 * 2 and torch.equal(out[:, :4], x)
+    first = block.layers[0](x)
+    assert torch.allclose(out[:, 4:6], first, atol=1e-6)
+    nudged = block.layers[2](torch.cat([x, first + 1.0, out[:, 6:8]], dim=1))
+    assert not torch.allclose(nudged, out[:, 8:10])
 
 
 def test_densenet_encoder_widths_and_dilated_strides():
