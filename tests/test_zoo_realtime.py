@@ -219,3 +219,22 @@ def test_espnetv2_eesp_groups_receptive_field_limits_and_reinforcement():
     assert y.shape == (1, 128, 8, 8) and down.eesp.expand.conv.out_channels == 96  # 32 pooled + 96 strided
     net = zoo.create("espnetv2", spatial_dims=2, in_channels=3, out_channels=20)
     assert len(net.level3) == 3 and len(net.level4) == 7
+
+
+def test_vovnet_osa_aggregates_once_at_the_end():
+    from segarch.backbones.vovnet import OSAModule, VoVNetEncoder
+
+    torch.manual_seed(0)
+    osa = OSAModule(2, 8, 4, 16).eval()
+    assert osa.aggregate.conv.in_channels == 8 + 5 * 4  # input + five layer outputs, concatenated once
+    assert [layer.conv.in_channels for layer in osa.layers] == [8, 4, 4, 4, 4]  # each layer sees only the previous one
+    x = torch.randn(1, 8, 6, 6)
+    with torch.no_grad():
+        outs, y = [x], x
+        for layer in osa.layers:
+            y = layer(y)
+            outs.append(y)
+        assert torch.allclose(osa(x), osa.aggregate(torch.cat(outs, 1)))
+    enc = VoVNetEncoder(2, 3, depth=57)
+    assert [sum(isinstance(m, OSAModule) for m in s) for s in enc.stages] == [1, 1, 4, 3]
+    assert enc.out_channels == (256, 512, 768, 1024)
