@@ -188,3 +188,58 @@ def test_setr_mla_aggregates_four_evenly_spaced_layers_and_position_embedding_in
     assert torch.all(wide[:, 1:] >= wide[:, :-1]) and torch.allclose(wide[0], wide[3])
     with pytest.raises(ValueError, match="`decoder` must be one of"):
         zoo.create("setr", decoder="fpn")
+
+
+# --------------------------------------------------------------------------- window attention, Swin UPerNet
+
+
+def _changed(attn, x, index):
+    with torch.no_grad():
+        y = attn(x)
+        x2 = x.clone()
+        x2[index] += 1.0
+        return (attn(x2) - y).abs().amax(-1)[0] > 1e-6
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_window_attention_is_restricted_to_windows(dims):
+    from segarch.blocks.window_attention import WindowAttention, window_partition, window_reverse
+
+    attn = WindowAttention(dims, dim=8, heads=2, window=4)
+    size = (8,) * dims
+    x = torch.randn(1, *size, 8)
+    changed = _changed(attn, x, (0, *(5,) * dims))  # a token in the last window
+    expected = torch.zeros(size, dtype=torch.bool)
+    expected[(slice(4, 8),) * dims] = True
+    assert torch.equal(changed, expected)
+    windows = window_partition(x, (4,) * dims)
+    assert windows.shape == (2 ** dims, 4 ** dims, 8)
+    assert torch.equal(window_reverse(windows, (4,) * dims, size, 1), x)
+
+
+def test_shifted_windows_mask_the_seams_of_the_roll():
+    from segarch.blocks.window_attention import WindowAttention
+
+    attn = WindowAttention(2, dim=8, heads=2, window=4, shift=True)
+    x = torch.randn(1, 8, 8, 8)
+    changed = _changed(attn, x, (0, 0, 0))
+    # rolled by 2, the corner token shares a window with rows/cols 6, 7 — which the mask keeps apart
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[:2, :2] = True
+    assert torch.equal(changed, expected)
+    changed = _changed(attn, x, (0, 3, 3))  # an interior token: the shifted window rows/cols 2..5
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2:6, 2:6] = True
+    assert torch.equal(changed, expected)
+    # sizes that are not window multiples are padded inside and cropped back
+    assert attn(torch.randn(2, 5, 11, 8)).shape == (2, 5, 11, 8)
+
+
+def test_swin_stages_widths_strides_and_alternating_shifts():
+    net = zoo.create("swin_upernet", **zoo.card("swin_upernet").test_config)
+    feats = net.encoder(torch.randn(1, 1, 64, 64))
+    assert [f.shape[1] for f in feats] == [8, 16, 32, 64]
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]
+    shifts = [block.attn.shift for block in net.encoder.stages[2]]
+    assert shifts == [False, True]
+    assert abs(zoo.parameter_count("swin_upernet") / 1e6 - 59.0) < 0.1  # Swin-T 27.52M + UPerNet 31.5M
