@@ -275,3 +275,22 @@ def test_transunet_position_embeddings_follow_the_token_grid(dims):
     net = zoo.create("transunet", spatial_dims=dims, **zoo.card("transunet").test_config).eval()
     shape = (1, 1) + ((48, 32) if dims == 2 else (32, 16, 48))  # token grids unlike the stored 2^dims
     assert net(torch.randn(shape)).shape == (1, 2) + shape[2:]
+
+
+# LWBNA-UNet ---------------------------------------------------------------------------------------------
+
+
+def test_lwbna_unet_keeps_one_width_narrows_the_bottleneck_and_gates_in_half_to_one():
+    from segarch.nets.lwbna_unet import HalfGateAttention
+
+    paper = _meta("lwbna_unet")
+    widths = {m.out_channels for m in paper.modules() if isinstance(m, nn.Conv2d)} - {1}
+    assert widths == {64, 32, 16, 8, 4}  # 64 everywhere, narrowing only inside the bottleneck
+    assert paper.bottleneck.widths == (64, 32, 16, 8, 4)
+    assert all(level.conv1.conv.in_channels == 64 for level in paper.decoder)  # skips are added, not concatenated
+    torch.manual_seed(0)
+    attention = HalfGateAttention(6)
+    for _ in range(3):
+        nn.init.normal_(attention.fc.weight, std=5.0)
+        gate = attention.gate(torch.randn(4, 6, 5, 5, 5))
+        assert gate.min() >= 0.5 and gate.max() < 1.0 and gate.shape == (4, 6, 1, 1, 1)
