@@ -238,3 +238,23 @@ def test_vovnet_osa_aggregates_once_at_the_end():
     enc = VoVNetEncoder(2, 3, depth=57)
     assert [sum(isinstance(m, OSAModule) for m in s) for s in enc.stages] == [1, 1, 4, 3]
     assert enc.out_channels == (256, 512, 768, 1024)
+
+
+def test_osnet_four_streams_of_growing_depth_share_one_gate():
+    from segarch.backbones.osnet import LiteConv, OSBlock
+
+    torch.manual_seed(0)
+    block = OSBlock(2, 32, 64).eval()
+    assert [sum(isinstance(m, LiteConv) for m in s) for s in block.streams] == [1, 2, 3, 4]  # receptive fields 3, 5, 7, 9
+    calls = []
+    block.gate.register_forward_hook(lambda m, i, o: calls.append(1))
+    x = torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        block(x)
+        assert len(calls) == 4  # the unified aggregation gate: one module for all streams
+        nn.init.zeros_(block.gate.fc[2].weight)
+        nn.init.constant_(block.gate.fc[2].bias, -60.0)  # a closed gate silences every stream
+        y = block(x)
+        assert torch.allclose(y, torch.relu(block.expand(torch.zeros(2, 16, 8, 8)) + block.shortcut(x)), atol=1e-5)
+    enc = zoo.create("osnet", spatial_dims=2, in_channels=3, out_channels=1000).encoder
+    assert enc.out_channels == (256, 384, 512) and enc.reductions == (4, 8, 16)
