@@ -417,3 +417,18 @@ def test_pooled_batch_norm_is_batch_norm_unless_a_channel_has_one_value():
     expected = (single - before.view(1, 3, 1, 1, 1)) / torch.sqrt(ours.running_var.view(1, 3, 1, 1, 1) + ours.eps)
     assert torch.allclose(ours(single), expected, atol=1e-5)
     assert torch.equal(ours.running_mean, before)  # nothing learned from a single value
+
+
+def test_deeplab_v3_block4_uses_multi_grid_rates_2_4_8_at_output_stride_16():
+    net = _paper_net("deeplab_v3")
+    block4 = net.encoder.layers[-1]
+    assert [unit.conv2.conv.dilation[0] for unit in block4] == [2, 4, 8]
+    assert [unit.conv2.conv.padding[0] for unit in block4] == [2, 4, 8]
+    with torch.device("meta"):
+        plain = zoo.create("deeplab_v3", in_channels=3, out_channels=21, multi_grid=None)
+    assert [unit.conv2.conv.dilation[0] for unit in plain.encoder.layers[-1]] == [2, 2, 2]
+    # The rates change the receptive field, not the shape: a 3D forward keeps the stride-16 grid.
+    torch.manual_seed(0)
+    small = zoo.create("deeplab_v3", spatial_dims=3, in_channels=1, out_channels=2, **zoo.card("deeplab_v3").test_config)
+    assert [set(_dilations(unit)) for unit in small.encoder.layers[-1]] == [{4}, {8}]
+    assert small.encoder(torch.zeros(1, 1, 16, 16, 32))[-1].shape[2:] == (2, 2, 4)

@@ -1,7 +1,7 @@
 """What the zoo's context networks share: a dilated ResNet trunk, an optional auxiliary head, option checks.
 
-DeepLab, PSPNet, DANet, CCNet, OCRNet, CPNet, ACFNet and AttaNet all read a ResNet's last feature maps
-(dilated to output stride 8 or 16), add a context head, and up-sample the head's logits to the input.
+DeepLab, PSPNet, DANet, CCNet, OCRNet, CPNet and ACFNet all read a ResNet's last feature maps (dilated
+to output stride 8 or 16), add a context head, and up-sample the head's logits to the input.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from segarch.blocks import ConvNormAct
 from segarch.blocks.context_upsample import upsample_to as resize
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
 
-__all__ = ["DilatedResNetNet", "FCNHead", "check_positive_int", "check_rate", "check_bool"]
+__all__ = ["DilatedResNetNet", "FCNHead", "apply_multi_grid", "check_positive_int", "check_rate", "check_bool"]
 
 
 def check_positive_int(value, name: str, net: str) -> int:
@@ -34,6 +34,28 @@ def check_bool(value, name: str, net: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be True or False for {net}, got {value!r}.")
     return value
+
+
+def apply_multi_grid(stage: nn.Module, grid, net: str) -> None:
+    """Give the residual units of a dilated stage DeepLab v3's multi-grid rates, in place.
+
+    Unit ``i`` of the stage gets dilation ``stage_rate · grid[i % len(grid)]`` on its 3×3 convolutions
+    (padding kept "same"), e.g. (2, 4, 8) for grid (1, 2, 4) at output stride 16. Parameters are unchanged.
+    """
+    try:
+        grid = tuple(int(g) for g in grid)
+        ok = len(grid) >= 1 and all(g >= 1 for g in grid)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"`multi_grid` must be a non-empty sequence of positive integers or None for {net}, got {grid!r}.")
+    for i, unit in enumerate(stage):
+        convs = [m for name, m in unit.named_modules()
+                 if isinstance(m, (nn.Conv2d, nn.Conv3d)) and m.kernel_size[0] == 3 and "shortcut" not in name]
+        for conv in convs:
+            rate = conv.dilation[0] * grid[i % len(grid)]
+            conv.dilation = (rate,) * len(conv.kernel_size)
+            conv.padding = (rate,) * len(conv.kernel_size)
 
 
 class FCNHead(nn.Sequential):
