@@ -88,7 +88,7 @@ class DANet(DilatedResNetNet):
     notes=(
         "Sum fusion of the two branches (the paper's), without the per-branch auxiliary classifiers of the "
         "authors' code; queries/keys of the position attention at 1/8 of the branch channels; channel attention "
-        "with the authors' max-minus-energy softmax. The multi-grid refinement of the paper's ablation (Table 3) is "
+        "with the authors' max-minus-energy softmax. The multi-grid refinement of the paper's ablations is "
         "not applied (DeepLab v3's `apply_multi_grid` would do it)."
     ),
 )
