@@ -253,9 +253,10 @@ def test_transunet_is_r50_vit_b16_with_three_skips():
     paper = _meta("transunet")
     assert [len(s) for s in paper.trunk.stages] == [3, 4, 9]
     assert paper.trunk.out_channels == (64, 256, 512, 1024)
-    assert len(paper.transformer.layers) == 12 and paper.transformer.layers[0].attention.num_heads == 12
-    assert paper.patch_embedding.kernel_size == (1, 1) and paper.patch_embedding.out_channels == 768
-    assert paper.position.embedding.shape == (1, 768, 14, 14)  # 224² input, 16× down
+    vit = paper.transformer
+    assert len(vit.layers) == 12 and vit.layers[0].attn.heads == 12
+    assert vit.patch_embed.kernel_size == (1, 1) and vit.patch_embed.out_channels == 768  # 1×1 patches on 1/16
+    assert vit.grid == (14, 14) and vit.pos_embed.shape == (1, 196, 768)  # 224² input, 16× down
     # Decoder inputs: upsampled map + skip at 1/8 (512), 1/4 (256), 1/2 (64), none at full resolution.
     assert [b[0].conv.in_channels for b in paper.decoder] == [512 + 512, 256 + 256, 128 + 64, 64]
     assert [b[1].conv.out_channels for b in paper.decoder] == [256, 128, 64, 16]
@@ -263,18 +264,15 @@ def test_transunet_is_r50_vit_b16_with_three_skips():
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_transunet_position_embeddings_follow_the_token_grid(dims):
-    from segarch.blocks.vit_encoder import GridPositionEmbedding
-
     torch.manual_seed(0)
-    pos = GridPositionEmbedding(4, (3,) * dims)
-    tokens = torch.zeros(1, 3 ** dims, 4)
-    same = pos(tokens, (3,) * dims)
-    assert torch.equal(same, pos.embedding.flatten(2).transpose(1, 2))  # stored grid: used as is
-    other = (2, 5, 4)[:dims]
-    assert pos(torch.zeros(1, int(torch.tensor(other).prod()), 4), other).shape == (1, int(torch.tensor(other).prod()), 4)
     net = zoo.create("transunet", spatial_dims=dims, **zoo.card("transunet").test_config).eval()
-    shape = (1, 1) + ((48, 32) if dims == 2 else (32, 16, 48))  # token grids unlike the stored 2^dims
-    assert net(torch.randn(shape)).shape == (1, 2) + shape[2:]
+    assert net.transformer.grid == (2,) * dims  # img_size 32 → a 2^dims grid of stored embeddings
+    seen = []
+    net.transformer.register_forward_hook(lambda m, i, o: seen.append(tuple(o[-1].shape[2:])))
+    shape = (1, 1) + ((48, 32) if dims == 2 else (32, 16, 48))  # token grids unlike the stored one
+    y = net(torch.randn(shape))
+    assert y.shape == (1, 2) + shape[2:] and torch.isfinite(y).all()
+    assert seen == [tuple(s // 16 for s in shape[2:])]
 
 
 # LWBNA-UNet ---------------------------------------------------------------------------------------------

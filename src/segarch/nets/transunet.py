@@ -18,7 +18,7 @@ from monai.networks.layers.factories import Conv, Pool
 
 from segarch.backbones.resnet import Bottleneck
 from segarch.blocks import ConvNormAct
-from segarch.blocks.vit_encoder import GridPositionEmbedding, ViTEncoder
+from segarch.blocks.vit import ViTEncoder
 from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
 from segarch.zoo import register
 
@@ -65,7 +65,7 @@ class TransUNet(SegmentationNet):
         spatial_dims: 2 or 3.
         in_channels: input channels.
         out_channels: output channels (classes).
-        img_size: the training image size the position embeddings are stored for (224 in the paper: a 14×14
+        img_size: the training image size the position embeddings are learned for (224 in the paper: a 14×14
             token grid); other sizes resample them.
         base_width: width of the ResNet stem (64).
         trunk_blocks: bottleneck units of the trunk's three stages (3, 4, 9).
@@ -75,7 +75,6 @@ class TransUNet(SegmentationNet):
         mlp_dim: ViT MLP width (3072).
         head_channels: channels of the 3×3 convolution that turns tokens back into a map (512).
         decoder_channels: channels of the four upsampler blocks ((256, 128, 64, 16)).
-        dropout: ViT dropout (0.1).
 
     ``forward(x)`` returns logits ``(B, out_channels, *spatial)``; spatial sizes must be multiples of 16.
 
@@ -89,7 +88,7 @@ class TransUNet(SegmentationNet):
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, img_size: int = 224, base_width: int = 64,
                  trunk_blocks: Sequence[int] = (3, 4, 9), hidden_size: int = 768, num_layers: int = 12,
                  num_heads: int = 12, mlp_dim: int = 3072, head_channels: int = 512,
-                 decoder_channels: Sequence[int] = (256, 128, 64, 16), dropout: float = 0.1) -> None:
+                 decoder_channels: Sequence[int] = (256, 128, 64, 16)) -> None:
         super().__init__()
         name = "TransUNet"
         check_spatial_dims(spatial_dims, (2, 3), name)
@@ -104,16 +103,14 @@ class TransUNet(SegmentationNet):
             raise ValueError(f"`img_size` must be a multiple of 16 for {name}, got {img_size!r}.")
         if hidden_size % num_heads:
             raise ValueError(f"`num_heads` must divide `hidden_size` for {name}, got {num_heads!r} and {hidden_size!r}.")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"`dropout` must be in [0, 1) for {name}, got {dropout!r}.")
         self.spatial_dims, self.size_divisor = spatial_dims, 16
         conv = Conv[Conv.CONV, spatial_dims]
         self.trunk = HybridTrunk(spatial_dims, in_channels, blocks, base_width)
         c = self.trunk.out_channels  # 64 (1/2), 256 (1/4), 512 (1/8), 1024 (1/16)
-        self.patch_embedding = conv(c[3], hidden_size, 1)  # 1×1 patches on the 1/16 map: "R50-ViT-B/16"
-        self.position = GridPositionEmbedding(hidden_size, (img_size // 16,) * spatial_dims)
-        self.embedding_dropout = nn.Dropout(dropout)
-        self.transformer = ViTEncoder(hidden_size, num_layers, num_heads, mlp_dim, dropout)
+        # ViT-B on the 1/16 map with 1×1 patches ("R50-ViT-B/16"); its position embeddings live on the
+        # img_size/16 grid and are resampled to other grids.
+        self.transformer = ViTEncoder(spatial_dims, c[3], embed_dim=hidden_size, depth=num_layers, heads=num_heads,
+                                      patch_size=1, img_size=img_size // 16, mlp_ratio=mlp_dim / hidden_size)
         self.conv_more = ConvNormAct(spatial_dims, hidden_size, head_channels, 3)
         ins = (head_channels,) + dec[:3]
         skips = (c[2], c[1], c[0], 0)
@@ -127,11 +124,7 @@ class TransUNet(SegmentationNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
         features = self.trunk(x)
-        y = self.patch_embedding(features[3])
-        grid = y.shape[2:]
-        tokens = self.embedding_dropout(self.position(y.flatten(2).transpose(1, 2), grid))
-        tokens = self.transformer(tokens)
-        y = self.conv_more(tokens.transpose(1, 2).reshape(y.shape))
+        y = self.conv_more(self.transformer(features[3])[-1])
         skips = (features[2], features[1], features[0], None)
         for block, skip in zip(self.decoder, skips):
             y = F.interpolate(y, scale_factor=2, mode=self._mode, align_corners=False)
@@ -149,19 +142,18 @@ class TransUNet(SegmentationNet):
                         "R50-ViT-B/16 TransUNet (224² inputs, 9 Synapse classes; the released model takes a CT slice "
                         "repeated to 3 channels). Ours is built from Sec. 3 and the released configuration.",
     test_config={"img_size": 32, "base_width": 4, "trunk_blocks": (1, 1, 1), "hidden_size": 16, "num_layers": 1,
-                 "num_heads": 2, "mlp_dim": 32, "head_channels": 16, "decoder_channels": (16, 8, 8, 4),
-                 "dropout": 0.0},
+                 "num_heads": 2, "mlp_dim": 32, "head_channels": 16, "decoder_channels": (16, 8, 8, 4)},
     test_lr=3e-3,
     notes="3D: the trunk and upsampler are 3D and the ViT runs on the 3D token grid; the learned position "
           "embeddings live on the (img_size/16)^dims grid and are resampled (bi/trilinearly) to any other grid, "
           "so inputs of any multiple-of-16 size work in 2D and 3D. The trunk uses batch norm where the authors' "
           "BiT ResNet uses group norm with weight-standardised convolutions (same parameter count); max-pooling "
-          "pads by one so every stride halves exactly.",
+          "pads by one so every stride halves exactly. The ViT is the shared segarch.blocks.vit encoder, which has "
+          "no dropout (ViT-B's is 0.1).",
 )
 def transunet(spatial_dims: int, in_channels: int, out_channels: int, img_size: int = 224, base_width: int = 64,
               trunk_blocks=(3, 4, 9), hidden_size: int = 768, num_layers: int = 12, num_heads: int = 12,
-              mlp_dim: int = 3072, head_channels: int = 512, decoder_channels=(256, 128, 64, 16),
-              dropout: float = 0.1) -> TransUNet:
+              mlp_dim: int = 3072, head_channels: int = 512, decoder_channels=(256, 128, 64, 16)) -> TransUNet:
     return TransUNet(spatial_dims, in_channels, out_channels, img_size=img_size, base_width=base_width,
                      trunk_blocks=trunk_blocks, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                     mlp_dim=mlp_dim, head_channels=head_channels, decoder_channels=decoder_channels, dropout=dropout)
+                     mlp_dim=mlp_dim, head_channels=head_channels, decoder_channels=decoder_channels)
