@@ -432,3 +432,16 @@ def test_deeplab_v3_block4_uses_multi_grid_rates_2_4_8_at_output_stride_16():
     small = zoo.create("deeplab_v3", spatial_dims=3, in_channels=1, out_channels=2, **zoo.card("deeplab_v3").test_config)
     assert [set(_dilations(unit)) for unit in small.encoder.layers[-1]] == [{4}, {8}]
     assert small.encoder(torch.zeros(1, 1, 16, 16, 32))[-1].shape[2:] == (2, 2, 4)
+
+
+def test_pspnet_deep_stem_is_three_3x3_convolutions_64_64_128():
+    net = _paper_net("pspnet")
+    stem = net.encoder.stem
+    assert [(c.conv.in_channels, c.conv.out_channels, c.conv.kernel_size, c.conv.stride) for c in stem] == [
+        (3, 64, (3, 3), (2, 2)), (64, 64, (3, 3), (1, 1)), (64, 128, (3, 3), (1, 1))]
+    assert net.encoder.layers[0][0].conv1.conv.in_channels == 128 and net.encoder.out_channels[0] == 128
+    torch.manual_seed(0)
+    small = zoo.create("pspnet", spatial_dims=3, in_channels=2, out_channels=2, **zoo.card("pspnet").test_config)
+    features = small.encoder(torch.zeros(1, 2, 16, 16, 16))
+    assert [f.shape[2:] for f in features] == [(8, 8, 8), (4, 4, 4), (2, 2, 2), (2, 2, 2), (2, 2, 2)]
+    assert features[0].shape[1] == 8  # 2 x the test's base width 4

@@ -15,7 +15,8 @@ from segarch.blocks import ConvNormAct
 from segarch.blocks.context_upsample import upsample_to as resize
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
 
-__all__ = ["DilatedResNetNet", "FCNHead", "apply_multi_grid", "check_positive_int", "check_rate", "check_bool"]
+__all__ = ["DilatedResNetNet", "FCNHead", "apply_multi_grid", "apply_deep_stem", "check_positive_int", "check_rate",
+           "check_bool"]
 
 
 def check_positive_int(value, name: str, net: str) -> int:
@@ -56,6 +57,27 @@ def apply_multi_grid(stage: nn.Module, grid, net: str) -> None:
             rate = conv.dilation[0] * grid[i % len(grid)]
             conv.dilation = (rate,) * len(conv.kernel_size)
             conv.padding = (rate,) * len(conv.kernel_size)
+
+
+def apply_deep_stem(encoder: ResNetEncoder, in_channels: int) -> None:
+    """Replace a ResNet encoder's 7×7 stem by PSPNet's deep stem, in place.
+
+    Three 3×3 conv-norm-acts (stride 2, then 1, 1) with ``w, w, 2w`` channels (``w`` = the stem width: 64,
+    64, 128 in PSPNet's ResNet), so the first residual unit reads ``2w`` channels: its input convolution
+    and shortcut are rebuilt for that width.
+    """
+    from segarch.backbones.resnet import BasicBlock, Bottleneck
+
+    d = encoder.spatial_dims
+    w = encoder.out_channels[0]
+    encoder.stem = nn.Sequential(
+        ConvNormAct(d, in_channels, w, 3, stride=2), ConvNormAct(d, w, w, 3), ConvNormAct(d, w, 2 * w, 3)
+    )
+    first = encoder.layers[0][0]
+    block = Bottleneck if isinstance(first, Bottleneck) else BasicBlock
+    dilation = first.conv2.conv.dilation[0]
+    encoder.layers[0][0] = block(d, 2 * w, w, 1, dilation)
+    encoder.out_channels = (2 * w,) + tuple(encoder.out_channels[1:])
 
 
 class FCNHead(nn.Sequential):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Pool
 
 from segarch.backbones import ResNetEncoder
 from segarch.blocks import ConvNormAct

@@ -10,7 +10,6 @@ with ``einsum`` (no CUDA kernels), so it runs on CPUs and, in 3D, along the thre
 from __future__ import annotations
 
 import torch
-from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks import ConvNormAct

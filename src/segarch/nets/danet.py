@@ -10,7 +10,6 @@ up-sampled bilinearly to the input.
 from __future__ import annotations
 
 import torch
-from torch import nn
 from monai.networks.layers.factories import Conv, Dropout
 
 from segarch.blocks import ConvNormAct

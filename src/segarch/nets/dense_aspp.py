@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import nn
 from monai.networks.layers.factories import Conv, Dropout
 
 from segarch.backbones.densenet import DenseNetEncoder
