@@ -243,3 +243,42 @@ def test_swin_stages_widths_strides_and_alternating_shifts():
     shifts = [block.attn.shift for block in net.encoder.stages[2]]
     assert shifts == [False, True]
     assert abs(zoo.parameter_count("swin_upernet") / 1e6 - 59.0) < 0.1  # Swin-T 27.52M + UPerNet 31.5M
+
+
+# --------------------------------------------------------------------------- HRFormer
+
+
+def test_hrformer_is_hrnet_with_window_transformer_blocks():
+    from segarch.blocks.window_attention import WindowAttention
+    from segarch.nets.hrformer import HRFormer, HRFormerBlock
+
+    net = HRFormer(2, 1, 2, variant="small", width=4, heads=(1, 1, 2, 2), window=4, stem_width=8)
+    assert [len(stage) for stage in net.encoder.stages] == [1, 4, 2]  # modules in stages 2, 3, 4
+    assert len(net.encoder.layer1) == 2
+    block = net.encoder.stages[1][0].branches[2][0]
+    assert isinstance(block, HRFormerBlock) and isinstance(block.attn, WindowAttention)
+    assert block.attn.window == (4, 4) and not block.attn.shift and block.attn.attn.heads == 2
+    depthwise = block.ffn[1].conv
+    assert depthwise.groups == depthwise.in_channels == 64  # 16 channels, 4x MLP with a 3x3 depth-wise convolution
+    step = net.encoder.stages[2][0].fusion.transforms[3][0][0]  # branch 0 -> 3, first strided step
+    assert step[0].conv.groups == 4 and step[1].conv.kernel_size == (1, 1)  # depth-wise separable fusion
+    xs = net.encoder(torch.randn(1, 1, 64, 64))
+    assert [x.shape[1] for x in xs] == [4, 8, 16, 32]
+    y = net(torch.randn(2, 1, 64, 64))
+    assert y.shape == (2, 2, 64, 64)
+    # the FFN's depth-wise convolution is what links windows: a token moves outputs beyond its window
+    x = torch.randn(1, 4, 8, 8)
+    block = HRFormerBlock(2, 4, heads=1, window=4).eval()
+    with torch.no_grad():
+        x2 = x.clone()
+        x2[0, :, 0, 0] += torch.tensor([1.0, -2.0, 0.5, 3.0])  # not a constant shift, which LayerNorm removes
+        changed = (block(x2) - block(x)).abs().amax(1)[0] > 1e-6
+    assert changed[:4, :4].all() and changed[4, 0] and not changed[6:, 6:].any()
+
+
+def test_hrformer_paper_widths_and_counts():
+    from segarch.nets.hrformer import HRFORMER_VARIANTS
+
+    assert HRFORMER_VARIANTS == {"small": (32, (1, 2, 4, 8)), "base": (78, (2, 4, 8, 16))}
+    assert abs(zoo.parameter_count("hrformer_small") / 1e6 - 7.8) < 0.1
+    assert abs(zoo.parameter_count("hrformer_base") / 1e6 - 43.2) < 0.1

@@ -58,13 +58,15 @@ class HighResolutionEncoder(Encoder):
         last_out_branches: output branches of the very last fusion; 1 keeps only the high-resolution
             one (HRNetV1), ``None`` all four.
         stage_layout: overrides ``stages`` with ``(stage1_blocks, ((modules, blocks), ×3))``.
+        separable_fusion: depth-wise separable strided convolutions in the fusions (HRFormer's choice).
 
     ``forward(x)`` returns the four branch outputs, finest first.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, width: int = 48, stages: str = "full",
                  stem_width: int = 64, make_block: Callable[[int, int], nn.Module] | None = None,
-                 last_out_branches: int | None = None, stage_layout=None, net: str = "HRNet") -> None:
+                 last_out_branches: int | None = None, stage_layout=None, separable_fusion: bool = False,
+                 net: str = "HRNet") -> None:
         super().__init__()
         check_spatial_dims(spatial_dims, (2, 3), net)
         _positive_int(width, "width", net)
@@ -98,7 +100,8 @@ class HighResolutionEncoder(Encoder):
             for m in range(modules):
                 last = s == len(later) - 1 and m == modules - 1
                 stage.append(HRModule(spatial_dims, channels, blocks, make_block,
-                                      out_branches=last_out_branches if last else None))
+                                      out_branches=last_out_branches if last else None,
+                                      separable_fusion=separable_fusion))
             self.stages.append(nn.ModuleList(stage))
             previous = channels
         self.out_channels = previous

@@ -41,9 +41,12 @@ class HRFusion(nn.Module):
             to branch 0).
         out_branches: how many output branches to produce (the finest ones); fewer than the inputs
             when only the high-resolution output is wanted (HRNetV1's last module).
+        separable: each strided step is a depth-wise 3×3 convolution + BN and a 1×1 convolution + BN
+            (HRFormer's fusion) instead of a full 3×3 convolution + BN (HRNet's).
     """
 
-    def __init__(self, spatial_dims: int, channels: Sequence[int], out_branches: int | None = None) -> None:
+    def __init__(self, spatial_dims: int, channels: Sequence[int], out_branches: int | None = None,
+                 separable: bool = False) -> None:
         super().__init__()
         channels = tuple(channels)
         out_branches = len(channels) if out_branches is None else out_branches
@@ -59,8 +62,14 @@ class HRFusion(nn.Module):
                     steps = []
                     for k in range(i - j):
                         last = k == i - j - 1
-                        steps.append(ConvNormAct(spatial_dims, cj, channels[i] if last else cj, 3, stride=2,
-                                                 act=None if last else "relu"))
+                        c_out, act = (channels[i], None) if last else (cj, "relu")
+                        if separable:
+                            steps.append(nn.Sequential(
+                                ConvNormAct(spatial_dims, cj, cj, 3, stride=2, groups=cj, act=None),
+                                ConvNormAct(spatial_dims, cj, c_out, 1, act=act),
+                            ))
+                        else:
+                            steps.append(ConvNormAct(spatial_dims, cj, c_out, 3, stride=2, act=act))
                     row.append(nn.Sequential(*steps))
             self.transforms.append(row)
         self.act = nn.ReLU(inplace=False)
@@ -121,16 +130,17 @@ class HRModule(nn.Module):
         make_block: ``make_block(branch_index, channels)`` returns one block that keeps the width
             (a residual basic block in HRNet, a local-window transformer block in HRFormer).
         out_branches: output branches of the fusion (default: all).
+        separable_fusion: depth-wise separable strided steps in the fusion (HRFormer).
     """
 
     def __init__(self, spatial_dims: int, channels: Sequence[int], num_blocks: int, make_block: BlockFactory,
-                 out_branches: int | None = None) -> None:
+                 out_branches: int | None = None, separable_fusion: bool = False) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
             nn.Sequential(*[make_block(i, c) for _ in range(num_blocks)]) for i, c in enumerate(channels)
         )
         single = len(channels) == 1
-        self.fusion = None if single else HRFusion(spatial_dims, channels, out_branches)
+        self.fusion = None if single else HRFusion(spatial_dims, channels, out_branches, separable_fusion)
 
     def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         ys = [branch(x) for branch, x in zip(self.branches, xs)]

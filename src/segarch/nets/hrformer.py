@@ -1,0 +1,147 @@
+"""HRFormer (Yuan et al., NeurIPS 2021, arXiv:2110.09408): HRNet's layout with local-window transformer blocks.
+
+The stem, the bottleneck stage 1, the transitions and the multi-resolution fusions are HRNet's
+(:mod:`segarch.blocks.hr_fusion`, :class:`segarch.backbones.hrnet.HighResolutionEncoder`), except
+that the fusion's strided steps are depth-wise separable (3×3 depth-wise + 1×1, as in the official
+code); the residual blocks of stages 2–4 become transformer blocks:
+
+- local-window multi-head self-attention (non-overlapping 7×7 windows, a relative position
+  bias; :class:`segarch.blocks.window_attention.WindowAttention`) after a LayerNorm, residual;
+- a feed-forward net with a 3×3 depth-wise convolution between its two 1×1 convolutions (each
+  followed by BN and GELU), which exchanges information across the windows, after a LayerNorm, residual.
+
+Stage 1 has 2 bottlenecks; stages 2, 3, 4 have 1, 4, 2 modules of 2 blocks per branch. HRFormer-S
+has widths (32, 64, 128, 256) and heads (1, 2, 4, 8); HRFormer-B (78, 156, 312, 624) and (2, 4, 8, 16).
+The segmentation head here is HRNetV2's (all branches up-sampled to stride 4 and concatenated).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from monai.networks.layers.factories import Conv
+
+from segarch.backbones.hrnet import HighResolutionEncoder
+from segarch.blocks.conv import ConvNormAct
+from segarch.blocks.hr_fusion import resize_to
+from segarch.blocks.window_attention import WindowAttention
+from segarch.nets._base import SegmentationNet, check_choice, check_features
+from segarch.zoo import register
+
+__all__ = ["HRFormerBlock", "HRFormer", "HRFORMER_VARIANTS"]
+
+HRFORMER_VARIANTS = {"small": (32, (1, 2, 4, 8)), "base": (78, (2, 4, 8, 16))}
+_LAYOUT = (2, ((1, 2), (4, 2), (2, 2)))
+_TINY_LAYOUT = (1, ((1, 1), (1, 1), (1, 1)))  # not from the paper: for fast tests
+
+
+class HRFormerBlock(nn.Module):
+    """Local-window attention and a depth-wise-convolution FFN, each pre-normed and residual, on ``(B, C, *S)`` maps.
+
+    Args:
+        spatial_dims: 2 or 3.
+        channels: width.
+        heads: attention heads.
+        window: window edge (7).
+        mlp_ratio: FFN widening (4).
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, heads: int, window: int = 7, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        d, hidden = spatial_dims, int(channels * mlp_ratio)
+        self.norm1 = nn.LayerNorm(channels)
+        self.attn = WindowAttention(d, channels, heads, window)
+        self.norm2 = nn.LayerNorm(channels)
+        self.ffn = nn.Sequential(
+            ConvNormAct(d, channels, hidden, 1, act="gelu", bias=True),
+            ConvNormAct(d, hidden, hidden, 3, groups=hidden, act="gelu", bias=True),  # crosses window borders
+            ConvNormAct(d, hidden, channels, 1, act="gelu", bias=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.movedim(1, -1)
+        t = t + self.attn(self.norm1(t))
+        return t.movedim(-1, 1) + self.ffn(self.norm2(t).movedim(-1, 1))
+
+
+class HRFormer(SegmentationNet):
+    """HRFormer with an HRNetV2-style segmentation head.
+
+    Args:
+        spatial_dims: 2 or 3 (3D: cubic windows).
+        in_channels: input channels.
+        out_channels: classes.
+        variant: ``"small"`` (HRFormer-S) or ``"base"`` (HRFormer-B); sets widths and heads.
+        width: overrides the variant's C (widths C, 2C, 4C, 8C).
+        heads: overrides the variant's heads per branch.
+        window: attention window edge (7).
+        stem_width: stem channels (64).
+        head: ``"v2"`` (concatenate all branches, the default) or ``"v1"`` (high-resolution branch only,
+            as the paper's pose networks read it).
+        tiny: one block and module per stage, for fast tests only.
+
+    ``forward(x)``: sizes multiples of 32 → logits ``(B, out_channels, *spatial)``.
+    """
+
+    size_divisor = 32
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, variant: str = "small",
+                 width: int | None = None, heads: Sequence[int] | None = None, window: int = 7, stem_width: int = 64,
+                 head: str = "v2", tiny: bool = False) -> None:
+        super().__init__()
+        check_choice(variant, tuple(HRFORMER_VARIANTS), "variant", "HRFormer")
+        check_choice(head, ("v1", "v2"), "head", "HRFormer")
+        base_width, base_heads = HRFORMER_VARIANTS[variant]
+        width = base_width if width is None else width
+        heads = check_features(base_heads if heads is None else heads, 4, "HRFormer", "heads")
+        self.spatial_dims = spatial_dims
+        self.head_kind = head
+
+        def make_block(branch: int, channels: int) -> nn.Module:
+            return HRFormerBlock(spatial_dims, channels, heads[branch], window)
+
+        self.encoder = HighResolutionEncoder(spatial_dims, in_channels, width=width, stem_width=stem_width,
+                                             make_block=make_block, last_out_branches=1 if head == "v1" else None,
+                                             stage_layout=_TINY_LAYOUT if tiny else _LAYOUT, separable_fusion=True,
+                                             net="HRFormer")
+        c = sum(self.encoder.out_channels) if head == "v2" else self.encoder.out_channels[0]
+        self.head = nn.Sequential(ConvNormAct(spatial_dims, c, c, 1), Conv[Conv.CONV, spatial_dims](c, out_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input_shape(x)
+        xs = self.encoder(x)
+        size = xs[0].shape[2:]
+        h = xs[0] if self.head_kind == "v1" else torch.cat([resize_to(f, size) for f in xs], dim=1)
+        return resize_to(self.head(h), x.shape[2:])
+
+
+_PAPER = "HRFormer: High-Resolution Transformer for Dense Prediction"
+_TEST = {"width": 4, "heads": (1, 1, 2, 2), "window": 4, "stem_width": 8, "tiny": True}
+
+
+def _register(variant: str, params: float, name: str, full: str) -> None:
+    @register(
+        name=name, full_name=full, paper=_PAPER, reference="arXiv:2110.09408", year=2021, task="semantic",
+        spatial_dims=(2, 3), size_divisor=32,
+        paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 17, "variant": variant, "head": "v1"},
+        paper_params=params,
+        paper_params_source=(f"Yuan et al. 2021 (arXiv:2110.09408), COCO pose estimation table: {full}, {params}M — the "
+                             "backbone with a 1×1 layer to 17 keypoint maps on the high-resolution branch, i.e. head='v1', "
+                             "out_channels=17 here. The paper's segmentation nets add an OCR head, not built here."),
+        test_config=_TEST,
+        notes=("Segmentation head: HRNetV2's (concatenated branches, 1×1 conv + BN + ReLU, classifier) by default, since "
+               "the paper's OCR head belongs to another paper; head='v1' reads the high-resolution branch only. "
+               "Fusion down-sampling is depth-wise separable, as in the official code (the paper does not say). Windows are non-overlapping and unshifted (the FFN's depth-wise 3×3 convolution links them); maps are "
+               "padded to window multiples. 3D (an extension): cubic windows, 3D depth-wise convolutions."),
+    )
+    def build(spatial_dims: int, in_channels: int, out_channels: int, variant: str = variant, width: int | None = None,
+              heads: Sequence[int] | None = None, window: int = 7, stem_width: int = 64, head: str = "v2",
+              tiny: bool = False) -> HRFormer:
+        return HRFormer(spatial_dims, in_channels, out_channels, variant=variant, width=width, heads=heads,
+                        window=window, stem_width=stem_width, head=head, tiny=tiny)
+
+
+_register("small", 7.8, "hrformer_small", "HRFormer-S")
+_register("base", 43.2, "hrformer_base", "HRFormer-B")
