@@ -202,7 +202,19 @@ class TrainWidget(QWidget):
 
     # ------------------------------------------------------------------------------------ choices
 
+    def _disconnect(self) -> None:
+        # The Qt object is gone (dock closed) but the viewer and the session outlive it.
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.disconnect(self.refresh_layers)
+        SESSION.changed.disconnect(self.refresh_models)
+
     def refresh_layers(self, *_: Any) -> None:
+        try:
+            self._refresh_layers()
+        except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+            self._disconnect()
+
+    def _refresh_layers(self) -> None:
         from napari.layers import Image, Labels
 
         for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
@@ -216,24 +228,34 @@ class TrainWidget(QWidget):
         self._labels_changed()
 
     def refresh_models(self, *_: Any) -> None:
+        try:
+            self._refresh_models()
+        except RuntimeError:
+            self._disconnect()
+
+    def _refresh_models(self) -> None:
         current = self.model_combo.currentData()
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        for label, key in model_sources():
-            self.model_combo.addItem(label, key)
-        index = self.model_combo.findData(current) if current else self.model_combo.findData(("zoo", "unet"))
+        for label, (kind, name) in model_sources():
+            self.model_combo.addItem(label, f"{kind}:{name}")  # a string: Qt compares tuples unreliably
+        index = self.model_combo.findData(current or "zoo:unet")
         self.model_combo.setCurrentIndex(max(0, index))
         self.model_combo.blockSignals(False)
         self._model_changed()
 
     def select_model(self, kind: str, name: str = "") -> None:
-        index = self.model_combo.findData((kind, name))
+        index = self.model_combo.findData(f"{kind}:{name}")
         if index < 0:
             raise ValueError(f"No start model ({kind!r}, {name!r}) in the list.")
         self.model_combo.setCurrentIndex(index)
 
+    def _model_key(self) -> tuple[str, str]:
+        kind, _, name = (self.model_combo.currentData() or "zoo:").partition(":")
+        return kind, name
+
     def _model_changed(self, *_: Any) -> None:
-        kind, _name = self.model_combo.currentData() or ("zoo", "")
+        kind, _name = self._model_key()
         is_file = kind == "file"
         self.file_edit.setVisible(is_file)
         self.browse_button.setVisible(is_file)
@@ -266,7 +288,7 @@ class TrainWidget(QWidget):
         image, labels = self._layer(self.image_combo.currentText()), self._layer(self.labels_combo.currentText())
         if image is None or labels is None:
             raise ValueError("Choose an image layer and a labels layer holding your annotations.")
-        kind, name = self.model_combo.currentData()
+        kind, name = self._model_key()
         if kind == "file":
             start = self.file_edit.text().strip()
             if not start:

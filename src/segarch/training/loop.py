@@ -255,7 +255,7 @@ def train_iter(
     preprocess = model.preprocess
     sampler = PatchSampler(train_items, patch, preprocess, n_classes, augment, seed=seed)
     val = validation_patches(val_items, patch, preprocess, n_classes, _MAX_VAL_PATCHES[dims], seed=seed)
-    val_every = int(val_every or max(10, steps // 20))
+    val_every = int(val_every or max(10, min(250, steps // 20)))
     log.info("training %s on %s: %d training item(s), %d validation patch(es), patch %s, batch %d, %d steps",
              model.arch, dev, len(train_items), len(val), patch, batch_size, steps)
 
@@ -462,7 +462,7 @@ def train(
         steps: optimisation steps.
         batch_size: patches per step (default 8 in 2D, 2 in 3D).
         val_fraction: the share of images (or, for one image, of its width) held out for validation.
-        val_every: steps between validations (default: 20 validations per run, at least every 10 steps).
+        val_every: steps between validations (default: 20 per run, every 10 to 250 steps).
         loss: ``"dice_ce"`` (MONAI Dice + cross-entropy), ``"dice"``, ``"ce"`` or ``"focal"``.
         lr: AdamW's peak learning rate (warm-up over 5% of the steps, then cosine decay).
         weight_decay: AdamW's weight decay.

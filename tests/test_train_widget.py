@@ -1,0 +1,101 @@
+"""The Train widget driven as a user drives it, in a real napari viewer (under Xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import segarch
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: more threads make each step slower
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    from napari_segarch._session import SESSION
+    from napari_segarch._train_widget import TrainWidget
+    from segarch.synthetic import Conditions, nuclei
+
+    SESSION.clear()
+    viewer = make_napari_viewer(show=True)
+    easy = Conditions(radius=(4.0, 7.0), coverage=0.3, photons=300.0, blur=1.0)
+    image, labels = nuclei((64, 64), seed=3, conditions=easy)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(labels, name="cells annotations")
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Train")
+    w.image_combo.setCurrentText("cells")
+    w.labels_combo.setCurrentText("cells annotations")
+    w.select_model("zoo", "unet")
+    w.patch_spin.setValue(32)
+    w.batch_spin.setValue(4)
+    w.lr_spin.setValue(0.005)
+    w.device_combo.setCurrentText("cpu")
+    yield w
+    SESSION.clear()
+
+
+def _wait(qtbot, w, timeout=120_000):
+    qtbot.waitUntil(lambda: w.train_button.isEnabled() and w.worker is not None and not w.worker.is_running,
+                    timeout=timeout)
+
+
+def test_train_from_the_dock_adds_a_session_model_and_saves_it(widget, qtbot, tmp_path, artifacts_dir):
+    from PIL import Image as PILImage
+
+    from napari_segarch._segment_widget import model_choices
+    from napari_segarch._session import SESSION
+
+    assert widget.classes_spin.value() == 2  # dozens of instance labels: foreground vs background
+    widget.steps_spin.setValue(20)
+    widget.train_button.click()
+    assert not widget.train_button.isEnabled() and widget.cancel_button.isEnabled()
+    _wait(qtbot, widget)
+    model = widget.model
+    assert model is not None and model.trained
+    assert widget.model_name in SESSION.names() and SESSION.get(widget.model_name) is model
+    assert any(key == ("session", widget.model_name) for _, key in model_choices())  # the Segment widget offers it
+    assert len(widget.plot.steps) == 20 and len(widget.plot.val_steps) >= 2
+    assert widget.plot.smoothed()[-1] < widget.plot.smoothed()[0]
+    assert model.class_names == ["background", "foreground"]
+    assert "Trained" in widget.status.text()
+    path = widget.save_model(str(tmp_path / "from_dock"))
+    reloaded = segarch.load_model(path)
+    image = widget.viewer.layers["cells"].data
+    np.testing.assert_array_equal(segarch.predict(reloaded, image, device="cpu"), segarch.predict(model, image, device="cpu"))
+    PILImage.fromarray(widget.viewer.screenshot(canvas_only=False, flash=False)).save(artifacts_dir / "train_widget.png")
+    # The new session model is now a start point for fine-tuning, too.
+    widget.select_model("session", widget.model_name)
+
+
+def test_cancel_keeps_the_best_model(widget, qtbot):
+    widget.steps_spin.setValue(100_000)
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: len(widget.plot.steps) >= 3, timeout=120_000)
+    widget.cancel_button.click()
+    _wait(qtbot, widget)
+    assert widget.model is not None and widget.model.trained
+    assert len(widget.plot.steps) < 100  # stopped long before the planned steps
+    assert 1 <= widget.model.validation["best_step"] <= len(widget.plot.steps)  # validated when cancelled at the latest
+    assert "Cancelled" in widget.status.text()
+    labels = segarch.predict(widget.model, widget.viewer.layers["cells"].data, device="cpu")
+    assert labels.shape == (64, 64)
+
+
+def test_missing_layers_are_reported(make_napari_viewer, qtbot):
+    from napari_segarch._train_widget import TrainWidget
+
+    viewer = make_napari_viewer(show=False)
+    w = TrainWidget(viewer)
+    w.train_button.click()
+    assert "Choose an image layer and a labels layer" in w.status.text()
+    assert w.worker is None
