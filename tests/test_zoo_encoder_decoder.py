@@ -27,6 +27,17 @@ def test_fcn_variants_fuse_pool4_then_pool3_and_fc6_is_a_7x7_convolution():
         assert fc6.kernel_size == (7, 7) and fc6.out_channels == 4096 and fc7.kernel_size == (1, 1)
 
 
+@pytest.mark.parametrize("variant,dims", [("32s", 2), ("16s", 3)])
+def test_fcn_coarser_variants_run_in_2d_and_3d(variant, dims):
+    torch.manual_seed(0)
+    config = dict(zoo.card("fcn").test_config, variant=variant)
+    net = zoo.create("fcn", spatial_dims=dims, out_channels=3, **config)
+    x = torch.randn(1, 1, *((32, 64, 32)[:dims] if dims == 3 else (64, 32)))
+    y = net(x)
+    assert y.shape == (1, 3, *x.shape[2:]) and torch.isfinite(y).all()
+    assert len(net.skip_scores) == {"32s": 0, "16s": 1}[variant]
+
+
 def test_fcn8s_adds_skip_scores_at_strides_16_and_8():
     torch.manual_seed(0)
     net = zoo.create("fcn", spatial_dims=2, **zoo.card("fcn").test_config).eval()
@@ -72,7 +83,7 @@ def test_segnet_has_13_encoder_and_13_decoder_convolutions():
     net = _meta("segnet")
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 26
-    assert convs[-1].out_channels == 12 and convs[-1].in_channels == 64
+    assert convs[-1].out_channels == 11 and convs[-1].in_channels == 64
     assert sum(isinstance(m, nn.MaxUnpool2d) for m in net.modules()) == 1  # one unpool module, used 5 times
 
 

@@ -35,9 +35,9 @@ class SegNet(SegmentationNet):
 
     Examples::
 
-        >>> net = SegNet(2, 3, 12)
+        >>> net = SegNet(2, 3, 11)
         >>> net(torch.zeros(1, 3, 64, 64)).shape
-        torch.Size([1, 12, 64, 64])
+        torch.Size([1, 11, 64, 64])
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, width_scale: float = 1.0) -> None:
@@ -79,10 +79,10 @@ class SegNet(SegmentationNet):
     name="segnet", full_name="SegNet (VGG-16-BN)",
     paper="SegNet: A Deep Convolutional Encoder-Decoder Architecture for Image Segmentation",
     reference="arXiv:1511.00561", year=2017, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 12},
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 11},
     paper_params=29.5,
     paper_params_source="Badrinarayanan et al. 2017: SegNet has 29.5M trainable parameters (the figure the paper "
-                        "sets against FCN's 134M and DeconvNet's 252M); CamVid, 11 classes + void = 12 outputs, RGB.",
+                        "sets against FCN's 134M and DeconvNet's 252M); CamVid, 11 classes (void ignored), RGB.",
     test_config={"width_scale": 0.125},
     notes="The decoder's last convolution outputs the classes directly (the authors' conv1_1_D), without "
           "batch norm; every other decoder convolution has batch norm and ReLU. 3D uses 2×2×2 pooling "
