@@ -152,7 +152,8 @@ class HRNetClassifier(nn.Module):
 
 def _register_classifier(width: int, params: float) -> None:
     @register(
-        name=f"hrnet_w{width}", full_name=f"HRNet-W{width}-C", paper="Deep High-Resolution Representation Learning for Visual Recognition",
+        name=f"hrnet_w{width}", full_name=f"HRNet-W{width}-C",
+        paper="Deep High-Resolution Representation Learning for Visual Recognition",
         reference="arXiv:1908.07919", year=2020, task="backbone", spatial_dims=(2, 3), size_divisor=32,
         paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1000, "width": width},
         paper_params=params,

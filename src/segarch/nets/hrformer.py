@@ -133,7 +133,8 @@ def _register(variant: str, params: float, name: str, full: str) -> None:
         test_config=_TEST,
         notes=("Segmentation head: HRNetV2's (concatenated branches, 1×1 conv + BN + ReLU, classifier) by default, since "
                "the paper's OCR head belongs to another paper; head='v1' reads the high-resolution branch only. "
-               "Fusion down-sampling is depth-wise separable, as in the official code (the paper does not say). Windows are non-overlapping and unshifted (the FFN's depth-wise 3×3 convolution links them); maps are "
+               "Fusion down-sampling is depth-wise separable, as in the official code (the paper does not say). "
+               "Windows are non-overlapping and unshifted (the FFN's depth-wise 3×3 convolution links them); maps are "
                "padded to window multiples. 3D (an extension): cubic windows, 3D depth-wise convolutions."),
     )
     def build(spatial_dims: int, in_channels: int, out_channels: int, variant: str = variant, width: int | None = None,
