@@ -71,6 +71,7 @@ class BiSeNet(SegmentationNet):
         out_channels: output channels (classes).
         backbone: the context path's backbone, ``"xception39"`` or ``"resnet18"``.
         width: multiplies every width (backbone, spatial and context paths); 1.0 in the paper.
+        blocks: Xception39's blocks per stage (``(4, 8, 4)``); fewer only for quick tests.
 
     ``forward(x)`` returns logits ``(B, out_channels, *spatial)``; spatial sizes must be multiples of 32.
 
@@ -82,7 +83,7 @@ class BiSeNet(SegmentationNet):
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, backbone: str = "xception39",
-                 width: float = 1.0) -> None:
+                 width: float = 1.0, blocks=(4, 8, 4)) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims, (2, 3), "BiSeNet")
         check_choice(backbone, BISENET_BACKBONES, "backbone", "BiSeNet")
@@ -100,7 +101,7 @@ class BiSeNet(SegmentationNet):
             ConvNormAct(d, w(64), w(64), 3, stride=2), ConvNormAct(d, w(64), w(128), 1),
         )
         if backbone == "xception39":
-            self.backbone = Xception39Encoder(d, in_channels, stem=w(8), widths=(w(16), w(32), w(64)))
+            self.backbone = Xception39Encoder(d, in_channels, stem=w(8), widths=(w(16), w(32), w(64)), blocks=blocks)
         else:
             self.backbone = ResNetEncoder(d, in_channels, depth=18, base_width=w(64))
         c16, c32 = self.backbone.out_channels[-2:]
@@ -128,12 +129,12 @@ _MIB = "Yu et al. 2018, Table 6 reports 'Params' {} for BiSeNet-{}; the authors'
     paper_params=round(5.8 * 2 ** 20 / 4 / 1e6, 3),
     paper_params_source=_MIB.format("5.8M", "Xception39", "1.5", "5.8", "1.52") +
                         " ResNet-18 (backbone='resnet18'): 49.0 MiB → 12.8M; this implementation counts 12.9M.",
-    test_config={"width": 0.125},
+    test_config={"width": 0.125, "blocks": (1, 2, 1)},
     test_lr=2e-2,
     notes="Layer widths follow the authors' released model (spatial path 7×7/3×3/3×3 stride 2 then 1×1 to 128; context "
           "width 128; FFM without channel reduction; head 3×3 to 64). The two auxiliary heads used only for the training "
           "loss are not built (they do not affect the output).",
 )
 def bisenet(spatial_dims: int, in_channels: int, out_channels: int, backbone: str = "xception39",
-            width: float = 1.0) -> BiSeNet:
-    return BiSeNet(spatial_dims, in_channels, out_channels, backbone=backbone, width=width)
+            width: float = 1.0, blocks=(4, 8, 4)) -> BiSeNet:
+    return BiSeNet(spatial_dims, in_channels, out_channels, backbone=backbone, width=width, blocks=blocks)

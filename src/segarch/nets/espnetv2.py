@@ -22,7 +22,7 @@ from monai.networks.layers.factories import Conv, Dropout
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.padded_pool import PaddedAvgPool
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
 from segarch.nets.espnet import norm_prelu
 from segarch.zoo import register
 
@@ -134,6 +134,7 @@ class ESPNetv2(SegmentationNet):
         scale: the width scale ``s`` (1.5 for the paper's 725K-parameter model, 2.0 for the authors' released
             Cityscapes model).
         dropout: dropout before the class projections (0.2; the authors use 0.1 for ``s ≤ 0.5``).
+        repeats: EESP units at 1/8 and 1/16 after the strided ones (``(3, 7)``).
 
     ``forward(x)`` returns logits ``(B, out_channels, *spatial)``; spatial sizes must be multiples of 16.
 
@@ -145,20 +146,21 @@ class ESPNetv2(SegmentationNet):
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, scale: float = 1.5,
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, repeats=(3, 7)) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims, (2, 3), "ESPNetv2")
         if not isinstance(scale, (int, float)) or not 0.5 <= scale <= 2.0:
             raise ValueError(f"`scale` must be a number in [0.5, 2.0] for ESPNetv2, got {scale!r}.")
+        r3, r4 = check_features(repeats, 2, "ESPNetv2", "repeats")
         d, c = spatial_dims, out_channels
         w1, w2, w3, w4, _ = espnetv2_widths(scale)
         self.spatial_dims, self.size_divisor = spatial_dims, 16
         self.level1 = _cbr(d, in_channels, w1, 3, stride=2)
         self.level2 = StridedEESP(d, w1, w2, in_channels, r_lim=13)
         self.level3_0 = StridedEESP(d, w2, w3, in_channels, r_lim=11)
-        self.level3 = nn.Sequential(*[EESP(d, w3, w3, r_lim=9) for _ in range(3)])
+        self.level3 = nn.Sequential(*[EESP(d, w3, w3, r_lim=9) for _ in range(r3)])
         self.level4_0 = StridedEESP(d, w3, w4, in_channels, r_lim=9)
-        self.level4 = nn.Sequential(*[EESP(d, w4, w4, r_lim=7) for _ in range(7)])
+        self.level4 = nn.Sequential(*[EESP(d, w4, w4, r_lim=7) for _ in range(r4)])
         self.project4 = _cbr(d, w4, w3, 1)
         self.merge3 = nn.Sequential(EESP(d, 2 * w3, w3, r_lim=7), _PyramidPooling(d, w3))
         drop = Dropout[Dropout.DROPOUT, d]
@@ -190,10 +192,11 @@ class ESPNetv2(SegmentationNet):
                         "parameters on Cityscapes (20 classes), which this implementation reproduces at s = 1.5 "
                         "(0.725M) and s = 0.5 (0.099M). The final version's Fig. 7a gives no count; the authors' "
                         "Cityscapes model (s = 2.0) counts 1.25M here and in their release (ESPNetv2 issue #34).",
-    test_config={"scale": 0.5, "dropout": 0.0},
+    test_config={"scale": 0.5, "dropout": 0.0, "repeats": (1, 1)},
     notes="Levels and receptive-field limits (r_lim 13, 11, 9, 7; K = 4) as in the authors' ImageNet network; the "
           "segmentation head follows the authors' release (EESP + pyramid pooling at 1/8, class projections at 1/8, "
           "1/4, 1/2). Input reinforcement average-pools the image to each level's grid.",
 )
-def espnetv2(spatial_dims: int, in_channels: int, out_channels: int, scale: float = 1.5, dropout: float = 0.2) -> ESPNetv2:
-    return ESPNetv2(spatial_dims, in_channels, out_channels, scale=scale, dropout=dropout)
+def espnetv2(spatial_dims: int, in_channels: int, out_channels: int, scale: float = 1.5, dropout: float = 0.2,
+             repeats=(3, 7)) -> ESPNetv2:
+    return ESPNetv2(spatial_dims, in_channels, out_channels, scale=scale, dropout=dropout, repeats=repeats)

@@ -120,7 +120,8 @@ class LEDNet(SegmentationNet):
         in_channels: input channels.
         out_channels: output channels (classes).
         features: widths at 1/2, 1/4, 1/8 (``(32, 64, 128)``).
-        blocks: SS-nbt units at 1/2 and 1/4 (``(3, 2)``); 1/8 has one per dilation of ``LEDNET_DILATIONS``.
+        blocks: SS-nbt units at 1/2 and 1/4 (``(3, 2)``).
+        dilations: one SS-nbt unit at 1/8 per dilation (``LEDNET_DILATIONS``: 1, 2, 5, 9, 2, 5, 9, 17).
         dropout: spatial dropout of the SS-nbt units (0.03 at 1/2 and 1/4 and 0.3 at 1/8 in the authors'
             training; here one probability, scaled by 0.1 before 1/8).
 
@@ -134,17 +135,18 @@ class LEDNet(SegmentationNet):
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, features=(32, 64, 128),
-                 blocks=(3, 2), dropout: float = 0.3) -> None:
+                 blocks=(3, 2), dilations=LEDNET_DILATIONS, dropout: float = 0.3) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims, (2, 3), "LEDNet")
         f1, f2, f3 = check_features(features, 3, "LEDNet")
         b1, b2 = check_features(blocks, 2, "LEDNet", "blocks")
+        dilations = check_features(dilations, None, "LEDNet", "dilations")
         d = spatial_dims
         self.spatial_dims, self.size_divisor = spatial_dims, 8
         self.encoder = nn.Sequential(
             DownsamplingUnit(d, in_channels, f1), *[SSnbt(d, f1, 1, dropout / 10) for _ in range(b1)],
             DownsamplingUnit(d, f1, f2), *[SSnbt(d, f2, 1, dropout / 10) for _ in range(b2)],
-            DownsamplingUnit(d, f2, f3), *[SSnbt(d, f3, r, dropout) for r in LEDNET_DILATIONS],
+            DownsamplingUnit(d, f2, f3), *[SSnbt(d, f3, r, dropout) for r in dilations],
         )
         self.decoder = AttentionPyramid(d, f3, out_channels)
 
@@ -160,12 +162,13 @@ class LEDNet(SegmentationNet):
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
     paper_params=0.94,
     paper_params_source="Wang et al. 2019, Table 2: LEDNet 0.94M parameters (Cityscapes).",
-    test_config={"features": (8, 16, 32), "blocks": (1, 1), "dropout": 0.0},
+    test_config={"features": (8, 16, 32), "blocks": (2, 1), "dilations": (2, 5, 9), "dropout": 0.0},
     notes="Table 1 and Fig. 3. The APN's pyramid carries one channel (an attention map), its convolutions have BN and "
           "ReLU, and its coarse levels are resized to the finer grids, so inputs need only be multiples of 8 (the "
           "1/64 level is ceil-rounded). The first down-sampling unit needs in_channels < 32. 3D: the factorised "
           "convolutions become one 3-long convolution per axis.",
 )
 def lednet(spatial_dims: int, in_channels: int, out_channels: int, features=(32, 64, 128), blocks=(3, 2),
-           dropout: float = 0.3) -> LEDNet:
-    return LEDNet(spatial_dims, in_channels, out_channels, features=features, blocks=blocks, dropout=dropout)
+           dilations=LEDNET_DILATIONS, dropout: float = 0.3) -> LEDNet:
+    return LEDNet(spatial_dims, in_channels, out_channels, features=features, blocks=blocks, dilations=dilations,
+                  dropout=dropout)

@@ -70,6 +70,8 @@ class LiteSeg(SegmentationNet):
         width_mult: MobileNetV2's width multiplier (1.0).
         channels: DASPP and decoder width (96).
         rates: DASPP atrous rates (3, 6, 9).
+        last_channels: width of the encoder's final 1×1 convolution (1280, or more for ``width_mult > 1``
+            as in MobileNetV2); smaller only for quick tests.
 
     ``forward(x)`` returns logits ``(B, out_channels, *spatial)``; spatial sizes must be multiples of 32.
 
@@ -81,7 +83,7 @@ class LiteSeg(SegmentationNet):
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, width_mult: float = 1.0,
-                 channels: int = 96, rates=(3, 6, 9)) -> None:
+                 channels: int = 96, rates=(3, 6, 9), last_channels: int | None = None) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims, (2, 3), "LiteSeg")
         if not isinstance(channels, int) or channels < 1:
@@ -89,7 +91,9 @@ class LiteSeg(SegmentationNet):
         d = spatial_dims
         self.spatial_dims, self.size_divisor = spatial_dims, 32
         self.encoder = MobileNetV2Encoder(d, in_channels, width_mult)
-        last = make_divisible(1280 * max(1.0, width_mult))
+        last = make_divisible(1280 * max(1.0, width_mult)) if last_channels is None else last_channels
+        if not isinstance(last, int) or last < 1:
+            raise ValueError(f"`last_channels` must be a positive integer or None for LiteSeg, got {last_channels!r}.")
         self.encoder_head = ConvNormAct(d, self.encoder.out_channels[-1], last, 1, act="relu6")
         self.daspp = DeeperASPP(d, last, channels, rates)
         low = self.encoder.out_channels[1]
@@ -114,11 +118,12 @@ class LiteSeg(SegmentationNet):
     paper_params_source="Emara et al. 2019, the backbones comparison table: LiteSeg-MobileNetV2 4.38M parameters. That figure includes the "
                         "MobileNetV2 ImageNet classifier (1280×1000 + 1000 = 1.28M), which the segmentation network "
                         "never uses (the authors' model keeps it in the module): 4.38 − 1.28 = 3.10M.",
-    test_config={"width_mult": 0.25, "channels": 8},
+    test_config={"width_mult": 0.25, "channels": 16, "last_channels": 64},
     notes="Written from the paper (the authors' code may not be reused). MobileNetV2 at output stride 32 with its 1×1 "
           "convolution to 1280; all DASPP and decoder convolutions are depthwise-separable with BN after the pointwise "
           "part; the 1×1 and first atrous convolutions of each branch have no activation before the next layer.",
 )
 def liteseg(spatial_dims: int, in_channels: int, out_channels: int, width_mult: float = 1.0, channels: int = 96,
-            rates=(3, 6, 9)) -> LiteSeg:
-    return LiteSeg(spatial_dims, in_channels, out_channels, width_mult=width_mult, channels=channels, rates=rates)
+            rates=(3, 6, 9), last_channels: int | None = None) -> LiteSeg:
+    return LiteSeg(spatial_dims, in_channels, out_channels, width_mult=width_mult, channels=channels, rates=rates,
+                   last_channels=last_channels)
