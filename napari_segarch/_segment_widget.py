@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["SegmentWidget"]
 
 _LAZY_OUTPUT_PIXELS = 64 * 2 ** 20  # larger results go to a Zarr store shown while it fills
-_REFRESH_SECONDS = 0.5
+_REFRESH_SECONDS = 1.0
 _FILE = ("file", "")
 
 
@@ -64,6 +64,8 @@ def resolve_choice(kind: str, name: str, *, path: str = "", arch: str = "", in_c
 
 def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, cancel):
     """The worker's job (runs off the GUI thread)."""
+    import dask.array  # noqa: F401 - imported here so the GUI thread never pays for it when showing the result
+
     import segarch
 
     model = resolve_choice(*model_key, **model_kwargs)
@@ -268,7 +270,7 @@ class SegmentWidget(QWidget):
         kwargs = {"path": self.file_edit.text().strip(), "arch": self.arch_edit.text().strip(),
                   "in_channels": 3 if getattr(layer, "rgb", False) else 1}
         self.worker = create_worker(_segment, self.model_key(), kwargs, data, params, self._signals.progress.emit,
-                                    self._cancel, _start_thread=False)
+                                    self._cancel, _start_thread=False, _ignore_errors=True)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_errored)
         self.worker.finished.connect(self._on_finished)
@@ -277,6 +279,10 @@ class SegmentWidget(QWidget):
         self.progress_bar.setValue(0)
         self.status.setText(f"Segmenting {layer.name}…")
         self.worker.start()
+
+    def closeEvent(self, event):  # noqa: N802 - Qt's name
+        self.cancel()  # a closing dock must not leave a worker writing into a dead viewer
+        super().closeEvent(event)
 
     def cancel(self):
         """Stop the run within one batch; what was finished is kept."""
@@ -297,7 +303,8 @@ class SegmentWidget(QWidget):
         if self._live_path and self._live_layer is None and self.output_combo.currentText() == "labels":
             import zarr
 
-            self._live_layer = self._add_result(zarr.open_group(self._live_path, mode="r")["0"], None, live=True)
+            array = zarr.open_group(self._live_path, mode="r")["0"]
+            self._live_layer = self._add_result(_lazy_pyramid(array), None, live=True)
         elif self._live_layer is not None and time.perf_counter() - self._last_refresh > _REFRESH_SECONDS:
             self._last_refresh = time.perf_counter()
             self._live_layer.refresh()
@@ -350,6 +357,21 @@ class SegmentWidget(QWidget):
         if model is not None:
             _set_classes(labels, model.class_names)
         return labels
+
+
+def _lazy_pyramid(array, smallest: int = 512) -> list:
+    """Strided views of a Zarr output, so napari reads only what the screen shows (never the whole result)."""
+    import dask.array as da
+
+    level = da.from_zarr(array)
+    levels = [level]
+    step = 2
+    while max(level.shape[-2:]) // step >= smallest // 2 and max(level.shape[-2:]) > smallest:
+        levels.append(level[(..., slice(None, None, step), slice(None, None, step))])
+        if max(levels[-1].shape[-2:]) <= smallest:
+            break
+        step *= 2
+    return levels if len(levels) > 1 else level
 
 
 def _set_classes(layer, class_names) -> None:

@@ -1,0 +1,133 @@
+"""The Segment widget driven as a user drives it, in a real napari viewer (under Xvfb)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import segarch
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    from napari_segarch._segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer(show=True)
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Segment")
+    yield w
+    if w.worker is not None and w.worker.is_running:  # never close the viewer under a running worker
+        w.cancel()
+        qtbot.waitUntil(lambda: not w.worker.is_running, timeout=120_000)
+
+
+def _tiny_model_file(path):
+    import torch
+
+    torch.manual_seed(0)
+    model = segarch.Model.from_zoo("unet", features=(4, 8, 16), norm="batch", out_channels=3,
+                                   class_names=["background", "cell", "edge"])
+    model.trained = True
+    return segarch.save_model(model, path)
+
+
+def _wait(qtbot, w, timeout=120_000):
+    qtbot.waitUntil(lambda: w.segment_button.isEnabled() and w.worker is not None and not w.worker.is_running,
+                    timeout=timeout)
+
+
+def test_segment_a_sample_with_the_shipped_model(widget, qtbot, artifacts_dir):
+    from PIL import Image as PILImage
+
+    from segarch import pretrained
+
+    viewer = widget.viewer
+    viewer.open_sample("napari-segarch", "nuclei_2d")
+    image_layer, truth = viewer.layers["nuclei 2D"], viewer.layers["nuclei 2D ground truth"]
+    image_layer.scale = (0.5, 0.25)
+    widget.image_combo.setCurrentText("nuclei 2D")
+    widget.select_model("shipped", "nuclei2d")
+    assert widget.axes_edit.text() == "YX"
+    widget.segment_button.click()
+    _wait(qtbot, widget)
+    result = viewer.layers["nuclei 2D segmentation"]
+    assert result.data.shape == image_layer.data.shape and result.data.dtype == np.uint8
+    assert tuple(result.scale) == (0.5, 0.25)
+    expected = segarch.predict(pretrained.load("nuclei2d"), image_layer.data)
+    np.testing.assert_array_equal(np.asarray(result.data), expected)
+    pred, gt = np.asarray(result.data) > 0, truth.data > 0
+    assert 2 * (pred & gt).sum() / (pred.sum() + gt.sum()) > 0.7  # a trained model segments the nuclei
+    assert list(result.features["class"]) == pretrained.load("nuclei2d").class_names
+    assert widget.progress_bar.value() == widget.progress_bar.maximum()
+    PILImage.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(artifacts_dir / "segment_widget.png")
+
+
+def test_model_file_through_the_widget_and_probabilities(widget, qtbot, tmp_path):
+    path = _tiny_model_file(tmp_path / "mine.safetensors")
+    model = segarch.load_model(path)
+    image = np.random.default_rng().random((90, 70)).astype(np.float32)
+    widget.viewer.add_image(image, name="img")
+    widget.image_combo.setCurrentText("img")
+    widget.select_model("file")
+    widget.file_edit.setText(str(path))
+    widget.output_combo.setCurrentText("probabilities")
+    widget.tile_spin.setValue(32)
+    widget.segment_button.click()
+    _wait(qtbot, widget)
+    layers = [widget.viewer.layers[f"img segmentation: {c}"] for c in model.class_names]
+    probs = np.stack([np.asarray(layer.data) for layer in layers])
+    expected = segarch.predict(segarch.load_model(path), image, tile=32, output="probabilities")
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+
+
+def test_untrained_architecture_is_flagged_and_errors_are_notified(widget, qtbot, monkeypatch):
+    import napari_segarch._segment_widget as module
+
+    messages = []
+    monkeypatch.setattr(module, "_notify_error", messages.append)
+    widget.viewer.add_image(np.zeros((3, 40, 40), np.float32), name="stack")
+    widget.image_combo.setCurrentText("stack")
+    widget.select_model("zoo", "unet")
+    assert "untrained" in widget.status.text() and "Train" in widget.status.text()
+    widget.axes_edit.setText("CYX")  # 3 channels for a 1-channel model
+    widget.segment_button.click()
+    _wait(qtbot, widget)
+    assert len(messages) == 1 and "Channel mismatch" in messages[0]
+    assert widget.segment_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert "stack segmentation" not in widget.viewer.layers
+
+
+def test_cancel_keeps_the_finished_part_and_the_gui_stays_responsive(widget, qtbot, tmp_path):
+    import dask.array as da
+    from qtpy.QtCore import QTimer
+
+    rng = np.random.default_rng()
+    big = da.from_array(rng.random((3000, 2600), dtype=np.float32), chunks=512)
+    widget.viewer.add_image(big, name="big")
+    widget.image_combo.setCurrentText("big")
+    widget.select_model("file")
+    widget.file_edit.setText(str(_tiny_model_file(tmp_path / "tiny.safetensors")))
+    widget.tile_spin.setValue(128)
+    widget.batch_spin.setValue(2)
+    widget.out_edit.setText(str(tmp_path / "big.zarr"))
+
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    widget.segment_button.click()
+    qtbot.waitUntil(lambda: widget.progress_bar.value() > 0.3 * widget.progress_bar.maximum(), timeout=300_000)
+    widget.cancel_button.click()
+    _wait(qtbot, widget)
+    timer.stop()
+    gaps = np.diff(ticks)
+    assert gaps.max() < 0.25, f"the GUI thread was blocked for {gaps.max():.3f} s"
+    layer = widget.viewer.layers["big segmentation"]
+    done = list((tmp_path / "big.zarr" / ".segarch-done").iterdir())
+    assert 0 < len(done) < 6 * 6
+    assert "cancelled" in widget.status.text()
+    assert layer.data.shape == big.shape
