@@ -29,7 +29,7 @@ log = logging.getLogger("segarch.tiling")
 
 OUTPUTS = ("labels", "probabilities")
 _BLOCK = {2: 512, 3: 128}           # output block (chunk) edge, before rounding up to the tile
-_OPEN_BLOCK_BUDGET = 256 * 2 ** 20  # bytes of blending buffers open at once (bounds a column's width)
+_OPEN_BLOCK_BUDGET = 96 * 2 ** 20   # bytes of blending buffers open at once (bounds a column's width)
 _IN_MEMORY_FRACTION = 0.25          # out=None refuses outputs larger than this share of free memory
 
 
