@@ -106,8 +106,8 @@ def _register_vovnet(depth: int, params: float) -> None:
         task="backbone", spatial_dims=(2, 3), size_divisor=32,
         paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1000},
         paper_params=params,
-        paper_params_source=f"Lee et al. 2019, Table 1 / detection comparison: VoVNet-{depth} {params}M parameters "
-                            "(ImageNet classifier: global pooling and a 1000-way linear layer).",
+        paper_params_source=f"Lee et al. 2019, backbone comparison tables: VoVNet-{depth} {params}M parameters (ImageNet "
+                            "classifier: global pooling and a 1000-way linear layer; architecture in Table 1).",
         test_config={"width_scale": 0.0625},
         notes="Built by name: the ImageNet classifier. Segmentation and detection nets use VoVNetEncoder.",
     )

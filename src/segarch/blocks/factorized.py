@@ -29,8 +29,8 @@ class FactorizedConv(nn.Sequential):
         out_channels: output channels.
         kernel_size: the 1-D kernel length.
         dilation: dilation along each axis.
-        order: the axes in the order they are filtered (default: last axis first is *not* assumed;
-            ``None`` filters axis 0, then 1, ...). LEDNet's two branches use opposite orders.
+        order: the axes in the order they are filtered (``None``: axis 0, then 1, ...); LEDNet's two
+            branches use opposite orders.
         inner_act: activation between the 1-D convolutions (ERFNet/LEDNet put a ReLU there; ENet none).
         norm: normalisation after the last 1-D convolution.
         act: activation after the normalisation.

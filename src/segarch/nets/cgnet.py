@@ -124,8 +124,8 @@ class CGNet(SegmentationNet):
     reference="arXiv:1811.08201", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=8,
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "m": 3, "n": 21},
     paper_params=0.5,
-    paper_params_source="Wu et al. 2018, Table 8 / Sec. 4: CGNet_M3N21 0.5M parameters (Cityscapes); the paper "
-                        "rounds to one decimal.",
+    paper_params_source="Wu et al. 2018, Cityscapes comparison table: CGNet_M3N21 0.5M parameters (rounded to one "
+                        "decimal; this implementation counts 0.496M).",
     test_config={"m": 2, "n": 2, "features": (8, 16, 32)},
     notes="M3N21 with input injection (average-pooled image) at stages 2 and 3 and the global context gate on every "
           "block (reduction 8 in stage 2, 16 in stage 3). Dropout before the classifier is an option (0 by default).",

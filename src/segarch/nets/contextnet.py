@@ -92,7 +92,7 @@ class ContextNet(SegmentationNet):
     reference="arXiv:1805.04554", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=32,
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "input_scale": 4},
     paper_params=0.85,
-    paper_params_source="Poudel et al. 2018, Table 2: ContextNet-14 0.85M parameters (Cityscapes).",
+    paper_params_source="Poudel et al. 2018, Cityscapes comparison table: ContextNet-14 0.85M parameters.",
     test_config={"width": 0.125, "dropout": 0.0},
     test_lr=2e-2,
     notes="Table 1 (ContextNet-14: deep branch at 1/4 input resolution); the image is down-scaled bilinearly. "

@@ -166,7 +166,8 @@ class ESPNet(SegmentationNet):
     reference="arXiv:1803.06815", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=8,
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 20, "alpha2": 2, "alpha3": 8, "decoder": True},
     paper_params=0.364,
-    paper_params_source="Mehta et al. 2018, Table 2 / Fig. 5: ESPNet (α2 = 2, α3 = 8) 0.364M parameters on Cityscapes.",
+    paper_params_source="Mehta et al. 2018, Cityscapes comparison with efficient networks: ESPNet (α2 = 2, α3 = 8) "
+                        "0.364M parameters.",
     test_config={"alpha2": 1, "alpha3": 1, "features": (8, 20, 40)},
     notes="Fig. 4d with the authors' Cityscapes setting of 20 classes (19 + ignored). Transposed convolutions "
           "(2×2, stride 2) up-sample the decoder's class maps; ESPNet-C (decoder=False) up-samples bilinearly.",

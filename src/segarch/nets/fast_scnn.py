@@ -111,7 +111,8 @@ class FastSCNN(SegmentationNet):
     reference="arXiv:1902.04502", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=32,
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
     paper_params=1.11,
-    paper_params_source="Poudel et al. 2019, Table 3 / Sec. 4: Fast-SCNN 1.11M parameters (Cityscapes, 19 classes).",
+    paper_params_source="Poudel et al. 2019, Cityscapes comparison table: Fast-SCNN 1.11M parameters "
+                        "(19 classes).",
     test_config={"features": (8, 8, 16, 16, 16, 24), "dropout": 0.0},
     test_lr=2e-2,
     notes="Table 1 and 2; the pyramid pooling uses PSPNet's bins (1, 2, 3, 6) with a quarter of the channels each "

@@ -161,7 +161,7 @@ class LEDNet(SegmentationNet):
     reference="arXiv:1905.02423", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=8,
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
     paper_params=0.94,
-    paper_params_source="Wang et al. 2019, Table 2: LEDNet 0.94M parameters (Cityscapes).",
+    paper_params_source="Wang et al. 2019, Cityscapes comparison table: LEDNet 0.94M parameters.",
     test_config={"features": (8, 16, 32), "blocks": (2, 1), "dilations": (2, 5, 9), "dropout": 0.0},
     notes="Table 1 and Fig. 3. The APN's pyramid carries one channel (an attention map), its convolutions have BN and "
           "ReLU, and its coarse levels are resized to the finer grids, so inputs need only be multiples of 8 (the "
