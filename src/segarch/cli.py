@@ -26,10 +26,19 @@ def _zoo(args) -> int:
         rows.append({
             "name": entry.name, "task": entry.task, "dims": "/".join(f"{d}D" for d in entry.spatial_dims),
             "params_m": round(params, 2), "paper_params_m": entry.paper_params,
+            "pinned": "pinned" in entry.paper_params_source.lower(),
             "paper": f"{entry.full_name} ({entry.year}, {entry.reference})",
         })
     if args.json:
         print(json.dumps(rows, indent=2))
+        return 0
+    if args.markdown:  # the README's zoo table
+        print("| name | task | dims | parameters (paper config) | paper reports | paper |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            paper = "—" if r["paper_params_m"] is None else f"{r['paper_params_m']:.2f}M"
+            paper = f"none given (pinned {paper})" if r["pinned"] else paper
+            print(f"| `{r['name']}` | {r['task']} | {r['dims']} | {r['params_m']:.2f}M | {paper} | {r['paper']} |")
         return 0
     header = ("name", "task", "dims", "params (M)", "paper (M)", "paper")
     table = [header] + [(r["name"], r["task"], r["dims"], f"{r['params_m']:.2f}",
@@ -224,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="only this task (semantic, instance, panoptic, interactive, backbone)")
     p.add_argument("--dims", type=int, choices=(2, 3), help="only architectures that build in this dimensionality")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.set_defaults(run=_zoo)
 
     p = sub.add_parser("card", help="print one architecture's card")
