@@ -1,0 +1,57 @@
+"""The shipped models: listed, carded, loadable, and as good on fresh generated data as their cards say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import segarch
+from segarch import pretrained
+from segarch.synthetic import dataset
+from segarch.training.metrics import dice_per_class
+
+MARGIN = 0.08  # fresh images differ from the card's test set; the card's Dice minus this must hold
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_names_and_cards():
+    assert {"nuclei2d", "nuclei3d"} <= set(pretrained.names())
+    for name in pretrained.names():
+        card = pretrained.card(name)
+        assert card["name"] == name and card["arch"] in segarch.zoo.names()
+        assert card["test"]["dice_nucleus"] > 0.5 and card["training"]["steps"] > 0
+        assert pretrained.path(name).stat().st_size < 5 * 2 ** 20  # a few MB at most
+        model = pretrained.load(name)
+        assert model.trained and model.class_names == ["background", "nucleus"]
+        assert model.spatial_dims == card["spatial_dims"] and model.num_parameters == card["parameters"]
+    with pytest.raises(ValueError, match="Did you mean 'nuclei2d'"):
+        pretrained.load("nuclei_2d")
+
+
+@pytest.mark.parametrize("name, n, shape", [("nuclei2d", 4, (192, 192)), ("nuclei3d", 2, (40, 96, 96))])
+def test_shipped_models_reach_their_stated_dice_on_fresh_data(name, n, shape):
+    model = pretrained.load(name)
+    stated = pretrained.card(name)["test"]["dice_nucleus"]
+    images, labels = dataset(n, shape, seed=777)  # seeds used neither for training nor for the card
+    preds = [np.asarray(segarch.predict(model, im, device="cpu")) for im in images]
+    dice = dice_per_class(np.concatenate([p.ravel() for p in preds]),
+                          np.concatenate([(lab > 0).ravel() for lab in labels]), num_classes=2)[1]
+    assert dice >= stated - MARGIN, f"{name}: Dice {dice:.3f} on fresh data, the card states {stated:.3f}"
+
+
+def test_demo_uses_the_shipped_model(capsys):
+    from segarch.cli import main
+
+    assert main(["demo", "--size", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "trained" in out and "untrained" not in out
+    dice = float(out.split("Dice of the labels against the generated ground truth: ")[1].split()[0])
+    assert dice > 0.8  # the simple demo image (segarch.samples.nuclei) is segmented properly
