@@ -15,7 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QPointF, Qt
+from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,

@@ -135,6 +135,21 @@ def test_cancel_stops_within_a_step_and_keeps_a_usable_model(tmp_path):
     assert labels_out.shape == (64, 64) and set(np.unique(labels_out)) <= {0, 1}
 
 
+def test_ctrl_c_keeps_the_last_weights_without_validation(tmp_path):
+    images, labels = _data(1, seed=35)
+
+    def interrupt(ev):
+        if ev.kind == "step" and ev.step == 2:
+            raise KeyboardInterrupt  # what Ctrl+C does while the progress bar is drawn
+
+    out = tmp_path / "interrupted.safetensors"
+    model = segarch.train("unet", images, labels, options=SMALL, patch=32, steps=50, batch_size=2, val_fraction=0,
+                          mask=True, out=out, progress=interrupt)
+    assert model.trained and len(model.history) == 2  # no step after the one being drawn
+    assert model.validation == {"best_step": 2, "patch_dice": None, "whole_image_dice": None}
+    assert "2 of 50 steps (cancelled)" in segarch.load_model(out).description
+
+
 def test_partial_annotations_count_only_labelled_slices():
     image, full = nuclei((6, 48, 48), seed=40, conditions=EASY)
     labels = np.zeros_like(full)
