@@ -11,7 +11,8 @@ import torch
 
 from segarch import zoo
 from segarch.backbones.hrnet import HighResolutionEncoder
-from segarch.blocks.hr_fusion import HRFusion, resize_to
+from segarch.blocks.hr_fusion import HRFusion
+from segarch.blocks.resize import resize_to
 
 
 @pytest.fixture(autouse=True)

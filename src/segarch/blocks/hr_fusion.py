@@ -14,22 +14,14 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segarch.blocks.conv import ConvNormAct
+from segarch.blocks.resize import resize_to
 
-__all__ = ["HRFusion", "HRTransition", "HRModule", "resize_to"]
+__all__ = ["HRFusion", "HRTransition", "HRModule"]
 
 BlockFactory = Callable[[int, int], nn.Module]  # (branch index, channels) -> block keeping the channels
-
-
-def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """(Bi/tri)linear resize of ``x`` to spatial ``size`` (a no-op when it already has it)."""
-    if tuple(x.shape[2:]) == tuple(size):
-        return x
-    mode = "bilinear" if x.ndim == 4 else "trilinear"
-    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
 
 
 class HRFusion(nn.Module):

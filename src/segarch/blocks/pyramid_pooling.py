@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from monai.networks.layers.factories import Pool
 
-from segarch.blocks.context_upsample import upsample_to
+from segarch.blocks.resize import resize_to
 from segarch.blocks.pooled_conv import PooledConvNormAct
 
 __all__ = ["PyramidPooling"]
@@ -53,4 +53,4 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
-        return torch.cat([x] + [upsample_to(level(x), size) for level in self.levels], dim=1)
+        return torch.cat([x] + [resize_to(level(x), size) for level in self.levels], dim=1)

@@ -12,7 +12,7 @@ from monai.networks.layers.factories import Conv
 
 from segarch.backbones import ResNetEncoder
 from segarch.blocks import ConvNormAct
-from segarch.blocks.context_upsample import upsample_to as resize
+from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
 
 __all__ = ["DilatedResNetNet", "FCNHead", "apply_multi_grid", "apply_deep_stem", "check_positive_int", "check_rate",
@@ -128,7 +128,7 @@ class DilatedResNetNet(SegmentationNet):
         self.check_input_shape(x)
         features = self.encoder(x)
         if self.aux is not None and self.training:
-            self.aux_logits = resize(self.aux(features[3]), x.shape[2:])
+            self.aux_logits = resize_to(self.aux(features[3]), x.shape[2:])
         else:
             self.aux_logits = None
-        return resize(self.head(features), x.shape[2:])
+        return resize_to(self.head(features), x.shape[2:])

@@ -19,7 +19,7 @@ from torch import nn
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.aspp import ASPP
-from segarch.blocks.context_upsample import upsample_to
+from segarch.blocks.resize import resize_to
 from segarch.nets._context import DilatedResNetNet, FCNHead, check_positive_int
 from segarch.zoo import register
 
@@ -96,7 +96,7 @@ class ACFNet(DilatedResNetNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
-        self.aux_logits = None if self._coarse is None else upsample_to(self._coarse, x.shape[2:])
+        self.aux_logits = None if self._coarse is None else resize_to(self._coarse, x.shape[2:])
         return out
 
 

@@ -17,7 +17,7 @@ from monai.networks.layers.factories import Pool
 
 from segarch.backbones import ResNetEncoder
 from segarch.blocks import ConvNormAct
-from segarch.blocks.context_upsample import upsample_to
+from segarch.blocks.resize import resize_to
 from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.self_attention import StripAttention
 from segarch.nets._base import SegmentationNet, check_spatial_dims
@@ -47,9 +47,9 @@ class AttentionFusion(nn.Module):
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         size = low.shape[2:]
         low = self.low(low)
-        alpha = self.weight(self.pool(self.mix(torch.cat([low, upsample_to(high, size)], dim=1))))
+        alpha = self.weight(self.pool(self.mix(torch.cat([low, resize_to(high, size)], dim=1))))
         self.alpha = alpha.detach()
-        high = upsample_to(self.high(high) * alpha, size)
+        high = resize_to(self.high(high) * alpha, size)
         return self.fuse(low * (1 - alpha) + high)
 
 
@@ -93,8 +93,8 @@ class AttaNet(SegmentationNet):
         self.check_input_shape(x)
         features = self.encoder(x)
         fused = self.sam(self.afm(features[3], features[4]))  # stride 16
-        out = self.refine(upsample_to(fused, features[2].shape[2:]))  # stride 8
-        return upsample_to(self.classifier(out), x.shape[2:])
+        out = self.refine(resize_to(fused, features[2].shape[2:]))  # stride 8
+        return resize_to(self.classifier(out), x.shape[2:])
 
 
 @register(

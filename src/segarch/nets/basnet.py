@@ -18,7 +18,7 @@ from monai.networks.layers.factories import Conv, Pool
 
 from segarch.backbones.resnet import BasicBlock, ResNetEncoder
 from segarch.blocks.conv import ConvNormAct
-from segarch.blocks.hr_fusion import resize_to
+from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_spatial_dims
 from segarch.zoo import register
 

@@ -23,7 +23,7 @@ from monai.networks.layers.factories import Conv, Dropout
 from monai.networks.layers.utils import get_norm_layer
 
 from segarch.blocks import ConvNormAct
-from segarch.blocks.context_upsample import upsample_to
+from segarch.blocks.resize import resize_to
 from segarch.nets._context import DilatedResNetNet, check_positive_int, check_rate
 from segarch.zoo import register
 
@@ -110,7 +110,7 @@ class CPNet(DilatedResNetNet):
 
     def head(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
-        value = upsample_to(self.aggregation(x), self.prior_grid)  # (B, C, *prior grid)
+        value = resize_to(self.aggregation(x), self.prior_grid)  # (B, C, *prior grid)
         b, c = value.shape[:2]
         # prior[b, i, j]: affinity of position i to position j (channel j of the prior convolution at i).
         prior = torch.sigmoid(self.prior_conv(value).flatten(2).transpose(1, 2))  # (B, N, N)
@@ -120,8 +120,8 @@ class CPNet(DilatedResNetNet):
         intra = torch.einsum("bij,bcj->bci", prior, v).reshape(value.shape) / n
         inter = torch.einsum("bij,bcj->bci", 1 - prior, v).reshape(value.shape) / n
         size = x.shape[2:]
-        intra = upsample_to(self.intra_conv(intra), size)
-        inter = upsample_to(self.inter_conv(inter), size)
+        intra = resize_to(self.intra_conv(intra), size)
+        inter = resize_to(self.inter_conv(inter), size)
         return self.classifier(self.dropout(self.bottleneck(torch.cat([x, intra, inter], dim=1))))
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.aspp import ASPP
-from segarch.blocks.context_upsample import upsample_to as resize
+from segarch.blocks.resize import resize_to
 from segarch.nets._context import DilatedResNetNet, check_positive_int
 from segarch.zoo import register
 
@@ -66,7 +66,7 @@ class DeepLabV3Plus(DilatedResNetNet):
 
     def head(self, features: list[torch.Tensor]) -> torch.Tensor:
         low = self.reduce(features[1])  # stage 1: stride 4 ("Conv2" of the paper's ResNet)
-        high = resize(self.aspp(features[-1]), low.shape[2:])
+        high = resize_to(self.aspp(features[-1]), low.shape[2:])
         return self.classifier(self.decoder(torch.cat([high, low], dim=1)))
 
 

@@ -16,7 +16,7 @@ from monai.networks.layers.factories import Conv, Dropout
 
 from segarch.backbones.densenet import DenseNetEncoder
 from segarch.blocks.aspp import DenseASPP as DenseASPPBlock
-from segarch.blocks.context_upsample import upsample_to
+from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_spatial_dims
 from segarch.nets._context import check_positive_int, check_rate
 from segarch.zoo import register
@@ -69,7 +69,7 @@ class DenseASPPNet(SegmentationNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
         features = self.aspp(self.transition(self.encoder(x)[-1]))
-        return upsample_to(self.classifier(self.dropout(features)), x.shape[2:])
+        return resize_to(self.classifier(self.dropout(features)), x.shape[2:])
 
 
 @register(

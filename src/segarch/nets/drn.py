@@ -21,7 +21,7 @@ from monai.networks.layers.factories import Conv
 
 from segarch.backbones.resnet import BasicBlock, Bottleneck
 from segarch.blocks import ConvNormAct
-from segarch.blocks.context_upsample import upsample_to
+from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_choice, check_features, check_spatial_dims
 from segarch.zoo import register
 
@@ -112,7 +112,7 @@ class DRN(SegmentationNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
-        return upsample_to(self.classifier(self.levels(x)), x.shape[2:])
+        return resize_to(self.classifier(self.levels(x)), x.shape[2:])
 
 
 _PAPER = "Dilated Residual Networks"

@@ -18,7 +18,7 @@ from monai.networks.layers.factories import Conv
 
 from segarch.backbones.hrnet import HighResolutionEncoder
 from segarch.blocks.conv import ConvNormAct
-from segarch.blocks.hr_fusion import resize_to
+from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_choice
 from segarch.zoo import register
 

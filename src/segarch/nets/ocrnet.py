@@ -14,7 +14,7 @@ import torch
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks import ConvNormAct
-from segarch.blocks.context_upsample import upsample_to
+from segarch.blocks.resize import resize_to
 from segarch.blocks.object_context import ObjectContext, SpatialGather
 from segarch.nets._context import DilatedResNetNet, FCNHead, check_positive_int
 from segarch.zoo import register
@@ -68,7 +68,7 @@ class OCRNet(DilatedResNetNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._regions = None
         out = super().forward(x)
-        self.aux_logits = None if self._regions is None else upsample_to(self._regions, x.shape[2:])
+        self.aux_logits = None if self._regions is None else resize_to(self._regions, x.shape[2:])
         return out
 
 

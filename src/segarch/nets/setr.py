@@ -18,7 +18,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.conv import ConvNormAct
-from segarch.blocks.hr_fusion import resize_to
+from segarch.blocks.resize import resize_to
 from segarch.blocks.vit import ViTEncoder
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
 from segarch.zoo import register

@@ -19,7 +19,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.conv import ConvNormAct
-from segarch.blocks.hr_fusion import resize_to
+from segarch.blocks.resize import resize_to
 from segarch.blocks.pyramid_pooling import PyramidPooling
 from segarch.blocks.window_attention import PatchMerging, SwinBlock
 from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
