@@ -11,7 +11,7 @@ from monai.networks.layers.factories import Conv
 
 from segarch.blocks.conv import ConvNormAct
 
-__all__ = ["AttentionRefinement", "FeatureFusion", "global_pool"]
+__all__ = ["AttentionRefinement", "FeatureFusion", "global_pool", "broadcast_pool"]
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:
@@ -19,11 +19,21 @@ def global_pool(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True)
 
 
+def broadcast_pool(x: torch.Tensor) -> torch.Tensor:
+    """The global average broadcast back over ``x``'s grid (a view, no copy).
+
+    A convolution with batch norm applied to this gives the same result as on the pooled vector,
+    but batch norm still sees more than one value per channel in training at batch size 1.
+    """
+    return global_pool(x).expand_as(x)
+
+
 class AttentionRefinement(nn.Module):
     """ARM: a 3×3 convolution, then channels rescaled by ``sigmoid(BN(1×1 conv(global pool)))``.
 
     The 3×3 convolution brings the backbone stage to the context path's width (as the authors'
-    code does); the attention vector needs no extra parameters beyond the 1×1 convolution and BN.
+    code does); the attention vector needs no extra parameters beyond the 1×1 convolution and BN
+    (applied to the broadcast average, so training works at batch size 1).
 
     Args:
         spatial_dims: 2 or 3.
@@ -38,7 +48,7 @@ class AttentionRefinement(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        return x * self.attention(global_pool(x))
+        return x * self.attention(broadcast_pool(x))
 
 
 class FeatureFusion(nn.Module):

@@ -16,7 +16,7 @@ from monai.networks.layers.factories import Conv
 
 from segarch.backbones.resnet import ResNetEncoder
 from segarch.backbones.xception import Xception39Encoder
-from segarch.blocks.bisenet_fusion import AttentionRefinement, FeatureFusion, global_pool
+from segarch.blocks.bisenet_fusion import AttentionRefinement, FeatureFusion, broadcast_pool
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
@@ -57,7 +57,7 @@ class ContextPath(nn.Module):
         self.refine16 = ConvNormAct(spatial_dims, out_channels, out_channels, 3)
 
     def forward(self, f16: torch.Tensor, f32: torch.Tensor, size8) -> torch.Tensor:
-        tail = self.global_context(global_pool(f32))  # broadcast over the 1/32 grid
+        tail = self.global_context(broadcast_pool(f32))  # the global average, over the 1/32 grid
         x = self.refine32(resize_to(self.arm32(f32) + tail, f16.shape[2:]))
         return self.refine16(resize_to(self.arm16(f16) + x, size8))
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from monai.networks.layers.factories import Conv, Dropout, Norm, Pool
 
-from segarch.blocks.bisenet_fusion import global_pool
+from segarch.blocks.bisenet_fusion import broadcast_pool
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.padded_pool import PaddedAvgPool
 from segarch.blocks.resize import resize_to
@@ -77,7 +77,7 @@ class ContextEmbedding(nn.Module):
         self.out = ConvNormAct(spatial_dims, channels, channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(x + self.embed(self.norm(global_pool(x))))
+        return self.out(x + self.embed(self.norm(broadcast_pool(x))))
 
 
 class BilateralGuidedAggregation(nn.Module):

@@ -37,22 +37,23 @@ def bottleneck_sequence(spatial_dims: int, in_channels: int, out_channels: int, 
 class PyramidPooling(nn.Module):
     """PSPNet-style pyramid pooling (Zhao et al. 2017) as Fast-SCNN uses it on its 1/32 features.
 
-    Average-pool to ``bins``×``bins`` grids, project each to ``in_channels // len(bins)`` channels,
-    up-sample, concatenate with the input and fuse by a 1×1 convolution.
+    Average-pool to ``bins``×``bins`` grids, up-sample, project each to ``in_channels // len(bins)``
+    channels (after up-sampling, so batch norm works at batch size 1), concatenate with the input and
+    fuse by a 1×1 convolution.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, bins=(1, 2, 3, 6)) -> None:
         super().__init__()
         branch = in_channels // len(bins)
         pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
-        self.stages = nn.ModuleList(
-            nn.Sequential(pool(b), ConvNormAct(spatial_dims, in_channels, branch, 1)) for b in bins
-        )
+        self.pools = nn.ModuleList(pool(b) for b in bins)
+        self.stages = nn.ModuleList(ConvNormAct(spatial_dims, in_channels, branch, 1) for _ in bins)
         self.fuse = ConvNormAct(spatial_dims, in_channels + branch * len(bins), out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
-        return self.fuse(torch.cat([x] + [resize_to(stage(x), size) for stage in self.stages], dim=1))
+        pooled = [stage(resize_to(pool(x), size)) for pool, stage in zip(self.pools, self.stages)]
+        return self.fuse(torch.cat([x] + pooled, dim=1))
 
 
 class FastSCNN(SegmentationNet):

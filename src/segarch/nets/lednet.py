@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from monai.networks.layers.factories import Conv, Dropout, Norm, Pool
 
+from segarch.blocks.bisenet_fusion import broadcast_pool
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.factorized import FactorizedConv
 from segarch.blocks.resize import resize_to
@@ -108,8 +109,7 @@ class AttentionPyramid(nn.Module):
         m2 = self.conv2(d2) + resize_to(d3, d2.shape[2:])
         m1 = self.conv1(d1) + resize_to(m2, d1.shape[2:])
         attention = resize_to(m1, x.shape[2:])
-        pooled = x.mean(dim=tuple(range(2, x.ndim)), keepdim=True)
-        return self.project(x) * attention + self.global_branch(pooled)  # the pooled branch broadcasts
+        return self.project(x) * attention + self.global_branch(broadcast_pool(x))
 
 
 class LEDNet(SegmentationNet):
@@ -130,8 +130,8 @@ class LEDNet(SegmentationNet):
     Examples::
 
         >>> net = LEDNet(2, 3, 19)
-        >>> net(torch.zeros(1, 3, 64, 64)).shape
-        torch.Size([1, 19, 64, 64])
+        >>> net(torch.zeros(1, 3, 128, 128)).shape
+        torch.Size([1, 19, 128, 128])
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, features=(32, 64, 128),

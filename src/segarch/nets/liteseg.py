@@ -17,7 +17,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.backbones.mobilenet import MobileNetV2Encoder, make_divisible
-from segarch.blocks.bisenet_fusion import global_pool
+from segarch.blocks.bisenet_fusion import broadcast_pool
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.separable import SeparableConv
@@ -56,7 +56,7 @@ class DeeperASPP(nn.Module):
         self.fuse = _sep(d, in_channels + channels * (len(rates) + 2), channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.image_pool(global_pool(x)).expand(-1, -1, *x.shape[2:])
+        pooled = self.image_pool(broadcast_pool(x))
         return self.fuse(torch.cat([x, self.point(x)] + [branch(x) for branch in self.atrous] + [pooled], dim=1))
 
 
