@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -258,3 +259,48 @@ def test_osnet_four_streams_of_growing_depth_share_one_gate():
         assert torch.allclose(y, torch.relu(block.expand(torch.zeros(2, 16, 8, 8)) + block.shortcut(x)), atol=1e-5)
     enc = zoo.create("osnet", spatial_dims=2, in_channels=3, out_channels=1000).encoder
     assert enc.out_channels == (256, 384, 512) and enc.reductions == (4, 8, 16)
+
+
+def test_global_context_branches_train_at_batch_size_one():
+    # Batch norm on a globally pooled vector fails in training at batch size 1; the nets normalise the broadcast average.
+    torch.manual_seed(0)
+    for name, cfg in (("bisenet", {"width": 0.125, "blocks": (1, 1, 1)}),
+                      ("liteseg", zoo.card("liteseg").test_config), ("fast_scnn", zoo.card("fast_scnn").test_config)):
+        net = zoo.create(name, spatial_dims=2, in_channels=1, out_channels=2, **cfg).train()
+        y = net(torch.randn(1, 1, 64, 64))
+        y.square().mean().backward()
+        assert y.shape == (1, 2, 64, 64) and torch.isfinite(y).all()
+
+
+def test_3d_nets_factorise_per_axis():
+    enet = zoo.create("enet", spatial_dims=3, in_channels=1, out_channels=2, features=(8, 16, 32))
+    asym = [b for b in enet.stage2 if not hasattr(b.conv[0], "conv")][0]
+    assert [tuple(c.kernel_size) for c in _convs(asym.conv, 3)] == [(5, 1, 1), (1, 5, 1), (1, 1, 5)]
+    led = zoo.create("lednet", spatial_dims=3, in_channels=1, out_channels=2, features=(8, 16, 32))
+    unit = led.encoder[1]
+    assert [tuple(c.kernel_size) for c in _convs(unit.right, 3)][:3] == [(1, 1, 3), (1, 3, 1), (3, 1, 1)]
+
+
+@pytest.mark.parametrize(
+    "name,options,match",
+    [
+        ("enet", {"in_channels": 16}, "in_channels"),
+        ("bisenet", {"backbone": "resnet50"}, "backbone"),
+        ("bisenetv2", {"detail": (8, 8, 16), "semantic": (4, 8, 8, 32)}, "semantic"),
+        ("stdc_seg", {"backbone": "stdc3"}, "backbone"),
+        ("contextnet", {"input_scale": 3}, "input_scale"),
+        ("espnet", {"alpha3": 0}, "alpha3"),
+        ("espnetv2", {"scale": 3.0}, "scale"),
+        ("cgnet", {"n": 1}, "`n`"),
+        ("lednet", {"features": (8, 16)}, "features"),
+        ("liteseg", {"channels": 0}, "channels"),
+        ("swiftnet", {"channels": 2}, "channels"),
+        ("vovnet39", {"width_scale": 0}, "width_scale"),
+        ("osnet", {"width": -1}, "width"),
+    ],
+)
+def test_bad_options_raise_value_errors_naming_them(name, options, match):
+    options = dict(options)
+    in_channels = options.pop("in_channels", 1)
+    with pytest.raises(ValueError, match=match):
+        zoo.create(name, spatial_dims=2, in_channels=in_channels, out_channels=2, **options)
