@@ -8,6 +8,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.conv import ConvNormAct
+from segarch.blocks.resize import resize_to
 
 __all__ = ["AttentionGate"]
 
@@ -38,11 +39,10 @@ class AttentionGate(nn.Module):
         self.phi_g = conv(gating_channels, inter_channels, kernel_size=1, bias=True)
         self.psi = conv(inter_channels, 1, kernel_size=1, bias=True)
         self.out = ConvNormAct(spatial_dims, in_channels, in_channels, kernel_size=1, norm="batch", act=None)
-        self._mode = "bilinear" if spatial_dims == 2 else "trilinear"
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         theta = self.theta_x(x)
-        phi = F.interpolate(self.phi_g(g), size=theta.shape[2:], mode=self._mode, align_corners=False)
+        phi = resize_to(self.phi_g(g), theta.shape[2:])
         alpha = torch.sigmoid(self.psi(F.relu(theta + phi)))
-        alpha = F.interpolate(alpha, size=x.shape[2:], mode=self._mode, align_corners=False)
+        alpha = resize_to(alpha, x.shape[2:])
         return self.out(alpha * x), alpha

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from monai.networks.layers.factories import Conv, Pool
 
+from segarch.blocks.resize import resize_to
+
 __all__ = ["DenseAtrousConv", "ResidualMultiKernelPool"]
 
 
@@ -64,9 +66,8 @@ class ResidualMultiKernelPool(nn.Module):
         self.pools = nn.ModuleList(pool(kernel_size=k, stride=k, ceil_mode=True) for k in kernels)
         self.project = Conv[Conv.CONV, spatial_dims](channels, 1, 1)  # shared by the levels, as in the authors' code
         self.out_channels = channels + len(kernels)
-        self._mode = "bilinear" if spatial_dims == 2 else "trilinear"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
-        maps = [F.interpolate(self.project(p(x)), size=size, mode=self._mode, align_corners=False) for p in self.pools]
+        maps = [resize_to(self.project(p(x)), size) for p in self.pools]
         return torch.cat([*maps, x], dim=1)

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from monai.networks.layers.factories import Conv, Pool
 
+from segarch.blocks.resize import resize_to
+
 __all__ = ["ResidualConvUnit", "ChainedResidualPooling", "RefineNetBlock"]
 
 
@@ -83,13 +85,12 @@ class RefineNetBlock(nn.Module):
             self.fuse_coarser = _conv3(spatial_dims, coarser_channels, channels)
         self.crp = ChainedResidualPooling(spatial_dims, channels, crp_stages)
         self.out = nn.Sequential(*(ResidualConvUnit(spatial_dims, channels) for _ in range(out_units)))
-        self._mode = "bilinear" if spatial_dims == 2 else "trilinear"
 
     def forward(self, features: torch.Tensor, coarser: torch.Tensor | None = None) -> torch.Tensor:
         x = self.adapt(self.reduce(features))
         if self.fuse_own is not None:
             if coarser is None:
                 raise ValueError("this RefineNet block fuses two paths: pass the coarser block's output.")
-            up = F.interpolate(self.fuse_coarser(coarser), size=x.shape[2:], mode=self._mode, align_corners=False)
+            up = resize_to(self.fuse_coarser(coarser), x.shape[2:])
             x = F.relu(self.fuse_own(x) + up)
         return self.out(self.crp(x))

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from monai.networks.layers.factories import Conv
 
+from segarch.blocks.resize import resize_to
+
 __all__ = ["MultiHeadSelfAttention", "Mlp", "TransformerLayer", "ViTEncoder", "interpolate_grid"]
 
 
@@ -67,8 +69,7 @@ def interpolate_grid(embedding: torch.Tensor, grid: Sequence[int], size: Sequenc
         return embedding
     c = embedding.shape[-1]
     image = embedding.transpose(1, 2).reshape(1, c, *grid)
-    mode = "bilinear" if len(grid) == 2 else "trilinear"
-    image = F.interpolate(image, size=tuple(size), mode=mode, align_corners=False)
+    image = resize_to(image, size)
     return image.flatten(2).transpose(1, 2)
 
 

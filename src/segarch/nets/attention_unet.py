@@ -18,6 +18,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv, Pool
 
 from segarch.blocks import AttentionGate, ConvNormAct, DoubleConv, UpSample
+from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
 from segarch.zoo import register
 
@@ -100,13 +101,9 @@ class AttentionUNet(SegmentationNet):
         if not self.deep_supervision:
             return self.head(x)
         size = x.shape[2:]
-        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
         outs = []
         for level, features in zip((3, 2, 1, 0), decoded):
-            out = self.projections[level](features)
-            if out.shape[2:] != size:
-                out = nn.functional.interpolate(out, size=size, mode=mode, align_corners=False)
-            outs.append(out)
+            outs.append(resize_to(self.projections[level](features), size))
         return self.head(torch.cat(outs, dim=1))
 
 

@@ -9,12 +9,12 @@ pool4 (after a learned 2× up-sampling), and FCN-8s then adds scores from pool3 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from monai.networks.layers.factories import Conv, Dropout
 
 from segarch.backbones import VGGEncoder
 from segarch.blocks.bilinear_deconv import BilinearDeconv
+from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
 from segarch.zoo import register
 
@@ -79,7 +79,6 @@ class FCN(SegmentationNet):
             nn.init.zeros_(score.bias)
             self.skip_scores.append(score)
             self.ups.append(BilinearDeconv(spatial_dims, out_channels, 2))
-        self._mode = "bilinear" if spatial_dims == 2 else "trilinear"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
@@ -89,7 +88,7 @@ class FCN(SegmentationNet):
         for up, score, pool in zip(self.ups, self.skip_scores, (pools[3], pools[2])):
             y = up(y) + score(pool)
         # The last up-sampling is fixed interpolation (the paper fixes it to bilinear).
-        return F.interpolate(y, size=size, mode=self._mode, align_corners=False)
+        return resize_to(y, size)
 
 
 _SOURCE = (

@@ -20,6 +20,7 @@ from segarch.backbones import ResNetEncoder
 from segarch.backbones.resnet import RESNET_LAYERS
 from segarch.blocks import ConvNormAct
 from segarch.blocks.feature_pyramid import FeaturePyramid
+from segarch.blocks.resize import interp_mode, resize_to
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
 from segarch.zoo import register
 
@@ -69,7 +70,7 @@ class SemanticFPN(SegmentationNet):
                                   norm=_group_norm(head_channels)) for s in range(max(1, level))]
             self.branches.append(nn.ModuleList(stages))
         self.classifier = Conv[Conv.CONV, spatial_dims](head_channels, out_channels, 1)
-        self._mode = "bilinear" if spatial_dims == 2 else "trilinear"
+        self._mode = interp_mode(spatial_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
@@ -82,7 +83,7 @@ class SemanticFPN(SegmentationNet):
                     p = F.interpolate(p, scale_factor=2, mode=self._mode, align_corners=False)
             fused = fused + p
         logits = self.classifier(fused)
-        return F.interpolate(logits, size=x.shape[2:], mode=self._mode, align_corners=False)
+        return resize_to(logits, x.shape[2:])
 
 
 @register(

@@ -19,6 +19,7 @@ from monai.networks.layers.factories import Conv, Dropout
 
 from segarch.backbones import VGGEncoder
 from segarch.blocks.bilinear_deconv import linear_kernel
+from segarch.blocks.resize import interp_mode
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
 from segarch.zoo import register
 
@@ -108,7 +109,7 @@ class LRR(SegmentationNet):
         self.levels = nn.ModuleList(
             _Reconstruction(spatial_dims, c, out_channels, num_basis, coefficient_kernel) for c in (fc_channels, c5, c4, c3)
         )
-        self._mode = "bilinear" if spatial_dims == 2 else "trilinear"
+        self._mode = interp_mode(spatial_dims)
         self.level_predictions: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

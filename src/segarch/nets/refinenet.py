@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from monai.networks.layers.factories import Conv, Dropout
 
 from segarch.backbones import ResNetEncoder
 from segarch.backbones.resnet import RESNET_LAYERS
 from segarch.blocks.refine import RefineNetBlock
+from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_choice, check_features, check_spatial_dims
 from segarch.zoo import register
 
@@ -73,7 +73,6 @@ class RefineNet(SegmentationNet):
         )
         self.dropout = Dropout[Dropout.DROPOUT, spatial_dims](dropout)
         self.classifier = Conv[Conv.CONV, spatial_dims](rest, out_channels, 3, padding=1)
-        self._mode = "bilinear" if spatial_dims == 2 else "trilinear"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
@@ -83,7 +82,7 @@ class RefineNet(SegmentationNet):
         for i in (2, 1, 0):
             y = self.refine[i](features[i], y)
         logits = self.classifier(self.dropout(y))
-        return F.interpolate(logits, size=x.shape[2:], mode=self._mode, align_corners=False)
+        return resize_to(logits, x.shape[2:])
 
 
 @register(

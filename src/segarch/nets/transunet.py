@@ -18,6 +18,7 @@ from monai.networks.layers.factories import Conv, Pool
 
 from segarch.backbones.resnet import Bottleneck
 from segarch.blocks import ConvNormAct
+from segarch.blocks.resize import interp_mode
 from segarch.blocks.vit import ViTEncoder
 from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
 from segarch.zoo import register
@@ -119,7 +120,7 @@ class TransUNet(SegmentationNet):
             for i, s, o in zip(ins, skips, dec)
         )
         self.head = conv(dec[3], out_channels, 3, padding=1)
-        self._mode = "bilinear" if spatial_dims == 2 else "trilinear"
+        self._mode = interp_mode(spatial_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
