@@ -81,14 +81,24 @@ class LossPlot(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.Antialiasing)
         w, h = self.width(), self.height()
-        left, right, top, bottom = 40, 10, 18, 18
+        left, right, top, bottom = 40, 10, 22, 18
         x0, x1, y0, y1 = left, w - right, top, h - bottom
         p.fillRect(self.rect(), QColor("#262930"))
         p.setPen(QPen(QColor("#8a8f98")))
         p.drawRect(x0, y0, x1 - x0, y1 - y0)
-        p.drawText(4, y0 + 10, "loss")
-        p.drawText(x1 - 150, 13, "Dice (0–1, right)")
         p.drawText(4, y1 + 14, f"step 0 … {self.total}")
+        p.drawText(x1 - 40, y0 + 12, "Dice 1")
+        p.drawText(x1 - 40, y1 - 4, "0")
+        # One legend row above the frame: the loss, then each class's validation Dice.
+        legend = [("loss (smoothed)", "#1f77b4")] + [
+            (f"Dice {n}", _COLOURS[(c - 1) % len(_COLOURS)]) for c, n in enumerate(self.class_names) if c]
+        x = x0
+        for text, colour in legend:
+            p.setPen(QPen(QColor(colour), 2))
+            p.drawLine(x, 11, x + 12, 11)
+            p.setPen(QPen(QColor("#d0d4da")))
+            p.drawText(x + 16, 15, text)
+            x += 24 + p.fontMetrics().horizontalAdvance(text)
 
         def points(xs, ys, lo, hi):
             span = (hi - lo) or 1.0
@@ -98,14 +108,14 @@ class LossPlot(QWidget):
         loss = self.smoothed()
         if len(loss):
             hi = float(np.max(loss)) or 1.0
-            p.drawText(4, y0 + 24, f"{hi:.2g}")
+            p.setPen(QPen(QColor("#8a8f98")))
+            p.drawText(4, y0 + 12, f"{hi:.2g}")
+            p.drawText(4, y1 - 4, "0")
             p.setPen(QPen(QColor("#1f77b4"), 2))
             p.drawPolyline(points(self.steps, loss, 0.0, hi))
         for c in range(1, len(self.class_names)):
             values = [d[c] for d in self.dice]
-            pen = QPen(QColor(_COLOURS[(c - 1) % len(_COLOURS)]), 2)
-            p.setPen(pen)
-            p.drawText(x1 - 150, 13 + 12 * c, self.class_names[c])
+            p.setPen(QPen(QColor(_COLOURS[(c - 1) % len(_COLOURS)]), 2))
             poly = points(self.val_steps, values, 0.0, 1.0)
             p.drawPolyline(poly)
             for pt in poly:
