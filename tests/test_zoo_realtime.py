@@ -262,7 +262,7 @@ def test_osnet_four_streams_of_growing_depth_share_one_gate():
 
 
 def test_global_context_branches_train_at_batch_size_one():
-    # Batch norm on a globally pooled vector fails in training at batch size 1; the nets normalise the broadcast average.
+    # Batch norm of a globally pooled vector has one value per channel at batch size 1: PooledBatchNorm handles it.
     torch.manual_seed(0)
     for name, cfg in (("bisenet", {"width": 0.125, "blocks": (1, 1, 1)}),
                       ("liteseg", zoo.card("liteseg").test_config), ("fast_scnn", zoo.card("fast_scnn").test_config)):

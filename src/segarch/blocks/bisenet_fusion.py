@@ -10,8 +10,9 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.conv import ConvNormAct
+from segarch.blocks.pooled_conv import PooledConvNormAct
 
-__all__ = ["AttentionRefinement", "FeatureFusion", "global_pool", "broadcast_pool"]
+__all__ = ["AttentionRefinement", "FeatureFusion", "global_pool"]
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:
@@ -19,21 +20,13 @@ def global_pool(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True)
 
 
-def broadcast_pool(x: torch.Tensor) -> torch.Tensor:
-    """The global average broadcast back over ``x``'s grid (a view, no copy).
-
-    A convolution with batch norm applied to this gives the same result as on the pooled vector,
-    but batch norm still sees more than one value per channel in training at batch size 1.
-    """
-    return global_pool(x).expand_as(x)
-
 
 class AttentionRefinement(nn.Module):
     """ARM: a 3×3 convolution, then channels rescaled by ``sigmoid(BN(1×1 conv(global pool)))``.
 
     The 3×3 convolution brings the backbone stage to the context path's width (as the authors'
     code does); the attention vector needs no extra parameters beyond the 1×1 convolution and BN
-    (applied to the broadcast average, so training works at batch size 1).
+    (a :class:`~segarch.blocks.pooled_conv.PooledBatchNorm`, so training works at batch size 1).
 
     Args:
         spatial_dims: 2 or 3.
@@ -44,11 +37,11 @@ class AttentionRefinement(nn.Module):
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = ConvNormAct(spatial_dims, in_channels, out_channels, 3)
-        self.attention = ConvNormAct(spatial_dims, out_channels, out_channels, 1, act="sigmoid")
+        self.attention = PooledConvNormAct(spatial_dims, out_channels, out_channels, act="sigmoid")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        return x * self.attention(broadcast_pool(x))
+        return x * self.attention(global_pool(x))
 
 
 class FeatureFusion(nn.Module):

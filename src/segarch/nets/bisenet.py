@@ -16,8 +16,9 @@ from monai.networks.layers.factories import Conv
 
 from segarch.backbones.resnet import ResNetEncoder
 from segarch.backbones.xception import Xception39Encoder
-from segarch.blocks.bisenet_fusion import AttentionRefinement, FeatureFusion, broadcast_pool
+from segarch.blocks.bisenet_fusion import AttentionRefinement, FeatureFusion, global_pool
 from segarch.blocks.conv import ConvNormAct
+from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
 from segarch.zoo import register
@@ -50,14 +51,14 @@ class ContextPath(nn.Module):
 
     def __init__(self, spatial_dims: int, channels16: int, channels32: int, out_channels: int = 128) -> None:
         super().__init__()
-        self.global_context = ConvNormAct(spatial_dims, channels32, out_channels, 1)
+        self.global_context = PooledConvNormAct(spatial_dims, channels32, out_channels)
         self.arm32 = AttentionRefinement(spatial_dims, channels32, out_channels)
         self.arm16 = AttentionRefinement(spatial_dims, channels16, out_channels)
         self.refine32 = ConvNormAct(spatial_dims, out_channels, out_channels, 3)
         self.refine16 = ConvNormAct(spatial_dims, out_channels, out_channels, 3)
 
     def forward(self, f16: torch.Tensor, f32: torch.Tensor, size8) -> torch.Tensor:
-        tail = self.global_context(broadcast_pool(f32))  # the global average, over the 1/32 grid
+        tail = self.global_context(global_pool(f32))  # broadcast over the 1/32 grid
         x = self.refine32(resize_to(self.arm32(f32) + tail, f16.shape[2:]))
         return self.refine16(resize_to(self.arm16(f16) + x, size8))
 

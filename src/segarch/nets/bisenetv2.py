@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from monai.networks.layers.factories import Conv, Dropout, Norm, Pool
+from monai.networks.layers.factories import Conv, Dropout, Pool
 
-from segarch.blocks.bisenet_fusion import broadcast_pool
+from segarch.blocks.bisenet_fusion import global_pool
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.padded_pool import PaddedAvgPool
+from segarch.blocks.pooled_conv import PooledBatchNorm, PooledConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.separable import DepthwiseConv, SeparableConv
 from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
@@ -72,12 +73,12 @@ class ContextEmbedding(nn.Module):
 
     def __init__(self, spatial_dims: int, channels: int) -> None:
         super().__init__()
-        self.norm = Norm[Norm.BATCH, spatial_dims](channels)
-        self.embed = ConvNormAct(spatial_dims, channels, channels, 1)
+        self.norm = PooledBatchNorm(channels)  # batch norm of one value per channel: trains at batch size 1
+        self.embed = PooledConvNormAct(spatial_dims, channels, channels)
         self.out = ConvNormAct(spatial_dims, channels, channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(x + self.embed(self.norm(broadcast_pool(x))))
+        return self.out(x + self.embed(self.norm(global_pool(x))))
 
 
 class BilateralGuidedAggregation(nn.Module):

@@ -15,13 +15,14 @@ from monai.networks.layers.factories import Conv, Dropout
 
 from segarch.backbones.mobilenet import InvertedResidual
 from segarch.blocks.conv import ConvNormAct
+from segarch.blocks.pyramid_pooling import PyramidPooling
 from segarch.blocks.resize import resize_to
 from segarch.blocks.separable import SeparableConv
 from segarch.blocks.two_branch_fusion import TwoBranchFusion
 from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
 from segarch.zoo import register
 
-__all__ = ["FastSCNN", "PyramidPooling", "bottleneck_sequence"]
+__all__ = ["FastSCNN", "bottleneck_sequence"]
 
 
 def bottleneck_sequence(spatial_dims: int, in_channels: int, out_channels: int, repeats: int, stride: int,
@@ -32,28 +33,6 @@ def bottleneck_sequence(spatial_dims: int, in_channels: int, out_channels: int, 
                          stride if i == 0 else 1, expansion, act="relu")
         for i in range(repeats)
     ])
-
-
-class PyramidPooling(nn.Module):
-    """PSPNet-style pyramid pooling (Zhao et al. 2017) as Fast-SCNN uses it on its 1/32 features.
-
-    Average-pool to ``bins``×``bins`` grids, up-sample, project each to ``in_channels // len(bins)``
-    channels (after up-sampling, so batch norm works at batch size 1), concatenate with the input and
-    fuse by a 1×1 convolution.
-    """
-
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, bins=(1, 2, 3, 6)) -> None:
-        super().__init__()
-        branch = in_channels // len(bins)
-        pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
-        self.pools = nn.ModuleList(pool(b) for b in bins)
-        self.stages = nn.ModuleList(ConvNormAct(spatial_dims, in_channels, branch, 1) for _ in bins)
-        self.fuse = ConvNormAct(spatial_dims, in_channels + branch * len(bins), out_channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
-        pooled = [stage(resize_to(pool(x), size)) for pool, stage in zip(self.pools, self.stages)]
-        return self.fuse(torch.cat([x] + pooled, dim=1))
 
 
 class FastSCNN(SegmentationNet):
@@ -88,11 +67,13 @@ class FastSCNN(SegmentationNet):
             SeparableConv(d, c0, c1, stride=2),
             SeparableConv(d, c1, c2, stride=2),
         )
+        ppm = PyramidPooling(d, g3, bins=(1, 2, 3, 6))  # PSPNet's module, then a 1×1 fusion back to g3
         self.global_features = nn.Sequential(
             bottleneck_sequence(d, c2, g1, 3, 2),
             bottleneck_sequence(d, g1, g2, 3, 2),
             bottleneck_sequence(d, g2, g3, 3, 1),
-            PyramidPooling(d, g3, g3),
+            ppm,
+            ConvNormAct(d, ppm.out_channels, g3, 1),
         )
         self.fusion = TwoBranchFusion(d, c2, g3, g3, scale=4)
         self.classifier = nn.Sequential(
@@ -116,8 +97,9 @@ class FastSCNN(SegmentationNet):
                         "(19 classes).",
     test_config={"features": (8, 8, 16, 16, 16, 24), "dropout": 0.0},
     test_lr=2e-2,
-    notes="Table 1 and 2; the pyramid pooling uses PSPNet's bins (1, 2, 3, 6) with a quarter of the channels each "
-          "(the paper names the module only); the fusion's depthwise convolution is dilated by 4 as Table 2 says.",
+    notes="Table 1 and 2. The paper names the pyramid pooling module only: PSPNet's (segarch.blocks.pyramid_pooling, "
+          "bins 1, 2, 3, 6, a quarter of the channels each) and a 1×1 fusion back to 128 channels; the fusion's "
+          "depthwise convolution is dilated by 4 as Table 2 says.",
 )
 def fast_scnn(spatial_dims: int, in_channels: int, out_channels: int, features=(32, 48, 64, 64, 96, 128),
               dropout: float = 0.1) -> FastSCNN:

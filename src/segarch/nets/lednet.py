@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from monai.networks.layers.factories import Conv, Dropout, Norm, Pool
 
-from segarch.blocks.bisenet_fusion import broadcast_pool
+from segarch.blocks.bisenet_fusion import global_pool
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.factorized import FactorizedConv
+from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.shuffle import channel_shuffle
 from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
@@ -95,7 +96,7 @@ class AttentionPyramid(nn.Module):
         super().__init__()
         d = spatial_dims
         self.project = ConvNormAct(d, in_channels, out_channels, 1)
-        self.global_branch = ConvNormAct(d, in_channels, out_channels, 1)
+        self.global_branch = PooledConvNormAct(d, in_channels, out_channels)
         self.down1 = ConvNormAct(d, in_channels, 1, 7, stride=2)
         self.down2 = ConvNormAct(d, 1, 1, 5, stride=2)
         self.down3 = nn.Sequential(ConvNormAct(d, 1, 1, 3, stride=2), ConvNormAct(d, 1, 1, 3))
@@ -109,7 +110,7 @@ class AttentionPyramid(nn.Module):
         m2 = self.conv2(d2) + resize_to(d3, d2.shape[2:])
         m1 = self.conv1(d1) + resize_to(m2, d1.shape[2:])
         attention = resize_to(m1, x.shape[2:])
-        return self.project(x) * attention + self.global_branch(broadcast_pool(x))
+        return self.project(x) * attention + self.global_branch(global_pool(x))  # the pooled branch broadcasts
 
 
 class LEDNet(SegmentationNet):

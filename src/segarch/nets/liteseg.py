@@ -17,8 +17,9 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.backbones.mobilenet import MobileNetV2Encoder, make_divisible
-from segarch.blocks.bisenet_fusion import broadcast_pool
+from segarch.blocks.bisenet_fusion import global_pool
 from segarch.blocks.conv import ConvNormAct
+from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.separable import SeparableConv
 from segarch.nets._base import SegmentationNet, check_spatial_dims
@@ -52,11 +53,11 @@ class DeeperASPP(nn.Module):
             nn.Sequential(_sep(d, in_channels, channels, 3, dilation=r, act=None), _sep(d, channels, channels, 3))
             for r in rates
         )
-        self.image_pool = ConvNormAct(d, in_channels, channels, 1)
+        self.image_pool = PooledConvNormAct(d, in_channels, channels)
         self.fuse = _sep(d, in_channels + channels * (len(rates) + 2), channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.image_pool(broadcast_pool(x))
+        pooled = self.image_pool(global_pool(x)).expand(-1, -1, *x.shape[2:])
         return self.fuse(torch.cat([x, self.point(x)] + [branch(x) for branch in self.atrous] + [pooled], dim=1))
 
 
