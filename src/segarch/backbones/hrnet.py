@@ -25,7 +25,7 @@ from segarch.backbones.base import Encoder
 from segarch.backbones.resnet import BasicBlock, Bottleneck
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.hr_fusion import HRModule, HRTransition
-from segarch.nets._base import check_choice, check_spatial_dims
+from segarch.nets._base import check_choice, check_positive_int, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["HighResolutionEncoder", "HRNetClassifier", "HRNET_STAGES"]
@@ -36,12 +36,6 @@ HRNET_STAGES = {
     "small": (2, ((1, 2), (3, 2), (2, 2))),
     "tiny": (1, ((1, 1), (1, 1), (1, 1))),  # not from the paper: one block per stage, for fast tests and demos
 }
-
-
-def _positive_int(value, name: str, net: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer for {net}, got {value!r}.")
-    return value
 
 
 class HighResolutionEncoder(Encoder):
@@ -69,8 +63,8 @@ class HighResolutionEncoder(Encoder):
                  net: str = "HRNet") -> None:
         super().__init__()
         check_spatial_dims(spatial_dims, (2, 3), net)
-        _positive_int(width, "width", net)
-        _positive_int(stem_width, "stem_width", net)
+        check_positive_int(width, "width", net)
+        check_positive_int(stem_width, "stem_width", net)
         if stage_layout is None:
             check_choice(stages, tuple(HRNET_STAGES), "stages", net)
             stage_layout = HRNET_STAGES[stages]
@@ -166,7 +160,7 @@ def _register_classifier(width: int, params: float) -> None:
     def build(spatial_dims: int, in_channels: int, out_channels: int, width: int = width, stages: str = "full",
               stem_width: int = 64, head_width: int = 32):
         encoder = HighResolutionEncoder(spatial_dims, in_channels, width=width, stages=stages, stem_width=stem_width)
-        return HRNetClassifier(encoder, out_channels, head_width=_positive_int(head_width, "head_width", "HRNet"))
+        return HRNetClassifier(encoder, out_channels, head_width=check_positive_int(head_width, "head_width", "HRNet"))
 
 
 for _width, _params in ((18, 21.3), (48, 77.5)):

@@ -17,6 +17,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.resize import resize_to
+from segarch.nets._base import check_positive_int
 
 __all__ = ["MultiHeadSelfAttention", "Mlp", "TransformerLayer", "ViTEncoder", "interpolate_grid"]
 
@@ -97,8 +98,7 @@ class ViTEncoder(nn.Module):
         super().__init__()
         for name, value in (("embed_dim", embed_dim), ("depth", depth), ("heads", heads), ("patch_size", patch_size),
                             ("img_size", img_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer for the ViT encoder, got {value!r}.")
+            check_positive_int(value, name, "the ViT encoder")
         if img_size % patch_size:
             raise ValueError(f"`img_size` must be a multiple of `patch_size` ({patch_size}), got {img_size!r}.")
         self.patch_size = patch_size

@@ -7,7 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["SegmentationNet", "check_spatial_dims", "check_features", "check_choice", "padded_shape"]
+__all__ = ["SegmentationNet", "check_spatial_dims", "check_features", "check_choice", "check_positive_int",
+           "padded_shape"]
 
 
 def check_spatial_dims(spatial_dims: int, allowed: Sequence[int], net: str) -> None:
@@ -31,6 +32,13 @@ def check_features(features: Sequence[int], length: int | None, net: str, name: 
 def check_choice(value, allowed: Sequence, name: str, net: str) -> None:
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {tuple(allowed)} for {net}, got {value!r}.")
+
+
+def check_positive_int(value, name: str, net: str) -> int:
+    """Raise unless ``value`` is an ``int`` (not a ``bool``) of at least 1; return it."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer for {net}, got {value!r}.")
+    return value
 
 
 def padded_shape(shape: Sequence[int], divisor: int) -> tuple[int, ...]:

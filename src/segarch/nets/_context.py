@@ -13,16 +13,10 @@ from monai.networks.layers.factories import Conv
 from segarch.backbones import ResNetEncoder
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
 
 __all__ = ["DilatedResNetNet", "FCNHead", "apply_multi_grid", "apply_deep_stem", "check_positive_int", "check_rate",
            "check_bool"]
-
-
-def check_positive_int(value, name: str, net: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer for {net}, got {value!r}.")
-    return value
 
 
 def check_rate(value, name: str, net: str) -> float:

@@ -19,7 +19,7 @@ from monai.networks.layers.factories import Conv, Pool
 from segarch.backbones.resnet import BasicBlock, ResNetEncoder
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.nets._base import SegmentationNet, check_positive_int, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["BASNet", "ResidualRefinement"]
@@ -87,8 +87,7 @@ class BASNet(SegmentationNet):
         super().__init__()
         check_spatial_dims(spatial_dims, (2, 3), "BASNet")
         for name, value in (("base_width", base_width), ("refine_width", refine_width)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer for BASNet, got {value!r}.")
+            check_positive_int(value, name, "BASNet")
         if not isinstance(deep_supervision, bool):
             raise ValueError(f"`deep_supervision` must be True or False for BASNet, got {deep_supervision!r}.")
         d, w = spatial_dims, base_width

@@ -18,7 +18,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.dense import DenseBlock, TransitionDown
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet, check_features, check_positive_int, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["FCDenseNet"]
@@ -57,8 +57,7 @@ class FCDenseNet(SegmentationNet):
         down = check_features(down_layers, None, name, "down_layers")
         for arg, value in (("bottleneck_layers", bottleneck_layers), ("growth_rate", growth_rate),
                            ("first_channels", first_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive integer for {name}, got {value!r}.")
+            check_positive_int(value, arg, name)
         if not 0 <= dropout < 1:
             raise ValueError(f"`dropout` must be in [0, 1) for {name}, got {dropout!r}.")
         self.spatial_dims, self.size_divisor = spatial_dims, 2 ** len(down)

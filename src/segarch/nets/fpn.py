@@ -21,7 +21,7 @@ from segarch.backbones.resnet import RESNET_LAYERS
 from segarch.blocks import ConvNormAct
 from segarch.blocks.feature_pyramid import FeaturePyramid
 from segarch.blocks.resize import interp_mode, resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["SemanticFPN"]
@@ -59,8 +59,7 @@ class SemanticFPN(SegmentationNet):
         check_spatial_dims(spatial_dims, (2, 3), "Semantic FPN")
         check_choice(depth, tuple(RESNET_LAYERS), "depth", "Semantic FPN")
         for arg, value in (("base_width", base_width), ("fpn_channels", fpn_channels), ("head_channels", head_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive integer for Semantic FPN, got {value!r}.")
+            check_positive_int(value, arg, "Semantic FPN")
         self.spatial_dims, self.size_divisor = spatial_dims, 32
         self.encoder = ResNetEncoder(spatial_dims, in_channels, depth=depth, base_width=base_width)
         self.fpn = FeaturePyramid(spatial_dims, self.encoder.out_channels[1:], fpn_channels)

@@ -20,7 +20,7 @@ from monai.networks.layers.factories import Conv, Dropout
 from segarch.backbones import VGGEncoder
 from segarch.blocks.bilinear_deconv import linear_kernel
 from segarch.blocks.resize import interp_mode
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["LRR", "boundary_mask"]
@@ -89,8 +89,7 @@ class LRR(SegmentationNet):
         check_spatial_dims(spatial_dims, (2, 3), "LRR")
         check_choice(norm, (None, "batch"), "norm", "LRR")
         for arg, value in (("fc_channels", fc_channels), ("num_basis", num_basis)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive integer for LRR, got {value!r}.")
+            check_positive_int(value, arg, "LRR")
         for arg, value in (("fc_kernel", fc_kernel), ("coefficient_kernel", coefficient_kernel)):
             if not isinstance(value, int) or value < 1 or value % 2 == 0:
                 raise ValueError(f"`{arg}` must be a positive odd integer for LRR, got {value!r}.")

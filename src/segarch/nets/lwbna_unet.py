@@ -18,7 +18,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv, Dropout, Pool
 
 from segarch.blocks import ConvNormAct
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.nets._base import SegmentationNet, check_positive_int, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["LWBNAUNet", "HalfGateAttention", "NarrowingBottleneck"]
@@ -97,8 +97,7 @@ class LWBNAUNet(SegmentationNet):
         name = "LWBNA-UNet"
         check_spatial_dims(spatial_dims, (2, 3), name)
         for arg, value in (("filters", filters), ("depth", depth), ("narrowing_steps", narrowing_steps)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive integer for {name}, got {value!r}.")
+            check_positive_int(value, arg, name)
         if not 0 <= dropout < 1:
             raise ValueError(f"`dropout` must be in [0, 1) for {name}, got {dropout!r}.")
         self.spatial_dims, self.size_divisor = spatial_dims, 2 ** depth

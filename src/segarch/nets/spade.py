@@ -17,7 +17,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.spade import SPADE_NORMS, SPADEResBlock
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["SPADEGenerator"]
@@ -57,8 +57,7 @@ class SPADEGenerator(SegmentationNet):
         check_choice(norm, SPADE_NORMS, "norm", "SPADE")
         check_choice(final_act, ("tanh", None), "final_act", "SPADE")
         for name, value in (("base_width", base_width), ("hidden", hidden)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer for SPADE, got {value!r}.")
+            check_positive_int(value, name, "SPADE")
         self.spatial_dims = spatial_dims
         conv = Conv[Conv.CONV, spatial_dims]
         nf = base_width

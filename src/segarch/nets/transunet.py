@@ -20,7 +20,7 @@ from segarch.backbones.resnet import Bottleneck
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import interp_mode
 from segarch.blocks.vit import ViTEncoder
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet, check_features, check_positive_int, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["TransUNet", "HybridTrunk"]
@@ -98,8 +98,7 @@ class TransUNet(SegmentationNet):
         for arg, value in (("img_size", img_size), ("base_width", base_width), ("hidden_size", hidden_size),
                            ("num_layers", num_layers), ("num_heads", num_heads), ("mlp_dim", mlp_dim),
                            ("head_channels", head_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive integer for {name}, got {value!r}.")
+            check_positive_int(value, arg, name)
         if img_size % 16:
             raise ValueError(f"`img_size` must be a multiple of 16 for {name}, got {img_size!r}.")
         if hidden_size % num_heads:
