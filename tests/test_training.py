@@ -218,6 +218,7 @@ def test_masked_loss_ignores_unannotated_pixels():
     ("loss", "`loss` must be one of"),
     ("arch", "unet"),
     ("channels", "in_channels"),
+    ("batch_norm", "use `batch_size` >= 2 or a larger `patch`"),
 ])
 def test_bad_inputs_give_clear_errors(case, match, trained):
     image, labels = nuclei((32, 32), seed=60, conditions=EASY)
@@ -239,6 +240,9 @@ def test_bad_inputs_give_clear_errors(case, match, trained):
     elif case == "channels":
         model, kwargs = trained[0], {"steps": 1, "patch": 32}
         image = np.stack([image, image])  # two channels, the model takes one
+    elif case == "batch_norm":  # global pooling of one 32×32 patch: batch norm over a single value
+        model, kwargs = "linknet", {"options": segarch.zoo.card("linknet").test_config, "steps": 1, "patch": 32,
+                                    "batch_size": 1, "val_fraction": 0}
     with pytest.raises(ValueError, match=match):
         segarch.train(model, image, labels, **kwargs)
 

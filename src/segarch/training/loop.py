@@ -310,7 +310,14 @@ def train_iter(
                 break
             x, y, m = sampler.batch(batch_size)
             x, y, m = x.to(dev), y.to(dev), m.to(dev)
-            value = criterion(net(x), y, m)
+            try:
+                value = criterion(net(x), y, m)
+            except ValueError as err:
+                if "more than 1 value per channel" not in str(err):
+                    raise
+                raise ValueError(f"`batch_size`={batch_size} with `patch`={patch} leaves the batch norm of {model.arch!r} "
+                                 f"a single value per channel (after global pooling): use `batch_size` >= 2 or a "
+                                 f"larger `patch`.") from err
             optimiser.zero_grad(set_to_none=True)
             value.backward()
             optimiser.step()
