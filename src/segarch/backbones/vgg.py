@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from monai.networks.layers.factories import Pool
+from monai.networks.layers.factories import Conv, Dropout, Pool
 
 from segarch.backbones.base import Encoder
 from segarch.blocks import ConvNormAct
 from segarch.nets._base import check_spatial_dims
 from segarch.zoo import register
 
-__all__ = ["VGGEncoder", "VGG16_BLOCKS"]
+__all__ = ["VGGEncoder", "VGG16_BLOCKS", "fc_as_convolutions"]
 
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+
+def fc_as_convolutions(spatial_dims: int, in_channels: int, channels: int = 4096, kernel_size: int = 7,
+                       dropout: float = 0.5) -> nn.Sequential:
+    """fc6/fc7 as convolutions, as FCN (and LRR after it) recast VGG's classifier.
+
+    ``kernel_size`` convolution, ReLU, dropout, 1×1 convolution, ReLU, dropout. "Same" padding keeps the
+    stride-32 grid (FCN pads the input by 100 and crops instead, which the padded-input contract makes
+    unnecessary).
+    """
+    conv = Conv[Conv.CONV, spatial_dims]
+    drop = Dropout[Dropout.DROPOUT, spatial_dims]
+    return nn.Sequential(
+        conv(in_channels, channels, kernel_size, padding=kernel_size // 2), nn.ReLU(inplace=True), drop(dropout),
+        conv(channels, channels, 1), nn.ReLU(inplace=True), drop(dropout),
+    )
 
 
 class VGGEncoder(Encoder):

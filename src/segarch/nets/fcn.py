@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from monai.networks.layers.factories import Conv, Dropout
+from monai.networks.layers.factories import Conv
 
 from segarch.backbones import VGGEncoder
+from segarch.backbones.vgg import fc_as_convolutions
 from segarch.blocks.bilinear_deconv import BilinearDeconv
 from segarch.blocks.resize import resize_to
 from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
@@ -60,15 +61,9 @@ class FCN(SegmentationNet):
             raise ValueError(f"`dropout` must be in [0, 1) for FCN, got {dropout!r}.")
         self.spatial_dims, self.size_divisor, self.variant = spatial_dims, 32, variant
         conv = Conv[Conv.CONV, spatial_dims]
-        drop = Dropout[Dropout.DROPOUT, spatial_dims]
         self.encoder = VGGEncoder(spatial_dims, in_channels, width_scale=width_scale, norm=norm)
         c3, c4, c5 = self.encoder.out_channels[2:]
-        # fc6/fc7 as convolutions; "same" padding keeps the stride-32 grid (the paper pads the input by 100
-        # and crops instead, which our padded-input contract makes unnecessary).
-        self.fc = nn.Sequential(
-            conv(c5, fc_channels, fc_kernel, padding=fc_kernel // 2), nn.ReLU(inplace=True), drop(dropout),
-            conv(fc_channels, fc_channels, 1), nn.ReLU(inplace=True), drop(dropout),
-        )
+        self.fc = fc_as_convolutions(spatial_dims, c5, fc_channels, fc_kernel, dropout)
         self.score = conv(fc_channels, out_channels, 1)
         self.skip_scores = nn.ModuleList()
         self.ups = nn.ModuleList()

@@ -15,9 +15,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from monai.networks.layers.factories import Conv, Dropout
+from monai.networks.layers.factories import Conv
 
 from segarch.backbones import VGGEncoder
+from segarch.backbones.vgg import fc_as_convolutions
 from segarch.blocks.bilinear_deconv import linear_kernel
 from segarch.blocks.resize import interp_mode
 from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
@@ -96,14 +97,9 @@ class LRR(SegmentationNet):
         if not 0 <= dropout < 1:
             raise ValueError(f"`dropout` must be in [0, 1) for LRR, got {dropout!r}.")
         self.spatial_dims, self.size_divisor = spatial_dims, 32
-        conv = Conv[Conv.CONV, spatial_dims]
-        drop = Dropout[Dropout.DROPOUT, spatial_dims]
         self.encoder = VGGEncoder(spatial_dims, in_channels, width_scale=width_scale, norm=norm)
         c3, c4, c5 = self.encoder.out_channels[2:]
-        self.fc = nn.Sequential(
-            conv(c5, fc_channels, fc_kernel, padding=fc_kernel // 2), nn.ReLU(inplace=True), drop(dropout),
-            conv(fc_channels, fc_channels, 1), nn.ReLU(inplace=True), drop(dropout),
-        )
+        self.fc = fc_as_convolutions(spatial_dims, c5, fc_channels, fc_kernel, dropout)
         # Levels, coarsest first: fc7 (1/32), conv5_3 (1/16), conv4_3 (1/8), conv3_3 (1/4).
         self.levels = nn.ModuleList(
             _Reconstruction(spatial_dims, c, out_channels, num_basis, coefficient_kernel) for c in (fc_channels, c5, c4, c3)
