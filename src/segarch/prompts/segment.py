@@ -1,0 +1,173 @@
+"""``segment_from_points``: one object's mask from its extreme points (the DEXTR recipe, 2D and 3D)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from segarch.prompts.points import check_points
+from segarch.prompts.recipe import DEFAULTS, PromptSettings, crop_box, prompt_input, resize
+
+__all__ = ["segment_from_points", "settings_for", "object_probability", "resolve_prompt_model"]
+
+log = logging.getLogger("segarch.prompts")
+
+
+def resolve_prompt_model(model: Any):
+    """A :class:`segarch.Model` from a Model, a model file, a shipped model's name or a zoo name.
+
+    A bare ``torch.nn.Module`` is wrapped (2D unless it says otherwise via ``spatial_dims``).
+    """
+    from segarch.model import Model
+    from segarch.model_file import resolve_model
+
+    if isinstance(model, torch.nn.Module):
+        dims = int(getattr(model, "spatial_dims", 2))
+        first = next(m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+        return Model(model, "dextr_light", {}, dims, first.in_channels, 2, ["background", "object"], trained=True)
+    resolved = resolve_model(model)
+    if not isinstance(resolved, Model):  # pragma: no cover - resolve_model returns Models
+        raise ValueError(f"`model` must be a segarch.Model, a model file or a name, got {model!r}.")
+    return resolved
+
+
+def settings_for(model, *, size: int | None = None, margin: float | None = None,
+                 sigma: float | None = None) -> PromptSettings:
+    """The crop recipe for ``model`` (its kind's defaults), with any of ``size``, ``margin``, ``sigma`` overridden."""
+    base = DEFAULTS.get(model.arch, DEFAULTS["dextr_light"])[model.spatial_dims]
+    divisor = model.size_divisor
+    size = base.size if size is None else size
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < divisor or size % divisor:
+        raise ValueError(f"`size` must be a positive multiple of the model's size divisor {divisor}, got {size!r}.")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 2):
+        raise ValueError(f"`margin` must be a number in [0, 2] (a fraction of the points' largest extent), got {margin!r}.")
+    if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < 0.5):
+        raise ValueError(f"`sigma` must be a number in (0, 0.5) (a fraction of `size`), got {sigma!r}.")
+    return PromptSettings(int(size), base.margin if margin is None else float(margin), base.min_margin,
+                          base.sigma if sigma is None else float(sigma))
+
+
+def _image_axes(shape: Sequence[int], axes: str | None, dims: int, channels: int) -> str:
+    spatial = "ZYX"[-dims:]
+    if axes is not None:
+        ax = str(axes).upper()
+        if sorted(ax) != sorted(spatial + ("C" if "C" in ax else "")) or len(ax) != len(shape):
+            raise ValueError(f"`axes` must name the image's {len(shape)} axes with {spatial!r} and optionally 'C' "
+                             f"(e.g. {spatial!r}, {'C' + spatial!r}, {spatial + 'C'!r}) for a {dims}D model, "
+                             f"got {axes!r} for shape {tuple(shape)}.")
+        return ax
+    if len(shape) == dims:
+        return spatial
+    if len(shape) == dims + 1:
+        if shape[-1] == channels and shape[0] != channels:
+            return spatial + "C"
+        return "C" + spatial
+    raise ValueError(f"The image of shape {tuple(shape)} does not fit a {dims}D model: expected {dims} spatial axes "
+                     f"and an optional channel axis; pass `axes` (e.g. {'C' + spatial!r}).")
+
+
+def object_probability(model, crop_input: torch.Tensor) -> torch.Tensor:
+    """The object's probability ``(1, 1, *spatial)`` from the network's logits (sigmoid of 1 channel, or softmax[1])."""
+    logits = model.network(crop_input)
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1)[:, 1:2]
+
+
+def _largest_component(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(sizes.argmax())
+
+
+def segment_from_points(model, image, points, *, axes: str | None = None, margin: float | None = None,
+                        size: int | None = None, sigma: float | None = None, threshold: float = 0.5,
+                        largest_component: bool = True, return_crop: bool = False, device: str | None = None):
+    """Segment one object from its extreme points (Maninis et al. 2018, arXiv:1711.09081).
+
+    The points' bounding box, relaxed by ``margin``, is read from the image (only that region: Dask,
+    Zarr and other lazy arrays are sliced, never loaded whole), normalised, resized to ``size``, given a
+    channel of Gaussians at the points and run through the network; the object's probability is resized
+    back to the crop, thresholded and pasted into place.
+
+    Args:
+        model: an interactive :class:`segarch.Model` (e.g. ``segarch.pretrained.load("dextr_light")``), a
+            model file or a shipped model's name; its ``in_channels`` are the image's channels + 1.
+        image: ``(*spatial)`` or with a channel axis (``(C, *spatial)`` or ``(*spatial, C)``): NumPy, Dask,
+            Zarr or anything sliceable.
+        points: ``(N, spatial_dims)`` pixel coordinates in the image's spatial axis order, at least 4 in
+            2D (left, right, top, bottom, in any order) and 6 in 3D.
+        axes: the image's axes, e.g. ``"YX"``, ``"CYX"``, ``"ZYXC"`` (default: from its shape).
+        margin: the crop's margin as a fraction of the points' largest extent (default 0.15, at least 4 px).
+        size: the network's input size per axis (default 64 in 2D and 48 in 3D for the light model,
+            512 for the paper's).
+        sigma: the heat map's σ as a fraction of ``size`` (default 0.04 for the light model; 10/512 in the paper).
+        threshold: probability above which a pixel is the object.
+        largest_component: keep only the largest connected part of the mask.
+        return_crop: return ``(crop_mask, offset)`` (the mask over the crop and the crop's start), for
+            images too large for a full-size mask.
+        device: a torch device for the network (default: where its weights are).
+
+    Returns:
+        A boolean mask with the image's spatial shape, or ``(crop_mask, offset)`` with ``return_crop``.
+
+    Raises:
+        ValueError: too few points, a point outside the image, degenerate points (all equal), an image
+            whose channels or dimensionality do not fit the model, or a bad option.
+
+    Examples::
+
+        >>> model = segarch.pretrained.load("dextr_light")
+        >>> mask = segment_from_points(model, image, [[40, 12], [41, 80], [10, 45], [70, 50]])
+    """
+    model = resolve_prompt_model(model)
+    dims = model.spatial_dims
+    channels = model.in_channels - 1
+    if channels < 1:
+        raise ValueError(f"`model` takes {model.in_channels} input channel(s); an extreme-point model takes the "
+                         "image's channels + 1 heat map channel.")
+    if not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+        raise ValueError(f"`threshold` must be a number in (0, 1), got {threshold!r}.")
+    settings = settings_for(model, size=size, margin=margin, sigma=sigma)
+    shape = tuple(int(s) for s in image.shape)
+    ax = _image_axes(shape, axes, dims, channels)
+    spatial_axes = [ax.index(a) for a in "ZYX"[-dims:]]
+    spatial_shape = tuple(shape[i] for i in spatial_axes)
+    n_channels = shape[ax.index("C")] if "C" in ax else 1
+    if n_channels != channels:
+        raise ValueError(f"The image has {n_channels} channel(s) (axes {ax!r}, shape {shape}), but the model takes "
+                         f"{channels} image channel(s) + 1 heat map.")
+    pts = check_points(points, spatial_shape)
+    start, stop = crop_box(pts, spatial_shape, settings)
+    # Read only the crop: slicing a Dask/Zarr array touches only the chunks under it.
+    index = [slice(None)] * len(shape)
+    for i, s0, s1 in zip(spatial_axes, start, stop):
+        index[i] = slice(s0, s1)
+    crop = image[tuple(index)]
+    crop = np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
+    order = ([ax.index("C")] if "C" in ax else []) + spatial_axes
+    crop = np.transpose(crop, order) if "C" in ax else np.transpose(crop, spatial_axes)[None]
+    crop_shape = crop.shape[1:]
+    x = prompt_input(crop, np.rint(pts) - np.asarray(start), settings)
+    net = model.network
+    net.eval()
+    dev = torch.device(device) if device is not None else next(net.parameters()).device
+    with torch.no_grad():
+        prob = object_probability(model, x.to(dev)).float().cpu()
+        prob = resize(prob, crop_shape)[0, 0].numpy()
+    mask = prob > threshold
+    if largest_component and mask.any():
+        mask = _largest_component(mask, np.rint(pts) - np.asarray(start))
+    if return_crop:
+        return mask, tuple(start)
+    full = np.zeros(spatial_shape, bool)
+    full[tuple(slice(s0, s1) for s0, s1 in zip(start, stop))] = mask
+    return full
