@@ -1,0 +1,306 @@
+"""The Extreme points dock widget: click an object's extreme points, get its mask in a Labels layer.
+
+Thin: the clicks are collected in a Points layer; on the 4th (6th in 3D) the mask is computed by
+:func:`segarch.prompts.segment_from_points` in a napari worker thread, then painted (on the GUI thread)
+under the next free label id, never over existing labels unless asked. Ctrl+Z (or "Undo last object")
+removes the last object painted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["ExtremePointsWidget"]
+
+_NEW_LABELS = "New labels layer"
+_POINTS_NAME = "extreme points"
+
+
+@dataclass
+class _Painted:
+    """What one painted object changed, to undo it: the box, the pixels set and their old values."""
+
+    layer: Any
+    index: tuple
+    where: np.ndarray
+    before: np.ndarray
+    label: int
+
+
+def _segment(model_spec, data, points, axes, size, margin):
+    """The worker's job (off the GUI thread): resolve the model once, segment, return the crop."""
+    from segarch.prompts.segment import resolve_prompt_model, segment_from_points
+
+    model = resolve_prompt_model(model_spec)
+    started = time.perf_counter()
+    crop, offset = segment_from_points(model, data, points, axes=axes, size=size, margin=margin, return_crop=True)
+    return model, crop, offset, time.perf_counter() - started
+
+
+class ExtremePointsWidget(QWidget):
+    """Segment objects by their extreme points (DEXTR) into a Labels layer, 2D, slice by slice or 3D."""
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)
+        self.model_combo.setToolTip("a shipped model's name or a model file (.safetensors)")
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(["2D (4 points)", "3D (6 points)"])
+        self.overwrite_check = QCheckBox("overwrite existing labels")
+        self.start_button = QPushButton("Start clicking")
+        self.undo_button = QPushButton("Undo last object")
+        self.status = QLabel("Pick an image, then click an object's left, right, top and bottom points.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("labels", self.labels_combo)
+        form.addRow("model", self.model_combo)
+        form.addRow("mode", self.mode_combo)
+        form.addRow("", self.overwrite_check)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.undo_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addStretch()
+
+        self.points_layer = None
+        self.worker = None
+        self.history: list[_Painted] = []
+        self.last_error = ""
+        self.last_seconds = None
+        self._model = None
+        self._model_spec = None
+        self._pending = None
+        self._clearing = False
+
+        self._refresh_models()
+        self._refresh_layers()
+        self.start_button.clicked.connect(self.start)
+        self.undo_button.clicked.connect(self.undo)
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+
+    # --- choices ---------------------------------------------------------------------------------
+    def _refresh_models(self) -> None:
+        from segarch import pretrained
+
+        names = [n for n in pretrained.names() if pretrained.card(n).get("prompt")]
+        self.model_combo.clear()
+        self.model_combo.addItems(names)
+
+    def _refresh_layers(self, *_) -> None:
+        from napari.layers import Image, Labels
+
+        for combo, kind, extra in ((self.image_combo, Image, []), (self.labels_combo, Labels, [_NEW_LABELS])):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)] + extra)
+            if current and combo.findText(current) >= 0:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+
+    @property
+    def image_layer(self):
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @property
+    def spatial_dims(self) -> int:
+        return 3 if self.mode_combo.currentIndex() == 1 else 2
+
+    def _labels_layer(self, image):
+        """The chosen Labels layer, or a new one over the image's pixels (created on the GUI thread)."""
+        name = self.labels_combo.currentText()
+        if name != _NEW_LABELS and name in self.viewer.layers:
+            return self.viewer.layers[name]
+        shape = _image_data(image).shape[:-1] if image.rgb else _image_data(image).shape
+        layer = self.viewer.add_labels(np.zeros(shape, np.uint32), name=f"{image.name} objects",
+                                       scale=image.scale[: len(shape)], translate=image.translate[: len(shape)])
+        self.labels_combo.setCurrentText(layer.name)
+        return layer
+
+    # --- clicking --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create (or reuse) the Points layer for clicks and select it in "add" mode."""
+        image = self.image_layer
+        if image is None:
+            self._error("Choose an image layer first.")
+            return
+        self._labels_layer(image)
+        ndim = image.ndim - (1 if image.rgb else 0)
+        if self.spatial_dims == 3 and ndim < 3:
+            self._error(f"3D mode needs a 3D image; {image.name!r} has {ndim} spatial axes.")
+            return
+        if self.points_layer is None or self.points_layer not in self.viewer.layers:
+            self.points_layer = self.viewer.add_points(
+                np.empty((0, ndim)), name=_POINTS_NAME, ndim=ndim, scale=image.scale[:ndim],
+                translate=image.translate[:ndim], size=max(3.0, 0.01 * max(_image_data(image).shape[:ndim])),
+                face_color="yellow")
+            self.points_layer.events.data.connect(self._on_points)
+            self.points_layer.bind_key("Control-Z", lambda _layer: self.undo(), overwrite=True)
+        self.viewer.layers.selection.active = self.points_layer
+        self.points_layer.mode = "add"
+        need = 2 * self.spatial_dims
+        self.status.setText(f"Click the object's {need} extreme points in {self.points_layer.name!r}.")
+
+    def _on_points(self, event=None) -> None:
+        if self._clearing or self.points_layer is None:
+            return
+        if event is not None and getattr(event, "action", "added") not in ("added", "removed", "changed"):
+            return
+        need = 2 * self.spatial_dims
+        n = len(self.points_layer.data)
+        if n < need:
+            self.status.setText(f"{n} of {need} points; {need - n} more.")
+            return
+        points = np.asarray(self.points_layer.data, dtype=float)
+        self._clear_points()
+        self.segment(points)
+
+    def _clear_points(self) -> None:
+        self._clearing = True
+        try:
+            self.points_layer.data = np.empty((0, self.points_layer.ndim))
+        finally:
+            self._clearing = False
+
+    def segment(self, points) -> None:
+        """Segment the object marked by ``points`` (in the image layer's data coordinates) in a worker."""
+        from napari.qt.threading import create_worker
+
+        image = self.image_layer
+        if image is None:
+            self._error("Choose an image layer first.")
+            return
+        if self.worker is not None and self.worker.is_running:
+            self._error("Still computing the previous object; click again when it is painted.")
+            return
+        try:
+            data, pts, axes, index = self._prepare(image, np.asarray(points, dtype=float))
+            from segarch.prompts.points import check_points
+
+            spatial = tuple(s for s, a in zip(data.shape, axes) if a != "C")
+            check_points(pts, spatial)
+        except ValueError as err:
+            self._error(str(err))
+            return
+        labels = self._labels_layer(image)
+        spec = self._model if self._model is not None and self._model_spec == self.model_combo.currentText() \
+            else self.model_combo.currentText()
+        if not spec:
+            self._error("Choose a model: a shipped extreme-point model's name or a model file.")
+            return
+        self._pending = (labels, index)
+        self.status.setText("Segmenting…")
+        self.worker = create_worker(_segment, spec, data, pts, axes, None, None, _ignore_errors=True)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_errored)
+        self.worker.start()
+
+    def _prepare(self, image, points: np.ndarray):
+        """The array to segment, the points in its coordinates, its axes and where its pixels sit in the labels."""
+        data = _image_data(image)
+        ndim = data.ndim - (1 if image.rgb else 0)
+        dims = self.spatial_dims
+        if points.ndim != 2 or points.shape[1] != ndim:
+            raise ValueError(f"The points have {points.shape[-1]} coordinates, the image {ndim}.")
+        lead = ndim - dims
+        index: tuple = ()
+        if lead > 0:
+            # 2D on a slice of a stack (or 3D in a time series): all points must be on one slice.
+            first = np.rint(points[:, :lead])
+            if np.any(np.ptp(first, axis=0) > 0):
+                raise ValueError(f"The {len(points)} points lie on different slices {sorted({tuple(r) for r in first.astype(int).tolist()})}; "
+                                 f"in {dims}D mode click all of them on one slice.")
+            index = tuple(int(v) for v in first[0])
+            for axis, v in enumerate(index):
+                if not 0 <= v < data.shape[axis]:
+                    raise ValueError(f"The points' slice {v} lies outside the image's {data.shape[axis]} slices.")
+            data = data[index]
+        axes = "ZYX"[-dims:]
+        if image.rgb:
+            data = data.mean(axis=-1)  # grey for a 1-channel model
+        return data, points[:, lead:], axes, index
+
+    def _on_returned(self, value) -> None:
+        model, crop, offset, seconds = value
+        self._model, self._model_spec = model, self.model_combo.currentText()
+        labels, index = self._pending
+        self.last_seconds = seconds
+        if not crop.any():
+            self.status.setText("No object found at these points; try again.")
+            return
+        label = self.paint(labels, crop, tuple(index) + tuple(offset))
+        self.status.setText(f"Object {label} painted into {labels.name!r} ({int(crop.sum())} pixels, "
+                            f"{seconds * 1000:.0f} ms). Click the next object.")
+
+    def _on_errored(self, err: Exception) -> None:
+        self._error(str(err))
+
+    def paint(self, labels, crop: np.ndarray, offset: tuple) -> int:
+        """Paint ``crop`` (a boolean mask whose origin is ``offset``) under the next free id; return the id."""
+        data = labels.data
+        lead = len(offset) - crop.ndim
+        index = tuple(int(v) for v in offset[:lead]) + tuple(
+            slice(int(o), int(o) + n) for o, n in zip(offset[lead:], crop.shape))
+        region = np.asarray(data[index])
+        label = int(max([np.asarray(data).max()] + [p.label for p in self.history if p.layer is labels])) + 1
+        where = crop if self.overwrite_check.isChecked() else crop & (region == 0)
+        before = region[where]
+        region[where] = label
+        data[index] = region
+        labels.refresh()
+        self.history.append(_Painted(labels, index, where, before, label))
+        return label
+
+    def undo(self) -> None:
+        """Remove the last painted object (restoring what it overwrote)."""
+        while self.history:
+            last = self.history.pop()
+            if last.layer not in self.viewer.layers:
+                continue
+            region = np.asarray(last.layer.data[last.index])
+            region[last.where] = last.before
+            last.layer.data[last.index] = region
+            last.layer.refresh()
+            self.status.setText(f"Removed object {last.label}.")
+            return
+        self.status.setText("Nothing to undo.")
+
+    def _error(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.last_error = message
+        self.status.setText(f"Error: {message}")
+        show_error(message)
+
+    def closeEvent(self, event):  # noqa: N802 - Qt's name
+        try:
+            self.viewer.layers.events.inserted.disconnect(self._refresh_layers)
+            self.viewer.layers.events.removed.disconnect(self._refresh_layers)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        super().closeEvent(event)
+
+
+def _image_data(layer):
+    return layer.data[0] if layer.multiscale else layer.data
