@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Pool
 from monai.networks.layers.utils import get_norm_layer
 
 from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder
-from segarch.blocks import ConvNormAct
+from segarch.blocks.conv import ConvNormAct, NormActConv
 from segarch.nets._base import check_choice, check_spatial_dims
 from segarch.zoo import register
 
@@ -30,25 +30,13 @@ DENSENET_CONFIGS = {
 }
 
 
-class _PreActConv(nn.Sequential):
-    """BN → ReLU → convolution: DenseNet's composite function."""
-
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> None:
-        super().__init__()
-        self.add_module("norm", get_norm_layer("batch", spatial_dims=spatial_dims, channels=in_channels))
-        self.add_module("act", nn.ReLU(inplace=True))
-        self.add_module("conv", Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size,
-                                                              padding=dilation * (kernel_size - 1) // 2,
-                                                              dilation=dilation, bias=False))
-
-
 class DenseLayer(nn.Module):
     """A bottleneck layer (1×1 to ``bn_size·k``, 3×3 to ``k``) whose output is concatenated to its input."""
 
     def __init__(self, spatial_dims: int, in_channels: int, growth_rate: int, bn_size: int = 4, dilation: int = 1) -> None:
         super().__init__()
-        self.bottleneck = _PreActConv(spatial_dims, in_channels, bn_size * growth_rate, 1)
-        self.conv = _PreActConv(spatial_dims, bn_size * growth_rate, growth_rate, 3, dilation=dilation)
+        self.bottleneck = NormActConv(spatial_dims, in_channels, bn_size * growth_rate, 1, bias=False)
+        self.conv = NormActConv(spatial_dims, bn_size * growth_rate, growth_rate, 3, dilation=dilation, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, self.conv(self.bottleneck(x))], dim=1)
@@ -59,7 +47,7 @@ class Transition(nn.Sequential):
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, pool: bool = True) -> None:
         super().__init__()
-        self.add_module("conv", _PreActConv(spatial_dims, in_channels, out_channels, 1))
+        self.add_module("conv", NormActConv(spatial_dims, in_channels, out_channels, 1, bias=False))
         if pool:
             self.add_module("pool", Pool[Pool.AVG, spatial_dims](kernel_size=2, stride=2))
 

@@ -4,7 +4,7 @@ Every block takes ``spatial_dims`` first so the same code builds 2D and 3D netwo
 """
 
 from segarch.blocks.attention import AttentionGate
-from segarch.blocks.conv import ConvNormAct, DoubleConv
+from segarch.blocks.conv import ConvNormAct, DoubleConv, NormActConv
 from segarch.blocks.upsample import UpSample
 
-__all__ = ["AttentionGate", "ConvNormAct", "DoubleConv", "UpSample"]
+__all__ = ["AttentionGate", "ConvNormAct", "DoubleConv", "NormActConv", "UpSample"]

@@ -1,4 +1,4 @@
-"""Convolution → normalisation → activation, and the two-convolution unit of U-Net-like nets."""
+"""Convolution → normalisation → activation, its pre-activation order, and the two-convolution unit of U-Net-like nets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv, Dropout
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 
-__all__ = ["ConvNormAct", "DoubleConv"]
+__all__ = ["ConvNormAct", "NormActConv", "DoubleConv"]
 
 NormSpec = str | tuple | None
 ActSpec = str | tuple | None
@@ -61,6 +61,32 @@ class ConvNormAct(nn.Sequential):
             self.add_module("norm", get_norm_layer(norm, spatial_dims=spatial_dims, channels=out_channels))
         if act is not None:
             self.add_module("act", get_act_layer(act))
+        if dropout:
+            self.add_module("dropout", Dropout[Dropout.DROPOUT, spatial_dims](dropout))
+
+
+class NormActConv(nn.Sequential):
+    """Batch norm → ReLU → convolution → optional dropout: the pre-activation unit of DenseNet
+    (Huang et al. 2017, arXiv:1608.06993) and FC-DenseNet (Jégou et al. 2017, arXiv:1611.09326).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels (normalised before the convolution).
+        out_channels: output channels.
+        kernel_size: convolution kernel size; padding keeps the spatial size.
+        dilation: convolution dilation.
+        bias: whether the convolution has a bias.
+        dropout: dropout probability after the convolution (0 for none).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 dilation: int = 1, bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.add_module("norm", get_norm_layer("batch", spatial_dims=spatial_dims, channels=in_channels))
+        self.add_module("act", nn.ReLU(inplace=True))  # in place is safe: it acts on the norm's output
+        self.add_module("conv", Conv[Conv.CONV, spatial_dims](
+            in_channels, out_channels, kernel_size, padding=dilation * (kernel_size - 1) // 2, dilation=dilation,
+            bias=bias))
         if dropout:
             self.add_module("dropout", Dropout[Dropout.DROPOUT, spatial_dims](dropout))
 

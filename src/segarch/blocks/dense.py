@@ -8,32 +8,27 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from monai.networks.layers.factories import Conv, Dropout, Pool
-from monai.networks.layers.utils import get_norm_layer
+from monai.networks.layers.factories import Pool
+
+from segarch.blocks.conv import NormActConv
 
 __all__ = ["DenseLayer", "DenseBlock", "TransitionDown"]
 
 
-class DenseLayer(nn.Sequential):
+class DenseLayer(NormActConv):
     """BN → ReLU → ``kernel_size`` convolution (``growth_rate`` maps) → dropout (Jégou et al., Table 1).
 
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
         growth_rate: output channels.
-        kernel_size: convolution kernel (3 in FC-DenseNet).
+        kernel_size: odd convolution kernel (3 in FC-DenseNet, 1 in its transitions).
         dropout: dropout probability (0.2 in FC-DenseNet).
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, growth_rate: int, kernel_size: int = 3,
                  dropout: float = 0.2) -> None:
-        super().__init__()
-        self.add_module("norm", get_norm_layer("batch", spatial_dims=spatial_dims, channels=in_channels))
-        self.add_module("act", nn.ReLU(inplace=True))
-        self.add_module("conv", Conv[Conv.CONV, spatial_dims](in_channels, growth_rate, kernel_size,
-                                                              padding=kernel_size // 2))
-        if dropout:
-            self.add_module("dropout", Dropout[Dropout.DROPOUT, spatial_dims](dropout))
+        super().__init__(spatial_dims, in_channels, growth_rate, kernel_size, dropout=dropout)
 
 
 class DenseBlock(nn.Module):
