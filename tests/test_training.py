@@ -196,6 +196,29 @@ def test_lazy_inputs_stay_lazy(tmp_path):
     np.testing.assert_array_equal(region.target, (labels[10:26, 20:36] > 0))
 
 
+class _CountingArray:
+    """An array-like (as a Zarr or HDF5 array is) that counts the pixels read from it."""
+
+    def __init__(self, data):
+        self.data, self.read = data, 0
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, key):
+        out = self.data[key]
+        self.read += out.size
+        return out
+
+
+def test_a_large_image_is_read_by_regions_only():
+    image, labels = nuclei((128, 128), seed=45, conditions=EASY)
+    big = _CountingArray(np.tile(image, (32, 32)))  # 4096×4096
+    model = segarch.train("unet", big, np.tile(labels, (32, 32)), options=SMALL, patch=32, steps=3, batch_size=4,
+                          val_fraction=0, mask=True)
+    assert model.trained
+    # 3 steps × 2 regions of 64×64, each within at most 4 blocks of 256×256: never the whole image.
+    assert 0 < big.read <= 6 * 4 * 256 ** 2 < 0.1 * big.data.size
+
+
 def test_masked_loss_ignores_unannotated_pixels():
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 16, 16)

@@ -106,7 +106,9 @@ def _lazy(array: Any, what: str) -> Any:
             return array.detach().cpu().numpy()
         import dask.array as da
 
-        return da.from_array(array, chunks=getattr(array, "chunks", "auto"), asarray=True)
+        # Without chunks of its own, read blocks of at most 256 per axis: a region read stays small.
+        chunks = getattr(array, "chunks", None) or tuple(min(int(n), 256) for n in array.shape)
+        return da.from_array(array, chunks=chunks, asarray=True)
     try:
         return np.asarray(array)
     except Exception:
