@@ -64,7 +64,10 @@ def resolve_choice(kind: str, name: str, *, path: str = "", arch: str = "", in_c
 
 def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, cancel):
     """The worker's job (runs off the GUI thread)."""
-    import dask.array  # noqa: F401 - imported here so the GUI thread never pays for it when showing the result
+    # Imported here so the GUI thread does not pay for first imports when it shows the result.
+    import dask.array  # noqa: F401
+    import napari._vispy.layers.labels  # noqa: F401
+    import napari.layers.labels.labels  # noqa: F401
 
     import segarch
 
@@ -264,8 +267,19 @@ class SegmentWidget(QWidget):
             params["overwrite"] = True
         self._live_path = out or None
         self._live_layer = None
+        self._live_filled = False
         self._layer = layer
         self._axes = params["axes"]
+        if self._live_path and params["output"] == "labels":
+            # Add the result layer now (adding a layer is napari's own cost, paid before the work starts);
+            # it shows zeros until the store exists, then the store as it fills.
+            import dask.array as da
+
+            axes = self._axes or suggest_axes(layer, self._model_for_axes())
+            shape = tuple(n for a, n in zip(axes, data.shape) if a != "C") if len(axes) == data.ndim else None
+            if shape is not None:
+                self._live_layer = self._add_result(_lazy_pyramid(da.zeros(shape, dtype=np.uint8, chunks=512)), None,
+                                                    live=True)
         self._cancel = threading.Event()
         kwargs = {"path": self.file_edit.text().strip(), "arch": self.arch_edit.text().strip(),
                   "in_channels": 3 if getattr(layer, "rgb", False) else 1}
@@ -300,11 +314,15 @@ class SegmentWidget(QWidget):
         self._napari_progress.refresh()
         self.progress_bar.setMaximum(max(total, 1))
         self.progress_bar.setValue(done)
-        if self._live_path and self._live_layer is None and self.output_combo.currentText() == "labels":
+        if self._live_path and not self._live_filled and self.output_combo.currentText() == "labels":
             import zarr
 
-            array = zarr.open_group(self._live_path, mode="r")["0"]
-            self._live_layer = self._add_result(_lazy_pyramid(array), None, live=True)
+            self._live_filled = True
+            levels = _lazy_pyramid(zarr.open_group(self._live_path, mode="r")["0"])
+            if self._live_layer is None:
+                self._live_layer = self._add_result(levels, None, live=True)
+            else:
+                self._live_layer.data = levels
         elif self._live_layer is not None and time.perf_counter() - self._last_refresh > _REFRESH_SECONDS:
             self._last_refresh = time.perf_counter()
             self._live_layer.refresh()
@@ -360,10 +378,10 @@ class SegmentWidget(QWidget):
 
 
 def _lazy_pyramid(array, smallest: int = 512) -> list:
-    """Strided views of a Zarr output, so napari reads only what the screen shows (never the whole result)."""
+    """Strided views of a Zarr output (or a Dask array), so napari reads only what the screen shows."""
     import dask.array as da
 
-    level = da.from_zarr(array)
+    level = array if isinstance(array, da.Array) else da.from_zarr(array)
     levels = [level]
     step = 2
     while max(level.shape[-2:]) // step >= smallest // 2 and max(level.shape[-2:]) > smallest:
