@@ -50,12 +50,15 @@ class Mlp(nn.Sequential):
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm transformer layer: ``x + MHSA(LN(x))``, then ``x + MLP(LN(x))``."""
+    """Pre-norm transformer layer: ``x + MHSA(LN(x))``, then ``x + MLP(LN(x))``.
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    ``attn`` replaces the global multi-head self-attention over the tokens (Swin's window attention).
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, attn: nn.Module | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadSelfAttention(dim, heads)
+        self.attn = MultiHeadSelfAttention(dim, heads) if attn is None else attn
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, mlp_ratio)
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segarch.blocks.vit import Mlp, MultiHeadSelfAttention
+from segarch.blocks.vit import MultiHeadSelfAttention, TransformerLayer
 
 __all__ = ["WindowAttention", "SwinBlock", "PatchMerging", "window_partition", "window_reverse",
            "relative_position_index"]
@@ -130,20 +130,12 @@ class WindowAttention(nn.Module):
         return out
 
 
-class SwinBlock(nn.Module):
+class SwinBlock(TransformerLayer):
     """Swin transformer block on channel-last maps: ``x + WMSA(LN(x))``, then ``x + MLP(LN(x))``."""
 
     def __init__(self, spatial_dims: int, dim: int, heads: int, window: int = 7, shift: bool = False,
                  mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(spatial_dims, dim, heads, window, shift)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, mlp_ratio)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        super().__init__(dim, heads, mlp_ratio, attn=WindowAttention(spatial_dims, dim, heads, window, shift))
 
 
 class PatchMerging(nn.Module):
