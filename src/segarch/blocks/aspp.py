@@ -19,19 +19,9 @@ from monai.networks.layers.utils import get_norm_layer
 
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.pooled_conv import PooledConvNormAct
+from segarch.nets._base import check_positive_ints
 
 __all__ = ["ASPP", "ImagePooling", "DenseASPP"]
-
-
-def _check_rates(rates: Sequence[int], name: str = "rates") -> tuple[int, ...]:
-    try:
-        values = tuple(int(r) for r in rates)
-        ok = len(values) >= 1 and all(v >= 1 and v == r for v, r in zip(values, rates))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"`{name}` must be a non-empty sequence of positive integers, got {rates!r}.")
-    return values
 
 
 class ImagePooling(nn.Module):
@@ -85,7 +75,7 @@ class ASPP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.rates = _check_rates(rates)
+        self.rates = check_positive_ints(rates, "rates")
         if fusion not in ("sum", "concat"):
             raise ValueError(f"`fusion` must be 'sum' or 'concat' for ASPP, got {fusion!r}.")
         self.fusion = fusion
@@ -148,7 +138,7 @@ class DenseASPP(nn.Module):
     def __init__(self, spatial_dims: int, in_channels: int, mid_channels: int = 512, out_channels: int = 128,
                  rates: Sequence[int] = (3, 6, 12, 18, 24), dropout: float = 0.0) -> None:
         super().__init__()
-        self.rates = _check_rates(rates)
+        self.rates = check_positive_ints(rates, "rates")
         self.layers = nn.ModuleList(
             _DenseASPPLayer(spatial_dims, in_channels + i * out_channels, mid_channels, out_channels, r, dropout)
             for i, r in enumerate(self.rates)

@@ -15,6 +15,7 @@ from monai.networks.layers.factories import Pool
 
 from segarch.blocks.resize import resize_to
 from segarch.blocks.pooled_conv import PooledConvNormAct
+from segarch.nets._base import check_positive_ints
 
 __all__ = ["PyramidPooling"]
 
@@ -37,13 +38,7 @@ class PyramidPooling(nn.Module):
     def __init__(self, spatial_dims: int, in_channels: int, bins: Sequence[int] = (1, 2, 3, 6),
                  reduction_channels: int | None = None) -> None:
         super().__init__()
-        try:
-            self.bins = tuple(int(b) for b in bins)
-            ok = len(self.bins) >= 1 and all(b >= 1 and b == v for b, v in zip(self.bins, bins))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"`bins` must be a non-empty sequence of positive integers, got {bins!r}.")
+        self.bins = check_positive_ints(bins, "bins")
         reduction = reduction_channels or max(in_channels // len(self.bins), 1)
         pool = Pool[Pool.ADAPTIVEAVG, spatial_dims]
         self.levels = nn.ModuleList(

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 __all__ = ["SegmentationNet", "check_spatial_dims", "check_features", "check_choice", "check_positive_int",
-           "padded_shape"]
+           "check_positive_ints", "padded_shape"]
 
 
 def check_spatial_dims(spatial_dims: int, allowed: Sequence[int], net: str) -> None:
@@ -39,6 +39,19 @@ def check_positive_int(value, name: str, net: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer for {net}, got {value!r}.")
     return value
+
+
+
+def check_positive_ints(values: Sequence[int], name: str) -> tuple[int, ...]:
+    """Raise unless ``values`` is a non-empty sequence of integers ≥ 1 (rates, bins); return it as a tuple."""
+    try:
+        ints = tuple(int(v) for v in values)
+        ok = len(ints) >= 1 and all(i >= 1 and i == v for i, v in zip(ints, values))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"`{name}` must be a non-empty sequence of positive integers, got {values!r}.")
+    return ints
 
 
 def padded_shape(shape: Sequence[int], divisor: int) -> tuple[int, ...]:
