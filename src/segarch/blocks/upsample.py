@@ -5,6 +5,8 @@ from __future__ import annotations
 from torch import nn
 from monai.networks.blocks import UpSample as _MonaiUpSample
 
+from segarch.blocks.resize import interp_mode
+
 __all__ = ["UpSample", "UPSAMPLE_MODES"]
 
 UPSAMPLE_MODES = ("deconv", "interp")
@@ -32,7 +34,7 @@ class UpSample(nn.Module):
         else:
             self.up = _MonaiUpSample(
                 spatial_dims, in_channels, out_channels, scale_factor=scale, mode="nontrainable",
-                interp_mode="linear" if spatial_dims == 1 else ("bilinear" if spatial_dims == 2 else "trilinear"),
+                interp_mode="linear" if spatial_dims == 1 else interp_mode(spatial_dims),
                 align_corners=False,
             )
 
