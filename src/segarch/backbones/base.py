@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from torch import nn
 
-__all__ = ["Encoder", "ClassifierHead", "BackboneClassifier"]
+__all__ = ["Encoder", "ClassifierHead", "BackboneClassifier", "stem_pool_stages"]
 
 
 class Encoder(nn.Module):
@@ -26,6 +28,17 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def stem_pool_stages(x: torch.Tensor, stem: nn.Module, pool: nn.Module, stages: Iterable[nn.Module]) -> list[torch.Tensor]:
+    """The feature list of a ResNet-like encoder: the stem's output, then (after ``pool``) each stage's output."""
+    x = stem(x)
+    features = [x]
+    x = pool(x)
+    for stage in stages:
+        x = stage(x)
+        features.append(x)
+    return features
 
 
 class ClassifierHead(nn.Module):

@@ -14,7 +14,7 @@ from torch import nn
 from monai.networks.layers.factories import Pool
 from monai.networks.layers.utils import get_norm_layer
 
-from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder
+from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder, stem_pool_stages
 from segarch.blocks.conv import ConvNormAct, NormActConv
 from segarch.nets._base import check_choice, check_spatial_dims
 from segarch.zoo import register
@@ -109,13 +109,7 @@ class DenseNetEncoder(Encoder):
         self.reductions = tuple(reductions)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = [x]
-        x = self.pool(x)
-        for block in self.blocks:
-            x = block(x)
-            features.append(x)
-        return features
+        return stem_pool_stages(x, self.stem, self.pool, self.blocks)
 
 
 def _register_densenet(depth: int, params: float) -> None:

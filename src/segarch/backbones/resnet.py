@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from monai.networks.layers.factories import Pool
 
-from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder
+from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder, stem_pool_stages
 from segarch.blocks import ConvNormAct
 from segarch.nets._base import check_choice, check_spatial_dims
 from segarch.zoo import register
@@ -106,13 +106,7 @@ class ResNetEncoder(Encoder):
         self.reductions = tuple(reductions)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = [x]
-        x = self.pool(x)
-        for layer in self.layers:
-            x = layer(x)
-            features.append(x)
-        return features
+        return stem_pool_stages(x, self.stem, self.pool, self.layers)
 
 
 _PAPER = "Deep Residual Learning for Image Recognition"

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from monai.networks.layers.factories import Conv, Pool
 
+from segarch.backbones.base import stem_pool_stages
 from segarch.backbones.resnet import Bottleneck
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import interp_mode
@@ -50,13 +51,7 @@ class HybridTrunk(nn.Module):
         self.out_channels = tuple(out_channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = [x]
-        x = self.pool(x)
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
+        return stem_pool_stages(x, self.stem, self.pool, self.stages)
 
 
 class TransUNet(SegmentationNet):
