@@ -53,7 +53,7 @@ def test_demo_runs_a_forward_pass_and_writes_labels(tmp_path):
     result = segarch_cli("demo", "--model", "attention_unet", "--dims", "3", "--size", "40", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "generated nuclei 40×40×40" in result.stdout
-    assert "padded to a multiple of 16" in result.stdout and "logits (2, 40, 40, 40)" in result.stdout
+    assert "segarch.predict: 1 tiles of 64 px" in result.stdout and "padded to a multiple of 16" in result.stdout
     assert "untrained" in result.stdout
     labels = tifffile.imread(out)
     assert labels.shape == (40, 40, 40) and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1}

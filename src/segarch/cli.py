@@ -77,10 +77,8 @@ def _demo(args) -> int:
     import torch
 
     import segarch
-    from segarch.nets._base import padded_shape
-    from segarch.samples import nuclei
-
     from segarch import pretrained
+    from segarch.samples import nuclei
 
     torch.manual_seed(args.seed)
     shipped = args.model or {2: "nuclei2d", 3: "nuclei3d"}[args.dims]  # a shipped trained model by default
@@ -98,18 +96,14 @@ def _demo(args) -> int:
     image, truth = nuclei(shape, seed=args.seed)
     print(f"image: generated nuclei {'×'.join(map(str, shape))} (seed {args.seed}), {int(truth.max())} nuclei")
     print(f"model: {model}")
-    x = model.preprocess(image[None])
-    pad = [(0, p - s) for s, p in zip(shape, padded_shape(shape, model.size_divisor))]
-    x = np.pad(x, [(0, 0)] + pad, mode="reflect")
+    tile = 256 if args.dims == 2 else 64
+    tiles = []
     start = time.perf_counter()
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(x)[None])
+    labels = segarch.predict(model, image, tile=tile, overlap=0.25, progress=lambda d, t: tiles.append(t))
     seconds = time.perf_counter() - start
-    logits = logits[(0, slice(None)) + tuple(slice(0, s) for s in shape)]
-    labels = logits.argmax(0).numpy().astype(np.uint8)
     fractions = ", ".join(f"{name} {np.mean(labels == i):.1%}" for i, name in enumerate(model.class_names))
-    print(f"forward pass: input {tuple(x.shape)} padded to a multiple of {model.size_divisor}, "
-          f"logits {tuple(logits.shape)}, {seconds:.2f} s on the CPU")
+    print(f"segarch.predict: {tiles[-1]} tiles of {tile} px (overlap 0.25, Gaussian blending, inputs padded to a "
+          f"multiple of {model.size_divisor}), {seconds:.2f} s on the CPU")
     print(f"labels: {labels.dtype} {labels.shape}; {fractions}")
     if not model.trained:
         print("note: this architecture is untrained, so its labels are meaningless until it is trained.")
@@ -285,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a shipped model or an architecture name (default: the shipped nuclei2d/nuclei3d "
                    "model, else an untrained unet)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2)
-    p.add_argument("--size", type=int, default=256, help="image size along each axis")
+    p.add_argument("--size", type=int, default=512, help="image size along each axis")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--paper-size", action="store_true", help="build the paper's full widths, not the small demo widths")
     p.add_argument("--out", help="write the labels to this TIFF file")

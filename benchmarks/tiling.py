@@ -1,0 +1,106 @@
+"""Tiled inference throughput, measured side by side in one run (2D and 3D).
+
+For the same image, model, tile, overlap and batch size, prints the median of ``--repeats`` runs of:
+
+  (a) the pure forward time over exactly the tiles the engine computes (the floor),
+  (b) ``segarch.predict`` end to end, from a Zarr store to a Zarr store (labels),
+  (c) MONAI's ``sliding_window_inference`` on the image held in memory (Gaussian blending, then argmax),
+
+and the ratios (b)/(a) and (b)/(c). Machines are shared and noisy: compare the ratios.
+
+Run: ``python benchmarks/tiling.py [--repeats 3] [--size2d 2048] [--size3d 160] [--device cpu]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import segarch
+from segarch.tiling.engine import _check_tile, _overlap_pixels
+from segarch.tiling.grid import axis_grid
+
+
+def _timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def engine_tile_count(shape, tile, overlap, divisor, blend) -> int:
+    grids = [axis_grid(s, t, _overlap_pixels(overlap, t), divisor, blend) for s, t in zip(shape, tile)]
+    return int(np.prod([len(g.starts) for g in grids]))
+
+
+def run_case(name: str, model: segarch.Model, shape: tuple[int, ...], tile: int, overlap: float, batch: int,
+             device: str, repeats: int, workdir: Path) -> dict[str, float]:
+    import zarr
+    from monai.inferers import sliding_window_inference
+
+    rng = np.random.default_rng(0)
+    image = (rng.random(shape) * 255).astype(np.uint8)
+    store = zarr.open_array(str(workdir / f"{name}_in.zarr"), mode="w", shape=shape, dtype=np.uint8,
+                            chunks=(tile,) * len(shape))
+    store[:] = image
+    net = model.network.to(device).eval()
+    tiles = _check_tile(tile, len(shape), model.size_divisor)
+    n_tiles = engine_tile_count(shape, tiles, overlap, model.size_divisor, "gaussian")
+    x = torch.from_numpy(rng.random((batch, 1, *tiles), dtype=np.float32)).to(device)
+
+    def floor():
+        with torch.inference_mode():
+            for _ in range(-(-n_tiles // batch)):
+                net(x).float().cpu()
+
+    def engine():
+        segarch.predict(model, store, tile=tile, overlap=overlap, batch_size=batch, device=device,
+                        out=workdir / f"{name}_out.zarr", overwrite=True)
+
+    tensor = torch.from_numpy(image.astype(np.float32))[None, None]
+
+    def monai():
+        with torch.inference_mode():
+            logits = sliding_window_inference(tensor, roi_size=tiles, sw_batch_size=batch, predictor=net,
+                                              overlap=overlap, mode="gaussian", sw_device=device, device="cpu")
+            logits.argmax(1).to(torch.uint8).numpy()
+
+    engine()  # warm-up: threads, allocator, first-touch of the store
+    a, b, c = _timed(floor, repeats), _timed(engine, repeats), _timed(monai, repeats)
+    return {"tiles": n_tiles, "a": a, "b": b, "c": c}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size2d", type=int, default=2048)
+    parser.add_argument("--size3d", type=int, default=160)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    cases = [
+        ("2D", segarch.Model.from_zoo("unet", spatial_dims=2, features=(16, 32, 64, 128, 256), norm="batch"),
+         (args.size2d, args.size2d), 256),
+        ("3D", segarch.Model.from_zoo("unet", spatial_dims=3, features=(8, 16, 32, 64), norm="batch"),
+         (args.size3d,) * 3, 64),
+    ]
+    print(f"device {args.device}, overlap 0.25, batch 4, median of {args.repeats}; torch threads {torch.get_num_threads()}")
+    print(f"{'case':<4} {'image':<16} {'tile':<6} {'tiles':>6}  {'(b)/(a) engine/floor':>21}  {'(b)/(c) engine/MONAI':>21}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model, shape, tile in cases:
+            model.preprocessing = []  # the same work for all three: the raw image into the network
+            r = run_case(name, model, shape, tile, 0.25, 4, args.device, args.repeats, Path(tmp))
+            print(f"{name:<4} {'×'.join(map(str, shape)):<16} {tile:<6} {r['tiles']:>6}  {r['b'] / r['a']:>21.2f}  "
+                  f"{r['b'] / r['c']:>21.2f}")
+
+
+if __name__ == "__main__":
+    main()
