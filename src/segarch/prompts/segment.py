@@ -25,9 +25,12 @@ def resolve_prompt_model(model: Any):
     from segarch.model_file import resolve_model
 
     if isinstance(model, torch.nn.Module):
+        from segarch.nets.dextr import DEXTR
+
         dims = int(getattr(model, "spatial_dims", 2))
         first = next(m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
-        return Model(model, "dextr_light", {}, dims, first.in_channels, 2, ["background", "object"], trained=True)
+        arch = "dextr" if isinstance(model, DEXTR) else "dextr_light"
+        return Model(model, arch, {}, dims, first.in_channels, 2, ["background", "object"], trained=True)
     resolved = resolve_model(model)
     if not isinstance(resolved, Model):  # pragma: no cover - resolve_model returns Models
         raise ValueError(f"`model` must be a segarch.Model, a model file or a name, got {model!r}.")

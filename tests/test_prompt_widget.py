@@ -1,0 +1,119 @@
+"""The Extreme points widget driven as a user drives it, in a real napari viewer (under Xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segarch.prompts import extreme_points, object_scene
+from segarch.prompts.evaluate import iou
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    from napari_segarch._prompt_widget import ExtremePointsWidget
+
+    viewer = make_napari_viewer(show=True)
+    w = ExtremePointsWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Extreme points")
+    yield w
+    if w.worker is not None and w.worker.is_running:  # never close the viewer under a running worker
+        qtbot.waitUntil(lambda: not w.worker.is_running, timeout=60_000)
+
+
+def _click(widget, qtbot, points):
+    """Add the points one by one, as clicks do, then wait for the object to be painted."""
+    before = len(widget.history)
+    for p in points:
+        widget.points_layer.add(np.asarray(p, float))
+    qtbot.waitUntil(lambda: len(widget.history) > before or bool(widget.last_error), timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.worker.is_running, timeout=60_000)
+
+
+def test_objects_get_consecutive_ids_and_undo(widget, qtbot, artifacts_dir):
+    viewer = widget.viewer
+    image, truth = object_scene((160, 160), seed=31)
+    viewer.add_image(image, name="cells", scale=(0.5, 0.5))
+    widget.image_combo.setCurrentText("cells")
+    assert widget.model_combo.currentText() == "dextr_light"
+    widget.start()
+    labels = viewer.layers["cells objects"]
+    assert labels.data.shape == image.shape and tuple(labels.scale) == (0.5, 0.5)
+    assert viewer.layers.selection.active is widget.points_layer and widget.points_layer.mode == "add"
+
+    objects = [v for v in range(1, int(truth.max()) + 1) if (truth == v).sum() > 40][:3]
+    for n, value in enumerate(objects, start=1):
+        _click(widget, qtbot, extreme_points(truth == value))
+        assert widget.last_error == ""
+        assert len(widget.points_layer.data) == 0  # cleared for the next object
+        assert set(np.unique(labels.data)) == set(range(n + 1))  # ids 1..n, consecutive
+        assert iou(labels.data == n, truth == value) > 0.7
+    viewer.screenshot(str(artifacts_dir / "extreme_points_widget.png"), canvas_only=False)
+
+    widget.undo()
+    assert set(np.unique(labels.data)) == set(range(len(objects)))
+    # Ctrl+Z on the Points layer (where the user clicks) does the same.
+    from app_model.types import KeyBinding
+
+    widget.points_layer.keymap[KeyBinding.from_str("Control-Z")](widget.points_layer)
+    assert set(np.unique(labels.data)) == set(range(len(objects) - 1))
+    # The next object takes the next free id again.
+    _click(widget, qtbot, extreme_points(truth == objects[1]))
+    assert set(np.unique(labels.data)) == {0, 1, 2}
+
+
+def test_existing_labels_are_never_overwritten(widget, qtbot):
+    viewer = widget.viewer
+    image, truth = object_scene((160, 160), seed=32)
+    viewer.add_image(image, name="cells")
+    existing = np.zeros(image.shape, np.uint32)
+    value = int(np.bincount(truth.ravel())[1:].argmax()) + 1
+    existing[truth == value] = 7
+    existing[: image.shape[0] // 2] = np.where(existing[: image.shape[0] // 2] == 0, 0, 7)
+    viewer.add_labels(existing.copy(), name="mine")
+    widget.image_combo.setCurrentText("cells")
+    widget.labels_combo.setCurrentText("mine")
+    widget.start()
+    _click(widget, qtbot, extreme_points(truth == value))
+    data = viewer.layers["mine"].data
+    assert (data[existing == 7] == 7).all()  # untouched
+    assert data.max() == 8  # the next free id
+    widget.undo()
+    np.testing.assert_array_equal(data, existing)
+
+
+def test_bad_points_give_messages_and_paint_nothing(widget, qtbot):
+    viewer = widget.viewer
+    image, _ = object_scene((96, 96), seed=33)
+    viewer.add_image(image, name="cells")
+    widget.image_combo.setCurrentText("cells")
+    widget.start()
+    labels = viewer.layers["cells objects"]
+    widget.segment(np.array([[10.0, 10.0]] * 4))
+    assert "degenerate" in widget.last_error
+    widget.segment(np.array([[10.0, 10.0], [20, 20], [10, 20], [120, 15]]))
+    assert "outside the image" in widget.last_error and "(96, 96)" in widget.last_error
+    widget.segment(np.array([[10.0, 10.0], [20, 20], [10, 20]]))
+    assert "at least 4 are needed" in widget.last_error
+    assert not labels.data.any() and widget.history == []
+
+
+def test_2d_mode_on_a_slice_of_a_stack(widget, qtbot):
+    viewer = widget.viewer
+    image, truth = object_scene((160, 160), seed=34)
+    stack = np.stack([np.zeros_like(image), image, np.zeros_like(image)])
+    viewer.add_image(stack, name="stack")
+    widget.image_combo.setCurrentText("stack")
+    widget.start()
+    value = int(np.bincount(truth.ravel())[1:].argmax()) + 1
+    pts = extreme_points(truth == value)
+    _click(widget, qtbot, np.c_[np.ones(4), pts])
+    labels = viewer.layers["stack objects"]
+    assert labels.data.shape == stack.shape
+    assert not labels.data[0].any() and not labels.data[2].any()
+    assert iou(labels.data[1] == 1, truth == value) > 0.7
+    widget.last_error = ""
+    widget.segment(np.c_[[0, 1, 1, 1], pts])
+    assert "different slices" in widget.last_error

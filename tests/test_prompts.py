@@ -1,0 +1,164 @@
+"""segarch.prompts: extreme points, the DEXTR recipe and the shipped extreme-point model (no GUI)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import segarch
+from segarch import pretrained
+from segarch.prompts import (
+    DEFAULTS, check_points, extreme_points, object_scene, segment_from_points, training_pairs,
+)
+from segarch.prompts.evaluate import evaluate_prompts, iou
+from segarch.prompts.recipe import crop_box
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return pretrained.load("dextr_light")
+
+
+@pytest.mark.parametrize("shape", [(96, 96), (32, 48, 48)])
+def test_extreme_points_of_generated_masks_round_trip(shape):
+    _, labels = object_scene(shape, seed=3)
+    assert labels.max() >= 2
+    for value in range(1, int(labels.max()) + 1):
+        mask = labels == value
+        pts = extreme_points(mask)
+        dims = len(shape)
+        assert pts.shape == (2 * dims, dims)
+        assert mask[tuple(pts.T)].all()  # every point is an object pixel
+        coords = np.argwhere(mask)
+        # 2D: left, right (X), top, bottom (Y); 3D: Z, Y, X; each at its axis' extreme.
+        axes = (1, 0) if dims == 2 else (0, 1, 2)
+        for k, axis in enumerate(axes):
+            assert pts[2 * k, axis] == coords[:, axis].min()
+            assert pts[2 * k + 1, axis] == coords[:, axis].max()
+        # The points' box is the mask's box: nothing of the object lies outside.
+        np.testing.assert_array_equal(pts.min(0), coords.min(0))
+        np.testing.assert_array_equal(pts.max(0), coords.max(0))
+        np.testing.assert_array_equal(extreme_points(mask), pts)  # deterministic
+
+
+def test_extreme_points_break_ties_at_the_middle_of_a_flat_edge():
+    mask = np.zeros((5, 7), bool)
+    mask[1:4, 2:6] = True
+    assert extreme_points(mask).tolist() == [[2, 2], [2, 5], [1, 4], [3, 4]]
+
+
+def test_extreme_points_errors():
+    with pytest.raises(ValueError, match="empty"):
+        extreme_points(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="2D .* or 3D"):
+        extreme_points(np.ones(5))
+
+
+@pytest.mark.parametrize("points,message", [
+    ([[1, 1], [5, 5], [1, 5]], r"3 given, at least 4 are needed in 2D"),
+    ([[1, 1], [5, 5], [1, 5], [20, 3]], r"`points`\[3\] = \(20.0, 3.0\) lies outside the image of shape \(16, 16\)"),
+    ([[1, 1], [5, 5], [1, 5], [-1, 3]], r"`points`\[3\] .* lies outside"),
+    ([[4, 4]] * 4, r"degenerate: all 4 are at \(4.0, 4.0\)"),
+    ([[1, 1, 1]] * 4, r"shape \(N, 2\)"),
+    ([[1, 1], [5, np.nan], [1, 5], [3, 3]], r"NaN"),
+])
+def test_bad_points_give_clear_messages(points, message):
+    with pytest.raises(ValueError, match=message):
+        check_points(points, (16, 16))
+
+
+def test_segment_from_points_errors(shipped):
+    image = np.zeros((32, 32), np.float32)
+    good = [[5, 5], [20, 20], [5, 20], [20, 5]]
+    with pytest.raises(ValueError, match="at least 4 are needed"):
+        segment_from_points(shipped, image, good[:3])
+    with pytest.raises(ValueError, match="outside the image"):
+        segment_from_points(shipped, image, good[:3] + [[40, 2]])
+    with pytest.raises(ValueError, match="degenerate"):
+        segment_from_points(shipped, image, [[3, 3]] * 4)
+    with pytest.raises(ValueError, match="3 channel"):
+        segment_from_points(shipped, np.zeros((3, 32, 32)), good)
+    with pytest.raises(ValueError, match="`size` must be a positive multiple of the model's size divisor 8"):
+        segment_from_points(shipped, image, good, size=30)
+    with pytest.raises(ValueError, match="`axes`"):
+        segment_from_points(shipped, image, good, axes="ZX")
+
+
+def test_shipped_model_reaches_its_stated_iou_on_fresh_objects(shipped):
+    card = pretrained.card("dextr_light")
+    stated = card["test"]["mean_iou"]
+    # Other seeds than training (11·100003+) and the card's test (7001+).
+    result = evaluate_prompts(shipped, scenes=6, seed=424242)
+    assert result["objects"] >= 20
+    assert result["mean_iou"] >= stated - 0.06, result
+    assert result["median_iou"] >= 0.85, result
+
+
+def test_return_crop_pastes_to_the_full_mask_and_reads_only_the_crop(shipped):
+    image, labels = object_scene((160, 160), seed=77)
+    mask = labels == 1
+    pts = extreme_points(mask)
+
+    class Recording(np.ndarray):
+        requests: list = []
+
+        def __getitem__(self, index):
+            Recording.requests.append(index)
+            return np.asarray(super().__getitem__(index))
+
+    lazy = image.view(Recording)
+    full = segment_from_points(shipped, lazy, pts)
+    crop, offset = segment_from_points(shipped, image, pts, return_crop=True)
+    start, stop = crop_box(pts, image.shape, DEFAULTS["dextr_light"][2])
+    assert offset == start and crop.shape == tuple(b - a for a, b in zip(start, stop))
+    pasted = np.zeros_like(full)
+    pasted[start[0]:stop[0], start[1]:stop[1]] = crop
+    np.testing.assert_array_equal(pasted, full)
+    assert not full[:start[0]].any() and not full[stop[0]:].any()
+    # Only the crop was read from the image.
+    assert Recording.requests == [(slice(start[0], stop[0]), slice(start[1], stop[1]))]
+    assert iou(full, mask) > 0.8
+
+
+def test_dask_image_gives_the_numpy_result(shipped):
+    import dask.array as da
+
+    image, labels = object_scene((160, 160), seed=78)
+    pts = extreme_points(labels == 2)
+    expected = segment_from_points(shipped, image, pts)
+    np.testing.assert_array_equal(segment_from_points(shipped, da.from_array(image, chunks=40), pts), expected)
+    # Channel-last and channel-first images with one channel are the same image.
+    np.testing.assert_array_equal(segment_from_points(shipped, image[..., None], pts, axes="YXC"), expected)
+    np.testing.assert_array_equal(segment_from_points(shipped, image[None], pts), expected)
+
+
+def test_3d_recipe_with_six_points_stays_in_the_crop():
+    torch.manual_seed(0)
+    model = segarch.Model.from_zoo("dextr_light", spatial_dims=3, in_channels=2, out_channels=1,
+                                   class_names=["object"], features=(4, 8, 16, 32))
+    image, labels = object_scene((32, 64, 64), seed=5)
+    pts = extreme_points(labels == 1)
+    with pytest.raises(ValueError, match="at least 6 are needed in 3D"):
+        segment_from_points(model, image, pts[:4])
+    crop, offset = segment_from_points(model, image, pts, return_crop=True, threshold=0.01)
+    start, stop = crop_box(pts, image.shape, DEFAULTS["dextr_light"][3])
+    assert offset == start and crop.shape == tuple(b - a for a, b in zip(start, stop))
+    full = segment_from_points(model, image, pts, threshold=0.01)
+    assert full.shape == image.shape and full.sum() == crop.sum()
+
+
+def test_training_pairs_put_the_heat_map_on_the_points():
+    image, labels = object_scene((128, 128), seed=9)
+    x, t = training_pairs([image], [labels], jitter=0)
+    size = DEFAULTS["dextr_light"][2].size
+    n = len(np.unique(labels[labels > 0]))
+    assert x.shape[1:] == (2, size, size) and t.shape[1:] == (size, size) and len(x) <= n
+    assert 0 <= x[:, 0].min() and x[:, 0].max() <= 1
+    heat = x[:, 1]
+    assert np.allclose(heat.max(axis=(1, 2)), 1.0, atol=0.1)
+    # The heat map peaks on the object's outline: its maxima lie on or next to target pixels.
+    for h, target in zip(heat, t):
+        peaks = np.argwhere(h > 0.9)
+        near = [target[max(0, y - 2):y + 3, max(0, x_ - 2):x_ + 3].any() for y, x_ in peaks]
+        assert np.mean(near) > 0.9
