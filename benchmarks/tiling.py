@@ -2,11 +2,13 @@
 
 For the same image, model, tile, overlap and batch size, prints the median of ``--repeats`` runs of:
 
-  (a) the pure forward time over exactly the tiles the engine computes (the floor),
+  (a) the pure forward time over exactly the tiles the engine computes, with the engine's own forward
+      (the network in channels-last memory format): the floor,
   (b) ``segarch.predict`` end to end, from a Zarr store to a Zarr store (labels),
   (c) MONAI's ``sliding_window_inference`` on the image held in memory (Gaussian blending, then argmax),
+      with the network as the user has it, and (c') with the same channels-last network the engine runs,
 
-and the ratios (b)/(a) and (b)/(c). Machines are shared and noisy: compare the ratios.
+and the ratios (b)/(a), (b)/(c) and (b)/(c'). Machines are shared and noisy: compare the ratios.
 
 Run: ``python benchmarks/tiling.py [--repeats 3] [--size2d 2048] [--size3d 160] [--device cpu]``
 """
@@ -25,6 +27,7 @@ import torch
 import segarch
 from segarch.tiling.engine import _check_tile, _overlap_pixels
 from segarch.tiling.grid import axis_grid
+from segarch.tiling.runner import NetworkRunner
 
 
 def _timed(fn, repeats: int) -> float:
@@ -54,12 +57,12 @@ def run_case(name: str, model: segarch.Model, shape: tuple[int, ...], tile: int,
     net = model.network.to(device).eval()
     tiles = _check_tile(tile, len(shape), model.size_divisor)
     n_tiles = engine_tile_count(shape, tiles, overlap, model.size_divisor, "gaussian")
-    x = torch.from_numpy(rng.random((batch, 1, *tiles), dtype=np.float32)).to(device)
+    runner = NetworkRunner(net, torch.device(device), amp=None)  # the engine's own forward (channels-last)
+    x = rng.random((batch, 1, *tiles), dtype=np.float32)
 
     def floor():
-        with torch.inference_mode():
-            for _ in range(-(-n_tiles // batch)):
-                net(x).float().cpu()
+        for _ in range(-(-n_tiles // batch)):
+            runner(x, batch)
 
     def engine():
         segarch.predict(model, store, tile=tile, overlap=overlap, batch_size=batch, device=device,
@@ -67,15 +70,22 @@ def run_case(name: str, model: segarch.Model, shape: tuple[int, ...], tile: int,
 
     tensor = torch.from_numpy(image.astype(np.float32))[None, None]
 
-    def monai():
+    fmt = runner._channels_last(len(shape) + 2)
+
+    def monai(network, memory_format=None):
+        def predictor(t):
+            return network(t.contiguous(memory_format=memory_format) if memory_format else t)
+
         with torch.inference_mode():
-            logits = sliding_window_inference(tensor, roi_size=tiles, sw_batch_size=batch, predictor=net,
+            logits = sliding_window_inference(tensor, roi_size=tiles, sw_batch_size=batch, predictor=predictor,
                                               overlap=overlap, mode="gaussian", sw_device=device, device="cpu")
             logits.argmax(1).to(torch.uint8).numpy()
 
     engine()  # warm-up: threads, allocator, first-touch of the store
-    a, b, c = _timed(floor, repeats), _timed(engine, repeats), _timed(monai, repeats)
-    return {"tiles": n_tiles, "a": a, "b": b, "c": c}
+    a, b = _timed(floor, repeats), _timed(engine, repeats)
+    c = _timed(lambda: monai(net), repeats)
+    c_same = _timed(lambda: monai(runner.network, fmt), repeats)
+    return {"tiles": n_tiles, "a": a, "b": b, "c": c, "c_same": c_same}
 
 
 def main() -> None:
@@ -93,13 +103,14 @@ def main() -> None:
          (args.size3d,) * 3, 64),
     ]
     print(f"device {args.device}, overlap 0.25, batch 4, median of {args.repeats}; torch threads {torch.get_num_threads()}")
-    print(f"{'case':<4} {'image':<16} {'tile':<6} {'tiles':>6}  {'(b)/(a) engine/floor':>21}  {'(b)/(c) engine/MONAI':>21}")
+    print(f"{'case':<4} {'image':<16} {'tile':<6} {'tiles':>6}  {'(b)/(a) engine/floor':>21}  "
+          f"{'(b)/(c) engine/MONAI':>21}  {'(b)/(c) same network':>21}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, model, shape, tile in cases:
             model.preprocessing = []  # the same work for all three: the raw image into the network
             r = run_case(name, model, shape, tile, 0.25, 4, args.device, args.repeats, Path(tmp))
             print(f"{name:<4} {'×'.join(map(str, shape)):<16} {tile:<6} {r['tiles']:>6}  {r['b'] / r['a']:>21.2f}  "
-                  f"{r['b'] / r['c']:>21.2f}")
+                  f"{r['b'] / r['c']:>21.2f}  {r['b'] / r['c_same']:>21.2f}")
 
 
 if __name__ == "__main__":

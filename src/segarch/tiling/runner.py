@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,8 @@ class NetworkRunner:
     def __init__(self, network: nn.Module, device: torch.device, amp: bool | None) -> None:
         self.device = device
         self.network = network.to(device).eval()
+        self._source = network
+        self._format: torch.memory_format | None = None
         self.amp = (device.type == "cuda") if amp is None else bool(amp)
         if self.amp and device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -130,14 +133,24 @@ class NetworkRunner:
                 chunk = max(1, chunk // 2)
                 log.warning("CUDA out of memory: retrying with a batch of %d tiles", chunk)
 
+    def _channels_last(self, ndim: int) -> torch.memory_format | None:
+        """Run convolutions channels-last (faster on CPUs and tensor cores), on a copy of the network."""
+        if self._format is None and self.device.type in ("cpu", "cuda") and ndim in (4, 5):
+            self._format = torch.channels_last if ndim == 4 else torch.channels_last_3d
+            self.network = copy.deepcopy(self._source).to(self.device).eval().to(memory_format=self._format)
+        return self._format
+
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch)
         if self.pin:
             x = x.pin_memory()
         x = x.to(self.device, non_blocking=True)
+        fmt = self._channels_last(x.ndim)
+        if fmt is not None:
+            x = x.contiguous(memory_format=fmt)
         with torch.inference_mode(), self._autocast():
             y = self.network(x)
-        return y.float().cpu().numpy()
+        return np.ascontiguousarray(y.float().cpu().numpy())
 
 
 def network_of(model: Model | nn.Module) -> nn.Module:
