@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+# One torch/OpenMP thread per test process: the tests' tensors are tiny, and on a 2-core machine the
+# engine's reader/writer threads, Dask workers and subprocesses would otherwise oversubscribe the CPU.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
