@@ -250,6 +250,9 @@ class ExtremePointsWidget(QWidget):
             self.status.setText("No object found at these points; try again.")
             return
         label = self.paint(labels, crop, tuple(index) + tuple(offset))
+        if not label:
+            self.status.setText("The object lies under existing labels; nothing painted (tick 'overwrite' to replace).")
+            return
         self.status.setText(f"Object {label} painted into {labels.name!r} ({int(crop.sum())} pixels, "
                             f"{seconds * 1000:.0f} ms). Click the next object.")
 
@@ -257,7 +260,8 @@ class ExtremePointsWidget(QWidget):
         self._error(str(err))
 
     def paint(self, labels, crop: np.ndarray, offset: tuple) -> int:
-        """Paint ``crop`` (a boolean mask whose origin is ``offset``) under the next free id; return the id."""
+        """Paint ``crop`` (a boolean mask whose origin is ``offset``) under the next free id; return the id
+        (0 when every pixel of it is already labelled and overwriting is off)."""
         data = labels.data
         lead = len(offset) - crop.ndim
         index = tuple(int(v) for v in offset[:lead]) + tuple(
@@ -265,6 +269,8 @@ class ExtremePointsWidget(QWidget):
         region = np.asarray(data[index])
         label = int(max([np.asarray(data).max()] + [p.label for p in self.history if p.layer is labels])) + 1
         where = crop if self.overwrite_check.isChecked() else crop & (region == 0)
+        if not where.any():
+            return 0
         before = region[where]
         region[where] = label
         data[index] = region

@@ -46,7 +46,7 @@ RECIPE = {
     "arch": "dextr_light",
     "options": {"features": [16, 32, 64, 128], "bins": [1, 2, 4]},
     "scenes": 500, "shape": [160, 160], "seed": 11,
-    "batch_size": 16, "steps": 1500, "lr": 3e-3, "loss": "dice_ce",
+    "batch_size": 16, "steps": 1800, "lr": 3e-3, "loss": "dice_ce",
     "test_scenes": 40, "test_seed": 7001,
 }
 
@@ -195,7 +195,7 @@ def main(argv=None) -> dict:
             "steps": steps_done, "planned_steps": args.steps, "batch_size": RECIPE["batch_size"],
             "patch": [settings.size, settings.size], "lr": RECIPE["lr"], "loss": RECIPE["loss"],
             "augment": "flips and 90-degree rotations", "optimizer": "AdamW, 5% warm-up, cosine decay", "seed": RECIPE["seed"], "seconds": round(seconds),
-            "cpu_seconds": round(cpu_seconds), "device": f"cpu ({args.threads} threads, shared)",
+            "cpu_seconds": round(cpu_seconds), "device": f"cpu ({args.threads} thread{'s' if args.threads > 1 else ''}, shared)",
             "torch": torch.__version__, "python": platform.python_version(),
             "held_out_pairs": best["pairs"], "held_out_crop_iou": round(best["iou"], 4), "best_step": best["step"],
         },
