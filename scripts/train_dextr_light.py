@@ -14,6 +14,7 @@ through :func:`segarch.prompts.segment_from_points`, and written with its card t
 Usage::
 
     python scripts/train_dextr_light.py                       # the shipped model
+    python scripts/train_dextr_light.py --dims 3 --out /tmp/w   # a 3D model (6 points, 32³ crops)
     python scripts/train_dextr_light.py --steps 50 --out /tmp/w   # a quick try
 """
 
@@ -37,7 +38,7 @@ from segarch.prompts.evaluate import evaluate_prompts
 from segarch.training.log import TrainingLog, plot_png
 from segarch.training.losses import SegmentationLoss
 
-__all__ = ["RECIPE", "main"]
+__all__ = ["RECIPE", "RECIPE_3D", "main"]
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "pretrained" / "weights"
 
@@ -50,15 +51,26 @@ RECIPE = {
     "test_scenes": 40, "test_seed": 7001,
 }
 
+#: ``--dims 3``: the same recipe on generated volumes, 6 points per object, 32³ crops.
+RECIPE_3D = {
+    "name": "dextr_light3d",
+    "arch": "dextr_light",
+    "options": {"features": [8, 16, 32, 64], "bins": [1, 2, 4]},
+    "scenes": 150, "shape": [48, 64, 64], "seed": 12,
+    "batch_size": 8, "steps": 900, "lr": 3e-3, "loss": "dice_ce",
+    "test_scenes": 12, "test_seed": 7002,
+}
+
 def _augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips and 90° rotations per pair: image, heat map and target move together."""
+    """Random flips and 90° rotations (in the Y-X plane) per pair: image, heat map and target move together."""
     xs, ys = [], []
+    dims = y.ndim - 1
     for xi, yi in zip(x, y):
         k = int(rng.integers(4))
-        flip = bool(rng.integers(2))
-        xi, yi = torch.rot90(xi, k, (1, 2)), torch.rot90(yi, k, (0, 1))
-        if flip:
-            xi, yi = xi.flip(2), yi.flip(1)
+        xi, yi = torch.rot90(xi, k, (dims - 1, dims)), torch.rot90(yi, k, (dims - 2, dims - 1))
+        for axis in range(dims):
+            if rng.integers(2):
+                xi, yi = xi.flip(axis + 1), yi.flip(axis)
         xs.append(xi)
         ys.append(yi)
     return torch.stack(xs), torch.stack(ys)
@@ -79,22 +91,23 @@ def _crop_iou(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(np.mean(ious))
 
 
-def fit(model: segarch.Model, inputs: np.ndarray, targets: np.ndarray, *, steps: int, cpu_seconds: float):
+def fit(model: segarch.Model, inputs: np.ndarray, targets: np.ndarray, recipe: dict, *, steps: int,
+        cpu_seconds: float):
     """Train on the pairs (10% held out) with the project's Dice + cross-entropy loss; keep the best weights.
 
     The project's :func:`segarch.train` takes semantic models only, so this is its loop in small: AdamW,
     5% warm-up then cosine decay, validation every 50 steps, stop at ``cpu_seconds`` of CPU time.
     """
-    rng = np.random.default_rng(RECIPE["seed"])
-    torch.manual_seed(RECIPE["seed"])
+    rng = np.random.default_rng(recipe["seed"])
+    torch.manual_seed(recipe["seed"])
     order = rng.permutation(len(inputs))
     n_val = max(1, len(inputs) // 10)
     val_x, val_y = torch.from_numpy(inputs[order[:n_val]]), torch.from_numpy(targets[order[:n_val]].astype(np.int64))
     train_x, train_y = torch.from_numpy(inputs[order[n_val:]]), torch.from_numpy(targets[order[n_val:]].astype(np.int64))
     net = model.network
     net.train()
-    criterion = SegmentationLoss(RECIPE["loss"], 2)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=RECIPE["lr"], weight_decay=1e-5)
+    criterion = SegmentationLoss(recipe["loss"], 2)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=1e-5)
     warm = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
@@ -103,7 +116,7 @@ def fit(model: segarch.Model, inputs: np.ndarray, targets: np.ndarray, *, steps:
     cpu0, t0 = time.process_time(), time.perf_counter()
     step = 0
     for step in range(1, steps + 1):
-        idx = rng.integers(0, len(train_x), RECIPE["batch_size"])
+        idx = rng.integers(0, len(train_x), recipe["batch_size"])
         x, y = _augment(train_x[idx], train_y[idx], rng)
         optimiser.zero_grad()
         logits = net(x)
@@ -131,32 +144,37 @@ def fit(model: segarch.Model, inputs: np.ndarray, targets: np.ndarray, *, steps:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=RECIPE["steps"])
-    parser.add_argument("--scenes", type=int, default=RECIPE["scenes"])
+    parser.add_argument("--dims", type=int, choices=(2, 3), default=2)
+    parser.add_argument("--steps", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--scenes", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--cpu-seconds", type=float, default=600.0, help="stop after this much CPU time")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--features", type=int, nargs="+", default=RECIPE["options"]["features"])
+    parser.add_argument("--features", type=int, nargs="+", default=None, help="default: the recipe's")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    settings = DEFAULTS["dextr_light"][2]
-    RECIPE["options"]["features"] = list(args.features)
+    dims = args.dims
+    recipe = dict(RECIPE if dims == 2 else RECIPE_3D)
+    recipe["options"] = dict(recipe["options"], features=list(args.features or recipe["options"]["features"]))
+    args.steps = args.steps or recipe["steps"]
+    args.scenes = args.scenes or recipe["scenes"]
+    settings = DEFAULTS["dextr_light"][dims]
 
     t0 = time.perf_counter()
     images, labels = [], []
     for s in range(args.scenes):
-        image, lab = object_scene(tuple(RECIPE["shape"]), seed=RECIPE["seed"] * 100003 + s)
+        image, lab = object_scene(tuple(recipe["shape"]), seed=recipe["seed"] * 100003 + s)
         images.append(image)
         labels.append(lab)
-    inputs, targets = training_pairs(images, labels, spatial_dims=2, settings=settings, seed=RECIPE["seed"])
+    inputs, targets = training_pairs(images, labels, spatial_dims=dims, settings=settings, seed=recipe["seed"])
     logging.info("%d training pairs from %d scenes in %.0f s", len(inputs), args.scenes, time.perf_counter() - t0)
 
-    model = segarch.Model.from_zoo(RECIPE["arch"], spatial_dims=2, in_channels=2, out_channels=2,
-                                   class_names=["background", "object"], **RECIPE["options"])
+    model = segarch.Model.from_zoo(recipe["arch"], spatial_dims=dims, in_channels=2, out_channels=2,
+                                   class_names=["background", "object"], **recipe["options"])
     start = time.perf_counter()
     cpu0 = time.process_time()
-    history, steps_done, best = fit(model, inputs, targets, steps=args.steps, cpu_seconds=args.cpu_seconds)
+    history, steps_done, best = fit(model, inputs, targets, recipe, steps=args.steps, cpu_seconds=args.cpu_seconds)
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu0
     model.preprocessing = []
@@ -165,52 +183,54 @@ def main(argv=None) -> dict:
                          "objects by scripts/train_dextr_light.py.")
 
     torch.set_num_threads(1)  # latency as a user's interactive call would see it on a busy CPU
-    test = evaluate_prompts(model, scenes=RECIPE["test_scenes"], seed=RECIPE["test_seed"])
-    jittered = evaluate_prompts(model, scenes=RECIPE["test_scenes"] // 2, seed=RECIPE["test_seed"] + 500, jitter=2.0)
+    shape = tuple(recipe["shape"])
+    test = evaluate_prompts(model, scenes=recipe["test_scenes"], seed=recipe["test_seed"], shape=shape)
+    jittered = evaluate_prompts(model, scenes=recipe["test_scenes"] // 2, seed=recipe["test_seed"] + 500, jitter=2.0,
+                                shape=shape)
     logging.info("held-out: %d objects, mean IoU %.4f (median %.4f, min %.4f), median %.1f ms; jitter 2 px: %.4f",
                  test["objects"], test["mean_iou"], test["median_iou"], test["min_iou"], test["median_ms"],
                  jittered["mean_iou"])
 
     args.out.mkdir(parents=True, exist_ok=True)
-    segarch.save_model(model, args.out / f"{RECIPE['name']}.safetensors")
-    history.write_csv(args.out / f"{RECIPE['name']}.csv")
-    plot_png(history, args.out / f"{RECIPE['name']}.png", title="dextr_light: training loss and validation Dice")
+    segarch.save_model(model, args.out / f"{recipe['name']}.safetensors")
+    history.write_csv(args.out / f"{recipe['name']}.csv")
+    plot_png(history, args.out / f"{recipe['name']}.png", title=f"{recipe['name']}: training loss and validation IoU")
     card = {
-        "name": RECIPE["name"],
-        "title": "Extreme points to object mask (DEXTR-style, light), 2D, grey images",
-        "arch": RECIPE["arch"],
-        "options": RECIPE["options"],
-        "spatial_dims": 2,
+        "name": recipe["name"],
+        "title": f"Extreme points to object mask (DEXTR-style, light), {dims}D, grey images",
+        "arch": recipe["arch"],
+        "options": recipe["options"],
+        "spatial_dims": dims,
         "parameters": model.num_parameters,
         "classes": ["background", "object"],
-        "prompt": {"points": 4, "size": settings.size, "margin": settings.margin, "min_margin": settings.min_margin,
+        "prompt": {"points": 2 * dims, "size": settings.size, "margin": settings.margin, "min_margin": settings.min_margin,
                    "sigma": settings.sigma},
-        "trained_on": (f"{len(inputs)} objects from {args.scenes} generated scenes {RECIPE['shape'][0]}x"
-                       f"{RECIPE['shape'][1]} (segarch.prompts.object_scene, seed {RECIPE['seed']}): blobs, "
+        "trained_on": (f"{len(inputs)} objects from {args.scenes} generated scenes "
+                       f"{'x'.join(map(str, recipe['shape']))} (segarch.prompts.object_scene, seed {recipe['seed']}): blobs, "
                        "star-convex cells, polygons, bent rods, touching and partly covered neighbours; object and "
                        "background texture, brighter and darker objects, illumination gradient, clutter, blur, "
                        "Poisson and Gaussian noise. Extreme points jittered by up to 2% of the object's size (at "
                        "least 1 px). 10% of the objects held out for validation."),
         "training": {
-            "steps": steps_done, "planned_steps": args.steps, "batch_size": RECIPE["batch_size"],
-            "patch": [settings.size, settings.size], "lr": RECIPE["lr"], "loss": RECIPE["loss"],
-            "augment": "flips and 90-degree rotations", "optimizer": "AdamW, 5% warm-up, cosine decay", "seed": RECIPE["seed"], "seconds": round(seconds),
+            "steps": steps_done, "planned_steps": args.steps, "batch_size": recipe["batch_size"],
+            "patch": [settings.size] * dims, "lr": recipe["lr"], "loss": recipe["loss"],
+            "augment": "flips and 90-degree rotations", "optimizer": "AdamW, 5% warm-up, cosine decay", "seed": recipe["seed"], "seconds": round(seconds),
             "cpu_seconds": round(cpu_seconds), "device": f"cpu ({args.threads} thread{'s' if args.threads > 1 else ''}, shared)",
             "torch": torch.__version__, "python": platform.python_version(),
             "held_out_pairs": best["pairs"], "held_out_crop_iou": round(best["iou"], 4), "best_step": best["step"],
         },
         "test": {
             "mean_iou": round(test["mean_iou"], 4), "median_iou": round(test["median_iou"], 4),
-            "min_iou": round(test["min_iou"], 4), "objects": test["objects"], "scenes": RECIPE["test_scenes"],
-            "shape": RECIPE["shape"], "seed": RECIPE["test_seed"], "points": "exact extreme points",
+            "min_iou": round(test["min_iou"], 4), "objects": test["objects"], "scenes": recipe["test_scenes"],
+            "shape": recipe["shape"], "seed": recipe["test_seed"], "points": "exact extreme points",
             "mean_iou_jitter_2px": round(jittered["mean_iou"], 4),
             "median_latency_ms": round(test["median_ms"], 1),
             "latency_note": "click to mask (crop, network, paste), 1 thread, on a shared 2-core CPU",
         },
         "script": "scripts/train_dextr_light.py",
     }
-    (args.out / f"{RECIPE['name']}.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
-    logging.info("wrote %s", args.out / f"{RECIPE['name']}.safetensors")
+    (args.out / f"{recipe['name']}.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
+    logging.info("wrote %s", args.out / f"{recipe['name']}.safetensors")
     return card
 
 

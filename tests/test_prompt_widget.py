@@ -119,3 +119,37 @@ def test_2d_mode_on_a_slice_of_a_stack(widget, qtbot):
     widget.last_error = ""
     widget.segment(np.c_[[0, 1, 1, 1], pts])
     assert "different slices" in widget.last_error
+
+
+def test_3d_mode_segments_on_the_sixth_point(widget, qtbot, tmp_path):
+    import torch
+
+    import segarch
+    from segarch.prompts import DEFAULTS
+    from segarch.prompts.recipe import crop_box
+
+    # A 3D model that calls everything "object": the painted region is then exactly the crop.
+    model = segarch.Model.from_zoo("dextr_light", spatial_dims=3, in_channels=2, out_channels=1,
+                                   class_names=["object"], features=(4, 8, 16, 32))
+    with torch.no_grad():
+        model.network.classifier.bias.fill_(20.0)
+    model.trained = True
+    path = segarch.save_model(model, tmp_path / "everything3d.safetensors")
+    viewer = widget.viewer
+    image, truth = object_scene((32, 64, 64), seed=35)
+    viewer.add_image(image, name="volume")
+    widget.image_combo.setCurrentText("volume")
+    widget.model_combo.setCurrentText(str(path))
+    widget.mode_combo.setCurrentIndex(1)
+    widget.start()
+    pts = extreme_points(truth == 1)
+    for p in pts[:5]:
+        widget.points_layer.add(p.astype(float))
+    assert "5 of 6 points" in widget.status.text() and widget.worker is None
+    _click(widget, qtbot, pts[5:])
+    assert widget.last_error == ""
+    labels = viewer.layers["volume objects"].data
+    start, stop = crop_box(pts, image.shape, DEFAULTS["dextr_light"][3])
+    expected = np.zeros(image.shape, bool)
+    expected[tuple(slice(a, b) for a, b in zip(start, stop))] = True
+    np.testing.assert_array_equal(labels == 1, expected)

@@ -37,9 +37,9 @@ class PromptSettings:
     sigma: float = 0.04
 
 
-#: Defaults per model kind: the light model at 64² (48³ in 3D; a 2-core CPU answers a click in tens of
+#: Defaults per model kind: the light model at 64² (32³ in 3D; a 2-core CPU answers a click in tens of
 #: milliseconds), the paper's network at 512² (128³ in 3D).
-DEFAULTS = {"dextr_light": {2: PromptSettings(64), 3: PromptSettings(48)},
+DEFAULTS = {"dextr_light": {2: PromptSettings(64), 3: PromptSettings(32)},
             "dextr": {2: PromptSettings(512, sigma=10 / 512), 3: PromptSettings(128, sigma=10 / 512)}}
 
 

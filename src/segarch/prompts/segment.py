@@ -110,7 +110,7 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
             2D (left, right, top, bottom, in any order) and 6 in 3D.
         axes: the image's axes, e.g. ``"YX"``, ``"CYX"``, ``"ZYXC"`` (default: from its shape).
         margin: the crop's margin as a fraction of the points' largest extent (default 0.15, at least 4 px).
-        size: the network's input size per axis (default 64 in 2D and 48 in 3D for the light model,
+        size: the network's input size per axis (default 64 in 2D and 32 in 3D for the light model,
             512 for the paper's).
         sigma: the heat map's σ as a fraction of ``size`` (default 0.04 for the light model; 10/512 in the paper).
         threshold: probability above which a pixel is the object.
