@@ -93,6 +93,8 @@ class ExtremePointsWidget(QWidget):
 
         self._refresh_models()
         self._refresh_layers()
+        self.model_combo.currentTextChanged.connect(self._on_model_changed)
+        self._on_model_changed(self.model_combo.currentText())
         self.start_button.clicked.connect(self.start)
         self.undo_button.clicked.connect(self.undo)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
@@ -105,6 +107,13 @@ class ExtremePointsWidget(QWidget):
         names = [n for n in pretrained.names() if pretrained.card(n).get("prompt")]
         self.model_combo.clear()
         self.model_combo.addItems(names)
+
+    def _on_model_changed(self, name: str) -> None:
+        """A shipped model sets the mode it was trained for (2D: 4 points, 3D: 6)."""
+        from segarch import pretrained
+
+        if name in pretrained.names():
+            self.mode_combo.setCurrentIndex(1 if pretrained.card(name).get("spatial_dims") == 3 else 0)
 
     def _refresh_layers(self, *_) -> None:
         from napari.layers import Image, Labels
@@ -229,7 +238,8 @@ class ExtremePointsWidget(QWidget):
             # 2D on a slice of a stack (or 3D in a time series): all points must be on one slice.
             first = np.rint(points[:, :lead])
             if np.any(np.ptp(first, axis=0) > 0):
-                raise ValueError(f"The {len(points)} points lie on different slices {sorted({tuple(r) for r in first.astype(int).tolist()})}; "
+                slices = sorted({tuple(r) for r in first.astype(int).tolist()})
+                raise ValueError(f"The {len(points)} points lie on different slices {slices}; "
                                  f"in {dims}D mode click all of them on one slice.")
             index = tuple(int(v) for v in first[0])
             for axis, v in enumerate(index):

@@ -103,14 +103,17 @@ def fit(model: segarch.Model, inputs: np.ndarray, targets: np.ndarray, recipe: d
     order = rng.permutation(len(inputs))
     n_val = max(1, len(inputs) // 10)
     val_x, val_y = torch.from_numpy(inputs[order[:n_val]]), torch.from_numpy(targets[order[:n_val]].astype(np.int64))
-    train_x, train_y = torch.from_numpy(inputs[order[n_val:]]), torch.from_numpy(targets[order[n_val:]].astype(np.int64))
+    train_x = torch.from_numpy(inputs[order[n_val:]])
+    train_y = torch.from_numpy(targets[order[n_val:]].astype(np.int64))
     net = model.network
     net.train()
     criterion = SegmentationLoss(recipe["loss"], 2)
     optimiser = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=1e-5)
     warm = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    def factor(s: int) -> float:
+        return (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
     history = TrainingLog(["background", "object"])
     best = {"iou": -1.0, "step": 0, "state": None, "pairs": n_val}
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -203,10 +206,11 @@ def main(argv=None) -> dict:
         "spatial_dims": dims,
         "parameters": model.num_parameters,
         "classes": ["background", "object"],
-        "prompt": {"points": 2 * dims, "size": settings.size, "margin": settings.margin, "min_margin": settings.min_margin,
-                   "sigma": settings.sigma},
+        "prompt": {"points": 2 * dims, "size": settings.size, "margin": settings.margin,
+                   "min_margin": settings.min_margin, "sigma": settings.sigma},
         "trained_on": (f"{len(inputs)} objects from {args.scenes} generated scenes "
-                       f"{'x'.join(map(str, recipe['shape']))} (segarch.prompts.object_scene, seed {recipe['seed']}): blobs, "
+                       f"{'x'.join(map(str, recipe['shape']))} (segarch.prompts.object_scene, "
+                       f"seed {recipe['seed']}): blobs, "
                        "star-convex cells, polygons, bent rods, touching and partly covered neighbours; object and "
                        "background texture, brighter and darker objects, illumination gradient, clutter, blur, "
                        "Poisson and Gaussian noise. Extreme points jittered by up to 2% of the object's size (at "
@@ -214,8 +218,9 @@ def main(argv=None) -> dict:
         "training": {
             "steps": steps_done, "planned_steps": args.steps, "batch_size": recipe["batch_size"],
             "patch": [settings.size] * dims, "lr": recipe["lr"], "loss": recipe["loss"],
-            "augment": "flips and 90-degree rotations", "optimizer": "AdamW, 5% warm-up, cosine decay", "seed": recipe["seed"], "seconds": round(seconds),
-            "cpu_seconds": round(cpu_seconds), "device": f"cpu ({args.threads} thread{'s' if args.threads > 1 else ''}, shared)",
+            "augment": "flips and 90-degree rotations", "optimizer": "AdamW, 5% warm-up, cosine decay",
+            "seed": recipe["seed"], "seconds": round(seconds), "cpu_seconds": round(cpu_seconds),
+            "device": f"cpu ({args.threads} thread{'s' if args.threads > 1 else ''}, shared)",
             "torch": torch.__version__, "python": platform.python_version(),
             "held_out_pairs": best["pairs"], "held_out_crop_iou": round(best["iou"], 4), "best_step": best["step"],
         },

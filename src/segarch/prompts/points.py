@@ -51,7 +51,8 @@ def extreme_points(mask) -> np.ndarray:
         raise ValueError(f"`mask` must be 2D (Y, X) or 3D (Z, Y, X), got shape {mask.shape}.")
     coords = np.argwhere(mask != 0)
     if len(coords) == 0:
-        raise ValueError(f"`mask` is empty (no non-zero pixel in shape {mask.shape}): an object needs at least one pixel.")
+        raise ValueError(f"`mask` is empty (no non-zero pixel in shape {mask.shape}): "
+                         "an object needs at least one pixel.")
     # 2D order of the paper's clicks: left, right (along X), top, bottom (along Y); 3D: Z, Y, X.
     axes = (1, 0) if mask.ndim == 2 else (0, 1, 2)
     points = []
@@ -91,11 +92,12 @@ def check_points(points, spatial_shape: Sequence[int], *, minimum: int | None = 
     for i, p in enumerate(pts):
         # A point is inside when it rounds to a pixel of the image (napari's pixel centres are integers).
         if np.any(p < -0.5) or np.any(p >= np.asarray(spatial_shape) - 0.5):
-            raise ValueError(f"`points`[{i}] = {tuple(round(float(v), 2) for v in p)} lies outside the image of "
-                             f"shape {tuple(int(s) for s in spatial_shape)} (allowed: -0.5 <= coordinate < size - 0.5).")
+            at, shape = tuple(round(float(v), 2) for v in p), tuple(int(s) for s in spatial_shape)
+            raise ValueError(f"`points`[{i}] = {at} lies outside the image of shape {shape} "
+                             "(allowed: -0.5 <= coordinate < size - 0.5).")
     if np.all(np.ptp(pts, axis=0) < 1):
-        raise ValueError(f"`points` are degenerate: all {len(pts)} are at {tuple(round(float(v), 2) for v in pts[0])}; "
-                         f"click the object's {_names(dims)}.")
+        at = tuple(round(float(v), 2) for v in pts[0])
+        raise ValueError(f"`points` are degenerate: all {len(pts)} are at {at}; click the object's {_names(dims)}.")
     return pts
 
 

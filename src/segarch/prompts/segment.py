@@ -45,9 +45,11 @@ def settings_for(model, *, size: int | None = None, margin: float | None = None,
     size = base.size if size is None else size
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < divisor or size % divisor:
         raise ValueError(f"`size` must be a positive multiple of the model's size divisor {divisor}, got {size!r}.")
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 2):
-        raise ValueError(f"`margin` must be a number in [0, 2] (a fraction of the points' largest extent), got {margin!r}.")
-    if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < 0.5):
+    number = (int, float)
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, number) or not 0 <= margin <= 2):
+        raise ValueError(f"`margin` must be a number in [0, 2] (a fraction of the points' largest extent), "
+                         f"got {margin!r}.")
+    if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, number) or not 0 < sigma < 0.5):
         raise ValueError(f"`sigma` must be a number in (0, 0.5) (a fraction of `size`), got {sigma!r}.")
     return PromptSettings(int(size), base.margin if margin is None else float(margin), base.min_margin,
                           base.sigma if sigma is None else float(sigma))
@@ -80,8 +82,8 @@ def object_probability(model, crop_input: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=1)[:, 1:2]
 
 
-def _largest_component(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage  # scipy comes with napari, a dependency of the project
 
     labels, n = ndimage.label(mask)
     if n <= 1:
@@ -168,7 +170,7 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
         prob = resize(prob, crop_shape)[0, 0].numpy()
     mask = prob > threshold
     if largest_component and mask.any():
-        mask = _largest_component(mask, np.rint(pts) - np.asarray(start))
+        mask = _largest_component(mask)
     if return_crop:
         return mask, tuple(start)
     full = np.zeros(spatial_shape, bool)
