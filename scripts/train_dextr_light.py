@@ -3,10 +3,9 @@
 Data: generated scenes (:func:`segarch.prompts.object_scene`: blobs, star-convex cells, polygons, bent
 rods, touching neighbours; textures, brightness, backgrounds, blur, noise) turned into DEXTR training
 pairs by :func:`segarch.prompts.training_pairs` (one per object, extreme points jittered as clicks are).
-The pairs are 2-channel images (image, heat map) with the object as class 1. :func:`segarch.train` takes
-semantic models only, so a small loop here uses the pipeline's loss (Dice + cross-entropy) and log; flips
-and 90° rotations are the only augmentation (they move image and heat map together; intensity changes
-would corrupt the heat map). Training stops at ``--cpu-seconds`` of CPU
+The pairs are 2-channel images (image, heat map) with the object as class 1, trained by
+:func:`segarch.prompts.training.fit_pairs` (:func:`segarch.train` takes semantic models only; this is its
+loop in small, with the pipeline's Dice + cross-entropy loss and log, flips and 90° rotations). Training stops at ``--cpu-seconds`` of CPU
 time (the best validated weights are kept), then the model is measured on fresh scenes (other seeds)
 through :func:`segarch.prompts.segment_from_points`, and written with its card to
 ``src/segarch/pretrained/weights/dextr_light.{safetensors,json,csv,png}``.
@@ -24,19 +23,17 @@ import argparse
 import json
 import logging
 import platform
-import math
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import segarch
 from segarch.prompts import DEFAULTS, object_scene, training_pairs
 from segarch.prompts.evaluate import evaluate_prompts
-from segarch.training.log import TrainingLog, plot_png
-from segarch.training.losses import SegmentationLoss
+from segarch.prompts.training import fit_pairs
+from segarch.training.log import plot_png
 
 __all__ = ["RECIPE", "RECIPE_3D", "main"]
 
@@ -60,90 +57,6 @@ RECIPE_3D = {
     "batch_size": 8, "steps": 900, "lr": 3e-3, "loss": "dice_ce",
     "test_scenes": 12, "test_seed": 7002,
 }
-
-def _augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips and 90° rotations (in the Y-X plane) per pair: image, heat map and target move together."""
-    xs, ys = [], []
-    dims = y.ndim - 1
-    for xi, yi in zip(x, y):
-        k = int(rng.integers(4))
-        xi, yi = torch.rot90(xi, k, (dims - 1, dims)), torch.rot90(yi, k, (dims - 2, dims - 1))
-        for axis in range(dims):
-            if rng.integers(2):
-                xi, yi = xi.flip(axis + 1), yi.flip(axis)
-        xs.append(xi)
-        ys.append(yi)
-    return torch.stack(xs), torch.stack(ys)
-
-
-def _crop_iou(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean IoU over held-out pairs, at the network's resolution."""
-    net.eval()
-    ious = []
-    with torch.no_grad():
-        for i in range(0, len(x), 64):
-            pred = net(x[i:i + 64]).argmax(1).bool()
-            t = y[i:i + 64].bool()
-            inter = (pred & t).flatten(1).sum(1).float()
-            union = (pred | t).flatten(1).sum(1).float().clamp_min(1)
-            ious.extend((inter / union).tolist())
-    net.train()
-    return float(np.mean(ious))
-
-
-def fit(model: segarch.Model, inputs: np.ndarray, targets: np.ndarray, recipe: dict, *, steps: int,
-        cpu_seconds: float):
-    """Train on the pairs (10% held out) with the project's Dice + cross-entropy loss; keep the best weights.
-
-    The project's :func:`segarch.train` takes semantic models only, so this is its loop in small: AdamW,
-    5% warm-up then cosine decay, validation every 50 steps, stop at ``cpu_seconds`` of CPU time.
-    """
-    rng = np.random.default_rng(recipe["seed"])
-    torch.manual_seed(recipe["seed"])
-    order = rng.permutation(len(inputs))
-    n_val = max(1, len(inputs) // 10)
-    val_x, val_y = torch.from_numpy(inputs[order[:n_val]]), torch.from_numpy(targets[order[:n_val]].astype(np.int64))
-    train_x = torch.from_numpy(inputs[order[n_val:]])
-    train_y = torch.from_numpy(targets[order[n_val:]].astype(np.int64))
-    net = model.network
-    net.train()
-    criterion = SegmentationLoss(recipe["loss"], 2)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=1e-5)
-    warm = max(1, steps // 20)
-    def factor(s: int) -> float:
-        return (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
-    history = TrainingLog(["background", "object"])
-    best = {"iou": -1.0, "step": 0, "state": None, "pairs": n_val}
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    step = 0
-    for step in range(1, steps + 1):
-        idx = rng.integers(0, len(train_x), recipe["batch_size"])
-        x, y = _augment(train_x[idx], train_y[idx], rng)
-        optimiser.zero_grad()
-        logits = net(x)
-        loss = criterion(logits, y[:, None], torch.ones_like(y[:, None], dtype=torch.float32))
-        loss.backward()
-        optimiser.step()
-        lr = schedule.get_last_lr()[0]
-        schedule.step()
-        history.add(step, loss.item(), lr, time.perf_counter() - t0)
-        out_of_time = time.process_time() - cpu0 > cpu_seconds
-        if step % 50 == 0 or step == steps or out_of_time:
-            score = _crop_iou(net, val_x, val_y)
-            history.rows[-1].update(val_dice=score)
-            if score > best["iou"]:
-                best.update(iou=score, step=step, state={k: v.detach().clone() for k, v in net.state_dict().items()})
-            logging.info("step %d/%d loss %.4f held-out crop IoU %.4f (best %.4f at %d), %.0f s CPU", step, steps,
-                         float(loss), score, best["iou"], best["step"], time.process_time() - cpu0)
-        if out_of_time:
-            break
-    net.load_state_dict(best["state"])
-    net.eval()
-    best.pop("state")
-    return history, step, best
-
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -177,7 +90,9 @@ def main(argv=None) -> dict:
                                    class_names=["background", "object"], **recipe["options"])
     start = time.perf_counter()
     cpu0 = time.process_time()
-    history, steps_done, best = fit(model, inputs, targets, recipe, steps=args.steps, cpu_seconds=args.cpu_seconds)
+    history, steps_done, best = fit_pairs(model, inputs, targets, steps=args.steps, batch_size=recipe["batch_size"],
+                                          lr=recipe["lr"], loss=recipe["loss"], seed=recipe["seed"],
+                                          cpu_seconds=args.cpu_seconds)
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu0
     model.preprocessing = []

@@ -162,3 +162,20 @@ def test_training_pairs_put_the_heat_map_on_the_points():
         peaks = np.argwhere(h > 0.9)
         near = [target[max(0, y - 2):y + 3, max(0, x_ - 2):x_ + 3].any() for y, x_ in peaks]
         assert np.mean(near) > 0.9
+
+
+def test_fine_tune_on_instance_labels_returns_a_trained_copy(shipped):
+    from segarch.prompts import fine_tune
+
+    before = {k: v.clone() for k, v in shipped.network.state_dict().items()}
+    scenes = [object_scene((96, 96), seed=600 + i) for i in range(3)]
+    tuned = fine_tune(shipped, [s[0] for s in scenes], [s[1] for s in scenes], steps=4, batch_size=4)
+    assert tuned is not shipped and tuned.trained and len(tuned.history) == 4
+    assert all(torch.equal(v, shipped.network.state_dict()[k]) for k, v in before.items())  # original untouched
+    assert any(not torch.equal(v, tuned.network.state_dict()[k]) for k, v in before.items())
+    assert tuned.validation["crop_iou"] > 0.7 and tuned.validation["steps"] == 4
+    image, labels = object_scene((160, 160), seed=601)
+    mask = labels == 1
+    assert iou(segment_from_points(tuned, image, extreme_points(mask)), mask) > 0.6
+    with pytest.raises(ValueError, match="no object of at least"):
+        fine_tune(shipped, [np.zeros((32, 32))], [np.zeros((32, 32), np.uint16)], steps=1)

@@ -10,8 +10,9 @@ Examples::
 
 Modules: :mod:`~segarch.prompts.points` (extreme points, point checks), :mod:`~segarch.prompts.recipe`
 (crop, resizing, heat map), :mod:`~segarch.prompts.segment` (:func:`segment_from_points`),
-:mod:`~segarch.prompts.data` (training pairs from instance labels), :mod:`~segarch.prompts.synthetic`
-(generated scenes of varied objects).
+:mod:`~segarch.prompts.data` (training pairs from instance labels), :mod:`~segarch.prompts.training`
+(:func:`fine_tune` on your instance labels), :mod:`~segarch.prompts.synthetic` (generated scenes of varied
+objects), :mod:`~segarch.prompts.evaluate` (IoU and latency on fresh objects).
 """
 
 from segarch.prompts.data import training_pairs
@@ -19,6 +20,7 @@ from segarch.prompts.points import check_points, extreme_points, needed_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings
 from segarch.prompts.segment import segment_from_points
 from segarch.prompts.synthetic import object_scene
+from segarch.prompts.training import fine_tune
 
-__all__ = ["extreme_points", "check_points", "needed_points", "segment_from_points", "training_pairs",
+__all__ = ["extreme_points", "check_points", "needed_points", "segment_from_points", "training_pairs", "fine_tune",
            "object_scene", "PromptSettings", "DEFAULTS"]

@@ -2,14 +2,10 @@
 
 Every object becomes one example, as DEXTR is trained (Maninis et al. 2018, Sec. 3): its extreme
 points, jittered by a few pixels as a user's clicks would be, give the crop and the heat map; the
-target is the object's mask in the resized crop. The pairs are plain arrays, so
-:func:`segarch.train` trains or fine-tunes on them::
+target is the object's mask in the resized crop. :func:`segarch.prompts.fine_tune` trains on them::
 
     inputs, targets = training_pairs(images, instance_labels, spatial_dims=2)
-    model = segarch.train(segarch.pretrained.load("dextr_light"), inputs, targets, axes="TCYX",
-                          patch=64, augment="none")
-
-(the model's pre-processing must then be ``[]``: the pairs are normalised already, as the shipped model's is).
+    history, steps, best = fit_pairs(model, inputs, targets, steps=200)     # segarch.prompts.training
 """
 
 from __future__ import annotations
