@@ -5,10 +5,10 @@ rods, touching neighbours; textures, brightness, backgrounds, blur, noise) turne
 pairs by :func:`segarch.prompts.training_pairs` (one per object, extreme points jittered as clicks are).
 The pairs are 2-channel images (image, heat map) with the object as class 1, trained by
 :func:`segarch.prompts.training.fit_pairs` (:func:`segarch.train` takes semantic models only; this is its
-loop in small, with the pipeline's Dice + cross-entropy loss and log, flips and 90° rotations). Training stops at ``--cpu-seconds`` of CPU
-time (the best validated weights are kept), then the model is measured on fresh scenes (other seeds)
-through :func:`segarch.prompts.segment_from_points`, and written with its card to
-``src/segarch/pretrained/weights/dextr_light.{safetensors,json,csv,png}``.
+loop in small, with the pipeline's Dice + cross-entropy loss and log, flips and 90° rotations).
+Training stops at ``--cpu-seconds`` of CPU time (the best validated weights are kept), then the model
+is measured on fresh scenes (other seeds) through :func:`segarch.prompts.segment_from_points`, and
+written with its card to ``src/segarch/pretrained/weights/dextr_light.{safetensors,json,csv,png}``.
 
 Usage::
 

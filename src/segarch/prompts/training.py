@@ -63,7 +63,7 @@ def crop_iou(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def fit_pairs(model, inputs: np.ndarray, targets: np.ndarray, *, steps: int, batch_size: int = 16, lr: float = 3e-3,
               loss: str = "dice_ce", seed: int = 0, val_every: int = 50, cpu_seconds: float | None = None,
               progress: Callable[[dict[str, Any]], Any] | None = None):
-    """Train ``model`` (a 2-class :class:`segarch.Model`, in place) on pairs from :func:`~segarch.prompts.training_pairs`.
+    """Train ``model`` (a 2-class :class:`segarch.Model`, in place) on pairs of :func:`~segarch.prompts.training_pairs`.
 
     Args:
         inputs, targets: ``(N, C + 1, *size)`` float32 and ``(N, *size)`` uint8; 10% are held out.
@@ -81,7 +81,8 @@ def fit_pairs(model, inputs: np.ndarray, targets: np.ndarray, *, steps: int, bat
     from segarch.training.losses import SegmentationLoss
 
     if model.out_channels != 2:
-        raise ValueError(f"`model` must have 2 output channels (background, object) to train, got {model.out_channels}.")
+        raise ValueError(f"`model` must have 2 output channels (background, object) to train, "
+                         f"got {model.out_channels}.")
     if len(inputs) < 2 or len(inputs) != len(targets):
         raise ValueError(f"`inputs` and `targets` must hold the same number (at least 2) of pairs, "
                          f"got {len(inputs)} and {len(targets)}.")
