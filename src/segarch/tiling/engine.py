@@ -29,7 +29,9 @@ log = logging.getLogger("segarch.tiling")
 
 OUTPUTS = ("labels", "probabilities")
 _BLOCK = {2: 512, 3: 128}           # output block (chunk) edge, before rounding up to the tile
-_OPEN_BLOCK_BUDGET = 96 * 2 ** 20   # bytes of blending buffers open at once (bounds a column's width)
+# Bytes of blending buffers open at once: this bounds a column's extent, so memory does not grow with the
+# image; 3D blocks are big, and narrow columns would recompute many tiles at their borders.
+_OPEN_BLOCK_BUDGET = {2: 96 * 2 ** 20, 3: 768 * 2 ** 20}
 _IN_MEMORY_FRACTION = 0.25          # out=None refuses outputs larger than this share of free memory
 
 
@@ -127,7 +129,7 @@ def predict(
     out_dtype = _output_dtype(output, out_channels)
     block = tuple(max(_BLOCK[spatial_dims], g.tile) for g in grids)
     block_bytes = out_channels * 4 * int(np.prod(block))
-    column = max(1, int((_OPEN_BLOCK_BUDGET / (2 * block_bytes)) ** (1 / max(1, spatial_dims - 1))))
+    column = max(1, int((_OPEN_BLOCK_BUDGET[spatial_dims] / (2 * block_bytes)) ** (1 / max(1, spatial_dims - 1))))
     plan = Plan(layout, source.shape, tuple(sizes[a] for a in layout.loop), grids, block, column,
                 out_channels, output, out_dtype)
 
