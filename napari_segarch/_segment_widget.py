@@ -39,7 +39,7 @@ def model_choices() -> list[tuple[str, tuple[str, str]]]:
     """(label, (kind, name)) for every model the widget offers: shipped, this session's, a file, the zoo."""
     from segarch import pretrained, zoo
 
-    choices = [(f"{n} (shipped, trained)", ("shipped", n)) for n in pretrained.names()]
+    choices = [(f"{n} (shipped, trained)", ("shipped", n)) for n in pretrained.names(task="semantic")]
     choices += [(f"{n} (trained in this session)", ("session", n)) for n in SESSION.names()]
     choices.append(("Model file…", _FILE))
     choices += [(f"{n} (architecture, untrained)", ("zoo", n)) for n in zoo.names() if zoo.card(n).task != "backbone"]

@@ -38,7 +38,7 @@ def model_sources() -> list[tuple[str, tuple[str, str]]]:
     from segarch import pretrained, zoo
 
     choices = [(f"{n} (new, untrained)", ("zoo", n)) for n in zoo.names(task="semantic")]
-    choices += [(f"{n} (fine-tune shipped model)", ("shipped", n)) for n in pretrained.names()]
+    choices += [(f"{n} (fine-tune shipped model)", ("shipped", n)) for n in pretrained.names(task="semantic")]
     choices += [(f"{n} (fine-tune, this session)", ("session", n)) for n in SESSION.names()]
     choices.append(("Model file to fine-tune…", _FILE))
     return choices

@@ -24,7 +24,9 @@ def one_thread():
 
 def test_names_and_cards():
     assert {"nuclei2d", "nuclei3d"} <= set(pretrained.names())
-    for name in pretrained.names():
+    assert set(pretrained.names(task="semantic")) == {"nuclei2d", "nuclei3d"}
+    assert pretrained.names(task="interactive") == ["dextr_light"]
+    for name in pretrained.names(task="semantic"):
         card = pretrained.card(name)
         assert card["name"] == name and card["arch"] in segarch.zoo.names()
         assert card["test"]["dice_nucleus"] > 0.5 and card["training"]["steps"] > 0

@@ -25,12 +25,18 @@ __all__ = ["names", "card", "load", "path", "WEIGHTS"]
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 
-def names() -> list[str]:
-    """The shipped models (those with both weights and a card), sorted."""
+def names(task: str | None = None) -> list[str]:
+    """The shipped models (those with both weights and a card), sorted; only those whose architecture's
+    task is ``task`` (``"semantic"``, ``"interactive"``, ...) when given."""
     if not WEIGHTS.is_dir():
         return []
-    return sorted(p.name[: -len(".safetensors")] for p in WEIGHTS.glob("*.safetensors")
-                  if (WEIGHTS / (p.name[: -len(".safetensors")] + ".json")).is_file())
+    found = sorted(p.name[: -len(".safetensors")] for p in WEIGHTS.glob("*.safetensors")
+                   if (WEIGHTS / (p.name[: -len(".safetensors")] + ".json")).is_file())
+    if task is None:
+        return found
+    from segarch import zoo
+
+    return [n for n in found if zoo.card(card(n)["arch"]).task == task]
 
 
 def _check(name: str) -> str:
