@@ -179,7 +179,26 @@ class SegmentWidget(QWidget):
                 return
         raise ValueError(f"No model choice {(kind, name)!r} in the Segment widget.")
 
+    def _disconnect(self) -> None:
+        # This widget's Qt object is gone (dock or viewer closed) but the viewer's events and the session
+        # store outlive it: stop listening.
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.disconnect(self._refresh_layers)
+        SESSION.changed.disconnect(self._refresh_models)
+
     def _refresh_layers(self, *_):
+        try:
+            self._fill_layers()
+        except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+            self._disconnect()
+
+    def _refresh_models(self, *_):
+        try:
+            self._fill_models()
+        except RuntimeError:
+            self._disconnect()
+
+    def _fill_layers(self):
         import napari
 
         current = self.image_combo.currentText()
@@ -192,7 +211,7 @@ class SegmentWidget(QWidget):
         self.image_combo.blockSignals(False)
         self._suggest_axes()
 
-    def _refresh_models(self, *_):
+    def _fill_models(self):
         current = self.model_combo.currentData()
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
