@@ -174,23 +174,10 @@ def _lr_factor(step: int, steps: int) -> float:
 def _predict_whole(model: Model, image: np.ndarray, patch: Sequence[int], device: torch.device,
                    batch_size: int) -> np.ndarray:
     """Class map of a whole image ``(C, *spatial)``: through ``segarch.predict`` (the tiling engine)."""
-    import segarch
+    from segarch.tiling import predict
 
-    predict = getattr(segarch, "predict", None) if "predict" in getattr(segarch, "_LAZY", {}) else None
-    if predict is not None:
-        return np.asarray(predict(model, image, axes=model.axes, tile=tuple(patch), batch_size=batch_size,
-                                  device=str(device), output="labels"))
-    # Before the tiling engine exists: MONAI's sliding window over the pre-processed image.
-    from monai.inferers import sliding_window_inference
-
-    x = torch.from_numpy(model.preprocess(image))[None].to(device)
-    divisor = model.size_divisor
-    pad = [(-s) % divisor for s in x.shape[2:]]
-    x = torch.nn.functional.pad(x, [v for p in reversed(pad) for v in (0, p)], mode="replicate")
-    with torch.inference_mode():
-        logits = sliding_window_inference(x, tuple(patch), batch_size, model.network, overlap=0.25, mode="gaussian")
-    crop = (0, slice(None)) + tuple(slice(0, s) for s in image.shape[1:])
-    return logits[crop].argmax(0).cpu().numpy()
+    return np.asarray(predict(model, image, axes=model.axes, tile=tuple(patch), batch_size=batch_size,
+                              device=str(device), output="labels"))
 
 
 def train_iter(
