@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segarch._session import SESSION
+from segarch.tiling.runner import available_devices
 
 if TYPE_CHECKING:
     import napari
@@ -95,7 +96,7 @@ class SegmentWidget(QWidget):
         self.arch_edit.setPlaceholderText("architecture of a .pt state dict, e.g. unet")
         self.axes_edit = QLineEdit()
         self.device_combo = QComboBox()
-        self.device_combo.addItems(_devices())
+        self.device_combo.addItems(available_devices())
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 4096)
         self.tile_spin.setSpecialValueText("auto")
@@ -433,15 +434,6 @@ def suggest_axes(layer, model=None) -> str:
         return resolve_axes(shape, None, dims, channels).axes
     except ValueError:
         return "TCZYX"[-len(shape):] if len(shape) <= 5 else ""
-
-
-def _devices() -> list[str]:
-    import torch
-
-    devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
 
 
 def _notify_error(message: str) -> None:

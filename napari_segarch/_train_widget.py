@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segarch._session import SESSION
+from segarch.tiling.runner import available_devices
 
 if TYPE_CHECKING:
     import napari
@@ -157,7 +158,7 @@ class TrainWidget(QWidget):
         self.lr_spin.setSingleStep(1e-4)
         self.lr_spin.setValue(1e-3)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(_devices())
+        self.device_combo.addItems(available_devices())
         self.train_button = QPushButton("Train")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -433,10 +434,3 @@ def _train_job(kwargs: dict[str, Any]):
     return model
 
 
-def _devices() -> list[str]:
-    import torch
-
-    devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices

@@ -15,9 +15,17 @@ from torch import nn
 from segarch.model import Model
 from segarch.preprocessing import build_preprocessing
 
-__all__ = ["NetworkRunner", "resolve_device", "Preprocessor"]
+__all__ = ["NetworkRunner", "resolve_device", "available_devices", "Preprocessor"]
 
 log = logging.getLogger("segarch.tiling")
+
+
+def available_devices() -> list[str]:
+    """The ``device`` values this machine accepts: ``auto``, ``cpu``, each CUDA device, and ``mps`` if present."""
+    devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
