@@ -10,7 +10,7 @@ For the same image, model, tile, overlap and batch size, prints the median of ``
 
 and the ratios (b)/(a), (b)/(c) and (b)/(c'). Machines are shared and noisy: compare the ratios.
 
-Run: ``python benchmarks/tiling.py [--repeats 3] [--size2d 2048] [--size3d 160] [--device cpu]``
+Run: ``python benchmarks/tiling.py [--repeats 3] [--size2d 2048] [--size3d 256] [--device cpu]``
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size2d", type=int, default=2048)
-    parser.add_argument("--size3d", type=int, default=160)
+    parser.add_argument("--size3d", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
