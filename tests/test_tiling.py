@@ -42,6 +42,15 @@ class StridedNet(SmallConvNet):
         return self.body(self.up(self.down(x)))
 
 
+def assert_labels_match(labels: np.ndarray, probabilities: np.ndarray, tolerance: float = 1e-5) -> None:
+    """``labels`` equal the argmax of ``probabilities`` wherever the top two classes are not a float tie
+    (the engine runs convolutions channels-last, which rounds differently from the reference pass)."""
+    top2 = np.sort(probabilities, axis=0)[-2:]
+    decided = (top2[1] - top2[0]) > tolerance
+    np.testing.assert_array_equal(labels[decided], probabilities.argmax(0)[decided])
+    assert decided.mean() > 0.99
+
+
 def whole_image_probabilities(net: nn.Module, image: np.ndarray, divisor: int = 1) -> np.ndarray:
     pad = [(0, -(-s // divisor) * divisor - s) for s in image.shape]
     x = torch.from_numpy(np.pad(image, pad, mode="reflect").astype(np.float32))[None, None]
@@ -64,7 +73,7 @@ def test_crop_blend_equals_whole_image_forward(dims, shape, tile):
     tiled = segarch.predict(net, image, axes="ZYX"[-dims:], tile=tile, overlap=2, blend="crop", output="probabilities")
     np.testing.assert_allclose(tiled, whole_image_probabilities(net, image), atol=1e-5)
     labels = segarch.predict(net, image, axes="ZYX"[-dims:], tile=tile, overlap=2, blend="crop")
-    np.testing.assert_array_equal(labels, whole_image_probabilities(net, image).argmax(0))
+    assert_labels_match(labels, whole_image_probabilities(net, image))
 
 
 @pytest.mark.parametrize("dims,shape", [(2, (101, 77)), (3, (19, 33, 27))])
@@ -106,7 +115,7 @@ def test_2d_model_segments_a_stack_slice_by_slice_and_loops_time():
     assert out.shape == stack.shape
     for t in range(2):
         for z in range(3):
-            np.testing.assert_array_equal(out[t, z], whole_image_probabilities(net, stack[t, z]).argmax(0))
+            assert_labels_match(out[t, z], whole_image_probabilities(net, stack[t, z]))
 
 
 def test_channels_anywhere_and_probabilities_axes():
