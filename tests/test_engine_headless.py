@@ -27,3 +27,13 @@ def test_importing_every_engine_module_imports_no_gui():
     count, leaked = result.stdout.strip().split(" ", 1)
     assert int(count) >= 10
     assert leaked == "[]", f"GUI modules imported by the engine: {leaked}"
+
+
+def test_documented_top_level_api_resolves():
+    import segarch
+
+    for name in ("Model", "save_model", "load_model", "zoo", "predict", "train", "PredictionCancelled",
+                 "pretrained", "io", "prompts"):
+        assert getattr(segarch, name) is not None, name
+    assert "nuclei2d" in segarch.pretrained.names()
+    assert callable(segarch.io.open_image) and callable(segarch.prompts.segment_from_points)

@@ -14,13 +14,16 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["Model", "save_model", "load_model", "zoo", "train", "predict", "PredictionCancelled", "__version__"]
+__all__ = ["Model", "save_model", "load_model", "zoo", "pretrained", "io", "prompts", "train", "predict", "PredictionCancelled", "__version__"]
 
 _LAZY = {
     "Model": ("segarch.model", "Model"),
     "save_model": ("segarch.model_file", "save_model"),
     "load_model": ("segarch.model_file", "load_model"),
     "zoo": ("segarch.zoo", None),
+    "pretrained": ("segarch.pretrained", None),
+    "io": ("segarch.io", None),
+    "prompts": ("segarch.prompts", None),
     "train": ("segarch.training.loop", "train"),
     "predict": ("segarch.tiling", "predict"),
     "PredictionCancelled": ("segarch.tiling", "PredictionCancelled"),

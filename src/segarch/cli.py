@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_train)
 
-    p = sub.add_parser("demo", help="segment a generated nuclei image with a zoo model, printing each step")
+    p = sub.add_parser("demo", help="segment a generated nuclei image with a shipped (or zoo) model, printing each step")
     p.add_argument("--model", help="a shipped model or an architecture name (default: the shipped nuclei2d/nuclei3d "
                    "model, else an untrained unet)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2)
