@@ -17,6 +17,8 @@ from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget,
 )
 
+from napari_segarch._session import SESSION
+
 if TYPE_CHECKING:
     import napari
 
@@ -24,6 +26,7 @@ __all__ = ["ExtremePointsWidget"]
 
 _NEW_LABELS = "New labels layer"
 _POINTS_NAME = "extreme points"
+_SESSION_TAG = " (this session)"
 
 
 @dataclass
@@ -57,7 +60,8 @@ class ExtremePointsWidget(QWidget):
         self.labels_combo = QComboBox()
         self.model_combo = QComboBox()
         self.model_combo.setEditable(True)
-        self.model_combo.setToolTip("a shipped model's name or a model file (.safetensors)")
+        self.model_combo.setToolTip("a shipped model's name, a model trained in this session or a model file "
+                                    "(.safetensors)")
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(["2D (4 points)", "3D (6 points)"])
         self.overwrite_check = QCheckBox("overwrite existing labels")
@@ -87,7 +91,7 @@ class ExtremePointsWidget(QWidget):
         self.last_error = ""
         self.last_seconds = None
         self._model = None
-        self._model_spec = None
+        self._loaded_from = None
         self._pending = None
         self._clearing = False
 
@@ -99,20 +103,40 @@ class ExtremePointsWidget(QWidget):
         self.undo_button.clicked.connect(self.undo)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
+        SESSION.changed.connect(self._refresh_models)
 
     # --- choices ---------------------------------------------------------------------------------
     def _refresh_models(self) -> None:
         from segarch import pretrained
 
+        try:
+            current = self.model_combo.currentText()
+        except RuntimeError:  # the dock was closed; the session outlives it
+            SESSION.changed.disconnect(self._refresh_models)
+            return
         names = [n for n in pretrained.names() if pretrained.card(n).get("prompt")]
+        names += [n + _SESSION_TAG for n in SESSION.names(task="interactive")]  # fine-tuned in the Train widget
+        self.model_combo.blockSignals(True)
         self.model_combo.clear()
         self.model_combo.addItems(names)
+        if current:
+            self.model_combo.setCurrentText(current)
+        self.model_combo.blockSignals(False)
+
+    def _model_spec(self):
+        """What the worker resolves: a session model, or the typed name / file path."""
+        text = self.model_combo.currentText()
+        name = text[: -len(_SESSION_TAG)] if text.endswith(_SESSION_TAG) else None
+        return SESSION.get(name) if name in SESSION.names() else text
 
     def _on_model_changed(self, name: str) -> None:
-        """A shipped model sets the mode it was trained for (2D: 4 points, 3D: 6)."""
+        """A shipped or session model sets the mode it was trained for (2D: 4 points, 3D: 6)."""
         from segarch import pretrained
 
-        if name in pretrained.names():
+        spec = self._model_spec()
+        if not isinstance(spec, str):
+            self.mode_combo.setCurrentIndex(1 if spec.spatial_dims == 3 else 0)
+        elif name in pretrained.names():
             self.mode_combo.setCurrentIndex(1 if pretrained.card(name).get("spatial_dims") == 3 else 0)
 
     def _refresh_layers(self, *_) -> None:
@@ -213,8 +237,14 @@ class ExtremePointsWidget(QWidget):
             self._error(str(err))
             return
         labels = self._labels_layer(image)
-        spec = self._model if self._model is not None and self._model_spec == self.model_combo.currentText() \
-            else self.model_combo.currentText()
+        image_shape = _image_data(image).shape[:-1] if image.rgb else _image_data(image).shape
+        if tuple(labels.data.shape) != tuple(image_shape):
+            self._error(f"The labels layer {labels.name!r} has shape {tuple(labels.data.shape)}, the image "
+                        f"{image.name!r} {tuple(image_shape)}: choose labels over the same pixels, or "
+                        f"{_NEW_LABELS!r}.")
+            return
+        spec = self._model if self._model is not None and self._loaded_from == self.model_combo.currentText() \
+            else self._model_spec()
         if not spec:
             self._error("Choose a model: a shipped extreme-point model's name or a model file.")
             return
@@ -253,7 +283,7 @@ class ExtremePointsWidget(QWidget):
 
     def _on_returned(self, value) -> None:
         model, crop, offset, seconds = value
-        self._model, self._model_spec = model, self.model_combo.currentText()
+        self._model, self._loaded_from = model, self.model_combo.currentText()
         labels, index = self._pending
         self.last_seconds = seconds
         if not crop.any():
@@ -313,6 +343,7 @@ class ExtremePointsWidget(QWidget):
         try:
             self.viewer.layers.events.inserted.disconnect(self._refresh_layers)
             self.viewer.layers.events.removed.disconnect(self._refresh_layers)
+            SESSION.changed.disconnect(self._refresh_models)
         except (TypeError, ValueError, RuntimeError):
             pass
         super().closeEvent(event)

@@ -41,7 +41,8 @@ def model_choices() -> list[tuple[str, tuple[str, str]]]:
     from segarch import pretrained, zoo
 
     choices = [(f"{n} (shipped, trained)", ("shipped", n)) for n in pretrained.names(task="semantic")]
-    choices += [(f"{n} (trained in this session)", ("session", n)) for n in SESSION.names()]
+    choices += [(f"{n} (trained in this session)", ("session", n)) for n in SESSION.names()
+                if SESSION.get(n).card.task != "interactive"]
     choices.append(("Model file…", _FILE))
     choices += [(f"{n} (architecture, untrained)", ("zoo", n)) for n in zoo.names() if zoo.card(n).task != "backbone"]
     return choices

@@ -1,7 +1,8 @@
 """Models trained (or loaded) in this napari session, shared between the plugin's widgets.
 
-The Train widget adds what it trains; the Segment widget lists them beside the shipped models,
-model files and zoo architectures. ``changed`` fires when the set changes, so open widgets refresh.
+The Train widget adds what it trains; the Segment widget lists the segmentation models among them
+beside the shipped models, model files and zoo architectures, the Extreme points widget the
+extreme-point ones. ``changed`` fires when the set changes, so open widgets refresh.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class SessionModels:
     def get(self, name: str) -> "segarch.Model":
         return self._models[name]
 
-    def names(self) -> list[str]:
-        return list(self._models)
+    def names(self, task: str | None = None) -> list[str]:
+        """The stored names, or those of models of one task (``"semantic"``, ``"interactive"``, ...)."""
+        return [n for n, m in self._models.items() if task is None or m.card.task == task]
 
     def clear(self) -> None:
         self._models.clear()

@@ -38,8 +38,10 @@ def model_sources() -> list[tuple[str, tuple[str, str]]]:
     """(label, (kind, name)) of what training can start from: architectures, shipped and session models, a file."""
     from segarch import pretrained, zoo
 
-    choices = [(f"{n} (new, untrained)", ("zoo", n)) for n in zoo.names(task="semantic")]
-    choices += [(f"{n} (fine-tune shipped model)", ("shipped", n)) for n in pretrained.names(task="semantic")]
+    trainable = ("semantic", "interactive")  # interactive: extreme-point models learn from instance labels
+    choices = [(f"{n} (new, untrained)", ("zoo", n)) for task in trainable for n in zoo.names(task=task)]
+    choices += [(f"{n} (fine-tune shipped model)", ("shipped", n)) for task in trainable
+                for n in pretrained.names(task=task)]
     choices += [(f"{n} (fine-tune, this session)", ("session", n)) for n in SESSION.names()]
     choices.append(("Model file to fine-tune…", _FILE))
     return choices
@@ -271,6 +273,26 @@ class TrainWidget(QWidget):
         self.file_edit.setVisible(is_file)
         self.browse_button.setVisible(is_file)
         self.size_combo.setEnabled(kind == "zoo")
+        # An extreme-point model learns from each labelled object: 2 classes, its own input size.
+        interactive = self._task() == "interactive"
+        self.classes_spin.setEnabled(not interactive)
+        self.patch_spin.setEnabled(not interactive)
+        if interactive:
+            self.status.setText("Extreme-point model: each object of the annotations (instance labels) becomes an "
+                                "example with jittered extreme points.")
+
+    def _task(self) -> str | None:
+        """The chosen start model's task (``None`` for a file not yet read)."""
+        from segarch import pretrained, zoo
+
+        kind, name = self._model_key()
+        if kind == "zoo" and name:
+            return zoo.card(name).task
+        if kind == "shipped":
+            return zoo.card(pretrained.card(name)["arch"]).task
+        if kind == "session" and name in SESSION.names():
+            return SESSION.get(name).card.task
+        return None
 
     def _labels_changed(self, *_: Any) -> None:
         layer = self._layer(self.labels_combo.currentText())
@@ -311,10 +333,11 @@ class TrainWidget(QWidget):
         data = image.data[0] if image.multiscale else image.data
         label_data = labels.data[0] if labels.multiscale else labels.data
         options = None
-        if kind == "zoo" and self.size_combo.currentIndex() == 0:
-            options = dict(zoo.card(name).test_config)
+        if kind == "zoo":  # `{}` (not None): a new network even where a shipped model has the name (dextr_light)
+            options = dict(zoo.card(name).test_config) if self.size_combo.currentIndex() == 0 else {}
+        interactive = self._task() == "interactive"
         names = None
-        if kind == "zoo":
+        if kind == "zoo" and not interactive:
             n = self.classes_spin.value()
             names = ["background"] + (["foreground"] if n == 2 else [f"class {i}" for i in range(1, n)])
         return {
@@ -323,9 +346,9 @@ class TrainWidget(QWidget):
             "images": data,
             "labels": label_data,
             "axes": ("YXC" if getattr(image, "rgb", False) else None),
-            "num_classes": self.classes_spin.value(),
+            "num_classes": None if interactive else self.classes_spin.value(),
             "options": options,
-            "patch": self.patch_spin.value() or None,
+            "patch": None if interactive else (self.patch_spin.value() or None),
             "steps": self.steps_spin.value(),
             "batch_size": self.batch_spin.value() or None,
             "lr": self.lr_spin.value(),
@@ -365,6 +388,8 @@ class TrainWidget(QWidget):
 
     def _class_names(self, kwargs) -> list[str]:
         n = kwargs["num_classes"]
+        if n is None:
+            return ["background", "object"]
         return ["background"] + ([f"class {i}" for i in range(1, n)] if n > 2 else ["foreground"])
 
     def _on_event(self, ev) -> None:
@@ -387,8 +412,11 @@ class TrainWidget(QWidget):
         dice = (model.validation or {}).get("patch_dice")
         summary = "" if not dice else f"; validation Dice {np.nanmean(dice[1:]):.3f}"
         cancelled = self._done is not None and self._done.cancelled
+        iou = (model.validation or {}).get("object_iou")
+        summary += "" if iou is None else f", held-out object IoU {iou:.3f}"
+        where = "Extreme points" if model.card.task == "interactive" else "Segment"
         self.status.setText(f"{'Cancelled' if cancelled else 'Trained'}: {self.model_name!r}{summary}. "
-                            f"It is offered in the Segment widget; Save model… writes it to a file.")
+                            f"It is offered in the {where} widget; Save model… writes it to a file.")
 
     def _on_finished(self) -> None:
         if self._progress is not None:

@@ -1,19 +1,19 @@
-"""Train the shipped extreme-point model ``dextr_light`` on the CPU, from a seed.
+"""Train the shipped extreme-point models ``dextr_light`` (2D) and ``dextr_light3d`` on the CPU, from a seed.
 
 Data: generated scenes (:func:`segarch.prompts.object_scene`: blobs, star-convex cells, polygons, bent
-rods, touching neighbours; textures, brightness, backgrounds, blur, noise) turned into DEXTR training
-pairs by :func:`segarch.prompts.training_pairs` (one per object, extreme points jittered as clicks are).
-The pairs are 2-channel images (image, heat map) with the object as class 1, trained by
-:func:`segarch.prompts.training.fit_pairs` (:func:`segarch.train` takes semantic models only; this is its
-loop in small, with the pipeline's Dice + cross-entropy loss and log, flips and 90° rotations).
-Training stops at ``--cpu-seconds`` of CPU time (the best validated weights are kept), then the model
-is measured on fresh scenes (other seeds) through :func:`segarch.prompts.segment_from_points`, and
-written with its card to ``src/segarch/pretrained/weights/dextr_light.{safetensors,json,csv,png}``.
+rods, touching neighbours; textures, brightness, backgrounds, blur, noise) with their instance labels.
+Training is the project's pipeline, :func:`segarch.train` (as ``segarch train`` and the Train widget run
+it): for an interactive model every object is one example, its extreme points jittered afresh each time
+it is drawn, the crop resized and given the heat map; Dice + cross-entropy, AdamW with warm-up and cosine
+decay, flips and 90° rotations, the best weights on 10% held-out objects kept. Training stops at
+``--cpu-seconds`` of CPU time (cancelled: the best validated weights are kept), then the model is measured
+on fresh scenes (other seeds) through :func:`segarch.prompts.segment_from_points`, and written with its
+card to ``src/segarch/pretrained/weights/NAME.{safetensors,json,csv,png}``.
 
 Usage::
 
-    python scripts/train_dextr_light.py                       # the shipped model
-    python scripts/train_dextr_light.py --dims 3 --out /tmp/w   # a 3D model (6 points, 32³ crops)
+    python scripts/train_dextr_light.py                 # the shipped 2D model
+    python scripts/train_dextr_light.py --dims 3        # the shipped 3D model (6 points, 32³ crops)
     python scripts/train_dextr_light.py --steps 50 --out /tmp/w   # a quick try
 """
 
@@ -24,16 +24,16 @@ import json
 import logging
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import segarch
-from segarch.prompts import DEFAULTS, object_scene, training_pairs
+from segarch.prompts import DEFAULTS, object_scene
 from segarch.prompts.evaluate import evaluate_prompts
-from segarch.prompts.training import fit_pairs
-from segarch.training.log import plot_png
 
 __all__ = ["RECIPE", "RECIPE_3D", "main"]
 
@@ -83,18 +83,28 @@ def main(argv=None) -> dict:
         image, lab = object_scene(tuple(recipe["shape"]), seed=recipe["seed"] * 100003 + s)
         images.append(image)
         labels.append(lab)
-    inputs, targets = training_pairs(images, labels, spatial_dims=dims, settings=settings, seed=recipe["seed"])
-    logging.info("%d training pairs from %d scenes in %.0f s", len(inputs), args.scenes, time.perf_counter() - t0)
+    n_objects = int(sum(len(np.unique(lab[lab > 0])) for lab in labels))
+    logging.info("%d objects in %d scenes, generated in %.0f s", n_objects, args.scenes, time.perf_counter() - t0)
 
-    model = segarch.Model.from_zoo(recipe["arch"], spatial_dims=dims, in_channels=2, out_channels=2,
-                                   class_names=["background", "object"], **recipe["options"])
-    start = time.perf_counter()
+    cancel = threading.Event()
     cpu0 = time.process_time()
-    history, steps_done, best = fit_pairs(model, inputs, targets, steps=args.steps, batch_size=recipe["batch_size"],
-                                          lr=recipe["lr"], loss=recipe["loss"], seed=recipe["seed"],
-                                          cpu_seconds=args.cpu_seconds)
+
+    def stop_when_out_of_time(event) -> None:
+        if event.kind == "validation":
+            logging.info("%s (%.0f s CPU)", event.message, time.process_time() - cpu0)
+        if time.process_time() - cpu0 > args.cpu_seconds:
+            cancel.set()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / f"{recipe['name']}.safetensors"
+    start = time.perf_counter()
+    model = segarch.train(recipe["arch"], images, labels, options=recipe["options"], steps=args.steps,
+                          batch_size=recipe["batch_size"], lr=recipe["lr"], loss=recipe["loss"], seed=recipe["seed"],
+                          progress=stop_when_out_of_time, cancel=cancel, out=target)
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu0
+    steps_done = max(r["step"] for r in model.history)
+    validation = model.validation
     model.preprocessing = []
     model.trained = True
     model.description = ("DEXTR-style extreme-point model (grey image + heat map -> object), trained on generated "
@@ -109,10 +119,7 @@ def main(argv=None) -> dict:
                  test["objects"], test["mean_iou"], test["median_iou"], test["min_iou"], test["median_ms"],
                  jittered["mean_iou"])
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    segarch.save_model(model, args.out / f"{recipe['name']}.safetensors")
-    history.write_csv(args.out / f"{recipe['name']}.csv")
-    plot_png(history, args.out / f"{recipe['name']}.png", title=f"{recipe['name']}: training loss and validation IoU")
+    segarch.save_model(model, target)  # with its description; the log (.csv) and plot (.png) are segarch.train's
     card = {
         "name": recipe["name"],
         "title": f"Extreme points to object mask (DEXTR-style, light), {dims}D, grey images",
@@ -123,13 +130,13 @@ def main(argv=None) -> dict:
         "classes": ["background", "object"],
         "prompt": {"points": 2 * dims, "size": settings.size, "margin": settings.margin,
                    "min_margin": settings.min_margin, "sigma": settings.sigma},
-        "trained_on": (f"{len(inputs)} objects from {args.scenes} generated scenes "
+        "trained_on": (f"{n_objects} objects from {args.scenes} generated scenes "
                        f"{'x'.join(map(str, recipe['shape']))} (segarch.prompts.object_scene, "
                        f"seed {recipe['seed']}): blobs, "
                        "star-convex cells, polygons, bent rods, touching and partly covered neighbours; object and "
                        "background texture, brighter and darker objects, illumination gradient, clutter, blur, "
-                       "Poisson and Gaussian noise. Extreme points jittered by up to 2% of the object's size (at "
-                       "least 1 px). 10% of the objects held out for validation."),
+                       "Poisson and Gaussian noise. Extreme points jittered afresh at every draw by up to 2% of the object's size "
+                       "(at least 1 px). 10% of the objects held out for validation."),
         "training": {
             "steps": steps_done, "planned_steps": args.steps, "batch_size": recipe["batch_size"],
             "patch": [settings.size] * dims, "lr": recipe["lr"], "loss": recipe["loss"],
@@ -137,7 +144,9 @@ def main(argv=None) -> dict:
             "seed": recipe["seed"], "seconds": round(seconds), "cpu_seconds": round(cpu_seconds),
             "device": f"cpu ({args.threads} thread{'s' if args.threads > 1 else ''}, shared)",
             "torch": torch.__version__, "python": platform.python_version(),
-            "held_out_pairs": best["pairs"], "held_out_crop_iou": round(best["iou"], 4), "best_step": best["step"],
+            "trainer": "segarch.train", "held_out_objects": validation["held_out_objects"],
+            "held_out_iou": round(validation["object_iou"], 4), "held_out_crop_dice": round(validation["patch_dice"][1], 4),
+            "best_step": validation["best_step"], "stopped": "CPU budget" if cancel.is_set() else "planned steps",
         },
         "test": {
             "mean_iou": round(test["mean_iou"], 4), "median_iou": round(test["median_iou"], 4),

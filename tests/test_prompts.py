@@ -173,7 +173,7 @@ def test_fine_tune_on_instance_labels_returns_a_trained_copy(shipped):
     assert tuned is not shipped and tuned.trained and len(tuned.history) == 4
     assert all(torch.equal(v, shipped.network.state_dict()[k]) for k, v in before.items())  # original untouched
     assert any(not torch.equal(v, tuned.network.state_dict()[k]) for k, v in before.items())
-    assert tuned.validation["crop_iou"] > 0.7 and tuned.validation["steps"] == 4
+    assert tuned.validation["object_iou"] > 0.7 and tuned.validation["best_step"] == 4
     image, labels = object_scene((160, 160), seed=601)
     mask = labels == 1
     assert iou(segment_from_points(tuned, image, extreme_points(mask)), mask) > 0.6

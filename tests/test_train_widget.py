@@ -99,3 +99,51 @@ def test_missing_layers_are_reported(make_napari_viewer, qtbot):
     w.train_button.click()
     assert "Choose an image layer and a labels layer" in w.status.text()
     assert w.worker is None
+
+
+def test_fine_tune_the_extreme_point_model_from_the_dock_then_click_with_it(widget, qtbot):
+    from napari_segarch._prompt_widget import ExtremePointsWidget
+    from napari_segarch._segment_widget import model_choices
+    from napari_segarch._session import SESSION
+    from segarch.prompts import extreme_points, object_scene
+    from segarch.prompts.evaluate import iou
+
+    viewer = widget.viewer
+    image, truth = object_scene((128, 128), seed=41)
+    viewer.add_image(image, name="objects")
+    viewer.add_labels(truth, name="objects annotations")
+    widget.image_combo.setCurrentText("objects")
+    widget.labels_combo.setCurrentText("objects annotations")
+    widget.select_model("shipped", "dextr_light")
+    assert not widget.classes_spin.isEnabled() and not widget.patch_spin.isEnabled()
+    assert "each object" in widget.status.text()
+    widget.steps_spin.setValue(4)
+    widget.lr_spin.setValue(1e-4)
+    widget.train_button.click()
+    _wait(qtbot, widget)
+    model = widget.model
+    assert model is not None and model.card.task == "interactive" and model.class_names == ["background", "object"]
+    assert "held-out object IoU" in widget.status.text() and "Extreme points widget" in widget.status.text()
+    assert widget.model_name in SESSION.names(task="interactive")
+    assert all(key != ("session", widget.model_name) for _, key in model_choices())  # not a Segment model
+
+    clicker = ExtremePointsWidget(viewer)
+    viewer.window.add_dock_widget(clicker, name="Extreme points")
+    entry = f"{widget.model_name} (this session)"
+    assert clicker.model_combo.findText(entry) >= 0
+    clicker.model_combo.setCurrentText(entry)
+    clicker.image_combo.setCurrentText("objects")
+    clicker.labels_combo.setCurrentText("cells annotations")  # another image's labels: refused with a message
+    clicker.start()
+    clicker.segment(extreme_points(truth == 1))
+    assert "has shape (64, 64), the image 'objects' (128, 128)" in clicker.last_error and not clicker.history
+    clicker.last_error = ""
+    clicker.labels_combo.setCurrentText("New labels layer")
+    clicker.start()
+    value = int(np.bincount(truth.ravel())[1:].argmax()) + 1
+    for p in extreme_points(truth == value):
+        clicker.points_layer.add(p.astype(float))
+    qtbot.waitUntil(lambda: len(clicker.history) == 1 or bool(clicker.last_error), timeout=60_000)
+    qtbot.waitUntil(lambda: not clicker.worker.is_running, timeout=60_000)
+    assert clicker.last_error == "" and clicker._model is model
+    assert iou(viewer.layers["objects objects"].data == 1, truth == value) > 0.7

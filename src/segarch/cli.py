@@ -207,7 +207,8 @@ def _train(args) -> int:
     model = segarch.train(args.model, args.images, args.labels, axes=args.axes, num_classes=args.classes,
                           class_names=args.class_names, options=options, patch=patch, steps=args.steps,
                           batch_size=args.batch_size, val_fraction=args.val_fraction, loss=args.loss, lr=args.lr,
-                          augment=args.augment, device=args.device, seed=args.seed, out=args.out, progress=progress)
+                          augment=args.augment, jitter=args.jitter, device=args.device, seed=args.seed, out=args.out,
+                          progress=progress)
     from segarch.training import log_paths
 
     csv_path, png_path = log_paths(args.out)
@@ -258,10 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train or fine-tune a model on annotated images (Ctrl+C keeps the best so far)")
     p.add_argument("images", help="an image (.tif/.tiff/.zarr) or a folder of them")
     p.add_argument("labels", help="its labels (0 = background), or a folder matched by name (a.tif, a_labels.tif)")
-    p.add_argument("--model", required=True, help="a zoo architecture, a shipped model or a model file to fine-tune")
+    p.add_argument("--model", required=True, help="a zoo architecture, a shipped model or a model file to fine-tune "
+                   "(an extreme-point model such as dextr_light trains on the objects of instance labels)")
     p.add_argument("--out", required=True, help="the .safetensors model file to write (log .csv and plot .png beside it)")
     p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--batch-size", type=int, help="patches per step (default 8 in 2D, 2 in 3D)")
+    p.add_argument("--batch-size", type=int, help="patches per step (default 8 in 2D, 2 in 3D; objects for "
+                   "extreme-point models: 16 in 2D, 8 in 3D)")
     p.add_argument("--patch", type=int, nargs="+", help="patch size (one value, or one per spatial axis)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--loss", default="dice_ce", choices=("dice_ce", "dice", "ce", "focal"))
@@ -272,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--augment", default="default", choices=("default", "none"))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--jitter", type=float, help="extreme-point models: how far (pixels) the points move from the "
+                   "true extremes (default: 2%% of each object's size, at least 1)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_train)
 

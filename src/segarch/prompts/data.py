@@ -1,11 +1,11 @@
-"""Training pairs for extreme-point models from instance labels (yours or generated).
+"""Training pairs for extreme-point models from instance labels (yours or generated), as arrays.
 
 Every object becomes one example, as DEXTR is trained (Maninis et al. 2018, Sec. 3): its extreme
 points, jittered by a few pixels as a user's clicks would be, give the crop and the heat map; the
-target is the object's mask in the resized crop. :func:`segarch.prompts.fine_tune` trains on them::
+target is the object's mask in the resized crop. :func:`segarch.train` draws such pairs afresh at every
+step (:mod:`segarch.training.objects`); :func:`training_pairs` gives a fixed set, e.g. to inspect::
 
     inputs, targets = training_pairs(images, instance_labels, spatial_dims=2)
-    history, steps, best = fit_pairs(model, inputs, targets, steps=200)     # segarch.prompts.training
 """
 
 from __future__ import annotations
@@ -17,16 +17,7 @@ import torch
 
 from segarch.prompts.recipe import DEFAULTS, PromptSettings, crop_box, prompt_input, resize
 
-__all__ = ["training_pairs", "jittered_points", "object_example"]
-
-
-def jittered_points(mask: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
-    """The object's extreme points with each coordinate moved by up to ``jitter`` pixels (MONAI's
-    ``get_extreme_points``, which also picks at random among tied pixels)."""
-    from monai.transforms.utils import get_extreme_points
-
-    state = np.random.RandomState(int(rng.integers(2 ** 31)))
-    return np.asarray(get_extreme_points(mask.astype(np.uint8), rand_state=state, pert=float(jitter)), np.float64)
+__all__ = ["training_pairs", "object_example"]
 
 
 def object_example(image: np.ndarray, mask: np.ndarray, points: np.ndarray, settings: PromptSettings
@@ -61,24 +52,12 @@ def training_pairs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], *
     Returns:
         ``(inputs, targets)``: float32 ``(N, C + 1, *size)`` and uint8 ``(N, *size)``.
     """
+    from segarch.training.data import as_sources
+    from segarch.training.objects import object_crops, object_validation
+
     settings = settings or DEFAULTS["dextr_light"][spatial_dims]
-    rng = np.random.default_rng(seed)
-    xs, ts = [], []
-    for image, lab in zip(images, labels):
-        image = np.asarray(image, np.float32)
-        lab = np.asarray(lab)
-        if image.ndim == spatial_dims:
-            image = image[None]
-        for value in np.unique(lab[lab > 0]):
-            mask = lab == value
-            if mask.sum() < min_pixels:
-                continue
-            coords = np.argwhere(mask)
-            extent = float((coords.max(0) - coords.min(0)).max())
-            pts = jittered_points(mask, rng, max(1.0, 0.02 * extent) if jitter is None else jitter)
-            x, t = object_example(image, mask, pts, settings)
-            xs.append(x.numpy())
-            ts.append(t.numpy())
-    if not xs:
-        raise ValueError(f"`labels` hold no object of at least {min_pixels} pixels.")
-    return np.stack(xs), np.stack(ts)
+    sources = as_sources(list(images), list(labels), axes=None, mask=None, spatial_dims=spatial_dims,
+                         in_channels=None)
+    objects = object_crops(sources, settings, jitter=jitter, min_pixels=min_pixels)
+    regions = object_validation(objects, settings, jitter=jitter, seed=seed)
+    return np.stack([r.image for r in regions]), np.stack([r.target for r in regions]).astype(np.uint8)

@@ -1,4 +1,5 @@
-"""``segarch.train``: train or fine-tune any semantic zoo architecture on annotated images.
+"""``segarch.train``: train or fine-tune any semantic zoo architecture on annotated images, or an
+extreme-point (interactive, DEXTR) model on instance labels.
 
 :func:`train_iter` is the engine: a generator that yields a :class:`TrainEvent` after every step
 and every validation, and returns the trained :class:`segarch.Model`. :func:`train` runs it to the
@@ -31,6 +32,7 @@ from segarch.training.finetune import with_classes
 from segarch.training.log import TrainingLog, plot_png
 from segarch.training.losses import LOSSES, SegmentationLoss
 from segarch.training.metrics import dice_per_class, mean_foreground_dice
+from segarch.training.objects import ObjectSampler, object_crops, object_iou, object_validation, split_objects
 from segarch.training.sampler import PatchSampler, validation_patches
 
 __all__ = ["TrainEvent", "train", "train_iter", "resolve_device", "log_paths"]
@@ -40,6 +42,8 @@ log = logging.getLogger("segarch.training")
 _DEFAULT_PATCH = {2: (128, 128), 3: (32, 64, 64)}
 _DEFAULT_BATCH = {2: 8, 3: 2}
 _MAX_VAL_PATCHES = {2: 32, 3: 8}
+_DEFAULT_OBJECT_BATCH = {2: 16, 3: 8}
+_MAX_VAL_OBJECTS = 256
 _WHOLE_IMAGE_VAL_VOXELS = 2 ** 24  # larger held-out images are validated by patches only
 
 
@@ -113,7 +117,9 @@ def _resolve_model(model_or_name, images, labels, *, axes, mask, options, num_cl
 
     if isinstance(model_or_name, Model):
         model = copy.deepcopy(model_or_name)
-    elif isinstance(model_or_name, str) and model_or_name in pretrained.names():
+    elif isinstance(model_or_name, str) and model_or_name in pretrained.names() and (
+            options is None or model_or_name not in zoo.names()):
+        # A name that is both (``dextr_light``) is the shipped model, unless `options` asks for a new network.
         model = pretrained.load(model_or_name)  # fine-tune a shipped model
     elif _is_model_file(model_or_name):
         from segarch.model_file import load_model
@@ -121,9 +127,9 @@ def _resolve_model(model_or_name, images, labels, *, axes, mask, options, num_cl
         model = load_model(model_or_name)
     elif isinstance(model_or_name, str):
         card = zoo.card(model_or_name)  # raises with the closest names if unknown
-        if card.task != "semantic":
+        if card.task not in _TRAINABLE:
             raise ValueError(f"`model` {card.name!r} is a {card.task} architecture; training supports semantic "
-                             f"architectures: {', '.join(zoo.names(task='semantic'))}.")
+                             f"and interactive architectures: {', '.join(_trainable_names())}.")
         sources = as_sources(images, labels, axes=axes, mask=mask, spatial_dims=None, in_channels=None)
         dims = sources[0].spatial_dims
         if dims not in card.spatial_dims:
@@ -132,19 +138,33 @@ def _resolve_model(model_or_name, images, labels, *, axes, mask, options, num_cl
             dims = 2  # a 2D-only architecture trains on the Z-slices of volumes
             sources = as_sources(images, labels, axes=axes, mask=mask, spatial_dims=2, in_channels=None)
         channels = int(sources[0].image.shape[sources[0].n_stack])
-        model = Model.from_zoo(card.name, spatial_dims=dims, in_channels=channels, out_channels=num_classes_hint or 2,
-                               **dict(options or {}))
+        if card.task == "interactive":  # the image's channels + the heat map in; background and object out
+            model = Model.from_zoo(card.name, spatial_dims=dims, in_channels=channels + 1, out_channels=2,
+                                   class_names=["background", "object"], **dict(options or {}))
+        else:
+            model = Model.from_zoo(card.name, spatial_dims=dims, in_channels=channels,
+                                   out_channels=num_classes_hint or 2, **dict(options or {}))
         return model, sources, True
     else:
         raise ValueError(f"`model` must be a zoo architecture name, a model file or a segarch.Model, "
                          f"got {type(model_or_name).__name__}.")
     if options:
         raise ValueError("`options` applies to a zoo architecture name only; a model file or Model keeps its own.")
-    if model.card.task != "semantic":
-        raise ValueError(f"`model` is a {model.card.task} model ({model.arch!r}); training supports semantic models.")
+    task = model.card.task
+    if task not in _TRAINABLE:
+        raise ValueError(f"`model` is a {task} model ({model.arch!r}); training supports semantic and interactive "
+                         f"models.")
+    image_channels = model.in_channels - 1 if task == "interactive" else model.in_channels
     sources = as_sources(images, labels, axes=axes, mask=mask, spatial_dims=model.spatial_dims,
-                         in_channels=model.in_channels)
+                         in_channels=image_channels)
     return model, sources, False
+
+
+_TRAINABLE = ("semantic", "interactive")
+
+
+def _trainable_names() -> list[str]:
+    return [n for task in _TRAINABLE for n in zoo.names(task=task)]
 
 
 def _check_patch(patch, dims: int, divisor: int, items) -> tuple[int, ...]:
@@ -199,6 +219,7 @@ def train_iter(
     lr: float = 1e-3,
     weight_decay: float = 1e-5,
     augment: Any = "default",
+    jitter: float | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
     out: str | os.PathLike | None = None,
@@ -227,24 +248,36 @@ def train_iter(
     model, sources, fresh = _resolve_model(model_or_name, images, labels, axes=axes, mask=mask, options=options,
                                            num_classes_hint=num_classes)
     low, high = label_stats(sources)
-    n_classes = int(num_classes or (2 if fresh else model.out_channels))
-    if n_classes > 2 and high >= n_classes:
-        raise ValueError(f"`labels` hold class {high}, but the model has {n_classes} classes (0..{n_classes - 1}); "
-                         f"pass `num_classes={high + 1}` (or 2 to train foreground vs background).")
-    model = with_classes(model, n_classes, class_names)
-    items = make_items(sources)
     dims = model.spatial_dims
-    patch = _check_patch(patch, dims, model.size_divisor, items)
-    batch_size = int(batch_size or _DEFAULT_BATCH[dims])
+    interactive = model.card.task == "interactive"
+    if interactive:
+        n_classes, model = 2, with_classes(model, 2, class_names or ["background", "object"])
+        batch_size = int(batch_size or _DEFAULT_OBJECT_BATCH[dims])
+        sampler, val, val_items, patch = _object_data(model, sources, mask=mask, num_classes=num_classes, patch=patch,
+                                                      val_fraction=val_fraction, augment=augment, jitter=jitter,
+                                                      seed=seed, rng=rng)
+        what = f"{len(sampler.objects)} training object(s), {len(val)} held out"
+    else:
+        if jitter is not None:
+            raise ValueError("`jitter` applies to interactive (extreme-point) models only.")
+        n_classes = int(num_classes or (2 if fresh else model.out_channels))
+        if n_classes > 2 and high >= n_classes:
+            raise ValueError(f"`labels` hold class {high}, but the model has {n_classes} classes "
+                             f"(0..{n_classes - 1}); pass `num_classes={high + 1}` (or 2 to train foreground vs "
+                             f"background).")
+        model = with_classes(model, n_classes, class_names)
+        items = make_items(sources)
+        patch = _check_patch(patch, dims, model.size_divisor, items)
+        batch_size = int(batch_size or _DEFAULT_BATCH[dims])
+        train_items, val_items = split_items(items, val_fraction, patch, rng)
+        preprocess = model.preprocess
+        sampler = PatchSampler(train_items, patch, preprocess, n_classes, augment, seed=seed)
+        val = validation_patches(val_items, patch, preprocess, n_classes, _MAX_VAL_PATCHES[dims], seed=seed)
+        what = f"{len(train_items)} training item(s), {len(val)} validation patch(es)"
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
-    train_items, val_items = split_items(items, val_fraction, patch, rng)
-    preprocess = model.preprocess
-    sampler = PatchSampler(train_items, patch, preprocess, n_classes, augment, seed=seed)
-    val = validation_patches(val_items, patch, preprocess, n_classes, _MAX_VAL_PATCHES[dims], seed=seed)
     val_every = int(val_every or max(10, min(250, steps // 20)))
-    log.info("training %s on %s: %d training item(s), %d validation patch(es), patch %s, batch %d, %d steps",
-             model.arch, dev, len(train_items), len(val), patch, batch_size, steps)
+    log.info("training %s on %s: %s, patch %s, batch %d, %d steps", model.arch, dev, what, patch, batch_size, steps)
 
     net = model.network.to(dev)
     criterion = SegmentationLoss(loss, n_classes)
@@ -328,13 +361,23 @@ def train_iter(
         best.update(step=step)
     net.eval().to("cpu")
     model.trained = step > 0
-    whole = _whole_image_dice(model, val_items, patch, n_classes, batch_size) if val_items and step else None
+    if interactive:
+        whole = None
+        object_iou_value = object_iou(model, val_items) if val_items and step else None
+    else:
+        whole = _whole_image_dice(model, val_items, patch, n_classes, batch_size) if val_items and step else None
     origin = None if fresh else (f"{model_or_name}" if isinstance(model_or_name, (str, os.PathLike))
                                  else f"a {model.arch} model")
     model.description = _describe(model, sources, step, steps, batch_size, patch, loss, lr, best, whole, cancelled,
                                   origin)
     model.history = history.rows  # the training log, also written to CSV next to `out`
     model.validation = {"best_step": best["step"], "patch_dice": best["val_dice"], "whole_image_dice": whole}
+    if interactive:
+        model.validation.update(object_iou=object_iou_value, objects=len(sampler.objects) + len(val_items),
+                                held_out_objects=len(val_items))
+        if object_iou_value is not None:
+            model.description += (f" Held-out objects ({len(val_items)}), segmented from their exact extreme "
+                                  f"points: mean IoU {object_iou_value:.3f}.")
     if out is not None:
         _write(model, best, out, history, csv_path, png_path, final=True)
     done = event("done", step, last_loss, cancelled=cancelled, mean_dice=None if best["val_dice"] is None
@@ -355,6 +398,33 @@ def _validation_event(step, validate, snapshot, history, event, last_loss) -> Tr
         history.add(step, last_loss, math.nan, 0.0, val_loss=vloss, val_dice=dice, mean_dice=mean)
     return event("validation", step, last_loss, val_loss=vloss, val_dice=dice, mean_dice=mean,
                  message=f"step {step}: validation loss {vloss:.4f}, Dice {mean:.3f}" + (" (best)" if improved else ""))
+
+
+def _object_data(model: Model, sources, *, mask, num_classes, patch, val_fraction, augment, jitter, seed, rng):
+    """Sampler, validation pairs, held-out objects and crop size for an interactive (extreme-point) model."""
+    from segarch.prompts.segment import settings_for
+
+    if mask is not None:
+        raise ValueError("`mask` applies to semantic models only: an extreme-point model trains on every labelled "
+                         "object, and nothing else.")
+    if num_classes not in (None, 2):
+        raise ValueError(f"`num_classes` of an extreme-point model is 2 (background, object), got {num_classes!r}.")
+    if augment not in ("default", "none"):
+        raise ValueError(f"`augment` of an extreme-point model must be 'default' (flips, rotations) or 'none', "
+                         f"got {augment!r}.")
+    if jitter is not None and (isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or jitter < 0):
+        raise ValueError(f"`jitter` must be a number of pixels >= 0 (or None: 2% of each object's size), "
+                         f"got {jitter!r}.")
+    settings = settings_for(model)
+    size = (settings.size,) * model.spatial_dims
+    if patch is not None and tuple(np.broadcast_to(np.asarray(patch), (model.spatial_dims,))) != size:
+        raise ValueError(f"`patch` of an extreme-point model is its input size {size} (each object's crop is "
+                         f"resized to it), got {patch!r}; leave it unset.")
+    objects = object_crops(sources, settings, jitter=jitter)
+    train_objects, val_objects = split_objects(objects, val_fraction, rng)
+    sampler = ObjectSampler(train_objects, settings, jitter=jitter, augment=augment == "default", seed=seed)
+    val = object_validation(val_objects[:_MAX_VAL_OBJECTS], settings, jitter=jitter, seed=seed)
+    return sampler, val, val_objects[:_MAX_VAL_OBJECTS], size
 
 
 def _whole_image_dice(model: Model, items, patch, num_classes: int, batch_size: int) -> list[float] | None:
@@ -381,7 +451,8 @@ def _describe(model, sources, step, steps, batch_size, patch, loss, lr, best, wh
             f"loss {loss}, lr {lr:g}.")
     if best["val_dice"] is not None:
         names = model.class_names[1:]
-        text += (f" Held-out patch Dice at step {best['step']}: "
+        kind = "object crop" if model.card.task == "interactive" else "patch"
+        text += (f" Held-out {kind} Dice at step {best['step']}: "
                  + ", ".join(f"{n} {d:.3f}" for n, d in zip(names, best["val_dice"][1:])) + ".")
     if whole is not None:
         text += " Whole held-out images: " + ", ".join(f"{n} {d:.3f}" for n, d in zip(model.class_names[1:], whole[1:])) + "."
@@ -426,6 +497,7 @@ def train(
     lr: float = 1e-3,
     weight_decay: float = 1e-5,
     augment: Any = "default",
+    jitter: float | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
     out: str | os.PathLike | None = None,
@@ -434,9 +506,17 @@ def train(
 ) -> Model:
     """Train a zoo architecture, or fine-tune a model, on annotated images.
 
+    Semantic models learn the classes of every pixel from patches. Interactive (extreme-point) models,
+    e.g. ``"dextr_light"`` or the shipped ``"dextr_light"``/``"dextr_light3d"``, learn from objects: each
+    object of the instance labels becomes one example (its jittered extreme points, the crop around them
+    and the heat map, :mod:`segarch.training.objects`); ``patch`` is their input size, ``mask`` and
+    ``num_classes`` do not apply, and ``model.validation["object_iou"]`` is the mean IoU of held-out
+    objects segmented from their extreme points.
+
     Args:
         model_or_name: a zoo architecture name (built fresh with ``options``), a shipped model's name
-            (:mod:`segarch.pretrained`), a model file (``.safetensors`` or a state dict path) or a
+            (:mod:`segarch.pretrained`; ``"dextr_light"`` names both: the shipped model, or a new network
+            when ``options`` is given, even ``{}``), a model file (``.safetensors`` or a state dict path) or a
             :class:`segarch.Model` to fine-tune (copied).
         images: an array (NumPy, Dask, Zarr, e.g. a napari layer's ``data``), a list of them, a TIFF/Zarr
             path, or a folder of TIFF/Zarr files. Large arrays are read region by region.
@@ -454,14 +534,16 @@ def train(
         patch: training patch size (one or per axis, multiples of the model's size divisor; default
             128×128 in 2D, 32×64×64 in 3D, or the image size when smaller).
         steps: optimisation steps.
-        batch_size: patches per step (default 8 in 2D, 2 in 3D).
+        batch_size: patches per step (default 8 in 2D, 2 in 3D; objects: 16 in 2D, 8 in 3D).
         val_fraction: the share of images (or, for one image, of its width) held out for validation.
         val_every: steps between validations (default: 20 per run, every 10 to 250 steps).
         loss: ``"dice_ce"`` (MONAI Dice + cross-entropy), ``"dice"``, ``"ce"`` or ``"focal"``.
         lr: AdamW's peak learning rate (warm-up over 5% of the steps, then cosine decay).
         weight_decay: AdamW's weight decay.
-        augment: ``"default"`` (flips, 90° rotations, elastic, intensity, noise, blur), ``"none"`` or a list
-            of MONAI transform configs.
+        augment: ``"default"`` (flips, 90° rotations, elastic, intensity, noise, blur; flips and rotations for
+            interactive models), ``"none"`` or a list of MONAI transform configs (semantic models).
+        jitter: interactive models only: how far (pixels) each extreme point may move from the true one, drawn
+            afresh each time an object is used (default: 2% of the object's largest extent, at least 1).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         seed: random seed (patches, augmentation, initial weights of a new model).
         out: a ``.safetensors`` path: the best model is saved there at each improvement and at the end,
@@ -484,12 +566,13 @@ def train(
         >>> images, labels = dataset(8, (128, 128))
         >>> model = segarch.train("unet", images, labels, options={"features": (8, 16, 32, 64)}, steps=200,
         ...                       out="nuclei.safetensors")
+        >>> clicker = segarch.train("dextr_light", my_images, my_instance_labels, steps=300)   # fine-tune
     """
     cancel = cancel if cancel is not None else threading.Event()
     gen = train_iter(model_or_name, images, labels, axes=axes, mask=mask, num_classes=num_classes,
                      class_names=class_names, options=options, patch=patch, steps=steps, batch_size=batch_size,
                      val_fraction=val_fraction, val_every=val_every, loss=loss, lr=lr, weight_decay=weight_decay,
-                     augment=augment, device=device, seed=seed, out=out, cancel=cancel)
+                     augment=augment, jitter=jitter, device=device, seed=seed, out=out, cancel=cancel)
     while True:
         try:
             ev = next(gen)
