@@ -1,11 +1,13 @@
-"""IoU and click-to-mask latency of an extreme-point model on fresh generated objects.
+"""IoU and click-to-mask latency of extreme-point models on fresh generated objects, 2D and 3D.
 
-Run: ``python benchmarks/prompts.py [--model dextr_light] [--scenes 40] [--seed 9100] [--threads 1]``.
-Every object of the generated scenes (:func:`segarch.prompts.object_scene`, seeds never used in
-training) is prompted with its exact extreme points, then with the points moved by up to 2 pixels
-(as clicks are); prints mean/median/min IoU and the median and 90th-percentile latency of the whole
-:func:`segarch.prompts.segment_from_points` call (crop, heat map, network, paste). Targets for the
-shipped light model: mean IoU >= 0.90, median latency <= 150 ms on a 2-core CPU.
+Run: ``python benchmarks/prompts.py [--model dextr_light ...] [--scenes 40] [--seed 9100] [--threads 1]``.
+By default every shipped extreme-point model is measured (``dextr_light`` on 160² scenes, ``dextr_light3d``
+on 48×64×64 volumes). Every object of the generated scenes (:func:`segarch.prompts.object_scene`, seeds
+never used in training) is prompted with its exact extreme points, then with the points moved by up to 2
+pixels (as clicks are); prints mean/median/min IoU, the mean IoU by object size, and the median and
+90th-percentile latency of the whole :func:`segarch.prompts.segment_from_points` call (crop, heat map,
+network, paste). Targets for the shipped light models: mean IoU >= 0.90, median latency <= 150 ms on a
+2-core CPU.
 """
 
 from __future__ import annotations
@@ -14,30 +16,45 @@ import argparse
 
 import torch
 
+from segarch import pretrained
 from segarch.prompts.evaluate import evaluate_prompts
 from segarch.prompts.segment import resolve_prompt_model
 
-__all__ = ["main"]
+__all__ = ["main", "SHAPES"]
+
+#: Scene shape per dimensionality: the shapes the shipped models were measured on.
+SHAPES = {2: (160, 160), 3: (48, 64, 64)}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dextr_light", help="shipped model name or model file")
-    parser.add_argument("--scenes", type=int, default=40)
+    parser.add_argument("--model", nargs="+", help="shipped model names or model files (default: every shipped "
+                        "extreme-point model)")
+    parser.add_argument("--scenes", type=int, default=None, help="default: 40 in 2D, 12 in 3D")
     parser.add_argument("--seed", type=int, default=9100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jitter", type=float, default=2.0)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = resolve_prompt_model(args.model)
-    exact = evaluate_prompts(model, scenes=args.scenes, seed=args.seed)
-    jittered = evaluate_prompts(model, scenes=args.scenes, seed=args.seed, jitter=args.jitter)
-    print(f"model {args.model} ({model.num_parameters / 1e6:.2f}M parameters), {args.threads} thread(s), "
-          f"{exact['objects']} objects in {args.scenes} generated scenes (seed {args.seed}+)")
-    for name, r in (("exact extreme points", exact), (f"points jittered by <= {args.jitter:g} px", jittered)):
-        print(f"  {name:32s} IoU mean {r['mean_iou']:.4f}  median {r['median_iou']:.4f}  min {r['min_iou']:.4f}  "
-              f"| latency median {r['median_ms']:.1f} ms  p90 {r['p90_ms']:.1f} ms")
-    return {"exact": exact, "jittered": jittered}
+    names = args.model or [n for n in pretrained.names(task="interactive")]
+    results = {}
+    for name in names:
+        model = resolve_prompt_model(name)
+        dims = model.spatial_dims
+        scenes = args.scenes or (40 if dims == 2 else 12)
+        shape = SHAPES[dims]
+        exact = evaluate_prompts(model, scenes=scenes, seed=args.seed, shape=shape)
+        jittered = evaluate_prompts(model, scenes=scenes, seed=args.seed, jitter=args.jitter, shape=shape)
+        print(f"model {name} ({dims}D, {model.num_parameters / 1e6:.2f}M parameters), {args.threads} thread(s), "
+              f"{exact['objects']} objects in {scenes} generated scenes {'x'.join(map(str, shape))} "
+              f"(seed {args.seed}+)")
+        for what, r in (("exact extreme points", exact), (f"points jittered by <= {args.jitter:g} px", jittered)):
+            print(f"  {what:32s} IoU mean {r['mean_iou']:.4f}  median {r['median_iou']:.4f}  min {r['min_iou']:.4f}"
+                  f"  | latency median {r['median_ms']:.1f} ms  p90 {r['p90_ms']:.1f} ms")
+        sizes = ", ".join(f"{lo}-{hi if hi else '...'} px: {iou:.3f} ({n})" for lo, hi, n, iou in exact["by_extent"])
+        print(f"  mean IoU by object extent (exact points): {sizes}")
+        results[name] = {"exact": exact, "jittered": jittered}
+    return results
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
         "training": {
             "steps": steps_done, "planned_steps": args.steps, "batch_size": recipe["batch_size"],
             "patch": [settings.size] * dims, "lr": recipe["lr"], "loss": recipe["loss"],
-            "augment": "flips and 90-degree rotations", "optimizer": "AdamW, 5% warm-up, cosine decay",
+            "augment": "flips and 90-degree rotations", "optimizer": "AdamW, 5% warm-up, cosine decay to 5%",
             "seed": recipe["seed"], "seconds": round(seconds), "cpu_seconds": round(cpu_seconds),
             "device": f"cpu ({args.threads} thread{'s' if args.threads > 1 else ''}, shared)",
             "torch": torch.__version__, "python": platform.python_version(),
@@ -153,6 +153,8 @@ def main(argv=None) -> dict:
             "min_iou": round(test["min_iou"], 4), "objects": test["objects"], "scenes": recipe["test_scenes"],
             "shape": recipe["shape"], "seed": recipe["test_seed"], "points": "exact extreme points",
             "mean_iou_jitter_2px": round(jittered["mean_iou"], 4),
+            "iou_by_extent": [{"extent_px": [lo, hi], "objects": n, "mean_iou": round(v, 4)}
+                              for lo, hi, n, v in test["by_extent"]],
             "median_latency_ms": round(test["median_ms"], 1),
             "latency_note": "click to mask (crop, network, paste), 1 thread, on a shared 2-core CPU",
         },
