@@ -189,6 +189,18 @@ def test_zarr_output_is_ome_zarr_and_refuses_to_clobber(tmp_path):
     np.testing.assert_array_equal(again[:], expected)
 
 
+def test_an_open_ome_zarr_group_is_read_at_full_resolution_with_its_axes(tmp_path):
+    import zarr
+
+    net = SmallConvNet(2).eval()
+    image = np.random.default_rng().normal(size=(96, 80)).astype(np.float32)
+    segarch.io.write_ome_zarr(tmp_path / "im.zarr", image, axes="YX", levels=2)
+    group = zarr.open_group(str(tmp_path / "im.zarr"), mode="r")
+    expected = segarch.predict(net, image, axes="YX", tile=32)
+    np.testing.assert_array_equal(segarch.predict(net, group, tile=32), expected)  # axes from the metadata
+    np.testing.assert_array_equal(segarch.predict(net, str(tmp_path / "im.zarr"), tile=32), expected)
+
+
 def test_cancel_stops_within_a_batch_and_resume_completes(tmp_path):
     net = SmallConvNet(2).eval()
     image = np.random.default_rng().normal(size=(1100, 300)).astype(np.float32)

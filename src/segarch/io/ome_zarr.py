@@ -23,7 +23,7 @@ import numpy as np
 from segarch.io.image import AXES, SPATIAL, Image, check_axes, check_scale, guess_axes, level_factor, stem, unit_name
 from segarch.io.pyramid import pyramid, pyramid_shapes
 
-__all__ = ["read_zarr", "list_labels", "write_ome_zarr", "add_labels", "add_pyramid", "is_zarr_store", "NGFF_VERSIONS"]
+__all__ = ["read_zarr", "read_zarr_node", "list_labels", "write_ome_zarr", "add_labels", "add_pyramid", "is_zarr_store", "NGFF_VERSIONS"]
 
 NGFF_VERSIONS = ("0.4", "0.5")
 _MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zattrs")
@@ -80,8 +80,6 @@ def read_zarr(path: str | os.PathLike, *, labels_name: str | None = None) -> Ima
     Raises:
         ValueError: not a Zarr store, unreadable metadata, or no image array in it.
     """
-    import zarr
-
     path = str(path)
     node = _open(path)
     if labels_name is not None:
@@ -89,6 +87,15 @@ def read_zarr(path: str | os.PathLike, *, labels_name: str | None = None) -> Ima
             raise ValueError(f"`labels_name` {labels_name!r} is not a labels image of {path!r}; "
                              f"it has {list_labels(path) or 'none'}.")
         return read_zarr(os.path.join(path, "labels", labels_name))
+    return read_zarr_node(node, path)
+
+
+def read_zarr_node(node, path: str = "Zarr group") -> Image:
+    """An open Zarr array or group (as :func:`read_zarr` reads a path): an OME-Zarr multiscale image, a
+    bioformats2raw layout's first series, or a plain array (a group's first array). ``path`` names it in
+    messages."""
+    import zarr
+
     if isinstance(node, zarr.Array):
         return _plain_array(node, path)
     attrs = _ome_attrs(node)
@@ -96,7 +103,7 @@ def read_zarr(path: str | os.PathLike, *, labels_name: str | None = None) -> Ima
         return _multiscale(node, attrs, path)
     if "bioformats2raw.layout" in attrs and "0" in set(node.group_keys()):
         # bioformats2raw output: the first series is the image at "0".
-        return read_zarr(os.path.join(path, "0"), labels_name=None)
+        return read_zarr_node(node["0"], os.path.join(path, "0"))
     if "plate" in attrs or "well" in attrs:
         kind = "plate" if "plate" in attrs else "well"
         raise ValueError(f"{path!r} is an OME-Zarr HCS {kind}, not an image: open one of its field images "

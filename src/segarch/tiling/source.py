@@ -42,16 +42,22 @@ def open_source(image: Any) -> ImageSource:
     """Wrap ``image`` (array-like or path) as an :class:`ImageSource`, validating what can be checked cheaply."""
     if isinstance(image, (str, os.PathLike)):
         source = _open_path(Path(image))
+    elif _is_zarr_group(image):
+        from segarch.io.ome_zarr import read_zarr_node
+
+        opened = read_zarr_node(image, "the Zarr group passed as `image`")  # level 0 of an OME-Zarr pyramid
+        source = ImageSource(opened.levels[0], "Zarr group", axes=opened.axes, scale=opened.scale)
+    elif all(hasattr(image, a) for a in ("shape", "dtype", "__getitem__")):
+        source = ImageSource(image, type(image).__name__)
     else:
-        array = image
-        if _is_zarr_group(array):
-            array = _ome_level0(array, "`image`")
-        if not all(hasattr(array, a) for a in ("shape", "dtype", "__getitem__")):
-            raise ValueError(
-                f"`image` must be a NumPy, Dask or Zarr array, a Zarr group, or a path to .zarr/.tif/.tiff/.npy; "
-                f"got {type(image).__name__}."
-            )
-        source = ImageSource(array, type(image).__name__)
+        raise ValueError(
+            f"`image` must be a NumPy, Dask or Zarr array, a Zarr group, or a path to .zarr/.tif/.tiff/.npy; "
+            f"got {type(image).__name__}."
+        )
+    return _checked(source)
+
+
+def _checked(source: ImageSource) -> ImageSource:
     if source.dtype.kind not in "biuf":
         raise ValueError(
             f"`image` must hold numbers (bool, integer or float), got dtype {source.dtype} from {source.description}."
@@ -67,20 +73,6 @@ def _is_zarr_group(obj) -> bool:
     except ImportError:  # pragma: no cover - zarr is a dependency
         return False
     return isinstance(obj, zarr.Group)
-
-
-def _ome_level0(group, what: str):
-    """Level 0 of an OME-Zarr multiscale group (or the group's only array)."""
-    attrs = dict(group.attrs)
-    ome = attrs.get("ome", attrs)  # NGFF 0.5 nests metadata under "ome"
-    multiscales = ome.get("multiscales")
-    if multiscales:
-        return group[multiscales[0]["datasets"][0]["path"]]
-    arrays = list(group.array_keys())
-    if len(arrays) == 1:
-        return group[arrays[0]]
-    raise ValueError(f"{what} is a Zarr group without OME-Zarr 'multiscales' metadata and holds arrays {arrays}; "
-                     "pass the array itself.")
 
 
 def _open_path(path: Path) -> ImageSource:
