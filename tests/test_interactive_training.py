@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 import segarch
 from segarch.prompts import DEFAULTS, extreme_points, object_scene, segment_from_points
 from segarch.prompts.evaluate import iou
+from segarch.prompts.segment import settings_for
 from segarch.training.data import as_sources
 from segarch.training.objects import ObjectSampler, jittered_points, object_crops
 
@@ -68,7 +70,7 @@ def test_every_object_becomes_a_pair_with_fresh_jitter():
     assert set(torch.unique(y).tolist()) == {0, 1}
 
 
-def test_a_new_extreme_point_model_learns_from_instance_labels():
+def test_a_new_extreme_point_model_learns_from_instance_labels(tmp_path):
     images, labels = _scenes(10, seed=200)
     model = segarch.train("dextr_light", images, labels, options=SMALL, steps=80, batch_size=8, lr=3e-3,
                           val_every=40, seed=3)
@@ -80,6 +82,16 @@ def test_a_new_extreme_point_model_learns_from_instance_labels():
     assert v["held_out_objects"] >= 1 and v["objects"] > v["held_out_objects"]
     assert 0.5 < v["object_iou"] <= 1.0  # held-out objects, segmented from their exact extreme points
     assert "Held-out objects" in model.description
+    # The crop recipe is saved with the model, and used again at inference.
+    assert model.prompt == dataclasses.asdict(DEFAULTS["dextr_light"][2])
+    path = segarch.save_model(model, tmp_path / "clicker.safetensors")
+    reloaded = segarch.load_model(path)
+    assert reloaded.prompt == model.prompt
+    reloaded.prompt = dict(model.prompt, size=32)
+    assert settings_for(reloaded).size == 32 and settings_for(model).size == 64
+    reloaded.prompt = {"size": 32, "radius": 3}
+    with pytest.raises(ValueError, match="unknown fields"):
+        settings_for(reloaded)
     image, truth = object_scene((96, 96), seed=999, count=(3, 6), size=(12, 40))
     value = int(np.bincount(truth.ravel())[1:].argmax()) + 1
     assert iou(segment_from_points(model, image, extreme_points(truth == value)), truth == value) > 0.4

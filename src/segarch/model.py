@@ -36,6 +36,8 @@ class Model:
         preprocessing: MONAI transform configs applied to each input (see :mod:`segarch.preprocessing`).
         trained: whether the weights were trained (``False`` for a freshly built architecture).
         description: free text: what it was trained on and how.
+        prompt: extreme-point models: the crop recipe they were trained with (``size``, ``margin``,
+            ``min_margin``, ``sigma``, see :class:`segarch.prompts.PromptSettings`); ``None``: their kind's default.
 
     Examples::
 
@@ -55,6 +57,7 @@ class Model:
     preprocessing: list[dict[str, Any]] = field(default_factory=lambda: [dict(t) for t in DEFAULT_PREPROCESSING])
     trained: bool = False
     description: str = ""
+    prompt: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.class_names is None:
@@ -122,6 +125,7 @@ class Model:
             "preprocessing": self.preprocessing,
             "trained": self.trained,
             "description": self.description,
+            "prompt": None if self.prompt is None else dict(self.prompt),
         }
 
     def __repr__(self) -> str:

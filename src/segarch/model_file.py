@@ -198,6 +198,7 @@ def _model_from_metadata(meta: dict[str, Any], path: Path) -> Model:
     model.preprocessing = meta.get("preprocessing", model.preprocessing)
     model.trained = bool(meta.get("trained", False))
     model.description = meta.get("description", "")
+    model.prompt = meta.get("prompt")
     model.__post_init__()  # re-validate what the file said
     return model
 

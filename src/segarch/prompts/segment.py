@@ -39,8 +39,16 @@ def resolve_prompt_model(model: Any):
 
 def settings_for(model, *, size: int | None = None, margin: float | None = None,
                  sigma: float | None = None) -> PromptSettings:
-    """The crop recipe for ``model`` (its kind's defaults), with any of ``size``, ``margin``, ``sigma`` overridden."""
+    """The crop recipe for ``model`` (the one it was trained with, else its kind's defaults), with any of
+    ``size``, ``margin``, ``sigma`` overridden."""
     base = DEFAULTS.get(model.arch, DEFAULTS["dextr_light"])[model.spatial_dims]
+    recorded = getattr(model, "prompt", None)
+    if recorded:
+        try:
+            base = PromptSettings(**recorded)
+        except TypeError:
+            raise ValueError(f"The model's prompt recipe {recorded!r} has unknown fields; allowed: size, margin, "
+                             f"min_margin, sigma.") from None
     divisor = model.size_divisor
     size = base.size if size is None else size
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < divisor or size % divisor:

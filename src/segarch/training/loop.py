@@ -13,6 +13,7 @@ model returned, and the file written to ``out``, is the best one validated so fa
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -420,6 +421,7 @@ def _object_data(model: Model, sources, *, mask, num_classes, patch, val_fractio
     if patch is not None and tuple(np.broadcast_to(np.asarray(patch), (model.spatial_dims,))) != size:
         raise ValueError(f"`patch` of an extreme-point model is its input size {size} (each object's crop is "
                          f"resized to it), got {patch!r}; leave it unset.")
+    model.prompt = dataclasses.asdict(settings)  # saved with the model: inference crops the same way
     objects = object_crops(sources, settings, jitter=jitter)
     train_objects, val_objects = split_objects(objects, val_fraction, rng)
     sampler = ObjectSampler(train_objects, settings, jitter=jitter, augment=augment == "default", seed=seed)
