@@ -52,7 +52,11 @@ RECIPE = {
 RECIPE_3D = {
     "name": "dextr_light3d",
     "arch": "dextr_light",
-    "options": {"features": [8, 16, 32, 64], "bins": [1, 2, 4]},
+    "options": {"features": [16, 32, 64, 128], "bins": [1, 2, 4]},
+    "scenes": 600, "shape": [48, 64, 64], "seed": 12,
+    "batch_size": 8, "steps": 4000, "lr": 3e-3, "loss": "dice_ce",
+    "test_scenes": 12, "test_seed": 7002,
+},
     "scenes": 150, "shape": [48, 64, 64], "seed": 12,
     "batch_size": 8, "steps": 900, "lr": 3e-3, "loss": "dice_ce",
     "test_scenes": 12, "test_seed": 7002,

@@ -38,8 +38,9 @@ class PromptSettings:
 
 
 #: Defaults per model kind: the light model at 64² (32³ in 3D; a 2-core CPU answers a click in tens of
-#: milliseconds), the paper's network at 512² (128³ in 3D).
-DEFAULTS = {"dextr_light": {2: PromptSettings(64), 3: PromptSettings(32)},
+#: milliseconds), the paper's network at 512² (128³ in 3D). At 32³ the heat map's σ is 0.08 × 32 = 2.6
+#: voxels: at 0.04 (1.3 voxels) a 600-step trial reached a mean IoU of 0.75, at 0.08 0.77.
+DEFAULTS = {"dextr_light": {2: PromptSettings(64), 3: PromptSettings(32, sigma=0.08)},
             "dextr": {2: PromptSettings(512, sigma=10 / 512), 3: PromptSettings(128, sigma=10 / 512)}}
 
 
