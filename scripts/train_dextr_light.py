@@ -56,11 +56,8 @@ RECIPE_3D = {
     "scenes": 600, "shape": [48, 64, 64], "seed": 12,
     "batch_size": 8, "steps": 4000, "lr": 3e-3, "loss": "dice_ce",
     "test_scenes": 12, "test_seed": 7002,
-},
-    "scenes": 150, "shape": [48, 64, 64], "seed": 12,
-    "batch_size": 8, "steps": 900, "lr": 3e-3, "loss": "dice_ce",
-    "test_scenes": 12, "test_seed": 7002,
 }
+
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
