@@ -129,8 +129,7 @@ def main(argv=None) -> dict:
         "spatial_dims": dims,
         "parameters": model.num_parameters,
         "classes": ["background", "object"],
-        "prompt": {"points": 2 * dims, "size": settings.size, "margin": settings.margin,
-                   "min_margin": settings.min_margin, "sigma": settings.sigma},
+        "prompt": {"points": 2 * dims, **model.prompt},  # the crop recipe segarch.train recorded
         "trained_on": (f"{n_objects} objects from {args.scenes} generated scenes "
                        f"{'x'.join(map(str, recipe['shape']))} (segarch.prompts.object_scene, "
                        f"seed {recipe['seed']}): blobs, "

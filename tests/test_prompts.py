@@ -179,3 +179,21 @@ def test_fine_tune_on_instance_labels_returns_a_trained_copy(shipped):
     assert iou(segment_from_points(tuned, image, extreme_points(mask)), mask) > 0.6
     with pytest.raises(ValueError, match="no object of at least"):
         fine_tune(shipped, [np.zeros((32, 32))], [np.zeros((32, 32), np.uint16)], steps=1)
+
+
+def test_the_training_script_runs_end_to_end_in_small(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_dextr_light.py"
+    result = subprocess.run([sys.executable, str(script), "--steps", "3", "--scenes", "4", "--features", "4", "8", "16",
+                             "32", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((tmp_path / "dextr_light.json").read_text())
+    assert card["training"]["steps"] == 3 and card["training"]["trainer"] == "segarch.train"
+    assert 0 <= card["test"]["mean_iou"] <= 1 and card["test"]["objects"] > 100
+    model = segarch.load_model(tmp_path / "dextr_light.safetensors")
+    assert model.trained and model.prompt == {k: v for k, v in card["prompt"].items() if k != "points"}
+    assert (tmp_path / "dextr_light.csv").is_file() and (tmp_path / "dextr_light.png").is_file()
