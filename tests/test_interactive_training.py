@@ -170,3 +170,26 @@ def test_cli_fine_tunes_the_shipped_model_on_tiff_instance_labels(tmp_path):
     image, truth = object_scene((128, 128), seed=601, count=(3, 6), size=(12, 40))
     value = int(np.bincount(truth.ravel())[1:].argmax()) + 1
     assert iou(segment_from_points(str(out), image, extreme_points(truth == value)), truth == value) > 0.7
+
+
+def test_lazy_instance_labels_are_read_block_by_block(tmp_path):
+    import dask.array as da
+    import zarr
+
+    from segarch.training.objects import object_boxes
+
+    images, labels = _scenes(1, shape=(160, 160), seed=int(np.random.default_rng().integers(10_000)))
+    store = zarr.open_array(str(tmp_path / "labels.zarr"), mode="w", shape=labels[0].shape, chunks=(48, 48),
+                            dtype=labels[0].dtype)
+    store[:] = labels[0]
+    lazy = da.from_zarr(store)
+    # Objects across block borders get one box: the same boxes as reading the whole array.
+    assert object_boxes(lazy) == object_boxes(labels[0])
+    sources = as_sources([images[0]], [store], axes=None, mask=None, spatial_dims=2, in_channels=None)
+    objects = object_crops(sources, DEFAULTS["dextr_light"][2])
+    whole = object_crops(as_sources(images, labels, axes=None, mask=None, spatial_dims=2, in_channels=None),
+                         DEFAULTS["dextr_light"][2])
+    assert len(objects) == len(whole)
+    for a, b in zip(objects, whole):
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.image, b.image)

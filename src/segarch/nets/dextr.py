@@ -190,7 +190,8 @@ def dextr(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 1
     notes=(
         "Our design, not the paper's network: DEXTR's input (image + extreme-point heat map) and pyramid pooling "
         "context on a 4-level U-Net (16-128 channels) that runs a 64x64 crop in about ten milliseconds on "
-        "one CPU core. Shipped trained as segarch.pretrained 'dextr_light'."
+        "one CPU core (a 32x32x32 crop in 3D). Shipped trained as segarch.pretrained 'dextr_light' (2D) and "
+        "'dextr_light3d' (3D)."
     ),
 )
 def dextr_light(spatial_dims: int, in_channels: int, out_channels: int, features=(16, 32, 64, 128),

@@ -1,13 +1,16 @@
 """Models that ship trained with segarch (no downloads): ``names()``, ``card(name)``, ``load(name)``.
 
-Each model is a model file ``weights/NAME.safetensors`` with its card ``weights/NAME.json``,
-both written by ``scripts/train_pretrained.py`` (reproducible from a seed, on the CPU). The card
-says what the model was trained on, how, and its Dice measured on fresh generated images.
+Each model is a model file ``weights/NAME.safetensors`` with its card ``weights/NAME.json``, both
+written by ``scripts/train_pretrained.py`` (the nuclei models) or ``scripts/train_dextr_light.py``
+(the extreme-point models), reproducible from a seed on the CPU. The card says what the model was
+trained on, how, and its Dice or IoU measured on fresh generated images.
 
 Examples::
 
     >>> from segarch import pretrained
     >>> pretrained.names()
+    ['dextr_light', 'dextr_light3d', 'nuclei2d', 'nuclei3d']
+    >>> pretrained.names(task="semantic")
     ['nuclei2d', 'nuclei3d']
     >>> model = pretrained.load("nuclei2d")
     >>> labels = segarch.predict(model, image)

@@ -21,7 +21,7 @@ import torch
 
 from segarch.training.data import Region, Source, _compute
 
-__all__ = ["ObjectCrop", "object_crops", "split_objects", "ObjectSampler", "object_validation", "object_iou",
+__all__ = ["ObjectCrop", "object_crops", "object_boxes", "split_objects", "ObjectSampler", "object_validation", "object_iou",
            "jittered_points", "default_jitter", "augment_pairs"]
 
 
@@ -86,20 +86,16 @@ def object_crops(sources: Sequence[Source], settings, *, jitter: float | None = 
     The neighbourhood read around an object holds every crop the recipe ``settings`` may cut from its
     jittered points. Objects of fewer than ``min_pixels`` pixels are skipped.
     """
-    from scipy import ndimage
-
     crops = []
     for s in sources:
         for index in np.ndindex(*s.stack_shape) if s.stack_shape else [()]:
-            labels = np.asarray(_compute(s.labels[index]))
-            for value, box in enumerate(ndimage.find_objects(labels), start=1):
-                if box is None:
-                    continue
+            labels = s.labels[index]
+            for value, box in sorted(object_boxes(labels).items()):
                 extent = max(b.stop - b.start - 1 for b in box)
                 shift = default_jitter(extent) if jitter is None else float(jitter)
                 pad = int(np.ceil(max(settings.min_margin, settings.margin * (extent + 2 * shift)) + shift)) + 2
                 region = tuple(slice(max(0, b.start - pad), min(n, b.stop + pad)) for b, n in zip(box, labels.shape))
-                mask = labels[region] == value
+                mask = np.asarray(_compute(labels[region])) == value
                 if mask.sum() < min_pixels:
                     continue
                 image = np.asarray(_compute(s.image[index + (slice(None),) + region]), np.float32)
@@ -109,6 +105,30 @@ def object_crops(sources: Sequence[Source], settings, *, jitter: float | None = 
         raise ValueError(f"`labels` hold no object of at least {min_pixels} pixels: an extreme-point model trains "
                          "on instance labels (one value per object).")
     return crops
+
+
+def object_boxes(labels) -> dict[int, tuple[slice, ...]]:
+    """The bounding box of every label value > 0. A Dask array (a lazily read Zarr or TIFF) is read
+    block by block, so instance labels of a whole slide never need to fit in memory."""
+    from scipy import ndimage
+
+    if not hasattr(labels, "blocks"):
+        found = ndimage.find_objects(np.asarray(labels))
+        return {value: box for value, box in enumerate(found, start=1) if box is not None}
+    starts = [np.cumsum((0,) + tuple(c))[:-1] for c in labels.chunks]
+    low: dict[int, np.ndarray] = {}
+    high: dict[int, np.ndarray] = {}
+    for block_index in np.ndindex(*labels.numblocks):
+        block = np.asarray(labels.blocks[block_index].compute())
+        origin = np.array([s[i] for s, i in zip(starts, block_index)])
+        for value, box in enumerate(ndimage.find_objects(block), start=1):
+            if box is None:
+                continue
+            lo = origin + [b.start for b in box]
+            hi = origin + [b.stop for b in box]
+            low[value] = np.minimum(low[value], lo) if value in low else lo
+            high[value] = np.maximum(high[value], hi) if value in high else hi
+    return {v: tuple(slice(int(a), int(b)) for a, b in zip(low[v], high[v])) for v in low}
 
 
 def split_objects(objects: list[ObjectCrop], val_fraction: float, rng: np.random.Generator
