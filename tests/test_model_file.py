@@ -198,3 +198,25 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         segarch.save_model(_model(), path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_half_precision_files_are_half_the_size_and_load_as_float32(tmp_path):
+    model = segarch.Model.from_zoo("unet", spatial_dims=2, in_channels=1, out_channels=2, features=(8, 16, 32))
+    full = segarch.save_model(model, tmp_path / "full.safetensors")
+    half = segarch.save_model(model, tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert oct(full.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # an ordinary file, not a private temp
+    loaded = segarch.load_model(half)
+    x = torch.from_numpy(np.random.default_rng().normal(size=(1, 1, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        a, b = model.network.eval()(x), loaded.network.eval()(x)
+    assert all(p.dtype == torch.float32 for p in loaded.network.parameters())
+    assert torch.allclose(a, b, atol=1e-2) and not torch.equal(a, b)  # float16 rounding, nothing more
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -25,7 +25,7 @@ def one_thread():
 def test_names_and_cards():
     assert {"nuclei2d", "nuclei3d"} <= set(pretrained.names())
     assert set(pretrained.names(task="semantic")) == {"nuclei2d", "nuclei3d"}
-    assert pretrained.names(task="interactive") == ["dextr_light"]
+    assert pretrained.names(task="interactive") == ["dextr_light", "dextr_light3d"]
     for name in pretrained.names(task="semantic"):
         card = pretrained.card(name)
         assert card["name"] == name and card["arch"] in segarch.zoo.names()

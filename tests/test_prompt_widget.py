@@ -153,3 +153,19 @@ def test_3d_mode_segments_on_the_sixth_point(widget, qtbot, tmp_path):
     expected = np.zeros(image.shape, bool)
     expected[tuple(slice(a, b) for a, b in zip(start, stop))] = True
     np.testing.assert_array_equal(labels == 1, expected)
+
+
+def test_the_shipped_3d_model_sets_3d_mode_and_segments_an_object(widget, qtbot):
+    viewer = widget.viewer
+    image, truth = object_scene((48, 64, 64), seed=36)
+    viewer.add_image(image, name="volume")
+    widget.image_combo.setCurrentText("volume")
+    widget.model_combo.setCurrentText("dextr_light3d")
+    assert widget.spatial_dims == 3  # the shipped model's card sets the mode
+    widget.start()
+    value = int(np.bincount(truth.ravel())[1:].argmax()) + 1
+    _click(widget, qtbot, extreme_points(truth == value))
+    assert widget.last_error == ""
+    labels = viewer.layers["volume objects"].data
+    assert set(np.unique(labels)) == {0, 1}
+    assert iou(labels == 1, truth == value) > 0.6

@@ -28,24 +28,29 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "network", "net")
 _PREFIXES = ("module.", "network.", "model.")
 
 
-def save_model(model: Model, path: str | os.PathLike) -> Path:
+def save_model(model: Model, path: str | os.PathLike, *, half: bool = False) -> Path:
     """Write ``model`` to ``path`` (``.safetensors``); returns the path.
 
     The file is written to a temporary name and renamed, so an interrupted save never leaves a
-    truncated model behind.
+    truncated model behind. ``half=True`` stores floating-point weights as float16 (half the size);
+    :func:`load_model` reads them back into the float32 network.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"`path` must end in '.safetensors', got {str(path)!r}.")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in model.network.state_dict().items()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "segarch": json.dumps(model.metadata())}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a model file is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
