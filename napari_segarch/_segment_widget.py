@@ -299,8 +299,11 @@ class SegmentWidget(QWidget):
             axes = self._axes or suggest_axes(layer, self._model_for_axes())
             shape = tuple(n for a, n in zip(axes, data.shape) if a != "C") if len(axes) == data.ndim else None
             if shape is not None:
-                self._live_layer = self._add_result(_lazy_pyramid(da.zeros(shape, dtype=np.uint8, chunks=512)), None,
+                # A view of the store that shows zeros until the engine has written there: the layer never
+                # swaps its data (a swap re-reads the image on the GUI thread), it is only refreshed.
+                self._live_layer = self._add_result(_lazy_pyramid(_store_view(self._live_path, shape)), None,
                                                     live=True)
+                self._live_filled = True
         self._cancel = threading.Event()
         kwargs = {"path": self.file_edit.text().strip(), "arch": self.arch_edit.text().strip(),
                   "in_channels": 3 if getattr(layer, "rgb", False) else 1}
@@ -396,6 +399,31 @@ class SegmentWidget(QWidget):
         if model is not None:
             _set_classes(labels, model.class_names)
         return labels
+
+
+def _store_view(path: str, shape: tuple[int, ...], chunk: int = 512):
+    """A lazy ``uint32`` array of the labels the engine writes to the Zarr store at ``path`` (level ``0``):
+    each block is read from the store when napari shows it, zeros where (or while) nothing is there."""
+    import dask.array as da
+
+    opened: dict[str, Any] = {}
+
+    def read(block_info=None):
+        where = block_info[None]["array-location"]
+        if "array" not in opened:
+            import zarr
+
+            try:
+                opened["array"] = zarr.open_group(path, mode="r")["0"]
+            except Exception:  # not created yet: the engine is still starting
+                return np.zeros([b - a for a, b in where], np.uint32)
+        return np.asarray(opened["array"][tuple(slice(a, b) for a, b in where)], dtype=np.uint32)
+
+    return da.map_blocks(read, dtype=np.uint32, chunks=tuple(_chunks(n, chunk) for n in shape))
+
+
+def _chunks(size: int, chunk: int) -> tuple[int, ...]:
+    return (chunk,) * (size // chunk) + ((size % chunk,) if size % chunk else ())
 
 
 def _lazy_pyramid(array, smallest: int = 512) -> list:
