@@ -165,7 +165,7 @@ class ExtremePointsWidget(QWidget):
         name = self.labels_combo.currentText()
         if name != _NEW_LABELS and name in self.viewer.layers:
             return self.viewer.layers[name]
-        shape = _image_data(image).shape[:-1] if image.rgb else _image_data(image).shape
+        shape = _spatial_shape(image)
         layer = self.viewer.add_labels(np.zeros(shape, np.uint32), name=f"{image.name} objects",
                                        scale=image.scale[: len(shape)], translate=image.translate[: len(shape)])
         self.labels_combo.setCurrentText(layer.name)
@@ -237,7 +237,7 @@ class ExtremePointsWidget(QWidget):
             self._error(str(err))
             return
         labels = self._labels_layer(image)
-        image_shape = _image_data(image).shape[:-1] if image.rgb else _image_data(image).shape
+        image_shape = _spatial_shape(image)
         if tuple(labels.data.shape) != tuple(image_shape):
             self._error(f"The labels layer {labels.name!r} has shape {tuple(labels.data.shape)}, the image "
                         f"{image.name!r} {tuple(image_shape)}: choose labels over the same pixels, or "
@@ -351,3 +351,9 @@ class ExtremePointsWidget(QWidget):
 
 def _image_data(layer):
     return layer.data[0] if layer.multiscale else layer.data
+
+
+def _spatial_shape(layer) -> tuple[int, ...]:
+    """The image layer's pixel grid (level 0, without an RGB axis): the shape its labels must have."""
+    shape = tuple(_image_data(layer).shape)
+    return shape[:-1] if layer.rgb else shape

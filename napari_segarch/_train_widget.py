@@ -37,10 +37,10 @@ _COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 def model_sources() -> list[tuple[str, tuple[str, str]]]:
     """(label, (kind, name)) of what training can start from: architectures, shipped and session models, a file."""
     from segarch import pretrained, zoo
+    from segarch.training import TRAINABLE_TASKS  # interactive: extreme-point models learn from instance labels
 
-    trainable = ("semantic", "interactive")  # interactive: extreme-point models learn from instance labels
-    choices = [(f"{n} (new, untrained)", ("zoo", n)) for task in trainable for n in zoo.names(task=task)]
-    choices += [(f"{n} (fine-tune shipped model)", ("shipped", n)) for task in trainable
+    choices = [(f"{n} (new, untrained)", ("zoo", n)) for task in TRAINABLE_TASKS for n in zoo.names(task=task)]
+    choices += [(f"{n} (fine-tune shipped model)", ("shipped", n)) for task in TRAINABLE_TASKS
                 for n in pretrained.names(task=task)]
     choices += [(f"{n} (fine-tune, this session)", ("session", n)) for n in SESSION.names()]
     choices.append(("Model file to fine-tune…", _FILE))

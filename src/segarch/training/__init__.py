@@ -7,6 +7,6 @@ Modules: :mod:`~segarch.training.data` (lazy image/label sources, partial annota
 PNG) and :mod:`~segarch.training.loop` (:func:`train`, :func:`train_iter`).
 """
 
-from segarch.training.loop import TrainEvent, log_paths, resolve_device, train, train_iter
+from segarch.training.loop import TRAINABLE_TASKS, TrainEvent, log_paths, resolve_device, train, train_iter
 
-__all__ = ["TrainEvent", "train", "train_iter", "resolve_device", "log_paths"]
+__all__ = ["TrainEvent", "train", "train_iter", "resolve_device", "log_paths", "TRAINABLE_TASKS"]

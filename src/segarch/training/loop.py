@@ -36,7 +36,7 @@ from segarch.training.metrics import dice_per_class, mean_foreground_dice
 from segarch.training.objects import ObjectSampler, object_crops, object_iou, object_validation, split_objects
 from segarch.training.sampler import PatchSampler, validation_patches
 
-__all__ = ["TrainEvent", "train", "train_iter", "resolve_device", "log_paths"]
+__all__ = ["TrainEvent", "train", "train_iter", "resolve_device", "log_paths", "TRAINABLE_TASKS"]
 
 log = logging.getLogger("segarch.training")
 
@@ -128,7 +128,7 @@ def _resolve_model(model_or_name, images, labels, *, axes, mask, options, num_cl
         model = load_model(model_or_name)
     elif isinstance(model_or_name, str):
         card = zoo.card(model_or_name)  # raises with the closest names if unknown
-        if card.task not in _TRAINABLE:
+        if card.task not in TRAINABLE_TASKS:
             raise ValueError(f"`model` {card.name!r} is a {card.task} architecture; training supports semantic "
                              f"and interactive architectures: {', '.join(_trainable_names())}.")
         sources = as_sources(images, labels, axes=axes, mask=mask, spatial_dims=None, in_channels=None)
@@ -152,7 +152,7 @@ def _resolve_model(model_or_name, images, labels, *, axes, mask, options, num_cl
     if options:
         raise ValueError("`options` applies to a zoo architecture name only; a model file or Model keeps its own.")
     task = model.card.task
-    if task not in _TRAINABLE:
+    if task not in TRAINABLE_TASKS:
         raise ValueError(f"`model` is a {task} model ({model.arch!r}); training supports semantic and interactive "
                          f"models.")
     image_channels = model.in_channels - 1 if task == "interactive" else model.in_channels
@@ -161,11 +161,12 @@ def _resolve_model(model_or_name, images, labels, *, axes, mask, options, num_cl
     return model, sources, False
 
 
-_TRAINABLE = ("semantic", "interactive")
+#: The tasks whose models train here: semantic (patches) and interactive (extreme-point objects).
+TRAINABLE_TASKS = ("semantic", "interactive")
 
 
 def _trainable_names() -> list[str]:
-    return [n for task in _TRAINABLE for n in zoo.names(task=task)]
+    return [n for task in TRAINABLE_TASKS for n in zoo.names(task=task)]
 
 
 def _check_patch(patch, dims: int, divisor: int, items) -> tuple[int, ...]:
