@@ -15,6 +15,7 @@ Usage::
     python scripts/train_dextr_light.py                 # the shipped 2D model
     python scripts/train_dextr_light.py --dims 3        # the shipped 3D model (6 points, 32³ crops)
     python scripts/train_dextr_light.py --steps 50 --out /tmp/w   # a quick try
+    python scripts/train_dextr_light.py --dims 3 --remeasure     # the shipped model's test results again
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import segarch
 from segarch.prompts import DEFAULTS, object_scene
 from segarch.prompts.evaluate import evaluate_prompts
 
-__all__ = ["RECIPE", "RECIPE_3D", "main"]
+__all__ = ["RECIPE", "RECIPE_3D", "main", "measure", "remeasure"]
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "pretrained" / "weights"
 
@@ -59,6 +60,39 @@ RECIPE_3D = {
 }
 
 
+def measure(model, recipe: dict) -> dict:
+    """The card's ``test`` block: IoU on the recipe's fresh test scenes (exact and ±2 px points), latency."""
+    torch.set_num_threads(1)  # latency as a user's interactive call would see it on a busy CPU
+    shape = tuple(recipe["shape"])
+    test = evaluate_prompts(model, scenes=recipe["test_scenes"], seed=recipe["test_seed"], shape=shape)
+    jittered = evaluate_prompts(model, scenes=recipe["test_scenes"] // 2, seed=recipe["test_seed"] + 500, jitter=2.0,
+                                shape=shape)
+    logging.info("held-out: %d objects, mean IoU %.4f (median %.4f, min %.4f), median %.1f ms; jitter 2 px: %.4f",
+                 test["objects"], test["mean_iou"], test["median_iou"], test["min_iou"], test["median_ms"],
+                 jittered["mean_iou"])
+    return {
+        "mean_iou": round(test["mean_iou"], 4), "median_iou": round(test["median_iou"], 4),
+        "min_iou": round(test["min_iou"], 4), "objects": test["objects"], "scenes": recipe["test_scenes"],
+        "shape": recipe["shape"], "seed": recipe["test_seed"], "points": "exact extreme points",
+        "mean_iou_jitter_2px": round(jittered["mean_iou"], 4),
+        "iou_by_extent": [{"extent_px": [lo, hi], "objects": n, "mean_iou": round(v, 4)}
+                          for lo, hi, n, v in test["by_extent"]],
+        "median_latency_ms": round(test["median_ms"], 1),
+        "latency_note": "click to mask (crop, network, paste), 1 thread, on a shared 2-core CPU",
+    }
+
+
+def remeasure(dims: int, folder: Path) -> dict:
+    """Measure the model already in ``folder`` again (same test scenes) and rewrite its card's ``test`` block."""
+    recipe = RECIPE if dims == 2 else RECIPE_3D
+    card_path = folder / f"{recipe['name']}.json"
+    card = json.loads(card_path.read_text())
+    card["test"] = measure(segarch.load_model(folder / f"{recipe['name']}.safetensors"), recipe)
+    card_path.write_text(json.dumps(card, indent=2, default=float) + "\n")
+    logging.info("re-measured %s", card_path)
+    return card
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dims", type=int, choices=(2, 3), default=2)
@@ -68,8 +102,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--features", type=int, nargs="+", default=None, help="default: the recipe's")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
+    parser.add_argument("--remeasure", action="store_true",
+                        help="do not train: measure the model in --out again and rewrite its card's test results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.remeasure:
+        return remeasure(args.dims, args.out)
     torch.set_num_threads(args.threads)
     dims = args.dims
     recipe = dict(RECIPE if dims == 2 else RECIPE_3D)
@@ -114,14 +152,7 @@ def main(argv=None) -> dict:
     # Measured as shipped: saved (float16 where the recipe says so) and loaded back.
     segarch.save_model(model, target, half=recipe.get("half", False))
     model = segarch.load_model(target)
-    torch.set_num_threads(1)  # latency as a user's interactive call would see it on a busy CPU
-    shape = tuple(recipe["shape"])
-    test = evaluate_prompts(model, scenes=recipe["test_scenes"], seed=recipe["test_seed"], shape=shape)
-    jittered = evaluate_prompts(model, scenes=recipe["test_scenes"] // 2, seed=recipe["test_seed"] + 500, jitter=2.0,
-                                shape=shape)
-    logging.info("held-out: %d objects, mean IoU %.4f (median %.4f, min %.4f), median %.1f ms; jitter 2 px: %.4f",
-                 test["objects"], test["mean_iou"], test["median_iou"], test["min_iou"], test["median_ms"],
-                 jittered["mean_iou"])
+    test = measure(model, recipe)
 
     # The model file was written above, with its description; the log (.csv) and plot (.png) are segarch.train's.
     card = {
@@ -152,16 +183,7 @@ def main(argv=None) -> dict:
             "held_out_iou": round(validation["object_iou"], 4), "held_out_crop_dice": round(validation["patch_dice"][1], 4),
             "best_step": validation["best_step"], "stopped": "CPU budget" if cancel.is_set() else "planned steps",
         },
-        "test": {
-            "mean_iou": round(test["mean_iou"], 4), "median_iou": round(test["median_iou"], 4),
-            "min_iou": round(test["min_iou"], 4), "objects": test["objects"], "scenes": recipe["test_scenes"],
-            "shape": recipe["shape"], "seed": recipe["test_seed"], "points": "exact extreme points",
-            "mean_iou_jitter_2px": round(jittered["mean_iou"], 4),
-            "iou_by_extent": [{"extent_px": [lo, hi], "objects": n, "mean_iou": round(v, 4)}
-                              for lo, hi, n, v in test["by_extent"]],
-            "median_latency_ms": round(test["median_ms"], 1),
-            "latency_note": "click to mask (crop, network, paste), 1 thread, on a shared 2-core CPU",
-        },
+        "test": test,
         "script": "scripts/train_dextr_light.py",
     }
     (args.out / f"{recipe['name']}.json").write_text(json.dumps(card, indent=2, default=float) + "\n")

@@ -152,6 +152,24 @@ def test_3d_recipe_with_six_points_stays_in_the_crop():
     assert full.shape == image.shape and full.sum() == crop.sum()
 
 
+def test_a_single_small_volume_runs_as_two_copies_with_the_same_probability():
+    # PyTorch's native batch-1 3D convolution is 2-4x slower than oneDNN; the copy must not change the answer.
+    from segarch.prompts.segment import _needs_batch_of_two, object_probability
+
+    model = pretrained.load("dextr_light3d")  # first level: 16 channels
+    x = torch.rand(1, 2, 32, 32, 32, generator=torch.Generator().manual_seed(int(np.random.randint(1 << 30))))
+    assert _needs_batch_of_two(model.network, x)
+    assert not _needs_batch_of_two(model.network, torch.rand(1, 2, 48, 48, 48))  # 16 × 48 × 48 takes oneDNN
+    assert not _needs_batch_of_two(model.network, torch.rand(2, 2, 32, 32, 32))
+    assert not _needs_batch_of_two(pretrained.load("dextr_light").network, torch.rand(1, 2, 64, 64))
+    model.network.eval()
+    with torch.no_grad():
+        expected = torch.softmax(model.network(x), dim=1)[:, 1:2]
+        got = object_probability(model, x)
+    assert got.shape == (1, 1, 32, 32, 32)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
 def test_training_pairs_put_the_heat_map_on_the_points():
     image, labels = object_scene((128, 128), seed=9)
     x, t = training_pairs([image], [labels], jitter=0)
@@ -201,3 +219,14 @@ def test_the_training_script_runs_end_to_end_in_small(tmp_path):
     model = segarch.load_model(tmp_path / "dextr_light.safetensors")
     assert model.trained and model.prompt == {k: v for k, v in card["prompt"].items() if k != "points"}
     assert (tmp_path / "dextr_light.csv").is_file() and (tmp_path / "dextr_light.png").is_file()
+    # --remeasure measures the written model again on the same scenes: the same IoU, the card rewritten.
+    first = card["test"]
+    card["test"] = {"mean_iou": -1.0}
+    (tmp_path / "dextr_light.json").write_text(json.dumps(card))
+    again = subprocess.run([sys.executable, str(script), "--remeasure", "--out", str(tmp_path)], capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    remeasured = json.loads((tmp_path / "dextr_light.json").read_text())
+    assert remeasured["test"]["objects"] == first["objects"]
+    assert remeasured["test"]["mean_iou"] == pytest.approx(first["mean_iou"], abs=2e-4)
+    assert remeasured["training"] == card["training"] and remeasured["name"] == "dextr_light"

@@ -160,7 +160,7 @@ def test_partial_annotations_count_only_labelled_slices():
     # A 3D model: the same volume, only Z-slices 1 and 4 are annotated inside a region.
     [source3] = as_sources(image, labels, axes=None, mask=None, spatial_dims=3, in_channels=1)
     [item] = make_items([source3])
-    region = read_region(item, (0, 0, 0), (6, 16, 16), preprocess=lambda a: a, num_classes=2)
+    region = read_region(item, (0, 0, 0), (6, 16, 16), preprocess=lambda a, _: a, num_classes=2)
     assert region.mask[:, 0, 0].tolist() == [False, True, False, False, True, False]
     # An explicit mask: a painted background region without any object counts too.
     mask = np.zeros(labels.shape, bool)
@@ -191,7 +191,7 @@ def test_lazy_inputs_stay_lazy(tmp_path):
                                spatial_dims=2, in_channels=1)
     assert isinstance(from_folder.image, da.Array) and from_folder.labels.shape == (64, 64)
     [item] = make_items([from_folder])
-    region = read_region(item, (10, 20), (16, 16), preprocess=lambda a: a, num_classes=2)
+    region = read_region(item, (10, 20), (16, 16), preprocess=lambda a, _: a, num_classes=2)
     np.testing.assert_array_equal(region.image[0], image[10:26, 20:36])
     np.testing.assert_array_equal(region.target, (labels[10:26, 20:36] > 0))
 
@@ -215,8 +215,9 @@ def test_a_large_image_is_read_by_regions_only():
     model = segarch.train("unet", big, np.tile(labels, (32, 32)), options=SMALL, patch=32, steps=3, batch_size=4,
                           val_fraction=0, mask=True)
     assert model.trained
-    # 3 steps × 2 regions of 64×64, each within at most 4 blocks of 256×256: never the whole image.
-    assert 0 < big.read <= 6 * 4 * 256 ** 2 < 0.1 * big.data.size
+    # 3 steps × 2 regions of 64×64, each within at most 4 blocks of 256×256, and 16 regions of 64×64 on block
+    # boundaries to measure the image's percentiles (one block each): never the whole image.
+    assert 0 < big.read <= (6 * 4 + 16) * 256 ** 2 < 0.2 * big.data.size
 
 
 def test_masked_loss_ignores_unannotated_pixels():
@@ -289,3 +290,35 @@ def test_cli_train_writes_model_log_and_plot(tmp_path, capsys):
     rc = main(["train", str(tmp_path / "im0.tif"), str(tmp_path / "lab1.tif")[:-4] + "x.tif", "--model", "unet",
                "--out", str(tmp_path / "x.safetensors")])
     assert rc == 2 and "no file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_training_regions_use_the_whole_images_percentiles_as_predict_does(monkeypatch, whole):
+    # A bright textured half and a dim noisy half: a background region normalised by its own percentiles
+    # would stretch noise over [0, 1]; predict() freezes the whole image's, and training must match it.
+    from segarch.preprocessing import DEFAULT_PREPROCESSING
+    from segarch.tiling.runner import Preprocessor
+    from segarch.training import normalisation
+    from segarch.training.normalisation import PerImagePreprocessing
+
+    rng = np.random.default_rng()
+    image = rng.normal(100, 3, (2, 96, 128)).astype(np.float32)  # two planes of a stack (axes TYX)
+    image[:, :, :64] += rng.uniform(200, 1000) * rng.random((2, 96, 64))
+    labels = (image > 150).astype(np.uint8)
+    if not whole:  # the large-image path: percentiles from regions spread over the image
+        monkeypatch.setattr(normalisation, "_WHOLE_IMAGE_VALUES", 1000)
+    [source] = as_sources(image, labels, axes="TYX", mask=True, spatial_dims=2, in_channels=1)
+    preprocess = PerImagePreprocessing(DEFAULT_PREPROCESSING, [source], (48, 48))
+    expected = Preprocessor.calibrate(DEFAULT_PREPROCESSING, image.reshape(1, -1))
+    item = make_items([source])[1]
+    region = read_region(item, (10, 80), (32, 32), preprocess=preprocess, num_classes=2)
+    raw = image[1, 10:42, 80:112][None]
+    if whole:
+        np.testing.assert_allclose(region.image, expected(raw), atol=1e-6)
+    else:
+        lo, hi = preprocess._by_source[id(source)].ranges[0]
+        (lo_all, hi_all), = expected.ranges
+        assert abs(lo - lo_all) < 0.02 * (hi_all - lo_all) and abs(hi - hi_all) < 0.1 * (hi_all - lo_all)
+    # The dim half stays dim: it is not stretched to the region's own range.
+    assert region.image.max() < 0.2
+    assert region.image.max() - region.image.min() < 0.2

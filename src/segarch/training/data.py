@@ -359,6 +359,8 @@ def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
 def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, preprocess, num_classes: int) -> Region:
     """Read ``size`` pixels from ``start`` (clipped to the item's bounds), preprocessed, with targets and mask.
 
+    ``preprocess(image, item)`` pre-processes the raw region ``(C, *spatial)`` read from ``item``.
+
     Regions smaller than ``size`` (small images, image borders) are padded: by reflection for the
     image, with "not annotated" for the mask, so padding never counts in the loss.
     """
@@ -376,7 +378,7 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
         mask = np.ones(labels.shape, bool)
     else:
         mask = np.asarray(_compute(s.mask[item.index + box])) != 0
-    image = preprocess(image)
+    image = preprocess(image, item)
     pad = [(0, max(0, int(n) - (h - l))) for n, l, h in zip(size, lo, hi)]
     if any(p for _, p in pad):
         mode = "reflect" if all(h - l > p for (_, p), l, h in zip(pad, lo, hi)) else "edge"

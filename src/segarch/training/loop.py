@@ -33,6 +33,7 @@ from segarch.training.finetune import with_classes
 from segarch.training.log import TrainingLog, plot_png
 from segarch.training.losses import LOSSES, SegmentationLoss
 from segarch.training.metrics import dice_per_class, mean_foreground_dice
+from segarch.training.normalisation import PerImagePreprocessing
 from segarch.training.objects import ObjectSampler, object_crops, object_iou, object_validation, split_objects
 from segarch.training.sampler import PatchSampler, validation_patches
 
@@ -272,7 +273,8 @@ def train_iter(
         patch = _check_patch(patch, dims, model.size_divisor, items)
         batch_size = int(batch_size or _DEFAULT_BATCH[dims])
         train_items, val_items = split_items(items, val_fraction, patch, rng)
-        preprocess = model.preprocess
+        # Percentiles frozen per image, as predict() freezes them: a region's own would stretch background noise.
+        preprocess = PerImagePreprocessing(model.preprocessing, sources, [2 * p for p in patch])
         sampler = PatchSampler(train_items, patch, preprocess, n_classes, augment, seed=seed)
         val = validation_patches(val_items, patch, preprocess, n_classes, _MAX_VAL_PATCHES[dims], seed=seed)
         what = f"{len(train_items)} training item(s), {len(val)} validation patch(es)"
@@ -438,7 +440,7 @@ def _whole_image_dice(model: Model, items, patch, num_classes: int, batch_size: 
         return None
     preds, targets, masks = [], [], []
     for it in items:
-        region = read_region(it, [b.start for b in it.bounds], it.shape, preprocess=lambda a: a, num_classes=num_classes)
+        region = read_region(it, [b.start for b in it.bounds], it.shape, preprocess=lambda a, _: a, num_classes=num_classes)
         tile = tuple(min(p, -(-s // model.size_divisor) * model.size_divisor) for p, s in zip(patch, it.shape))
         pred = _predict_whole(model, region.image, tile, torch.device("cpu"), batch_size)
         preds.append(np.asarray(pred).reshape(-1))

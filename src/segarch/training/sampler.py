@@ -22,7 +22,8 @@ class PatchSampler:
     Args:
         items: the training items.
         patch: patch size per spatial axis.
-        preprocess: the model's pre-processing, applied to each region read.
+        preprocess: ``preprocess(region, item)``, the model's pre-processing of each region read (see
+            :class:`segarch.training.normalisation.PerImagePreprocessing`).
         num_classes: output channels (2: any label > 0 is foreground).
         augment: see :func:`segarch.training.transforms.build_augmentation`.
         seed: random seed for region choice and for the MONAI transforms.
