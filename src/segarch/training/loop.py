@@ -369,7 +369,8 @@ def train_iter(
         whole = None
         object_iou_value = object_iou(model, val_items) if val_items and step else None
     else:
-        whole = _whole_image_dice(model, val_items, patch, n_classes, batch_size) if val_items and step else None
+        whole = (_whole_image_dice(model, val_items, patch, n_classes, batch_size, preprocess)
+                 if val_items and step else None)
     origin = None if fresh else (f"{model_or_name}" if isinstance(model_or_name, (str, os.PathLike))
                                  else f"a {model.arch} model")
     model.description = _describe(model, sources, step, steps, batch_size, patch, loss, lr, best, whole, cancelled,
@@ -432,17 +433,23 @@ def _object_data(model: Model, sources, *, mask, num_classes, patch, val_fractio
     return sampler, val, val_objects[:_MAX_VAL_OBJECTS], size
 
 
-def _whole_image_dice(model: Model, items, patch, num_classes: int, batch_size: int) -> list[float] | None:
-    """Dice per class of the whole held-out images (or strips), predicted through the tiling engine."""
+def _whole_image_dice(model: Model, items, patch, num_classes: int, batch_size: int,
+                      preprocess: PerImagePreprocessing) -> list[float] | None:
+    """Dice per class of the whole held-out images (or strips), predicted through the tiling engine.
+
+    A held-out strip is pre-processed with its whole image's frozen percentiles (as training and a
+    prediction of the whole image see it), then predicted without further pre-processing.
+    """
     total = sum(float(np.prod(it.shape)) for it in items)
     if total > _WHOLE_IMAGE_VAL_VOXELS:
         log.info("held-out images hold %.0f voxels: validated by patches only", total)
         return None
+    plain = dataclasses.replace(model, preprocessing=[])
     preds, targets, masks = [], [], []
     for it in items:
-        region = read_region(it, [b.start for b in it.bounds], it.shape, preprocess=lambda a, _: a, num_classes=num_classes)
+        region = read_region(it, [b.start for b in it.bounds], it.shape, preprocess=preprocess, num_classes=num_classes)
         tile = tuple(min(p, -(-s // model.size_divisor) * model.size_divisor) for p, s in zip(patch, it.shape))
-        pred = _predict_whole(model, region.image, tile, torch.device("cpu"), batch_size)
+        pred = _predict_whole(plain, region.image, tile, torch.device("cpu"), batch_size)
         preds.append(np.asarray(pred).reshape(-1))
         targets.append(region.target.reshape(-1))
         masks.append(region.mask.reshape(-1))
