@@ -243,6 +243,8 @@ def test_masked_loss_ignores_unannotated_pixels():
     ("arch", "unet"),
     ("channels", "in_channels"),
     ("batch_norm", "use `batch_size` >= 2 or a larger `patch`"),
+    ("nan", r"image 0 holds NaN or infinite values \(1 in the"),
+    ("nan_objects", r"image 0 holds NaN or infinite values \(1 in the neighbourhood of label"),
 ])
 def test_bad_inputs_give_clear_errors(case, match, trained):
     image, labels = nuclei((32, 32), seed=60, conditions=EASY)
@@ -267,6 +269,12 @@ def test_bad_inputs_give_clear_errors(case, match, trained):
     elif case == "batch_norm":  # global pooling of one 32×32 patch: batch norm over a single value
         model, kwargs = "linknet", {"options": segarch.zoo.card("linknet").test_config, "steps": 1, "patch": 32,
                                     "batch_size": 1, "val_fraction": 0}
+    elif case.startswith("nan"):  # one bad pixel, anywhere in an object: not "the loss became nan, lower lr"
+        rng = np.random.default_rng()
+        image = image.astype(np.float32)
+        image[tuple(rng.choice(np.argwhere(labels > 0)))] = rng.choice([np.nan, np.inf])
+        if case == "nan_objects":
+            model, kwargs = "dextr_light", {"options": {"features": [4, 8, 16, 32]}, "steps": 1}
     with pytest.raises(ValueError, match=match):
         segarch.train(model, image, labels, **kwargs)
 

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "spatial_letters",
+__all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "check_finite", "spatial_letters",
            "SUFFIXES"]
 
 log = logging.getLogger("segarch.training")
@@ -356,6 +356,18 @@ def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def check_finite(image: np.ndarray, source: Source, where: str) -> None:
+    """Raise a clear error if ``image`` (values read from ``source`` at ``where``) holds NaN or infinite values.
+
+    Without it, training would fail later with a non-finite loss that points at the learning rate.
+    """
+    bad = ~np.isfinite(image)
+    if bad.any():
+        first = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"`images`: {source.name} holds NaN or infinite values ({int(bad.sum())} in the {where}, "
+                         f"first at index {first} of it, channel first). Replace them (e.g. np.nan_to_num) first.")
+
+
 def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, preprocess, num_classes: int) -> Region:
     """Read ``size`` pixels from ``start`` (clipped to the item's bounds), preprocessed, with targets and mask.
 
@@ -369,6 +381,7 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     hi = [min(b.stop, l + int(n)) for l, n, b in zip(lo, size, item.bounds)]
     box = tuple(slice(l, h) for l, h in zip(lo, hi))
     image = np.asarray(_compute(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
+    check_finite(image, s, f"region from {tuple(lo)} of image {item.index}" if item.index else f"region from {tuple(lo)}")
     labels = np.asarray(_compute(s.labels[item.index + box]))
     if s.mask is None:
         mask = np.ones(labels.shape, bool)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from segarch.tiling.runner import Preprocessor
-from segarch.training.data import Item, Source
+from segarch.training.data import Item, Source, check_finite
 
 __all__ = ["frozen_preprocessing", "PerImagePreprocessing"]
 
@@ -32,8 +32,9 @@ def _spread(n: int, k: int) -> list[int]:
 
 def _read(source: Source, index: tuple[int, ...], box: tuple[slice, ...]) -> np.ndarray:
     block = source.image[index + (slice(None),) + box]
-    block = block.compute() if hasattr(block, "compute") else block
-    return np.asarray(block, dtype=np.float32).reshape(source.image.shape[source.n_stack], -1)
+    block = np.asarray(block.compute() if hasattr(block, "compute") else block, dtype=np.float32)
+    check_finite(block, source, f"region {tuple((b.start, b.stop) for b in box)}" + (f" of image {index}" if index else ""))
+    return block.reshape(block.shape[0], -1)
 
 
 def _sample(source: Source, region: Sequence[int]) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from segarch.training.data import Region, Source, _compute
+from segarch.training.data import Region, Source, _compute, check_finite
 
 __all__ = ["ObjectCrop", "object_crops", "object_boxes", "split_objects", "ObjectSampler", "object_validation", "object_iou",
            "jittered_points", "default_jitter", "augment_pairs"]
@@ -99,6 +99,8 @@ def object_crops(sources: Sequence[Source], settings, *, jitter: float | None = 
                 if mask.sum() < min_pixels:
                     continue
                 image = np.asarray(_compute(s.image[index + (slice(None),) + region]), np.float32)
+                check_finite(image, s, f"neighbourhood of label {value} from {tuple(b.start for b in region)}"
+                             + (f" of image {index}" if index else ""))
                 where = f"{s.name}{'' if not index else ' ' + str(index)}"
                 crops.append(ObjectCrop(image, mask, f"{where}, label {value}"))
     if not crops:
