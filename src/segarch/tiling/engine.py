@@ -20,7 +20,7 @@ from segarch.tiling.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling.plan import Assembler, Plan, Region, TileKey
-from segarch.tiling.runner import NetworkRunner, Preprocessor, resolve_device
+from segarch.tiling.runner import NetworkRunner, Preprocessor, resolve_device, spread_indices
 from segarch.tiling.source import ImageSource, open_source
 
 __all__ = ["predict", "PredictionCancelled", "OUTPUTS"]
@@ -420,17 +420,12 @@ def _preprocessor(model, source: ImageSource, plan: Plan) -> Preprocessor:
     return Preprocessor.calibrate(model.preprocessing, _sample(source, plan))
 
 
-def _spread(n: int, k: int) -> list[int]:
-    """Up to ``k`` indices spread evenly over ``range(n)``."""
-    return sorted({int(v) for v in np.linspace(0, n - 1, num=min(n, k)).round()})
-
-
 def _sample(source: ImageSource, plan: Plan, max_tiles: int = 16) -> np.ndarray:
     """Values from across the whole image, ``(C, n)``, to measure percentiles on (a few tile-sized reads)."""
     planes = list(plan.planes())
-    per_axis = [_spread(len(g.starts), 3) for g in plan.grids]
-    tiles = [(planes[p], t) for p in _spread(len(planes), 4) for t in itertools.product(*per_axis)]
-    tiles = [tiles[i] for i in _spread(len(tiles), max_tiles)]
+    per_axis = [spread_indices(len(g.starts), 3) for g in plan.grids]
+    tiles = [(planes[p], t) for p in spread_indices(len(planes), 4) for t in itertools.product(*per_axis)]
+    tiles = [tiles[i] for i in spread_indices(len(tiles), max_tiles)]
     values = [read_tile(plan, source, Preprocessor(), tile) for tile in tiles]
     return np.concatenate([v.reshape(v.shape[0], -1) for v in values], axis=1)
 

@@ -15,7 +15,7 @@ from torch import nn
 from segarch.model import Model
 from segarch.preprocessing import build_preprocessing
 
-__all__ = ["NetworkRunner", "resolve_device", "available_devices", "Preprocessor"]
+__all__ = ["NetworkRunner", "resolve_device", "available_devices", "Preprocessor", "spread_indices"]
 
 log = logging.getLogger("segarch.tiling")
 
@@ -45,6 +45,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"`device`={device!r} is not available here.")
     return resolved
+
+
+def spread_indices(n: int, k: int) -> list[int]:
+    """Up to ``k`` indices spread evenly over ``range(n)`` (where to sample an image for its percentiles)."""
+    return sorted({int(v) for v in np.linspace(0, n - 1, num=min(n, k)).round()})
 
 
 @dataclass

@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "check_finite", "spatial_letters",
-           "SUFFIXES"]
+__all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "check_finite",
+           "spatial_letters", "SUFFIXES"]
 
 log = logging.getLogger("segarch.training")
 

@@ -14,25 +14,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from segarch.tiling.runner import Preprocessor
-from segarch.training.data import Item, Source, check_finite
+from segarch.tiling.runner import Preprocessor, spread_indices
+from segarch.training.data import Item, Source, _compute, check_finite
 
 __all__ = ["frozen_preprocessing", "PerImagePreprocessing"]
 
-#: Images up to this many values per stack index are read whole to measure percentiles.
+#: Images holding up to this many values (over the up to 4 planes of a stack sampled) are read whole.
 _WHOLE_IMAGE_VALUES = 1 << 22
 #: Larger images: this many regions of ``region`` pixels, spread over the stack and the image.
 _SAMPLE_REGIONS = 16
 
 
-def _spread(n: int, k: int) -> list[int]:
-    """Up to ``k`` indices spread evenly over ``range(n)``."""
-    return sorted({int(v) for v in np.linspace(0, n - 1, num=min(n, k)).round()})
-
-
 def _read(source: Source, index: tuple[int, ...], box: tuple[slice, ...]) -> np.ndarray:
-    block = source.image[index + (slice(None),) + box]
-    block = np.asarray(block.compute() if hasattr(block, "compute") else block, dtype=np.float32)
+    block = np.asarray(_compute(source.image[index + (slice(None),) + box]), dtype=np.float32)
     check_finite(block, source, f"region {tuple((b.start, b.stop) for b in box)}" + (f" of image {index}" if index else ""))
     return block.reshape(block.shape[0], -1)
 
@@ -40,7 +34,7 @@ def _read(source: Source, index: tuple[int, ...], box: tuple[slice, ...]) -> np.
 def _sample(source: Source, region: Sequence[int]) -> np.ndarray:
     """Values ``(C, n)`` from across ``source``'s image: all of it when small, else spread regions."""
     stack = [tuple(int(i) for i in idx) for idx in itertools.product(*[range(n) for n in source.stack_shape])]
-    planes = [stack[i] for i in _spread(len(stack), 4)]
+    planes = [stack[i] for i in spread_indices(len(stack), 4)]
     shape = source.spatial_shape
     channels = int(source.image.shape[source.n_stack])
     if channels * int(np.prod(shape)) * len(planes) <= _WHOLE_IMAGE_VALUES:
@@ -53,7 +47,7 @@ def _sample(source: Source, region: Sequence[int]) -> np.ndarray:
     starts = [[int(v) // c * c for v in np.linspace(0, n - s, num=3).round()] for n, s, c in zip(shape, size, step)]
     boxes = [(p, tuple(slice(a, a + s) for a, s in zip(st, size)))
              for p in planes for st in itertools.product(*starts)]
-    boxes = [boxes[i] for i in _spread(len(boxes), _SAMPLE_REGIONS)]
+    boxes = [boxes[i] for i in spread_indices(len(boxes), _SAMPLE_REGIONS)]
     return np.concatenate([_read(source, p, box) for p, box in boxes], axis=1)
 
 
