@@ -237,6 +237,8 @@ def test_masked_loss_ignores_unannotated_pixels():
     ("shape", "labels.*shape"),
     ("empty", "no annotated pixels"),
     ("negative", "negative"),
+    ("negative_objects", r"`labels` of image 0 hold negative values \(minimum -1\)"),
+    ("negative_objects_lazy", r"`labels` of image 0 hold negative values \(minimum -1\)"),
     ("float", "integers"),
     ("patch", "multiples of the model's size divisor 4"),
     ("loss", "`loss` must be one of"),
@@ -255,6 +257,14 @@ def test_bad_inputs_give_clear_errors(case, match, trained):
         labels = np.zeros_like(labels)
     elif case == "negative":
         labels = labels.astype(np.int32) - 1
+    elif case.startswith("negative_objects"):  # extreme-point training finds them while it finds the objects
+        labels = labels.astype(np.int32)
+        labels[-1, -1] = -1
+        if case.endswith("lazy"):
+            import dask.array as da
+
+            labels = da.from_array(labels, chunks=16)
+        model, kwargs = "dextr_light", {"options": {"features": [4, 8, 16, 32]}, "steps": 1}
     elif case == "float":
         labels = labels.astype(np.float32)
     elif case == "patch":

@@ -279,14 +279,24 @@ def _compute(x):
     return x.compute() if hasattr(x, "compute") else np.asarray(x)
 
 
+def check_no_negative(minimum: int, name: str) -> None:
+    """Raise the error for labels whose ``minimum`` is negative."""
+    if minimum < 0:
+        raise ValueError(f"`labels` of {name} hold negative values (minimum {minimum}): labels must be 0 "
+                         f"(background) or positive classes/objects.")
+
+
 def label_stats(sources: Sequence[Source]) -> tuple[int, int]:
-    """Minimum and maximum label over all sources (chunk by chunk for lazy arrays)."""
+    """Minimum and maximum label over all sources (chunk by chunk, in one pass, for lazy arrays)."""
     lo, hi = None, None
     for s in sources:
-        a, b = int(_compute(s.labels.min())), int(_compute(s.labels.max()))
-        if a < 0:
-            raise ValueError(f"`labels` of {s.name} hold negative values (minimum {a}): labels must be 0 "
-                             f"(background) or positive classes/objects.")
+        if hasattr(s.labels, "dask"):
+            import dask
+
+            a, b = (int(v) for v in dask.compute(s.labels.min(), s.labels.max()))
+        else:
+            a, b = int(s.labels.min()), int(s.labels.max())
+        check_no_negative(a, s.name)
         lo = a if lo is None else min(lo, a)
         hi = b if hi is None else max(hi, b)
     return int(lo), int(hi)

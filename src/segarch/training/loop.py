@@ -250,7 +250,6 @@ def train_iter(
 
     model, sources, fresh = _resolve_model(model_or_name, images, labels, axes=axes, mask=mask, options=options,
                                            num_classes_hint=num_classes)
-    low, high = label_stats(sources)
     dims = model.spatial_dims
     interactive = model.card.task == "interactive"
     if interactive:
@@ -263,6 +262,7 @@ def train_iter(
     else:
         if jitter is not None:
             raise ValueError("`jitter` applies to interactive (extreme-point) models only.")
+        _, high = label_stats(sources)  # extreme-point training checks its labels while finding the objects
         n_classes = int(num_classes or (2 if fresh else model.out_channels))
         if n_classes > 2 and high >= n_classes:
             raise ValueError(f"`labels` hold class {high}, but the model has {n_classes} classes "

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from segarch.training.data import Region, Source, _compute, check_finite
+from segarch.training.data import Region, Source, _compute, check_finite, check_no_negative
 
 __all__ = ["ObjectCrop", "object_crops", "object_boxes", "split_objects", "ObjectSampler", "object_validation", "object_iou",
            "jittered_points", "default_jitter", "augment_pairs"]
@@ -90,7 +90,7 @@ def object_crops(sources: Sequence[Source], settings, *, jitter: float | None = 
     for s in sources:
         for index in np.ndindex(*s.stack_shape) if s.stack_shape else [()]:
             labels = s.labels[index]
-            for value, box in sorted(object_boxes(labels).items()):
+            for value, box in sorted(object_boxes(labels, s.name).items()):
                 extent = max(b.stop - b.start - 1 for b in box)
                 shift = default_jitter(extent) if jitter is None else float(jitter)
                 pad = int(np.ceil(max(settings.min_margin, settings.margin * (extent + 2 * shift)) + shift)) + 2
@@ -109,19 +109,23 @@ def object_crops(sources: Sequence[Source], settings, *, jitter: float | None = 
     return crops
 
 
-def object_boxes(labels) -> dict[int, tuple[slice, ...]]:
+def object_boxes(labels, name: str = "the image") -> dict[int, tuple[slice, ...]]:
     """The bounding box of every label value > 0. A Dask array (a lazily read Zarr or TIFF) is read
-    block by block, so instance labels of a whole slide never need to fit in memory."""
+    block by block, so instance labels of a whole slide never need to fit in memory. Negative labels
+    raise (``name``: the image, for the message), in the same pass."""
     from scipy import ndimage
 
     if not hasattr(labels, "blocks"):
-        found = ndimage.find_objects(np.asarray(labels))
+        labels = np.asarray(labels)
+        check_no_negative(int(labels.min()), name)
+        found = ndimage.find_objects(labels)
         return {value: box for value, box in enumerate(found, start=1) if box is not None}
     starts = [np.cumsum((0,) + tuple(c))[:-1] for c in labels.chunks]
     low: dict[int, np.ndarray] = {}
     high: dict[int, np.ndarray] = {}
     for block_index in np.ndindex(*labels.numblocks):
         block = np.asarray(labels.blocks[block_index].compute())
+        check_no_negative(int(block.min()), name)
         origin = np.array([s[i] for s, i in zip(starts, block_index)])
         for value, box in enumerate(ndimage.find_objects(block), start=1):
             if box is None:
