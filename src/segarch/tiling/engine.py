@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from segarch.model import Model
+from segarch.preprocessing import check_preprocessing
 from segarch.tiling.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
@@ -415,9 +416,10 @@ def _check_fits_in_memory(plan: Plan) -> None:
 def _preprocessor(model, source: ImageSource, plan: Plan) -> Preprocessor:
     if not isinstance(model, Model):
         return Preprocessor()
-    if not any(str(s.get("_target_", "")).endswith("ScaleIntensityRangePercentiles") for s in model.preprocessing):
-        return Preprocessor(rest=list(model.preprocessing))
-    return Preprocessor.calibrate(model.preprocessing, _sample(source, plan))
+    steps = check_preprocessing(model.preprocessing)  # data only: refused here, before any work, if not
+    if not any(s["_target_"] == "ScaleIntensityRangePercentiles" for s in steps):
+        return Preprocessor(rest=steps)
+    return Preprocessor.calibrate(steps, _sample(source, plan))
 
 
 def _sample(source: ImageSource, plan: Plan, max_tiles: int = 16) -> np.ndarray:
