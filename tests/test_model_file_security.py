@@ -251,3 +251,29 @@ def test_the_segment_widget_refuses_a_hostile_model_file(make_napari_viewer, qtb
     assert len(messages) == 1 and "preprocessing[0]" in messages[0] and "not an allowed transform" in messages[0]
     assert "img segmentation" not in viewer.layers
     assert not marker.exists()
+
+
+def test_an_absurd_tile_is_refused_with_the_memory_estimate_before_anything_is_allocated(tmp_path):
+    import zarr
+
+    # A 40000² image that costs nothing (a lazy Zarr array of fill values): a 32768² tile would need
+    # hundreds of GiB of activations; the run is refused with the estimate, and nothing is written.
+    image = zarr.open_array(str(tmp_path / "huge.zarr"), mode="w", shape=(40000, 40000), chunks=(4096, 4096),
+                            dtype="uint8", fill_value=0)
+    model = segarch.pretrained.load("nuclei2d")
+    with pytest.raises(ValueError, match=r"`tile`=\(32768, 32768\) with `batch_size`=2: a batch of 2 tiles .* needs "
+                                         r"about [0-9.]+ GiB on cpu .* pass a smaller `tile` \(e\.g\. [0-9]+\)"):
+        segarch.predict(model, image, tile=32768, batch_size=2, device="cpu", out=tmp_path / "out.zarr")
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_the_memory_estimate_counts_the_tensors_alive_at_once():
+    from segarch.tiling.memory import forward_peak_bytes
+
+    with torch.device("meta"):
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    peak, out_shape = forward_peak_bytes(net, (2, 1, 64, 48))
+    assert out_shape == (2, 2, 64, 48)
+    pixels = 2 * 64 * 48 * 4  # bytes of one float32 channel over the batch
+    # The peak is during the ReLU: the input, the first conv's output and the ReLU's output are alive.
+    assert peak == pixels * (1 + 4 + 4)

@@ -19,6 +19,7 @@ from segarch.model import Model
 from segarch.preprocessing import check_preprocessing
 from segarch.tiling.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
+from segarch.tiling.memory import check_tile_memory
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling.plan import Assembler, Plan, Region, TileKey
 from segarch.tiling.runner import NetworkRunner, Preprocessor, resolve_device, spread_indices
@@ -126,6 +127,8 @@ def predict(
     spatial_sizes = [sizes[a] for a in layout.spatial]
     overlaps = [_overlap_pixels(overlap, t) for t in tiles]
     grids = tuple(axis_grid(s, t, o, divisor, blend) for s, t, o in zip(spatial_sizes, tiles, overlaps))
+    if scheduler is None:  # the cluster's workers have their own memory
+        check_tile_memory(model, network, torch_device, in_channels, tuple(g.tile for g in grids), batch_size)
     out_channels = _out_channels(model, network, torch_device, in_channels, [g.tile for g in grids])
     out_dtype = _output_dtype(output, out_channels)
     block = tuple(max(_BLOCK[spatial_dims], g.tile) for g in grids)
