@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segarch import zoo
-from segarch.nets._base import padded_shape
+from segarch.layers.checks import padded_shape
 
 CASES = [(name, dims) for name in zoo.names() for dims in zoo.card(name).spatial_dims]
 DENSE = [(n, d) for n, d in CASES if zoo.card(n).task != "backbone"]

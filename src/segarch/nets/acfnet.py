@@ -20,7 +20,8 @@ from torch import nn
 from segarch.blocks import ConvNormAct
 from segarch.blocks.aspp import ASPP
 from segarch.blocks.resize import resize_to
-from segarch.nets._context import DilatedResNetNet, FCNHead, check_positive_int
+from segarch.layers.checks import check_positive_int
+from segarch.nets._context import DilatedResNetNet, FCNHead
 from segarch.zoo import register
 
 __all__ = ["ACFNet", "AttentionalClassFeature"]

@@ -20,8 +20,9 @@ from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.self_attention import StripAttention
-from segarch.nets._base import SegmentationNet, check_spatial_dims
-from segarch.nets._context import FCNHead, check_positive_int
+from segarch.layers.checks import check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
+from segarch.nets._context import FCNHead
 from segarch.zoo import register
 
 __all__ = ["AttaNet", "AttentionFusion"]

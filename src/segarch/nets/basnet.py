@@ -19,7 +19,8 @@ from monai.networks.layers.factories import Conv, Pool
 from segarch.backbones.resnet import BasicBlock, ResNetEncoder
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["BASNet", "ResidualRefinement"]

@@ -20,7 +20,8 @@ from segarch.blocks.bisenet_fusion import AttentionRefinement, FeatureFusion, gl
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["BiSeNet", "ContextPath", "SegHead"]

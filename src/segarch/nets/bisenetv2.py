@@ -20,7 +20,8 @@ from segarch.blocks.padded_pool import PaddedAvgPool
 from segarch.blocks.pooled_conv import PooledBatchNorm, PooledConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.separable import DepthwiseConv, SeparableConv
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["BiSeNetV2", "StemBlock", "GatherExpansion", "ContextEmbedding", "BilateralGuidedAggregation"]

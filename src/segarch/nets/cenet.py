@@ -16,7 +16,8 @@ from segarch.backbones import ResNetEncoder
 from segarch.blocks import ConvNormAct
 from segarch.blocks.dac_rmp import DenseAtrousConv, ResidualMultiKernelPool
 from segarch.blocks.link_decoder import LinkDecoderBlock
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["CENet"]

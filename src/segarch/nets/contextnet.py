@@ -18,7 +18,8 @@ from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import interp_mode, resize_to
 from segarch.blocks.separable import SeparableConv
 from segarch.blocks.two_branch_fusion import TwoBranchFusion
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.nets.fast_scnn import bottleneck_sequence
 from segarch.zoo import register
 

@@ -24,7 +24,8 @@ from monai.networks.layers.utils import get_norm_layer
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._context import DilatedResNetNet, check_positive_int, check_rate
+from segarch.layers.checks import check_positive_int, check_rate
+from segarch.nets._context import DilatedResNetNet
 from segarch.zoo import register
 
 __all__ = ["CPNet", "AggregationModule"]

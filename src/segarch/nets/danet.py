@@ -14,7 +14,8 @@ from monai.networks.layers.factories import Conv, Dropout
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.self_attention import ChannelAttention, PositionAttention
-from segarch.nets._context import DilatedResNetNet, check_positive_int, check_rate
+from segarch.layers.checks import check_positive_int, check_rate
+from segarch.nets._context import DilatedResNetNet
 from segarch.zoo import register
 
 __all__ = ["DANet"]

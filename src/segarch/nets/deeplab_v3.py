@@ -14,7 +14,8 @@ import torch
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.aspp import ASPP
-from segarch.nets._context import DilatedResNetNet, apply_multi_grid, check_positive_int
+from segarch.layers.checks import check_positive_int
+from segarch.nets._context import DilatedResNetNet, apply_multi_grid
 from segarch.zoo import register
 
 __all__ = ["DeepLabV3"]

@@ -17,7 +17,8 @@ from torch import nn
 from segarch.blocks import ConvNormAct
 from segarch.blocks.aspp import ASPP
 from segarch.blocks.resize import resize_to
-from segarch.nets._context import DilatedResNetNet, check_positive_int
+from segarch.layers.checks import check_positive_int
+from segarch.nets._context import DilatedResNetNet
 from segarch.zoo import register
 
 __all__ = ["DeepLabV3Plus"]

@@ -17,8 +17,8 @@ from monai.networks.layers.factories import Conv, Dropout
 from segarch.backbones.densenet import DenseNetEncoder
 from segarch.blocks.aspp import DenseASPP as DenseASPPBlock
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_spatial_dims
-from segarch.nets._context import check_positive_int, check_rate
+from segarch.nets._base import SegmentationNet
+from segarch.layers.checks import check_positive_int, check_rate, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["DenseASPPNet"]

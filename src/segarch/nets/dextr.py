@@ -24,8 +24,9 @@ from monai.networks.layers.factories import Conv, Pool
 from segarch.blocks import ConvNormAct, DoubleConv, UpSample
 from segarch.blocks.context_upsample import upsample_to
 from segarch.blocks.pyramid_pooling import PyramidPooling
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
-from segarch.nets._context import DilatedResNetNet, check_positive_int
+from segarch.layers.checks import check_features, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
+from segarch.nets._context import DilatedResNetNet
 from segarch.zoo import register
 
 __all__ = ["DEXTR", "DEXTRLight"]

@@ -16,7 +16,8 @@ from monai.networks.layers.factories import Conv, Dropout, Norm, Pool
 
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.factorized import FactorizedConv
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["ENet", "ENetBottleneck", "ENetInitialBlock", "ENetUpsamplingBottleneck"]

@@ -18,7 +18,8 @@ from monai.networks.layers.factories import Conv, Norm, Pool
 
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["ESPNet", "ESPModule", "norm_prelu"]

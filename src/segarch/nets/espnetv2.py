@@ -22,7 +22,8 @@ from monai.networks.layers.factories import Conv, Dropout
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.padded_pool import PaddedAvgPool
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.nets.espnet import norm_prelu
 from segarch.zoo import register
 

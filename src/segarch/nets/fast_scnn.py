@@ -19,7 +19,8 @@ from segarch.blocks.pyramid_pooling import PyramidPooling
 from segarch.blocks.resize import resize_to
 from segarch.blocks.separable import SeparableConv
 from segarch.blocks.two_branch_fusion import TwoBranchFusion
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["FastSCNN", "bottleneck_sequence"]

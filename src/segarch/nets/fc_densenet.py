@@ -18,7 +18,8 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.dense import DenseBlock, TransitionDown
-from segarch.nets._base import SegmentationNet, check_features, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_features, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["FCDenseNet"]

@@ -16,7 +16,8 @@ from segarch.backbones import VGGEncoder
 from segarch.backbones.vgg import fc_as_convolutions
 from segarch.blocks.bilinear_deconv import BilinearDeconv
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["FCN", "FCN_VARIANTS"]

@@ -21,7 +21,8 @@ from segarch.backbones.resnet import RESNET_LAYERS
 from segarch.blocks import ConvNormAct
 from segarch.blocks.feature_pyramid import FeaturePyramid
 from segarch.blocks.resize import interp_mode, resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_choice, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SemanticFPN"]

@@ -22,7 +22,8 @@ from segarch.blocks.factorized import FactorizedConv
 from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.shuffle import channel_shuffle
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["LEDNet", "SSnbt", "DownsamplingUnit", "AttentionPyramid"]

@@ -16,7 +16,8 @@ from monai.networks.layers.factories import Conv
 from segarch.backbones import ResNetEncoder
 from segarch.blocks import ConvNormAct
 from segarch.blocks.link_decoder import FullConvNormAct, LinkDecoderBlock
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["LinkNet"]

@@ -22,7 +22,8 @@ from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.separable import SeparableConv
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["LiteSeg", "DeeperASPP"]

@@ -21,7 +21,8 @@ from segarch.backbones import VGGEncoder
 from segarch.backbones.vgg import fc_as_convolutions
 from segarch.blocks.bilinear_deconv import linear_kernel
 from segarch.blocks.resize import interp_mode
-from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_choice, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["LRR", "boundary_mask"]

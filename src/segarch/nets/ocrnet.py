@@ -16,7 +16,8 @@ from monai.networks.layers.factories import Conv
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.object_context import ObjectContext, SpatialGather
-from segarch.nets._context import DilatedResNetNet, FCNHead, check_positive_int
+from segarch.layers.checks import check_positive_int
+from segarch.nets._context import DilatedResNetNet, FCNHead
 from segarch.zoo import register
 
 __all__ = ["OCRNet"]

@@ -15,7 +15,8 @@ from monai.networks.layers.factories import Conv
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.pyramid_pooling import PyramidPooling
-from segarch.nets._context import DilatedResNetNet, apply_deep_stem, check_bool, check_positive_int, check_rate
+from segarch.layers.checks import check_bool, check_positive_int, check_rate
+from segarch.nets._context import DilatedResNetNet, apply_deep_stem
 from segarch.zoo import register
 
 __all__ = ["PSPNet"]

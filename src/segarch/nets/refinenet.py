@@ -19,7 +19,8 @@ from segarch.backbones import ResNetEncoder
 from segarch.backbones.resnet import RESNET_LAYERS
 from segarch.blocks.refine import RefineNetBlock
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_features, check_spatial_dims
+from segarch.layers.checks import check_choice, check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["RefineNet"]

@@ -20,7 +20,8 @@ from monai.networks.layers.factories import Conv
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.vit import ViTEncoder
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SETR", "SETR_DECODERS", "SETR_PAPER_PARAMS"]

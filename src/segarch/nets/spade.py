@@ -17,7 +17,8 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.spade import SPADE_NORMS, SPADEResBlock
-from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_choice, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SPADEGenerator"]

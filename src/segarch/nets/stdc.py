@@ -22,7 +22,8 @@ from segarch.blocks.bisenet_fusion import FeatureFusion
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.padded_pool import PaddedAvgPool
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.nets.bisenet import ContextPath, SegHead
 from segarch.zoo import register
 

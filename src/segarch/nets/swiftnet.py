@@ -16,7 +16,8 @@ from monai.networks.layers.factories import Conv, Norm
 
 from segarch.backbones.resnet import ResNetEncoder
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SwiftNet", "BNReLUConv", "SwiftSPP"]

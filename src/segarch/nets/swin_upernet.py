@@ -22,7 +22,8 @@ from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.pyramid_pooling import PyramidPooling
 from segarch.blocks.window_attention import PatchMerging, SwinBlock
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SwinEncoder", "UPerHead", "SwinUPerNet"]

@@ -21,7 +21,8 @@ from segarch.backbones.resnet import Bottleneck
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import interp_mode
 from segarch.blocks.vit import ViTEncoder
-from segarch.nets._base import SegmentationNet, check_features, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_features, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["TransUNet", "HybridTrunk"]

@@ -18,7 +18,8 @@ from monai.networks.layers.factories import Conv, Dropout, Pool
 
 from segarch.blocks import DoubleConv, UpSample
 from segarch.blocks.upsample import UPSAMPLE_MODES
-from segarch.nets._base import SegmentationNet, check_choice, check_features, check_spatial_dims
+from segarch.layers.checks import check_choice, check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["UNet", "NORMS"]

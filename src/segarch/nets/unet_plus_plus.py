@@ -17,7 +17,8 @@ from torch import nn
 from monai.networks.layers.factories import Conv, Pool
 
 from segarch.blocks import DoubleConv, UpSample
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["UNetPlusPlus"]
