@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "check_finite",
-           "spatial_letters", "SUFFIXES"]
+           "check_no_negative", "label_stats", "compute", "spatial_letters", "SUFFIXES"]
 
 log = logging.getLogger("segarch.training")
 
@@ -275,7 +275,8 @@ def as_sources(images, labels, *, axes: str | None, mask, spatial_dims: int | No
     return sources
 
 
-def _compute(x):
+def compute(x) -> np.ndarray:
+    """``x`` read into memory: a Dask array computed, anything else (NumPy, a Zarr selection) as a NumPy array."""
     return x.compute() if hasattr(x, "compute") else np.asarray(x)
 
 
@@ -308,12 +309,12 @@ def make_items(sources: Sequence[Source]) -> list[Item]:
     for s in sources:
         if s.mask is None:
             # Which 2D planes hold labels: any() over Y and X, reduced lazily for Dask.
-            planes = _compute((s.labels > 0).any(axis=(-2, -1)))
+            planes = compute((s.labels > 0).any(axis=(-2, -1)))
             planes = np.asarray(planes, bool).reshape(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()))
         elif s.mask is True:
             planes = np.ones(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()), bool)
         else:
-            planes = _compute((s.mask != 0).any(axis=(-2, -1)))
+            planes = compute((s.mask != 0).any(axis=(-2, -1)))
             planes = np.asarray(planes, bool).reshape(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()))
         for index in np.ndindex(*s.stack_shape) if s.stack_shape else [()]:
             annotated = np.atleast_1d(planes[index])
@@ -390,9 +391,9 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     lo = [max(b.start, min(int(p), b.stop - 1)) for p, b in zip(start, item.bounds)]
     hi = [min(b.stop, l + int(n)) for l, n, b in zip(lo, size, item.bounds)]
     box = tuple(slice(l, h) for l, h in zip(lo, hi))
-    image = np.asarray(_compute(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
+    image = np.asarray(compute(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
     check_finite(image, s, f"region from {tuple(lo)} of image {item.index}" if item.index else f"region from {tuple(lo)}")
-    labels = np.asarray(_compute(s.labels[item.index + box]))
+    labels = np.asarray(compute(s.labels[item.index + box]))
     if s.mask is None:
         mask = np.ones(labels.shape, bool)
         if s.spatial_dims == 3:
@@ -400,7 +401,7 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     elif s.mask is True:
         mask = np.ones(labels.shape, bool)
     else:
-        mask = np.asarray(_compute(s.mask[item.index + box])) != 0
+        mask = np.asarray(compute(s.mask[item.index + box])) != 0
     image = preprocess(image, item)
     pad = [(0, max(0, int(n) - (h - l))) for n, l, h in zip(size, lo, hi)]
     if any(p for _, p in pad):

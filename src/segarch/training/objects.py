@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from segarch.training.data import Region, Source, _compute, check_finite, check_no_negative
+from segarch.training.data import Region, Source, check_finite, check_no_negative, compute
 
 __all__ = ["ObjectCrop", "object_crops", "object_boxes", "split_objects", "ObjectSampler", "object_validation", "object_iou",
            "jittered_points", "default_jitter", "augment_pairs"]
@@ -95,10 +95,10 @@ def object_crops(sources: Sequence[Source], settings, *, jitter: float | None = 
                 shift = default_jitter(extent) if jitter is None else float(jitter)
                 pad = int(np.ceil(max(settings.min_margin, settings.margin * (extent + 2 * shift)) + shift)) + 2
                 region = tuple(slice(max(0, b.start - pad), min(n, b.stop + pad)) for b, n in zip(box, labels.shape))
-                mask = np.asarray(_compute(labels[region])) == value
+                mask = np.asarray(compute(labels[region])) == value
                 if mask.sum() < min_pixels:
                     continue
-                image = np.asarray(_compute(s.image[index + (slice(None),) + region]), np.float32)
+                image = np.asarray(compute(s.image[index + (slice(None),) + region]), np.float32)
                 check_finite(image, s, f"neighbourhood of label {value} from {tuple(b.start for b in region)}"
                              + (f" of image {index}" if index else ""))
                 where = f"{s.name}{'' if not index else ' ' + str(index)}"

@@ -22,9 +22,19 @@ _RESERVED = ("spatial_dims", "in_channels", "out_channels")
 
 
 def register(**card_fields: Any) -> Callable:
-    """Decorator registering a builder ``f(spatial_dims, in_channels, out_channels, **options)`` under a card."""
+    """Decorator registering an architecture under a card (the fields of :class:`ModelCard`).
+
+    It decorates the network's class itself, ``Net(spatial_dims, in_channels, out_channels, **options)``,
+    whose ``__init__`` keywords are the options :func:`create` accepts, or, for a variant that fixes some
+    of a class's options (``hrnet_v2_w18_small``, ``resnet50``), a function with that signature. Either is
+    returned unchanged.
+    """
 
     def decorate(builder: Callable) -> Callable:
+        params = list(inspect.signature(builder).parameters)
+        if tuple(params[:3]) != _RESERVED:
+            raise TypeError(f"a registered architecture takes {', '.join(_RESERVED)} first, "
+                            f"{getattr(builder, '__name__', builder)!r} takes {params[:3]}")
         entry = ModelCard(builder=builder, **card_fields)
         if entry.name in _REGISTRY:
             raise RuntimeError(f"architecture {entry.name!r} is registered twice")
