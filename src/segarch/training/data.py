@@ -141,7 +141,8 @@ def _open_path(path: Path, what: str) -> Any:
                 raise ValueError(f"`{what}`: the Zarr group {str(path)!r} holds no array.")
             z = z[keys[0]]
         return da.from_array(z, chunks=z.chunks)
-    raise ValueError(f"`{what}`: {str(path)!r} is neither a TIFF file nor a Zarr array (allowed: {', '.join(SUFFIXES)}).")
+    raise ValueError(f"`{what}`: {str(path)!r} is neither a TIFF file nor a Zarr array "
+                     f"(allowed: {', '.join(SUFFIXES)}).")
 
 
 def _expand_folder(path: Path) -> list[Path]:
@@ -188,7 +189,8 @@ def _as_list(images, labels, mask) -> tuple[list, list, list]:
 def _default_axes(image_shape, label_shape, in_channels: int) -> str:
     lab = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(len(label_shape))
     if lab is None:
-        raise ValueError(f"`labels` must have 2 to 4 dimensions when `axes` is not given, got shape {tuple(label_shape)}.")
+        raise ValueError(f"`labels` must have 2 to 4 dimensions when `axes` is not given, "
+                         f"got shape {tuple(label_shape)}.")
     if len(image_shape) == len(label_shape):
         return lab
     if len(image_shape) == len(label_shape) + 1:
@@ -265,7 +267,8 @@ def as_sources(images, labels, *, axes: str | None, mask, spatial_dims: int | No
         if mk is not None and mk is not True:
             mk = _lazy(mk, "mask")
             if tuple(mk.shape) != tuple(lb.shape):
-                raise ValueError(f"`mask` of {name} must have the labels' shape {tuple(lb.shape)}, got {tuple(mk.shape)}.")
+                raise ValueError(f"`mask` of {name} must have the labels' shape {tuple(lb.shape)}, "
+                                 f"got {tuple(mk.shape)}.")
             mk = mk.transpose([lab_axes.index(a) for a in stack + spatial])
         lb = lb.transpose([lab_axes.index(a) for a in stack + spatial])
         sources.append(Source(im, lb, mk, name, sd, len(stack)))
@@ -307,15 +310,14 @@ def make_items(sources: Sequence[Source]) -> list[Item]:
     """One :class:`Item` per stack index, with which slices hold labels; raises if nothing is annotated."""
     items = []
     for s in sources:
+        shape = s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ())
         if s.mask is None:
             # Which 2D planes hold labels: any() over Y and X, reduced lazily for Dask.
-            planes = compute((s.labels > 0).any(axis=(-2, -1)))
-            planes = np.asarray(planes, bool).reshape(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()))
+            planes = np.asarray(compute((s.labels > 0).any(axis=(-2, -1))), bool).reshape(shape)
         elif s.mask is True:
-            planes = np.ones(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()), bool)
+            planes = np.ones(shape, bool)
         else:
-            planes = compute((s.mask != 0).any(axis=(-2, -1)))
-            planes = np.asarray(planes, bool).reshape(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()))
+            planes = np.asarray(compute((s.mask != 0).any(axis=(-2, -1))), bool).reshape(shape)
         for index in np.ndindex(*s.stack_shape) if s.stack_shape else [()]:
             annotated = np.atleast_1d(planes[index])
             if annotated.any():
@@ -389,10 +391,10 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     """
     s = item.source
     lo = [max(b.start, min(int(p), b.stop - 1)) for p, b in zip(start, item.bounds)]
-    hi = [min(b.stop, l + int(n)) for l, n, b in zip(lo, size, item.bounds)]
-    box = tuple(slice(l, h) for l, h in zip(lo, hi))
+    hi = [min(b.stop, a + int(n)) for a, n, b in zip(lo, size, item.bounds)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
     image = np.asarray(compute(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
-    check_finite(image, s, f"region from {tuple(lo)} of image {item.index}" if item.index else f"region from {tuple(lo)}")
+    check_finite(image, s, f"region from {tuple(lo)}" + (f" of image {item.index}" if item.index else ""))
     labels = np.asarray(compute(s.labels[item.index + box]))
     if s.mask is None:
         mask = np.ones(labels.shape, bool)
@@ -403,9 +405,9 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     else:
         mask = np.asarray(compute(s.mask[item.index + box])) != 0
     image = preprocess(image, item)
-    pad = [(0, max(0, int(n) - (h - l))) for n, l, h in zip(size, lo, hi)]
+    pad = [(0, max(0, int(n) - (b - a))) for n, a, b in zip(size, lo, hi)]
     if any(p for _, p in pad):
-        mode = "reflect" if all(h - l > p for (_, p), l, h in zip(pad, lo, hi)) else "edge"
+        mode = "reflect" if all(b - a > p for (_, p), a, b in zip(pad, lo, hi)) else "edge"
         image = np.pad(image, [(0, 0)] + pad, mode=mode)
         labels = np.pad(labels, pad)
         mask = np.pad(mask, pad)
