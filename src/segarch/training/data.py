@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -381,10 +381,14 @@ def check_finite(image: np.ndarray, source: Source, where: str) -> None:
                          f"first at index {first} of it, channel first). Replace them (e.g. np.nan_to_num) first.")
 
 
-def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, preprocess, num_classes: int) -> Region:
+def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, preprocess, num_classes: int = 2,
+                targets: Callable[[np.ndarray], np.ndarray] | None = None) -> Region:
     """Read ``size`` pixels from ``start`` (clipped to the item's bounds), preprocessed, with targets and mask.
 
     ``preprocess(image, item)`` pre-processes the raw region ``(C, *spatial)`` read from ``item``.
+    ``targets(labels)`` turns the region's labels into the class map the model learns (default: the labels
+    as classes, or foreground vs background when ``num_classes`` is 2), e.g. background/interior/boundary
+    from instance labels.
 
     Regions smaller than ``size`` (small images, image borders) are padded: by reflection for the
     image, with "not annotated" for the mask, so padding never counts in the loss.
@@ -411,4 +415,5 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
         image = np.pad(image, [(0, 0)] + pad, mode=mode)
         labels = np.pad(labels, pad)
         mask = np.pad(mask, pad)
-    return Region(image.astype(np.float32), _targets(labels, num_classes), mask, tuple(lo))
+    target = _targets(labels, num_classes) if targets is None else np.asarray(targets(labels), np.int64)
+    return Region(image.astype(np.float32), target, mask, tuple(lo))

@@ -196,8 +196,8 @@ def task_for(name: str | None, card: ModelCard, model: Model | None = None) -> t
             raise ValueError(f"`task` must be one of {tuple(_TASKS)} or None, got {name!r}.")
         cls = _TASKS[name]
         if card.task not in cls.architectures:
-            raise ValueError(f"`task`={name!r} trains {' or '.join(cls.architectures)} architectures; "
-                             f"{card.name!r} is a {card.task} one.")
+            raise ValueError(f"`task`={name!r} trains {' or '.join(cls.architectures)} architectures, not "
+                             f"{card.name!r} ({card.task}).")
         return cls
     for cls in reversed(list(_TASKS.values())):
         if cls.claims(card, model):
