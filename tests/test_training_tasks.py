@@ -209,3 +209,21 @@ def test_bad_options_are_caught_before_any_data_is_read(options, match):
         TrainConfig.build(None, options)
     with pytest.raises(ValueError, match="`config` must be a segarch.training.TrainConfig or None, got dict"):
         segarch.train("unet", Unreadable(), np.zeros((64, 64), np.uint8), {"steps": 3})
+
+
+def test_targets_a_task_derives_follow_the_image_through_crops_and_flips():
+    # A distance map (float) as the target, and the same map as the image: every crop and flip the sampler
+    # makes must give identical image and target patches, and the target stays float.
+    from segarch.training.data import as_sources
+
+    _, labels = nuclei((64, 64), seed=int(np.random.default_rng().integers(10_000)), conditions=EASY)
+    distance = ndimage.distance_transform_edt(labels > 0).astype(np.float32)
+    [source] = as_sources(distance, labels, axes="YX", mask=True, spatial_dims=2, in_channels=1)
+    flips = [{"_target_": "RandFlipd", "keys": ["image", "label", "mask"], "prob": 1.0, "spatial_axis": axis}
+             for axis in (0, 1)]
+    sampler = PatchSampler(make_items([source]), (32, 32), lambda image, _item: image, 2, flips, seed=1,
+                           targets=lambda lab: ndimage.distance_transform_edt(lab > 0).astype(np.float32))
+    x, y, m = sampler.batch(6)
+    assert y.dtype == torch.float32 and x.shape == y.shape == m.shape == (6, 1, 32, 32)
+    assert (y % 1 > 0).any()  # real distances, not rounded to classes
+    torch.testing.assert_close(x, y)

@@ -386,9 +386,9 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     """Read ``size`` pixels from ``start`` (clipped to the item's bounds), preprocessed, with targets and mask.
 
     ``preprocess(image, item)`` pre-processes the raw region ``(C, *spatial)`` read from ``item``.
-    ``targets(labels)`` turns the region's labels into the class map the model learns (default: the labels
-    as classes, or foreground vs background when ``num_classes`` is 2), e.g. background/interior/boundary
-    from instance labels.
+    ``targets(labels)`` turns the region's labels into what the model learns (default: the labels as
+    classes, or foreground vs background when ``num_classes`` is 2), e.g. background/interior/boundary
+    classes or a distance map from instance labels: integer results become int64, float ones float32.
 
     Regions smaller than ``size`` (small images, image borders) are padded: by reflection for the
     image, with "not annotated" for the mask, so padding never counts in the loss.
@@ -415,5 +415,9 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
         image = np.pad(image, [(0, 0)] + pad, mode=mode)
         labels = np.pad(labels, pad)
         mask = np.pad(mask, pad)
-    target = _targets(labels, num_classes) if targets is None else np.asarray(targets(labels), np.int64)
+    if targets is None:
+        target = _targets(labels, num_classes)
+    else:
+        target = np.asarray(targets(labels))
+        target = target.astype(np.float32 if target.dtype.kind == "f" else np.int64)
     return Region(image.astype(np.float32), target, mask, tuple(lo))

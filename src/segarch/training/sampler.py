@@ -27,8 +27,9 @@ class PatchSampler:
         num_classes: output channels (2: any label > 0 is foreground).
         augment: see :func:`segarch.training.transforms.build_augmentation`.
         seed: random seed for region choice and for the MONAI transforms.
-        targets: ``targets(labels)``: the class map learned from a region's labels (default: the labels, see
-            :func:`~segarch.training.data.read_region`); it is cropped, flipped and deformed with the image.
+        targets: ``targets(labels)``: what is learned from a region's labels (default: the class map, see
+            :func:`~segarch.training.data.read_region`), integer classes or float values (e.g. a distance
+            map); it is cropped, flipped and deformed with the image (nearest neighbour).
     """
 
     def __init__(self, items: Sequence[Item], patch: Sequence[int], preprocess: Callable, num_classes: int,
@@ -39,6 +40,7 @@ class PatchSampler:
         self.preprocess = preprocess
         self.num_classes = num_classes
         self.targets = targets
+        self.float_targets = False  # set by the first region read: float targets stay float in batches
         self.samples_per_region = samples_per_region
         self.rng = np.random.default_rng(seed)
         dims = len(self.patch)
@@ -69,11 +71,13 @@ class PatchSampler:
             region = read_region(item, start, size, preprocess=self.preprocess, num_classes=self.num_classes,
                                  targets=self.targets)
             if region.mask.any():
+                self.float_targets = region.target.dtype.kind == "f"
                 return region
         raise ValueError("Could not find annotated pixels in 20 random regions: check the labels and `mask`.")
 
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(images (B, C, *patch), targets (B, 1, *patch), masks (B, 1, *patch))``."""
+        """``(images (B, C, *patch), targets (B, 1, *patch), masks (B, 1, *patch))``: targets are int64 classes,
+        or float32 when ``targets`` gives float values."""
         samples = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MONAI warns when a region has no foreground to centre on
@@ -85,7 +89,8 @@ class PatchSampler:
         def stack(key, dtype):
             return torch.stack([torch.as_tensor(np.asarray(s[key])) for s in samples]).to(dtype)
 
-        return stack("image", torch.float32), stack("label", torch.int64), stack("mask", torch.float32)
+        target_type = torch.float32 if self.float_targets else torch.int64
+        return stack("image", torch.float32), stack("label", target_type), stack("mask", torch.float32)
 
 
 def validation_patches(items: Sequence[Item], patch: Sequence[int], preprocess: Callable, num_classes: int,
