@@ -42,12 +42,7 @@ LAYERS: list[tuple[str, ...]] = [
 
 #: Known upward edges ``(importer, imported)``: none today. An entry here must say which change removes it;
 #: one that no longer occurs must be deleted (the test says so).
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    # prompts' training pairs and fine_tune use training: they move to training/ (this branch, next step).
-    ("segarch.prompts.data", "segarch.training.data"),
-    ("segarch.prompts.data", "segarch.training.objects"),
-    ("segarch.prompts.training", "segarch.training"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 #: Known import loops (sets of modules), each to be removed by the second half of the redesign (issue 15,
 #: items 1 and 3). None may be added; one that no longer occurs must be deleted (the test says so).
 KNOWN_LOOPS: list[frozenset[str]] = [
@@ -55,8 +50,6 @@ KNOWN_LOOPS: list[frozenset[str]] = [
     frozenset({"segarch.model_file", "segarch.pretrained"}),
     # the local and the distributed paths of predict import each other (item 3: one pipeline module).
     frozenset({"segarch.tiling.engine", "segarch.tiling.distributed"}),
-    # prompts' training pairs (this branch, next step).
-    frozenset({"segarch.prompts.data", "segarch.training.objects"}),
 ]
 
 

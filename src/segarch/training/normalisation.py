@@ -27,7 +27,8 @@ _SAMPLE_REGIONS = 16
 
 def _read(source: Source, index: tuple[int, ...], box: tuple[slice, ...]) -> np.ndarray:
     block = np.asarray(compute(source.image[index + (slice(None),) + box]), dtype=np.float32)
-    check_finite(block, source, f"region {tuple((b.start, b.stop) for b in box)}" + (f" of image {index}" if index else ""))
+    where = f"region {tuple((b.start, b.stop) for b in box)}" + (f" of image {index}" if index else "")
+    check_finite(block, source, where)
     return block.reshape(block.shape[0], -1)
 
 

@@ -114,9 +114,8 @@ def create(name: str, *, spatial_dims: int = 2, in_channels: int = 1, out_channe
     allowed = _options_of(entry)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(
-            f"Unknown option(s) {', '.join(unknown)} for {entry.name!r}; allowed options: {', '.join(allowed) or 'none'}."
-        )
+        raise ValueError(f"Unknown option(s) {', '.join(unknown)} for {entry.name!r}; "
+                         f"allowed options: {', '.join(allowed) or 'none'}.")
     return entry.builder(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **options)
 
 
