@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from segarch.io.image import level_factor
-from segarch.io.pyramid import mean_reduce, mode_reduce, pyramid_shapes
+from segarch.io.pyramid import mean_reduce, pyramid_shapes
 from segarch.tiling.plan import BlockKey, Plan
 
 __all__ = ["level_shapes", "create_levels", "open_levels", "write_block", "mark_stale", "finish", "LevelView",
@@ -106,11 +106,32 @@ def open_levels(group) -> list:
 
 def _reduce(block: np.ndarray, y: int, x: int, labels: bool) -> np.ndarray:
     """One halving of Y (axis ``y``) and X of ``block``, whose Y and X sizes are even."""
+    if labels:
+        return _mode_2x2(block, y, x)
     shape: list[int] = []
     for i, n in enumerate(block.shape):
         shape += [n // 2, 2] if i in (y, x) else [n, 1]
-    windows = tuple(range(1, 2 * block.ndim, 2))
-    return (mode_reduce if labels else mean_reduce)(block.reshape(shape), axis=windows)
+    return mean_reduce(block.reshape(shape), axis=tuple(range(1, 2 * block.ndim, 2)))
+
+
+def _mode_2x2(block: np.ndarray, y: int, x: int) -> np.ndarray:
+    """:func:`segarch.io.pyramid.mode_reduce` over 2×2 windows, ~15× faster: the most frequent of the
+    window's values ``a b / c d``, ties going to the first in that order."""
+    def part(dy: int, dx: int) -> np.ndarray:
+        index = [slice(None)] * block.ndim
+        index[y], index[x] = slice(dy, None, 2), slice(dx, None, 2)
+        return block[tuple(index)]
+
+    a, b, c, d = part(0, 0), part(0, 1), part(1, 0), part(1, 1)
+    ab, ac, ad, bc, bd, cd = a == b, a == c, a == d, b == c, b == d, c == d
+    counts = [ab.astype(np.uint8) + ac + ad, ab.astype(np.uint8) + bc + bd, ac.astype(np.uint8) + bc + cd,
+              ad.astype(np.uint8) + bd + cd]
+    out, best = d.copy(), counts[3]
+    for value, count in ((c, counts[2]), (b, counts[1]), (a, counts[0])):  # backwards: the first wins ties
+        wins = count >= best
+        out = np.where(wins, value, out)
+        best = np.maximum(best, count)
+    return out
 
 
 def write_block(levels: list, plan: Plan, key: BlockKey, data: np.ndarray) -> None:
