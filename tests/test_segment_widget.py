@@ -78,10 +78,17 @@ def test_model_file_through_the_widget_and_probabilities(widget, qtbot, tmp_path
     widget.tile_spin.setValue(32)
     widget.segment_button.click()
     _wait(qtbot, widget)
-    layers = [widget.viewer.layers[f"img segmentation: {c}"] for c in model.class_names]
-    probs = np.stack([np.asarray(layer.data) for layer in layers])
     expected = segarch.predict(segarch.load_model(path), image, tile=32, output="probabilities")
-    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    # The background's probability is left out by default (it would cover the canvas); each class its colour.
+    assert "img segmentation: background" not in widget.viewer.layers
+    layers = [widget.viewer.layers[f"img segmentation: {c}"] for c in model.class_names[1:]]
+    np.testing.assert_allclose(np.stack([np.asarray(layer.data) for layer in layers]), expected[1:], atol=1e-6)
+    assert len({layer.colormap.name for layer in layers}) == 2 and {layer.blending for layer in layers} == {"additive"}
+    widget.background_check.setChecked(True)
+    widget.segment_button.click()
+    _wait(qtbot, widget)
+    background = widget.viewer.layers["img segmentation: background"]
+    np.testing.assert_allclose(np.asarray(background.data), expected[0], atol=1e-6)
 
 
 def test_untrained_architecture_is_flagged_and_errors_are_notified(widget, qtbot, monkeypatch):
