@@ -392,7 +392,7 @@ class SegmentWidget(QWidget):
             "output": self.output_combo.currentText(),
         }
         out = self.out_edit.text().strip()
-        temporary = False
+        temporary, show_live = False, True
         if out:
             choice = self._existing_store_choice(out)
             if choice is None:
@@ -402,6 +402,7 @@ class SegmentWidget(QWidget):
                 params["resume"] = True
             elif choice == "replace":
                 params["overwrite"] = True
+            show_live = choice != "other"  # never draw someone else's data as this run's labels
         elif int(np.prod(data.shape)) > _LAZY_OUTPUT_PIXELS or not isinstance(data, np.ndarray):
             out, temporary = str(Path(tempfile.mkdtemp(prefix="segarch-")) / f"{_safe(layer.name)}.zarr"), True
         if out:
@@ -411,7 +412,7 @@ class SegmentWidget(QWidget):
         self._layer = layer
         self._axes = axes
         self._blocks = None
-        if self._live_path and params["output"] == "labels" and len(axes) == data.ndim:
+        if self._live_path and show_live and params["output"] == "labels" and len(axes) == data.ndim:
             # Add the result layer now (adding a layer is napari's own cost, paid before the work starts):
             # it reads the store's levels as they are written, zeros until then; it is refreshed, never swapped.
             shape = tuple(n for a, n in zip(axes, data.shape) if a != "C")
@@ -440,14 +441,15 @@ class SegmentWidget(QWidget):
         self.worker.start()
 
     def _existing_store_choice(self, path: str) -> str | None:
-        """``"new"`` for a path with nothing there; else ask the user: ``"resume"``, ``"replace"`` or ``None``
+        """``"new"`` for a path with nothing there, ``"other"`` for something that is not a segarch result;
+        else ask the user: ``"resume"``, ``"replace"`` or ``None``
         (keep it, don't run). What the engine accepts stays the engine's call: it refuses a store that is not
         a segarch result, and a resume with other settings, with a message shown to the user."""
         state = store_state(path)
         if state == "absent":
             return "new"
         if state == "other":  # not ours: the engine says why it refuses (nothing is written)
-            return "new"
+            return "other"
         return ask_about_existing_store(self, path, state)
 
     def _add_live_labels(self, path: str, shape: tuple[int, ...], axes: str):
@@ -535,7 +537,8 @@ class SegmentWidget(QWidget):
     def _on_errored(self, err: Exception):
         log.error("Segment failed", exc_info=err)
         self._error(_message(err))
-        if self._live_layer is not None and self._live_path in self._temporary:
+        if self._live_layer is not None and (self._live_path in self._temporary
+                                             or store_state(self._live_path) == "absent"):
             self._remove_layer(self._live_layer)  # nothing was computed into it
 
     @_alive
