@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from segarch.tiling import pyramid
 from segarch.tiling.plan import BlockKey, Plan
 
 __all__ = ["NumpySink", "ZarrSink", "output_shape", "output_axes"]
@@ -88,21 +89,25 @@ class ZarrSink:
                            for a, b in zip(output_axes(plan), self._chunk_sizes()))
             group.create_array("0", shape=output_shape(plan), chunks=chunks, dtype=plan.out_dtype, fill_value=0)
             group.attrs.update(_ome_metadata(plan, settings, fingerprint, scale))
+            pyramid.create_levels(group, plan)  # coarse levels, updated as blocks finish
         (self.path / _DONE_DIR).mkdir(parents=True, exist_ok=True)
         self.array = group["0"]
+        self.levels = pyramid.open_levels(group)
 
     def _chunk_sizes(self) -> tuple[int, ...]:
         blocks = dict(zip(self.plan.layout.spatial, self.plan.block))
         return tuple(blocks.get(a, 1) for a in output_axes(self.plan))
 
     def __getstate__(self):
+        pyramid.mark_stale(self.levels)  # Dask workers write level 0 only; the levels are rebuilt at the end
         return {"path": self.path, "plan": self.plan}
 
     def __setstate__(self, state):
         import zarr
 
         self.path, self.plan = state["path"], state["plan"]
-        self.array = zarr.open_group(str(self.path), mode="r+")["0"]
+        self.levels = pyramid.open_levels(zarr.open_group(str(self.path), mode="r+"))
+        self.array = self.levels[0]
 
     def _marker(self, key: BlockKey) -> Path:
         plane, block = key
@@ -110,6 +115,7 @@ class ZarrSink:
 
     def write(self, key: BlockKey, data: np.ndarray) -> None:
         self.array[_index(self.plan, key)] = data
+        pyramid.write_block(self.levels, self.plan, key, data)  # before the marker: a final block has its levels
         self._marker(key).touch()
 
     def done(self) -> set[BlockKey]:
@@ -120,6 +126,8 @@ class ZarrSink:
         return keys
 
     def mark_complete(self, complete: bool) -> None:
+        if complete:
+            pyramid.finish(self.levels, self.plan)
         attrs = dict(self.array.attrs)
         attrs["complete"] = complete
         self.array.attrs.update(attrs)
