@@ -26,7 +26,7 @@ from segarch.tiling.plan import Assembler, Plan, Region, TileKey
 from segarch.tiling.runner import NetworkRunner, Preprocessor, resolve_device, spread_indices
 from segarch.tiling.source import ImageSource, content_identity, open_source
 
-__all__ = ["predict", "PredictionCancelled", "OUTPUTS"]
+__all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_pixels"]
 
 log = logging.getLogger("segarch.tiling")
 
@@ -134,7 +134,7 @@ def predict(
     spatial_dims, in_channels = _model_dims(model, axes or source.axes, source.shape, grey)
     layout = _layout(source, axes, spatial_dims, in_channels, grey)
     divisor = int(getattr(network, "size_divisor", model.size_divisor if isinstance(model, Model) else 1) or 1)
-    tiles = _check_tile(tile, spatial_dims, divisor)
+    tiles = check_tile(tile, spatial_dims, divisor)
     torch_device = resolve_device(device)
     client = None
     if scheduler is not None:  # connect first: an unreachable scheduler must not leave an empty store behind
@@ -144,7 +144,7 @@ def predict(
 
     sizes = dict(zip(layout.axes, source.shape))
     spatial_sizes = [sizes[a] for a in layout.spatial]
-    overlaps = [_overlap_pixels(overlap, t) for t in tiles]
+    overlaps = [overlap_pixels(overlap, t) for t in tiles]
     grids = tuple(axis_grid(s, t, o, divisor, blend) for s, t, o in zip(spatial_sizes, tiles, overlaps))
     if scheduler is None:  # the cluster's workers have their own memory
         check_tile_memory(model, network, torch_device, in_channels, tuple(g.tile for g in grids), batch_size)
@@ -403,7 +403,8 @@ def _model_dims(model, axes, shape, grey: bool = False) -> tuple[int, int]:
     return int(dims), int(channels)
 
 
-def _check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
+def check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
+    """``predict``'s tile size per spatial axis from ``tile`` (``None``: the default, one int or one per axis)."""
     if tile is None:
         base = 256 if spatial_dims == 2 else 96
         return (-(-base // divisor) * divisor,) * spatial_dims
@@ -416,7 +417,8 @@ def _check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
     return tuple(int(t) for t in tiles)
 
 
-def _overlap_pixels(overlap, tile: int) -> int:
+def overlap_pixels(overlap, tile: int) -> int:
+    """The pixels two neighbouring tiles of size ``tile`` share, from ``predict``'s ``overlap``."""
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float, np.integer, np.floating)):
         raise ValueError(f"`overlap` must be a fraction in [0, 1) or an int halo in pixels, got {overlap!r}.")
     if isinstance(overlap, (int, np.integer)):

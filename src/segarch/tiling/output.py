@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from segarch.destinations import LOCK_NAME, StoreBusy, WriterLock
+from segarch.tiling import pyramid
 from segarch.tiling.plan import BlockKey, Plan
 
 __all__ = ["NumpySink", "ZarrSink", "output_shape", "output_axes", "finished_blocks"]
@@ -85,6 +86,7 @@ class ZarrSink:
         self.scale = scale
         self.class_names = class_names
         self.array = None
+        self.levels: list = []
         self._lock: WriterLock | None = None
 
     def open(self) -> "ZarrSink":
@@ -100,7 +102,8 @@ class ZarrSink:
                 if previous != self.fingerprint:
                     self.close()
                     raise ValueError(_mismatch(self.path, previous, self.fingerprint))
-                self.array = group["0"]
+                self.levels = pyramid.open_levels(group)
+                self.array = self.levels[0]
                 return self
             shutil.rmtree(self.path / "0" / _DONE_DIR, ignore_errors=True)
             for child in self.path.iterdir():  # everything but the lock we hold
@@ -124,7 +127,8 @@ class ZarrSink:
                 self.close()
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-        self.array = zarr.open_group(str(self.path), mode="r+")["0"]
+        self.levels = pyramid.open_levels(zarr.open_group(str(self.path), mode="r+"))
+        self.array = self.levels[0]
         return self
 
     def _create(self, where: Path) -> None:
@@ -148,6 +152,7 @@ class ZarrSink:
                           labels=plan.output == "labels", properties=properties)
         attrs["segarch"] = {"fingerprint": self.fingerprint, "settings": self.provenance}
         group.attrs.update(attrs)
+        pyramid.create_levels(group, plan)  # coarse levels, updated as blocks finish
 
     def close(self) -> None:
         """Release the writer's lock (the store stays as it is)."""
@@ -160,6 +165,7 @@ class ZarrSink:
         return tuple(blocks.get(a, 1) for a in output_axes(self.plan))
 
     def __getstate__(self):
+        pyramid.mark_stale(self.levels)  # Dask workers write level 0 only; the levels are rebuilt at the end
         return {"path": self.path, "plan": self.plan}
 
     def __setstate__(self, state):
@@ -167,7 +173,8 @@ class ZarrSink:
 
         self.path, self.plan = state["path"], state["plan"]
         self._lock = None
-        self.array = zarr.open_group(str(self.path), mode="r+")["0"]
+        self.levels = pyramid.open_levels(zarr.open_group(str(self.path), mode="r+"))
+        self.array = self.levels[0]
 
     def _marker(self, key: BlockKey) -> Path:
         plane, block = key
@@ -175,12 +182,15 @@ class ZarrSink:
 
     def write(self, key: BlockKey, data: np.ndarray) -> None:
         self.array[_index(self.plan, key)] = data
+        pyramid.write_block(self.levels, self.plan, key, data)  # before the marker: a final block has its levels
         self._marker(key).touch()
 
     def done(self) -> set[BlockKey]:
         return finished_blocks(self.path)
 
     def mark_complete(self, complete: bool) -> None:
+        if complete:
+            pyramid.finish(self.levels, self.plan)
         attrs = dict(self.array.attrs)
         attrs["complete"] = complete
         self.array.attrs.update(attrs)
