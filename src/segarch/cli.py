@@ -371,11 +371,9 @@ def _train(args) -> int:
     return 0
 
 
-#: The zoo's tasks (``segarch zoo --task``); a test checks every card's task is one of them.
-TASKS = ("semantic", "instance", "panoptic", "interactive", "backbone")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from segarch.zoo.card import TASKS  # no network is imported for this
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log details (before or after the command)")
