@@ -369,3 +369,53 @@ def test_9_a_truncated_tiff_an_out_that_is_a_file_and_malformed_ome_metadata(tmp
     (ome / "zarr.json").write_text(json.dumps(meta))
     result = segarch_cli("predict", ome, tmp_path / "o.zarr", "--model", "nuclei2d")
     assert_one_line_error(result, str(ome), "malformed OME-Zarr scale")
+
+
+# --- wording and polish ----------------------------------------------------------------------------------------
+
+def test_errors_speak_the_flags_and_suggest_names(tmp_path):
+    image = tmp_path / "image.npy"
+    np.save(image, _nuclei(64))
+    assert segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "nuclei2d").returncode == 0
+    line = assert_one_line_error(segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "nuclei2d"),
+                                 "OUTPUT", "pass --resume to continue that run or --overwrite")
+    assert "resume=True" not in line and "`out`" not in line
+    assert_one_line_error(segarch_cli("predict", image, tmp_path / "p.zarr", "--model", "nuclei2"),
+                          "Did you mean 'nuclei2d'")
+    result = segarch_cli("predict", image, tmp_path / "p.zarr", "--model", "nuclei2d", "--overlap", "abc")
+    assert result.returncode == 2 and "--overlap: must be a fraction in [0, 1) such as 0.25" in result.stderr
+    result = segarch_cli("zoo", "--task", "unknown")
+    assert result.returncode == 2 and "invalid choice: 'unknown'" in result.stderr
+
+
+def test_a_completed_resume_says_so_and_verbose_logs_have_their_own_lines(tmp_path):
+    image = tmp_path / "image.npy"
+    np.save(image, _nuclei(300))
+    first = segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "nuclei2d", "--tile", "64", "-v")
+    assert first.returncode == 0, first.stderr
+    lines = first.stderr.split("\n")
+    logs = [ln for ln in lines if "INFO segarch" in ln]
+    assert logs and all(ln.startswith("INFO segarch") for ln in logs), first.stderr  # never glued to the bar
+    again = segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "nuclei2d", "--tile", "64", "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "already complete (nothing left to compute)" in again.stdout
+    assert "0/0 tiles" not in again.stderr and "pixels/s" not in again.stdout
+
+
+def test_info_takes_a_shipped_name_and_card_prints_plain_text():
+    info = segarch_cli("info", "nuclei2d")
+    assert info.returncode == 0, info.stderr
+    meta = json.loads(info.stdout)
+    assert meta["shipped_model"] == "nuclei2d" and meta["arch"] == "unet" and meta["card"]["name"] == "nuclei2d"
+    assert "\\u" not in info.stdout and "×" in info.stdout  # the description's "192×192", not "\u00d7"
+    assert_one_line_error(segarch_cli("info", "nuclei2"), "Did you mean 'nuclei2d'")
+
+
+def test_bad_arguments_are_refused_before_the_heavy_imports(tmp_path):
+    code = ("import sys; from segarch.cli import main; rc = main(sys.argv[1:]); "
+            "print('torch imported' if 'torch' in sys.modules else 'torch not imported'); sys.exit(rc)")
+    for args in (["predict", str(tmp_path / "missing.tif"), str(tmp_path / "o.zarr"), "--model", "nuclei2d"],
+                 ["train", str(tmp_path), str(tmp_path), "--model", "unet", "--out", str(tmp_path)]):
+        result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, result.stderr
+        assert "torch not imported" in result.stdout, (args, result.stdout, result.stderr)
