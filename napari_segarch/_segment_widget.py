@@ -42,6 +42,10 @@ log = logging.getLogger("napari_segarch")
 
 _LAZY_OUTPUT_PIXELS = 64 * 2 ** 20  # larger results go to a Zarr store shown while it fills
 _REFRESH_SECONDS = 1.0
+# napari's opportunistic Dask cache keeps the chunks of every lazy layer viewed, up to a quarter of the
+# machine's memory by default: while a run streams an image larger than memory, it is capped at this size
+# (several screenfuls) and given back its size when the run ends.
+_VIEW_CACHE_DURING_RUN = 128 * 2 ** 20
 _FILE = ("file", "")
 _LOADING = "loading models…"
 # Distinct colours for probability layers (additive blending: overlapping classes mix, none hides another).
@@ -235,6 +239,7 @@ class SegmentWidget(QWidget):
         self._doomed: set[str] = set()  # temporary stores whose layer was removed while the run wrote them
         self._last_refresh = 0.0
         self._napari_progress = None
+        self._view_cache_size = None
         self.last_error = ""
 
         self.segment_button.clicked.connect(self.run)
@@ -434,6 +439,7 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress_bar.setValue(0)
         self.last_error = ""
+        self._cap_view_cache()
         where = f" into {out}" + (" (temporary: deleted when its layer is removed or napari quits)" if temporary
                                   else "") if out else ""
         self.status.setStyleSheet("")
@@ -541,8 +547,26 @@ class SegmentWidget(QWidget):
                                              or store_state(self._live_path) == "absent"):
             self._remove_layer(self._live_layer)  # nothing was computed into it
 
+    def _cap_view_cache(self) -> None:
+        from napari.utils import resize_dask_cache
+
+        self._view_cache_size = None
+        size = resize_dask_cache().cache.available_bytes
+        if size > _VIEW_CACHE_DURING_RUN:
+            self._view_cache_size = size
+            resize_dask_cache(_VIEW_CACHE_DURING_RUN)
+
+    def _restore_view_cache(self) -> None:
+        from napari.utils import resize_dask_cache
+
+        cache = resize_dask_cache()
+        if self._view_cache_size and cache.cache.available_bytes == _VIEW_CACHE_DURING_RUN:  # not changed since
+            resize_dask_cache(self._view_cache_size)
+        self._view_cache_size = None
+
     @_alive
     def _on_finished(self):
+        self._restore_view_cache()
         for path in list(self._doomed):
             shutil.rmtree(Path(path).parent, ignore_errors=True)
             self._doomed.discard(path)
