@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Conditions", "nuclei", "dataset", "random_conditions"]
+__all__ = ["Conditions", "nuclei", "dataset", "random_conditions", "smooth_noise", "blur", "random_rotation"]
 
 
 @dataclass(frozen=True)
@@ -193,3 +193,9 @@ def dataset(n: int, shape: tuple[int, ...], *, seed: int = 0) -> tuple[list[np.n
         images.append(image)
         labels.append(label)
     return images, labels
+
+
+# Public names of the helpers other generators share (segarch.prompts.synthetic draws its scenes with them).
+smooth_noise = _smooth_noise
+blur = _blur
+random_rotation = _rotation

@@ -16,14 +16,16 @@ import torch
 from torch import nn
 
 from segarch.model import Model
+from segarch.preprocessing import check_preprocessing
 from segarch.tiling.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
+from segarch.tiling.memory import check_tile_memory
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling.plan import Assembler, Plan, Region, TileKey
 from segarch.tiling.runner import NetworkRunner, Preprocessor, resolve_device, spread_indices
 from segarch.tiling.source import ImageSource, open_source
 
-__all__ = ["predict", "PredictionCancelled", "OUTPUTS"]
+__all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_pixels"]
 
 log = logging.getLogger("segarch.tiling")
 
@@ -112,7 +114,7 @@ def predict(
     spatial_dims, in_channels = _model_dims(model, axes or source.axes, source.shape)
     layout = _layout(source, axes, spatial_dims, in_channels)
     divisor = int(getattr(network, "size_divisor", model.size_divisor if isinstance(model, Model) else 1) or 1)
-    tiles = _check_tile(tile, spatial_dims, divisor)
+    tiles = check_tile(tile, spatial_dims, divisor)
     _check_choice(blend, BLENDS, "blend")
     _check_choice(output, OUTPUTS, "output")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -123,8 +125,10 @@ def predict(
 
     sizes = dict(zip(layout.axes, source.shape))
     spatial_sizes = [sizes[a] for a in layout.spatial]
-    overlaps = [_overlap_pixels(overlap, t) for t in tiles]
+    overlaps = [overlap_pixels(overlap, t) for t in tiles]
     grids = tuple(axis_grid(s, t, o, divisor, blend) for s, t, o in zip(spatial_sizes, tiles, overlaps))
+    if scheduler is None:  # the cluster's workers have their own memory
+        check_tile_memory(model, network, torch_device, in_channels, tuple(g.tile for g in grids), batch_size)
     out_channels = _out_channels(model, network, torch_device, in_channels, [g.tile for g in grids])
     out_dtype = _output_dtype(output, out_channels)
     block = tuple(max(_BLOCK[spatial_dims], g.tile) for g in grids)
@@ -352,7 +356,8 @@ def _model_dims(model, axes, shape) -> tuple[int, int]:
     return int(dims), int(channels)
 
 
-def _check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
+def check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
+    """``predict``'s tile size per spatial axis from ``tile`` (``None``: the default, one int or one per axis)."""
     if tile is None:
         base = 256 if spatial_dims == 2 else 96
         return (-(-base // divisor) * divisor,) * spatial_dims
@@ -365,7 +370,8 @@ def _check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
     return tuple(int(t) for t in tiles)
 
 
-def _overlap_pixels(overlap, tile: int) -> int:
+def overlap_pixels(overlap, tile: int) -> int:
+    """The pixels two neighbouring tiles of size ``tile`` share, from ``predict``'s ``overlap``."""
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float, np.integer, np.floating)):
         raise ValueError(f"`overlap` must be a fraction in [0, 1) or an int halo in pixels, got {overlap!r}.")
     if isinstance(overlap, (int, np.integer)):
@@ -415,9 +421,10 @@ def _check_fits_in_memory(plan: Plan) -> None:
 def _preprocessor(model, source: ImageSource, plan: Plan) -> Preprocessor:
     if not isinstance(model, Model):
         return Preprocessor()
-    if not any(str(s.get("_target_", "")).endswith("ScaleIntensityRangePercentiles") for s in model.preprocessing):
-        return Preprocessor(rest=list(model.preprocessing))
-    return Preprocessor.calibrate(model.preprocessing, _sample(source, plan))
+    steps = check_preprocessing(model.preprocessing)  # data only: refused here, before any work, if not
+    if not any(s["_target_"] == "ScaleIntensityRangePercentiles" for s in steps):
+        return Preprocessor(rest=steps)
+    return Preprocessor.calibrate(steps, _sample(source, plan))
 
 
 def _sample(source: ImageSource, plan: Plan, max_tiles: int = 16) -> np.ndarray:
