@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_segarch._layer_combo import LayerCombo
 from napari_segarch._session import GENERATORS, SESSION
+from napari_segarch._threads import wait_at_quit
 
 if TYPE_CHECKING:
     import napari
@@ -119,24 +120,21 @@ class _RunCancel(threading.Event):
         return super().is_set() or bool(self.worker is not None and self.worker.abort_requested)
 
 
-def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, cancel, finished: threading.Event):
+def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, cancel):
     """The worker's job (runs off the GUI thread)."""
+    # Imported here so the GUI thread does not pay for first imports when it shows the result.
+    import napari._vispy.layers.labels  # noqa: F401
+    import napari.layers.labels.labels  # noqa: F401
+
+    import segarch
+
+    model = resolve_choice(*model_key, **model_kwargs)
+    started = time.perf_counter()
     try:
-        # Imported here so the GUI thread does not pay for first imports when it shows the result.
-        import napari._vispy.layers.labels  # noqa: F401
-        import napari.layers.labels.labels  # noqa: F401
-
-        import segarch
-
-        model = resolve_choice(*model_key, **model_kwargs)
-        started = time.perf_counter()
-        try:
-            result = segarch.predict(model, data, progress=progress, cancel=cancel, **params)
-        except segarch.PredictionCancelled as err:
-            return model, err.output, False, time.perf_counter() - started, (err.blocks_done, err.blocks_total)
-        return model, result, True, time.perf_counter() - started, None
-    finally:
-        finished.set()
+        result = segarch.predict(model, data, progress=progress, cancel=cancel, **params)
+    except segarch.PredictionCancelled as err:
+        return model, err.output, False, time.perf_counter() - started, (err.blocks_done, err.blocks_total)
+    return model, result, True, time.perf_counter() - started, None
 
 
 def _alive(slot):
@@ -226,8 +224,6 @@ class SegmentWidget(QWidget):
         self._signals = _Signals()
         self._signals.progress.connect(self._on_progress)
         self._cancel: _RunCancel | None = None
-        self._finished = threading.Event()
-        self._finished.set()
         self.worker = None
         self.loader = None
         self._infos: dict[tuple[str, str], tuple[int, int]] = {}
@@ -250,9 +246,7 @@ class SegmentWidget(QWidget):
         self.output_combo.currentIndexChanged.connect(self._on_output_changed)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         SESSION.changed.connect(self._refresh_models)
-        from qtpy.QtWidgets import QApplication
-
-        QApplication.instance().aboutToQuit.connect(self._stop_and_wait)
+        wait_at_quit(self.cancel)  # napari quitting: stop the run, let the threads end before Qt is torn down
         self._start_loading()
 
     # --- choices -----------------------------------------------------------------------------------------
@@ -426,11 +420,10 @@ class SegmentWidget(QWidget):
                 self._temporary[out] = self._live_layer
                 atexit.register(shutil.rmtree, str(Path(out).parent), True)
         self._cancel = _RunCancel()
-        self._finished = threading.Event()
         kwargs = {"path": self.file_edit.text().strip(), "arch": self.arch_edit.text().strip(),
                   "in_channels": 3 if getattr(layer, "rgb", False) else 1}
         self.worker = create_worker(_segment, self.model_key(), kwargs, data, params, self._signals.progress.emit,
-                                    self._cancel, self._finished, _start_thread=False, _ignore_errors=True)
+                                    self._cancel, _start_thread=False, _ignore_errors=True)
         self._cancel.worker = self.worker
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_errored)
@@ -479,12 +472,6 @@ class SegmentWidget(QWidget):
                 self.status.setText("Cancelling…")
             except RuntimeError:
                 pass
-
-    def _stop_and_wait(self, timeout: float = 60.0) -> None:
-        # napari is quitting: stop the run and let its thread finish before Python tears Qt down.
-        if self._cancel is not None:
-            self._cancel.set()
-        self._finished.wait(timeout)
 
     @_alive
     def _on_progress(self, done: int, total: int):

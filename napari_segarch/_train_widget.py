@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari_segarch._layer_combo import LayerCombo
 from napari_segarch._session import GENERATORS, SESSION
+from napari_segarch._threads import wait_at_quit
 
 if TYPE_CHECKING:
     import napari
@@ -227,6 +228,7 @@ class TrainWidget(QWidget):
         self.labels_combo.currentIndexChanged.connect(self._labels_changed)
         SESSION.changed.connect(self.refresh_models)
         self._labels_changed()
+        wait_at_quit(self.cancel)
         self._start_loading()
 
     # ------------------------------------------------------------------------------------ choices
