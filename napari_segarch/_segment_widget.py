@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_segarch._layer_combo import LayerCombo
 from napari_segarch._session import GENERATORS, SESSION
+from napari_segarch._threads import wait_at_quit
 
 if TYPE_CHECKING:
     import napari
@@ -42,6 +43,10 @@ log = logging.getLogger("napari_segarch")
 
 _LAZY_OUTPUT_PIXELS = 64 * 2 ** 20  # larger results go to a Zarr store shown while it fills
 _REFRESH_SECONDS = 1.0
+# napari's opportunistic Dask cache keeps the chunks of every lazy layer viewed, up to a quarter of the
+# machine's memory by default: while a run streams an image larger than memory, it is capped at this size
+# (several screenfuls) and given back its size when the run ends.
+_VIEW_CACHE_DURING_RUN = 128 * 2 ** 20
 _FILE = ("file", "")
 _LOADING = "loading models…"
 # Distinct colours for probability layers (additive blending: overlapping classes mix, none hides another).
@@ -115,24 +120,21 @@ class _RunCancel(threading.Event):
         return super().is_set() or bool(self.worker is not None and self.worker.abort_requested)
 
 
-def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, cancel, finished: threading.Event):
+def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, cancel):
     """The worker's job (runs off the GUI thread)."""
+    # Imported here so the GUI thread does not pay for first imports when it shows the result.
+    import napari._vispy.layers.labels  # noqa: F401
+    import napari.layers.labels.labels  # noqa: F401
+
+    import segarch
+
+    model = resolve_choice(*model_key, **model_kwargs)
+    started = time.perf_counter()
     try:
-        # Imported here so the GUI thread does not pay for first imports when it shows the result.
-        import napari._vispy.layers.labels  # noqa: F401
-        import napari.layers.labels.labels  # noqa: F401
-
-        import segarch
-
-        model = resolve_choice(*model_key, **model_kwargs)
-        started = time.perf_counter()
-        try:
-            result = segarch.predict(model, data, progress=progress, cancel=cancel, **params)
-        except segarch.PredictionCancelled as err:
-            return model, err.output, False, time.perf_counter() - started, (err.blocks_done, err.blocks_total)
-        return model, result, True, time.perf_counter() - started, None
-    finally:
-        finished.set()
+        result = segarch.predict(model, data, progress=progress, cancel=cancel, **params)
+    except segarch.PredictionCancelled as err:
+        return model, err.output, False, time.perf_counter() - started, (err.blocks_done, err.blocks_total)
+    return model, result, True, time.perf_counter() - started, None
 
 
 def _alive(slot):
@@ -222,8 +224,6 @@ class SegmentWidget(QWidget):
         self._signals = _Signals()
         self._signals.progress.connect(self._on_progress)
         self._cancel: _RunCancel | None = None
-        self._finished = threading.Event()
-        self._finished.set()
         self.worker = None
         self.loader = None
         self._infos: dict[tuple[str, str], tuple[int, int]] = {}
@@ -235,6 +235,7 @@ class SegmentWidget(QWidget):
         self._doomed: set[str] = set()  # temporary stores whose layer was removed while the run wrote them
         self._last_refresh = 0.0
         self._napari_progress = None
+        self._view_cache_size = None
         self.last_error = ""
 
         self.segment_button.clicked.connect(self.run)
@@ -245,9 +246,7 @@ class SegmentWidget(QWidget):
         self.output_combo.currentIndexChanged.connect(self._on_output_changed)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         SESSION.changed.connect(self._refresh_models)
-        from qtpy.QtWidgets import QApplication
-
-        QApplication.instance().aboutToQuit.connect(self._stop_and_wait)
+        wait_at_quit(self.cancel)  # napari quitting: stop the run, let the threads end before Qt is torn down
         self._start_loading()
 
     # --- choices -----------------------------------------------------------------------------------------
@@ -421,11 +420,10 @@ class SegmentWidget(QWidget):
                 self._temporary[out] = self._live_layer
                 atexit.register(shutil.rmtree, str(Path(out).parent), True)
         self._cancel = _RunCancel()
-        self._finished = threading.Event()
         kwargs = {"path": self.file_edit.text().strip(), "arch": self.arch_edit.text().strip(),
                   "in_channels": 3 if getattr(layer, "rgb", False) else 1}
         self.worker = create_worker(_segment, self.model_key(), kwargs, data, params, self._signals.progress.emit,
-                                    self._cancel, self._finished, _start_thread=False, _ignore_errors=True)
+                                    self._cancel, _start_thread=False, _ignore_errors=True)
         self._cancel.worker = self.worker
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_errored)
@@ -434,6 +432,7 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress_bar.setValue(0)
         self.last_error = ""
+        self._cap_view_cache()
         where = f" into {out}" + (" (temporary: deleted when its layer is removed or napari quits)" if temporary
                                   else "") if out else ""
         self.status.setStyleSheet("")
@@ -473,12 +472,6 @@ class SegmentWidget(QWidget):
                 self.status.setText("Cancelling…")
             except RuntimeError:
                 pass
-
-    def _stop_and_wait(self, timeout: float = 60.0) -> None:
-        # napari is quitting: stop the run and let its thread finish before Python tears Qt down.
-        if self._cancel is not None:
-            self._cancel.set()
-        self._finished.wait(timeout)
 
     @_alive
     def _on_progress(self, done: int, total: int):
@@ -541,8 +534,26 @@ class SegmentWidget(QWidget):
                                              or store_state(self._live_path) == "absent"):
             self._remove_layer(self._live_layer)  # nothing was computed into it
 
+    def _cap_view_cache(self) -> None:
+        from napari.utils import resize_dask_cache
+
+        self._view_cache_size = None
+        size = resize_dask_cache().cache.available_bytes
+        if size > _VIEW_CACHE_DURING_RUN:
+            self._view_cache_size = size
+            resize_dask_cache(_VIEW_CACHE_DURING_RUN)
+
+    def _restore_view_cache(self) -> None:
+        from napari.utils import resize_dask_cache
+
+        cache = resize_dask_cache()
+        if self._view_cache_size and cache.cache.available_bytes == _VIEW_CACHE_DURING_RUN:  # not changed since
+            resize_dask_cache(self._view_cache_size)
+        self._view_cache_size = None
+
     @_alive
     def _on_finished(self):
+        self._restore_view_cache()
         for path in list(self._doomed):
             shutil.rmtree(Path(path).parent, ignore_errors=True)
             self._doomed.discard(path)
