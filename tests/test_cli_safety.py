@@ -419,3 +419,15 @@ def test_bad_arguments_are_refused_before_the_heavy_imports(tmp_path):
         result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
         assert result.returncode == 2, result.stderr
         assert "torch not imported" in result.stdout, (args, result.stdout, result.stderr)
+
+
+def test_2_an_open_zarr_array_is_an_input_too(tmp_path):
+    import zarr
+
+    model = segarch.pretrained.load("nuclei2d")
+    segarch.predict(model, _nuclei(64), out=tmp_path / "result.zarr")
+    before = tree_digest(tmp_path / "result.zarr")
+    opened = zarr.open_group(str(tmp_path / "result.zarr"), mode="r")["0"]
+    with pytest.raises(ValueError, match="contains the input .*result.zarr/0'"):
+        segarch.predict(model, opened, out=tmp_path / "result.zarr", overwrite=True)
+    assert tree_digest(tmp_path / "result.zarr") == before

@@ -44,6 +44,11 @@ def _inputs(inputs: Iterable[Any]) -> list[Path]:
             paths += _inputs(item)
         elif isinstance(item, (str, os.PathLike)) and os.fspath(item) and os.path.exists(item):
             paths.append(_resolved(item))
+        else:  # an open Zarr array or group on a local store: its folder
+            root = getattr(getattr(item, "store", None), "root", None)
+            if isinstance(root, (str, os.PathLike)) and os.path.exists(root):
+                path = getattr(item, "path", "") or ""
+                paths.append(_resolved(os.path.join(os.fspath(root), path)))
     return paths
 
 
