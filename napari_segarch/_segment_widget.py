@@ -188,6 +188,10 @@ class SegmentWidget(QWidget):
         self.segment_button.setEnabled(False)  # until the models are listed
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.save_button = QPushButton("Save result…")
+        self.save_button.setToolTip("Write the result as OME-Zarr or OME-TIFF labels (scale, origin, units and "
+                                    "class names kept; it reopens as labels)")
+        self.save_button.setEnabled(False)
         self.progress_bar = QProgressBar()
         self.status = QLabel("Loading the models…")
         self.status.setWordWrap(True)
@@ -213,6 +217,7 @@ class SegmentWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.segment_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.save_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.hint)
@@ -229,6 +234,7 @@ class SegmentWidget(QWidget):
         self._infos: dict[tuple[str, str], tuple[int, int]] = {}
         self._choices_loaded = False
         self._live_layer = None
+        self.result_layer = None  # the last result shown
         self._live_path: str | None = None
         self._live_dtype = np.dtype(np.uint8)
         self._temporary: dict[str, Any] = {}  # temporary store path → the layer showing it
@@ -240,6 +246,7 @@ class SegmentWidget(QWidget):
 
         self.segment_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
+        self.save_button.clicked.connect(self._save_dialog)
         self.browse_button.clicked.connect(self._browse)
         self.image_combo.currentIndexChanged.connect(self._suggest_axes)
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
@@ -515,6 +522,8 @@ class SegmentWidget(QWidget):
             layer = self._add_store_result(model)
         else:
             layer = self._add_result(result, model)
+        self.result_layer = layer
+        self.save_button.setEnabled(True)
         if complete:
             state = "done"
             self.progress_bar.setValue(self.progress_bar.maximum())
@@ -563,6 +572,28 @@ class SegmentWidget(QWidget):
             self._napari_progress.close()
             self._napari_progress = None
         self._cancel = None
+
+    def save_result(self, path: str) -> list[str]:
+        """Write the last result through the plugin's writer (``.zarr``: OME-Zarr with its pyramid; ``.tif``:
+        OME-TIFF), read chunk by chunk. napari's default TIFF writer keeps neither labels nor geometry."""
+        from napari import save_layers
+
+        layer = self.result_layer
+        if layer is None or layer not in self.viewer.layers:
+            raise ValueError("Nothing to save: segment an image first.")
+        if Path(path).exists():
+            raise ValueError(f"{path!r} already exists: choose a new name (nothing is replaced from here).")
+        written = save_layers(path, [layer], plugin="napari-segarch")
+        self.status.setText(f"Saved {layer.name} to {path}: it reopens as labels with its scale and classes.")
+        return written
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save result", "", "OME-Zarr (*.zarr);;OME-TIFF (*.tif *.tiff)")
+        if path:
+            try:
+                self.save_result(path)
+            except (ValueError, OSError) as err:
+                self._error(f"Could not save: {_message(err)}")
 
     def _error(self, message: str) -> None:
         self.last_error = message
