@@ -532,8 +532,14 @@ class SegmentWidget(QWidget):
             resume = (" Segment again with the same settings and choose Resume to finish it."
                       if self._live_path and self._live_path not in self._temporary else "")
             state = f"cancelled ({kept} kept in {self._live_path}).{resume}" if self._live_path else "cancelled"
+        where = ""
+        if complete and self._live_path in self._temporary:
+            where = (f" It is in a temporary store, {self._live_path}, deleted with the layer or when napari "
+                     "quits: Save result… keeps it.")
+        elif complete and self._live_path:
+            where = f" Written to {self._live_path}."
         self.status.setStyleSheet("")
-        self.status.setText(f"{layer.name}: {state}" + (f" in {seconds:.1f} s." if complete else ""))
+        self.status.setText(f"{layer.name}: {state}" + (f" in {seconds:.1f} s." if complete else "") + where)
 
     @_alive
     def _on_errored(self, err: Exception):
