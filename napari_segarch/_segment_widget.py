@@ -398,17 +398,18 @@ class SegmentWidget(QWidget):
             "output": self.output_combo.currentText(),
         }
         out = self.out_edit.text().strip()
-        temporary, show_live = False, True
+        temporary = False
+        self.last_error = ""
         if out:
             choice = self._existing_store_choice(out)
             if choice is None:
-                self.status.setText("Not started: the output store is kept as it is.")
+                if not self.last_error:
+                    self.status.setText("Not started: the output store is kept as it is.")
                 return
             if choice == "resume":
                 params["resume"] = True
             elif choice == "replace":
                 params["overwrite"] = True
-            show_live = choice != "other"  # never draw someone else's data as this run's labels
         elif int(np.prod(data.shape)) > _LAZY_OUTPUT_PIXELS or not isinstance(data, np.ndarray):
             out, temporary = str(Path(tempfile.mkdtemp(prefix="segarch-")) / f"{_safe(layer.name)}.zarr"), True
         if out:
@@ -418,7 +419,7 @@ class SegmentWidget(QWidget):
         self._layer = layer
         self._axes = axes
         self._blocks = None
-        if self._live_path and show_live and params["output"] == "labels" and len(axes) == data.ndim:
+        if self._live_path and params["output"] == "labels" and len(axes) == data.ndim:
             # Add the result layer now (adding a layer is napari's own cost, paid before the work starts):
             # it reads the store's levels as they are written, zeros until then; it is refreshed, never swapped.
             shape = tuple(n for a, n in zip(axes, data.shape) if a != "C")
@@ -447,15 +448,21 @@ class SegmentWidget(QWidget):
         self.worker.start()
 
     def _existing_store_choice(self, path: str) -> str | None:
-        """``"new"`` for a path with nothing there, ``"other"`` for something that is not a segarch result;
-        else ask the user: ``"resume"``, ``"replace"`` or ``None``
-        (keep it, don't run). What the engine accepts stays the engine's call: it refuses a store that is not
-        a segarch result, and a resume with other settings, with a message shown to the user."""
+        """``"new"`` for a path with nothing there; for a segarch result, ask the user: ``"resume"``,
+        ``"replace"`` or ``None`` (keep it, don't run). Anything else: the engine's rules say why it cannot
+        be replaced (shown; ``None``). What the engine accepts stays the engine's call."""
+        from segarch.destinations import check_output_store
+
         state = store_state(path)
         if state == "absent":
             return "new"
-        if state == "other":  # not ours: the engine says why it refuses (nothing is written)
-            return "other"
+        if state == "other":
+            try:
+                check_output_store(path, overwrite=True, resume=False)  # side-effect free: the rules only
+            except ValueError as err:
+                self._error(_message(err))
+                return None
+            return "new"
         return ask_about_existing_store(self, path, state)
 
     def _add_live_labels(self, path: str, shape: tuple[int, ...], axes: str):
@@ -702,21 +709,20 @@ def ask_about_existing_store(parent, path: str, state: str) -> str | None:
 
 def store_state(path: str) -> str:
     """What is at ``path``: ``"absent"`` (nothing, or an empty folder), ``"complete"`` or ``"incomplete"``
-    (a segarch prediction store), or ``"other"`` (anything else: the engine refuses to touch it)."""
+    (a segarch prediction store), or ``"other"`` (anything else, which the engine never deletes)."""
+    from segarch.destinations import is_segarch_store
+
     p = Path(path)
     if not p.exists() or (p.is_dir() and not any(p.iterdir())):
         return "absent"
+    if not p.is_dir() or not is_segarch_store(p):
+        return "other"
     try:
         import zarr
 
-        group = zarr.open_group(str(p), mode="r")
-        attrs = dict(group.attrs)
-        ours = "segarch" in attrs or "segarch" in (attrs.get("ome") or {})
-        if not ours or "0" not in set(group.array_keys()):
-            return "other"
-        return "complete" if group["0"].attrs.get("complete") is True else "incomplete"
-    except Exception:  # not a Zarr group (a file, a folder of something else)
-        return "other"
+        return "complete" if zarr.open_group(str(p), mode="r")["0"].attrs.get("complete") is True else "incomplete"
+    except Exception:  # a store killed while its metadata was written: unfinished
+        return "incomplete"
 
 
 class _Channel:

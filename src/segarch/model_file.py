@@ -226,6 +226,7 @@ def load_model(path: str | os.PathLike, *, arch: str | None = None, spatial_dims
                 )
             model = _model_from_metadata(meta, path, _safetensors_shapes(path))
             _load_state(model, _read_safetensors(path), path)
+            model.name = path.name
             return model
         state = _read_safetensors(path)
     elif path.suffix in _STATE_DICT_SUFFIXES:
@@ -249,6 +250,7 @@ def load_model(path: str | os.PathLike, *, arch: str | None = None, spatial_dims
                            out_channels=out_channels, class_names=class_names, **options)
     _load_state(model, state, path)
     model.trained = True
+    model.name = path.name
     return model
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 import torch
 
+from segarch import zoo
 from segarch.training.config import TrainConfig
 from segarch.training.losses import SegmentationLoss
 from segarch.training.metrics import dice_per_class, mean_foreground_dice
@@ -205,8 +206,6 @@ def task_for(name: str | None, card: ModelCard, model: Model | None = None) -> t
     kinds = " and ".join(trainable_tasks())
     if model is not None:
         raise ValueError(f"`model` is a {card.task} model ({model.arch!r}); training supports {kinds} models.")
-    from segarch import zoo
-
     names = [n for task in trainable_tasks() for n in zoo.names(task=task)]
     raise ValueError(f"`model` {card.name!r} is a {card.task} architecture; training supports {kinds} "
                      f"architectures: {', '.join(names)}.")
