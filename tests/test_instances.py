@@ -156,3 +156,65 @@ def test_match_agrees_with_a_brute_force_count_on_random_objects():
                 if j and (a & (pred == j)).sum() / (a | (pred == j)).sum() > t:
                     tp += 1
         assert m.tp[k] == tp
+
+
+def test_measure_objects_whole_and_chunk_by_chunk(tmp_path):
+    import csv
+
+    import zarr
+
+    from segarch.instances.measure import measure, table_summary, write_table
+
+    s = nuclei_sample((24, 70, 66), seed=12, hard=True)
+    labels, image = s.labels, s.image
+    classes = (labels % 3 == 0).astype(np.uint8) + 1  # a class map: class 2 for every third object
+    table = measure(labels, image, classes=classes, spacing=s.spacing)
+    ids = np.unique(labels)[1:]
+    assert np.array_equal(table["label"], ids)
+    for k in (0, len(ids) // 2, len(ids) - 1):
+        mask = labels == ids[k]
+        coords = np.argwhere(mask)
+        assert table["volume_voxels"][k] == mask.sum()
+        assert table["volume"][k] == pytest.approx(mask.sum() * np.prod(s.spacing))
+        assert [table[f"centroid_{a}"][k] for a in "zyx"] == pytest.approx(coords.mean(0).tolist())
+        assert [table[f"bbox_min_{a}"][k] for a in "zyx"] == coords.min(0).tolist()
+        assert [table[f"bbox_max_{a}"][k] for a in "zyx"] == (coords.max(0) + 1).tolist()
+        assert table["mean_intensity"][k] == pytest.approx(image[mask].mean(), rel=1e-5)
+        assert table["class"][k] == (2 if ids[k] % 3 == 0 else 1)
+    # A Zarr label image read chunk by chunk: objects cut by chunks are measured whole.
+    store = zarr.open_array(str(tmp_path / "labels.zarr"), mode="w", shape=labels.shape, chunks=(7, 16, 16),
+                            dtype=labels.dtype)
+    store[:] = labels
+    chunked = measure(store, image, classes=classes, spacing=s.spacing)
+    assert set(chunked) == set(table)
+    for column in table:
+        assert np.allclose(chunked[column], table[column]), column
+    summary = table_summary(table)
+    assert summary["objects"] == len(ids) and summary["median_size_pixels"] == np.median(table["volume_voxels"])
+    path = write_table(table, tmp_path / "objects.csv")
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == len(ids) and int(rows[0]["label"]) == ids[0] and "mean_intensity" in rows[0]
+    flat = measure(labels[5], image[5], classes={int(i): "nucleus" for i in ids})
+    assert {"area_pixels", "area", "centroid_y", "bbox_max_x"} <= set(flat) and set(flat["class"]) == {"nucleus"}
+    multi = measure(labels[5], np.stack([image[5], 2 * image[5]]))
+    assert np.allclose(multi["mean_intensity_c1"], 2 * multi["mean_intensity_c0"])
+    with pytest.raises(ValueError, match="`image` must have the labels' shape"):
+        measure(labels, image[:, :10])
+    with pytest.raises(ValueError, match=r"\.csv or \.parquet"):
+        write_table(table, tmp_path / "objects.xlsx")
+
+
+def test_parquet_tables_need_pyarrow_and_say_so(tmp_path):
+    from segarch.instances.measure import measure, write_table
+
+    table = measure(np.array([[0, 1], [2, 2]], np.uint8))
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="needs pyarrow"):
+            write_table(table, tmp_path / "t.parquet")
+        assert not list(tmp_path.iterdir())
+    else:
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(write_table(table, tmp_path / "t.parquet")).num_rows == 2

@@ -8,11 +8,15 @@ merged across block seams (:mod:`.blocks`); :mod:`.metrics` scores objects (F1, 
 
 from __future__ import annotations
 
+from segarch.instances.blocks import BlockDecoding, DecodingCancelled, decode_blocks
 from segarch.instances.decode import DECODERS, BoundaryDecoder, DistanceDecoder, get_decoder, seeded_watershed
+from segarch.instances.measure import measure, table_summary, write_table
 from segarch.instances.metrics import THRESHOLDS, Matching, match, match_many
 from segarch.instances.targets import boundary_classes, distance_classes, edge_distance, normalized_distance
 
 __all__ = [
+    "decode_blocks", "BlockDecoding", "DecodingCancelled",
+    "measure", "table_summary", "write_table",
     "DECODERS", "BoundaryDecoder", "DistanceDecoder", "get_decoder", "seeded_watershed",
     "THRESHOLDS", "Matching", "match", "match_many",
     "boundary_classes", "distance_classes", "edge_distance", "normalized_distance",
