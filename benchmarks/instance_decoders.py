@@ -199,7 +199,8 @@ def main(argv=None) -> int:
           f"{'train s':>7} {'decode s':>8}")
     for r in rows:
         print(f"{r['dims']:>4} {r['family']:>10} {r['steps']:>5} {r['f1@0.5']:>7.3f} {r['ap@0.5']:>7.3f} "
-              f"{r['mean_ap']:>7.3f} {r['seed_threshold']:>5} {r['train_seconds']:>7} {r['decode_seconds_per_image']:>8}")
+              f"{r['mean_ap']:>7.3f} {r['seed_threshold']:>5} {r['train_seconds']:>7} "
+              f"{r['decode_seconds_per_image']:>8}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from segarch.instances import BoundaryDecoder, DistanceDecoder, match
 from segarch.instances.blocks import DecodingCancelled, decode_blocks
-from segarch.synthetic import Conditions, nuclei_sample
+from segarch.synthetic import nuclei_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -147,7 +147,7 @@ class _MemoryStore:
 
 
 class _ZarrStore:
-    """``<path>/0``: the labels (OME-Zarr labels image); scratch ids and per-block records beside it, removed when done."""
+    """``<path>/0``: the labels (OME-Zarr labels image); scratch ids and per-block records beside it until done."""
 
     def __init__(self, path: Path, full_shape, chunks, fingerprint: str, settings: dict, scale, *, resume: bool,
                  overwrite: bool) -> None:
@@ -159,9 +159,9 @@ class _ZarrStore:
             group = zarr.open_group(str(self.path), mode="r+")
             previous = group.attrs.get("segarch", {}).get("fingerprint")
             if previous != fingerprint:
-                raise ValueError(f"`out`={str(self.path)!r} holds a decoding with other settings; resume needs the same "
-                                 f"probabilities shape, decoder, block, halo and spacing.\n  stored: {previous}\n"
-                                 f"  now:    {fingerprint}")
+                raise ValueError(f"`out`={str(self.path)!r} holds a decoding with other settings; resume needs "
+                                 f"the same probabilities shape, decoder, block, halo and spacing.\n"
+                                 f"  stored: {previous}\n  now:    {fingerprint}")
         else:
             if exists and not overwrite:
                 raise ValueError(f"`out`={str(self.path)!r} already exists; pass resume=True to continue that run or "

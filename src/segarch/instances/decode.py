@@ -79,8 +79,8 @@ def _raster_order(labels: np.ndarray) -> np.ndarray:
 def _check_probabilities(probabilities, channels: int, name: str) -> np.ndarray:
     array = np.asarray(probabilities, dtype=np.float32)
     if array.ndim not in (3, 4) or array.shape[0] != channels:
-        raise ValueError(f"`probabilities` for the {name!r} decoder must be ({channels}, Y, X) or ({channels}, Z, Y, X) "
-                         f"class probabilities, got shape {array.shape}.")
+        raise ValueError(f"`probabilities` for the {name!r} decoder must be ({channels}, Y, X) or "
+                         f"({channels}, Z, Y, X) class probabilities, got shape {array.shape}.")
     return array
 
 

@@ -105,7 +105,8 @@ def _blocks(labels, shape: tuple[int, ...], chunk) -> list[tuple[slice, ...]]:
     if any(c < 1 for c in chunk):
         raise ValueError(f"`chunk` must be positive sizes, got {chunk!r}.")
     starts = [range(0, n, c) for n, c in zip(shape, chunk)]
-    return [tuple(slice(s, min(s + c, n)) for s, c, n in zip(start, chunk, shape)) for start in itertools.product(*starts)]
+    return [tuple(slice(s, min(s + c, n)) for s, c, n in zip(start, chunk, shape))
+            for start in itertools.product(*starts)]
 
 
 def _accumulate(totals: dict, lab: np.ndarray, img, class_map, offset: list[int]) -> None:
@@ -204,7 +205,8 @@ def write_table(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> Pat
         except ImportError:
             raise ValueError("writing a .parquet table needs pyarrow (`pip install pyarrow`); write .csv instead.") \
                 from None
-        arrays = {k: (np.asarray(v).tolist() if np.asarray(v).dtype == object else np.asarray(v)) for k, v in table.items()}
+        arrays = {k: (np.asarray(v).tolist() if np.asarray(v).dtype == object else np.asarray(v))
+                  for k, v in table.items()}
         pq.write_table(pa.table(arrays), tmp)
     else:
         with open(tmp, "w", newline="") as f:

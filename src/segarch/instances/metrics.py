@@ -49,7 +49,8 @@ class Matching:
         for i, t in enumerate(self.thresholds):
             if abs(t - threshold) < 1e-9:
                 return i
-        raise ValueError(f"`threshold` must be one of the matched thresholds {list(self.thresholds)}, got {threshold!r}.")
+        raise ValueError(f"`threshold` must be one of the matched thresholds {list(self.thresholds)}, "
+                         f"got {threshold!r}.")
 
     def precision(self, threshold: float = 0.5) -> float:
         i = self._at(threshold)

@@ -92,7 +92,8 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
     if out_channels is not None and out_channels != chosen.channels:
         raise ValueError(f"the {chosen.name!r} decoder needs {chosen.channels} output channels, the model has "
                          f"{out_channels}.")
-    spatial_dims = getattr(model, "spatial_dims", None) or getattr(getattr(model, "network", model), "spatial_dims", None)
+    network = getattr(model, "network", model)
+    spatial_dims = getattr(model, "spatial_dims", None) or getattr(network, "spatial_dims", None)
     spacing = getattr(model, "pixel_size", None)
     if out is not None:
         out = Path(out)
