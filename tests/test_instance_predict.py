@@ -85,3 +85,19 @@ def test_a_real_zoo_network_gives_labels_and_a_semantic_model_is_refused(tmp_pat
     with pytest.raises(FileNotFoundError, match="`image`"):
         predict_instances(model, "missing.tif", out=out)
     assert not out.exists() and not (tmp_path / "never.zarr.probabilities").exists()
+
+
+def test_segarch_train_on_decoder_targets_makes_an_instance_model(tmp_path):
+    # Today's path to an instance model: convert instance labels to the decoder's class maps and train
+    # any zoo architecture on them; the saved model's class names tell predict_instances its decoder.
+    decoder = DistanceDecoder()
+    drawn = [nuclei_sample((64, 64), seed=40 + i, hard=True) for i in range(2)]
+    targets = [decoder.targets(s.labels, s.spacing) for s in drawn]
+    model = segarch.train("unet", [s.image for s in drawn], targets, options={"features": (4, 8, 16, 32)},
+                          num_classes=decoder.channels, class_names=decoder.class_names, mask=True,
+                          patch=(32, 32), steps=3, batch_size=2, device="cpu", out=tmp_path / "inst.safetensors")
+    loaded = segarch.load_model(tmp_path / "inst.safetensors")
+    assert loaded.class_names == decoder.class_names
+    labels = predict_instances(loaded, drawn[0].image, device="cpu")
+    assert labels.dtype == np.uint32 and labels.shape == (64, 64)
+    assert type(segarch.instances.decoder_for(model)) is DistanceDecoder
