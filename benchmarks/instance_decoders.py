@@ -156,7 +156,7 @@ def decode(family: str, logits: np.ndarray, seed_threshold: float) -> np.ndarray
     return decoder.decode(probs)
 
 
-def run(dims: int, steps: int, families, seed: int) -> list[dict]:
+def run(dims: int, steps: int, families, seed: int, save: Path | None = None) -> list[dict]:
     cfg = SETTINGS[dims]
     train_data = samples(cfg["train"][0], cfg["train"][1], seed=100 + dims, hard=True)
     val = samples(cfg["val"][0], cfg["val"][1], seed=200 + dims, hard=True)
@@ -164,6 +164,12 @@ def run(dims: int, steps: int, families, seed: int) -> list[dict]:
     rows = []
     for family in families:
         model, seconds = train(family, dims, steps, train_data, seed)
+        if save is not None:  # to look at the errors later; the class families load as instance models
+            save.mkdir(parents=True, exist_ok=True)
+            if family != "regression":
+                model.class_names = (DistanceDecoder() if family == "distance" else BoundaryDecoder()).class_names
+            model.trained = True
+            segarch.save_model(model, save / f"{dims}d_{family}_{steps}.safetensors")
         val_logits = [forward(model, s.image) for s in val]
         scores = {t: match_many([s.labels for s in val], [decode(family, lg, t) for lg in val_logits]).f1(0.5)
                   for t in SEEDS}
@@ -190,11 +196,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--save", type=Path, help="save each trained model in this folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     for dims in args.dims:
-        rows += run(dims, args.steps, args.families, args.seed)
+        rows += run(dims, args.steps, args.families, args.seed, args.save)
     print(f"\n{'dims':>4} {'family':>10} {'steps':>5} {'F1@0.5':>7} {'AP@0.5':>7} {'mean AP':>7} {'seed':>5} "
           f"{'train s':>7} {'decode s':>8}")
     for r in rows:
