@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import segarch
-from segarch.tiling.engine import _check_tile, _overlap_pixels
+from segarch.tiling.engine import check_tile, overlap_pixels
 from segarch.tiling.grid import axis_grid
 from segarch.tiling.runner import NetworkRunner
 
@@ -40,7 +40,7 @@ def _timed(fn, repeats: int) -> float:
 
 
 def engine_tile_count(shape, tile, overlap, divisor, blend) -> int:
-    grids = [axis_grid(s, t, _overlap_pixels(overlap, t), divisor, blend) for s, t in zip(shape, tile)]
+    grids = [axis_grid(s, t, overlap_pixels(overlap, t), divisor, blend) for s, t in zip(shape, tile)]
     return int(np.prod([len(g.starts) for g in grids]))
 
 
@@ -55,7 +55,7 @@ def run_case(name: str, model: segarch.Model, shape: tuple[int, ...], tile: int,
                             chunks=(tile,) * len(shape))
     store[:] = image
     net = model.network.to(device).eval()
-    tiles = _check_tile(tile, len(shape), model.size_divisor)
+    tiles = check_tile(tile, len(shape), model.size_divisor)
     grid_tiles = engine_tile_count(shape, tiles, overlap, model.size_divisor, "gaussian")
     counted = []
     runner = NetworkRunner(net, torch.device(device), amp=None)  # the engine's own forward (channels-last)

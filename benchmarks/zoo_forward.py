@@ -14,7 +14,7 @@ import time
 import torch
 
 from segarch import zoo
-from segarch.nets._base import padded_shape
+from segarch.layers.checks import padded_shape
 
 
 def median_forward_seconds(net: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:

@@ -1,35 +1,56 @@
 """The Segment dock widget: pick an image layer and a model, click Segment.
 
 Thin: it collects parameters and runs :func:`segarch.predict` in a napari worker thread; progress
-reaches the GUI through a Qt signal, the result becomes a layer, errors become notifications.
+reaches the GUI through a Qt signal, the result becomes a layer, errors become one notification
+carrying the engine's message.
+
+A large or lazy image is segmented into a Zarr store (the "Output store", or a temporary one) and
+shown while it fills: the result layer reads the store's levels directly (``segarch.tiling.pyramid``:
+no Dask, so napari's block cache never shows blocks from before they were written), coarse levels
+included, so the overview never reads all of level 0. An existing store is replaced only after the
+user confirms; a store left by Cancel or a crash offers Resume.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import shutil
 import tempfile
 import threading
 import time
+from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-    QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
+    QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
-from napari_segarch._session import SESSION
-from segarch.tiling.runner import available_devices
+from napari_segarch._layer_combo import LayerCombo
+from napari_segarch._session import GENERATORS, SESSION
+from napari_segarch._threads import wait_at_quit
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SegmentWidget"]
+__all__ = ["SegmentWidget", "model_choices", "resolve_choice", "suggest_axes", "store_state"]
+
+log = logging.getLogger("napari_segarch")
 
 _LAZY_OUTPUT_PIXELS = 64 * 2 ** 20  # larger results go to a Zarr store shown while it fills
 _REFRESH_SECONDS = 1.0
+# napari's opportunistic Dask cache keeps the chunks of every lazy layer viewed, up to a quarter of the
+# machine's memory by default: while a run streams an image larger than memory, it is capped at this size
+# (several screenfuls) and given back its size when the run ends.
+_VIEW_CACHE_DURING_RUN = 128 * 2 ** 20
 _FILE = ("file", "")
+_LOADING = "loading models…"
+# Distinct colours for probability layers (additive blending: overlapping classes mix, none hides another).
+_CLASS_COLORMAPS = ("magenta", "green", "cyan", "yellow", "red", "blue", "bop orange", "bop purple")
 
 
 class _Signals(QObject):
@@ -44,8 +65,31 @@ def model_choices() -> list[tuple[str, tuple[str, str]]]:
     choices += [(f"{n} (trained in this session)", ("session", n)) for n in SESSION.names()
                 if SESSION.get(n).card.task != "interactive"]
     choices.append(("Model file…", _FILE))
-    choices += [(f"{n} (architecture, untrained)", ("zoo", n)) for n in zoo.names() if zoo.card(n).task != "backbone"]
+    choices += [(f"{n} (architecture, untrained)", ("zoo", n)) for n in zoo.names()
+                if zoo.card(n).task == "semantic" and n not in GENERATORS]
     return choices
+
+
+def _model_infos(choices) -> dict[tuple[str, str], tuple[int, int]]:
+    """(spatial dims, input channels) of the shipped and zoo choices, read from their cards (no weights)."""
+    from segarch import pretrained, zoo
+
+    infos = {}
+    for _, (kind, name) in choices:
+        if kind == "shipped":
+            card = pretrained.card(name)
+            infos[(kind, name)] = (int(card.get("spatial_dims", 2)), int(card.get("in_channels", 1)))
+        elif kind == "zoo":
+            infos[(kind, name)] = (min(zoo.card(name).spatial_dims), 1)
+    return infos
+
+
+def _load_choices():
+    """The loader's job (off the GUI thread: importing torch and the zoo takes seconds)."""
+    from segarch.tiling.runner import available_devices
+
+    choices = model_choices()
+    return choices, _model_infos(choices), available_devices()
 
 
 def resolve_choice(kind: str, name: str, *, path: str = "", arch: str = "", in_channels: int = 1):
@@ -64,10 +108,21 @@ def resolve_choice(kind: str, name: str, *, path: str = "", arch: str = "", in_c
     return segarch.Model.from_zoo(name, in_channels=in_channels)
 
 
+class _RunCancel(threading.Event):
+    """The run's cancel event: set by Cancel, by closing the dock or the viewer, or by napari's task
+    manager (closing the window asks every worker to quit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.worker = None
+
+    def is_set(self) -> bool:
+        return super().is_set() or bool(self.worker is not None and self.worker.abort_requested)
+
+
 def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, cancel):
     """The worker's job (runs off the GUI thread)."""
     # Imported here so the GUI thread does not pay for first imports when it shows the result.
-    import dask.array  # noqa: F401
     import napari._vispy.layers.labels  # noqa: F401
     import napari.layers.labels.labels  # noqa: F401
 
@@ -78,18 +133,33 @@ def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, ca
     try:
         result = segarch.predict(model, data, progress=progress, cancel=cancel, **params)
     except segarch.PredictionCancelled as err:
-        return model, err.output, False, time.perf_counter() - started
-    return model, result, True, time.perf_counter() - started
+        return model, err.output, False, time.perf_counter() - started, (err.blocks_done, err.blocks_total)
+    return model, result, True, time.perf_counter() - started, None
+
+
+def _alive(slot):
+    """Run a Qt slot only while the widget exists: a worker may finish after the dock or viewer closed."""
+    @wraps(slot)
+    def guarded(self, *args):
+        try:
+            self.objectName()
+        except RuntimeError:  # the C++ object is gone
+            return None
+        return slot(self, *args)
+    return guarded
 
 
 class SegmentWidget(QWidget):
     """Segment an image layer of any size with a shipped, trained, file or zoo model."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
+        import napari
+
         super().__init__()
         self.viewer = napari_viewer
-        self.image_combo = QComboBox()
+        self.image_combo = LayerCombo(napari_viewer, (napari.layers.Image,))
         self.model_combo = QComboBox()
+        self.model_combo.addItem(_LOADING, None)
         self.file_edit = QLineEdit()
         self.file_edit.setPlaceholderText("path to .safetensors / .pt")
         self.browse_button = QPushButton("…")
@@ -97,7 +167,7 @@ class SegmentWidget(QWidget):
         self.arch_edit.setPlaceholderText("architecture of a .pt state dict, e.g. unet")
         self.axes_edit = QLineEdit()
         self.device_combo = QComboBox()
-        self.device_combo.addItems(available_devices())
+        self.device_combo.addItem("auto")
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 4096)
         self.tile_spin.setSpecialValueText("auto")
@@ -110,14 +180,19 @@ class SegmentWidget(QWidget):
         self.batch_spin.setValue(4)
         self.output_combo = QComboBox()
         self.output_combo.addItems(["labels", "probabilities"])
+        self.background_check = QCheckBox("show the background class")
+        self.background_check.setEnabled(False)
         self.out_edit = QLineEdit()
-        self.out_edit.setPlaceholderText("optional .zarr store for huge results")
+        self.out_edit.setPlaceholderText("optional .zarr store (kept); else a temporary one for large images")
         self.segment_button = QPushButton("Segment")
+        self.segment_button.setEnabled(False)  # until the models are listed
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.progress_bar = QProgressBar()
-        self.status = QLabel()
+        self.status = QLabel("Loading the models…")
         self.status.setWordWrap(True)
+        self.hint = QLabel()
+        self.hint.setWordWrap(True)
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
@@ -133,12 +208,14 @@ class SegmentWidget(QWidget):
         form.addRow("Overlap", self.overlap_spin)
         form.addRow("Batch size", self.batch_spin)
         form.addRow("Output", self.output_combo)
+        form.addRow("", self.background_check)
         form.addRow("Output store", self.out_edit)
         buttons = QHBoxLayout()
         buttons.addWidget(self.segment_button)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.hint)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
@@ -146,82 +223,100 @@ class SegmentWidget(QWidget):
 
         self._signals = _Signals()
         self._signals.progress.connect(self._on_progress)
-        self._cancel: threading.Event | None = None
+        self._cancel: _RunCancel | None = None
         self.worker = None
+        self.loader = None
+        self._infos: dict[tuple[str, str], tuple[int, int]] = {}
+        self._choices_loaded = False
         self._live_layer = None
         self._live_path: str | None = None
+        self._live_dtype = np.dtype(np.uint8)
+        self._temporary: dict[str, Any] = {}  # temporary store path → the layer showing it
+        self._doomed: set[str] = set()  # temporary stores whose layer was removed while the run wrote them
         self._last_refresh = 0.0
         self._napari_progress = None
-        self._models: dict[tuple[str, str], Any] = {}
+        self._view_cache_size = None
+        self.last_error = ""
 
         self.segment_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.browse_button.clicked.connect(self._browse)
         self.image_combo.currentIndexChanged.connect(self._suggest_axes)
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.output_combo.currentIndexChanged.connect(self._on_output_changed)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
         SESSION.changed.connect(self._refresh_models)
-        self._refresh_layers()
-        self._refresh_models()
+        wait_at_quit(self.cancel)  # napari quitting: stop the run, let the threads end before Qt is torn down
+        self._start_loading()
 
     # --- choices -----------------------------------------------------------------------------------------
 
+    def _start_loading(self) -> None:
+        from napari.qt.threading import create_worker
+
+        self.loader = create_worker(_load_choices, _start_thread=False, _ignore_errors=True)
+        self.loader.returned.connect(self._on_choices)
+        self.loader.errored.connect(self._on_load_error)
+        self.loader.start()
+
+    @_alive
+    def _on_choices(self, value) -> None:
+        choices, infos, devices = value
+        if not self._choices_loaded:
+            self._fill_models(choices, infos)
+        current = self.device_combo.currentText()
+        self.device_combo.clear()
+        self.device_combo.addItems(devices)
+        self.device_combo.setCurrentText(current)
+
+    @_alive
+    def _on_load_error(self, err) -> None:
+        self._error(f"Could not list the models: {_message(err)}")
+
     def image_layer(self):
-        name = self.image_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.image_combo.layer()
 
     def model_key(self) -> tuple[str, str]:
         return self.model_combo.currentData() or _FILE
 
+    def models_ready(self) -> bool:
+        return self._choices_loaded
+
     def select_model(self, kind: str, name: str = "") -> None:
+        """Choose a model (a script or test may call this before the list has loaded: it lists them now)."""
+        if not self._choices_loaded:
+            choices = model_choices()
+            self._fill_models(choices, _model_infos(choices))
         for i in range(self.model_combo.count()):
             if self.model_combo.itemData(i) == (kind, name):
                 self.model_combo.setCurrentIndex(i)
                 return
         raise ValueError(f"No model choice {(kind, name)!r} in the Segment widget.")
 
-    def _disconnect(self) -> None:
-        # This widget's Qt object is gone (dock or viewer closed) but the viewer's events and the session
-        # store outlive it: stop listening.
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.disconnect(self._refresh_layers)
-        SESSION.changed.disconnect(self._refresh_models)
-
-    def _refresh_layers(self, *_):
-        try:
-            self._fill_layers()
-        except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
-            self._disconnect()
-
     def _refresh_models(self, *_):
         try:
-            self._fill_models()
-        except RuntimeError:
-            self._disconnect()
+            if self._choices_loaded:
+                choices = [c for c in self._choices if c[1][0] != "session"]
+                at = next(i for i, c in enumerate(choices) if c[1] == _FILE)
+                session = [(f"{n} (trained in this session)", ("session", n)) for n in SESSION.names()
+                           if SESSION.get(n).card.task != "interactive"]
+                self._fill_models(choices[:at] + session + choices[at:], self._infos)
+        except RuntimeError:  # the dock is gone; the session store outlives it
+            SESSION.changed.disconnect(self._refresh_models)
 
-    def _fill_layers(self):
-        import napari
-
-        current = self.image_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
-        self.image_combo.blockSignals(False)
-        self._suggest_axes()
-
-    def _fill_models(self):
+    def _fill_models(self, choices, infos) -> None:
+        self._choices, self._infos, self._choices_loaded = list(choices), dict(infos), True
         current = self.model_combo.currentData()
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        for label, key in model_choices():
+        for label, key in choices:
             self.model_combo.addItem(label, key)
         keys = [self.model_combo.itemData(i) for i in range(self.model_combo.count())]
         self.model_combo.setCurrentIndex(keys.index(current) if current in keys else 0)
         self.model_combo.blockSignals(False)
+        self.segment_button.setEnabled(self.worker is None or not self.worker.is_running)
+        if self.status.text() == "Loading the models…":
+            self.status.setText("")
         self._on_model_changed()
 
     def _on_model_changed(self, *_):
@@ -234,31 +329,43 @@ class SegmentWidget(QWidget):
             self.status.setStyleSheet("color: #e0a030")
             self.status.setText("This architecture is untrained: its output is meaningless until it is trained. "
                                 "Train it on your annotations with the Train widget or `segarch train`.")
-        else:
+        elif self.status.text().startswith("This architecture is untrained"):
             self.status.setText("")
         self._suggest_axes()
+
+    def _on_output_changed(self, *_):
+        self.background_check.setEnabled(self.output_combo.currentText() == "probabilities")
 
     def _browse(self):
         path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Models (*.safetensors *.pt *.pth *.ckpt)")
         if path:
             self.file_edit.setText(path)
 
-    def _model_for_axes(self):
-        key = self.model_key()
-        if key[0] in ("file", "zoo"):
-            return None
-        if key not in self._models:
-            try:
-                self._models[key] = resolve_choice(*key)
-            except Exception:  # the run itself reports a bad model
-                return None
-        return self._models[key]
+    def _model_info(self) -> tuple[int, int] | None:
+        """(spatial dims, input channels) of the chosen model when known without loading it."""
+        kind, name = self.model_key()
+        if kind == "session" and name in SESSION.names():
+            model = SESSION.get(name)
+            return model.spatial_dims, model.in_channels
+        return self._infos.get((kind, name))
 
     def _suggest_axes(self, *_):
         layer = self.image_layer()
         if layer is None:
+            self.hint.setText("")
             return
-        self.axes_edit.setText(suggest_axes(layer, self._model_for_axes()))
+        info = self._model_info()
+        axes = suggest_axes(layer, info)
+        self.axes_edit.setText(axes)
+        self.hint.setText(self._axes_hint(axes, info))
+
+    def _axes_hint(self, axes: str, info) -> str:
+        if info is None or info[0] != 2 or "Z" not in axes:
+            return ""
+        three_d = [label.split(" ")[0] for label, (kind, name) in self._choices if kind == "shipped"
+                   and self._infos.get((kind, name), (2,))[0] == 3] if self._choices_loaded else []
+        where = f" A 3D model exists: {', '.join(three_d)} (shipped)." if three_d else ""
+        return f"A 2D model segments this stack slice by slice (Z is looped over).{where}"
 
     # --- running -----------------------------------------------------------------------------------------
 
@@ -268,11 +375,15 @@ class SegmentWidget(QWidget):
 
         layer = self.image_layer()
         if layer is None:
-            _notify_error("Choose an image layer to segment.")
+            self._error("Choose an image layer to segment.")
+            return
+        if self.worker is not None and self.worker.is_running:
+            self._error("A segmentation is running; cancel it or wait for it to finish.")
             return
         data = layer.data[0] if layer.multiscale else layer.data  # level 0 of a pyramid
+        axes = self.axes_edit.text().strip().upper() or suggest_axes(layer, self._model_info())
         params = {
-            "axes": self.axes_edit.text().strip() or None,
+            "axes": axes or None,
             "tile": self.tile_spin.value() or None,
             "overlap": self.overlap_spin.value(),
             "batch_size": self.batch_spin.value(),
@@ -280,54 +391,89 @@ class SegmentWidget(QWidget):
             "output": self.output_combo.currentText(),
         }
         out = self.out_edit.text().strip()
-        n_pixels = int(np.prod(data.shape))
-        if not out and (n_pixels > _LAZY_OUTPUT_PIXELS or not isinstance(data, np.ndarray)):
-            out = str(Path(tempfile.mkdtemp(prefix="segarch-")) / f"{layer.name}.zarr")
+        temporary, show_live = False, True
+        if out:
+            choice = self._existing_store_choice(out)
+            if choice is None:
+                self.status.setText("Not started: the output store is kept as it is.")
+                return
+            if choice == "resume":
+                params["resume"] = True
+            elif choice == "replace":
+                params["overwrite"] = True
+            show_live = choice != "other"  # never draw someone else's data as this run's labels
+        elif int(np.prod(data.shape)) > _LAZY_OUTPUT_PIXELS or not isinstance(data, np.ndarray):
+            out, temporary = str(Path(tempfile.mkdtemp(prefix="segarch-")) / f"{_safe(layer.name)}.zarr"), True
         if out:
             params["out"] = out
-            params["overwrite"] = True
         self._live_path = out or None
         self._live_layer = None
-        self._live_filled = False
         self._layer = layer
-        self._axes = params["axes"]
-        if self._live_path and params["output"] == "labels":
-            # Add the result layer now (adding a layer is napari's own cost, paid before the work starts);
-            # it shows zeros until the store exists, then the store as it fills.
-            import dask.array as da
-
-            axes = self._axes or suggest_axes(layer, self._model_for_axes())
-            shape = tuple(n for a, n in zip(axes, data.shape) if a != "C") if len(axes) == data.ndim else None
-            if shape is not None:
-                # A view of the store that shows zeros until the engine has written there: the layer never
-                # swaps its data (a swap re-reads the image on the GUI thread), it is only refreshed.
-                self._live_layer = self._add_result(_lazy_pyramid(_store_view(self._live_path, shape)), None,
-                                                    live=True)
-                self._live_filled = True
-        self._cancel = threading.Event()
+        self._axes = axes
+        self._blocks = None
+        if self._live_path and show_live and params["output"] == "labels" and len(axes) == data.ndim:
+            # Add the result layer now (adding a layer is napari's own cost, paid before the work starts):
+            # it reads the store's levels as they are written, zeros until then; it is refreshed, never swapped.
+            shape = tuple(n for a, n in zip(axes, data.shape) if a != "C")
+            self._live_layer = self._add_live_labels(out, shape, axes.replace("C", ""))
+            if temporary:
+                self._temporary[out] = self._live_layer
+                atexit.register(shutil.rmtree, str(Path(out).parent), True)
+        self._cancel = _RunCancel()
         kwargs = {"path": self.file_edit.text().strip(), "arch": self.arch_edit.text().strip(),
                   "in_channels": 3 if getattr(layer, "rgb", False) else 1}
         self.worker = create_worker(_segment, self.model_key(), kwargs, data, params, self._signals.progress.emit,
                                     self._cancel, _start_thread=False, _ignore_errors=True)
+        self._cancel.worker = self.worker
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_errored)
         self.worker.finished.connect(self._on_finished)
         self.segment_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress_bar.setValue(0)
-        self.status.setText(f"Segmenting {layer.name}…")
+        self.last_error = ""
+        self._cap_view_cache()
+        where = f" into {out}" + (" (temporary: deleted when its layer is removed or napari quits)" if temporary
+                                  else "") if out else ""
+        self.status.setStyleSheet("")
+        self.status.setText(f"Segmenting {layer.name}{where}…")
         self.worker.start()
+
+    def _existing_store_choice(self, path: str) -> str | None:
+        """``"new"`` for a path with nothing there, ``"other"`` for something that is not a segarch result;
+        else ask the user: ``"resume"``, ``"replace"`` or ``None``
+        (keep it, don't run). What the engine accepts stays the engine's call: it refuses a store that is not
+        a segarch result, and a resume with other settings, with a message shown to the user."""
+        state = store_state(path)
+        if state == "absent":
+            return "new"
+        if state == "other":  # not ours: the engine says why it refuses (nothing is written)
+            return "other"
+        return ask_about_existing_store(self, path, state)
+
+    def _add_live_labels(self, path: str, shape: tuple[int, ...], axes: str):
+        from segarch.tiling.pyramid import live_levels
+
+        levels = live_levels(path, shape, axes, self._live_dtype)
+        layer = self._add_result(levels if len(levels) > 1 else levels[0], None, live=True)
+        layer.metadata["store"] = path
+        return layer
 
     def closeEvent(self, event):  # noqa: N802 - Qt's name
         self.cancel()  # a closing dock must not leave a worker writing into a dead viewer
+        self.image_combo.disconnect_viewer()
         super().closeEvent(event)
 
     def cancel(self):
         """Stop the run within one batch; what was finished is kept."""
         if self._cancel is not None:
             self._cancel.set()
-            self.status.setText("Cancelling…")
+            try:
+                self.status.setText("Cancelling…")
+            except RuntimeError:
+                pass
 
+    @_alive
     def _on_progress(self, done: int, total: int):
         from napari.utils import progress
 
@@ -338,38 +484,79 @@ class SegmentWidget(QWidget):
         self._napari_progress.refresh()
         self.progress_bar.setMaximum(max(total, 1))
         self.progress_bar.setValue(done)
-        if self._live_path and not self._live_filled and self.output_combo.currentText() == "labels":
-            import zarr
-
-            self._live_filled = True
-            levels = _lazy_pyramid(zarr.open_group(self._live_path, mode="r")["0"])
-            if self._live_layer is None:
-                self._live_layer = self._add_result(levels, None, live=True)
-            else:
-                self._live_layer.data = levels
-        elif self._live_layer is not None and time.perf_counter() - self._last_refresh > _REFRESH_SECONDS:
+        if self._live_layer is not None and time.perf_counter() - self._last_refresh > _REFRESH_SECONDS:
             self._last_refresh = time.perf_counter()
+            self._check_live_dtype()
             self._live_layer.refresh()
 
+    def _check_live_dtype(self) -> None:
+        # The store's dtype follows the model's class count (uint8 up to 256 classes): rarely wider.
+        level = self._live_layer.data[0] if self._live_layer.multiscale else self._live_layer.data
+        array = level._open()
+        if array is not None and np.dtype(array.dtype) != level.dtype:
+            from segarch.tiling.pyramid import live_levels
+
+            self._live_dtype = np.dtype(array.dtype)
+            levels = live_levels(level.path, level.shape, self._axes.replace("C", ""), self._live_dtype)
+            self._live_layer.data = levels if len(levels) > 1 else levels[0]
+
+    @_alive
     def _on_returned(self, value):
-        model, result, complete, seconds = value
-        if self._live_layer is not None:
+        model, result, complete, seconds, blocks = value
+        if self._live_path in self._doomed:
+            self.status.setText("Cancelled: its result layer was removed (the temporary store is deleted).")
+            return
+        if self._live_layer is not None and self._live_layer in self.viewer.layers:
+            self._check_live_dtype()
             self._live_layer.refresh()
             _set_classes(self._live_layer, model.class_names)
             layer = self._live_layer
+        elif self._live_path and not isinstance(result, np.ndarray):
+            layer = self._add_store_result(model)
         else:
             layer = self._add_result(result, model)
-        state = "done" if complete else "cancelled (finished blocks kept)"
-        self.status.setStyleSheet("")
-        self.status.setText(f"{layer.name}: {state} in {seconds:.1f} s.")
         if complete:
+            state = "done"
             self.progress_bar.setValue(self.progress_bar.maximum())
+        else:
+            kept = f"{blocks[0]} of {blocks[1]} blocks" if blocks else "finished blocks"
+            resume = (" Segment again with the same settings and choose Resume to finish it."
+                      if self._live_path and self._live_path not in self._temporary else "")
+            state = f"cancelled ({kept} kept in {self._live_path}).{resume}" if self._live_path else "cancelled"
+        self.status.setStyleSheet("")
+        self.status.setText(f"{layer.name}: {state}" + (f" in {seconds:.1f} s." if complete else ""))
 
+    @_alive
     def _on_errored(self, err: Exception):
-        _notify_error(str(err))
-        self.status.setText(f"Error: {err}")
+        log.error("Segment failed", exc_info=err)
+        self._error(_message(err))
+        if self._live_layer is not None and (self._live_path in self._temporary
+                                             or store_state(self._live_path) == "absent"):
+            self._remove_layer(self._live_layer)  # nothing was computed into it
 
+    def _cap_view_cache(self) -> None:
+        from napari.utils import resize_dask_cache
+
+        self._view_cache_size = None
+        size = resize_dask_cache().cache.available_bytes
+        if size > _VIEW_CACHE_DURING_RUN:
+            self._view_cache_size = size
+            resize_dask_cache(_VIEW_CACHE_DURING_RUN)
+
+    def _restore_view_cache(self) -> None:
+        from napari.utils import resize_dask_cache
+
+        cache = resize_dask_cache()
+        if self._view_cache_size and cache.cache.available_bytes == _VIEW_CACHE_DURING_RUN:  # not changed since
+            resize_dask_cache(self._view_cache_size)
+        self._view_cache_size = None
+
+    @_alive
     def _on_finished(self):
+        self._restore_view_cache()
+        for path in list(self._doomed):
+            shutil.rmtree(Path(path).parent, ignore_errors=True)
+            self._doomed.discard(path)
         self.segment_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self._napari_progress is not None:
@@ -377,68 +564,167 @@ class SegmentWidget(QWidget):
             self._napari_progress = None
         self._cancel = None
 
+    def _error(self, message: str) -> None:
+        self.last_error = message
+        self.status.setStyleSheet("")
+        self.status.setText(f"Error: {message}")
+        _notify_error(message)
+
+    def _remove_layer(self, layer) -> None:
+        if layer in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+
+    def _on_layer_removed(self, event) -> None:
+        # A temporary store is only reachable through its layer: when the layer goes, the store goes (after
+        # the run writing it has stopped).
+        layer = event.value
+        for path, shown in list(self._temporary.items()):
+            if shown is layer:
+                del self._temporary[path]
+                if self.worker is not None and self.worker.is_running and path == self._live_path:
+                    self._doomed.add(path)
+                    self.cancel()
+                else:
+                    shutil.rmtree(Path(path).parent, ignore_errors=True)
+
+    def _add_store_result(self, model):
+        """A finished store's result as layers that read its levels (probabilities: one layer per class)."""
+        import zarr
+
+        from segarch.tiling.pyramid import live_levels
+
+        array = zarr.open_group(self._live_path, mode="r")["0"]
+        levels = live_levels(self._live_path, array.shape, self._output_axes(model), array.dtype)
+        return self._add_result(levels if len(levels) > 1 else levels[0], model)
+
+    def _output_axes(self, model) -> str:
+        axes = self._axes
+        if self.output_combo.currentText() == "labels":
+            return axes.replace("C", "")
+        spatial = "ZYX"[-model.spatial_dims:]
+        return "".join(a for a in axes if a not in spatial and a != "C") + "C" + "".join(a for a in axes if a in spatial)
+
     def _add_result(self, data, model, live: bool = False):
         layer = self._layer
         name = f"{layer.name} segmentation"
-        axes = self._axes or suggest_axes(layer, model)
+        axes = self._axes or suggest_axes(layer, None if model is None else (model.spatial_dims, model.in_channels))
         layer_axes = axes.replace("C", "") if getattr(layer, "rgb", False) else axes
         scale = dict(zip(layer_axes, layer.scale))
         translate = dict(zip(layer_axes, layer.translate))
+        units = dict(zip(layer_axes, getattr(layer, "units", ()) or ()))
         if self.output_combo.currentText() == "probabilities" and not live:
-            # segarch.predict puts the classes after the looped axes: one napari layer per class.
-            spatial = "ZYX"[-model.spatial_dims:]
-            loop = "".join(a for a in axes if a not in spatial and a != "C")
-            kept = loop + "".join(a for a in axes if a in spatial)
-            layers = self.viewer.add_image(
-                data, channel_axis=len(loop), name=[f"{name}: {c}" for c in model.class_names], colormap="magma",
-                scale=[scale.get(a, 1.0) for a in kept], translate=[translate.get(a, 0.0) for a in kept])
-            return layers[0]
+            # segarch.predict puts the classes after the looped axes: one napari layer per class, each reading
+            # only its own channel. The background's probability covers the image: left out unless asked for.
+            out_axes = self._output_axes(model)
+            channel, kept = out_axes.index("C"), out_axes.replace("C", "")
+            classes = list(model.class_names)
+            first = 0 if self.background_check.isChecked() or len(classes) == 1 else 1
+            levels = data if isinstance(data, list) else [data]
+            added = []
+            for i, c in enumerate(classes[first:]):
+                level_views = [_Channel(level, channel, first + i) for level in levels]
+                added.append(self.viewer.add_image(
+                    level_views if len(level_views) > 1 else level_views[0], multiscale=len(level_views) > 1,
+                    name=f"{name}: {c}", colormap=_CLASS_COLORMAPS[i % len(_CLASS_COLORMAPS)], blending="additive",
+                    contrast_limits=(0.0, 1.0), scale=[scale.get(a, 1.0) for a in kept],
+                    translate=[translate.get(a, 0.0) for a in kept], **_units(units, kept)))
+            return added[0]
         out_axes = axes.replace("C", "")
         labels = self.viewer.add_labels(data, name=name, scale=[scale.get(a, 1.0) for a in out_axes],
-                                        translate=[translate.get(a, 0.0) for a in out_axes])
+                                        translate=[translate.get(a, 0.0) for a in out_axes],
+                                        multiscale=isinstance(data, list) and len(data) > 1,
+                                        **_units(units, out_axes))
         if model is not None:
             _set_classes(labels, model.class_names)
         return labels
 
 
-def _store_view(path: str, shape: tuple[int, ...], chunk: int = 512):
-    """A lazy ``uint32`` array of the labels the engine writes to the Zarr store at ``path`` (level ``0``):
-    each block is read from the store when napari shows it, zeros where (or while) nothing is there."""
-    import dask.array as da
+def ask_about_existing_store(parent, path: str, state: str) -> str | None:
+    """Ask what to do with the existing store at ``path``: ``"resume"``, ``"replace"``, or ``None``."""
+    box = QMessageBox(parent)
+    box.setObjectName("existing store")
+    box.setIcon(QMessageBox.Question)
+    box.setWindowTitle("Output store exists")
+    resume = None
+    if state == "incomplete":
+        box.setText(f"{path} holds an unfinished segmentation (cancelled or interrupted).")
+        box.setInformativeText("Resume finishes it with the same settings (the blocks already written are kept); "
+                               "Replace deletes it and starts again.")
+        resume = box.addButton("Resume", QMessageBox.AcceptRole)
+    else:
+        box.setText(f"{path} already holds a finished segmentation.")
+        box.setInformativeText("Replace deletes it and writes the new result there.")
+    replace = box.addButton("Replace", QMessageBox.DestructiveRole)
+    keep = box.addButton("Cancel", QMessageBox.RejectRole)
+    box.setDefaultButton(resume or keep)
+    box.setEscapeButton(keep)
+    box.exec_()
+    clicked = box.clickedButton()
+    return "resume" if clicked is resume and resume is not None else "replace" if clicked is replace else None
 
-    opened: dict[str, Any] = {}
 
-    def read(block_info=None):
-        where = block_info[None]["array-location"]
-        if "array" not in opened:
-            import zarr
+def store_state(path: str) -> str:
+    """What is at ``path``: ``"absent"`` (nothing, or an empty folder), ``"complete"`` or ``"incomplete"``
+    (a segarch prediction store), or ``"other"`` (anything else: the engine refuses to touch it)."""
+    p = Path(path)
+    if not p.exists() or (p.is_dir() and not any(p.iterdir())):
+        return "absent"
+    try:
+        import zarr
 
-            try:
-                opened["array"] = zarr.open_group(path, mode="r")["0"]
-            except Exception:  # not created yet: the engine is still starting
-                return np.zeros([b - a for a, b in where], np.uint32)
-        return np.asarray(opened["array"][tuple(slice(a, b) for a, b in where)], dtype=np.uint32)
-
-    return da.map_blocks(read, dtype=np.uint32, chunks=tuple(_chunks(n, chunk) for n in shape))
-
-
-def _chunks(size: int, chunk: int) -> tuple[int, ...]:
-    return (chunk,) * (size // chunk) + ((size % chunk,) if size % chunk else ())
+        group = zarr.open_group(str(p), mode="r")
+        attrs = dict(group.attrs)
+        ours = "segarch" in attrs or "segarch" in (attrs.get("ome") or {})
+        if not ours or "0" not in set(group.array_keys()):
+            return "other"
+        return "complete" if group["0"].attrs.get("complete") is True else "incomplete"
+    except Exception:  # not a Zarr group (a file, a folder of something else)
+        return "other"
 
 
-def _lazy_pyramid(array, smallest: int = 512) -> list:
-    """Strided views of a Zarr output (or a Dask array), so napari reads only what the screen shows."""
-    import dask.array as da
+class _Channel:
+    """One channel of an array-like (a NumPy array or a store level): indexing reads only that channel."""
 
-    level = array if isinstance(array, da.Array) else da.from_zarr(array)
-    levels = [level]
-    step = 2
-    while max(level.shape[-2:]) // step >= smallest // 2 and max(level.shape[-2:]) > smallest:
-        levels.append(level[(..., slice(None, None, step), slice(None, None, step))])
-        if max(levels[-1].shape[-2:]) <= smallest:
-            break
-        step *= 2
-    return levels if len(levels) > 1 else level
+    def __init__(self, array, axis: int, index: int) -> None:
+        self.array, self.axis, self.index = array, axis, index
+        self.shape = tuple(n for i, n in enumerate(array.shape) if i != axis)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        index = list(index) if isinstance(index, tuple) else [index]
+        if any(i is Ellipsis for i in index):
+            at = index.index(Ellipsis)
+            index[at: at + 1] = [slice(None)] * (self.ndim - len(index) + 1)
+        index += [slice(None)] * (self.ndim - len(index))
+        index.insert(self.axis, self.index)
+        return np.asarray(self.array[tuple(index)])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[(slice(None),) * self.ndim]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _units(units: dict, axes: str) -> dict:
+    if not any(units.get(a) for a in axes):
+        return {}
+    return {"units": [units.get(a) or "pixel" for a in axes]}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "result"
+
+
+def _message(err: BaseException) -> str:
+    """The engine's message for a ``ValueError`` (it names the parameter and what is allowed); the type
+    with it for anything else, never a bare key."""
+    if isinstance(err, (ValueError, FileNotFoundError, PermissionError)) and str(err):
+        return str(err)
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
 def _set_classes(layer, class_names) -> None:
@@ -448,9 +734,9 @@ def _set_classes(layer, class_names) -> None:
 
 
 def suggest_axes(layer, model=None) -> str:
-    """Axes for ``layer``'s data: RGB, the reader's metadata, or what the model makes unambiguous."""
-    from segarch.tiling.axes import resolve_axes
-
+    """Axes for ``layer``'s data: RGB, the reader's metadata, or what the model (a :class:`segarch.Model`
+    or its ``(spatial_dims, in_channels)``) makes unambiguous. Single-channel models get stacks (``ZYX``,
+    ``TZYX``), never a guessed channel axis."""
     data = layer.data[0] if layer.multiscale else layer.data
     shape = tuple(data.shape)
     if getattr(layer, "rgb", False):
@@ -458,11 +744,26 @@ def suggest_axes(layer, model=None) -> str:
     meta = layer.metadata.get("axes") if isinstance(layer.metadata, dict) else None
     if isinstance(meta, str) and len(meta) == len(shape):
         return meta
-    dims, channels = (model.spatial_dims, model.in_channels) if model is not None else (2, 1)
-    try:
-        return resolve_axes(shape, None, dims, channels).axes
-    except ValueError:
-        return "TCZYX"[-len(shape):] if len(shape) <= 5 else ""
+    if model is None:
+        dims, channels = 2, 1
+    elif isinstance(model, tuple):
+        dims, channels = model
+    else:
+        dims, channels = model.spatial_dims, model.in_channels
+    return _guess_axes(shape, dims, channels)
+
+
+def _guess_axes(shape: tuple[int, ...], dims: int, channels: int) -> str:
+    n = len(shape)
+    if n > 5 or n < dims:
+        return ""
+    if channels > 1:
+        for candidate in (0, n - 1):  # a C axis of the model's size: first (CZYX) or last (YXC)
+            if shape[candidate] == channels and n > dims:
+                rest = "TZYX"[-(n - 1):]
+                return "C" + rest if candidate == 0 else rest + "C"
+        return "TCZYX"[-n:]
+    return "TZYX"[-n:] if n <= 4 else "TCZYX"
 
 
 def _notify_error(message: str) -> None:

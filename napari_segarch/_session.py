@@ -14,7 +14,11 @@ from psygnal import Signal
 if TYPE_CHECKING:
     import segarch
 
-__all__ = ["SessionModels", "SESSION"]
+__all__ = ["SessionModels", "SESSION", "GENERATORS"]
+
+#: Zoo architectures that are not segmenters (SPADE synthesises images from label maps): never offered by
+#: the Segment and Train widgets. The zoo files SPADE under task "semantic" for want of a generator task.
+GENERATORS = frozenset({"spade"})
 
 
 class SessionModels:

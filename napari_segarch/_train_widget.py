@@ -22,8 +22,9 @@ from qtpy.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from napari_segarch._session import SESSION
-from segarch.tiling.runner import available_devices
+from napari_segarch._layer_combo import LayerCombo
+from napari_segarch._session import GENERATORS, SESSION
+from napari_segarch._threads import wait_at_quit
 
 if TYPE_CHECKING:
     import napari
@@ -34,12 +35,20 @@ _FILE = ("file", "")
 _COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
 
+def _load_sources():
+    """The loader's job (off the GUI thread: the zoo and torch take seconds to import)."""
+    from segarch.tiling.runner import available_devices
+
+    return model_sources(), available_devices()
+
+
 def model_sources() -> list[tuple[str, tuple[str, str]]]:
     """(label, (kind, name)) of what training can start from: architectures, shipped and session models, a file."""
     from segarch import pretrained, zoo
     from segarch.training import TRAINABLE_TASKS  # interactive: extreme-point models learn from instance labels
 
-    choices = [(f"{n} (new, untrained)", ("zoo", n)) for task in TRAINABLE_TASKS for n in zoo.names(task=task)]
+    choices = [(f"{n} (new, untrained)", ("zoo", n)) for task in TRAINABLE_TASKS for n in zoo.names(task=task)
+               if n not in GENERATORS]
     choices += [(f"{n} (fine-tune shipped model)", ("shipped", n)) for task in TRAINABLE_TASKS
                 for n in pretrained.names(task=task)]
     choices += [(f"{n} (fine-tune, this session)", ("session", n)) for n in SESSION.names()]
@@ -130,11 +139,14 @@ class TrainWidget(QWidget):
     """Train an architecture, or fine-tune a model, on an image layer and a labels layer of annotations."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
+        from napari.layers import Image, Labels
+
         super().__init__()
         self.viewer = napari_viewer
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
+        self.image_combo = LayerCombo(napari_viewer, (Image,))
+        self.labels_combo = LayerCombo(napari_viewer, (Labels,))
         self.model_combo = QComboBox()
+        self.model_combo.addItem("loading models…", None)
         self.file_edit = QLineEdit()
         self.file_edit.setPlaceholderText("model file (.safetensors) to fine-tune")
         self.browse_button = QPushButton("…")
@@ -160,12 +172,15 @@ class TrainWidget(QWidget):
         self.lr_spin.setSingleStep(1e-4)
         self.lr_spin.setValue(1e-3)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(available_devices())
+        self.device_combo.addItem("auto")
         self.train_button = QPushButton("Train")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.save_button = QPushButton("Save model…")
         self.save_button.setEnabled(False)
+        self.keep_button = QPushButton("Add to session")
+        self.keep_button.setToolTip("Offer this cancelled run's best model in the Segment / Extreme points widgets")
+        self.keep_button.setVisible(False)
         self.plot = LossPlot()
         self.status = QLabel("Annotate a labels layer (0 = background), then Train.")
         self.status.setWordWrap(True)
@@ -189,6 +204,7 @@ class TrainWidget(QWidget):
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.save_button)
+        buttons.addWidget(self.keep_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -198,66 +214,79 @@ class TrainWidget(QWidget):
         self.model = None  # the last model trained here
         self.model_name: str | None = None
         self.worker = None
+        self.loader = None
+        self._sources: list | None = None
         self._cancel: threading.Event | None = None
         self._progress = None
         self._done = None
         self.train_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.save_button.clicked.connect(self._save_dialog)
+        self.keep_button.clicked.connect(self.keep_in_session)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentIndexChanged.connect(self._model_changed)
         self.labels_combo.currentIndexChanged.connect(self._labels_changed)
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self.refresh_layers)
         SESSION.changed.connect(self.refresh_models)
-        self.refresh_layers()
-        self.refresh_models()
+        self._labels_changed()
+        wait_at_quit(self.cancel)
+        self._start_loading()
 
     # ------------------------------------------------------------------------------------ choices
 
-    def _disconnect(self) -> None:
-        # The Qt object is gone (dock closed) but the viewer and the session outlive it.
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.disconnect(self.refresh_layers)
-        SESSION.changed.disconnect(self.refresh_models)
+    def _start_loading(self) -> None:
+        from napari.qt.threading import create_worker
+
+        self.loader = create_worker(_load_sources, _start_thread=False, _ignore_errors=True)
+        self.loader.returned.connect(self._on_sources)
+        self.loader.errored.connect(lambda err: self._error(f"Could not list the models: {err}"))
+        self.loader.start()
+
+    def _on_sources(self, value) -> None:
+        try:
+            sources, devices = value
+            if self._sources is None:
+                self._sources = sources
+                self._refresh_models()
+            current = self.device_combo.currentText()
+            self.device_combo.clear()
+            self.device_combo.addItems(devices)
+            self.device_combo.setCurrentText(current)
+        except RuntimeError:  # the dock closed before the list came
+            pass
+
+    def models_ready(self) -> bool:
+        return self._sources is not None
 
     def refresh_layers(self, *_: Any) -> None:
-        try:
-            self._refresh_layers()
-        except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
-            self._disconnect()
-
-    def _refresh_layers(self) -> None:
-        from napari.layers import Image, Labels
-
-        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
-            if current:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
-        self._labels_changed()
+        """List the viewer's layers again (they are followed as they are added, removed or renamed)."""
+        self.image_combo.refresh()
+        self.labels_combo.refresh()
 
     def refresh_models(self, *_: Any) -> None:
         try:
-            self._refresh_models()
-        except RuntimeError:
-            self._disconnect()
+            if self._sources is not None:
+                self._sources = model_sources()
+                self._refresh_models()
+        except RuntimeError:  # the dock is gone; the session store outlives it
+            SESSION.changed.disconnect(self.refresh_models)
 
     def _refresh_models(self) -> None:
         current = self.model_combo.currentData()
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        for label, (kind, name) in model_sources():
+        for label, (kind, name) in self._sources:
             self.model_combo.addItem(label, f"{kind}:{name}")  # a string: Qt compares tuples unreliably
         index = self.model_combo.findData(current or "zoo:unet")
         self.model_combo.setCurrentIndex(max(0, index))
         self.model_combo.blockSignals(False)
+        self.train_button.setEnabled(self.worker is None or not self.worker.is_running)
         self._model_changed()
 
     def select_model(self, kind: str, name: str = "") -> None:
+        """Choose the start model (a script or test may call this before the list has loaded: it lists them now)."""
+        if self._sources is None:
+            self._sources = model_sources()
+            self._refresh_models()
         index = self.model_combo.findData(f"{kind}:{name}")
         if index < 0:
             raise ValueError(f"No start model ({kind!r}, {name!r}) in the list.")
@@ -295,7 +324,7 @@ class TrainWidget(QWidget):
         return None
 
     def _labels_changed(self, *_: Any) -> None:
-        layer = self._layer(self.labels_combo.currentText())
+        layer = self.labels_combo.layer()
         if layer is None or layer.multiscale:
             return
         data = layer.data
@@ -309,8 +338,6 @@ class TrainWidget(QWidget):
         if path:
             self.file_edit.setText(path)
 
-    def _layer(self, name: str):
-        return self.viewer.layers[name] if name and name in self.viewer.layers else None
 
     # ---------------------------------------------------------------------------------- training
 
@@ -318,7 +345,7 @@ class TrainWidget(QWidget):
         """The keyword arguments of :func:`segarch.training.train_iter` the widget's settings give."""
         from segarch import zoo
 
-        image, labels = self._layer(self.image_combo.currentText()), self._layer(self.labels_combo.currentText())
+        image, labels = self.image_combo.layer(), self.labels_combo.layer()
         if image is None or labels is None:
             raise ValueError("Choose an image layer and a labels layer holding your annotations.")
         kind, name = self._model_key()
@@ -361,6 +388,9 @@ class TrainWidget(QWidget):
         from napari.qt.threading import thread_worker
         from napari.utils import progress
 
+        if self._sources is None and self.image_combo.layer() is not None and self.labels_combo.layer() is not None:
+            self._sources = model_sources()  # clicked before the list came: list them now
+            self._refresh_models()
         try:
             kwargs = self.training_arguments()
         except ValueError as err:
@@ -371,14 +401,23 @@ class TrainWidget(QWidget):
         self.status.setText(f"Training for {kwargs['steps']} steps…")
         self._progress = progress(total=kwargs["steps"], desc="Training")
         self._done = None
-        self.worker = thread_worker(_train_job, start_thread=False)(kwargs)
+        # ignore_errors: the error is shown once, here; napari would re-raise it on the GUI thread (a second
+        # notification, or an abort where no exception hook catches it).
+        self.worker = thread_worker(_train_job, start_thread=False, ignore_errors=True)(kwargs)
         self.worker.yielded.connect(self._on_event)
         self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(lambda err: self._error(f"Training failed: {err}"))
+        self.worker.errored.connect(self._on_errored)
         self.worker.finished.connect(self._on_finished)
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self.keep_button.setVisible(False)
         self.worker.start()
+
+    def closeEvent(self, event):  # noqa: N802 - Qt's name
+        self.cancel()  # a closing dock must not leave training running for nobody
+        self.image_combo.disconnect_viewer()
+        self.labels_combo.disconnect_viewer()
+        super().closeEvent(event)
 
     def cancel(self) -> None:
         """Stop within one step; the best model so far is kept."""
@@ -406,8 +445,6 @@ class TrainWidget(QWidget):
 
     def _on_returned(self, model) -> None:
         self.model = model
-        base = f"{model.arch} {model.spatial_dims}D"
-        self.model_name = SESSION.add(base, model)
         self.save_button.setEnabled(True)
         dice = (model.validation or {}).get("patch_dice")
         summary = "" if not dice else f"; validation Dice {np.nanmean(dice[1:]):.3f}"
@@ -415,8 +452,29 @@ class TrainWidget(QWidget):
         iou = (model.validation or {}).get("object_iou")
         summary += "" if iou is None else f", held-out object IoU {iou:.3f}"
         where = "Extreme points" if model.card.task == "interactive" else "Segment"
-        self.status.setText(f"{'Cancelled' if cancelled else 'Trained'}: {self.model_name!r}{summary}. "
+        if cancelled:  # not offered elsewhere unless asked: a stopped run is often a false start
+            self.model_name = None
+            self.keep_button.setVisible(True)
+            self.status.setText(f"Cancelled: the best model so far is kept here{summary}. Add to session offers it "
+                                f"in the {where} widget; Save model… writes it to a file.")
+            return
+        self.model_name = SESSION.add(f"{model.arch} {model.spatial_dims}D", model)
+        self.status.setText(f"Trained: {self.model_name!r}{summary}. "
                             f"It is offered in the {where} widget; Save model… writes it to a file.")
+
+    def keep_in_session(self) -> str:
+        """Offer the last (cancelled) model in the other widgets; returns its session name."""
+        if self.model is None:
+            raise ValueError("Nothing trained yet: click Train first.")
+        if self.model_name is None:
+            self.model_name = SESSION.add(f"{self.model.arch} {self.model.spatial_dims}D", self.model)
+        self.keep_button.setVisible(False)
+        self.status.setText(f"{self.model_name!r} is offered in the other widgets now.")
+        return self.model_name
+
+    def _on_errored(self, err: BaseException) -> None:
+        message = str(err) if isinstance(err, ValueError) and str(err) else f"{type(err).__name__}: {err}"
+        self._error(f"Training failed: {message}")
 
     def _on_finished(self) -> None:
         if self._progress is not None:
@@ -442,7 +500,7 @@ class TrainWidget(QWidget):
         if not str(path).endswith(".safetensors"):
             path = f"{path}.safetensors"
         segarch.save_model(self.model, path)
-        self.status.setText(f"Saved {self.model_name!r} to {path}.")
+        self.status.setText(f"Saved {self.model_name or 'the model'!r} to {path}.")
         return str(path)
 
     def _save_dialog(self) -> None:

@@ -65,7 +65,7 @@ def test_bad_preprocessing_config():
     model = _model()
     model.preprocessing = [{"_target_": "NoSuchTransformAnywhere"}]
     model._preprocess = None
-    with pytest.raises(ValueError, match="could not be instantiated by MONAI"):
+    with pytest.raises(ValueError, match="'NoSuchTransformAnywhere' is not an allowed transform"):
         model.preprocess(np.zeros((2, 4, 4)))
 
 

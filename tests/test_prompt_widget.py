@@ -28,8 +28,10 @@ def _click(widget, qtbot, points):
     before = len(widget.history)
     for p in points:
         widget.points_layer.add(np.asarray(p, float))
-    qtbot.waitUntil(lambda: len(widget.history) > before or bool(widget.last_error), timeout=60_000)
-    qtbot.waitUntil(lambda: not widget.worker.is_running, timeout=60_000)
+    widget.last_found = None
+    qtbot.waitUntil(lambda: len(widget.history) > before or bool(widget.last_error) or widget.last_found is False,
+                    timeout=60_000)
+    qtbot.waitUntil(lambda: widget.worker is None or not widget.worker.is_running, timeout=60_000)
 
 
 def test_objects_get_consecutive_ids_and_undo(widget, qtbot, artifacts_dir):
@@ -141,6 +143,7 @@ def test_3d_mode_segments_on_the_sixth_point(widget, qtbot, tmp_path):
     widget.image_combo.setCurrentText("volume")
     widget.model_combo.setCurrentText(str(path))
     widget.mode_combo.setCurrentIndex(1)
+    widget.faint_check.setChecked(True)  # the box it outlines has no edge in the image: paint it all the same
     widget.start()
     pts = extreme_points(truth == 1)
     for p in pts[:5]:
@@ -169,3 +172,73 @@ def test_the_shipped_3d_model_sets_3d_mode_and_segments_an_object(widget, qtbot)
     labels = viewer.layers["volume objects"].data
     assert set(np.unique(labels)) == {0, 1}
     assert iou(labels == 1, truth == value) > 0.6
+
+
+def test_clicks_go_to_a_new_layer_named_after_the_image_never_to_ground_truth(widget, qtbot):
+    viewer = widget.viewer
+    viewer.open_sample("napari-segarch", "nuclei_2d")  # an image and its ground truth (a Labels layer)
+    viewer.add_labels(np.zeros((512, 512), np.uint8), name="nuclei 2D segmentation")  # another result
+    widget.image_combo.setCurrentText("nuclei 2D")
+    assert widget.labels_combo.currentText() == "New labels layer"
+    widget.start()
+    assert widget.labels_combo.currentText() == "nuclei 2D objects"
+    truth = viewer.layers["nuclei 2D ground truth"].data.copy()
+    value = int(np.bincount(truth.ravel())[1:].argmax()) + 1
+    _click(widget, qtbot, extreme_points(truth == value))
+    assert widget.last_error == "" and widget.history[-1].layer is viewer.layers["nuclei 2D objects"]
+    np.testing.assert_array_equal(viewer.layers["nuclei 2D ground truth"].data, truth)  # untouched
+    assert not viewer.layers["nuclei 2D segmentation"].data.any()
+    # Renamed, the layers stay chosen; another image gets its own new layer, and coming back finds this one.
+    viewer.layers["nuclei 2D objects"].name = "my nuclei"
+    viewer.layers["nuclei 2D"].name = "nuclei (renamed)"
+    assert widget.image_combo.currentText() == "nuclei (renamed)" and widget.labels_combo.currentText() == "my nuclei"
+    viewer.add_image(np.zeros((40, 40), np.float32), name="other")
+    widget.image_combo.setCurrentText("other")
+    assert widget.labels_combo.currentText() == "New labels layer"
+
+
+def test_switching_to_3d_adapts_the_points_and_one_slice_is_refused(widget, qtbot):
+    viewer = widget.viewer
+    flat, _ = object_scene((96, 96), seed=37)
+    volume, truth = object_scene((24, 64, 64), seed=38)
+    viewer.add_image(flat, name="flat")
+    viewer.add_image(volume, name="volume")
+    widget.image_combo.setCurrentText("flat")
+    widget.mode_combo.setCurrentIndex(0)
+    widget.start()
+    assert widget.points_layer.ndim == 2
+    widget.points_layer.add(np.array([10.0, 10.0]))  # one click, then the user changes their mind
+    widget.image_combo.setCurrentText("volume")
+    widget.model_combo.setCurrentText("dextr_light3d")
+    widget.mode_combo.setCurrentIndex(1)
+    widget.start()
+    assert widget.points_layer.ndim == 3 and len(widget.points_layer.data) == 0
+    value = int(np.bincount(truth.ravel())[1:].argmax()) + 1
+    flat_points = extreme_points(truth[12] == value)  # six points on one slice (12)
+    on_one_slice = np.array([[12, *p] for p in list(flat_points) + list(flat_points[:2])], float)
+    _click(widget, qtbot, on_one_slice)
+    assert "all lie on slice 12" in widget.last_error and not widget.history
+    widget.last_error = ""
+    _click(widget, qtbot, extreme_points(truth == value))
+    assert widget.last_error == "" and len(widget.history) == 1
+    assert iou(viewer.layers["volume objects"].data == 1, truth == value) > 0.5
+
+
+def test_four_clicks_on_background_find_no_object(widget, qtbot):
+    viewer = widget.viewer
+    image, truth = object_scene((160, 160), seed=39)
+    viewer.add_image(image, name="cells")
+    widget.image_combo.setCurrentText("cells")
+    widget.start()
+    background = truth == 0
+    centre = next((y, x) for y in range(20, 140) for x in range(20, 140)
+                  if background[y - 16: y + 16, x - 16: x + 16].all())
+    y, x = centre
+    box = np.array([[y, x - 10], [y, x + 10], [y - 10, x], [y + 10, x]], float)
+    _click(widget, qtbot, box)
+    assert widget.last_found is False and not widget.history, widget.status.text()
+    assert "No object found" in widget.status.text()
+    assert not viewer.layers["cells objects"].data.any()
+    widget.faint_check.setChecked(True)  # the user insists
+    _click(widget, qtbot, box)
+    assert len(widget.history) == 1

@@ -8,9 +8,7 @@ import torch
 
 import segarch
 from segarch import pretrained
-from segarch.prompts import (
-    DEFAULTS, check_points, extreme_points, object_scene, segment_from_points, training_pairs,
-)
+from segarch.prompts import DEFAULTS, check_points, extreme_points, object_scene, segment_from_points
 from segarch.prompts.evaluate import evaluate_prompts, iou
 from segarch.prompts.recipe import crop_box
 
@@ -170,37 +168,22 @@ def test_a_single_small_volume_runs_as_two_copies_with_the_same_probability():
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
-def test_training_pairs_put_the_heat_map_on_the_points():
-    image, labels = object_scene((128, 128), seed=9)
-    x, t = training_pairs([image], [labels], jitter=0)
-    size = DEFAULTS["dextr_light"][2].size
-    n = len(np.unique(labels[labels > 0]))
-    assert x.shape[1:] == (2, size, size) and t.shape[1:] == (size, size) and len(x) <= n
-    assert 0 <= x[:, 0].min() and x[:, 0].max() <= 1
-    heat = x[:, 1]
-    assert np.allclose(heat.max(axis=(1, 2)), 1.0, atol=0.1)
-    # The heat map peaks on the object's outline: its maxima lie on or next to target pixels.
-    for h, target in zip(heat, t):
-        peaks = np.argwhere(h > 0.9)
-        near = [target[max(0, y - 2):y + 3, max(0, x_ - 2):x_ + 3].any() for y, x_ in peaks]
-        assert np.mean(near) > 0.9
+def test_prompts_is_inference_only_and_keeps_deprecated_aliases_of_what_moved_to_training():
+    import subprocess
+    import sys
 
+    code = "import sys, segarch.prompts; print(sorted(m for m in sys.modules if m.startswith('segarch.training')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+    import segarch.prompts
+    import segarch.training
 
-def test_fine_tune_on_instance_labels_returns_a_trained_copy(shipped):
-    from segarch.prompts import fine_tune
-
-    before = {k: v.clone() for k, v in shipped.network.state_dict().items()}
-    scenes = [object_scene((96, 96), seed=600 + i) for i in range(3)]
-    tuned = fine_tune(shipped, [s[0] for s in scenes], [s[1] for s in scenes], steps=4, batch_size=4)
-    assert tuned is not shipped and tuned.trained and len(tuned.history) == 4
-    assert all(torch.equal(v, shipped.network.state_dict()[k]) for k, v in before.items())  # original untouched
-    assert any(not torch.equal(v, tuned.network.state_dict()[k]) for k, v in before.items())
-    assert tuned.validation["object_iou"] > 0.7 and tuned.validation["best_step"] == 4
-    image, labels = object_scene((160, 160), seed=601)
-    mask = labels == 1
-    assert iou(segment_from_points(tuned, image, extreme_points(mask)), mask) > 0.6
-    with pytest.raises(ValueError, match="no object of at least"):
-        fine_tune(shipped, [np.zeros((32, 32))], [np.zeros((32, 32), np.uint16)], steps=1)
+    for name in ("fine_tune", "training_pairs"):
+        with pytest.warns(DeprecationWarning, match=f"segarch.prompts.{name} moved to segarch.training.{name}"):
+            alias = getattr(segarch.prompts, name)
+        assert alias is getattr(segarch.training, name)
+    with pytest.raises(AttributeError, match="no attribute 'fine_tuning'"):
+        segarch.prompts.fine_tuning
 
 
 def test_the_training_script_runs_end_to_end_in_small(tmp_path):

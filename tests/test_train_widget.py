@@ -147,3 +147,47 @@ def test_fine_tune_the_extreme_point_model_from_the_dock_then_click_with_it(widg
     qtbot.waitUntil(lambda: not clicker.worker.is_running, timeout=60_000)
     assert clicker.last_error == "" and clicker._model is model
     assert iou(viewer.layers["objects objects"].data == 1, truth == value) > 0.7
+
+
+def test_a_cancelled_run_joins_the_session_only_when_asked(widget, qtbot):
+    from napari_segarch._session import SESSION
+
+    widget.steps_spin.setValue(100_000)
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: len(widget.plot.steps) >= 2, timeout=120_000)
+    widget.cancel_button.click()
+    _wait(qtbot, widget)
+    assert widget.model is not None and SESSION.names() == []  # a false start does not clutter the model lists
+    assert widget.keep_button.isVisible() and "Add to session" in widget.status.text()
+    name = widget.keep_button.click() or widget.model_name
+    assert SESSION.names() == [name] and SESSION.get(name) is widget.model and not widget.keep_button.isVisible()
+
+
+def test_an_error_in_the_worker_is_one_message_and_the_widget_lives_on(widget, qtbot, monkeypatch):
+    from napari.utils.notifications import notification_manager
+
+    shown = []
+    monkeypatch.setattr(notification_manager, "dispatch", lambda n: shown.append(n.message))
+    viewer = widget.viewer
+    viewer.add_labels(np.zeros((50, 64), np.uint8), name="wrong size")
+    widget.labels_combo.setCurrentText("wrong size")
+    widget.steps_spin.setValue(5)
+    widget.train_button.click()
+    _wait(qtbot, widget)
+    assert len(shown) == 1 and shown[0].startswith("Training failed: ") and "Traceback" not in shown[0], shown
+    assert "(50, 64)" in shown[0] or "shape" in shown[0]
+    assert widget.train_button.isEnabled() and not widget.cancel_button.isEnabled()
+    widget.labels_combo.setCurrentText("cells annotations")  # and it trains after that
+    widget.train_button.click()
+    _wait(qtbot, widget)
+    assert widget.model is not None
+
+
+def test_layer_choices_follow_renames_and_no_generator_is_offered(widget):
+    viewer = widget.viewer
+    viewer.layers["cells"].name = "cells (renamed)"
+    assert widget.image_combo.currentText() == "cells (renamed)"
+    assert widget.image_combo.layer() is viewer.layers["cells (renamed)"]
+    assert widget.training_arguments()["images"] is viewer.layers["cells (renamed)"].data
+    keys = [widget.model_combo.itemData(i) for i in range(widget.model_combo.count())]
+    assert "zoo:unet" in keys and "zoo:spade" not in keys

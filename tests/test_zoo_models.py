@@ -6,12 +6,14 @@ A new architecture needs no test code here: registering it with a card (and a sm
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from segarch import zoo
-from segarch.nets._base import padded_shape
+from segarch.layers.checks import padded_shape
 
 CASES = [(name, dims) for name in zoo.names() for dims in zoo.card(name).spatial_dims]
 DENSE = [(n, d) for n, d in CASES if zoo.card(n).task != "backbone"]
@@ -65,6 +67,19 @@ def test_parameter_count_matches_paper(name):
     assert entry.paper_params is not None, f"{name}: the card must give the paper's count or pin one"
     counted = zoo.parameter_count(name) / 1e6
     assert abs(counted - entry.paper_params) / entry.paper_params <= 0.05, (counted, entry.paper_params)
+
+
+def test_readme_zoo_table_is_what_segarch_zoo_markdown_prints(capsys):
+    from segarch.cli import main
+
+    assert main(["zoo", "--markdown"]) == 0  # the counts are cached by the parameter-count test above
+    printed = capsys.readouterr().out.strip().splitlines()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    assert printed[0] in readme, "README.md has no zoo table: paste `segarch zoo --markdown` into its zoo section"
+    start = readme.index(printed[0])
+    table = readme[start: start + len(printed) + 1]
+    assert table[-1] == "", "the README's zoo table has more rows than `segarch zoo --markdown` prints"
+    assert table[:-1] == printed, "README.md's zoo table is out of date: paste `segarch zoo --markdown` over it"
 
 
 def _tiny_task(task: str):

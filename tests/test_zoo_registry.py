@@ -78,3 +78,18 @@ def test_parameter_count_on_meta_device_matches_a_real_build():
     net = zoo.create("unet", **config)
     assert zoo.parameter_count("unet", **config) == sum(p.numel() for p in net.parameters())
     assert all(p.device == torch.device("cpu") for p in net.parameters())
+
+
+def test_the_class_itself_is_registered_and_functions_only_for_variants():
+    from segarch.nets.hrnet import HRNetSeg
+    from segarch.nets.unet import UNet
+
+    assert zoo.card("unet").builder is UNet  # options are read from UNet.__init__
+    net = zoo.create("unet", spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8), norm="batch")
+    assert type(net) is UNet and net.size_divisor == 2
+    variant = zoo.card("hrnet_v2_w18_small").builder  # fixes width, stages and head of HRNetSeg
+    assert not isinstance(variant, type) and variant.__name__ == "hrnet_v2_w18_small"
+    assert isinstance(zoo.create("hrnet_v2_w18_small", **zoo.card("hrnet_v2_w18_small").test_config), HRNetSeg)
+    with pytest.raises(TypeError, match="takes spatial_dims, in_channels, out_channels first"):
+        zoo.register(name="bad")(lambda in_channels, spatial_dims, out_channels: None)
+    assert "bad" not in zoo.names()

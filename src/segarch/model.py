@@ -38,6 +38,8 @@ class Model:
         description: free text: what it was trained on and how.
         prompt: extreme-point models: the crop recipe they were trained with (``size``, ``margin``,
             ``min_margin``, ``sigma``, see :class:`segarch.prompts.PromptSettings`); ``None``: their kind's default.
+        name: where it came from, for provenance: the shipped model's name (``"nuclei2d"``) or the model
+            file's name; ``None`` for a network built here. Not saved in model files.
 
     Examples::
 
@@ -58,6 +60,7 @@ class Model:
     trained: bool = False
     description: str = ""
     prompt: dict[str, Any] | None = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
         if self.class_names is None:

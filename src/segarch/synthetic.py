@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Conditions", "Sample", "nuclei", "nuclei_sample", "dataset", "samples", "random_conditions"]
+__all__ = ["Conditions", "Sample", "nuclei", "nuclei_sample", "dataset", "samples", "random_conditions",
+           "smooth_noise", "blur", "random_rotation"]
 
 
 @dataclass(frozen=True)
@@ -256,11 +257,11 @@ def nuclei_sample(shape: tuple[int, ...] = (256, 256), *, seed: int = 0, conditi
         reach = axes.max() * (1 + c.irregularity) + 1
         lo = [max(0, int(np.floor((p - reach) / v))) for p, v in zip(centre, spacing)]
         hi = [min(n, int(np.ceil((p + reach) / v)) + 1) for p, n, v in zip(centre, shape, spacing)]
-        if any(h <= l for l, h in zip(lo, hi)):
+        if any(b <= a for a, b in zip(lo, hi)):
             continue
-        box = tuple(slice(l, h) for l, h in zip(lo, hi))
-        grid = np.stack(np.meshgrid(*[np.arange(l, h, dtype=np.float32) * v - p
-                                      for l, h, p, v in zip(lo, hi, centre, spacing)], indexing="ij"), axis=-1)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        grid = np.stack(np.meshgrid(*[np.arange(a, b, dtype=np.float32) * v - p
+                                      for a, b, p, v in zip(lo, hi, centre, spacing)], indexing="ij"), axis=-1)
         local = grid @ _rotation(rng, dims).T / axes
         distance = np.sqrt((local ** 2).sum(-1))
         inside = distance <= 1.0 + c.irregularity * boundary[box]
@@ -332,3 +333,9 @@ def dataset(n: int, shape: tuple[int, ...], *, seed: int = 0,
 def samples(n: int, shape: tuple[int, ...], *, seed: int = 0, hard: bool = False) -> list[Sample]:
     """``n`` :class:`Sample` s (image, labels, voxel size), image ``i`` from seed ``seed * 100003 + i``."""
     return [nuclei_sample(shape, seed=seed * 100003 + i, hard=hard) for i in range(int(n))]
+
+
+# Public names of the helpers other generators share (segarch.prompts.synthetic draws its scenes with them).
+smooth_noise = _smooth_noise
+blur = _blur
+random_rotation = _rotation

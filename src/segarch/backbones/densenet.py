@@ -16,7 +16,7 @@ from monai.networks.layers.utils import get_norm_layer
 
 from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder, stem_pool_stages
 from segarch.blocks.conv import ConvNormAct, NormActConv
-from segarch.nets._base import check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["DenseNetEncoder", "DENSENET_CONFIGS"]

@@ -25,7 +25,7 @@ from segarch.backbones.base import Encoder
 from segarch.backbones.resnet import BasicBlock, Bottleneck
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.hr_fusion import HRModule, HRTransition
-from segarch.nets._base import check_choice, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_choice, check_positive_int, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["HighResolutionEncoder", "HRNetClassifier", "HRNET_STAGES"]

@@ -13,7 +13,7 @@ from torch import nn
 
 from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder
 from segarch.blocks.conv import ConvNormAct
-from segarch.nets._base import check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["InvertedResidual", "MobileNetV2Encoder", "MOBILENETV2_SETTINGS", "make_divisible"]

@@ -18,7 +18,7 @@ from monai.networks.layers.factories import Pool
 from segarch.backbones.base import Encoder
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.squeeze_excitation import SqueezeExcitation
-from segarch.nets._base import check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["LiteConv", "OSBlock", "OSNetEncoder"]

@@ -15,7 +15,7 @@ from monai.networks.layers.factories import Pool
 
 from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder, stem_pool_stages
 from segarch.blocks import ConvNormAct
-from segarch.nets._base import check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["ResNetEncoder", "BasicBlock", "Bottleneck", "RESNET_LAYERS"]

@@ -13,7 +13,7 @@ from monai.networks.layers.factories import Conv, Dropout, Pool
 
 from segarch.backbones.base import Encoder
 from segarch.blocks import ConvNormAct
-from segarch.nets._base import check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["VGGEncoder", "VGG16_BLOCKS", "fc_as_convolutions"]

@@ -16,7 +16,7 @@ from monai.networks.layers.factories import Pool
 
 from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder
 from segarch.blocks.conv import ConvNormAct
-from segarch.nets._base import check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["OSAModule", "VoVNetEncoder", "VOVNET_BLOCKS"]

@@ -17,7 +17,7 @@ from monai.networks.layers.factories import Pool
 from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.separable import SeparableConv
-from segarch.nets._base import check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["Xception39Encoder", "XceptionBlock"]

@@ -19,7 +19,7 @@ from monai.networks.layers.utils import get_norm_layer
 
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.pooled_conv import PooledConvNormAct
-from segarch.nets._base import check_positive_ints
+from segarch.layers.checks import check_positive_ints
 
 __all__ = ["ASPP", "ImagePooling", "DenseASPP"]
 

@@ -15,7 +15,7 @@ from monai.networks.layers.factories import Pool
 
 from segarch.blocks.resize import resize_to
 from segarch.blocks.pooled_conv import PooledConvNormAct
-from segarch.nets._base import check_positive_ints
+from segarch.layers.checks import check_positive_ints
 
 __all__ = ["PyramidPooling"]
 

@@ -17,7 +17,7 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import check_positive_int
+from segarch.layers.checks import check_positive_int
 
 __all__ = ["MultiHeadSelfAttention", "Mlp", "TransformerLayer", "ViTEncoder", "interpolate_grid"]
 

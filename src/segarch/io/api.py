@@ -43,11 +43,13 @@ def read_npy(path: str | os.PathLike, *, axes: str | None = None, chunks="auto")
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as err:
         raise ValueError(f"{path!r} is not a readable .npy file: {type(err).__name__}: {err}") from None
+    given = axes
     axes = check_axes(axes, array.ndim) if axes is not None else guess_axes(array.shape)
     if chunks == "auto":
         chunks = tuple(1 if a in "TC" and not (a == "C" and i == array.ndim - 1) else "auto"
                        for i, a in enumerate(axes))
-    return Image(levels=[da.from_array(array, chunks=chunks)], axes=axes, name=stem(path), path=path)
+    return Image(levels=[da.from_array(array, chunks=chunks)], axes=axes, name=stem(path), path=path,
+                 axes_guessed=given is None)
 
 
 def open_image(path: str | os.PathLike, *, labels_name: str | None = None) -> Image:

@@ -98,6 +98,8 @@ class Image:
         metadata: the raw metadata the reader found (OME-Zarr attributes, OME-XML as a dict, ...).
         path: the file it came from.
         level_scales: each level's scale; by default level 0's scale times the shape ratio.
+        axes_guessed: the axes were guessed from the shape (no metadata said them), e.g. a ``.npy`` file,
+            a plain Zarr array or a stack of TIFF pages.
     """
 
     levels: list
@@ -110,6 +112,7 @@ class Image:
     metadata: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
     level_scales: list[tuple[float, ...]] = field(default_factory=list)
+    axes_guessed: bool = False
 
     def __post_init__(self):
         if not self.levels:

@@ -23,7 +23,8 @@ import numpy as np
 from segarch.io.image import AXES, SPATIAL, Image, check_axes, check_scale, guess_axes, level_factor, stem, unit_name
 from segarch.io.pyramid import pyramid, pyramid_shapes
 
-__all__ = ["read_zarr", "read_zarr_node", "list_labels", "write_ome_zarr", "add_labels", "add_pyramid", "is_zarr_store", "NGFF_VERSIONS"]
+__all__ = ["read_zarr", "read_zarr_node", "list_labels", "write_ome_zarr", "add_labels", "add_pyramid", "is_zarr_store",
+           "ome_attrs", "NGFF_VERSIONS"]
 
 NGFF_VERSIONS = ("0.4", "0.5")
 _MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zattrs")
@@ -121,12 +122,13 @@ def read_zarr_node(node, path: str = "Zarr group") -> Image:
 def _plain_array(array, path: str) -> Image:
     names = getattr(array.metadata, "dimension_names", None) or array.attrs.get("_ARRAY_DIMENSIONS")
     axes = "".join(str(n).upper() for n in names) if names else ""
+    guessed = False
     try:
         axes = check_axes(axes, array.ndim)
     except ValueError:
-        axes = guess_axes(array.shape)
+        axes, guessed = guess_axes(array.shape), True
     return Image(levels=[da.from_zarr(array)], axes=axes, name=stem(path), path=path,
-                 metadata=dict(array.attrs))
+                 metadata=dict(array.attrs), axes_guessed=guessed)
 
 
 def _transforms(items: Sequence[dict] | None, ndim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,10 +161,11 @@ def _multiscale(group, attrs: dict, path: str) -> Image:
                 units[a["name"][:1].upper()] = unit_name(a["unit"])
     else:  # NGFF 0.1/0.2 carry no axes: they are TCZYX by spec
         letters = AXES[-ndim:]
+    guessed = False
     try:
         axes = check_axes(letters, ndim)
     except ValueError:
-        axes = guess_axes(levels[0].shape)
+        axes, guessed = guess_axes(levels[0].shape), True
         units = {}
     global_scale, global_translate = _transforms(ms.get("coordinateTransformations"), ndim)
     level_scales, translate = [], None
@@ -177,7 +180,7 @@ def _multiscale(group, attrs: dict, path: str) -> Image:
     name = ms.get("name") or stem(path)
     return Image(levels=levels, axes=axes, scale=level_scales[0] if level_scales else (), translate=tuple(translate),
                  name=str(name), units=units, labels=is_labels, metadata=attrs, path=path,
-                 level_scales=level_scales)
+                 level_scales=level_scales, axes_guessed=guessed)
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -242,6 +245,26 @@ def _multiscales_meta(axes: str, level_scales, translate, units, name, version, 
     if version == "0.4":
         ms = {"version": "0.4", **ms}
     return ms
+
+
+def ome_attrs(axes: str, scale: Sequence[float], *, name: str, labels: bool, version: str = "0.5",
+              units: dict[str, str] | None = None, properties: list[dict] | None = None) -> dict[str, Any]:
+    """The group attributes of a single-level OME-Zarr image (``"0"``) with ``axes`` in NGFF order.
+
+    NGFF 0.5 (Zarr v3) nests them under ``"ome"``; 0.4 (Zarr v2) keeps them at the top level. A labels
+    image gets ``image-label`` metadata (with ``properties``, e.g. class names, when given).
+    """
+    if version not in NGFF_VERSIONS:
+        raise ValueError(f"`version` must be one of {NGFF_VERSIONS}, got {version!r}.")
+    ms = _multiscales_meta(axes, [tuple(float(v) for v in scale)], (0.0,) * len(axes), units or {}, name, version,
+                           labels)
+    meta: dict[str, Any] = {"multiscales": [ms]}
+    if labels:
+        image_label: dict[str, Any] = {"version": "0.4"} if version == "0.4" else {}
+        if properties:
+            image_label["properties"] = list(properties)
+        meta["image-label"] = image_label
+    return meta if version == "0.4" else {"ome": {"version": "0.5", **meta}}
 
 
 def _segarch_version() -> str:

@@ -135,8 +135,10 @@ def read_tiff(path: str | os.PathLike) -> Image:
         if svs.get("MPP"):
             scale = tuple(float(svs["MPP"]) if a in "YX" else 1.0 for a in axes)
             units = {"Y": "micrometer", "X": "micrometer"}
+    # tifffile says I/Q for pages or dimensions of unknown meaning: those axes are a guess.
+    guessed = any(a not in AXES and a != "S" for a in series.axes)
     return Image(levels=levels, axes=axes, scale=scale or (), name=name or stem(path), units=units,
-                 labels=LABELS_MARKER in description, metadata=metadata, path=path)
+                 labels=LABELS_MARKER in description, metadata=metadata, path=path, axes_guessed=guessed)
 
 
 def _head(path: str) -> bytes:

@@ -1,4 +1,4 @@
-"""What the zoo's context networks share: a dilated ResNet trunk, an optional auxiliary head, option checks.
+"""What the zoo's context networks share: a dilated ResNet trunk, an optional auxiliary head, multi-grid and deep stem.
 
 DeepLab, PSPNet, DANet, CCNet, OCRNet, CPNet and ACFNet all read a ResNet's last feature maps (dilated
 to output stride 8 or 16), add a context head, and up-sample the head's logits to the input.
@@ -13,22 +13,10 @@ from monai.networks.layers.factories import Conv
 from segarch.backbones import ResNetEncoder
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_bool, check_choice, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 
-__all__ = ["DilatedResNetNet", "FCNHead", "apply_multi_grid", "apply_deep_stem", "check_positive_int", "check_rate",
-           "check_bool"]
-
-
-def check_rate(value, name: str, net: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"`{name}` must be a number in [0, 1) for {net}, got {value!r}.")
-    return float(value)
-
-
-def check_bool(value, name: str, net: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False for {net}, got {value!r}.")
-    return value
+__all__ = ["DilatedResNetNet", "FCNHead", "apply_multi_grid", "apply_deep_stem"]
 
 
 def apply_multi_grid(stage: nn.Module, grid, net: str) -> None:

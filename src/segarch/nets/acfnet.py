@@ -20,7 +20,8 @@ from torch import nn
 from segarch.blocks import ConvNormAct
 from segarch.blocks.aspp import ASPP
 from segarch.blocks.resize import resize_to
-from segarch.nets._context import DilatedResNetNet, FCNHead, check_positive_int
+from segarch.layers.checks import check_positive_int
+from segarch.nets._context import DilatedResNetNet, FCNHead
 from segarch.zoo import register
 
 __all__ = ["ACFNet", "AttentionalClassFeature"]
@@ -50,6 +51,32 @@ class AttentionalClassFeature(nn.Module):
         return self.out(out)
 
 
+@register(
+    name="acfnet",
+    full_name="ACFNet (Attentional Class Feature Network, ResNet-101)",
+    paper="ACFNet: Attentional Class Feature Network for Semantic Segmentation",
+    reference="arXiv:1909.09408",
+    year=2019,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101, "output_stride": 8,
+                  "aspp_channels": 512},
+    paper_params=76.40,
+    paper_params_source=(
+        "The paper gives no count; pinned to ours (19 Cityscapes classes): ResNet-101 trunk 42.50M + ASPP at 512 "
+        "channels 30.41M + coarse head 0.59M + class-feature module 0.53M + final FCN head 2.36M = 76.40M."
+    ),
+    test_config={"depth": 18, "base_width": 4, "aspp_channels": 16, "rates": (1, 2, 3)},
+    notes=(
+        "'AC-Net' read as ACFNet (Zhang et al. 2019) rather than ACNet (Fu et al. 2019, 'Adaptive Context "
+        "Network'): the name is shared by several unrelated nets (ACNet for RGB-D attention, asymmetric "
+        "convolutions), and ACFNet's blocks (class centers, class attention) are fully specified in its arXiv "
+        "paper and build on the zoo's dilated ResNet and ASPP, while ACNet's gating details are not. ASPP without "
+        "image pooling, at 512 channels (rates 12/24/36 at stride 8); class centers are probability-weighted "
+        "feature means; FCN heads (3x3, dropout 0.1, 1x1) for the coarse and final predictions."
+    ),
+)
 class ACFNet(DilatedResNetNet):
     """ACFNet: dilated ResNet, ASPP, coarse segmentation and attentional class features.
 
@@ -98,35 +125,3 @@ class ACFNet(DilatedResNetNet):
         out = super().forward(x)
         self.aux_logits = None if self._coarse is None else resize_to(self._coarse, x.shape[2:])
         return out
-
-
-@register(
-    name="acfnet",
-    full_name="ACFNet (Attentional Class Feature Network, ResNet-101)",
-    paper="ACFNet: Attentional Class Feature Network for Semantic Segmentation",
-    reference="arXiv:1909.09408",
-    year=2019,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101, "output_stride": 8,
-                  "aspp_channels": 512},
-    paper_params=76.40,
-    paper_params_source=(
-        "The paper gives no count; pinned to ours (19 Cityscapes classes): ResNet-101 trunk 42.50M + ASPP at 512 "
-        "channels 30.41M + coarse head 0.59M + class-feature module 0.53M + final FCN head 2.36M = 76.40M."
-    ),
-    test_config={"depth": 18, "base_width": 4, "aspp_channels": 16, "rates": (1, 2, 3)},
-    notes=(
-        "'AC-Net' read as ACFNet (Zhang et al. 2019) rather than ACNet (Fu et al. 2019, 'Adaptive Context "
-        "Network'): the name is shared by several unrelated nets (ACNet for RGB-D attention, asymmetric "
-        "convolutions), and ACFNet's blocks (class centers, class attention) are fully specified in its arXiv "
-        "paper and build on the zoo's dilated ResNet and ASPP, while ACNet's gating details are not. ASPP without "
-        "image pooling, at 512 channels (rates 12/24/36 at stride 8); class centers are probability-weighted "
-        "feature means; FCN heads (3x3, dropout 0.1, 1x1) for the coarse and final predictions."
-    ),
-)
-def acfnet(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101, output_stride: int = 8,
-           base_width: int = 64, aspp_channels: int = 512, rates=None) -> ACFNet:
-    return ACFNet(spatial_dims, in_channels, out_channels, depth=depth, output_stride=output_stride,
-                  base_width=base_width, aspp_channels=aspp_channels, rates=rates)

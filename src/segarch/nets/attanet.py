@@ -20,8 +20,9 @@ from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.self_attention import StripAttention
-from segarch.nets._base import SegmentationNet, check_spatial_dims
-from segarch.nets._context import FCNHead, check_positive_int
+from segarch.layers.checks import check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
+from segarch.nets._context import FCNHead
 from segarch.zoo import register
 
 __all__ = ["AttaNet", "AttentionFusion"]
@@ -53,6 +54,28 @@ class AttentionFusion(nn.Module):
         return self.fuse(low * (1 - alpha) + high)
 
 
+@register(
+    name="attanet",
+    full_name="AttaNet (ResNet-18)",
+    paper="AttaNet: Attention-Augmented Network for Fast and Accurate Scene Parsing",
+    reference="arXiv:2103.05930",
+    year=2021,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 18, "channels": 128},
+    paper_params=12.64,
+    paper_params_source=(
+        "The paper gives no count for the ResNet-18 model; pinned to ours (19 Cityscapes classes): ResNet-18 trunk "
+        "11.18M + attention fusion 1.13M + strip attention 0.03M + refinement and output head 0.30M."
+    ),
+    test_config={"base_width": 4, "channels": 8, "key_channels": 4},
+    notes=(
+        "'AF-Net' read as AttaNet, whose Attention Fusion Module (AFM) the name points at. ResNet-18 trunk (the "
+        "paper's main model), fusion at 128 channels, strip attention with 64 query/key channels, as in the "
+        "authors' code; its two auxiliary heads (training only) are left out. In 3D the strips run along H."
+    ),
+)
 class AttaNet(SegmentationNet):
     """AttaNet on a ResNet encoder.
 
@@ -95,31 +118,3 @@ class AttaNet(SegmentationNet):
         fused = self.sam(self.afm(features[3], features[4]))  # stride 16
         out = self.refine(resize_to(fused, features[2].shape[2:]))  # stride 8
         return resize_to(self.classifier(out), x.shape[2:])
-
-
-@register(
-    name="attanet",
-    full_name="AttaNet (ResNet-18)",
-    paper="AttaNet: Attention-Augmented Network for Fast and Accurate Scene Parsing",
-    reference="arXiv:2103.05930",
-    year=2021,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 18, "channels": 128},
-    paper_params=12.64,
-    paper_params_source=(
-        "The paper gives no count for the ResNet-18 model; pinned to ours (19 Cityscapes classes): ResNet-18 trunk "
-        "11.18M + attention fusion 1.13M + strip attention 0.03M + refinement and output head 0.30M."
-    ),
-    test_config={"base_width": 4, "channels": 8, "key_channels": 4},
-    notes=(
-        "'AF-Net' read as AttaNet, whose Attention Fusion Module (AFM) the name points at. ResNet-18 trunk (the "
-        "paper's main model), fusion at 128 channels, strip attention with 64 query/key channels, as in the "
-        "authors' code; its two auxiliary heads (training only) are left out. In 3D the strips run along H."
-    ),
-)
-def attanet(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 18, base_width: int = 64,
-            channels: int = 128, key_channels: int = 64) -> AttaNet:
-    return AttaNet(spatial_dims, in_channels, out_channels, depth=depth, base_width=base_width, channels=channels,
-                   key_channels=key_channels)

@@ -19,12 +19,29 @@ from monai.networks.layers.factories import Conv, Pool
 
 from segarch.blocks import AttentionGate, ConvNormAct, DoubleConv, UpSample
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["AttentionUNet"]
 
 
+@register(
+    name="attention_unet",
+    full_name="Attention U-Net",
+    paper="Attention U-Net: Learning Where to Look for the Pancreas",
+    reference="arXiv:1804.03999",
+    year=2018,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=16,
+    paper_config={"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "features": (16, 32, 64, 128, 256),
+                  "deep_supervision": True},
+    paper_params=6.40,
+    paper_params_source="Oktay et al. 2018, Table 2: Attention U-Net 6.40M parameters (3D, CT pancreas); U-Net 5.88M.",
+    test_config={"features": (4, 8, 16, 32, 64)},
+    notes="The paper's single-scale gating with deep supervision (its code's `unet_CT_single_att_dsv_3D`).",
+)
 class AttentionUNet(SegmentationNet):
     """Attention U-Net for 2D or 3D semantic segmentation.
 
@@ -105,24 +122,3 @@ class AttentionUNet(SegmentationNet):
         for level, features in zip((3, 2, 1, 0), decoded):
             outs.append(resize_to(self.projections[level](features), size))
         return self.head(torch.cat(outs, dim=1))
-
-
-@register(
-    name="attention_unet",
-    full_name="Attention U-Net",
-    paper="Attention U-Net: Learning Where to Look for the Pancreas",
-    reference="arXiv:1804.03999",
-    year=2018,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=16,
-    paper_config={"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "features": (16, 32, 64, 128, 256),
-                  "deep_supervision": True},
-    paper_params=6.40,
-    paper_params_source="Oktay et al. 2018, Table 2: Attention U-Net 6.40M parameters (3D, CT pancreas); U-Net 5.88M.",
-    test_config={"features": (4, 8, 16, 32, 64)},
-    notes="The paper's single-scale gating with deep supervision (its code's `unet_CT_single_att_dsv_3D`).",
-)
-def attention_unet(spatial_dims: int, in_channels: int, out_channels: int, features=(16, 32, 64, 128, 256),
-                   deep_supervision=True) -> AttentionUNet:
-    return AttentionUNet(spatial_dims, in_channels, out_channels, features=features, deep_supervision=deep_supervision)

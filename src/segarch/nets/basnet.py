@@ -19,7 +19,8 @@ from monai.networks.layers.factories import Conv, Pool
 from segarch.backbones.resnet import BasicBlock, ResNetEncoder
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["BASNet", "ResidualRefinement"]
@@ -63,6 +64,29 @@ class ResidualRefinement(nn.Module):
         return x + self.conv_out(h)
 
 
+@register(
+    name="basnet",
+    full_name="BASNet (Boundary-Aware Salient object detection Network)",
+    paper="BASNet: Boundary-Aware Salient Object Detection",
+    reference="doi:10.1109/CVPR.2019.00766",
+    year=2019,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1},
+    paper_params=87.06,
+    paper_params_source=("Pinned: Qin et al. 2019 (doi:10.1109/CVPR.2019.00766) describe the layers (Fig. 2, Sec. 3) but we "
+                         "could not confirm a count in the paper's text; 87.06M is the official layout (ResNet-34 stages, two "
+                         "3-block 512 stages, dilated bridge, 6 decoder stages, 64-channel RRM) with 1 output map, in line "
+                         "with the ~87M usually quoted (a ~348 MB float32 checkpoint)."),
+    test_config={"base_width": 2, "refine_width": 4, "deep_supervision": False},
+    notes=("'BA-Net' in the request read as BASNet: the boundary-aware predict-refine network (CVPR 2019) whose "
+           "name it abbreviates; the other 'BA-Net' (bundle-adjustment depth network) is not a segmenter. "
+           "out_channels > 1 gives one map per class, refined together. forward returns the refined logits; "
+           "forward_all the paper's 8 deeply supervised outputs (train them with its BCE+SSIM+IoU hybrid loss). "
+           "Decoder convolutions carry no bias before BN (the official code's biases are ~10k parameters). "
+           "Tests build it without the side heads (they only receive gradient from a side-output loss)."),
+)
 class BASNet(SegmentationNet):
     """BASNet: ResNet-34 predict module with deep supervision and a residual refinement module.
 
@@ -147,32 +171,3 @@ class BASNet(SegmentationNet):
         self.check_input_shape(x)
         h, _ = self._decode(x)
         return self.refine(self.out_final(h))
-
-
-@register(
-    name="basnet",
-    full_name="BASNet (Boundary-Aware Salient object detection Network)",
-    paper="BASNet: Boundary-Aware Salient Object Detection",
-    reference="doi:10.1109/CVPR.2019.00766",
-    year=2019,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1},
-    paper_params=87.06,
-    paper_params_source=("Pinned: Qin et al. 2019 (doi:10.1109/CVPR.2019.00766) describe the layers (Fig. 2, Sec. 3) but we "
-                         "could not confirm a count in the paper's text; 87.06M is the official layout (ResNet-34 stages, two "
-                         "3-block 512 stages, dilated bridge, 6 decoder stages, 64-channel RRM) with 1 output map, in line "
-                         "with the ~87M usually quoted (a ~348 MB float32 checkpoint)."),
-    test_config={"base_width": 2, "refine_width": 4, "deep_supervision": False},
-    notes=("'BA-Net' in the request read as BASNet: the boundary-aware predict-refine network (CVPR 2019) whose "
-           "name it abbreviates; the other 'BA-Net' (bundle-adjustment depth network) is not a segmenter. "
-           "out_channels > 1 gives one map per class, refined together. forward returns the refined logits; "
-           "forward_all the paper's 8 deeply supervised outputs (train them with its BCE+SSIM+IoU hybrid loss). "
-           "Decoder convolutions carry no bias before BN (the official code's biases are ~10k parameters). "
-           "Tests build it without the side heads (they only receive gradient from a side-output loss)."),
-)
-def basnet(spatial_dims: int, in_channels: int, out_channels: int, base_width: int = 64, refine_width: int = 64,
-           deep_supervision: bool = True) -> BASNet:
-    return BASNet(spatial_dims, in_channels, out_channels, base_width=base_width, refine_width=refine_width,
-                  deep_supervision=deep_supervision)

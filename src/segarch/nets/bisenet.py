@@ -20,7 +20,8 @@ from segarch.blocks.bisenet_fusion import AttentionRefinement, FeatureFusion, gl
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["BiSeNet", "ContextPath", "SegHead"]
@@ -63,6 +64,24 @@ class ContextPath(nn.Module):
         return self.refine16(resize_to(self.arm16(f16) + x, size8))
 
 
+_MIB = "Yu et al. 2018, Table 6 reports 'Params' {} for BiSeNet-{}; the authors' released model has {}M parameters, " \
+       "i.e. the table gives the float32 size in MiB (TorchSeg issue #30): {} MiB / 4 B = {}M."
+
+
+@register(
+    name="bisenet", full_name="BiSeNet",
+    paper="BiSeNet: Bilateral Segmentation Network for Real-time Semantic Segmentation",
+    reference="arXiv:1808.00897", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "backbone": "xception39"},
+    paper_params=round(5.8 * 2 ** 20 / 4 / 1e6, 3),
+    paper_params_source=_MIB.format("5.8M", "Xception39", "1.5", "5.8", "1.52") +
+                        " ResNet-18 (backbone='resnet18'): 49.0 MiB → 12.8M; this implementation counts 12.9M.",
+    test_config={"width": 0.125, "blocks": (1, 2, 1)},
+    test_lr=2e-2,
+    notes="Layer widths follow the authors' released model (spatial path 7×7/3×3/3×3 stride 2 then 1×1 to 128; context "
+          "width 128; FFM without channel reduction; head 3×3 to 64). The two auxiliary heads used only for the training "
+          "loss are not built (they do not affect the output).",
+)
 class BiSeNet(SegmentationNet):
     """BiSeNet for 2D or 3D semantic segmentation.
 
@@ -116,26 +135,3 @@ class BiSeNet(SegmentationNet):
         f16, f32 = self.backbone(x)[-2:]
         context = self.context_path(f16, f32, spatial.shape[2:])
         return resize_to(self.head(self.ffm(spatial, context)), x.shape[2:])
-
-
-_MIB = "Yu et al. 2018, Table 6 reports 'Params' {} for BiSeNet-{}; the authors' released model has {}M parameters, " \
-       "i.e. the table gives the float32 size in MiB (TorchSeg issue #30): {} MiB / 4 B = {}M."
-
-
-@register(
-    name="bisenet", full_name="BiSeNet",
-    paper="BiSeNet: Bilateral Segmentation Network for Real-time Semantic Segmentation",
-    reference="arXiv:1808.00897", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "backbone": "xception39"},
-    paper_params=round(5.8 * 2 ** 20 / 4 / 1e6, 3),
-    paper_params_source=_MIB.format("5.8M", "Xception39", "1.5", "5.8", "1.52") +
-                        " ResNet-18 (backbone='resnet18'): 49.0 MiB → 12.8M; this implementation counts 12.9M.",
-    test_config={"width": 0.125, "blocks": (1, 2, 1)},
-    test_lr=2e-2,
-    notes="Layer widths follow the authors' released model (spatial path 7×7/3×3/3×3 stride 2 then 1×1 to 128; context "
-          "width 128; FFM without channel reduction; head 3×3 to 64). The two auxiliary heads used only for the training "
-          "loss are not built (they do not affect the output).",
-)
-def bisenet(spatial_dims: int, in_channels: int, out_channels: int, backbone: str = "xception39",
-            width: float = 1.0, blocks=(4, 8, 4)) -> BiSeNet:
-    return BiSeNet(spatial_dims, in_channels, out_channels, backbone=backbone, width=width, blocks=blocks)

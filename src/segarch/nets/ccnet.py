@@ -14,12 +14,38 @@ from monai.networks.layers.factories import Conv
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.self_attention import RecurrentCrissCrossAttention
-from segarch.nets._context import DilatedResNetNet, check_positive_int, check_rate
+from segarch.layers.checks import check_positive_int, check_rate
+from segarch.nets._context import DilatedResNetNet
 from segarch.zoo import register
 
 __all__ = ["CCNet"]
 
 
+@register(
+    name="ccnet",
+    full_name="CCNet (ResNet-101, R=2)",
+    paper="CCNet: Criss-Cross Attention for Semantic Segmentation",
+    reference="arXiv:1811.11721",
+    year=2019,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101, "output_stride": 8,
+                  "recurrence": 2},
+    paper_params=66.4,
+    paper_params_source=(
+        "The paper gives no total. Yuan et al. 2020 (OCRNet, arXiv:1909.11065, Table 3) report 23.9M for the "
+        "criss-cross attention head on a dilated ResNet-101, whose trunk has 42.5M: 66.4M for Cityscapes' 19 "
+        "classes (our count 66.43M)."
+    ),
+    test_config={"depth": 18, "base_width": 4, "attention_channels": 8, "head_channels": 16},
+    notes=(
+        "Criss-cross attention in plain PyTorch (einsum over each axis line; the position itself counted "
+        "once), so it runs on CPU and in 3D (three axis lines per voxel). R=2 as in the paper; in 3D full-volume "
+        "context needs recurrence=3. The authors' InPlace-ABN is plain batch norm + ReLU here; the deep-supervision "
+        "head is optional (aux_head)."
+    ),
+)
 class CCNet(DilatedResNetNet):
     """CCNet: dilated ResNet with recurrent criss-cross attention.
 
@@ -66,36 +92,3 @@ class CCNet(DilatedResNetNet):
         x = features[-1]
         context = self.expand(self.rcca(self.reduce(x)))
         return self.classifier(self.bottleneck(torch.cat([x, context], dim=1)))
-
-
-@register(
-    name="ccnet",
-    full_name="CCNet (ResNet-101, R=2)",
-    paper="CCNet: Criss-Cross Attention for Semantic Segmentation",
-    reference="arXiv:1811.11721",
-    year=2019,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101, "output_stride": 8,
-                  "recurrence": 2},
-    paper_params=66.4,
-    paper_params_source=(
-        "The paper gives no total. Yuan et al. 2020 (OCRNet, arXiv:1909.11065, Table 3) report 23.9M for the "
-        "criss-cross attention head on a dilated ResNet-101, whose trunk has 42.5M: 66.4M for Cityscapes' 19 "
-        "classes (our count 66.43M)."
-    ),
-    test_config={"depth": 18, "base_width": 4, "attention_channels": 8, "head_channels": 16},
-    notes=(
-        "Criss-cross attention in plain PyTorch (einsum over each axis line; the position itself counted "
-        "once), so it runs on CPU and in 3D (three axis lines per voxel). R=2 as in the paper; in 3D full-volume "
-        "context needs recurrence=3. The authors' InPlace-ABN is plain batch norm + ReLU here; the deep-supervision "
-        "head is optional (aux_head)."
-    ),
-)
-def ccnet(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101, output_stride: int = 8,
-          base_width: int = 64, recurrence: int = 2, attention_channels: int | None = None, head_channels: int = 512,
-          dropout: float = 0.1, aux_head: bool = False) -> CCNet:
-    return CCNet(spatial_dims, in_channels, out_channels, depth=depth, output_stride=output_stride,
-                 base_width=base_width, recurrence=recurrence, attention_channels=attention_channels,
-                 head_channels=head_channels, dropout=dropout, aux_head=aux_head)

@@ -16,12 +16,28 @@ from segarch.backbones import ResNetEncoder
 from segarch.blocks import ConvNormAct
 from segarch.blocks.dac_rmp import DenseAtrousConv, ResidualMultiKernelPool
 from segarch.blocks.link_decoder import LinkDecoderBlock
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["CENet"]
 
 
+@register(
+    name="cenet", full_name="CE-Net (ResNet-34, DAC + RMP)",
+    paper="CE-Net: Context Encoder Network for 2D Medical Image Segmentation",
+    reference="arXiv:1903.02740", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1},
+    paper_params=29.0,
+    paper_params_source="Pinned: we found no count in the paper; 29.0M follows from its Figs. 1-4 (ResNet-34 "
+                        "without the classifier 21.3M, DAC 7.3M with the authors' shared convolutions, decoder "
+                        "0.4M) for its binary optic-disc masks (1 output, RGB).",
+    test_config={"base_width": 8},
+    notes="DAC shares its atrous and 1×1 convolutions between branches and RMP shares its 1×1 convolution "
+          "between pooling levels, as the authors' code does (the paper's figures do not say); RMP pools with "
+          "ceil_mode so maps smaller than a kernel still work. The decoder's first block up-samples (the "
+          "encoder's first stage keeps the stride), so the 4×4 deconvolution returns to full resolution.",
+)
 class CENet(SegmentationNet):
     """CE-Net for 2D or 3D semantic segmentation.
 
@@ -68,22 +84,3 @@ class CENet(SegmentationNet):
         for level in (2, 1, 0):
             y = self.decoder[level](y + encoded[level])
         return self.final(y)
-
-
-@register(
-    name="cenet", full_name="CE-Net (ResNet-34, DAC + RMP)",
-    paper="CE-Net: Context Encoder Network for 2D Medical Image Segmentation",
-    reference="arXiv:1903.02740", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1},
-    paper_params=29.0,
-    paper_params_source="Pinned: we found no count in the paper; 29.0M follows from its Figs. 1-4 (ResNet-34 "
-                        "without the classifier 21.3M, DAC 7.3M with the authors' shared convolutions, decoder "
-                        "0.4M) for its binary optic-disc masks (1 output, RGB).",
-    test_config={"base_width": 8},
-    notes="DAC shares its atrous and 1×1 convolutions between branches and RMP shares its 1×1 convolution "
-          "between pooling levels, as the authors' code does (the paper's figures do not say); RMP pools with "
-          "ceil_mode so maps smaller than a kernel still work. The decoder's first block up-samples (the "
-          "encoder's first stage keeps the stride), so the 4×4 deconvolution returns to full resolution.",
-)
-def cenet(spatial_dims: int, in_channels: int, out_channels: int, base_width: int = 64) -> CENet:
-    return CENet(spatial_dims, in_channels, out_channels, base_width=base_width)

@@ -18,7 +18,8 @@ from monai.networks.layers.factories import Conv, Dropout, Pool
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.squeeze_excitation import SqueezeExcitation
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.nets.espnet import norm_prelu
 from segarch.zoo import register
 
@@ -64,6 +65,18 @@ class ContextGuidedBlock(nn.Module):
         return y + x if self.residual else y
 
 
+@register(
+    name="cgnet", full_name="CGNet (M3N21)",
+    paper="CGNet: A Light-weight Context Guided Network for Semantic Segmentation",
+    reference="arXiv:1811.08201", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "m": 3, "n": 21},
+    paper_params=0.5,
+    paper_params_source="Wu et al. 2018, Cityscapes comparison table: CGNet_M3N21 0.5M parameters (rounded to one "
+                        "decimal; this implementation counts 0.496M).",
+    test_config={"m": 2, "n": 2, "features": (8, 16, 32)},
+    notes="M3N21 with input injection (average-pooled image) at stages 2 and 3 and the global context gate on every "
+          "block (reduction 8 in stage 2, 16 in stage 3). Dropout before the classifier is an option (0 by default).",
+)
 class CGNet(SegmentationNet):
     """CGNet for 2D or 3D semantic segmentation.
 
@@ -116,20 +129,3 @@ class CGNet(SegmentationNet):
         first3 = self.down3(out2)
         out3 = self.br3(torch.cat([first3, self.stage3(first3)], dim=1))
         return resize_to(self.classifier(out3), x.shape[2:])
-
-
-@register(
-    name="cgnet", full_name="CGNet (M3N21)",
-    paper="CGNet: A Light-weight Context Guided Network for Semantic Segmentation",
-    reference="arXiv:1811.08201", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "m": 3, "n": 21},
-    paper_params=0.5,
-    paper_params_source="Wu et al. 2018, Cityscapes comparison table: CGNet_M3N21 0.5M parameters (rounded to one "
-                        "decimal; this implementation counts 0.496M).",
-    test_config={"m": 2, "n": 2, "features": (8, 16, 32)},
-    notes="M3N21 with input injection (average-pooled image) at stages 2 and 3 and the global context gate on every "
-          "block (reduction 8 in stage 2, 16 in stage 3). Dropout before the classifier is an option (0 by default).",
-)
-def cgnet(spatial_dims: int, in_channels: int, out_channels: int, m: int = 3, n: int = 21, features=(32, 64, 128),
-          dropout: float = 0.0) -> CGNet:
-    return CGNet(spatial_dims, in_channels, out_channels, m=m, n=n, features=features, dropout=dropout)

@@ -18,7 +18,8 @@ from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import interp_mode, resize_to
 from segarch.blocks.separable import SeparableConv
 from segarch.blocks.two_branch_fusion import TwoBranchFusion
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.nets.fast_scnn import bottleneck_sequence
 from segarch.zoo import register
 
@@ -28,6 +29,21 @@ __all__ = ["ContextNet", "CONTEXTNET_DEEP"]
 CONTEXTNET_DEEP = ((1, 32, 1, 1), (6, 32, 1, 1), (6, 48, 3, 2), (6, 64, 3, 2), (6, 96, 2, 1), (6, 128, 2, 1))
 
 
+@register(
+    name="contextnet", full_name="ContextNet-14",
+    paper="ContextNet: Exploring Context and Detail for Semantic Segmentation in Real-time",
+    reference="arXiv:1805.04554", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "input_scale": 4},
+    paper_params=0.85,
+    paper_params_source="Poudel et al. 2018, Cityscapes comparison table: ContextNet-14 0.85M parameters.",
+    test_config={"width": 0.125, "dropout": 0.0},
+    test_lr=2e-2,
+    notes="Table 1 (ContextNet-14: deep branch at 1/4 input resolution); the image is down-scaled bilinearly. "
+          "The deep branch ends with its last bottleneck and the classifier is two depthwise-separable convolutions and "
+          "a 1×1 convolution (as in Fast-SCNN, by the same authors); a further 3×3 convolution of 128 channels at the end "
+          "of the deep branch would add 0.15M (0.99M in all), above the paper's 0.85M. The fusion unit's depthwise "
+          "convolution is dilated by 4, as Fast-SCNN describes the same unit.",
+)
 class ContextNet(SegmentationNet):
     """ContextNet-14 (or -12) for 2D or 3D semantic segmentation.
 
@@ -84,23 +100,3 @@ class ContextNet(SegmentationNet):
                                           align_corners=False)
         fused = self.fusion(self.shallow(x), self.deep(small))
         return resize_to(self.classifier(fused), x.shape[2:])
-
-
-@register(
-    name="contextnet", full_name="ContextNet-14",
-    paper="ContextNet: Exploring Context and Detail for Semantic Segmentation in Real-time",
-    reference="arXiv:1805.04554", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "input_scale": 4},
-    paper_params=0.85,
-    paper_params_source="Poudel et al. 2018, Cityscapes comparison table: ContextNet-14 0.85M parameters.",
-    test_config={"width": 0.125, "dropout": 0.0},
-    test_lr=2e-2,
-    notes="Table 1 (ContextNet-14: deep branch at 1/4 input resolution); the image is down-scaled bilinearly. "
-          "The deep branch ends with its last bottleneck and the classifier is two depthwise-separable convolutions and "
-          "a 1×1 convolution (as in Fast-SCNN, by the same authors); a further 3×3 convolution of 128 channels at the end "
-          "of the deep branch would add 0.15M (0.99M in all), above the paper's 0.85M. The fusion unit's depthwise "
-          "convolution is dilated by 4, as Fast-SCNN describes the same unit.",
-)
-def contextnet(spatial_dims: int, in_channels: int, out_channels: int, input_scale: int = 4, width: float = 1.0,
-               dropout: float = 0.1) -> ContextNet:
-    return ContextNet(spatial_dims, in_channels, out_channels, input_scale=input_scale, width=width, dropout=dropout)

@@ -24,7 +24,8 @@ from monai.networks.layers.utils import get_norm_layer
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._context import DilatedResNetNet, check_positive_int, check_rate
+from segarch.layers.checks import check_positive_int, check_rate
+from segarch.nets._context import DilatedResNetNet
 from segarch.zoo import register
 
 __all__ = ["CPNet", "AggregationModule"]
@@ -62,6 +63,33 @@ class AggregationModule(nn.Module):
         return self.act(self.norm(self.forward_path(x) + self.reverse_path(x)))
 
 
+@register(
+    name="cpnet",
+    full_name="CPNet (Context Prior, ResNet-101)",
+    paper="Context Prior for Scene Segmentation",
+    reference="arXiv:2004.01547",
+    year=2020,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 150, "depth": 101, "output_stride": 8,
+                  "prior_size": 64, "prior_channels": 512, "kernel_size": 11, "head_channels": 512},
+    paper_params=68.83,
+    paper_params_source=(
+        "The paper gives no count; pinned to ours (ADE20K, 150 classes, 512x512 crops so a 64x64 prior grid): "
+        "ResNet-101 trunk 42.50M + aggregation 9.46M + prior convolution 2.11M + intra/inter 0.53M + 3x3 fusion "
+        "of 2048+1024 channels 14.16M + classifier."
+    ),
+    test_config={"depth": 18, "base_width": 4, "prior_size": 4, "prior_channels": 8, "kernel_size": 3,
+                 "head_channels": 16},
+    notes=(
+        "Fusion as in the authors' head: concatenate trunk features, intra- and inter-class context, 3x3 "
+        "conv-BN-ReLU to 512, dropout, 1x1. The prior grid is fixed at build time (prior_size per axis); other "
+        "feature sizes are resampled to it and back (the paper trains and tests at its crop size). 3D: one "
+        "depthwise convolution per axis in each aggregation path. The affinity loss is a training matter: the "
+        "prior map is exposed as `context_prior`."
+    ),
+)
 class CPNet(DilatedResNetNet):
     """CPNet: dilated ResNet with the context prior layer.
 
@@ -123,38 +151,3 @@ class CPNet(DilatedResNetNet):
         intra = resize_to(self.intra_conv(intra), size)
         inter = resize_to(self.inter_conv(inter), size)
         return self.classifier(self.dropout(self.bottleneck(torch.cat([x, intra, inter], dim=1))))
-
-
-@register(
-    name="cpnet",
-    full_name="CPNet (Context Prior, ResNet-101)",
-    paper="Context Prior for Scene Segmentation",
-    reference="arXiv:2004.01547",
-    year=2020,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 150, "depth": 101, "output_stride": 8,
-                  "prior_size": 64, "prior_channels": 512, "kernel_size": 11, "head_channels": 512},
-    paper_params=68.83,
-    paper_params_source=(
-        "The paper gives no count; pinned to ours (ADE20K, 150 classes, 512x512 crops so a 64x64 prior grid): "
-        "ResNet-101 trunk 42.50M + aggregation 9.46M + prior convolution 2.11M + intra/inter 0.53M + 3x3 fusion "
-        "of 2048+1024 channels 14.16M + classifier."
-    ),
-    test_config={"depth": 18, "base_width": 4, "prior_size": 4, "prior_channels": 8, "kernel_size": 3,
-                 "head_channels": 16},
-    notes=(
-        "Fusion as in the authors' head: concatenate trunk features, intra- and inter-class context, 3x3 "
-        "conv-BN-ReLU to 512, dropout, 1x1. The prior grid is fixed at build time (prior_size per axis); other "
-        "feature sizes are resampled to it and back (the paper trains and tests at its crop size). 3D: one "
-        "depthwise convolution per axis in each aggregation path. The affinity loss is a training matter: the "
-        "prior map is exposed as `context_prior`."
-    ),
-)
-def cpnet(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101, output_stride: int = 8,
-          base_width: int = 64, prior_size: int = 64, prior_channels: int = 512, kernel_size: int = 11,
-          head_channels: int = 512, dropout: float = 0.1) -> CPNet:
-    return CPNet(spatial_dims, in_channels, out_channels, depth=depth, output_stride=output_stride,
-                 base_width=base_width, prior_size=prior_size, prior_channels=prior_channels,
-                 kernel_size=kernel_size, head_channels=head_channels, dropout=dropout)

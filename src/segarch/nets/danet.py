@@ -14,12 +14,37 @@ from monai.networks.layers.factories import Conv, Dropout
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.self_attention import ChannelAttention, PositionAttention
-from segarch.nets._context import DilatedResNetNet, check_positive_int, check_rate
+from segarch.layers.checks import check_positive_int, check_rate
+from segarch.nets._context import DilatedResNetNet
 from segarch.zoo import register
 
 __all__ = ["DANet"]
 
 
+@register(
+    name="danet",
+    full_name="DANet (ResNet-101)",
+    paper="Dual Attention Network for Scene Segmentation",
+    reference="arXiv:1809.02983",
+    year=2019,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101, "output_stride": 8},
+    paper_params=66.4,
+    paper_params_source=(
+        "The paper gives no count. Yuan et al. 2020 (OCRNet, arXiv:1909.11065, Table 3) report 23.9M for the "
+        "DANet head on a dilated ResNet-101, whose trunk has 42.5M: 66.4M for Cityscapes' 19 classes (our count "
+        "66.42M)."
+    ),
+    test_config={"depth": 18, "base_width": 4, "head_channels": 8},
+    notes=(
+        "Sum fusion of the two branches (the paper's), without the per-branch auxiliary classifiers of the "
+        "authors' code; queries/keys of the position attention at 1/8 of the branch channels; channel attention "
+        "with the authors' max-minus-energy softmax. The multi-grid refinement of the paper's ablations is "
+        "not applied (DeepLab v3's `apply_multi_grid` would do it)."
+    ),
+)
 class DANet(DilatedResNetNet):
     """DANet: dilated ResNet with position and channel attention.
 
@@ -65,33 +90,3 @@ class DANet(DilatedResNetNet):
         p = self.position_out(self.position(self.position_in(x)))
         c = self.channel_out(self.channel(self.channel_in(x)))
         return self.classifier(self.dropout(p + c))
-
-
-@register(
-    name="danet",
-    full_name="DANet (ResNet-101)",
-    paper="Dual Attention Network for Scene Segmentation",
-    reference="arXiv:1809.02983",
-    year=2019,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101, "output_stride": 8},
-    paper_params=66.4,
-    paper_params_source=(
-        "The paper gives no count. Yuan et al. 2020 (OCRNet, arXiv:1909.11065, Table 3) report 23.9M for the "
-        "DANet head on a dilated ResNet-101, whose trunk has 42.5M: 66.4M for Cityscapes' 19 classes (our count "
-        "66.42M)."
-    ),
-    test_config={"depth": 18, "base_width": 4, "head_channels": 8},
-    notes=(
-        "Sum fusion of the two branches (the paper's), without the per-branch auxiliary classifiers of the "
-        "authors' code; queries/keys of the position attention at 1/8 of the branch channels; channel attention "
-        "with the authors' max-minus-energy softmax. The multi-grid refinement of the paper's ablations is "
-        "not applied (DeepLab v3's `apply_multi_grid` would do it)."
-    ),
-)
-def danet(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101, output_stride: int = 8,
-          base_width: int = 64, head_channels: int | None = None, dropout: float = 0.1, aux_head: bool = False) -> DANet:
-    return DANet(spatial_dims, in_channels, out_channels, depth=depth, output_stride=output_stride,
-                 base_width=base_width, head_channels=head_channels, dropout=dropout, aux_head=aux_head)

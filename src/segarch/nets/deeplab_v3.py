@@ -14,12 +14,38 @@ import torch
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.aspp import ASPP
-from segarch.nets._context import DilatedResNetNet, apply_multi_grid, check_positive_int
+from segarch.layers.checks import check_positive_int
+from segarch.nets._context import DilatedResNetNet, apply_multi_grid
 from segarch.zoo import register
 
 __all__ = ["DeepLabV3"]
 
 
+@register(
+    name="deeplab_v3",
+    full_name="DeepLab v3 (ResNet-101)",
+    paper="Rethinking Atrous Convolution for Semantic Image Segmentation",
+    reference="arXiv:1706.05587",
+    year=2017,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=16,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21, "depth": 101, "output_stride": 16,
+                  "aspp_channels": 256, "multi_grid": (1, 2, 4)},
+    paper_params=58.04,
+    paper_params_source=(
+        "The paper gives no count; pinned to ours (21 VOC classes): ResNet-101 trunk 42.50M + ASPP head 15.54M. "
+        "Cross-checks: Yuan et al. 2020 (OCRNet, arXiv:1909.11065, Table 3) report 15.5M for the ASPP head on "
+        "ResNet-101; torchvision's deeplabv3_resnet101 has 61.0M because it adds a 3x3 256 convolution "
+        "(0.59M) and an auxiliary FCN head (2.37M)."
+    ),
+    test_config={"depth": 18, "base_width": 4, "output_stride": 8, "aspp_channels": 16, "rates": (1, 2, 3)},
+    notes=(
+        "The ASPP of Sec. 3.3 (1x1 + three 3x3 atrous + image pooling, 256 channels, BN) and the multi-grid "
+        "(1, 2, 4) unit rates of block4 (set on the shared ResNet trunk's last stage). size_divisor is 16 at either "
+        "output stride. Tests run at output stride 8 with ASPP rates 1-3 on their tiny maps."
+    ),
+)
 class DeepLabV3(DilatedResNetNet):
     """DeepLab v3: dilated ResNet and ASPP with image pooling.
 
@@ -62,36 +88,3 @@ class DeepLabV3(DilatedResNetNet):
 
     def head(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.classifier(self.aspp(features[-1]))
-
-
-@register(
-    name="deeplab_v3",
-    full_name="DeepLab v3 (ResNet-101)",
-    paper="Rethinking Atrous Convolution for Semantic Image Segmentation",
-    reference="arXiv:1706.05587",
-    year=2017,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=16,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21, "depth": 101, "output_stride": 16,
-                  "aspp_channels": 256, "multi_grid": (1, 2, 4)},
-    paper_params=58.04,
-    paper_params_source=(
-        "The paper gives no count; pinned to ours (21 VOC classes): ResNet-101 trunk 42.50M + ASPP head 15.54M. "
-        "Cross-checks: Yuan et al. 2020 (OCRNet, arXiv:1909.11065, Table 3) report 15.5M for the ASPP head on "
-        "ResNet-101; torchvision's deeplabv3_resnet101 has 61.0M because it adds a 3x3 256 convolution "
-        "(0.59M) and an auxiliary FCN head (2.37M)."
-    ),
-    test_config={"depth": 18, "base_width": 4, "output_stride": 8, "aspp_channels": 16, "rates": (1, 2, 3)},
-    notes=(
-        "The ASPP of Sec. 3.3 (1x1 + three 3x3 atrous + image pooling, 256 channels, BN) and the multi-grid "
-        "(1, 2, 4) unit rates of block4 (set on the shared ResNet trunk's last stage). size_divisor is 16 at either "
-        "output stride. Tests run at output stride 8 with ASPP rates 1-3 on their tiny maps."
-    ),
-)
-def deeplab_v3(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101, output_stride: int = 16,
-               base_width: int = 64, aspp_channels: int = 256, rates=None, multi_grid=(1, 2, 4),
-               aux_head: bool = False) -> DeepLabV3:
-    return DeepLabV3(spatial_dims, in_channels, out_channels, depth=depth, output_stride=output_stride,
-                     base_width=base_width, aspp_channels=aspp_channels, rates=rates, multi_grid=multi_grid,
-                     aux_head=aux_head)

@@ -17,12 +17,37 @@ from torch import nn
 from segarch.blocks import ConvNormAct
 from segarch.blocks.aspp import ASPP
 from segarch.blocks.resize import resize_to
-from segarch.nets._context import DilatedResNetNet, check_positive_int
+from segarch.layers.checks import check_positive_int
+from segarch.nets._context import DilatedResNetNet
 from segarch.zoo import register
 
 __all__ = ["DeepLabV3Plus"]
 
 
+@register(
+    name="deeplab_v3_plus",
+    full_name="DeepLab v3+ (ResNet-101)",
+    paper="Encoder-Decoder with Atrous Separable Convolution for Semantic Image Segmentation",
+    reference="arXiv:1802.02611",
+    year=2018,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=16,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21, "depth": 101, "output_stride": 16,
+                  "aspp_channels": 256, "low_level_channels": 48},
+    paper_params=59.34,
+    paper_params_source=(
+        "The paper gives no count; pinned to ours (21 VOC classes): DeepLab v3's 58.04M (ResNet-101 trunk "
+        "42.50M + ASPP 15.54M) + decoder 1.30M (1x1 256->48, 3x3 304->256, 3x3 256->256) = 59.34M, the "
+        "figure segmentation_models.pytorch-style ResNet-101 DeepLabV3+ implementations also reach."
+    ),
+    test_config={"depth": 18, "base_width": 4, "aspp_channels": 16, "low_level_channels": 8, "rates": (1, 2, 3)},
+    notes=(
+        "ResNet-101 trunk (the paper's Sec. 4.1 experiments; its best model uses an aligned Xception with "
+        "depthwise-separable ASPP/decoder, not built here). Low-level features from the end of stage 1 "
+        "(stride 4), reduced to 48 channels; decoder of two 3x3 convolutions with 256 channels (Table 2's best)."
+    ),
+)
 class DeepLabV3Plus(DilatedResNetNet):
     """DeepLab v3+: DeepLab v3 encoder and a decoder with low-level features.
 
@@ -68,35 +93,3 @@ class DeepLabV3Plus(DilatedResNetNet):
         low = self.reduce(features[1])  # stage 1: stride 4 ("Conv2" of the paper's ResNet)
         high = resize_to(self.aspp(features[-1]), low.shape[2:])
         return self.classifier(self.decoder(torch.cat([high, low], dim=1)))
-
-
-@register(
-    name="deeplab_v3_plus",
-    full_name="DeepLab v3+ (ResNet-101)",
-    paper="Encoder-Decoder with Atrous Separable Convolution for Semantic Image Segmentation",
-    reference="arXiv:1802.02611",
-    year=2018,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=16,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21, "depth": 101, "output_stride": 16,
-                  "aspp_channels": 256, "low_level_channels": 48},
-    paper_params=59.34,
-    paper_params_source=(
-        "The paper gives no count; pinned to ours (21 VOC classes): DeepLab v3's 58.04M (ResNet-101 trunk "
-        "42.50M + ASPP 15.54M) + decoder 1.30M (1x1 256->48, 3x3 304->256, 3x3 256->256) = 59.34M, the "
-        "figure segmentation_models.pytorch-style ResNet-101 DeepLabV3+ implementations also reach."
-    ),
-    test_config={"depth": 18, "base_width": 4, "aspp_channels": 16, "low_level_channels": 8, "rates": (1, 2, 3)},
-    notes=(
-        "ResNet-101 trunk (the paper's Sec. 4.1 experiments; its best model uses an aligned Xception with "
-        "depthwise-separable ASPP/decoder, not built here). Low-level features from the end of stage 1 "
-        "(stride 4), reduced to 48 channels; decoder of two 3x3 convolutions with 256 channels (Table 2's best)."
-    ),
-)
-def deeplab_v3_plus(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101, output_stride: int = 16,
-                    base_width: int = 64, aspp_channels: int = 256, low_level_channels: int = 48,
-                    rates=None) -> DeepLabV3Plus:
-    return DeepLabV3Plus(spatial_dims, in_channels, out_channels, depth=depth, output_stride=output_stride,
-                         base_width=base_width, aspp_channels=aspp_channels, low_level_channels=low_level_channels,
-                         rates=rates)

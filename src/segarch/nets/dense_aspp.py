@@ -17,13 +17,38 @@ from monai.networks.layers.factories import Conv, Dropout
 from segarch.backbones.densenet import DenseNetEncoder
 from segarch.blocks.aspp import DenseASPP as DenseASPPBlock
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_spatial_dims
-from segarch.nets._context import check_positive_int, check_rate
+from segarch.nets._base import SegmentationNet
+from segarch.layers.checks import check_positive_int, check_rate, check_spatial_dims
 from segarch.zoo import register
 
 __all__ = ["DenseASPPNet"]
 
 
+@register(
+    name="dense_aspp",
+    full_name="DenseASPP (DenseNet-161)",
+    paper="DenseASPP for Semantic Segmentation in Street Scenes",
+    reference="doi:10.1109/CVPR.2018.00388",
+    year=2018,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 161, "mid_channels": 512,
+                  "layer_channels": 128},
+    paper_params=35.39,
+    paper_params_source=(
+        "Pinned to ours (19 Cityscapes classes): dilated DenseNet-161 features 26.47M (28.68M ImageNet model less "
+        "its 2.21M classifier) + transition 2208->1104 (2.44M) + five atrous layers (6.43M) + classifier. "
+        "No count from the paper is checked here."
+    ),
+    test_config={"depth": 121, "growth_rate": 4, "init_features": 8, "mid_channels": 8, "layer_channels": 4,
+                 "rates": (1, 2, 3, 4, 5)},
+    notes=(
+        "DenseNet-161 with d_feature0=512, d_feature1=128 and dropout 0.1 as in the authors' configuration; "
+        "the transition after block 4 is a bare 1x1 convolution (block 4 already ends in BN-ReLU). Tests use a "
+        "DenseNet-121 layout with growth 4 and rates 1-5 on their tiny maps."
+    ),
+)
 class DenseASPPNet(SegmentationNet):
     """DenseASPP on a dilated DenseNet.
 
@@ -70,36 +95,3 @@ class DenseASPPNet(SegmentationNet):
         self.check_input_shape(x)
         features = self.aspp(self.transition(self.encoder(x)[-1]))
         return resize_to(self.classifier(self.dropout(features)), x.shape[2:])
-
-
-@register(
-    name="dense_aspp",
-    full_name="DenseASPP (DenseNet-161)",
-    paper="DenseASPP for Semantic Segmentation in Street Scenes",
-    reference="doi:10.1109/CVPR.2018.00388",
-    year=2018,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 161, "mid_channels": 512,
-                  "layer_channels": 128},
-    paper_params=35.39,
-    paper_params_source=(
-        "Pinned to ours (19 Cityscapes classes): dilated DenseNet-161 features 26.47M (28.68M ImageNet model less "
-        "its 2.21M classifier) + transition 2208->1104 (2.44M) + five atrous layers (6.43M) + classifier. "
-        "No count from the paper is checked here."
-    ),
-    test_config={"depth": 121, "growth_rate": 4, "init_features": 8, "mid_channels": 8, "layer_channels": 4,
-                 "rates": (1, 2, 3, 4, 5)},
-    notes=(
-        "DenseNet-161 with d_feature0=512, d_feature1=128 and dropout 0.1 as in the authors' configuration; "
-        "the transition after block 4 is a bare 1x1 convolution (block 4 already ends in BN-ReLU). Tests use a "
-        "DenseNet-121 layout with growth 4 and rates 1-5 on their tiny maps."
-    ),
-)
-def dense_aspp(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 161, growth_rate=None,
-               init_features=None, mid_channels: int = 512, layer_channels: int = 128, rates=(3, 6, 12, 18, 24),
-               dropout: float = 0.1) -> DenseASPPNet:
-    return DenseASPPNet(spatial_dims, in_channels, out_channels, depth=depth, growth_rate=growth_rate,
-                        init_features=init_features, mid_channels=mid_channels, layer_channels=layer_channels,
-                        rates=rates, dropout=dropout)

@@ -24,13 +24,43 @@ from monai.networks.layers.factories import Conv, Pool
 from segarch.blocks import ConvNormAct, DoubleConv, UpSample
 from segarch.blocks.context_upsample import upsample_to
 from segarch.blocks.pyramid_pooling import PyramidPooling
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
-from segarch.nets._context import DilatedResNetNet, check_positive_int
+from segarch.layers.checks import check_features, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
+from segarch.nets._context import DilatedResNetNet
 from segarch.zoo import register
 
 __all__ = ["DEXTR", "DEXTRLight"]
 
+_REFERENCE = "arXiv:1711.09081"
+_PAPER = "Deep Extreme Cut: From Extreme Points to Object Segmentation"
 
+
+@register(
+    name="dextr",
+    full_name="DEXTR (ResNet-101 + PSP head)",
+    paper=_PAPER,
+    reference=_REFERENCE,
+    year=2018,
+    task="interactive",
+    spatial_dims=(2, 3),
+    size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 4, "out_channels": 1, "depth": 101, "output_stride": 8,
+                  "bins": (1, 2, 3, 6), "head_channels": 512},
+    paper_params=48.80,
+    paper_params_source=(
+        "Pinned: the paper gives no count. 48.80M is the count of the authors' released PyTorch network "
+        "(DEXTR-PyTorch, networks/deeplab_resnet.py, resnet101(classifier='psp', nInputChannels=4)): the "
+        "ResNet-101 trunk without its classifier (42.50M, plus 3136 weights for the 4th input channel), four "
+        "pyramid levels 2048->512 (4.20M), a 1x1 bottleneck 4096->512 (2.10M) and a 1x1 classifier."
+    ),
+    test_config={"depth": 18, "base_width": 4, "head_channels": 16},
+    notes=(
+        "Input: RGB (or any image channels) + 1 heat map of Gaussians at the extreme points; output: one object "
+        "logit (out_channels=1, the paper) or background/object (2). The trunk strides on the 3x3 convolution "
+        "(the zoo's shared ResNet) where the authors' Caffe-style ResNet strides on the 1x1: same parameters. "
+        "The recipe (crop relaxed by 50 px, 512x512, sigma 10) is in segarch.prompts."
+    ),
+)
 class DEXTR(DilatedResNetNet):
     """DEXTR: a dilated ResNet (output stride 8) with a pyramid scene parsing head.
 
@@ -70,6 +100,30 @@ class DEXTR(DilatedResNetNet):
         return self.classifier(self.bottleneck(self.ppm(features[-1])))
 
 
+@register(
+    name="dextr_light",
+    full_name="DEXTR light (small U-Net + pyramid pooling)",
+    paper=_PAPER,
+    reference=_REFERENCE,
+    year=2018,
+    task="interactive",
+    spatial_dims=(2, 3),
+    size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 2, "out_channels": 2, "features": (16, 32, 64, 128),
+                  "bins": (1, 2, 4)},
+    paper_params=0.524,
+    paper_params_source=(
+        "Pinned: not in the paper; segarch's own light variant of DEXTR for a CPU (grey image + heat map in, "
+        "background/object out), its count at the shipped configuration."
+    ),
+    test_config={"features": (8, 16, 32, 64)},
+    notes=(
+        "Our design, not the paper's network: DEXTR's input (image + extreme-point heat map) and pyramid pooling "
+        "context on a 4-level U-Net (16-128 channels) that runs a 64x64 crop in about ten milliseconds on "
+        "one CPU core (a 32x32x32 crop in 3D). Shipped trained as segarch.pretrained 'dextr_light' (2D) and "
+        "'dextr_light3d' (3D)."
+    ),
+)
 class DEXTRLight(SegmentationNet):
     """A light DEXTR for interactive use on a CPU: a small U-Net with a pyramid pooling bottleneck.
 
@@ -132,68 +186,3 @@ class DEXTRLight(SegmentationNet):
         for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1])):
             x = merge(torch.cat([skip, upsample_to(up(x), skip.shape[2:])], dim=1))
         return self.classifier(x)
-
-
-_REFERENCE = "arXiv:1711.09081"
-_PAPER = "Deep Extreme Cut: From Extreme Points to Object Segmentation"
-
-
-@register(
-    name="dextr",
-    full_name="DEXTR (ResNet-101 + PSP head)",
-    paper=_PAPER,
-    reference=_REFERENCE,
-    year=2018,
-    task="interactive",
-    spatial_dims=(2, 3),
-    size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 4, "out_channels": 1, "depth": 101, "output_stride": 8,
-                  "bins": (1, 2, 3, 6), "head_channels": 512},
-    paper_params=48.80,
-    paper_params_source=(
-        "Pinned: the paper gives no count. 48.80M is the count of the authors' released PyTorch network "
-        "(DEXTR-PyTorch, networks/deeplab_resnet.py, resnet101(classifier='psp', nInputChannels=4)): the "
-        "ResNet-101 trunk without its classifier (42.50M, plus 3136 weights for the 4th input channel), four "
-        "pyramid levels 2048->512 (4.20M), a 1x1 bottleneck 4096->512 (2.10M) and a 1x1 classifier."
-    ),
-    test_config={"depth": 18, "base_width": 4, "head_channels": 16},
-    notes=(
-        "Input: RGB (or any image channels) + 1 heat map of Gaussians at the extreme points; output: one object "
-        "logit (out_channels=1, the paper) or background/object (2). The trunk strides on the 3x3 convolution "
-        "(the zoo's shared ResNet) where the authors' Caffe-style ResNet strides on the 1x1: same parameters. "
-        "The recipe (crop relaxed by 50 px, 512x512, sigma 10) is in segarch.prompts."
-    ),
-)
-def dextr(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101, output_stride: int = 8,
-          base_width: int = 64, bins=(1, 2, 3, 6), head_channels: int = 512) -> DEXTR:
-    return DEXTR(spatial_dims, in_channels, out_channels, depth=depth, output_stride=output_stride,
-                 base_width=base_width, bins=bins, head_channels=head_channels)
-
-
-@register(
-    name="dextr_light",
-    full_name="DEXTR light (small U-Net + pyramid pooling)",
-    paper=_PAPER,
-    reference=_REFERENCE,
-    year=2018,
-    task="interactive",
-    spatial_dims=(2, 3),
-    size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 2, "out_channels": 2, "features": (16, 32, 64, 128),
-                  "bins": (1, 2, 4)},
-    paper_params=0.524,
-    paper_params_source=(
-        "Pinned: not in the paper; segarch's own light variant of DEXTR for a CPU (grey image + heat map in, "
-        "background/object out), its count at the shipped configuration."
-    ),
-    test_config={"features": (8, 16, 32, 64)},
-    notes=(
-        "Our design, not the paper's network: DEXTR's input (image + extreme-point heat map) and pyramid pooling "
-        "context on a 4-level U-Net (16-128 channels) that runs a 64x64 crop in about ten milliseconds on "
-        "one CPU core (a 32x32x32 crop in 3D). Shipped trained as segarch.pretrained 'dextr_light' (2D) and "
-        "'dextr_light3d' (3D)."
-    ),
-)
-def dextr_light(spatial_dims: int, in_channels: int, out_channels: int, features=(16, 32, 64, 128),
-                bins=(1, 2, 4)) -> DEXTRLight:
-    return DEXTRLight(spatial_dims, in_channels, out_channels, features=features, bins=bins)

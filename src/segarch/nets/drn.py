@@ -22,7 +22,8 @@ from monai.networks.layers.factories import Conv
 from segarch.backbones.resnet import BasicBlock, Bottleneck
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_features, check_spatial_dims
+from segarch.layers.checks import check_choice, check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["DRN", "DRN_CONFIGS"]

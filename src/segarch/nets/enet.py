@@ -16,7 +16,8 @@ from monai.networks.layers.factories import Conv, Dropout, Norm, Pool
 
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.factorized import FactorizedConv
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["ENet", "ENetBottleneck", "ENetInitialBlock", "ENetUpsamplingBottleneck"]
@@ -128,6 +129,19 @@ _STAGE = (("regular", 1), ("dilated", 2), ("asymmetric", 1), ("dilated", 4),
           ("regular", 1), ("dilated", 8), ("asymmetric", 1), ("dilated", 16))
 
 
+@register(
+    name="enet", full_name="ENet",
+    paper="ENet: A Deep Neural Network Architecture for Real-Time Semantic Segmentation",
+    reference="arXiv:1606.02147", year=2016, task="semantic", spatial_dims=(2, 3), size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "features": (16, 64, 128)},
+    paper_params=0.37,
+    paper_params_source="Paszke et al. 2016, Table 3: ENet 0.37M parameters (SegNet 29.46M).",
+    test_config={"features": (8, 16, 32), "dropout": 0.0},
+    test_lr=2e-2,
+    notes="Table 1 as printed; the final 'fullconv' is a 2×2 stride-2 transposed convolution (the paper gives no "
+          "kernel). 3D: asymmetric 5×1/1×5 becomes one 5-long convolution per axis. in_channels must be below "
+          "the initial width (the initial block concatenates the pooled input).",
+)
 class ENet(SegmentationNet):
     """ENet for 2D or 3D semantic segmentation.
 
@@ -177,20 +191,3 @@ class ENet(SegmentationNet):
         x = self.stage4(self.up4(x, idx2))
         x = self.stage5(self.up5(x, idx1))
         return self.fullconv(x)
-
-
-@register(
-    name="enet", full_name="ENet",
-    paper="ENet: A Deep Neural Network Architecture for Real-Time Semantic Segmentation",
-    reference="arXiv:1606.02147", year=2016, task="semantic", spatial_dims=(2, 3), size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "features": (16, 64, 128)},
-    paper_params=0.37,
-    paper_params_source="Paszke et al. 2016, Table 3: ENet 0.37M parameters (SegNet 29.46M).",
-    test_config={"features": (8, 16, 32), "dropout": 0.0},
-    test_lr=2e-2,
-    notes="Table 1 as printed; the final 'fullconv' is a 2×2 stride-2 transposed convolution (the paper gives no "
-          "kernel). 3D: asymmetric 5×1/1×5 becomes one 5-long convolution per axis. in_channels must be below "
-          "the initial width (the initial block concatenates the pooled input).",
-)
-def enet(spatial_dims: int, in_channels: int, out_channels: int, features=(16, 64, 128), dropout: float = 0.1) -> ENet:
-    return ENet(spatial_dims, in_channels, out_channels, features=features, dropout=dropout)

@@ -18,7 +18,8 @@ from monai.networks.layers.factories import Conv, Norm, Pool
 
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["ESPNet", "ESPModule", "norm_prelu"]
@@ -89,6 +90,18 @@ class _InputPyramid(nn.Module):
         return x
 
 
+@register(
+    name="espnet", full_name="ESPNet",
+    paper="ESPNet: Efficient Spatial Pyramid of Dilated Convolutions for Semantic Segmentation",
+    reference="arXiv:1803.06815", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 20, "alpha2": 2, "alpha3": 8, "decoder": True},
+    paper_params=0.364,
+    paper_params_source="Mehta et al. 2018, Cityscapes comparison with efficient networks: ESPNet (α2 = 2, α3 = 8) "
+                        "0.364M parameters.",
+    test_config={"alpha2": 1, "alpha3": 1, "features": (8, 20, 40)},
+    notes="Fig. 4d with the authors' Cityscapes setting of 20 classes (19 + ignored). Transposed convolutions "
+          "(2×2, stride 2) up-sample the decoder's class maps; ESPNet-C (decoder=False) up-samples bilinearly.",
+)
 class ESPNet(SegmentationNet):
     """ESPNet (with its decoder) or ESPNet-C (encoder with a 1×1 classifier), 2D or 3D.
 
@@ -158,20 +171,3 @@ class ESPNet(SegmentationNet):
         up3 = self.up3(self.norm3(logits3))
         merged2 = self.up2(self.merge2(torch.cat([self.classifier2(out2), up3], dim=1)))
         return self.up1(self.merge1(torch.cat([merged2, out1], dim=1)))
-
-
-@register(
-    name="espnet", full_name="ESPNet",
-    paper="ESPNet: Efficient Spatial Pyramid of Dilated Convolutions for Semantic Segmentation",
-    reference="arXiv:1803.06815", year=2018, task="semantic", spatial_dims=(2, 3), size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 20, "alpha2": 2, "alpha3": 8, "decoder": True},
-    paper_params=0.364,
-    paper_params_source="Mehta et al. 2018, Cityscapes comparison with efficient networks: ESPNet (α2 = 2, α3 = 8) "
-                        "0.364M parameters.",
-    test_config={"alpha2": 1, "alpha3": 1, "features": (8, 20, 40)},
-    notes="Fig. 4d with the authors' Cityscapes setting of 20 classes (19 + ignored). Transposed convolutions "
-          "(2×2, stride 2) up-sample the decoder's class maps; ESPNet-C (decoder=False) up-samples bilinearly.",
-)
-def espnet(spatial_dims: int, in_channels: int, out_channels: int, alpha2: int = 2, alpha3: int = 8,
-           features=(16, 64, 128), decoder: bool = True) -> ESPNet:
-    return ESPNet(spatial_dims, in_channels, out_channels, alpha2=alpha2, alpha3=alpha3, features=features, decoder=decoder)

@@ -22,7 +22,8 @@ from monai.networks.layers.factories import Conv, Dropout
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.padded_pool import PaddedAvgPool
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.nets.espnet import norm_prelu
 from segarch.zoo import register
 
@@ -124,6 +125,21 @@ class _PyramidPooling(nn.Module):
         return self.project(torch.cat(outs, dim=1))
 
 
+@register(
+    name="espnetv2", full_name="ESPNetv2 (segmentation)",
+    paper="ESPNetv2: A Light-weight, Power Efficient, and General Purpose Convolutional Neural Network",
+    reference="arXiv:1811.11431", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=16,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 20, "scale": 1.5},
+    paper_params=0.725,
+    paper_params_source="Mehta et al., arXiv:1811.11431v1/v2, Fig. 7c: ESPNetv2 segmentation models with 725K and 99K "
+                        "parameters on Cityscapes (20 classes), which this implementation reproduces at s = 1.5 "
+                        "(0.725M) and s = 0.5 (0.099M). The final version's Fig. 7a gives no count; the authors' "
+                        "Cityscapes model (s = 2.0) counts 1.25M here and in their release (ESPNetv2 issue #34).",
+    test_config={"scale": 0.5, "dropout": 0.0, "repeats": (1, 1)},
+    notes="Levels and receptive-field limits (r_lim 13, 11, 9, 7; K = 4) as in the authors' ImageNet network; the "
+          "segmentation head follows the authors' release (EESP + pyramid pooling at 1/8, class projections at 1/8, "
+          "1/4, 1/2). Input reinforcement average-pools the image to each level's grid.",
+)
 class ESPNetv2(SegmentationNet):
     """ESPNetv2 segmentation network, 2D or 3D.
 
@@ -180,23 +196,3 @@ class ESPNetv2(SegmentationNet):
         y = self.classes2(torch.cat([l2, resize_to(y, l2.shape[2:])], dim=1))
         y = self.classes1(torch.cat([l1, resize_to(y, l1.shape[2:])], dim=1))
         return resize_to(y, x.shape[2:])
-
-
-@register(
-    name="espnetv2", full_name="ESPNetv2 (segmentation)",
-    paper="ESPNetv2: A Light-weight, Power Efficient, and General Purpose Convolutional Neural Network",
-    reference="arXiv:1811.11431", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=16,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 20, "scale": 1.5},
-    paper_params=0.725,
-    paper_params_source="Mehta et al., arXiv:1811.11431v1/v2, Fig. 7c: ESPNetv2 segmentation models with 725K and 99K "
-                        "parameters on Cityscapes (20 classes), which this implementation reproduces at s = 1.5 "
-                        "(0.725M) and s = 0.5 (0.099M). The final version's Fig. 7a gives no count; the authors' "
-                        "Cityscapes model (s = 2.0) counts 1.25M here and in their release (ESPNetv2 issue #34).",
-    test_config={"scale": 0.5, "dropout": 0.0, "repeats": (1, 1)},
-    notes="Levels and receptive-field limits (r_lim 13, 11, 9, 7; K = 4) as in the authors' ImageNet network; the "
-          "segmentation head follows the authors' release (EESP + pyramid pooling at 1/8, class projections at 1/8, "
-          "1/4, 1/2). Input reinforcement average-pools the image to each level's grid.",
-)
-def espnetv2(spatial_dims: int, in_channels: int, out_channels: int, scale: float = 1.5, dropout: float = 0.2,
-             repeats=(3, 7)) -> ESPNetv2:
-    return ESPNetv2(spatial_dims, in_channels, out_channels, scale=scale, dropout=dropout, repeats=repeats)

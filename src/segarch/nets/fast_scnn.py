@@ -19,7 +19,8 @@ from segarch.blocks.pyramid_pooling import PyramidPooling
 from segarch.blocks.resize import resize_to
 from segarch.blocks.separable import SeparableConv
 from segarch.blocks.two_branch_fusion import TwoBranchFusion
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["FastSCNN", "bottleneck_sequence"]
@@ -35,6 +36,19 @@ def bottleneck_sequence(spatial_dims: int, in_channels: int, out_channels: int, 
     ])
 
 
+@register(
+    name="fast_scnn", full_name="Fast-SCNN", paper="Fast-SCNN: Fast Semantic Segmentation Network",
+    reference="arXiv:1902.04502", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
+    paper_params=1.11,
+    paper_params_source="Poudel et al. 2019, Cityscapes comparison table: Fast-SCNN 1.11M parameters "
+                        "(19 classes).",
+    test_config={"features": (8, 8, 16, 16, 16, 24), "dropout": 0.0},
+    test_lr=2e-2,
+    notes="Table 1 and 2. The paper names the pyramid pooling module only: PSPNet's (segarch.blocks.pyramid_pooling, "
+          "bins 1, 2, 3, 6, a quarter of the channels each) and a 1×1 fusion back to 128 channels; the fusion's "
+          "depthwise convolution is dilated by 4 as Table 2 says.",
+)
 class FastSCNN(SegmentationNet):
     """Fast-SCNN for 2D or 3D semantic segmentation.
 
@@ -86,21 +100,3 @@ class FastSCNN(SegmentationNet):
         high = self.learning_to_downsample(x)
         fused = self.fusion(high, self.global_features(high))
         return resize_to(self.classifier(fused), x.shape[2:])
-
-
-@register(
-    name="fast_scnn", full_name="Fast-SCNN", paper="Fast-SCNN: Fast Semantic Segmentation Network",
-    reference="arXiv:1902.04502", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
-    paper_params=1.11,
-    paper_params_source="Poudel et al. 2019, Cityscapes comparison table: Fast-SCNN 1.11M parameters "
-                        "(19 classes).",
-    test_config={"features": (8, 8, 16, 16, 16, 24), "dropout": 0.0},
-    test_lr=2e-2,
-    notes="Table 1 and 2. The paper names the pyramid pooling module only: PSPNet's (segarch.blocks.pyramid_pooling, "
-          "bins 1, 2, 3, 6, a quarter of the channels each) and a 1×1 fusion back to 128 channels; the fusion's "
-          "depthwise convolution is dilated by 4 as Table 2 says.",
-)
-def fast_scnn(spatial_dims: int, in_channels: int, out_channels: int, features=(32, 48, 64, 64, 96, 128),
-              dropout: float = 0.1) -> FastSCNN:
-    return FastSCNN(spatial_dims, in_channels, out_channels, features=features, dropout=dropout)

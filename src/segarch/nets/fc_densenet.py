@@ -18,12 +18,27 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.dense import DenseBlock, TransitionDown
-from segarch.nets._base import SegmentationNet, check_features, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_features, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["FCDenseNet"]
 
 
+@register(
+    name="fc_densenet103", full_name="FC-DenseNet103 (Tiramisu)",
+    paper="The One Hundred Layers Tiramisu: Fully Convolutional DenseNets for Semantic Segmentation",
+    reference="arXiv:1611.09326", year=2017, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 11},
+    paper_params=9.4,
+    paper_params_source="Jégou et al. 2017, Table 3: FC-DenseNet103 9.4M parameters (CamVid, 11 classes, RGB).",
+    test_config={"down_layers": (1, 1, 2, 2, 2), "bottleneck_layers": 2, "growth_rate": 4, "first_channels": 4,
+                 "dropout": 0.0},
+    notes="Read for the issue's 'DU-Net': the name is ambiguous (several papers use it), so this is "
+          "FC-DenseNet103 as the issue states. Convolutions keep their biases (the authors' Lasagne layers "
+          "have them); the transposed convolutions up-sample exactly ×2 (output padding 1) instead of "
+          "cropping. 3D uses the same layers with 3×3×3 kernels.",
+)
 class FCDenseNet(SegmentationNet):
     """FC-DenseNet (Tiramisu) for 2D or 3D semantic segmentation.
 
@@ -96,25 +111,3 @@ class FCDenseNet(SegmentationNet):
         for up, block in zip(self.ups, self.up_blocks):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)
-
-
-@register(
-    name="fc_densenet103", full_name="FC-DenseNet103 (Tiramisu)",
-    paper="The One Hundred Layers Tiramisu: Fully Convolutional DenseNets for Semantic Segmentation",
-    reference="arXiv:1611.09326", year=2017, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 11},
-    paper_params=9.4,
-    paper_params_source="Jégou et al. 2017, Table 3: FC-DenseNet103 9.4M parameters (CamVid, 11 classes, RGB).",
-    test_config={"down_layers": (1, 1, 2, 2, 2), "bottleneck_layers": 2, "growth_rate": 4, "first_channels": 4,
-                 "dropout": 0.0},
-    notes="Read for the issue's 'DU-Net': the name is ambiguous (several papers use it), so this is "
-          "FC-DenseNet103 as the issue states. Convolutions keep their biases (the authors' Lasagne layers "
-          "have them); the transposed convolutions up-sample exactly ×2 (output padding 1) instead of "
-          "cropping. 3D uses the same layers with 3×3×3 kernels.",
-)
-def fc_densenet103(spatial_dims: int, in_channels: int, out_channels: int, down_layers=(4, 5, 7, 10, 12),
-                   bottleneck_layers: int = 15, growth_rate: int = 16, first_channels: int = 48,
-                   dropout: float = 0.2) -> FCDenseNet:
-    return FCDenseNet(spatial_dims, in_channels, out_channels, down_layers=down_layers,
-                      bottleneck_layers=bottleneck_layers, growth_rate=growth_rate, first_channels=first_channels,
-                      dropout=dropout)

@@ -16,14 +16,40 @@ from segarch.backbones import VGGEncoder
 from segarch.backbones.vgg import fc_as_convolutions
 from segarch.blocks.bilinear_deconv import BilinearDeconv
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["FCN", "FCN_VARIANTS"]
 
 FCN_VARIANTS = ("32s", "16s", "8s")
 
+_SOURCE = (
+    "Long et al. 2015, Table 1: FCN-VGG16, 134M parameters (PASCAL VOC, 21 classes, RGB), for FCN-8s as "
+    "for FCN-32s: the skip scores and 2× up-samplings of FCN-16s/8s add under 0.05M."
+)
+_NOTES = (
+    "One entry for the three nets: `variant` '32s', '16s' or '8s' (the paper's best, the default). fc6 is a "
+    "7×7 convolution with 'same' padding instead of the paper's 100-pixel input padding and cropping; the 2× "
+    "up-samplings are learned transposed convolutions started at bilinear interpolation and the last "
+    "up-sampling is fixed bilinear interpolation (no parameters), as in the paper; skip scores start at zero, "
+    "as in the paper. test_config uses FCN-8s with VGG-16-BN (`norm='batch'`): from a random start the "
+    "unnormalised VGG barely trains in 30 steps (the paper starts from ImageNet weights), and FCN-32s' "
+    "stride-32 scores are a single value per 32×32 image. In 3D fc6 is a 7×7×7 convolution (≈719M parameters "
+    "at the paper's widths): use a smaller fc_kernel/fc_channels there."
+)
 
+
+@register(
+    name="fcn", full_name="FCN-8s/16s/32s (VGG-16)",
+    paper="Fully Convolutional Networks for Semantic Segmentation", reference="arXiv:1411.4038", year=2015,
+    task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21, "variant": "8s"},
+    paper_params=134.0, paper_params_source=_SOURCE,
+    test_config={"variant": "8s", "width_scale": 0.125, "fc_channels": 32, "fc_kernel": 3, "dropout": 0.0,
+                 "norm": "batch"},
+    notes=_NOTES,
+)
 class FCN(SegmentationNet):
     """FCN-32s/16s/8s on VGG-16 for 2D or 3D semantic segmentation.
 
@@ -84,35 +110,3 @@ class FCN(SegmentationNet):
             y = up(y) + score(pool)
         # The last up-sampling is fixed interpolation (the paper fixes it to bilinear).
         return resize_to(y, size)
-
-
-_SOURCE = (
-    "Long et al. 2015, Table 1: FCN-VGG16, 134M parameters (PASCAL VOC, 21 classes, RGB), for FCN-8s as "
-    "for FCN-32s: the skip scores and 2× up-samplings of FCN-16s/8s add under 0.05M."
-)
-_NOTES = (
-    "One entry for the three nets: `variant` '32s', '16s' or '8s' (the paper's best, the default). fc6 is a "
-    "7×7 convolution with 'same' padding instead of the paper's 100-pixel input padding and cropping; the 2× "
-    "up-samplings are learned transposed convolutions started at bilinear interpolation and the last "
-    "up-sampling is fixed bilinear interpolation (no parameters), as in the paper; skip scores start at zero, "
-    "as in the paper. test_config uses FCN-8s with VGG-16-BN (`norm='batch'`): from a random start the "
-    "unnormalised VGG barely trains in 30 steps (the paper starts from ImageNet weights), and FCN-32s' "
-    "stride-32 scores are a single value per 32×32 image. In 3D fc6 is a 7×7×7 convolution (≈719M parameters "
-    "at the paper's widths): use a smaller fc_kernel/fc_channels there."
-)
-
-
-@register(
-    name="fcn", full_name="FCN-8s/16s/32s (VGG-16)",
-    paper="Fully Convolutional Networks for Semantic Segmentation", reference="arXiv:1411.4038", year=2015,
-    task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21, "variant": "8s"},
-    paper_params=134.0, paper_params_source=_SOURCE,
-    test_config={"variant": "8s", "width_scale": 0.125, "fc_channels": 32, "fc_kernel": 3, "dropout": 0.0,
-                 "norm": "batch"},
-    notes=_NOTES,
-)
-def fcn(spatial_dims: int, in_channels: int, out_channels: int, variant: str = "8s", width_scale: float = 1.0,
-        fc_channels: int = 4096, fc_kernel: int = 7, dropout: float = 0.5, norm: str | None = None) -> FCN:
-    return FCN(spatial_dims, in_channels, out_channels, variant=variant, width_scale=width_scale,
-               fc_channels=fc_channels, fc_kernel=fc_kernel, dropout=dropout, norm=norm)

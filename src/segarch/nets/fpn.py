@@ -21,7 +21,8 @@ from segarch.backbones.resnet import RESNET_LAYERS
 from segarch.blocks import ConvNormAct
 from segarch.blocks.feature_pyramid import FeaturePyramid
 from segarch.blocks.resize import interp_mode, resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_choice, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SemanticFPN"]
@@ -32,6 +33,20 @@ def _group_norm(channels: int) -> tuple:
     return ("group", {"num_groups": math.gcd(32, channels)})
 
 
+@register(
+    name="semantic_fpn", full_name="Semantic FPN (Panoptic FPN semantic branch, ResNet-101)",
+    paper="Panoptic Feature Pyramid Networks", reference="arXiv:1901.02446", year=2019, task="semantic",
+    spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101},
+    paper_params=47.5,
+    paper_params_source="Pinned: the paper gives no count; 47.5M follows from Sec. 3 (ResNet-101 without the "
+                        "classifier 42.5M, FPN 256 channels 3.3M, semantic branch 128 channels 1.6M) for its "
+                        "Cityscapes semantic-segmentation model (19 classes, RGB).",
+    test_config={"depth": 18, "base_width": 8, "fpn_channels": 16, "head_channels": 8},
+    notes="Only the semantic branch (no instance branch, no P6). Group norm with 32 groups, fewer when a narrow "
+          "width is not a multiple of 32; the FPN convolutions have biases and no norm, as in Detectron. "
+          "The up-sampling after each branch stage comes after its convolution, as in Fig. 3.",
+)
 class SemanticFPN(SegmentationNet):
     """Panoptic FPN's semantic branch on a ResNet, for 2D or 3D semantic segmentation.
 
@@ -83,23 +98,3 @@ class SemanticFPN(SegmentationNet):
             fused = fused + p
         logits = self.classifier(fused)
         return resize_to(logits, x.shape[2:])
-
-
-@register(
-    name="semantic_fpn", full_name="Semantic FPN (Panoptic FPN semantic branch, ResNet-101)",
-    paper="Panoptic Feature Pyramid Networks", reference="arXiv:1901.02446", year=2019, task="semantic",
-    spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101},
-    paper_params=47.5,
-    paper_params_source="Pinned: the paper gives no count; 47.5M follows from Sec. 3 (ResNet-101 without the "
-                        "classifier 42.5M, FPN 256 channels 3.3M, semantic branch 128 channels 1.6M) for its "
-                        "Cityscapes semantic-segmentation model (19 classes, RGB).",
-    test_config={"depth": 18, "base_width": 8, "fpn_channels": 16, "head_channels": 8},
-    notes="Only the semantic branch (no instance branch, no P6). Group norm with 32 groups, fewer when a narrow "
-          "width is not a multiple of 32; the FPN convolutions have biases and no norm, as in Detectron. "
-          "The up-sampling after each branch stage comes after its convolution, as in Fig. 3.",
-)
-def semantic_fpn(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 50, base_width: int = 64,
-                 fpn_channels: int = 256, head_channels: int = 128) -> SemanticFPN:
-    return SemanticFPN(spatial_dims, in_channels, out_channels, depth=depth, base_width=base_width,
-                       fpn_channels=fpn_channels, head_channels=head_channels)

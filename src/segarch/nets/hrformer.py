@@ -27,7 +27,8 @@ from segarch.backbones.hrnet import HighResolutionEncoder
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.window_attention import WindowAttention
-from segarch.nets._base import SegmentationNet, check_choice, check_features
+from segarch.layers.checks import check_choice, check_features
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["HRFormerBlock", "HRFormer", "HRFORMER_VARIANTS"]

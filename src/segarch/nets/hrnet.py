@@ -19,7 +19,8 @@ from monai.networks.layers.factories import Conv
 from segarch.backbones.hrnet import HighResolutionEncoder
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice
+from segarch.layers.checks import check_choice
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["HRNetSeg", "HRNET_HEADS"]

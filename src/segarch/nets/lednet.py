@@ -22,7 +22,8 @@ from segarch.blocks.factorized import FactorizedConv
 from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.shuffle import channel_shuffle
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["LEDNet", "SSnbt", "DownsamplingUnit", "AttentionPyramid"]
@@ -113,6 +114,19 @@ class AttentionPyramid(nn.Module):
         return self.project(x) * attention + self.global_branch(global_pool(x))  # the pooled branch broadcasts
 
 
+@register(
+    name="lednet", full_name="LEDNet",
+    paper="LEDNet: A Lightweight Encoder-Decoder Network for Real-Time Semantic Segmentation",
+    reference="arXiv:1905.02423", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
+    paper_params=0.94,
+    paper_params_source="Wang et al. 2019, Cityscapes comparison table: LEDNet 0.94M parameters.",
+    test_config={"features": (8, 16, 32), "blocks": (2, 1), "dilations": (2, 5, 9), "dropout": 0.0},
+    notes="Table 1 and Fig. 3. The APN's pyramid carries one channel (an attention map), its convolutions have BN and "
+          "ReLU, and its coarse levels are resized to the finer grids, so inputs need only be multiples of 8 (the "
+          "1/64 level is ceil-rounded). The first down-sampling unit needs in_channels < 32. 3D: the factorised "
+          "convolutions become one 3-long convolution per axis.",
+)
 class LEDNet(SegmentationNet):
     """LEDNet for 2D or 3D semantic segmentation.
 
@@ -154,22 +168,3 @@ class LEDNet(SegmentationNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
         return resize_to(self.decoder(self.encoder(x)), x.shape[2:])
-
-
-@register(
-    name="lednet", full_name="LEDNet",
-    paper="LEDNet: A Lightweight Encoder-Decoder Network for Real-Time Semantic Segmentation",
-    reference="arXiv:1905.02423", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
-    paper_params=0.94,
-    paper_params_source="Wang et al. 2019, Cityscapes comparison table: LEDNet 0.94M parameters.",
-    test_config={"features": (8, 16, 32), "blocks": (2, 1), "dilations": (2, 5, 9), "dropout": 0.0},
-    notes="Table 1 and Fig. 3. The APN's pyramid carries one channel (an attention map), its convolutions have BN and "
-          "ReLU, and its coarse levels are resized to the finer grids, so inputs need only be multiples of 8 (the "
-          "1/64 level is ceil-rounded). The first down-sampling unit needs in_channels < 32. 3D: the factorised "
-          "convolutions become one 3-long convolution per axis.",
-)
-def lednet(spatial_dims: int, in_channels: int, out_channels: int, features=(32, 64, 128), blocks=(3, 2),
-           dilations=LEDNET_DILATIONS, dropout: float = 0.3) -> LEDNet:
-    return LEDNet(spatial_dims, in_channels, out_channels, features=features, blocks=blocks, dilations=dilations,
-                  dropout=dropout)

@@ -16,12 +16,26 @@ from monai.networks.layers.factories import Conv
 from segarch.backbones import ResNetEncoder
 from segarch.blocks import ConvNormAct
 from segarch.blocks.link_decoder import FullConvNormAct, LinkDecoderBlock
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["LinkNet"]
 
 
+@register(
+    name="linknet", full_name="LinkNet (ResNet-18)",
+    paper="LinkNet: Exploiting Encoder Representations for Efficient Semantic Segmentation",
+    reference="arXiv:1707.03718", year=2017, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
+    paper_params=11.5,
+    paper_params_source="Chaurasia and Culurciello 2017, Table 1: LinkNet 11.5M parameters (Cityscapes, 19 classes, RGB).",
+    test_config={"base_width": 8},
+    notes="The encoder is ResNet-18 as in the authors' model: its first block keeps the stride, so the first "
+          "decoder block's full convolution has stride 1 and the final block up-samples ×2 twice "
+          "(3×3 full conv, then 2×2 full conv to the classes). All decoder convolutions have batch norm and "
+          "ReLU except the classifier.",
+)
 class LinkNet(SegmentationNet):
     """LinkNet for 2D or 3D semantic segmentation.
 
@@ -68,20 +82,3 @@ class LinkNet(SegmentationNet):
         for level in (2, 1, 0):
             y = self.decoder[level](y + encoded[level])
         return self.final(y)
-
-
-@register(
-    name="linknet", full_name="LinkNet (ResNet-18)",
-    paper="LinkNet: Exploiting Encoder Representations for Efficient Semantic Segmentation",
-    reference="arXiv:1707.03718", year=2017, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
-    paper_params=11.5,
-    paper_params_source="Chaurasia and Culurciello 2017, Table 1: LinkNet 11.5M parameters (Cityscapes, 19 classes, RGB).",
-    test_config={"base_width": 8},
-    notes="The encoder is ResNet-18 as in the authors' model: its first block keeps the stride, so the first "
-          "decoder block's full convolution has stride 1 and the final block up-samples ×2 twice "
-          "(3×3 full conv, then 2×2 full conv to the classes). All decoder convolutions have batch norm and "
-          "ReLU except the classifier.",
-)
-def linknet(spatial_dims: int, in_channels: int, out_channels: int, base_width: int = 64) -> LinkNet:
-    return LinkNet(spatial_dims, in_channels, out_channels, base_width=base_width)

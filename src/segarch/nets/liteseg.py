@@ -22,7 +22,8 @@ from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.separable import SeparableConv
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["LiteSeg", "DeeperASPP"]
@@ -61,6 +62,20 @@ class DeeperASPP(nn.Module):
         return self.fuse(torch.cat([x, self.point(x)] + [branch(x) for branch in self.atrous] + [pooled], dim=1))
 
 
+@register(
+    name="liteseg", full_name="LiteSeg (MobileNetV2)",
+    paper="LiteSeg: A Novel Lightweight ConvNet for Semantic Segmentation",
+    reference="arXiv:1912.06683", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
+    paper_params=3.10,
+    paper_params_source="Emara et al. 2019, the backbones comparison table: LiteSeg-MobileNetV2 4.38M parameters. That figure includes the "
+                        "MobileNetV2 ImageNet classifier (1280×1000 + 1000 = 1.28M), which the segmentation network "
+                        "never uses (the authors' model keeps it in the module): 4.38 − 1.28 = 3.10M.",
+    test_config={"width_mult": 0.25, "channels": 16, "last_channels": 64},
+    notes="Written from the paper (the authors' code may not be reused). MobileNetV2 at output stride 32 with its 1×1 "
+          "convolution to 1280; all DASPP and decoder convolutions are depthwise-separable with BN after the pointwise "
+          "part; the 1×1 and first atrous convolutions of each branch have no activation before the next layer.",
+)
 class LiteSeg(SegmentationNet):
     """LiteSeg-MobileNetV2 for 2D or 3D semantic segmentation.
 
@@ -108,23 +123,3 @@ class LiteSeg(SegmentationNet):
         y = self.daspp(self.encoder_head(features[-1]))
         y = self.decoder(torch.cat([resize_to(y, low.shape[2:]), low], dim=1))
         return resize_to(y, x.shape[2:])
-
-
-@register(
-    name="liteseg", full_name="LiteSeg (MobileNetV2)",
-    paper="LiteSeg: A Novel Lightweight ConvNet for Semantic Segmentation",
-    reference="arXiv:1912.06683", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
-    paper_params=3.10,
-    paper_params_source="Emara et al. 2019, the backbones comparison table: LiteSeg-MobileNetV2 4.38M parameters. That figure includes the "
-                        "MobileNetV2 ImageNet classifier (1280×1000 + 1000 = 1.28M), which the segmentation network "
-                        "never uses (the authors' model keeps it in the module): 4.38 − 1.28 = 3.10M.",
-    test_config={"width_mult": 0.25, "channels": 16, "last_channels": 64},
-    notes="Written from the paper (the authors' code may not be reused). MobileNetV2 at output stride 32 with its 1×1 "
-          "convolution to 1280; all DASPP and decoder convolutions are depthwise-separable with BN after the pointwise "
-          "part; the 1×1 and first atrous convolutions of each branch have no activation before the next layer.",
-)
-def liteseg(spatial_dims: int, in_channels: int, out_channels: int, width_mult: float = 1.0, channels: int = 96,
-            rates=(3, 6, 9), last_channels: int | None = None) -> LiteSeg:
-    return LiteSeg(spatial_dims, in_channels, out_channels, width_mult=width_mult, channels=channels, rates=rates,
-                   last_channels=last_channels)

@@ -21,7 +21,8 @@ from segarch.backbones import VGGEncoder
 from segarch.backbones.vgg import fc_as_convolutions
 from segarch.blocks.bilinear_deconv import linear_kernel
 from segarch.blocks.resize import interp_mode
-from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_choice, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["LRR", "boundary_mask"]
@@ -57,6 +58,23 @@ class _Reconstruction(nn.Module):
         return self.bases(self.coefficients(x))
 
 
+@register(
+    name="lrr", full_name="LRR-4x (VGG-16)",
+    paper="Laplacian Pyramid Reconstruction and Refinement for Semantic Segmentation", reference="arXiv:1605.02264",
+    year=2016, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21},
+    paper_params=162.5,
+    paper_params_source="Pinned: we found no count in the paper; 162.5M follows from its Sec. 3-4 and the authors' "
+                        "code (VGG-16 with fc6/fc7 as convolutions 134.3M, 5×5 coefficient convolutions to 21×10 "
+                        "maps on fc7/conv5_3/conv4_3/conv3_3 28.2M, 8×8 bases) for PASCAL VOC (21 classes, RGB).",
+    test_config={"width_scale": 0.125, "fc_channels": 32, "fc_kernel": 3, "num_basis": 2, "coefficient_kernel": 3,
+                 "dropout": 0.0, "norm": "batch"},
+    notes="The paper's LRR-4x for inference: the dilation/erosion training objectives at the 1/32 level and the "
+          "per-level losses are training devices and are not built (the per-level predictions are exposed in "
+          "`level_predictions`). The bases start at linear interpolation (the paper: PCA of label patches). "
+          "fc6 uses 'same' padding as in our FCN. test_config uses VGG-16-BN and narrow widths so a few steps train "
+          "from scratch.",
+)
 class LRR(SegmentationNet):
     """LRR-4x on VGG-16 for 2D or 3D semantic segmentation.
 
@@ -124,28 +142,3 @@ class LRR(SegmentationNet):
             predictions.append(y)
         self.level_predictions = [p.detach() for p in predictions]
         return y
-
-
-@register(
-    name="lrr", full_name="LRR-4x (VGG-16)",
-    paper="Laplacian Pyramid Reconstruction and Refinement for Semantic Segmentation", reference="arXiv:1605.02264",
-    year=2016, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21},
-    paper_params=162.5,
-    paper_params_source="Pinned: we found no count in the paper; 162.5M follows from its Sec. 3-4 and the authors' "
-                        "code (VGG-16 with fc6/fc7 as convolutions 134.3M, 5×5 coefficient convolutions to 21×10 "
-                        "maps on fc7/conv5_3/conv4_3/conv3_3 28.2M, 8×8 bases) for PASCAL VOC (21 classes, RGB).",
-    test_config={"width_scale": 0.125, "fc_channels": 32, "fc_kernel": 3, "num_basis": 2, "coefficient_kernel": 3,
-                 "dropout": 0.0, "norm": "batch"},
-    notes="The paper's LRR-4x for inference: the dilation/erosion training objectives at the 1/32 level and the "
-          "per-level losses are training devices and are not built (the per-level predictions are exposed in "
-          "`level_predictions`). The bases start at linear interpolation (the paper: PCA of label patches). "
-          "fc6 uses 'same' padding as in our FCN. test_config uses VGG-16-BN and narrow widths so a few steps train "
-          "from scratch.",
-)
-def lrr(spatial_dims: int, in_channels: int, out_channels: int, width_scale: float = 1.0, fc_channels: int = 4096,
-        fc_kernel: int = 7, num_basis: int = 10, coefficient_kernel: int = 5, dropout: float = 0.5,
-        norm: str | None = None) -> LRR:
-    return LRR(spatial_dims, in_channels, out_channels, width_scale=width_scale, fc_channels=fc_channels,
-               fc_kernel=fc_kernel, num_basis=num_basis, coefficient_kernel=coefficient_kernel, dropout=dropout,
-               norm=norm)

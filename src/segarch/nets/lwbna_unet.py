@@ -18,7 +18,8 @@ from torch import nn
 from monai.networks.layers.factories import Conv, Dropout, Pool
 
 from segarch.blocks import ConvNormAct
-from segarch.nets._base import SegmentationNet, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["LWBNAUNet", "HalfGateAttention", "NarrowingBottleneck"]
@@ -69,6 +70,23 @@ class _Level(nn.Sequential):
         self.add_module("attention", HalfGateAttention(channels))
 
 
+@register(
+    name="lwbna_unet", full_name="LWBNA-UNet (lightweight bottleneck narrowing with attention)",
+    paper="A lightweight deep learning model for automatic segmentation and analysis of ophthalmic images",
+    reference="doi:10.1038/s41598-022-12486-w", year=2022, task="semantic", spatial_dims=(2, 3), size_divisor=16,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1, "filters": 64, "depth": 4,
+                  "narrowing_steps": 5},
+    paper_params=0.74,
+    paper_params_source="Pinned to our count: the paper's text was not available to us (only its introduction), so "
+                        "0.74M is computed for 64 filters, 4 levels, 5 narrowing steps, RGB input and one output "
+                        "(binary FAZ masks); it is not the paper's figure.",
+    test_config={"filters": 8, "depth": 4, "narrowing_steps": 2, "dropout": 0.0},
+    notes="Read from the title's 'bottleneck narrowing with attention' and public re-implementations, since the "
+          "paper's methods section was not available to us: constant width per level, additive skips, "
+          "attention weights in [0.5, 1), a narrowing residual bottleneck, nearest up-sampling. Width 64, depth 4, "
+          "5 narrowing steps and dropout 0.3 follow a re-implementation's defaults, not the paper. Convolutions "
+          "before batch norm have no bias; the output is logits (the paper applies a sigmoid).",
+)
 class LWBNAUNet(SegmentationNet):
     """LWBNA-UNet for 2D or 3D semantic segmentation.
 
@@ -124,26 +142,3 @@ class LWBNAUNet(SegmentationNet):
             x = F.interpolate(x, scale_factor=2, mode="nearest") + skips[level]
             x = self.decoder[level](x)
         return self.head(x)
-
-
-@register(
-    name="lwbna_unet", full_name="LWBNA-UNet (lightweight bottleneck narrowing with attention)",
-    paper="A lightweight deep learning model for automatic segmentation and analysis of ophthalmic images",
-    reference="doi:10.1038/s41598-022-12486-w", year=2022, task="semantic", spatial_dims=(2, 3), size_divisor=16,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1, "filters": 64, "depth": 4,
-                  "narrowing_steps": 5},
-    paper_params=0.74,
-    paper_params_source="Pinned to our count: the paper's text was not available to us (only its introduction), so "
-                        "0.74M is computed for 64 filters, 4 levels, 5 narrowing steps, RGB input and one output "
-                        "(binary FAZ masks); it is not the paper's figure.",
-    test_config={"filters": 8, "depth": 4, "narrowing_steps": 2, "dropout": 0.0},
-    notes="Read from the title's 'bottleneck narrowing with attention' and public re-implementations, since the "
-          "paper's methods section was not available to us: constant width per level, additive skips, "
-          "attention weights in [0.5, 1), a narrowing residual bottleneck, nearest up-sampling. Width 64, depth 4, "
-          "5 narrowing steps and dropout 0.3 follow a re-implementation's defaults, not the paper. Convolutions "
-          "before batch norm have no bias; the output is logits (the paper applies a sigmoid).",
-)
-def lwbna_unet(spatial_dims: int, in_channels: int, out_channels: int, filters: int = 64, depth: int = 4,
-               narrowing_steps: int = 5, dropout: float = 0.3) -> LWBNAUNet:
-    return LWBNAUNet(spatial_dims, in_channels, out_channels, filters=filters, depth=depth,
-                     narrowing_steps=narrowing_steps, dropout=dropout)

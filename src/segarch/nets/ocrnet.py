@@ -16,12 +16,37 @@ from monai.networks.layers.factories import Conv
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.object_context import ObjectContext, SpatialGather
-from segarch.nets._context import DilatedResNetNet, FCNHead, check_positive_int
+from segarch.layers.checks import check_positive_int
+from segarch.nets._context import DilatedResNetNet, FCNHead
 from segarch.zoo import register
 
 __all__ = ["OCRNet"]
 
 
+@register(
+    name="ocrnet",
+    full_name="OCRNet (dilated ResNet-101)",
+    paper="Object-Contextual Representations for Semantic Segmentation",
+    reference="arXiv:1909.11065",
+    year=2020,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101, "output_stride": 8,
+                  "ocr_channels": 512, "key_channels": 256},
+    paper_params=57.86,
+    paper_params_source=(
+        "The paper gives no total for the ResNet-101 model; pinned to ours (19 Cityscapes classes): trunk 42.50M + "
+        "soft-region head 4.73M + 3x3 pixel representation 9.44M + OCR module 1.18M + classifier = 57.86M. Cross-check: the paper's "
+        "Table 3 gives 10.5M for the OCR head (3x3 conv and OCR module; ours 10.62M)."
+    ),
+    test_config={"depth": 18, "base_width": 4, "ocr_channels": 16, "key_channels": 8},
+    notes=(
+        "ResNet variant only (HRNetV2-W48 + OCR is another zoo entry). Soft object regions from stage 3 as in the "
+        "authors' ResNet code (3x3 512, dropout 0.1, 1x1); the relation uses softmax over regions with the "
+        "1/sqrt(256) scale; dropout 0.05 after the fusion."
+    ),
+)
 class OCRNet(DilatedResNetNet):
     """OCRNet: dilated ResNet with object-contextual representations.
 
@@ -70,33 +95,3 @@ class OCRNet(DilatedResNetNet):
         out = super().forward(x)
         self.aux_logits = None if self._regions is None else resize_to(self._regions, x.shape[2:])
         return out
-
-
-@register(
-    name="ocrnet",
-    full_name="OCRNet (dilated ResNet-101)",
-    paper="Object-Contextual Representations for Semantic Segmentation",
-    reference="arXiv:1909.11065",
-    year=2020,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101, "output_stride": 8,
-                  "ocr_channels": 512, "key_channels": 256},
-    paper_params=57.86,
-    paper_params_source=(
-        "The paper gives no total for the ResNet-101 model; pinned to ours (19 Cityscapes classes): trunk 42.50M + "
-        "soft-region head 4.73M + 3x3 pixel representation 9.44M + OCR module 1.18M + classifier = 57.86M. Cross-check: the paper's "
-        "Table 3 gives 10.5M for the OCR head (3x3 conv and OCR module; ours 10.62M)."
-    ),
-    test_config={"depth": 18, "base_width": 4, "ocr_channels": 16, "key_channels": 8},
-    notes=(
-        "ResNet variant only (HRNetV2-W48 + OCR is another zoo entry). Soft object regions from stage 3 as in the "
-        "authors' ResNet code (3x3 512, dropout 0.1, 1x1); the relation uses softmax over regions with the "
-        "1/sqrt(256) scale; dropout 0.05 after the fusion."
-    ),
-)
-def ocrnet(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101, output_stride: int = 8,
-           base_width: int = 64, ocr_channels: int = 512, key_channels: int = 256) -> OCRNet:
-    return OCRNet(spatial_dims, in_channels, out_channels, depth=depth, output_stride=output_stride,
-                  base_width=base_width, ocr_channels=ocr_channels, key_channels=key_channels)

@@ -15,12 +15,39 @@ from monai.networks.layers.factories import Conv
 
 from segarch.blocks import ConvNormAct
 from segarch.blocks.pyramid_pooling import PyramidPooling
-from segarch.nets._context import DilatedResNetNet, apply_deep_stem, check_bool, check_positive_int, check_rate
+from segarch.layers.checks import check_bool, check_positive_int, check_rate
+from segarch.nets._context import DilatedResNetNet, apply_deep_stem
 from segarch.zoo import register
 
 __all__ = ["PSPNet"]
 
 
+@register(
+    name="pspnet",
+    full_name="PSPNet (ResNet-101)",
+    paper="Pyramid Scene Parsing Network",
+    reference="arXiv:1612.01105",
+    year=2017,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=8,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101, "output_stride": 8,
+                  "bins": (1, 2, 3, 6), "head_channels": 512, "deep_stem": True},
+    paper_params=65.6,
+    paper_params_source=(
+        "The paper gives no count. Yuan et al. 2020 (OCRNet, arXiv:1909.11065, Table 3) report 23.1M for the "
+        "pyramid pooling head on a dilated ResNet-101, whose trunk has 42.5M (44.55M ImageNet model less its "
+        "fc): 65.6M for Cityscapes' 19 classes, the '~66M' usually quoted. Ours: 65.71M with the paper's deep "
+        "stem (+0.12M over the 7x7 stem: 65.58M); the auxiliary head adds 2.37M at training only."
+    ),
+    test_config={"depth": 18, "base_width": 4, "head_channels": 16},
+    notes=(
+        "Trunk: the zoo's ResNet with the paper's deep stem (three 3x3 convolutions, 64-64-128, set on the shared "
+        "encoder; deep_stem=False for the 7x7 stem). Levels reduced to 1/N of the "
+        "trunk's channels (512 each for 2048) with BN-ReLU, a 3x3 512 convolution, dropout 0.1. The auxiliary "
+        "head (aux_head=True; 3x3 256 on stage 3) is off by default: it is a training device."
+    ),
+)
 class PSPNet(DilatedResNetNet):
     """PSPNet: dilated ResNet and pyramid pooling.
 
@@ -61,37 +88,3 @@ class PSPNet(DilatedResNetNet):
 
     def head(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.classifier(self.bottleneck(self.ppm(features[-1])))
-
-
-@register(
-    name="pspnet",
-    full_name="PSPNet (ResNet-101)",
-    paper="Pyramid Scene Parsing Network",
-    reference="arXiv:1612.01105",
-    year=2017,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=8,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101, "output_stride": 8,
-                  "bins": (1, 2, 3, 6), "head_channels": 512, "deep_stem": True},
-    paper_params=65.6,
-    paper_params_source=(
-        "The paper gives no count. Yuan et al. 2020 (OCRNet, arXiv:1909.11065, Table 3) report 23.1M for the "
-        "pyramid pooling head on a dilated ResNet-101, whose trunk has 42.5M (44.55M ImageNet model less its "
-        "fc): 65.6M for Cityscapes' 19 classes, the '~66M' usually quoted. Ours: 65.71M with the paper's deep "
-        "stem (+0.12M over the 7x7 stem: 65.58M); the auxiliary head adds 2.37M at training only."
-    ),
-    test_config={"depth": 18, "base_width": 4, "head_channels": 16},
-    notes=(
-        "Trunk: the zoo's ResNet with the paper's deep stem (three 3x3 convolutions, 64-64-128, set on the shared "
-        "encoder; deep_stem=False for the 7x7 stem). Levels reduced to 1/N of the "
-        "trunk's channels (512 each for 2048) with BN-ReLU, a 3x3 512 convolution, dropout 0.1. The auxiliary "
-        "head (aux_head=True; 3x3 256 on stage 3) is off by default: it is a training device."
-    ),
-)
-def pspnet(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101, output_stride: int = 8,
-           base_width: int = 64, bins=(1, 2, 3, 6), head_channels: int = 512, dropout: float = 0.1,
-           aux_head: bool = False, deep_stem: bool = True) -> PSPNet:
-    return PSPNet(spatial_dims, in_channels, out_channels, depth=depth, output_stride=output_stride,
-                  base_width=base_width, bins=bins, head_channels=head_channels, dropout=dropout, aux_head=aux_head,
-                  deep_stem=deep_stem)

@@ -19,12 +19,28 @@ from segarch.backbones import ResNetEncoder
 from segarch.backbones.resnet import RESNET_LAYERS
 from segarch.blocks.refine import RefineNetBlock
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_features, check_spatial_dims
+from segarch.layers.checks import check_choice, check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["RefineNet"]
 
 
+@register(
+    name="refinenet", full_name="RefineNet, 4-cascaded (ResNet-101)",
+    paper="RefineNet: Multi-Path Refinement Networks for High-Resolution Semantic Segmentation",
+    reference="arXiv:1611.06612", year=2017, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21, "depth": 101},
+    paper_params=118.0,
+    paper_params_source="Lin et al. give no count; 118M is reported for the authors' RefineNet-101 by Nekrasov, Shen "
+                        "and Reid 2018 (Light-Weight RefineNet, arXiv:1810.03272, Table 1), PASCAL VOC, 21 classes, RGB.",
+    test_config={"depth": 18, "base_width": 8, "channels": (16, 8), "crp_stages": 2, "out_units": 1, "dropout": 0.0},
+    test_lr=3e-3,
+    notes="Follows the authors' released RefineNet-101 where the paper leaves room: 4 CRP stages, 3 output RCUs, "
+          "widths 512 (RefineNet-4) and 256, the coarser path entering fusion through its 3×3 convolution only, "
+          "dropout 0.5 on the two deepest encoder outputs and before the 3×3 classifier. No batch norm outside "
+          "the ResNet, as in the paper.",
+)
 class RefineNet(SegmentationNet):
     """4-cascaded RefineNet on a ResNet, for 2D or 3D semantic segmentation.
 
@@ -83,24 +99,3 @@ class RefineNet(SegmentationNet):
             y = self.refine[i](features[i], y)
         logits = self.classifier(self.dropout(y))
         return resize_to(logits, x.shape[2:])
-
-
-@register(
-    name="refinenet", full_name="RefineNet, 4-cascaded (ResNet-101)",
-    paper="RefineNet: Multi-Path Refinement Networks for High-Resolution Semantic Segmentation",
-    reference="arXiv:1611.06612", year=2017, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21, "depth": 101},
-    paper_params=118.0,
-    paper_params_source="Lin et al. give no count; 118M is reported for the authors' RefineNet-101 by Nekrasov, Shen "
-                        "and Reid 2018 (Light-Weight RefineNet, arXiv:1810.03272, Table 1), PASCAL VOC, 21 classes, RGB.",
-    test_config={"depth": 18, "base_width": 8, "channels": (16, 8), "crp_stages": 2, "out_units": 1, "dropout": 0.0},
-    test_lr=3e-3,
-    notes="Follows the authors' released RefineNet-101 where the paper leaves room: 4 CRP stages, 3 output RCUs, "
-          "widths 512 (RefineNet-4) and 256, the coarser path entering fusion through its 3×3 convolution only, "
-          "dropout 0.5 on the two deepest encoder outputs and before the 3×3 classifier. No batch norm outside "
-          "the ResNet, as in the paper.",
-)
-def refinenet(spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101, base_width: int = 64,
-              channels=(512, 256), crp_stages: int = 4, out_units: int = 3, dropout: float = 0.5) -> RefineNet:
-    return RefineNet(spatial_dims, in_channels, out_channels, depth=depth, base_width=base_width, channels=channels,
-                     crp_stages=crp_stages, out_units=out_units, dropout=dropout)

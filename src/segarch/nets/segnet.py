@@ -16,12 +16,26 @@ from monai.networks.layers.factories import Conv
 from segarch.backbones import VGGEncoder
 from segarch.backbones.vgg import VGG16_BLOCKS
 from segarch.blocks import ConvNormAct
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SegNet"]
 
 
+@register(
+    name="segnet", full_name="SegNet (VGG-16-BN)",
+    paper="SegNet: A Deep Convolutional Encoder-Decoder Architecture for Image Segmentation",
+    reference="arXiv:1511.00561", year=2017, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 11},
+    paper_params=29.5,
+    paper_params_source="Badrinarayanan et al. 2017: SegNet has 29.5M trainable parameters (the figure the paper "
+                        "sets against FCN's 134M and DeconvNet's 252M); CamVid, 11 classes (void ignored), RGB.",
+    test_config={"width_scale": 0.125},
+    notes="The decoder's last convolution outputs the classes directly (the authors' conv1_1_D), without "
+          "batch norm; every other decoder convolution has batch norm and ReLU. 3D uses 2×2×2 pooling "
+          "and max-unpooling with 3D indices.",
+)
 class SegNet(SegmentationNet):
     """SegNet for 2D or 3D semantic segmentation.
 
@@ -73,20 +87,3 @@ class SegNet(SegmentationNet):
         for stage, (_, indices, shape) in zip(self.decoder, reversed(pooled)):
             y = stage(self.unpool(y, indices, output_size=shape[2:]))
         return y
-
-
-@register(
-    name="segnet", full_name="SegNet (VGG-16-BN)",
-    paper="SegNet: A Deep Convolutional Encoder-Decoder Architecture for Image Segmentation",
-    reference="arXiv:1511.00561", year=2017, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 11},
-    paper_params=29.5,
-    paper_params_source="Badrinarayanan et al. 2017: SegNet has 29.5M trainable parameters (the figure the paper "
-                        "sets against FCN's 134M and DeconvNet's 252M); CamVid, 11 classes (void ignored), RGB.",
-    test_config={"width_scale": 0.125},
-    notes="The decoder's last convolution outputs the classes directly (the authors' conv1_1_D), without "
-          "batch norm; every other decoder convolution has batch norm and ReLU. 3D uses 2×2×2 pooling "
-          "and max-unpooling with 3D indices.",
-)
-def segnet(spatial_dims: int, in_channels: int, out_channels: int, width_scale: float = 1.0) -> SegNet:
-    return SegNet(spatial_dims, in_channels, out_channels, width_scale=width_scale)

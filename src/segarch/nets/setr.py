@@ -20,7 +20,8 @@ from monai.networks.layers.factories import Conv
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.vit import ViTEncoder
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SETR", "SETR_DECODERS", "SETR_PAPER_PARAMS"]
@@ -32,6 +33,28 @@ def _scale(x: torch.Tensor, factor: int) -> torch.Tensor:
     return resize_to(x, [s * factor for s in x.shape[2:]])
 
 
+_PAPER = "Rethinking Semantic Segmentation from a Sequence-to-Sequence Perspective with Transformers"
+
+#: The paper's counts (Cityscapes comparison table) for each decoder on ViT-L/16, 19 classes.
+SETR_PAPER_PARAMS = {"naive": 305.67, "pup": 318.31, "mla": 310.57}
+
+
+@register(
+    name="setr", full_name="SETR-PUP (ViT-L/16; decoder='naive' or 'mla' for the others)",
+    paper=_PAPER, reference="arXiv:2012.15840", year=2021, task="semantic", spatial_dims=(2, 3), size_divisor=16,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "decoder": "pup"},
+    paper_params=SETR_PAPER_PARAMS["pup"],
+    paper_params_source=("Zheng et al. 2021 (arXiv:2012.15840), Cityscapes comparison table: SETR-PUP 318.31M "
+                         "(SETR-Naive 305.67M, SETR-MLA 310.57M). The PUP figure includes the auxiliary heads used only "
+                         "in training, which are not built here: 309.59M (-2.7%); Naive 305.73M and MLA 310.65M match."),
+    test_config={"embed_dim": 16, "depth": 2, "heads": 2, "img_size": 32, "decoder_channels": 8},
+    notes=("ViT-L/16 without the class token (dense prediction never reads it; 1024 parameters). The position embedding "
+           "is learned on a 48×48 grid (768² crops) and interpolated to other sizes. 3D (an extension): 16³ patches, an "
+           "8×8×8 grid by default (128³). PUP is the registered default: the Naive and MLA decoders classify at 1/16 and "
+           "1/4 resolution and up-sample the logits linearly, which cannot fit the shared tester's 32×32 toy task (two "
+           "tokens per axis), so they are options, checked in tests/test_zoo_hr_transformer.py. MLA taps layers 6, 12, "
+           "18, 24; projection and refinement at 256 channels, per-stream heads at 128."),
+)
 class SETR(SegmentationNet):
     """SETR with a ViT encoder and a naive, PUP or MLA decoder, in 2D or 3D.
 
@@ -95,31 +118,3 @@ class SETR(SegmentationNet):
             running = p if running is None else running + p
             streams.append(_scale(self.heads[i](self.refine[i](running)), 4))
         return _scale(self.classifier(torch.cat(streams[::-1], dim=1)), 4)
-
-
-_PAPER = "Rethinking Semantic Segmentation from a Sequence-to-Sequence Perspective with Transformers"
-
-#: The paper's counts (Cityscapes comparison table) for each decoder on ViT-L/16, 19 classes.
-SETR_PAPER_PARAMS = {"naive": 305.67, "pup": 318.31, "mla": 310.57}
-
-
-@register(
-    name="setr", full_name="SETR-PUP (ViT-L/16; decoder='naive' or 'mla' for the others)",
-    paper=_PAPER, reference="arXiv:2012.15840", year=2021, task="semantic", spatial_dims=(2, 3), size_divisor=16,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "decoder": "pup"},
-    paper_params=SETR_PAPER_PARAMS["pup"],
-    paper_params_source=("Zheng et al. 2021 (arXiv:2012.15840), Cityscapes comparison table: SETR-PUP 318.31M "
-                         "(SETR-Naive 305.67M, SETR-MLA 310.57M). The PUP figure includes the auxiliary heads used only "
-                         "in training, which are not built here: 309.59M (-2.7%); Naive 305.73M and MLA 310.65M match."),
-    test_config={"embed_dim": 16, "depth": 2, "heads": 2, "img_size": 32, "decoder_channels": 8},
-    notes=("ViT-L/16 without the class token (dense prediction never reads it; 1024 parameters). The position embedding "
-           "is learned on a 48×48 grid (768² crops) and interpolated to other sizes. 3D (an extension): 16³ patches, an "
-           "8×8×8 grid by default (128³). PUP is the registered default: the Naive and MLA decoders classify at 1/16 and "
-           "1/4 resolution and up-sample the logits linearly, which cannot fit the shared tester's 32×32 toy task (two "
-           "tokens per axis), so they are options, checked in tests/test_zoo_hr_transformer.py. MLA taps layers 6, 12, "
-           "18, 24; projection and refinement at 256 channels, per-stream heads at 128."),
-)
-def setr(spatial_dims: int, in_channels: int, out_channels: int, decoder: str = "pup", embed_dim: int = 1024,
-         depth: int = 24, heads: int = 16, img_size: int | None = None, decoder_channels: int = 256) -> SETR:
-    return SETR(spatial_dims, in_channels, out_channels, decoder=decoder, embed_dim=embed_dim, depth=depth,
-                heads=heads, img_size=img_size, decoder_channels=decoder_channels)

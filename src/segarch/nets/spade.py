@@ -17,12 +17,36 @@ from torch import nn
 from monai.networks.layers.factories import Conv
 
 from segarch.blocks.spade import SPADE_NORMS, SPADEResBlock
-from segarch.nets._base import SegmentationNet, check_choice, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_choice, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SPADEGenerator"]
 
 
+@register(
+    name="spade",
+    full_name="SPADE generator (label-to-image; not a segmenter)",
+    paper="Semantic Image Synthesis with Spatially-Adaptive Normalization",
+    reference="arXiv:1903.07291",
+    year=2019,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 151, "out_channels": 3, "base_width": 64},
+    paper_params=96.5,
+    paper_params_source=("Park et al. 2019 (arXiv:1903.07291): the SPADE generator's parameter count, 96.5M. The label "
+                         "width is not stated with it; 151 label channels (ADE20K: 150 classes + don't-care, no instance "
+                         "map, the authors' ADE20K setting) reproduce it (96.49M); COCO-Stuff's 184 would give 97.5M."),
+    test_config={"base_width": 2, "hidden": 8},
+    test_lr=1e-2,
+    notes=("A GENERATOR, not a segmenter: in_channels = label classes, out_channels = image channels; it synthesises "
+           "images from label maps (e.g. training data). Registered as task='semantic' only because the zoo has no "
+           "generator task and its contract (B, in, *spatial) → (B, out, *spatial) holds. Input: the label map "
+           "down-sampled to 1/32 (the paper's no-encoder variant); the VAE style encoder and noise input are left out, "
+           "since its linear layer ties the net to one image size. 3D (trilinear-free: nearest up-sampling, 3D "
+           "convolutions) is an extension."),
+)
 class SPADEGenerator(SegmentationNet):
     """SPADE generator: ``forward(labels_onehot) -> image``.
 
@@ -86,32 +110,3 @@ class SPADEGenerator(SegmentationNet):
 
 def _up(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
-
-
-@register(
-    name="spade",
-    full_name="SPADE generator (label-to-image; not a segmenter)",
-    paper="Semantic Image Synthesis with Spatially-Adaptive Normalization",
-    reference="arXiv:1903.07291",
-    year=2019,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 151, "out_channels": 3, "base_width": 64},
-    paper_params=96.5,
-    paper_params_source=("Park et al. 2019 (arXiv:1903.07291): the SPADE generator's parameter count, 96.5M. The label "
-                         "width is not stated with it; 151 label channels (ADE20K: 150 classes + don't-care, no instance "
-                         "map, the authors' ADE20K setting) reproduce it (96.49M); COCO-Stuff's 184 would give 97.5M."),
-    test_config={"base_width": 2, "hidden": 8},
-    test_lr=1e-2,
-    notes=("A GENERATOR, not a segmenter: in_channels = label classes, out_channels = image channels; it synthesises "
-           "images from label maps (e.g. training data). Registered as task='semantic' only because the zoo has no "
-           "generator task and its contract (B, in, *spatial) → (B, out, *spatial) holds. Input: the label map "
-           "down-sampled to 1/32 (the paper's no-encoder variant); the VAE style encoder and noise input are left out, "
-           "since its linear layer ties the net to one image size. 3D (trilinear-free: nearest up-sampling, 3D "
-           "convolutions) is an extension."),
-)
-def spade(spatial_dims: int, in_channels: int, out_channels: int, base_width: int = 64, hidden: int = 128,
-          norm: str = "batch", spectral_norm: bool = True, final_act: str | None = "tanh") -> SPADEGenerator:
-    return SPADEGenerator(spatial_dims, in_channels, out_channels, base_width=base_width, hidden=hidden, norm=norm,
-                          spectral_norm=spectral_norm, final_act=final_act)

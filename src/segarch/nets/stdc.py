@@ -22,7 +22,8 @@ from segarch.blocks.bisenet_fusion import FeatureFusion
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.padded_pool import PaddedAvgPool
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_choice, check_spatial_dims
+from segarch.layers.checks import check_choice, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.nets.bisenet import ContextPath, SegHead
 from segarch.zoo import register
 
@@ -124,6 +125,23 @@ class _STDCClassifier(nn.Module):
         return self.fc(x.flatten(2).mean(-1))
 
 
+_PAPER = "Rethinking BiSeNet For Real-time Semantic Segmentation"
+
+
+@register(
+    name="stdc_seg", full_name="STDC-Seg (\"BiSeNet V3\")", paper=_PAPER, reference="arXiv:2104.13188", year=2021,
+    task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "backbone": "stdc1"},
+    paper_params=8.27,
+    paper_params_source="No figure in the paper for the segmentation network (it reports FLOPs of the backbones and "
+                        "speed): pinned to this implementation's count of STDC1-Seg at 19 classes, 8.27M "
+                        "(STDC2-Seg: 12.30M).",
+    test_config={"base": 8, "context_channels": 8, "fusion_channels": 8},
+    test_lr=2e-2,
+    notes="'BiSeNet V3' is not the paper's name: STDC-Seg is the authors' rethinking of BiSeNet. The stride-2 STDC "
+          "module strides its second (3×3) block as Fig. 3 draws it. The detail aggregation head and the auxiliary "
+          "heads only serve training losses and are not built.",
+)
 class STDCSeg(SegmentationNet):
     """STDC-Seg for 2D or 3D semantic segmentation.
 
@@ -163,29 +181,6 @@ class STDCSeg(SegmentationNet):
         f8, f16, f32 = self.backbone(x)[2:]
         context = self.context_path(f16, f32, f8.shape[2:])
         return resize_to(self.head(self.ffm(f8, context)), x.shape[2:])
-
-
-_PAPER = "Rethinking BiSeNet For Real-time Semantic Segmentation"
-
-
-@register(
-    name="stdc_seg", full_name="STDC-Seg (\"BiSeNet V3\")", paper=_PAPER, reference="arXiv:2104.13188", year=2021,
-    task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "backbone": "stdc1"},
-    paper_params=8.27,
-    paper_params_source="No figure in the paper for the segmentation network (it reports FLOPs of the backbones and "
-                        "speed): pinned to this implementation's count of STDC1-Seg at 19 classes, 8.27M "
-                        "(STDC2-Seg: 12.30M).",
-    test_config={"base": 8, "context_channels": 8, "fusion_channels": 8},
-    test_lr=2e-2,
-    notes="'BiSeNet V3' is not the paper's name: STDC-Seg is the authors' rethinking of BiSeNet. The stride-2 STDC "
-          "module strides its second (3×3) block as Fig. 3 draws it. The detail aggregation head and the auxiliary "
-          "heads only serve training losses and are not built.",
-)
-def stdc_seg(spatial_dims: int, in_channels: int, out_channels: int, backbone: str = "stdc1", base: int = 64,
-             context_channels: int = 128, fusion_channels: int = 256) -> STDCSeg:
-    return STDCSeg(spatial_dims, in_channels, out_channels, backbone=backbone, base=base,
-                   context_channels=context_channels, fusion_channels=fusion_channels)
 
 
 def _register_stdc(variant: str, params: float) -> None:

@@ -16,7 +16,8 @@ from monai.networks.layers.factories import Conv, Norm
 
 from segarch.backbones.resnet import ResNetEncoder
 from segarch.blocks.resize import resize_to
-from segarch.nets._base import SegmentationNet, check_spatial_dims
+from segarch.layers.checks import check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SwiftNet", "BNReLUConv", "SwiftSPP"]
@@ -61,6 +62,18 @@ class _Upsample(nn.Module):
         return self.blend(resize_to(x, skip.shape[2:]) + self.skip(skip))
 
 
+@register(
+    name="swiftnet", full_name="SwiftNetRN-18",
+    paper="In Defense of Pre-trained ImageNet Architectures for Real-time Semantic Segmentation of Road-driving Images",
+    reference="arXiv:1903.08469", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
+    paper_params=11.8,
+    paper_params_source="Oršić et al. 2019, Cityscapes results table: single-scale SwiftNetRN-18, 11.8M parameters.",
+    test_config={"channels": 8, "base_width": 8},
+    notes="Single-scale model with SPP (grids 8, 4, 2 at 1/32, 128 // 3 = 42 channels each). The encoder's skips are the "
+          "ResNet stages' outputs after their final ReLU (the authors tap them before it). Pooling grids are square "
+          "here (the authors' keep the image's aspect ratio).",
+)
 class SwiftNet(SegmentationNet):
     """Single-scale SwiftNet (ResNet-18) for 2D or 3D semantic segmentation.
 
@@ -101,19 +114,3 @@ class SwiftNet(SegmentationNet):
         for up, skip in zip(self.up, (f16, f8, f4)):
             y = up(y, skip)
         return resize_to(self.logits(y), x.shape[2:])
-
-
-@register(
-    name="swiftnet", full_name="SwiftNetRN-18",
-    paper="In Defense of Pre-trained ImageNet Architectures for Real-time Semantic Segmentation of Road-driving Images",
-    reference="arXiv:1903.08469", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
-    paper_params=11.8,
-    paper_params_source="Oršić et al. 2019, Cityscapes results table: single-scale SwiftNetRN-18, 11.8M parameters.",
-    test_config={"channels": 8, "base_width": 8},
-    notes="Single-scale model with SPP (grids 8, 4, 2 at 1/32, 128 // 3 = 42 channels each). The encoder's skips are the "
-          "ResNet stages' outputs after their final ReLU (the authors tap them before it). Pooling grids are square "
-          "here (the authors' keep the image's aspect ratio).",
-)
-def swiftnet(spatial_dims: int, in_channels: int, out_channels: int, channels: int = 128, base_width: int = 64) -> SwiftNet:
-    return SwiftNet(spatial_dims, in_channels, out_channels, channels=channels, base_width=base_width)

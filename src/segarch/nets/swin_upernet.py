@@ -22,7 +22,8 @@ from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.resize import resize_to
 from segarch.blocks.pyramid_pooling import PyramidPooling
 from segarch.blocks.window_attention import PatchMerging, SwinBlock
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["SwinEncoder", "UPerHead", "SwinUPerNet"]
@@ -100,6 +101,25 @@ class UPerHead(nn.Module):
         return self.classifier(fused)
 
 
+@register(
+    name="swin_upernet",
+    full_name="Swin-T + UPerNet",
+    paper="Swin Transformer: Hierarchical Vision Transformer using Shifted Windows",
+    reference="arXiv:2103.14030",
+    year=2021,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=32,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 150},
+    paper_params=60.0,
+    paper_params_source=("Liu et al. 2021 (arXiv:2103.14030), ADE20K table: UPerNet with Swin-T, 60M (150 classes). "
+                         "UPerNet: Xiao et al. 2018, 'Unified Perceptual Parsing for Scene Understanding', arXiv:1807.10221."),
+    test_config={"embed_dim": 8, "depths": (1, 1, 2, 1), "heads": (1, 1, 2, 2), "window": 4, "head_channels": 8},
+    notes=("The paper's 60M includes the auxiliary FCN head on stage 3 used only in training (~1M), not built here: "
+           "59.02M (-1.6%). Feature maps are padded to window multiples inside each block; an axis shorter than the window "
+           "gets one window and no shift (as in the official code). 3D (an extension, after Video Swin): 4³ patch "
+           "embedding, cubic windows with a (2w−1)³ bias table, 2×2×2 patch merging to 2C."),
+)
 class SwinUPerNet(SegmentationNet):
     """Swin encoder + UPerNet head.
 
@@ -127,29 +147,3 @@ class SwinUPerNet(SegmentationNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
         return resize_to(self.head(self.encoder(x)), x.shape[2:])
-
-
-@register(
-    name="swin_upernet",
-    full_name="Swin-T + UPerNet",
-    paper="Swin Transformer: Hierarchical Vision Transformer using Shifted Windows",
-    reference="arXiv:2103.14030",
-    year=2021,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=32,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 150},
-    paper_params=60.0,
-    paper_params_source=("Liu et al. 2021 (arXiv:2103.14030), ADE20K table: UPerNet with Swin-T, 60M (150 classes). "
-                         "UPerNet: Xiao et al. 2018, 'Unified Perceptual Parsing for Scene Understanding', arXiv:1807.10221."),
-    test_config={"embed_dim": 8, "depths": (1, 1, 2, 1), "heads": (1, 1, 2, 2), "window": 4, "head_channels": 8},
-    notes=("The paper's 60M includes the auxiliary FCN head on stage 3 used only in training (~1M), not built here: "
-           "59.02M (-1.6%). Feature maps are padded to window multiples inside each block; an axis shorter than the window "
-           "gets one window and no shift (as in the official code). 3D (an extension, after Video Swin): 4³ patch "
-           "embedding, cubic windows with a (2w−1)³ bias table, 2×2×2 patch merging to 2C."),
-)
-def swin_upernet(spatial_dims: int, in_channels: int, out_channels: int, embed_dim: int = 96,
-                 depths: Sequence[int] = (2, 2, 6, 2), heads: Sequence[int] = (3, 6, 12, 24), window: int = 7,
-                 head_channels: int = 512) -> SwinUPerNet:
-    return SwinUPerNet(spatial_dims, in_channels, out_channels, embed_dim=embed_dim, depths=depths, heads=heads,
-                       window=window, head_channels=head_channels)

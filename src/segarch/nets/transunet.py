@@ -21,7 +21,8 @@ from segarch.backbones.resnet import Bottleneck
 from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import interp_mode
 from segarch.blocks.vit import ViTEncoder
-from segarch.nets._base import SegmentationNet, check_features, check_positive_int, check_spatial_dims
+from segarch.layers.checks import check_features, check_positive_int, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["TransUNet", "HybridTrunk"]
@@ -54,6 +55,25 @@ class HybridTrunk(nn.Module):
         return stem_pool_stages(x, self.stem, self.pool, self.stages)
 
 
+@register(
+    name="transunet", full_name="TransUNet (R50-ViT-B/16)",
+    paper="TransUNet: Transformers Make Strong Encoders for Medical Image Segmentation", reference="arXiv:2102.04306",
+    year=2021, task="semantic", spatial_dims=(2, 3), size_divisor=16,
+    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 9, "img_size": 224},
+    paper_params=105.3,
+    paper_params_source="The paper gives no count; 105.3M is the size later comparisons quote for the authors' "
+                        "R50-ViT-B/16 TransUNet (224² inputs, 9 Synapse classes; the released model takes a CT slice "
+                        "repeated to 3 channels). Ours is built from Sec. 3 and the released configuration.",
+    test_config={"img_size": 32, "base_width": 4, "trunk_blocks": (1, 1, 1), "hidden_size": 16, "num_layers": 1,
+                 "num_heads": 2, "mlp_dim": 32, "head_channels": 16, "decoder_channels": (16, 8, 8, 4)},
+    test_lr=3e-3,
+    notes="3D: the trunk and upsampler are 3D and the ViT runs on the 3D token grid; the learned position "
+          "embeddings live on the (img_size/16)^dims grid and are resampled (bi/trilinearly) to any other grid, "
+          "so inputs of any multiple-of-16 size work in 2D and 3D. The trunk uses batch norm where the authors' "
+          "BiT ResNet uses group norm with weight-standardised convolutions (same parameter count); max-pooling "
+          "pads by one so every stride halves exactly. The ViT is the shared segarch.blocks.vit encoder, which has "
+          "no dropout (ViT-B's is 0.1).",
+)
 class TransUNet(SegmentationNet):
     """TransUNet (R50-ViT-B/16 hybrid encoder, cascaded upsampler) for 2D or 3D semantic segmentation.
 
@@ -125,30 +145,3 @@ class TransUNet(SegmentationNet):
             y = F.interpolate(y, scale_factor=2, mode=self._mode, align_corners=False)
             y = block(y if skip is None else torch.cat([y, skip], dim=1))
         return self.head(y)
-
-
-@register(
-    name="transunet", full_name="TransUNet (R50-ViT-B/16)",
-    paper="TransUNet: Transformers Make Strong Encoders for Medical Image Segmentation", reference="arXiv:2102.04306",
-    year=2021, task="semantic", spatial_dims=(2, 3), size_divisor=16,
-    paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 9, "img_size": 224},
-    paper_params=105.3,
-    paper_params_source="The paper gives no count; 105.3M is the size later comparisons quote for the authors' "
-                        "R50-ViT-B/16 TransUNet (224² inputs, 9 Synapse classes; the released model takes a CT slice "
-                        "repeated to 3 channels). Ours is built from Sec. 3 and the released configuration.",
-    test_config={"img_size": 32, "base_width": 4, "trunk_blocks": (1, 1, 1), "hidden_size": 16, "num_layers": 1,
-                 "num_heads": 2, "mlp_dim": 32, "head_channels": 16, "decoder_channels": (16, 8, 8, 4)},
-    test_lr=3e-3,
-    notes="3D: the trunk and upsampler are 3D and the ViT runs on the 3D token grid; the learned position "
-          "embeddings live on the (img_size/16)^dims grid and are resampled (bi/trilinearly) to any other grid, "
-          "so inputs of any multiple-of-16 size work in 2D and 3D. The trunk uses batch norm where the authors' "
-          "BiT ResNet uses group norm with weight-standardised convolutions (same parameter count); max-pooling "
-          "pads by one so every stride halves exactly. The ViT is the shared segarch.blocks.vit encoder, which has "
-          "no dropout (ViT-B's is 0.1).",
-)
-def transunet(spatial_dims: int, in_channels: int, out_channels: int, img_size: int = 224, base_width: int = 64,
-              trunk_blocks=(3, 4, 9), hidden_size: int = 768, num_layers: int = 12, num_heads: int = 12,
-              mlp_dim: int = 3072, head_channels: int = 512, decoder_channels=(256, 128, 64, 16)) -> TransUNet:
-    return TransUNet(spatial_dims, in_channels, out_channels, img_size=img_size, base_width=base_width,
-                     trunk_blocks=trunk_blocks, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                     mlp_dim=mlp_dim, head_channels=head_channels, decoder_channels=decoder_channels)

@@ -18,7 +18,8 @@ from monai.networks.layers.factories import Conv, Dropout, Pool
 
 from segarch.blocks import DoubleConv, UpSample
 from segarch.blocks.upsample import UPSAMPLE_MODES
-from segarch.nets._base import SegmentationNet, check_choice, check_features, check_spatial_dims
+from segarch.layers.checks import check_choice, check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["UNet", "NORMS"]
@@ -30,6 +31,25 @@ def _norm_spec(norm: str | None):
     return ("group", {"num_groups": 8}) if norm == "group" else norm
 
 
+@register(
+    name="unet",
+    full_name="U-Net",
+    paper="U-Net: Convolutional Networks for Biomedical Image Segmentation",
+    reference="arXiv:1505.04597",
+    year=2015,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=16,
+    paper_config={"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "features": (64, 128, 256, 512, 1024)},
+    paper_params=31.03,
+    paper_params_source=(
+        "The paper gives no count; 31.03M follows from its Fig. 1 (23 convolutions, 64→1024 channels, "
+        "1 input channel, 2 classes) and agrees with Zhou et al. 2018 (arXiv:1807.10165) Table 1, "
+        "7.76M for the same U-Net at a quarter of the width (32→512)."
+    ),
+    test_config={"features": (4, 8, 16, 32, 64)},
+    notes="Padded convolutions keep the input size; optional norm and interpolation up-sampling are extensions.",
+)
 class UNet(SegmentationNet):
     """U-Net for 2D or 3D semantic segmentation.
 
@@ -108,27 +128,3 @@ class UNet(SegmentationNet):
         for up, block in zip(self.ups, self.decoder):
             x = block(torch.cat([skips.pop(), up(x)], dim=1))
         return self.head(x)
-
-
-@register(
-    name="unet",
-    full_name="U-Net",
-    paper="U-Net: Convolutional Networks for Biomedical Image Segmentation",
-    reference="arXiv:1505.04597",
-    year=2015,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=16,
-    paper_config={"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "features": (64, 128, 256, 512, 1024)},
-    paper_params=31.03,
-    paper_params_source=(
-        "The paper gives no count; 31.03M follows from its Fig. 1 (23 convolutions, 64→1024 channels, "
-        "1 input channel, 2 classes) and agrees with Zhou et al. 2018 (arXiv:1807.10165) Table 1, "
-        "7.76M for the same U-Net at a quarter of the width (32→512)."
-    ),
-    test_config={"features": (4, 8, 16, 32, 64)},
-    notes="Padded convolutions keep the input size; optional norm and interpolation up-sampling are extensions.",
-)
-def unet(spatial_dims: int, in_channels: int, out_channels: int, features=(64, 128, 256, 512, 1024),
-         norm=None, dropout=0.5, up_mode="deconv") -> UNet:
-    return UNet(spatial_dims, in_channels, out_channels, features=features, norm=norm, dropout=dropout, up_mode=up_mode)

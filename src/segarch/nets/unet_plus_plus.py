@@ -17,12 +17,29 @@ from torch import nn
 from monai.networks.layers.factories import Conv, Pool
 
 from segarch.blocks import DoubleConv, UpSample
-from segarch.nets._base import SegmentationNet, check_features, check_spatial_dims
+from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["UNetPlusPlus"]
 
 
+@register(
+    name="unet_plus_plus",
+    full_name="UNet++",
+    paper="UNet++: A Nested U-Net Architecture for Medical Image Segmentation",
+    reference="arXiv:1807.10165",
+    year=2018,
+    task="semantic",
+    spatial_dims=(2, 3),
+    size_divisor=16,
+    paper_config={"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "features": (32, 64, 128, 256, 512),
+                  "deep_supervision": True},
+    paper_params=9.04,
+    paper_params_source="Zhou et al. 2018, Table 1: UNet++ w/ DS 9.04M parameters (U-Net 7.76M, wide U-Net 9.13M).",
+    test_config={"features": (4, 8, 16, 32, 64)},
+    notes="Deep-supervision outputs are averaged into one prediction; up-sampling is a 2×2 transposed convolution as in the authors' code.",
+)
 class UNetPlusPlus(SegmentationNet):
     """UNet++ for 2D or 3D semantic segmentation.
 
@@ -95,25 +112,3 @@ class UNetPlusPlus(SegmentationNet):
             return self.heads[0](grid[0][columns])
         outputs = [self.heads[j - 1](grid[0][j]) for j in range(1, columns + 1)]
         return torch.stack(outputs).mean(0)
-
-
-@register(
-    name="unet_plus_plus",
-    full_name="UNet++",
-    paper="UNet++: A Nested U-Net Architecture for Medical Image Segmentation",
-    reference="arXiv:1807.10165",
-    year=2018,
-    task="semantic",
-    spatial_dims=(2, 3),
-    size_divisor=16,
-    paper_config={"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "features": (32, 64, 128, 256, 512),
-                  "deep_supervision": True},
-    paper_params=9.04,
-    paper_params_source="Zhou et al. 2018, Table 1: UNet++ w/ DS 9.04M parameters (U-Net 7.76M, wide U-Net 9.13M).",
-    test_config={"features": (4, 8, 16, 32, 64)},
-    notes="Deep-supervision outputs are averaged into one prediction; up-sampling is a 2×2 transposed convolution as in the authors' code.",
-)
-def unet_plus_plus(spatial_dims: int, in_channels: int, out_channels: int, features=(32, 64, 128, 256, 512),
-                   deep_supervision=True, prune_depth=None) -> UNetPlusPlus:
-    return UNetPlusPlus(spatial_dims, in_channels, out_channels, features=features,
-                        deep_supervision=deep_supervision, prune_depth=prune_depth)

@@ -65,4 +65,6 @@ def load(name: str):
     """The shipped model ``name`` as a :class:`segarch.Model` (CPU, eval mode)."""
     from segarch.model_file import load_model
 
-    return load_model(path(name))
+    model = load_model(path(name))
+    model.name = name  # provenance names the shipped model, not only its architecture
+    return model

@@ -1,5 +1,6 @@
 """Extreme-point prompts (DEXTR, Maninis et al. 2018, arXiv:1711.09081): click an object's extreme points,
-get its mask, in 2D (4 points) and 3D (6 points).
+get its mask, in 2D (4 points) and 3D (6 points). Inference only: training extreme-point models is
+:func:`segarch.train` (:mod:`segarch.training.interactive`).
 
 Examples::
 
@@ -10,17 +11,32 @@ Examples::
 
 Modules: :mod:`~segarch.prompts.points` (extreme points, point checks), :mod:`~segarch.prompts.recipe`
 (crop, resizing, heat map), :mod:`~segarch.prompts.segment` (:func:`segment_from_points`),
-:mod:`~segarch.prompts.data` (training pairs from instance labels), :mod:`~segarch.prompts.training`
-(:func:`fine_tune` on your instance labels), :mod:`~segarch.prompts.synthetic` (generated scenes of varied
-objects), :mod:`~segarch.prompts.evaluate` (IoU and latency on fresh objects).
+:mod:`~segarch.prompts.synthetic` (generated scenes of varied objects), :mod:`~segarch.prompts.evaluate`
+(IoU and latency on fresh objects).
+
+``prompts.fine_tune`` and ``prompts.training_pairs`` are deprecated aliases of
+:func:`segarch.training.fine_tune` and :func:`segarch.training.training_pairs`.
 """
 
-from segarch.prompts.data import training_pairs
+import importlib
+import warnings
+
 from segarch.prompts.points import check_points, extreme_points, needed_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings
 from segarch.prompts.segment import segment_from_points
 from segarch.prompts.synthetic import object_scene
-from segarch.prompts.training import fine_tune
 
-__all__ = ["extreme_points", "check_points", "needed_points", "segment_from_points", "training_pairs", "fine_tune",
-           "object_scene", "PromptSettings", "DEFAULTS"]
+__all__ = ["extreme_points", "check_points", "needed_points", "segment_from_points", "object_scene",
+           "PromptSettings", "DEFAULTS"]
+
+#: Names that moved to segarch.training (prompts is inference only): old name → new home.
+_MOVED = {"fine_tune": "segarch.training.interactive", "training_pairs": "segarch.training.interactive"}
+
+
+def __getattr__(name: str):
+    # Deprecated aliases, resolved on first use so that importing prompts never imports training.
+    if name in _MOVED:
+        warnings.warn(f"segarch.prompts.{name} moved to segarch.training.{name}; the alias will be removed in "
+                      f"segarch 0.3.", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'segarch.prompts' has no attribute {name!r}")

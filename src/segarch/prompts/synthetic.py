@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segarch.synthetic import _blur, _rotation, _smooth_noise
+from segarch.synthetic import blur, random_rotation, smooth_noise
 
 __all__ = ["object_scene", "SHAPES"]
 
@@ -45,7 +45,7 @@ def _shape(rng: np.random.Generator, kind: str, dims: int, size: float) -> np.nd
     """A boolean object of about ``size`` pixels across, in its own tight box."""
     half = int(np.ceil(size * 0.75)) + 2
     grid = np.stack(np.meshgrid(*[np.arange(-half, half + 1, dtype=np.float32)] * dims, indexing="ij"), -1)
-    local = grid @ _rotation(rng, dims).T
+    local = grid @ random_rotation(rng, dims).T
     radius = size / 2
     if kind == "rod":
         # A capsule of half-length L and radius w along the first rotated axis, bent by a parabola.
@@ -61,7 +61,7 @@ def _shape(rng: np.random.Generator, kind: str, dims: int, size: float) -> np.nd
         scaled = local / axes
         dist = np.sqrt((scaled ** 2).sum(-1))
         if kind == "blob":
-            bump = _smooth_noise(rng, dist.shape, scale=max(1.0, radius / 3))
+            bump = smooth_noise(rng, dist.shape, scale=max(1.0, radius / 3))
             inside = dist <= 1 + 0.12 * bump
         elif dims == 2:
             angle = np.arctan2(scaled[..., 0], scaled[..., 1])
@@ -105,7 +105,7 @@ def object_scene(shape=(160, 160), *, seed: int = 0, count: tuple[int, int] = (3
     labels = np.zeros(shape, np.uint16)
     signal = np.zeros(shape, np.float32)
     background = rng.uniform(0.1, 0.6)
-    texture = _smooth_noise(rng, shape, scale=rng.uniform(1, 4))
+    texture = smooth_noise(rng, shape, scale=rng.uniform(1, 4))
     n_objects = int(rng.integers(count[0], count[1] + 1))
     boxes: list[tuple[np.ndarray, np.ndarray]] = []
     placed = 0
@@ -136,8 +136,8 @@ def object_scene(shape=(160, 160), *, seed: int = 0, count: tuple[int, int] = (3
     coords = np.meshgrid(*[np.linspace(-0.5, 0.5, n) for n in shape], indexing="ij", sparse=True)
     direction = rng.standard_normal(dims)
     gradient = rng.uniform(0, 0.3) * sum(d * g for d, g in zip(direction / np.linalg.norm(direction), coords))
-    clutter = rng.uniform(0, 0.12) * _smooth_noise(rng, shape, scale=rng.uniform(2, 10))
-    image = _blur(background + signal + gradient + clutter, rng.uniform(0, 1.5))
+    clutter = rng.uniform(0, 0.12) * smooth_noise(rng, shape, scale=rng.uniform(2, 10))
+    image = blur(background + signal + gradient + clutter, rng.uniform(0, 1.5))
     image = np.clip(image, 0, None)
     photons = rng.uniform(30, 300)
     image = rng.poisson(image * photons) / photons + rng.normal(0, rng.uniform(0.01, 0.06), shape)

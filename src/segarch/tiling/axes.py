@@ -18,12 +18,14 @@ class Layout:
         spatial: the axes the model consumes, e.g. ``"YX"`` (in image order).
         loop: the axes iterated over (T, and Z for a 2D model), in image order.
         channel: whether the image has a C axis.
+        grey: the C axis holds RGB(A) that is converted to one grey channel for the model.
     """
 
     axes: str
     spatial: str
     loop: str
     channel: bool
+    grey: bool = False
 
     def labels_axes(self) -> str:
         """Axes of a labels output: the image's, without C."""
@@ -34,14 +36,17 @@ class Layout:
         return self.loop + "C" + self.spatial
 
 
-def resolve_axes(shape: tuple[int, ...], axes: str | None, spatial_dims: int, in_channels: int) -> Layout:
+def resolve_axes(shape: tuple[int, ...], axes: str | None, spatial_dims: int, in_channels: int, *,
+                 grey: bool = False) -> Layout:
     """Validate ``axes`` for an image of ``shape`` (or infer them) for a model of ``spatial_dims``.
+
+    ``grey``: the image's C axis holds RGB or RGBA (3 or 4) for a 1-channel model, converted to grey.
 
     Raises ``ValueError`` naming the parameter, the value and what is allowed.
     """
     model_spatial = "ZYX"[-spatial_dims:]
     if axes is None:
-        axes = _infer(shape, spatial_dims, in_channels)
+        axes = _infer(shape, spatial_dims, 3 if grey else in_channels)
     if not isinstance(axes, str):
         raise ValueError(f"`axes` must be a string such as 'YX', 'CZYX' or 'TCZYX', got {axes!r}.")
     axes = axes.upper()
@@ -57,7 +62,12 @@ def resolve_axes(shape: tuple[int, ...], axes: str | None, spatial_dims: int, in
         )
     channel = "C" in axes
     channels = shape[axes.index("C")] if channel else 1
-    if channels != in_channels:
+    if grey:
+        if in_channels != 1 or channels not in (3, 4):
+            raise ValueError(
+                f"`grey`=True converts an RGB(A) image (a C axis of 3 or 4) for a 1-channel model; here the image "
+                f"(axes {axes!r}, shape {tuple(shape)}) has {channels} channel(s) and the model takes {in_channels}.")
+    elif channels != in_channels:
         where = f"its C axis has {channels}" if channel else "it has no C axis (1 channel)"
         raise ValueError(
             f"Channel mismatch: the model expects `in_channels`={in_channels} but the image (axes {axes!r}, shape "
@@ -65,7 +75,7 @@ def resolve_axes(shape: tuple[int, ...], axes: str | None, spatial_dims: int, in
         )
     spatial = "".join(a for a in axes if a in model_spatial)
     loop = "".join(a for a in axes if a not in model_spatial and a != "C")
-    return Layout(axes, spatial, loop, channel)
+    return Layout(axes, spatial, loop, channel, grey)
 
 
 def _infer(shape: tuple[int, ...], spatial_dims: int, in_channels: int) -> str:

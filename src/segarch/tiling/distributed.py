@@ -16,20 +16,34 @@ import numpy as np
 
 from segarch.tiling.plan import Assembler, Plan, Region
 
-__all__ = ["run_distributed"]
+__all__ = ["run_distributed", "connect"]
 
 log = logging.getLogger("segarch.tiling")
 _RUNNERS: dict[str, Any] = {}  # per worker process: token → NetworkRunner
 
 
-def _client(scheduler):
+_CONNECT_SECONDS = 15
+
+
+def connect(scheduler):
+    """A ``dask.distributed.Client`` for ``scheduler`` (a Client, or an address such as ``tcp://host:8786``).
+
+    Raises:
+        ValueError: one line naming the address when it cannot be reached (no traceback).
+    """
     from distributed import Client
 
     if isinstance(scheduler, Client):
         return scheduler
-    if isinstance(scheduler, str):
-        return Client(scheduler)
-    raise ValueError(f"`scheduler` must be a dask.distributed.Client or a scheduler address, got {scheduler!r}.")
+    if not isinstance(scheduler, str):
+        raise ValueError(f"`scheduler` must be a dask.distributed.Client or a scheduler address, got {scheduler!r}.")
+    try:
+        return Client(scheduler, timeout=_CONNECT_SECONDS)
+    except (OSError, TimeoutError, ValueError, TypeError) as err:
+        raise ValueError(f"`scheduler`={scheduler!r}: could not connect to a Dask scheduler there within "
+                         f"{_CONNECT_SECONDS} s ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+                         "Check the address (e.g. tcp://host:8786) and that the scheduler is running, or run "
+                         "without a scheduler.") from None
 
 
 def _runner(token: str, payload: dict[str, Any]):
@@ -67,11 +81,7 @@ def run_distributed(scheduler, plan: Plan, source, preprocess, network, device: 
     """Run every unfinished block on the cluster; returns the number of tiles computed."""
     from distributed import as_completed
 
-    from segarch.tiling.output import NumpySink
-
-    if isinstance(sink, NumpySink):
-        raise ValueError("`scheduler` needs `out` (a .zarr path the workers can write to).")
-    client = _client(scheduler)
+    client = connect(scheduler)
     workers = client.scheduler_info().get("workers", {})
     threads = sum(w.get("nthreads", 1) for w in workers.values()) or 1
     payload = {"network": network.cpu(), "device": device, "amp": amp,

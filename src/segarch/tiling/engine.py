@@ -15,15 +15,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from segarch.destinations import check_output_store
 from segarch.model import Model
+from segarch.preprocessing import check_preprocessing
 from segarch.tiling.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
+from segarch.tiling.memory import check_tile_memory
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling.plan import Assembler, Plan, Region, TileKey
 from segarch.tiling.runner import NetworkRunner, Preprocessor, resolve_device, spread_indices
-from segarch.tiling.source import ImageSource, open_source
+from segarch.tiling.source import ImageSource, content_identity, open_source
 
-__all__ = ["predict", "PredictionCancelled", "OUTPUTS"]
+__all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_pixels"]
 
 log = logging.getLogger("segarch.tiling")
 
@@ -33,6 +36,7 @@ _BLOCK = {2: 512, 3: 128}           # output block (chunk) edge, before rounding
 # image; 3D blocks are big, and narrow columns would recompute many tiles at their borders.
 _OPEN_BLOCK_BUDGET = {2: 96 * 2 ** 20, 3: 768 * 2 ** 20}
 _IN_MEMORY_FRACTION = 0.25          # out=None refuses outputs larger than this share of free memory
+_LUMINANCE = np.array([0.2125, 0.7154, 0.0721], np.float32)  # ITU-R BT.709, as skimage.color.rgb2gray
 
 
 class PredictionCancelled(Exception):
@@ -57,6 +61,7 @@ def predict(
     device: str | torch.device = "auto",
     amp: bool | None = None,
     output: str = "labels",
+    grey: bool = False,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -85,11 +90,17 @@ def predict(
         amp: autocast to bf16/fp16; default on for CUDA only.
         output: ``"labels"`` (argmax, or threshold for one channel; uint8/16/32 as needed) or
             ``"probabilities"`` (float32, one channel per class, C after the looped axes).
+        grey: convert an RGB(A) image (a C axis of 3 or 4) to grey for a 1-channel model, with the
+            luminance weights 0.2125 R + 0.7154 G + 0.0721 B (alpha dropped). Never done unasked: an RGB
+            image and a 1-channel model are otherwise a clear error.
         out: ``None`` to return a NumPy array (refused when it would not fit comfortably in memory), or a
-            directory path: an OME-Zarr group whose array ``0`` is written block by block; the Zarr array is
-            returned and can be read while it fills.
-        resume: with ``out``, skip the blocks a previous run with the same settings finished.
-        overwrite: with ``out``, replace an existing store instead of refusing.
+            directory path: an OME-Zarr (NGFF 0.5) image whose array ``0`` is written block by block; the Zarr
+            array is returned and can be read while it fills. Refused before any work when it is, contains or
+            lies inside the input, is a file, or its folder cannot be written to; locked while being written.
+        resume: with ``out``, skip the blocks a previous run with the same settings finished (same model
+            weights and pre-processing, same image content wherever its path is spelled, same tiling).
+        overwrite: with ``out``, replace an existing segarch result instead of refusing. Anything that is
+            not a segarch result is never deleted.
         scheduler: a ``dask.distributed.Client`` or scheduler address: one task per region of blocks on
             the cluster's workers (the model is sent to each worker once). ``None``: in this process.
         progress: called as ``progress(tiles_done, tiles_total)`` after every batch.
@@ -102,29 +113,41 @@ def predict(
 
     Raises:
         ValueError: a bad parameter (named, with its value and what is allowed), a channel mismatch, an
-            empty or non-numeric image, NaN/inf in the image. Nothing is written to ``out`` then.
+            empty or non-numeric image, NaN/inf in the image, an unreadable region of the file, a destination
+            that may not be written. Nothing is written to ``out`` for the checks made before the run.
     """
     started = time.perf_counter()
-    source = open_source(image)
-    network = model.network if isinstance(model, Model) else model
-    if not isinstance(network, nn.Module):
-        raise ValueError(f"`model` must be a segarch.Model or a torch.nn.Module, got {type(model).__name__}.")
-    spatial_dims, in_channels = _model_dims(model, axes or source.axes, source.shape)
-    layout = _layout(source, axes, spatial_dims, in_channels)
-    divisor = int(getattr(network, "size_divisor", model.size_divisor if isinstance(model, Model) else 1) or 1)
-    tiles = _check_tile(tile, spatial_dims, divisor)
     _check_choice(blend, BLENDS, "blend")
     _check_choice(output, OUTPUTS, "output")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    torch_device = resolve_device(device)
     if resume and out is None:
         raise ValueError("`resume`=True needs `out`: only a Zarr output records finished blocks.")
+    if scheduler is not None and out is None:
+        raise ValueError("`scheduler` needs `out` (a .zarr path the workers can write to).")
+    # Where the result goes is checked before anything is read or computed (segarch.destinations).
+    state = check_output_store(out, overwrite=overwrite, resume=resume, inputs=[image]) if out is not None else None
+    source = open_source(image)
+    network = model.network if isinstance(model, Model) else model
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"`model` must be a segarch.Model or a torch.nn.Module, got {type(model).__name__}.")
+    spatial_dims, in_channels = _model_dims(model, axes or source.axes, source.shape, grey)
+    layout = _layout(source, axes, spatial_dims, in_channels, grey)
+    divisor = int(getattr(network, "size_divisor", model.size_divisor if isinstance(model, Model) else 1) or 1)
+    tiles = check_tile(tile, spatial_dims, divisor)
+    torch_device = resolve_device(device)
+    client = None
+    if scheduler is not None:  # connect first: an unreachable scheduler must not leave an empty store behind
+        from segarch.tiling.distributed import connect
+
+        client = connect(scheduler)
 
     sizes = dict(zip(layout.axes, source.shape))
     spatial_sizes = [sizes[a] for a in layout.spatial]
-    overlaps = [_overlap_pixels(overlap, t) for t in tiles]
+    overlaps = [overlap_pixels(overlap, t) for t in tiles]
     grids = tuple(axis_grid(s, t, o, divisor, blend) for s, t, o in zip(spatial_sizes, tiles, overlaps))
+    if scheduler is None:  # the cluster's workers have their own memory
+        check_tile_memory(model, network, torch_device, in_channels, tuple(g.tile for g in grids), batch_size)
     out_channels = _out_channels(model, network, torch_device, in_channels, [g.tile for g in grids])
     out_dtype = _output_dtype(output, out_channels)
     block = tuple(max(_BLOCK[spatial_dims], g.tile) for g in grids)
@@ -135,37 +158,45 @@ def predict(
 
     _check_finite_if_in_memory(source)
     preprocess = _preprocessor(model, source, plan)
-    settings = _settings(model, network, source, plan, blend, overlaps)
     if out is None:
         _check_fits_in_memory(plan)
         sink = NumpySink(plan)
     else:
-        sink = ZarrSink(out, plan, settings, resume=resume, overwrite=overwrite,
-                        scale=tuple(model.pixel_size) if isinstance(model, Model) and model.pixel_size else None)
-        sink.mark_complete(False)
-    regions = plan.columns(done=sink.done())
-    total_blocks = len(list(plan.planes())) * int(np.prod(plan.blocks_per_axis))
-    log.info("predict: %s on %s, axes %s, tiles %s, %d regions, %d blocks (%d already final), device %s",
-             type(network).__name__, source.description, layout.axes, plan.tile_shape, len(regions), total_blocks,
-             total_blocks - sum(len(r.blocks) for r in regions), torch_device)
+        fingerprint, provenance = _fingerprint(model, network, source, plan, blend, overlaps, image)
+        sink = ZarrSink(out, plan, fingerprint, provenance, state=state, scale=_spatial_scale(model, source, layout),
+                        class_names=list(model.class_names) if isinstance(model, Model) else None)
+    sink.open()  # takes the store's lock: a second run cannot wipe or mix into it
+    try:
+        if isinstance(sink, ZarrSink):
+            sink.mark_complete(False)
+        regions = plan.columns(done=sink.done())
+        total_blocks = len(list(plan.planes())) * int(np.prod(plan.blocks_per_axis))
+        log.info("predict: %s on %s, axes %s, tiles %s, %d regions, %d blocks (%d already final), device %s",
+                 type(network).__name__, source.description, layout.axes, plan.tile_shape, len(regions),
+                 total_blocks, total_blocks - sum(len(r.blocks) for r in regions), torch_device)
+        if client is not None:
+            from segarch.tiling.distributed import run_distributed
 
-    if scheduler is not None:
-        from segarch.tiling.distributed import run_distributed
-
-        tiles_done = run_distributed(scheduler, plan, source, preprocess, network, str(torch_device), amp, sink,
-                                     batch_size, progress, cancel)
-        cancelled = cancel is not None and cancel.is_set()
-    else:
-        runner = NetworkRunner(network, torch_device, amp)
-        tiles_done, cancelled = run_local(plan, source, preprocess, runner, sink, regions, batch_size, progress, cancel)
-    if cancelled:
-        done = len(sink.done()) if isinstance(sink, ZarrSink) else 0
-        raise PredictionCancelled(sink.result(), done, total_blocks)
-    if isinstance(sink, ZarrSink):
-        sink.mark_complete(True)
+            tiles_done = run_distributed(client, plan, source, preprocess, network, str(torch_device), amp, sink,
+                                         batch_size, progress, cancel)
+            cancelled = cancel is not None and cancel.is_set()
+        else:
+            runner = NetworkRunner(network, torch_device, amp)
+            tiles_done, cancelled = run_local(plan, source, preprocess, runner, sink, regions, batch_size, progress,
+                                              cancel)
+        if cancelled:
+            done = len(sink.done()) if isinstance(sink, ZarrSink) else 0
+            raise PredictionCancelled(sink.result(), done, total_blocks)
+        if isinstance(sink, ZarrSink):
+            sink.mark_complete(True)
+    finally:
+        sink.close()
     seconds = time.perf_counter() - started
     pixels = int(np.prod(source.shape)) // max(1, (sizes.get("C", 1)))
-    log.info("predict: %d tiles, %.3g pixels/s, %.2f s", tiles_done, pixels / max(seconds, 1e-9), seconds)
+    if tiles_done:
+        log.info("predict: %d tiles, %.3g pixels/s, %.2f s", tiles_done, pixels / max(seconds, 1e-9), seconds)
+    else:
+        log.info("predict: nothing left to compute (every block was already final), %.2f s", seconds)
     return sink.result()
 
 
@@ -180,7 +211,12 @@ def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: T
     sizes = dict(zip(layout.axes, source.shape))
     idx = tuple(loop[a] if a in loop else (slice(region[a][0], min(region[a][1], sizes[a])) if a in region
                                            else slice(None)) for a in layout.axes)
-    data = source.read(idx)
+    try:
+        data = source.read(idx)
+    except Exception as err:  # zlib.error, struct.error, OSError...: a truncated or corrupt file
+        where = {a: region[a] if a in region else loop.get(a) for a in layout.axes if a != "C"}
+        raise ValueError(f"`image` {source.description!r} could not be read at {where}: {type(err).__name__}: "
+                         f"{err} (a truncated or corrupt file?).") from None
     kept = [a for a in layout.axes if a not in loop]
     if "C" not in kept:
         data, kept = data[None], ["C"] + kept
@@ -191,6 +227,8 @@ def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: T
         first.update(loop)
         raise ValueError(f"`image` holds NaN or inf: {len(bad)} values in the tile at {region}, first at "
                          f"{ {a: first[a] for a in layout.axes if a in first} }. Replace them (e.g. np.nan_to_num) first.")
+    if layout.grey:
+        data = np.tensordot(_LUMINANCE, data[:3].astype(np.float32, copy=False), axes=1)[None]
     data = preprocess(data)
     pad = [(0, 0)] + [(0, (hi - lo) - n) for (lo, hi), n in zip(plan.tile_region(index), data.shape[1:])]
     if any(p for _, p in pad):
@@ -327,16 +365,29 @@ def _check_choice(value, allowed, name) -> None:
         raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
 
 
-def _layout(source: ImageSource, axes: str | None, spatial_dims: int, in_channels: int) -> Layout:
-    if axes is None and source.axes is not None:
-        try:  # the file's own axes first; the shape-based guess if they don't fit the model
-            return resolve_axes(source.shape, source.axes, spatial_dims, in_channels)
-        except ValueError:
-            pass
-    return resolve_axes(source.shape, axes, spatial_dims, in_channels)
+def _layout(source: ImageSource, axes: str | None, spatial_dims: int, in_channels: int, grey: bool) -> Layout:
+    if axes is not None or source.axes is None:
+        return resolve_axes(source.shape, axes, spatial_dims, in_channels, grey=grey)
+    try:
+        return resolve_axes(source.shape, source.axes, spatial_dims, in_channels, grey=grey)
+    except ValueError as err:
+        guessed = getattr(source, "axes_guessed", False)
+        if guessed and not source.axes.endswith("C"):
+            # A guess from the shape alone (Z or C for a leading axis): the model's needs may settle it.
+            return resolve_axes(source.shape, None, spatial_dims, in_channels, grey=grey)
+        # The file's own axes (or colour samples last) win: never re-read its pixels in another order.
+        channels = source.shape[source.axes.index("C")] if "C" in source.axes else 1
+        options = ["pass `axes` if the file's axes are wrong"]
+        if in_channels == 1 and channels in (3, 4):
+            options.append("pass `grey`=True to convert the colour image to grey")
+        if channels != in_channels:
+            options.append(f"or use a model for {channels}-channel images")
+        raise ValueError(f"The image's axes {source.axes!r} ({'guessed from its shape' if guessed else 'from the file'},"
+                         f" shape {source.shape}) do not fit the model ({spatial_dims}D, {in_channels} input "
+                         f"channel(s)): {err} Options: {'; '.join(options)}.") from None
 
 
-def _model_dims(model, axes, shape) -> tuple[int, int]:
+def _model_dims(model, axes, shape, grey: bool = False) -> tuple[int, int]:
     if isinstance(model, Model):
         return model.spatial_dims, model.in_channels
     dims = getattr(model, "spatial_dims", None)
@@ -344,7 +395,7 @@ def _model_dims(model, axes, shape) -> tuple[int, int]:
         raise ValueError("`axes` is required with a bare torch.nn.Module that has no `spatial_dims` attribute "
                          "(e.g. 'YX', 'CYX', 'ZYX').")
     dims = dims or (3 if "Z" in str(axes).upper() else 2)
-    if axes is not None and "C" in str(axes).upper():
+    if axes is not None and "C" in str(axes).upper() and not grey:
         channels = shape[str(axes).upper().index("C")]
     else:
         first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
@@ -352,7 +403,8 @@ def _model_dims(model, axes, shape) -> tuple[int, int]:
     return int(dims), int(channels)
 
 
-def _check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
+def check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
+    """``predict``'s tile size per spatial axis from ``tile`` (``None``: the default, one int or one per axis)."""
     if tile is None:
         base = 256 if spatial_dims == 2 else 96
         return (-(-base // divisor) * divisor,) * spatial_dims
@@ -365,7 +417,8 @@ def _check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
     return tuple(int(t) for t in tiles)
 
 
-def _overlap_pixels(overlap, tile: int) -> int:
+def overlap_pixels(overlap, tile: int) -> int:
+    """The pixels two neighbouring tiles of size ``tile`` share, from ``predict``'s ``overlap``."""
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float, np.integer, np.floating)):
         raise ValueError(f"`overlap` must be a fraction in [0, 1) or an int halo in pixels, got {overlap!r}.")
     if isinstance(overlap, (int, np.integer)):
@@ -415,9 +468,10 @@ def _check_fits_in_memory(plan: Plan) -> None:
 def _preprocessor(model, source: ImageSource, plan: Plan) -> Preprocessor:
     if not isinstance(model, Model):
         return Preprocessor()
-    if not any(str(s.get("_target_", "")).endswith("ScaleIntensityRangePercentiles") for s in model.preprocessing):
-        return Preprocessor(rest=list(model.preprocessing))
-    return Preprocessor.calibrate(model.preprocessing, _sample(source, plan))
+    steps = check_preprocessing(model.preprocessing)  # data only: refused here, before any work, if not
+    if not any(s["_target_"] == "ScaleIntensityRangePercentiles" for s in steps):
+        return Preprocessor(rest=steps)
+    return Preprocessor.calibrate(steps, _sample(source, plan))
 
 
 def _sample(source: ImageSource, plan: Plan, max_tiles: int = 16) -> np.ndarray:
@@ -430,19 +484,47 @@ def _sample(source: ImageSource, plan: Plan, max_tiles: int = 16) -> np.ndarray:
     return np.concatenate([v.reshape(v.shape[0], -1) for v in values], axis=1)
 
 
-def _settings(model, network: nn.Module, source: ImageSource, plan: Plan, blend: str, overlaps) -> dict[str, Any]:
+def _spatial_scale(model, source: ImageSource, layout: Layout) -> tuple[float, ...] | None:
+    """The output's pixel size per spatial axis: the image's own, else the model's training pixel size."""
+    if source.scale and source.axes == layout.axes and any(float(v) != 1.0 for v in source.scale):
+        sizes = dict(zip(source.axes, source.scale))
+        return tuple(float(sizes[a]) for a in layout.spatial)
+    if isinstance(model, Model) and model.pixel_size:
+        return tuple(model.pixel_size)
+    return None
+
+
+def _fingerprint(model, network: nn.Module, source: ImageSource, plan: Plan, blend: str, overlaps,
+                 image) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a resumed run must share with the stored one, and the provenance written beside it.
+
+    The image is identified by its content (:func:`~segarch.tiling.source.content_identity`), not its
+    path as typed, so a resume works from any working directory and still refuses another image.
+    """
     digest = hashlib.sha256()
     for name, tensor in sorted(network.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     from segarch import __version__
 
-    return {
-        "model": model.arch if isinstance(model, Model) else type(network).__name__,
+    is_model = isinstance(model, Model)
+    fingerprint = {
         "weights_sha256": digest.hexdigest(),
-        "classes": list(model.class_names) if isinstance(model, Model) else None,
-        "image": source.description, "image_shape": list(source.shape), "image_dtype": str(source.dtype),
-        "axes": plan.layout.axes, "tile": list(plan.tile_shape), "overlap": list(overlaps), "blend": blend,
-        "output": plan.output, "block": list(plan.block), "segarch_version": __version__,
-        "torch_version": torch.__version__,
+        "arch": model.arch if is_model else type(network).__name__,
+        "preprocessing": check_preprocessing(model.preprocessing) if is_model else [],
+        "classes": list(model.class_names) if is_model else None,
+        "image": content_identity(source),
+        "axes": plan.layout.axes, "grey": plan.layout.grey, "tile": list(plan.tile_shape), "overlap": list(overlaps),
+        "blend": blend, "output": plan.output, "block": list(plan.block), "segarch_version": __version__,
     }
+    path = os.path.abspath(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else source.description
+    provenance = {
+        "model": (model.name or model.arch) if is_model else type(network).__name__,
+        "arch": fingerprint["arch"], "options": dict(model.options) if is_model else None,
+        "weights_sha256": fingerprint["weights_sha256"], "preprocessing": fingerprint["preprocessing"],
+        "classes": fingerprint["classes"], "image": path, "image_shape": list(source.shape),
+        "image_dtype": str(source.dtype), "axes": plan.layout.axes, "grey": plan.layout.grey,
+        "tile": list(plan.tile_shape), "overlap": list(overlaps), "blend": blend, "output": plan.output,
+        "block": list(plan.block), "segarch_version": __version__, "torch_version": torch.__version__,
+    }
+    return fingerprint, provenance

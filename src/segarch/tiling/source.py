@@ -8,7 +8,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageSource", "open_source"]
+__all__ = ["ImageSource", "open_source", "content_identity", "compute_here"]
+
+_WHOLE_IMAGE_HASH_BYTES = 64 * 2 ** 20  # smaller images are hashed whole
+_SAMPLES = 16
+_SAMPLE_EDGE = 64
 
 
 class ImageSource:
@@ -17,6 +21,10 @@ class ImageSource:
     Only the regions asked for are read: a Zarr/TIFF/Dask image is never loaded whole.
     The object pickles cheaply (paths and Zarr arrays, not pixels) so Dask workers can read too.
     """
+
+    #: whether ``axes`` were guessed from the shape (a plain array, a TIFF page stack) rather than read from
+    #: the file's metadata; set by :func:`open_source`.
+    axes_guessed = False
 
     def __init__(self, array: Any, description: str, axes: str | None = None,
                  scale: tuple[float, ...] | None = None) -> None:
@@ -32,10 +40,27 @@ class ImageSource:
         return isinstance(self.array, np.ndarray) and not isinstance(self.array, np.memmap)
 
     def read(self, index: tuple) -> np.ndarray:
-        region = self.array[index]
-        if hasattr(region, "compute"):  # a Dask array: compute just this region, in this thread
-            region = region.compute(scheduler="synchronous")
-        return np.asarray(region)
+        """The pixels at ``index`` (a tuple of ints and slices) as a NumPy array, read in this thread.
+
+        Safe to call while other threads compute Dask arrays (napari slicing its layers on the GUI
+        thread): see :func:`compute_here`.
+        """
+        return compute_here(self.array[index])
+
+
+def compute_here(region: Any) -> np.ndarray:
+    """``region`` as a NumPy array; a Dask array is computed in the calling thread, without callbacks.
+
+    Dask's process-wide callbacks (``dask.callbacks.Callback.active``: napari registers its opportunistic
+    block cache there while it slices a layer) are not thread-safe: a compute in another thread picks them up,
+    swaps the global set while it runs, and the cache's bookkeeping fails (``KeyError`` on a task key) or
+    keeps this thread's blocks. Passing ``callbacks=()`` makes Dask use none and leave the global set alone.
+    """
+    if hasattr(region, "dask") and hasattr(region, "compute"):
+        region = region.compute(scheduler="synchronous", callbacks=())
+    elif hasattr(region, "compute"):  # another lazy array type: its own compute
+        region = region.compute()
+    return np.asarray(region)
 
 
 def open_source(image: Any) -> ImageSource:
@@ -47,6 +72,7 @@ def open_source(image: Any) -> ImageSource:
 
         opened = read_zarr_node(image, "the Zarr group passed as `image`")  # level 0 of an OME-Zarr pyramid
         source = ImageSource(opened.levels[0], "Zarr group", axes=opened.axes, scale=opened.scale)
+        source.axes_guessed = opened.axes_guessed
     elif all(hasattr(image, a) for a in ("shape", "dtype", "__getitem__")):
         source = ImageSource(image, type(image).__name__)
     else:
@@ -81,4 +107,45 @@ def _open_path(path: Path) -> ImageSource:
     if not path.exists():
         raise FileNotFoundError(f"`image` path {str(path)!r} does not exist.")
     image = io.open_image(path)  # lazy: level 0 of a pyramid, nothing read but metadata
-    return ImageSource(image.levels[0], str(path), axes=image.axes, scale=image.scale)
+    source = ImageSource(image.levels[0], str(path), axes=image.axes, scale=image.scale)
+    source.axes_guessed = image.axes_guessed
+    return source
+
+
+def content_identity(source: ImageSource) -> dict[str, Any]:
+    """What identifies an image wherever its path is spelled: shape, dtype, chunking and a hash of its pixels.
+
+    In-memory arrays up to 64 MiB are hashed whole; lazy (file, Dask, Zarr) and larger images through 16
+    regions of 64×64 spread over every axis (a few chunk reads), so a resumed run refuses another image
+    at the same path without reading the whole image. A change confined to pixels between the sampled
+    regions can go unnoticed.
+    """
+    import hashlib
+    import itertools
+
+    digest = hashlib.sha256()
+    shape = source.shape
+    nbytes = int(np.prod(shape)) * source.dtype.itemsize
+    if source.in_memory and nbytes <= _WHOLE_IMAGE_HASH_BYTES:
+        digest.update(np.ascontiguousarray(source.array).data)
+        sampled = "whole"
+    else:
+        # Positions spread along each axis, all combinations, then 16 of them spread over that list.
+        per_axis = [np.linspace(0, max(0, n - min(n, _SAMPLE_EDGE)), num=min(n, 4)).round().astype(int)
+                    for n in shape]
+        corners = list(itertools.product(*[sorted(set(p.tolist())) for p in per_axis]))
+        picks = sorted({int(v) for v in np.linspace(0, len(corners) - 1, num=min(len(corners), _SAMPLES)).round()})
+        for i in picks:
+            corner = corners[i]
+            # The last two axes (rows, columns) get a 64×64 patch; the others a single index.
+            index = tuple(slice(c, c + _SAMPLE_EDGE) if axis >= len(shape) - 2 else slice(c, c + 1)
+                          for axis, c in enumerate(corner))
+            digest.update(repr(corner).encode())
+            digest.update(np.ascontiguousarray(source.read(index)).tobytes())
+        sampled = f"{len(picks)} regions"
+    chunks = getattr(source.array, "chunksize", None) or getattr(source.array, "chunks", None)
+    if chunks is not None and not all(isinstance(c, (int, np.integer)) for c in chunks):
+        chunks = None  # a Dask array's per-block chunk lists: its chunksize says the same
+    return {"shape": list(shape), "dtype": str(source.dtype),
+            "chunks": None if chunks is None else [int(c) for c in chunks],
+            "sha256": digest.hexdigest(), "sampled": sampled}

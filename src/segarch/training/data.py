@@ -17,12 +17,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 __all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "check_finite",
-           "spatial_letters", "SUFFIXES"]
+           "check_no_negative", "label_stats", "compute", "spatial_letters", "SUFFIXES"]
 
 log = logging.getLogger("segarch.training")
 
@@ -141,7 +141,8 @@ def _open_path(path: Path, what: str) -> Any:
                 raise ValueError(f"`{what}`: the Zarr group {str(path)!r} holds no array.")
             z = z[keys[0]]
         return da.from_array(z, chunks=z.chunks)
-    raise ValueError(f"`{what}`: {str(path)!r} is neither a TIFF file nor a Zarr array (allowed: {', '.join(SUFFIXES)}).")
+    raise ValueError(f"`{what}`: {str(path)!r} is neither a TIFF file nor a Zarr array "
+                     f"(allowed: {', '.join(SUFFIXES)}).")
 
 
 def _expand_folder(path: Path) -> list[Path]:
@@ -188,7 +189,8 @@ def _as_list(images, labels, mask) -> tuple[list, list, list]:
 def _default_axes(image_shape, label_shape, in_channels: int) -> str:
     lab = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(len(label_shape))
     if lab is None:
-        raise ValueError(f"`labels` must have 2 to 4 dimensions when `axes` is not given, got shape {tuple(label_shape)}.")
+        raise ValueError(f"`labels` must have 2 to 4 dimensions when `axes` is not given, "
+                         f"got shape {tuple(label_shape)}.")
     if len(image_shape) == len(label_shape):
         return lab
     if len(image_shape) == len(label_shape) + 1:
@@ -265,7 +267,8 @@ def as_sources(images, labels, *, axes: str | None, mask, spatial_dims: int | No
         if mk is not None and mk is not True:
             mk = _lazy(mk, "mask")
             if tuple(mk.shape) != tuple(lb.shape):
-                raise ValueError(f"`mask` of {name} must have the labels' shape {tuple(lb.shape)}, got {tuple(mk.shape)}.")
+                raise ValueError(f"`mask` of {name} must have the labels' shape {tuple(lb.shape)}, "
+                                 f"got {tuple(mk.shape)}.")
             mk = mk.transpose([lab_axes.index(a) for a in stack + spatial])
         lb = lb.transpose([lab_axes.index(a) for a in stack + spatial])
         sources.append(Source(im, lb, mk, name, sd, len(stack)))
@@ -275,7 +278,8 @@ def as_sources(images, labels, *, axes: str | None, mask, spatial_dims: int | No
     return sources
 
 
-def _compute(x):
+def compute(x) -> np.ndarray:
+    """``x`` read into memory: a Dask array computed, anything else (NumPy, a Zarr selection) as a NumPy array."""
     return x.compute() if hasattr(x, "compute") else np.asarray(x)
 
 
@@ -306,15 +310,14 @@ def make_items(sources: Sequence[Source]) -> list[Item]:
     """One :class:`Item` per stack index, with which slices hold labels; raises if nothing is annotated."""
     items = []
     for s in sources:
+        shape = s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ())
         if s.mask is None:
             # Which 2D planes hold labels: any() over Y and X, reduced lazily for Dask.
-            planes = _compute((s.labels > 0).any(axis=(-2, -1)))
-            planes = np.asarray(planes, bool).reshape(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()))
+            planes = np.asarray(compute((s.labels > 0).any(axis=(-2, -1))), bool).reshape(shape)
         elif s.mask is True:
-            planes = np.ones(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()), bool)
+            planes = np.ones(shape, bool)
         else:
-            planes = _compute((s.mask != 0).any(axis=(-2, -1)))
-            planes = np.asarray(planes, bool).reshape(s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ()))
+            planes = np.asarray(compute((s.mask != 0).any(axis=(-2, -1))), bool).reshape(shape)
         for index in np.ndindex(*s.stack_shape) if s.stack_shape else [()]:
             annotated = np.atleast_1d(planes[index])
             if annotated.any():
@@ -378,21 +381,25 @@ def check_finite(image: np.ndarray, source: Source, where: str) -> None:
                          f"first at index {first} of it, channel first). Replace them (e.g. np.nan_to_num) first.")
 
 
-def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, preprocess, num_classes: int) -> Region:
+def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, preprocess, num_classes: int = 2,
+                targets: Callable[[np.ndarray], np.ndarray] | None = None) -> Region:
     """Read ``size`` pixels from ``start`` (clipped to the item's bounds), preprocessed, with targets and mask.
 
     ``preprocess(image, item)`` pre-processes the raw region ``(C, *spatial)`` read from ``item``.
+    ``targets(labels)`` turns the region's labels into what the model learns (default: the labels as
+    classes, or foreground vs background when ``num_classes`` is 2), e.g. background/interior/boundary
+    classes or a distance map from instance labels: integer results become int64, float ones float32.
 
     Regions smaller than ``size`` (small images, image borders) are padded: by reflection for the
     image, with "not annotated" for the mask, so padding never counts in the loss.
     """
     s = item.source
     lo = [max(b.start, min(int(p), b.stop - 1)) for p, b in zip(start, item.bounds)]
-    hi = [min(b.stop, l + int(n)) for l, n, b in zip(lo, size, item.bounds)]
-    box = tuple(slice(l, h) for l, h in zip(lo, hi))
-    image = np.asarray(_compute(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
-    check_finite(image, s, f"region from {tuple(lo)} of image {item.index}" if item.index else f"region from {tuple(lo)}")
-    labels = np.asarray(_compute(s.labels[item.index + box]))
+    hi = [min(b.stop, a + int(n)) for a, n, b in zip(lo, size, item.bounds)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    image = np.asarray(compute(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
+    check_finite(image, s, f"region from {tuple(lo)}" + (f" of image {item.index}" if item.index else ""))
+    labels = np.asarray(compute(s.labels[item.index + box]))
     if s.mask is None:
         mask = np.ones(labels.shape, bool)
         if s.spatial_dims == 3:
@@ -400,12 +407,17 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     elif s.mask is True:
         mask = np.ones(labels.shape, bool)
     else:
-        mask = np.asarray(_compute(s.mask[item.index + box])) != 0
+        mask = np.asarray(compute(s.mask[item.index + box])) != 0
     image = preprocess(image, item)
-    pad = [(0, max(0, int(n) - (h - l))) for n, l, h in zip(size, lo, hi)]
+    pad = [(0, max(0, int(n) - (b - a))) for n, a, b in zip(size, lo, hi)]
     if any(p for _, p in pad):
-        mode = "reflect" if all(h - l > p for (_, p), l, h in zip(pad, lo, hi)) else "edge"
+        mode = "reflect" if all(b - a > p for (_, p), a, b in zip(pad, lo, hi)) else "edge"
         image = np.pad(image, [(0, 0)] + pad, mode=mode)
         labels = np.pad(labels, pad)
         mask = np.pad(mask, pad)
-    return Region(image.astype(np.float32), _targets(labels, num_classes), mask, tuple(lo))
+    if targets is None:
+        target = _targets(labels, num_classes)
+    else:
+        target = np.asarray(targets(labels))
+        target = target.astype(np.float32 if target.dtype.kind == "f" else np.int64)
+    return Region(image.astype(np.float32), target, mask, tuple(lo))

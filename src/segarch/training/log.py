@@ -21,23 +21,40 @@ log = logging.getLogger("segarch.training")
 
 
 class TrainingLog:
-    """Rows of ``step, loss, lr, seconds`` plus ``val_loss, val_dice, dice_<class>`` on validation steps."""
+    """Rows of ``step, loss, lr, seconds`` plus ``val_loss, val_dice, dice_<class>`` on validation steps.
 
-    def __init__(self, class_names: Sequence[str]) -> None:
+    ``metric`` names the validation columns (``val_<metric>``, ``<metric>_<class>``; ``"dice"`` by default)
+    and ``metric_name`` the plot's panel (``"Dice"``).
+    """
+
+    def __init__(self, class_names: Sequence[str], *, metric: str = "dice", metric_name: str = "Dice") -> None:
         self.class_names = list(class_names)
+        self.metric, self.metric_name = metric, metric_name
         self.rows: list[dict[str, Any]] = []
 
     @property
     def columns(self) -> list[str]:
-        return ["step", "loss", "lr", "seconds", "val_loss", "val_dice"] + [f"dice_{n}" for n in self.class_names]
+        return (["step", "loss", "lr", "seconds", "val_loss", f"val_{self.metric}"]
+                + [f"{self.metric}_{n}" for n in self.class_names])
 
     def add(self, step: int, loss: float, lr: float, seconds: float, *, val_loss: float | None = None,
             val_dice: Sequence[float] | None = None, mean_dice: float | None = None) -> dict[str, Any]:
+        """A row for ``step``; ``val_dice``/``mean_dice``: the metric per class and its summary, if validated."""
         row = {"step": step, "loss": loss, "lr": lr, "seconds": round(seconds, 3), "val_loss": val_loss,
-               "val_dice": mean_dice}
+               f"val_{self.metric}": mean_dice}
         for name, d in zip(self.class_names, val_dice or []):
-            row[f"dice_{name}"] = d
+            row[f"{self.metric}_{name}"] = d
         self.rows.append(row)
+        return row
+
+    def add_validation(self, step: int, loss: float, val_loss: float, per_class: Sequence[float],
+                       score: float) -> dict[str, Any]:
+        """Put a validation of ``step`` on that step's row (a new row if the step has none)."""
+        row = self.rows[-1] if self.rows and self.rows[-1]["step"] == step else None
+        if row is None:
+            return self.add(step, loss, math.nan, 0.0, val_loss=val_loss, val_dice=per_class, mean_dice=score)
+        row.update({"val_loss": val_loss, f"val_{self.metric}": score,
+                    **{f"{self.metric}_{n}": d for n, d in zip(self.class_names, per_class)}})
         return row
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +92,7 @@ def smooth(values: np.ndarray, window: int = 0) -> np.ndarray:
 
 
 def plot_png(training_log: TrainingLog, path: str | os.PathLike, *, title: str = "") -> Path | None:
-    """Two panels, loss (training, smoothed; validation) and validation Dice per class, written as PNG."""
+    """Two panels, loss (training, smoothed; validation) and the validation metric per class, written as PNG."""
     try:
         from PIL import Image, ImageDraw
     except ImportError:
@@ -96,9 +113,9 @@ def plot_png(training_log: TrainingLog, path: str | os.PathLike, *, title: str =
     colours = [(44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
     dice_curves = []
     for i, name in enumerate(training_log.class_names[1:]):
-        s, v = training_log.series(f"dice_{name}")
+        s, v = training_log.series(f"{training_log.metric}_{name}")
         dice_curves.append((s, v, colours[i % len(colours)], name))
-    curves.append(("validation Dice", dice_curves, (0.0, 1.0)))
+    curves.append((f"validation {training_log.metric_name}", dice_curves, (0.0, 1.0)))
     for (x0, y0, x1, y1), (label, series, fixed) in zip(panels, curves):
         values = np.concatenate([v for _, v, _, _ in series if len(v)] or [np.zeros(1)])
         lo, hi = fixed if fixed else (float(min(0.0, values.min())), float(values.max()) or 1.0)

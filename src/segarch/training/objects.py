@@ -19,10 +19,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from segarch.training.data import Region, Source, _compute, check_finite, check_no_negative
+from segarch.prompts.points import extreme_points
+from segarch.prompts.recipe import PromptSettings, crop_box, prompt_input, resize
+from segarch.prompts.segment import segment_from_points
+from segarch.training.data import Region, Source, check_finite, check_no_negative, compute
 
-__all__ = ["ObjectCrop", "object_crops", "object_boxes", "split_objects", "ObjectSampler", "object_validation", "object_iou",
-           "jittered_points", "default_jitter", "augment_pairs"]
+__all__ = ["ObjectCrop", "object_crops", "object_boxes", "split_objects", "ObjectSampler", "object_validation",
+           "object_iou", "object_example", "jittered_points", "default_jitter", "augment_pairs"]
 
 
 @dataclass
@@ -95,10 +98,10 @@ def object_crops(sources: Sequence[Source], settings, *, jitter: float | None = 
                 shift = default_jitter(extent) if jitter is None else float(jitter)
                 pad = int(np.ceil(max(settings.min_margin, settings.margin * (extent + 2 * shift)) + shift)) + 2
                 region = tuple(slice(max(0, b.start - pad), min(n, b.stop + pad)) for b, n in zip(box, labels.shape))
-                mask = np.asarray(_compute(labels[region])) == value
+                mask = np.asarray(compute(labels[region])) == value
                 if mask.sum() < min_pixels:
                     continue
-                image = np.asarray(_compute(s.image[index + (slice(None),) + region]), np.float32)
+                image = np.asarray(compute(s.image[index + (slice(None),) + region]), np.float32)
                 check_finite(image, s, f"neighbourhood of label {value} from {tuple(b.start for b in region)}"
                              + (f" of image {index}" if index else ""))
                 where = f"{s.name}{'' if not index else ' ' + str(index)}"
@@ -149,10 +152,23 @@ def split_objects(objects: list[ObjectCrop], val_fraction: float, rng: np.random
     return ([o for i, o in enumerate(objects) if i not in chosen], [o for i, o in enumerate(objects) if i in chosen])
 
 
+def object_example(image: np.ndarray, mask: np.ndarray, points: np.ndarray, settings: PromptSettings
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pair: the network's input ``(C + 1, *size)`` and the target mask ``(*size)`` (uint8), from an
+    object's ``mask`` in ``image`` ``(C, *spatial)`` and its (jittered) extreme ``points``."""
+    dims = mask.ndim
+    start, stop = crop_box(points, mask.shape, settings)
+    box = tuple(slice(a, b) for a, b in zip(start, stop))
+    crop = image[(slice(None),) + box]
+    x = prompt_input(crop, points - np.asarray(start), settings)[0]
+    target = torch.from_numpy(mask[box].astype(np.float32))[None, None]
+    # Linear resizing then 0.5: the target's outline matches the prediction's resizing at test time.
+    target = resize(target, (settings.size,) * dims)[0, 0] > 0.5
+    return x, target.to(torch.uint8)
+
+
 def _example(obj: ObjectCrop, rng: np.random.Generator, settings, jitter: float | None
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    from segarch.prompts.data import object_example
-
     shift = default_jitter(obj.extent) if jitter is None else float(jitter)
     return object_example(obj.image, obj.mask, jittered_points(obj.mask, rng, shift), settings)
 
@@ -203,9 +219,6 @@ def object_validation(objects: Sequence[ObjectCrop], settings, *, jitter: float 
 def object_iou(model, objects: Sequence[ObjectCrop]) -> float | None:
     """Mean IoU over ``objects`` of :func:`segarch.prompts.segment_from_points` from their exact extreme
     points, at the image's resolution (what a user sees)."""
-    from segarch.prompts.points import extreme_points
-    from segarch.prompts.segment import segment_from_points
-
     if not objects:
         return None
     ious = []

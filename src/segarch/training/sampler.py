@@ -27,14 +27,20 @@ class PatchSampler:
         num_classes: output channels (2: any label > 0 is foreground).
         augment: see :func:`segarch.training.transforms.build_augmentation`.
         seed: random seed for region choice and for the MONAI transforms.
+        targets: ``targets(labels)``: what is learned from a region's labels (default: the class map, see
+            :func:`~segarch.training.data.read_region`), integer classes or float values (e.g. a distance
+            map); it is cropped, flipped and deformed with the image (nearest neighbour).
     """
 
     def __init__(self, items: Sequence[Item], patch: Sequence[int], preprocess: Callable, num_classes: int,
-                 augment="default", seed: int = 0, samples_per_region: int = 2) -> None:
+                 augment="default", seed: int = 0, samples_per_region: int = 2,
+                 targets: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.items = list(items)
         self.patch = tuple(int(p) for p in patch)
         self.preprocess = preprocess
         self.num_classes = num_classes
+        self.targets = targets
+        self.float_targets = False  # set by the first region read: float targets stay float in batches
         self.samples_per_region = samples_per_region
         self.rng = np.random.default_rng(seed)
         dims = len(self.patch)
@@ -62,13 +68,16 @@ class PatchSampler:
                     z = int(self.rng.choice(zs))
                     depth = min(size[0], shape[0])
                     start[0] = int(np.clip(z - self.rng.integers(0, depth), zb.start, zb.stop - depth))
-            region = read_region(item, start, size, preprocess=self.preprocess, num_classes=self.num_classes)
+            region = read_region(item, start, size, preprocess=self.preprocess, num_classes=self.num_classes,
+                                 targets=self.targets)
             if region.mask.any():
+                self.float_targets = region.target.dtype.kind == "f"
                 return region
         raise ValueError("Could not find annotated pixels in 20 random regions: check the labels and `mask`.")
 
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(images (B, C, *patch), targets (B, 1, *patch), masks (B, 1, *patch))``."""
+        """``(images (B, C, *patch), targets (B, 1, *patch), masks (B, 1, *patch))``: targets are int64 classes,
+        or float32 when ``targets`` gives float values."""
         samples = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MONAI warns when a region has no foreground to centre on
@@ -80,13 +89,16 @@ class PatchSampler:
         def stack(key, dtype):
             return torch.stack([torch.as_tensor(np.asarray(s[key])) for s in samples]).to(dtype)
 
-        return stack("image", torch.float32), stack("label", torch.int64), stack("mask", torch.float32)
+        target_type = torch.float32 if self.float_targets else torch.int64
+        return stack("image", torch.float32), stack("label", target_type), stack("mask", torch.float32)
 
 
 def validation_patches(items: Sequence[Item], patch: Sequence[int], preprocess: Callable, num_classes: int,
-                       max_patches: int, seed: int = 0) -> list[Region]:
+                       max_patches: int, seed: int = 0,
+                       targets: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Region]:
     """Non-overlapping patches covering the held-out items (the last one along each axis flush with the end),
-    those with annotated pixels only, at most ``max_patches`` of them (a fixed random subset)."""
+    those with annotated pixels only, at most ``max_patches`` of them (a fixed random subset); ``targets``
+    as :class:`PatchSampler`'s."""
     patches = []
     for item in items:
         starts = []
@@ -104,5 +116,6 @@ def validation_patches(items: Sequence[Item], patch: Sequence[int], preprocess: 
     rng = np.random.default_rng(seed)
     if len(patches) > max_patches:
         patches = [patches[i] for i in sorted(rng.choice(len(patches), max_patches, replace=False))]
-    regions = [read_region(item, start, patch, preprocess=preprocess, num_classes=num_classes) for item, start in patches]
+    regions = [read_region(item, start, patch, preprocess=preprocess, num_classes=num_classes, targets=targets)
+               for item, start in patches]
     return [r for r in regions if r.mask.any()]

@@ -41,18 +41,20 @@ def region_to_dict(region) -> dict[str, Any]:
     }
 
 
-def build_augmentation(spatial_dims: int, patch: Sequence[int], augment: Any = "default", *, samples_per_region: int = 2):
+def build_augmentation(spatial_dims: int, patch: Sequence[int], augment: Any = "default", *,
+                       samples_per_region: int = 2):
     """The MONAI ``Compose`` turning a region dict into a list of ``samples_per_region`` patch dicts."""
     from monai.transforms import (
-        Compose, Identityd, OneOf, Rand2DElasticd, Rand3DElasticd, RandAdjustContrastd, RandCropByPosNegLabeld, RandFlipd,
-        RandGaussianNoised, RandGaussianSmoothd, RandRotate90d, RandScaleIntensityd, RandShiftIntensityd,
+        Compose, Identityd, OneOf, Rand2DElasticd, Rand3DElasticd, RandAdjustContrastd, RandCropByPosNegLabeld,
+        RandFlipd, RandGaussianNoised, RandGaussianSmoothd, RandRotate90d, RandScaleIntensityd, RandShiftIntensityd,
     )
 
     keys = ["image", "label", "mask"]
     crop = RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=list(patch), pos=1.0, neg=1.0,
                                   num_samples=samples_per_region, fg_indices_key="fg", bg_indices_key="bg")
+    bad = f"`augment` must be one of {AUGMENTATIONS} or a list of MONAI transform configs, got {augment!r}."
     if isinstance(augment, str) and augment not in AUGMENTATIONS:
-        raise ValueError(f"`augment` must be one of {AUGMENTATIONS} or a list of MONAI transform configs, got {augment!r}.")
+        raise ValueError(bad)
     if augment is None or augment is False or augment == "none":
         return Compose([crop])
     if isinstance(augment, (list, tuple)):
@@ -64,7 +66,7 @@ def build_augmentation(spatial_dims: int, patch: Sequence[int], augment: Any = "
             raise ValueError(f"`augment` could not be instantiated by MONAI: {err}") from err
         return Compose([crop, *extra])
     if augment is not True and augment != "default":
-        raise ValueError(f"`augment` must be one of {AUGMENTATIONS} or a list of MONAI transform configs, got {augment!r}.")
+        raise ValueError(bad)
     nearest = ["bilinear", "nearest", "nearest"]
     geometry: list = [RandFlipd(keys=keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
     geometry.append(RandRotate90d(keys=keys, prob=0.5, spatial_axes=(spatial_dims - 2, spatial_dims - 1)))
@@ -76,7 +78,8 @@ def build_augmentation(spatial_dims: int, patch: Sequence[int], augment: Any = "
     else:
         elastic, p_elastic = Rand3DElasticd(
             keys=keys, prob=1.0, sigma_range=(4.0, 6.0), magnitude_range=(20.0, 60.0),
-            rotate_range=(math.pi, 0.0, 0.0), scale_range=(0.1, 0.1, 0.1), mode=nearest, padding_mode="reflection"), 0.15
+            rotate_range=(math.pi, 0.0, 0.0), scale_range=(0.1, 0.1, 0.1), mode=nearest,
+            padding_mode="reflection"), 0.15
     # rotate_range[0] turns the Y–X plane (about Z): Z keeps its own pixel size.
     geometry.append(OneOf([elastic, Identityd(keys=keys)], weights=[p_elastic, 1.0 - p_elastic]))
     intensity = [

@@ -32,7 +32,7 @@ class ModelCard:
         test_lr: the Adam learning rate at which the shared tests' few training steps run (nets
             without normalisation need a smaller one).
         notes: what the implementation chose where the paper leaves room.
-        builder: the callable that builds the network (not shown in reprs).
+        builder: the network's class, or a function building a variant of it (not shown in reprs).
     """
 
     name: str

@@ -22,9 +22,19 @@ _RESERVED = ("spatial_dims", "in_channels", "out_channels")
 
 
 def register(**card_fields: Any) -> Callable:
-    """Decorator registering a builder ``f(spatial_dims, in_channels, out_channels, **options)`` under a card."""
+    """Decorator registering an architecture under a card (the fields of :class:`ModelCard`).
+
+    It decorates the network's class itself, ``Net(spatial_dims, in_channels, out_channels, **options)``,
+    whose ``__init__`` keywords are the options :func:`create` accepts, or, for a variant that fixes some
+    of a class's options (``hrnet_v2_w18_small``, ``resnet50``), a function with that signature. Either is
+    returned unchanged.
+    """
 
     def decorate(builder: Callable) -> Callable:
+        params = list(inspect.signature(builder).parameters)
+        if tuple(params[:3]) != _RESERVED:
+            raise TypeError(f"a registered architecture takes {', '.join(_RESERVED)} first, "
+                            f"{getattr(builder, '__name__', builder)!r} takes {params[:3]}")
         entry = ModelCard(builder=builder, **card_fields)
         if entry.name in _REGISTRY:
             raise RuntimeError(f"architecture {entry.name!r} is registered twice")
@@ -104,9 +114,8 @@ def create(name: str, *, spatial_dims: int = 2, in_channels: int = 1, out_channe
     allowed = _options_of(entry)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(
-            f"Unknown option(s) {', '.join(unknown)} for {entry.name!r}; allowed options: {', '.join(allowed) or 'none'}."
-        )
+        raise ValueError(f"Unknown option(s) {', '.join(unknown)} for {entry.name!r}; "
+                         f"allowed options: {', '.join(allowed) or 'none'}.")
     return entry.builder(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **options)
 
 

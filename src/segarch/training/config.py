@@ -1,0 +1,149 @@
+"""``TrainConfig``: every option of :func:`segarch.train` and :func:`~segarch.training.train_iter`, checked once.
+
+Both functions take the options as keywords (``segarch.train("unet", images, labels, steps=200)``) or as
+one object (``segarch.train("unet", images, labels, TrainConfig(steps=200))``, with keywords overriding
+it). What only one kind of training accepts (``jitter`` for extreme-point models, ``mask`` for semantic
+ones) is checked by that task (:mod:`segarch.training.task`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from segarch.training.losses import LOSSES
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainConfig:
+    """How to train: the data's layout, the model's classes, the optimisation, validation and output.
+
+    Args:
+        axes: the image's axes, e.g. ``"YX"``, ``"CYX"``, ``"ZYX"``, ``"TYX"`` (default: from the shapes; a
+            channel axis is found where image and labels differ).
+        mask: which pixels are annotated: ``None`` (slices holding at least one label), ``True`` (all), or
+            boolean arrays shaped like the labels (semantic models only).
+        num_classes: output classes including background (default: the model's, or 2 for a new model);
+            a model with another count gets a new, re-initialised head.
+        class_names: one name per class (background first).
+        options: architecture options for a new model, e.g. ``{"features": (16, 32, 64, 128)}``.
+        patch: training patch size (one or per axis, multiples of the model's size divisor; default
+            128×128 in 2D, 32×64×64 in 3D, or the image size when smaller).
+        steps: optimisation steps.
+        batch_size: patches per step (``None`` or 0: 8 in 2D, 2 in 3D; objects: 16 in 2D, 8 in 3D).
+        val_fraction: the share of images (or, for one image, of its width) held out for validation.
+        val_every: steps between validations (``None`` or 0: 20 per run, every 10 to 250 steps).
+        loss: ``"dice_ce"`` (MONAI Dice + cross-entropy), ``"dice"``, ``"ce"`` or ``"focal"``.
+        lr: AdamW's peak learning rate (warm-up over 5% of the steps, then cosine decay).
+        weight_decay: AdamW's weight decay.
+        augment: ``"default"`` (flips, 90° rotations, elastic, intensity, noise, blur; flips and rotations for
+            extreme-point models), ``"none"`` or a list of MONAI transform configs (semantic models).
+        jitter: extreme-point models only: how far (pixels) each extreme point may move from the true one,
+            drawn afresh each time an object is used (default: 2% of the object's largest extent, at least 1).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        seed: random seed (patches, augmentation, initial weights of a new model).
+        out: a ``.safetensors`` path: the best model is saved there at each improvement and at the end,
+            with ``NAME.csv`` (the log) and ``NAME.png`` (loss and validation metric) beside it.
+        task: the kind of training (:func:`segarch.training.task.task_names`): ``None`` picks the model's
+            own (``"semantic"`` for a semantic network, ``"interactive"`` for an extreme-point one).
+
+    Raises:
+        ValueError: an option outside what is allowed (the message names it, its value and what is allowed).
+
+    Examples::
+
+        >>> config = TrainConfig(steps=200, lr=3e-3, out="nuclei.safetensors")
+        >>> model = segarch.train("unet", images, labels, config, options={"features": (8, 16, 32, 64)})
+    """
+
+    axes: str | None = None
+    mask: Any = None
+    num_classes: int | None = None
+    class_names: Sequence[str] | None = None
+    options: Mapping[str, Any] | None = None
+    patch: int | Sequence[int] | None = None
+    steps: int = 500
+    batch_size: int | None = None
+    val_fraction: float = 0.1
+    val_every: int | None = None
+    loss: str = "dice_ce"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    augment: Any = "default"
+    jitter: float | None = None
+    device: Any = "auto"
+    seed: int = 0
+    out: str | os.PathLike | None = None
+    task: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"`loss` must be one of {LOSSES}, got {self.loss!r}.")
+        if not _is_int(self.steps) or int(self.steps) < 1:
+            raise ValueError(f"`steps` must be at least 1, got {self.steps!r}.")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"`lr` must be a positive number, got {self.lr!r}.")
+        if (isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float))
+                or not self.weight_decay >= 0):
+            raise ValueError(f"`weight_decay` must be a number >= 0, got {self.weight_decay!r}.")
+        if self.num_classes is not None and (not _is_int(self.num_classes) or int(self.num_classes) < 2):
+            raise ValueError(f"`num_classes` must be at least 2 (background and one class), got {self.num_classes!r}.")
+        for name in ("batch_size", "val_every"):  # None or 0: the default
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or int(value) < 0):
+                raise ValueError(f"`{name}` must be at least 1 (or None for the default), got {value!r}.")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not (
+                0.0 <= self.val_fraction < 1.0):
+            raise ValueError(f"`val_fraction` must be in [0, 1), got {self.val_fraction!r}.")
+        if self.jitter is not None and (isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float))
+                                        or self.jitter < 0):
+            raise ValueError(f"`jitter` must be a number of pixels >= 0 (or None: 2% of each object's size), "
+                             f"got {self.jitter!r}.")
+        if not _is_int(self.seed):
+            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+        if self.options is not None and not isinstance(self.options, Mapping):
+            raise ValueError(f"`options` must be a dict of architecture options, got {type(self.options).__name__}.")
+        if self.class_names is not None and (isinstance(self.class_names, str)
+                                             or not all(isinstance(n, str) for n in self.class_names)):
+            raise ValueError(f"`class_names` must be a list of names (background first), got {self.class_names!r}.")
+        if self.out is not None and not str(self.out).endswith(".safetensors"):
+            raise ValueError(f"`out` must be a '.safetensors' path, got {str(self.out)!r}.")
+        if self.task is not None and not isinstance(self.task, str):
+            raise ValueError(f"`task` must be a task name or None, got {self.task!r}.")
+
+    @classmethod
+    def build(cls, config: TrainConfig | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+        """``config`` (default: all defaults) with the options in ``overrides`` replacing its own.
+
+        Raises:
+            ValueError: an unknown option (the message lists the known ones), or a bad value.
+        """
+        if config is not None and not isinstance(config, TrainConfig):
+            raise ValueError(f"`config` must be a segarch.training.TrainConfig or None, got {type(config).__name__}.")
+        overrides = dict(overrides or {})
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            import difflib
+
+            close = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"Unknown training option(s) {', '.join(map(repr, unknown))}.{hint} "
+                             f"Allowed: {', '.join(known)}.")
+        if config is None:
+            return cls(**overrides)
+        return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def _is_int(value) -> bool:
+    """A whole number (an int, a NumPy integer or a float such as ``200.0``), not a bool."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        return False
