@@ -144,6 +144,16 @@ def test_zarr_output_resumes_after_cancel_and_holds_the_seam_report(tmp_path):
     assert group.attrs["multiscales"][0]["axes"] == [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
     again = decode_blocks(source, decoder, out, block=32, halo=16, resume=True)  # already complete: nothing to do
     assert again.report == report
+    foreign = tmp_path / "my_data"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not a segarch result")
+    with pytest.raises(ValueError, match="not a segarch result"):
+        decode_blocks(source, decoder, foreign, block=32, halo=16, overwrite=True)
+    assert (foreign / "notes.txt").exists()
+    with pytest.raises(ValueError, match="is the input"):
+        decode_blocks(source, decoder, tmp_path / "probs.zarr", overwrite=True)
+    replaced = decode_blocks(source, decoder, out, block=48, halo=16, overwrite=True)  # our own store: replaced
+    assert np.array_equal(np.asarray(replaced.labels), expected)
 
 
 def test_a_killed_decoding_resumes_to_the_same_labels(tmp_path):

@@ -85,6 +85,12 @@ def test_a_real_zoo_network_gives_labels_and_a_semantic_model_is_refused(tmp_pat
     with pytest.raises(FileNotFoundError, match="`image`"):
         predict_instances(model, "missing.tif", out=out)
     assert not out.exists() and not (tmp_path / "never.zarr.probabilities").exists()
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("...")
+    with pytest.raises(ValueError, match="not a segarch result"):  # refused before the network runs
+        predict_instances(model, image, out=foreign, overwrite=True)
+    assert not (tmp_path / "thesis.probabilities").exists() and (foreign / "chapter1.tex").exists()
 
 
 def test_segarch_train_on_decoder_targets_makes_an_instance_model(tmp_path):

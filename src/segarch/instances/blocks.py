@@ -142,6 +142,9 @@ class _MemoryStore:
     def finish(self, report) -> None:
         self.scratch = None
 
+    def close(self) -> None:
+        pass
+
     def result(self):
         return self.labels
 
@@ -150,12 +153,15 @@ class _ZarrStore:
     """``<path>/0``: the labels (OME-Zarr labels image); scratch ids and per-block records beside it until done."""
 
     def __init__(self, path: Path, full_shape, chunks, fingerprint: str, settings: dict, scale, *, resume: bool,
-                 overwrite: bool) -> None:
+                 overwrite: bool, inputs=()) -> None:
         import zarr
 
+        from segarch.destinations import WriterLock, check_output_store
+
         self.path = Path(path)
-        exists = self.path.exists() and any(self.path.iterdir())
-        if exists and resume:
+        # The same rules as predict: never into an input, never deleting what segarch did not write.
+        state = check_output_store(self.path, overwrite=overwrite, resume=resume, inputs=inputs)
+        if state == "resume":
             group = zarr.open_group(str(self.path), mode="r+")
             previous = group.attrs.get("segarch", {}).get("fingerprint")
             if previous != fingerprint:
@@ -163,10 +169,7 @@ class _ZarrStore:
                                  f"the same probabilities shape, decoder, block, halo and spacing.\n"
                                  f"  stored: {previous}\n  now:    {fingerprint}")
         else:
-            if exists and not overwrite:
-                raise ValueError(f"`out`={str(self.path)!r} already exists; pass resume=True to continue that run or "
-                                 "overwrite=True to replace it.")
-            if exists:
+            if state == "replace":
                 shutil.rmtree(self.path)
             group = zarr.open_group(str(self.path), mode="w")
             group.create_array("0", shape=full_shape, chunks=chunks, dtype=np.uint32, fill_value=0)
@@ -174,9 +177,13 @@ class _ZarrStore:
             group.attrs.update(_ome_labels_attrs(settings, fingerprint, scale))
         self.group = group
         self.labels = group["0"]
+        self.lock = WriterLock(self.path / "0", self.path).acquire()  # one writer at a time
         self.meta_dir = self.path / _META_DIR
         (self.meta_dir / "final").mkdir(parents=True, exist_ok=True)
         self.complete = bool(self.labels.attrs.get("complete", False))
+
+    def close(self) -> None:
+        self.lock.release()
 
     @staticmethod
     def _name(key) -> str:
@@ -295,10 +302,24 @@ def decode_blocks(probabilities, decoder: Any = "distance", out: str | os.PathLi
         store = _MemoryStore(full_shape)
     else:
         store = _ZarrStore(Path(out), full_shape, (1,) * len(loop) + blocks, fingerprint, settings, spacing,
-                           resume=resume, overwrite=overwrite)
+                           resume=resume, overwrite=overwrite, inputs=_paths_of(probabilities))
         if store.complete:
+            store.close()
             return BlockDecoding(store.result(), dict(store.group.attrs.get("segarch", {}).get("instances", {})))
+    try:
+        return _run(probabilities, grid, decode_fn, store, min_size, progress, cancel)
+    finally:
+        store.close()
 
+
+def _paths_of(array) -> list[str]:
+    """The folder a Zarr array is read from (so ``out`` cannot be it), if any."""
+    store = getattr(array, "store", None)
+    root = getattr(store, "root", None)
+    return [str(root)] if root is not None else []
+
+
+def _run(probabilities, grid: _Grid, decode_fn, store, min_size: int, progress, cancel) -> BlockDecoding:
     keys = grid.keys()
     total, done = 2 * len(keys), 0
     for key in keys:  # step 1: decode each window, keep the core
@@ -323,7 +344,7 @@ def decode_blocks(probabilities, decoder: Any = "distance", out: str | os.PathLi
         done += 1
         if progress is not None:
             progress(done, total)
-    report.update({"blocks": len(keys), "block": list(blocks), "halo": list(halos)})
+    report.update({"blocks": len(keys), "block": list(grid.block), "halo": list(grid.halo)})
     store.finish(report)
     log.info("decode_blocks: %d objects in %d blocks; %d merged across seams, %d joined from fragments, "
              "%d touching the image border", report["objects"], len(keys), report["merged_across_seams"],

@@ -95,11 +95,11 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
     network = getattr(model, "network", model)
     spatial_dims = getattr(model, "spatial_dims", None) or getattr(network, "spatial_dims", None)
     spacing = getattr(model, "pixel_size", None)
-    if out is not None:
+    if out is not None:  # before any work: an hour of network time must not end in a refused destination
+        from segarch.destinations import check_output_store
+
         out = Path(out)
-        if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-            raise ValueError(f"`out`={str(out)!r} already exists; pass resume=True to continue that run or "
-                             "overwrite=True to replace it.")
+        check_output_store(out, overwrite=overwrite, resume=resume, inputs=[image])
     probabilities_path = None if out is None else out.with_name(out.name + ".probabilities")
     steps = {"network": None}
 
