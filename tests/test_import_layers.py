@@ -2,7 +2,7 @@
 
 The layers, top to bottom (a module may import its own layer and any layer below it)::
 
-    napari_segarch > cli > training > prompts > tiling > model/model_file/pretrained/preprocessing
+    napari_segarch > cli > training > prompts > instances > tiling > model/model_file/pretrained/preprocessing
         > nets > backbones > blocks/layers > zoo > io/synthetic/samples/destinations
 
 Every ``import`` counts, function-local ones too (they are real dependencies, only deferred). The
@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("segarch.cli",),
     ("segarch.training",),
     ("segarch.prompts",),
+    ("segarch.instances",),
     ("segarch.tiling",),
     ("segarch.model", "segarch.model_file", "segarch.pretrained", "segarch.preprocessing"),
     ("segarch.nets",),
