@@ -15,9 +15,9 @@ from segarch.zoo.counts import stored_count
 def test_the_stored_count_is_the_networks_count_at_the_paper_configuration(name):
     entry = zoo.card(name)
     stored = stored_count(entry)
-    assert stored is not None, f"{name}: no up-to-date stored count; run `python -m segarch.zoo.counts`"
+    assert stored is not None, f"{name}: no up-to-date stored count; run `python scripts/update_zoo_counts.py`"
     assert stored == registry._count(name, entry.paper_config), \
-        f"{name}: the stored count is stale; run `python -m segarch.zoo.counts`"
+        f"{name}: the stored count is stale; run `python scripts/update_zoo_counts.py`"
 
 
 def test_a_changed_configuration_is_counted_again_not_read_from_the_file():

@@ -5,7 +5,7 @@ Counting builds every network on PyTorch's ``meta`` device: about 8 s for the wh
 stored in ``parameter_counts.json`` beside the registry, each under a key that hashes the card's paper
 configuration and the source of the module defining the network: a stored count is used only while
 both are unchanged, otherwise the network is counted again. A test recounts every architecture and
-compares; ``python -m segarch.zoo.counts`` rewrites the file.
+compares; ``python scripts/update_zoo_counts.py`` rewrites the file.
 """
 
 from __future__ import annotations
@@ -51,16 +51,10 @@ def stored_count(entry: ModelCard) -> int | None:
     return None
 
 
-def write_counts(path: Path = COUNTS_FILE) -> dict:
-    """Count every architecture afresh (meta device) and write the file; returns what was written."""
-    from segarch.zoo import registry
-
-    rows = {entry.name: {"key": card_key(entry), "params": registry._count(entry.name, entry.paper_config)}
-            for entry in registry.cards()}
+def write_counts(counts: list[tuple[ModelCard, int]], path: Path = COUNTS_FILE) -> dict:
+    """Store fresh ``counts`` (pairs of a card and its parameters at its paper configuration); returns
+    what was written."""
+    rows = {entry.name: {"key": card_key(entry), "params": int(n)} for entry, n in counts}
     path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     _stored.cache_clear()
     return rows
-
-
-if __name__ == "__main__":
-    print(f"wrote {len(write_counts())} counts to {COUNTS_FILE}")
