@@ -646,7 +646,8 @@ class SegmentWidget(QWidget):
         if self.output_combo.currentText() == "labels":
             return axes.replace("C", "")
         spatial = "ZYX"[-model.spatial_dims:]
-        return "".join(a for a in axes if a not in spatial and a != "C") + "C" + "".join(a for a in axes if a in spatial)
+        loop = "".join(a for a in axes if a not in spatial and a != "C")
+        return loop + "C" + "".join(a for a in axes if a in spatial)
 
     def _add_result(self, data, model, live: bool = False):
         layer = self._layer

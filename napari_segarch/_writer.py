@@ -48,7 +48,8 @@ def _write(path: str, data: Any, meta: dict, *, labels: bool) -> str:
     axes = axes_from_meta(meta, ndim, rgb=rgb)
     spatial_ndim = ndim - 1 if rgb else ndim
     scale = [float(s) for s in (meta.get("scale") if meta.get("scale") is not None else [1.0] * spatial_ndim)]
-    translate = [float(t) for t in (meta.get("translate") if meta.get("translate") is not None else [0.0] * spatial_ndim)]
+    given = meta.get("translate")
+    translate = [float(t) for t in (given if given is not None else [0.0] * spatial_ndim)]
     units_seq = [str(u) for u in (meta.get("units") or ())]
     if rgb:
         scale, translate, units_seq = scale + [1.0], translate + [0.0], units_seq + ["pixel"]
