@@ -12,14 +12,16 @@ from segarch.io.geo import geo_from_attrs
 from segarch.io.geotiff import is_georeferenced_tiff, read_raster
 from segarch.io.image import Image, check_axes, guess_axes, stem
 from segarch.io.ome_zarr import list_labels, read_zarr
+from segarch.io.slide import is_vendor_slide, read_slide
 from segarch.io.tiff import read_tiff
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["open_image", "open_images", "read_npy", "format_of", "EXTENSIONS"]
 
-#: Extensions each reader claims (lower case; ``.ome.tif`` etc. end in these).
-EXTENSIONS = {".zarr": "zarr", ".tif": "tiff", ".tiff": "tiff", ".svs": "tiff", ".npy": "npy"}
+#: Extensions each reader claims (lower case; ``.ome.tif`` etc. end in these). Whole-slide formats are TIFFs.
+EXTENSIONS = {".zarr": "zarr", ".tif": "tiff", ".tiff": "tiff", ".svs": "tiff", ".ndpi": "tiff", ".scn": "tiff",
+              ".npy": "npy"}
 _NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -92,10 +94,13 @@ def open_image(path: str | os.PathLike, *, labels_name: str | None = None) -> Im
 
 
 def _read_any_tiff(path) -> Image:
-    """A TIFF through the reader that keeps what it carries: rasterio for a GeoTIFF, tifffile otherwise.
+    """A TIFF through the reader that keeps what it carries: rasterio for a GeoTIFF, tiffslide for a
+    vendor's whole slide, tifffile otherwise.
 
-    The choice costs one parse of the first IFD (:func:`segarch.io.is_georeferenced_tiff`): GeoTIFF
-    tags (or GDAL's nodata tag) send the file to rasterio; plain, OME and ImageJ TIFFs carry none.
+    The choice parses the first IFD only: GeoTIFF tags (or GDAL's nodata tag) send the file to rasterio
+    (:func:`segarch.io.is_georeferenced_tiff`); an Aperio/Hamamatsu/Leica/Philips/Ventana description
+    to tiffslide (:func:`segarch.io.is_vendor_slide`); plain, OME and ImageJ TIFFs carry neither.
+    Without the optional reader the file still opens through tifffile, and the log says what is lost.
     """
     if is_georeferenced_tiff(path):
         try:
@@ -103,6 +108,13 @@ def _read_any_tiff(path) -> Image:
         except ImportError:
             logger.warning("%s is a GeoTIFF but rasterio is not installed: its pixels open without their "
                            'georeference (pip install "napari-segarch[geo]" keeps it).', os.fspath(path))
+    elif is_vendor_slide(path):
+        try:
+            return read_slide(path)
+        except ImportError:
+            logger.warning("%s is a whole-slide image but tiffslide is not installed: it opens through tifffile, "
+                           'which may miss its levels or pixel size (pip install "napari-segarch[slides]").',
+                           os.fspath(path))
     return read_tiff(path)
 
 

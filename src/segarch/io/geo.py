@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["GeoReference", "geo_attrs", "geo_from_attrs", "check_nodata", "GEO_CONVENTIONS"]
+__all__ = ["GeoReference", "geo_attrs", "geo_from_attrs", "check_nodata", "crs_wkt", "GEO_CONVENTIONS"]
 
 #: The ``zarr_conventions`` entries written next to the ``proj:``/``spatial:`` attributes.
 GEO_CONVENTIONS = (
@@ -228,13 +228,13 @@ def geo_from_attrs(attrs: Mapping[str, Any], *, where: str = "the attributes") -
     crs = attrs.get("proj:wkt2")
     code = attrs.get("proj:code")
     if crs is None and code is not None:
-        crs = _wkt_of(code)
+        crs = crs_wkt(code)
     return GeoReference(crs=crs, crs_code=code, transform=tuple(transform), shape=tuple(shape), nodata=nodata,
                         band_names=tuple(attrs.get("segarch:bands") or ()), units=attrs.get("segarch:units"))
 
 
-def _wkt_of(code: str) -> str:
-    # A code alone (another writer's store): GDAL's CRS database turns it into WKT.
+def crs_wkt(code: str) -> str:
+    """The WKT of a CRS given as ``"EPSG:32633"`` (GDAL's CRS database through rasterio; without it, the code)."""
     try:
         from rasterio.crs import CRS
     except ImportError:
