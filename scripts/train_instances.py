@@ -1,4 +1,4 @@
-"""Train and measure the instance models that ship with segarch (``unet.nuclei2d_instances``, ``unet.nuclei3d_instances``).
+"""Train and measure the shipped instance models (``unet.nuclei2d_instances``, ``unet.nuclei3d_instances``).
 
 Each model is trained by ``segarch.train(..., task="instance")`` on hard generated nuclei
 (``segarch.synthetic.samples(..., hard=True)``: crowded, touching and overlapping nuclei, debris, uneven
