@@ -188,6 +188,10 @@ class SegmentWidget(QWidget):
         self.segment_button.setEnabled(False)  # until the models are listed
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.save_button = QPushButton("Save result…")
+        self.save_button.setToolTip("Write the result as OME-Zarr or OME-TIFF labels (scale, origin, units and "
+                                    "class names kept; it reopens as labels)")
+        self.save_button.setEnabled(False)
         self.progress_bar = QProgressBar()
         self.status = QLabel("Loading the models…")
         self.status.setWordWrap(True)
@@ -213,6 +217,7 @@ class SegmentWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.segment_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.save_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.hint)
@@ -229,6 +234,7 @@ class SegmentWidget(QWidget):
         self._infos: dict[tuple[str, str], tuple[int, int]] = {}
         self._choices_loaded = False
         self._live_layer = None
+        self.result_layer = None  # the last result shown
         self._live_path: str | None = None
         self._live_dtype = np.dtype(np.uint8)
         self._temporary: dict[str, Any] = {}  # temporary store path → the layer showing it
@@ -240,6 +246,7 @@ class SegmentWidget(QWidget):
 
         self.segment_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
+        self.save_button.clicked.connect(self._save_dialog)
         self.browse_button.clicked.connect(self._browse)
         self.image_combo.currentIndexChanged.connect(self._suggest_axes)
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
@@ -391,17 +398,18 @@ class SegmentWidget(QWidget):
             "output": self.output_combo.currentText(),
         }
         out = self.out_edit.text().strip()
-        temporary, show_live = False, True
+        temporary = False
+        self.last_error = ""
         if out:
             choice = self._existing_store_choice(out)
             if choice is None:
-                self.status.setText("Not started: the output store is kept as it is.")
+                if not self.last_error:
+                    self.status.setText("Not started: the output store is kept as it is.")
                 return
             if choice == "resume":
                 params["resume"] = True
             elif choice == "replace":
                 params["overwrite"] = True
-            show_live = choice != "other"  # never draw someone else's data as this run's labels
         elif int(np.prod(data.shape)) > _LAZY_OUTPUT_PIXELS or not isinstance(data, np.ndarray):
             out, temporary = str(Path(tempfile.mkdtemp(prefix="segarch-")) / f"{_safe(layer.name)}.zarr"), True
         if out:
@@ -411,7 +419,7 @@ class SegmentWidget(QWidget):
         self._layer = layer
         self._axes = axes
         self._blocks = None
-        if self._live_path and show_live and params["output"] == "labels" and len(axes) == data.ndim:
+        if self._live_path and params["output"] == "labels" and len(axes) == data.ndim:
             # Add the result layer now (adding a layer is napari's own cost, paid before the work starts):
             # it reads the store's levels as they are written, zeros until then; it is refreshed, never swapped.
             shape = tuple(n for a, n in zip(axes, data.shape) if a != "C")
@@ -440,15 +448,21 @@ class SegmentWidget(QWidget):
         self.worker.start()
 
     def _existing_store_choice(self, path: str) -> str | None:
-        """``"new"`` for a path with nothing there, ``"other"`` for something that is not a segarch result;
-        else ask the user: ``"resume"``, ``"replace"`` or ``None``
-        (keep it, don't run). What the engine accepts stays the engine's call: it refuses a store that is not
-        a segarch result, and a resume with other settings, with a message shown to the user."""
+        """``"new"`` for a path with nothing there; for a segarch result, ask the user: ``"resume"``,
+        ``"replace"`` or ``None`` (keep it, don't run). Anything else: the engine's rules say why it cannot
+        be replaced (shown; ``None``). What the engine accepts stays the engine's call."""
+        from segarch.destinations import check_output_store
+
         state = store_state(path)
         if state == "absent":
             return "new"
-        if state == "other":  # not ours: the engine says why it refuses (nothing is written)
-            return "other"
+        if state == "other":
+            try:
+                check_output_store(path, overwrite=True, resume=False)  # side-effect free: the rules only
+            except ValueError as err:
+                self._error(_message(err))
+                return None
+            return "new"
         return ask_about_existing_store(self, path, state)
 
     def _add_live_labels(self, path: str, shape: tuple[int, ...], axes: str):
@@ -515,6 +529,8 @@ class SegmentWidget(QWidget):
             layer = self._add_store_result(model)
         else:
             layer = self._add_result(result, model)
+        self.result_layer = layer
+        self.save_button.setEnabled(True)
         if complete:
             state = "done"
             self.progress_bar.setValue(self.progress_bar.maximum())
@@ -523,8 +539,14 @@ class SegmentWidget(QWidget):
             resume = (" Segment again with the same settings and choose Resume to finish it."
                       if self._live_path and self._live_path not in self._temporary else "")
             state = f"cancelled ({kept} kept in {self._live_path}).{resume}" if self._live_path else "cancelled"
+        where = ""
+        if complete and self._live_path in self._temporary:
+            where = (f" It is in a temporary store, {self._live_path}, deleted with the layer or when napari "
+                     "quits: Save result… keeps it.")
+        elif complete and self._live_path:
+            where = f" Written to {self._live_path}."
         self.status.setStyleSheet("")
-        self.status.setText(f"{layer.name}: {state}" + (f" in {seconds:.1f} s." if complete else ""))
+        self.status.setText(f"{layer.name}: {state}" + (f" in {seconds:.1f} s." if complete else "") + where)
 
     @_alive
     def _on_errored(self, err: Exception):
@@ -564,6 +586,28 @@ class SegmentWidget(QWidget):
             self._napari_progress = None
         self._cancel = None
 
+    def save_result(self, path: str) -> list[str]:
+        """Write the last result through the plugin's writer (``.zarr``: OME-Zarr with its pyramid; ``.tif``:
+        OME-TIFF), read chunk by chunk. napari's default TIFF writer keeps neither labels nor geometry."""
+        from napari import save_layers
+
+        layer = self.result_layer
+        if layer is None or layer not in self.viewer.layers:
+            raise ValueError("Nothing to save: segment an image first.")
+        if Path(path).exists():
+            raise ValueError(f"{path!r} already exists: choose a new name (nothing is replaced from here).")
+        written = save_layers(path, [layer], plugin="napari-segarch")
+        self.status.setText(f"Saved {layer.name} to {path}: it reopens as labels with its scale and classes.")
+        return written
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save result", "", "OME-Zarr (*.zarr);;OME-TIFF (*.tif *.tiff)")
+        if path:
+            try:
+                self.save_result(path)
+            except (ValueError, OSError) as err:
+                self._error(f"Could not save: {_message(err)}")
+
     def _error(self, message: str) -> None:
         self.last_error = message
         self.status.setStyleSheet("")
@@ -602,7 +646,8 @@ class SegmentWidget(QWidget):
         if self.output_combo.currentText() == "labels":
             return axes.replace("C", "")
         spatial = "ZYX"[-model.spatial_dims:]
-        return "".join(a for a in axes if a not in spatial and a != "C") + "C" + "".join(a for a in axes if a in spatial)
+        loop = "".join(a for a in axes if a not in spatial and a != "C")
+        return loop + "C" + "".join(a for a in axes if a in spatial)
 
     def _add_result(self, data, model, live: bool = False):
         layer = self._layer
@@ -665,21 +710,20 @@ def ask_about_existing_store(parent, path: str, state: str) -> str | None:
 
 def store_state(path: str) -> str:
     """What is at ``path``: ``"absent"`` (nothing, or an empty folder), ``"complete"`` or ``"incomplete"``
-    (a segarch prediction store), or ``"other"`` (anything else: the engine refuses to touch it)."""
+    (a segarch prediction store), or ``"other"`` (anything else, which the engine never deletes)."""
+    from segarch.destinations import is_segarch_store
+
     p = Path(path)
     if not p.exists() or (p.is_dir() and not any(p.iterdir())):
         return "absent"
+    if not p.is_dir() or not is_segarch_store(p):
+        return "other"
     try:
         import zarr
 
-        group = zarr.open_group(str(p), mode="r")
-        attrs = dict(group.attrs)
-        ours = "segarch" in attrs or "segarch" in (attrs.get("ome") or {})
-        if not ours or "0" not in set(group.array_keys()):
-            return "other"
-        return "complete" if group["0"].attrs.get("complete") is True else "incomplete"
-    except Exception:  # not a Zarr group (a file, a folder of something else)
-        return "other"
+        return "complete" if zarr.open_group(str(p), mode="r")["0"].attrs.get("complete") is True else "incomplete"
+    except Exception:  # a store killed while its metadata was written: unfinished
+        return "incomplete"
 
 
 class _Channel:

@@ -42,13 +42,14 @@ def _write(path: str, data: Any, meta: dict, *, labels: bool) -> str:
     if fmt not in ("zarr", "tiff"):
         raise ValueError(f"`path` must end in .zarr, .tif or .tiff, got {path!r}.")
     multiscale = bool(meta.get("multiscale"))
-    levels = list(data) if multiscale else [data]
+    levels = [_lazy(level) for level in (list(data) if multiscale else [data])]
     ndim = levels[0].ndim
     rgb = bool(meta.get("rgb")) and not labels
     axes = axes_from_meta(meta, ndim, rgb=rgb)
     spatial_ndim = ndim - 1 if rgb else ndim
     scale = [float(s) for s in (meta.get("scale") if meta.get("scale") is not None else [1.0] * spatial_ndim)]
-    translate = [float(t) for t in (meta.get("translate") if meta.get("translate") is not None else [0.0] * spatial_ndim)]
+    given = meta.get("translate")
+    translate = [float(t) for t in (given if given is not None else [0.0] * spatial_ndim)]
     units_seq = [str(u) for u in (meta.get("units") or ())]
     if rgb:
         scale, translate, units_seq = scale + [1.0], translate + [0.0], units_seq + ["pixel"]
@@ -61,8 +62,20 @@ def _write(path: str, data: Any, meta: dict, *, labels: bool) -> str:
     else:
         physical = any(s != 1.0 for s in scale) or any(u not in ("pixel", "") for u in units.values())
         write_tiff(path, levels[0], axes=axes, scale=scale if physical else None, units=units, name=name,
-                   labels=labels, levels=None, overwrite=True)
+                   translate=translate if any(translate) else None, labels=labels, levels=None, overwrite=True)
     return path
+
+
+def _lazy(level):
+    """A NumPy or Dask array as it is; any other array-like (a Zarr array, a live store's level) as a Dask
+    array over it, so it is written chunk by chunk, never loaded whole."""
+    import dask.array as da
+    import numpy as np
+
+    if isinstance(level, (np.ndarray, da.Array)):
+        return level
+    chunks = getattr(level, "chunks", None)
+    return da.from_array(level, chunks=chunks if isinstance(chunks, tuple) else 512, asarray=True)
 
 
 def _properties(features) -> list[dict] | None:

@@ -60,8 +60,9 @@ def test_save_labels_and_image_then_open_them_again(make_napari_viewer, tmp_path
     image, labels = cells
     viewer = make_napari_viewer()
     features = {"index": [0, 1], "class": ["background", "nucleus"]}
-    lab = viewer.add_labels(labels, name="my nuclei", scale=(2.0, 0.5, 0.25), features=features)
-    img = viewer.add_image(image, name="my cells", scale=(2.0, 0.5, 0.25))
+    where = {"scale": (2.0, 0.5, 0.25), "translate": (4.0, 10.0, -3.5), "units": ("micrometer",) * 3}
+    lab = viewer.add_labels(labels, name="my nuclei", features=features, **where)
+    img = viewer.add_image(image, name="my cells", **where)
     lab_path, img_path = str(tmp_path / f"labels{ext}"), str(tmp_path / f"image{ext}")
     viewer.layers.selection = {lab}
     assert viewer.layers.save(lab_path, selected=True, plugin=PLUGIN) == [lab_path]
@@ -75,6 +76,8 @@ def test_save_labels_and_image_then_open_them_again(make_napari_viewer, tmp_path
     assert type(img_back).__name__ == "Image" and img_back.name == "my cells"
     for layer, data in ((lab_back, labels), (img_back, image)):
         np.testing.assert_allclose(layer.scale, (2.0, 0.5, 0.25))
+        np.testing.assert_allclose(layer.translate, (4.0, 10.0, -3.5))  # the OME-TIFF kept the origin too
+        assert [str(u) for u in layer.units] == ["micrometer"] * 3
         level0 = layer.data[0] if layer.multiscale else layer.data
         np.testing.assert_array_equal(np.asarray(level0), data)
     if ext == ".zarr":  # class names travel as OME-Zarr image-label properties

@@ -108,7 +108,10 @@ def test_a_cluster_run_rebuilds_the_levels_at_the_end(tmp_path):
     _assert_pyramid_of(tmp_path / "d.zarr", single, "YX")
 
 
-def test_level_views_read_a_store_while_it_is_written(tmp_path):
+def test_level_views_read_a_store_while_it_is_written(tmp_path, monkeypatch):
+    from segarch.tiling import pyramid as module
+
+    monkeypatch.setattr(module, "FLUSH_SECONDS", 0.0)  # coarse chunks written after every block
     store = tmp_path / "live.zarr"
     views = live_levels(store, (1100, 700), "YX", np.uint8)
     assert [v.shape for v in views] == level_shapes((1100, 700), "YX")
@@ -129,3 +132,24 @@ def test_level_views_read_a_store_while_it_is_written(tmp_path):
     np.testing.assert_array_equal(views[0][100:300, 50:90], out[100:300, 50:90])
     with pytest.raises(ValueError, match=r"has shape \(1100, 700\), not the \(1100, 701\)"):
         LevelView(store, 0, (1100, 701), np.uint8)[0, 0]
+
+
+def test_a_run_that_dies_with_coarse_chunks_in_memory_is_rebuilt_on_resume(tmp_path, monkeypatch):
+    from segarch.tiling import pyramid as module
+
+    net = SmallConvNet(2).eval()
+    image = np.random.default_rng().normal(size=(1200, 1100)).astype(np.float32)
+    reference = segarch.predict(net, image, axes="YX", tile=128)
+    store = tmp_path / "k.zarr"
+    cancel = threading.Event()
+    monkeypatch.setattr(module, "flush", lambda levels, force=True: None)  # as if killed: nothing flushed
+    with pytest.raises(segarch.PredictionCancelled):
+        segarch.predict(net, image, axes="YX", tile=128, out=store, cancel=cancel,
+                        progress=lambda done, total: cancel.set() if done > 0.6 * total else None)
+    monkeypatch.undo()
+    level1 = zarr.open_group(str(store), mode="r")["1"]
+    assert level1.attrs["segarch-pyramid"] == "pending"  # the levels cannot be trusted
+    resumed = segarch.predict(net, image, axes="YX", tile=128, out=store, resume=True)
+    np.testing.assert_array_equal(resumed[:], reference)
+    _assert_pyramid_of(store, reference, "YX")
+    assert zarr.open_group(str(store), mode="r")["1"].attrs["segarch-pyramid"] == "fresh"

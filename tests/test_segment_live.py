@@ -235,8 +235,77 @@ def test_a_store_that_is_not_a_segarch_result_is_refused_and_kept(widget, qtbot,
     before = _tree_digest(someones)
     widget.out_edit.setText(str(someones))
     widget.segment_button.click()
-    wait_done(qtbot, widget)
-    assert len(messages) == 1 and "someones_image.zarr" in messages[0], messages
+    qtbot.wait(200)
+    assert widget.worker is None  # nothing started
+    assert len(messages) == 1 and "someones_image.zarr" in messages[0] and "not a segarch result" in messages[0], \
+        messages
     assert "Error" in widget.status.text()
     assert _tree_digest(someones) == before
     assert "cells segmentation" not in viewer.layers
+
+
+def test_the_20000_sample_fills_in_during_the_run_and_keeps_it_after_cancel(widget, qtbot):
+    viewer = widget.viewer
+    viewer.open_sample("napari-segarch", "large_nuclei")
+    widget.image_combo.setCurrentText("large lazy nuclei")
+    widget.select_model("shipped", "nuclei2d")
+    widget.segment_button.click()
+    result = viewer.layers["large lazy nuclei segmentation"]
+    assert result.multiscale and result.data[0].shape == (20000, 20000) and result.data[-1].shape[0] <= 256
+    assert "temporary" in widget.status.text() and result.metadata["store"] in widget.status.text()
+    store = result.metadata["store"]
+
+    def written() -> bool:  # the first row of blocks is in the store
+        return os.path.isdir(store) and bool(np.asarray(result.data[0][:512, :4096]).any())
+
+    qtbot.waitUntil(written, timeout=900_000)
+    widget.cancel_button.click()
+    wait_done(qtbot, widget)
+    assert "cancelled" in widget.status.text()
+    stored = segarch.io.open_image(store)
+    # Zoomed on nuclei of the finished top strip: level 0 as the store holds it, nuclei drawn.
+    y, x = np.argwhere(np.asarray(stored.levels[0][:512, :4096]))[0]
+    _look_at(viewer, qtbot, result, zoom=40.0, center=(float(y), float(x)))
+    level, index, raw = drawn(result)
+    np.testing.assert_array_equal(raw, np.asarray(stored.levels[level][index]))
+    assert raw.any()
+    # The overview: a coarse level of the store, the finished strip in it, read from a few chunks.
+    _look_at(viewer, qtbot, result)
+    level, index, raw = drawn(result)
+    assert level >= 4 and raw.any()
+    np.testing.assert_array_equal(raw, np.asarray(stored.levels[level][index]))
+
+
+def test_a_temporary_store_goes_with_its_layer(widget, qtbot):
+    from pathlib import Path
+
+    viewer = widget.viewer
+    image, lazy = _big_dask(np.random.default_rng(), (700, 600))
+    viewer.add_image(lazy, name="cells")
+    widget.image_combo.setCurrentText("cells")
+    widget.select_model("shipped", "nuclei2d")
+    widget.segment_button.click()
+    wait_done(qtbot, widget)
+    result = viewer.layers["cells segmentation"]
+    store = Path(result.metadata["store"])
+    assert store.is_dir() and str(store) in widget.status.text()
+    viewer.layers.remove(result)
+    assert not store.exists() and not store.parent.exists()
+
+
+def test_an_engine_error_is_one_notification_with_the_engines_message(widget, qtbot, monkeypatch):
+    from napari.utils.notifications import notification_manager
+
+    shown = []
+    monkeypatch.setattr(notification_manager, "dispatch", lambda n: shown.append(n.message))
+    viewer = widget.viewer
+    image, lazy = _big_dask(np.random.default_rng(), (300, 300))
+    viewer.add_image(lazy, name="cells")
+    widget.image_combo.setCurrentText("cells")
+    widget.select_model("shipped", "nuclei2d")
+    widget.axes_edit.setText("XQ")  # a bad axes string: the engine refuses it
+    widget.segment_button.click()
+    wait_done(qtbot, widget)
+    assert len(shown) == 1, shown
+    assert shown[0].startswith("`axes`='XQ' is not valid"), shown[0]
+    assert "cells segmentation" not in viewer.layers  # its temporary store and layer are gone

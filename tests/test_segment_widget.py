@@ -137,3 +137,44 @@ def test_cancel_keeps_the_finished_part_and_the_gui_stays_responsive(widget, qtb
     assert "cancelled" in widget.status.text()
     assert layer.data[0].shape == big.shape
     np.testing.assert_array_equal(np.asarray(layer.data[0][:]), segarch.io.open_image(tmp_path / "big.zarr").levels[0])
+
+
+@pytest.mark.parametrize("ext", [".tif", ".zarr"])
+def test_the_result_keeps_the_images_geometry_and_saves_as_labels(widget, qtbot, tmp_path, ext):
+    import dask.array as da
+
+    viewer = widget.viewer
+    from segarch.samples import nuclei
+
+    image, _ = nuclei((700, 600), seed=5)
+    where = {"scale": (0.5, 0.25), "translate": (100.0, -20.0), "units": ("micrometer", "micrometer")}
+    viewer.add_image(da.from_array(image, chunks=256), name="cells", **where)
+    widget.image_combo.setCurrentText("cells")
+    widget.select_model("shipped", "nuclei2d")
+    widget.segment_button.click()
+    _wait(qtbot, widget)
+    result = viewer.layers["cells segmentation"]
+    assert [str(u) for u in result.units] == ["micrometer"] * 2  # no napari warning about mixed units
+    np.testing.assert_allclose(result.scale, where["scale"])
+    np.testing.assert_allclose(result.translate, where["translate"])
+    path = str(tmp_path / f"saved{ext}")
+    widget.save_result(path)
+    (back,) = viewer.open(path, plugin="napari-segarch")
+    assert type(back).__name__ == "Labels"
+    np.testing.assert_allclose(back.scale, where["scale"])
+    np.testing.assert_allclose(back.translate, where["translate"])
+    assert [str(u) for u in back.units] == ["micrometer"] * 2
+    level0 = back.data[0] if back.multiscale else back.data
+    np.testing.assert_array_equal(np.asarray(level0), segarch.predict(segarch.pretrained.load("nuclei2d"), image))
+    with pytest.raises(ValueError, match="already exists"):
+        widget.save_result(path)
+
+
+def test_a_4d_stack_with_a_2d_model_is_a_stack_not_channels(widget):
+    widget.viewer.add_image(np.zeros((3, 8, 96, 96), np.float32), name="movie")
+    widget.image_combo.setCurrentText("movie")
+    widget.select_model("shipped", "nuclei2d")
+    assert widget.axes_edit.text() == "TZYX"  # was CZYX: a channel error for a 1-channel model
+    assert "slice by slice" in widget.hint.text() and "nuclei3d" in widget.hint.text()  # a 3D model exists
+    widget.select_model("shipped", "nuclei3d")
+    assert widget.axes_edit.text() == "TZYX" and widget.hint.text() == ""

@@ -76,6 +76,24 @@ def _ome_geometry(tif, axes: str) -> tuple[tuple[float, ...] | None, dict[str, s
     return tuple(scale), units, image.get("Name"), str(image.get("Description") or "")
 
 
+def _ome_translate(tif, axes: str) -> tuple[float, ...]:
+    """Z/Y/X origin from the OME planes' ``Position*`` (the first plane: Z of the first slice)."""
+    import tifffile
+
+    image = tifffile.xml2dict(tif.ome_metadata).get("OME", {}).get("Image", {})
+    image = image[0] if isinstance(image, list) else image
+    planes = image.get("Pixels", {}).get("Plane") or {}
+    first = planes[0] if isinstance(planes, list) and planes else planes if isinstance(planes, dict) else {}
+    out = []
+    for a in axes:
+        value = first.get(f"Position{a}") if a in "ZYX" else None
+        try:
+            out.append(float(value) if value not in (None, "") else 0.0)
+        except (TypeError, ValueError):
+            out.append(0.0)
+    return tuple(out)
+
+
 def _imagej_geometry(tif, page, axes: str) -> tuple[tuple[float, ...] | None, dict[str, str]]:
     meta = tif.imagej_metadata or {}
     scale, units = [1.0] * len(axes), {}
@@ -92,6 +110,29 @@ def _imagej_geometry(tif, page, axes: str) -> tuple[tuple[float, ...] | None, di
         if unit:
             units["Z"] = unit
     return tuple(scale), units
+
+
+def _per_axis(values: Sequence[float], order: list[int]) -> list[float]:
+    if len(values) != len(order):
+        raise ValueError(f"`translate` must have one value per axis ({len(order)}), got {list(values)!r}.")
+    return [values[i] for i in order]
+
+
+def _plane_positions(shape, axes: str, rgb: bool, translate: list[float], scale: list[float], units: dict) -> dict:
+    """OME ``Plane`` positions for every plane (T, C, Z, in file order): the origin, Z advancing per slice."""
+    origin = dict(zip(axes, translate))
+    step = dict(zip(axes, scale))
+    plane_axes = [i for i, a in enumerate(axes) if a not in "YX" and not (rgb and a == "C")]
+    planes: dict[str, list] = {f"Position{a}": [] for a in "ZYX" if a in axes}
+    for index in np.ndindex(*[shape[i] for i in plane_axes]):
+        where = dict(zip((axes[i] for i in plane_axes), index))
+        for a in "ZYX":
+            if a in axes:
+                planes[f"Position{a}"].append(origin[a] + (where.get("Z", 0) * step["Z"] if a == "Z" else 0.0))
+    for a in "ZYX":
+        if a in axes:
+            planes[f"Position{a}Unit"] = [ome_unit(units.get(a, "micrometer")) or "µm"] * len(planes[f"Position{a}"])
+    return planes
 
 
 def read_tiff(path: str | os.PathLike) -> Image:
@@ -122,10 +163,12 @@ def read_tiff(path: str | os.PathLike) -> Image:
     page = series.pages[0] if series.pages else tif.pages[0]
     scale: tuple[float, ...] | None = None
     units: dict[str, str] = {}
+    translate: tuple[float, ...] = ()
     name, description, metadata = None, "", {"tifffile_axes": series.axes, "kind": series.kind}
     try:
         if tif.is_ome:
             scale, units, name, description = _ome_geometry(tif, axes)
+            translate = _ome_translate(tif, axes)
             metadata["ome"] = tif.ome_metadata
         elif tif.is_imagej:
             scale, units = _imagej_geometry(tif, page, axes)
@@ -142,8 +185,9 @@ def read_tiff(path: str | os.PathLike) -> Image:
                          f"{err}.") from None
     # tifffile says I/Q for pages or dimensions of unknown meaning: those axes are a guess.
     guessed = any(a not in AXES and a != "S" for a in series.axes)
-    return Image(levels=levels, axes=axes, scale=scale or (), name=name or stem(path), units=units,
-                 labels=LABELS_MARKER in description, metadata=metadata, path=path, axes_guessed=guessed)
+    return Image(levels=levels, axes=axes, scale=scale or (), translate=translate, name=name or stem(path),
+                 units=units, labels=LABELS_MARKER in description, metadata=metadata, path=path,
+                 axes_guessed=guessed)
 
 
 def _head(path: str) -> bytes:
@@ -181,6 +225,7 @@ def _tiles(level: da.Array, tile: tuple[int, int], rgb: bool) -> Iterator[np.nda
 
 
 def write_tiff(path: str | os.PathLike, data, *, axes: str | None = None, scale: Sequence[float] | None = None,
+               translate: Sequence[float] | None = None,
                units: dict[str, str] | str | None = None, name: str | None = None, labels: bool = False,
                levels: int | None = 1, tile: int | Sequence[int] = 256, compression: str = "zlib",
                bigtiff: bool | None = None, overwrite: bool = False) -> Path:
@@ -192,6 +237,7 @@ def write_tiff(path: str | os.PathLike, data, *, axes: str | None = None, scale:
         axes: letters from ``TCZYX`` (default: guessed). Stored in OME order (T, C, Z, Y, X); channels
             last with 3 or 4 uint8 values are written as RGB(A) samples.
         scale: pixel size per axis; Z/Y/X go to OME ``PhysicalSize*``.
+        translate: the image's origin per axis (physical units); Z/Y/X go to the OME planes' ``Position*``.
         units: NGFF unit names per axis letter, or one for all spatial axes (default micrometre when
             a scale is given).
         name: the OME image name (default: the file name).
@@ -244,6 +290,9 @@ def write_tiff(path: str | os.PathLike, data, *, axes: str | None = None, scale:
         if a in "ZYX" and (scale is not None):
             metadata[f"PhysicalSize{a}"] = s
             metadata[f"PhysicalSize{a}Unit"] = ome_unit(units.get(a, "micrometer")) or "µm"
+    if translate is not None and any(translate):
+        metadata["Plane"] = _plane_positions(arr.shape, axes, rgb, [float(t) for t in _per_axis(translate, order)],
+                                             scale_out, units)
     level_arrays = pyramid(arr, axes, labels=labels, levels=levels, downscale_axes="YX")
     if bigtiff is None:
         bigtiff = sum(lv.nbytes for lv in level_arrays) > 2 ** 31 - 2 ** 26

@@ -196,6 +196,7 @@ class ZarrSink:
         self.array.attrs.update(attrs)
 
     def result(self):
+        pyramid.flush(self.levels)  # the run ended (finished or cancelled): coarse chunks waiting in memory
         return self.array
 
 

@@ -21,16 +21,18 @@ cache that could keep blocks from before they were written.
 Public API::
 
     level_shapes(shape, axes) -> [shape of level 0, 1, ...]
-    create_levels(group, plan) / open_levels(group) / write_block(levels, plan, key, data)
+    create_levels(group, plan) / open_levels(group) / write_block(levels, plan, key, data) / flush(levels)
     mark_stale(levels) / finish(levels, plan)     # for runs whose blocks were written elsewhere
     live_levels(path, shape, axes, dtype) -> [LevelView, ...]
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -38,13 +40,16 @@ from segarch.io.image import level_factor
 from segarch.io.pyramid import mean_reduce, pyramid_shapes
 from segarch.tiling.plan import BlockKey, Plan
 
-__all__ = ["level_shapes", "create_levels", "open_levels", "write_block", "mark_stale", "finish", "LevelView",
-           "live_levels", "MIN_SIZE"]
+__all__ = ["level_shapes", "create_levels", "open_levels", "write_block", "flush", "mark_stale", "finish",
+           "Levels", "LevelView", "live_levels", "MIN_SIZE", "FLUSH_SECONDS"]
 
 #: The coarsest level has Y and X of at most this size (a screenful; a viewer's overview reads it whole).
 MIN_SIZE = 256
 _MIN_CHUNK = 256    # coarse levels' chunks: at least this edge, so an overview is a few chunk reads
-_STALE = "segarch-pyramid"
+_STALE = "segarch-pyramid"  # level 1's attribute: "pending" while chunks wait in memory, "stale", "fresh"
+# Coarse chunks are shared by many blocks: they are updated in memory and written at most this often (and
+# when the run ends or is cancelled), not once per block (a rewrite per block doubled an I/O-bound run).
+FLUSH_SECONDS = 1.0
 
 
 def level_shapes(shape: Sequence[int], axes: str) -> list[tuple[int, ...]]:
@@ -95,13 +100,85 @@ def create_levels(group, plan: Plan) -> None:
         group.attrs.update(attrs)
 
 
-def open_levels(group) -> list:
-    """Level 0 and the coarse levels of a store (just level 0 for a store written without them)."""
-    levels = [group["0"]]
+class Levels(list):
+    """Level 0 and the coarse levels of a store, with the coarse chunks updated since they were last written
+    (``pending``: (level, chunk index) → the chunk's pixels)."""
+
+    def __init__(self, arrays) -> None:
+        super().__init__(arrays)
+        self.pending: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
+        self.flushed = time.monotonic()
+
+
+def open_levels(group) -> Levels:
+    """Level 0 and the coarse levels of a store (just level 0 for a store written without them).
+
+    A store whose last writer stopped with coarse chunks not yet written (a crash) is marked stale: its
+    levels are rebuilt from level 0 when a run completes it.
+    """
+    levels = Levels([group["0"]])
     names = set(group.array_keys())
     while str(len(levels)) in names:
         levels.append(group[str(len(levels))])
+    if len(levels) > 1 and levels[1].attrs.get(_STALE) == "pending" and not group.store.read_only:
+        levels[1].attrs.update({_STALE: "stale"})
     return levels
+
+
+def _chunk_box(array, chunk: tuple[int, ...]) -> list[tuple[int, int]]:
+    return [(i * c, min((i + 1) * c, n)) for i, c, n in zip(chunk, array.chunks, array.shape)]
+
+
+def _chunks_touching(array, box: list[tuple[int, int]]):
+    return itertools.product(*[range(lo // c, -(-hi // c)) for (lo, hi), c in zip(box, array.chunks)])
+
+
+def _put(levels: Levels, k: int, box: list[tuple[int, int]], data: np.ndarray) -> None:
+    """Write ``data`` (covering ``box``, one (start, stop) per axis) into level ``k``'s chunks in memory."""
+    array = levels[k]
+    if not levels.pending and array.attrs.get(_STALE) != "pending":
+        levels[1].attrs.update({_STALE: "pending"})  # a crash before the next flush leaves the levels stale
+    for chunk in _chunks_touching(array, box):
+        cbox = _chunk_box(array, chunk)
+        part = [(max(a, c), min(b, d)) for (a, b), (c, d) in zip(box, cbox)]
+        buffer = levels.pending.get((k, chunk))
+        if buffer is None:
+            whole = all(p == c for p, c in zip(part, cbox))
+            buffer = (np.empty([d - c for c, d in cbox], array.dtype) if whole
+                      else np.asarray(array[tuple(slice(c, d) for c, d in cbox)]))
+            levels.pending[(k, chunk)] = buffer
+        buffer[tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(part, cbox))] = \
+            data[tuple(slice(a - lo, b - lo) for (a, b), (lo, _) in zip(part, box))]
+
+
+def _get(levels: Levels, k: int, box: list[tuple[int, int]]) -> np.ndarray:
+    """Level ``k``'s pixels in ``box``: the store, with the chunks waiting in memory laid over it."""
+    out = np.asarray(levels[k][tuple(slice(a, b) for a, b in box)])
+    if k == 0:
+        return out
+    for chunk in _chunks_touching(levels[k], box):
+        buffer = levels.pending.get((k, chunk))
+        if buffer is not None:
+            cbox = _chunk_box(levels[k], chunk)
+            part = [(max(a, c), min(b, d)) for (a, b), (c, d) in zip(box, cbox)]
+            out[tuple(slice(a - lo, b - lo) for (a, b), (lo, _) in zip(part, box))] = \
+                buffer[tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(part, cbox))]
+    return out
+
+
+def flush(levels: Levels, force: bool = True) -> None:
+    """Write the coarse chunks waiting in memory (with ``force=False``: only if the last write is older than
+    :data:`FLUSH_SECONDS`). The engine's sink calls this when a run ends, finished or cancelled."""
+    if not isinstance(levels, Levels) or not levels.pending:
+        return
+    if not force and time.monotonic() - levels.flushed < FLUSH_SECONDS:
+        return
+    for (k, chunk), buffer in sorted(levels.pending.items()):
+        levels[k][tuple(slice(c, d) for c, d in _chunk_box(levels[k], chunk))] = buffer
+    levels.pending.clear()
+    levels.flushed = time.monotonic()
+    if levels[1].attrs.get(_STALE) == "pending":
+        levels[1].attrs.update({_STALE: "fresh"})
 
 
 def _reduce(block: np.ndarray, y: int, x: int, labels: bool) -> np.ndarray:
@@ -134,8 +211,9 @@ def _mode_2x2(block: np.ndarray, y: int, x: int) -> np.ndarray:
     return out
 
 
-def write_block(levels: list, plan: Plan, key: BlockKey, data: np.ndarray) -> None:
-    """Update every coarse level for the block ``key`` whose level-0 pixels ``data`` were just written."""
+def write_block(levels: Levels, plan: Plan, key: BlockKey, data: np.ndarray) -> None:
+    """Update every coarse level for the block ``key`` whose level-0 pixels ``data`` were just written (in
+    memory; written to the store at most every :data:`FLUSH_SECONDS` and by :func:`flush`)."""
     if len(levels) < 2 or levels[1].attrs.get(_STALE) == "stale":
         return
     axes = _axes(plan)
@@ -148,24 +226,26 @@ def write_block(levels: list, plan: Plan, key: BlockKey, data: np.ndarray) -> No
     hi = {a: spatial[a][1] for a in "YX"}
     labels = plan.output == "labels"
 
-    def index(start: dict, stop: dict) -> tuple:
-        """The store index of the block's pixels (Y and X from ``start`` to ``stop``) at a level."""
+    def box(start: dict, stop: dict) -> list[tuple[int, int]]:
+        """The block's pixels at a level, one (start, stop) per axis of the level (Y and X from ``start``)."""
         out = []
-        for a in axes:
+        for a, n in zip(axes, levels[0].shape):
             if a in loop:
-                out.append(loop[a])
+                out.append((loop[a], loop[a] + 1))
             elif a in start:
-                out.append(slice(start[a], stop[a]))
+                out.append((start[a], stop[a]))
             else:
-                out.append(slice(*spatial[a]) if a in spatial else slice(None))  # Z of a 3D block; C
-        return tuple(out)
+                out.append(spatial[a] if a in spatial else (0, n))  # Z of a 3D block; C
+        return out
+
+    looped = [i for i, a in enumerate(axes) if a in loop]  # axes of the store that ``data`` does not have
 
     for k in range(1, len(levels)):
         sizes = dict(zip(axes, levels[k].shape))
         new_lo = {a: lo[a] // 2 for a in "YX"}
         new_hi = {a: min(-(-hi[a] // 2), sizes[a]) for a in "YX"}
         if any(new_hi[a] <= new_lo[a] for a in "YX"):
-            return  # the block lies in the trailing odd pixels a halving drops
+            break  # the block lies in the trailing odd pixels a halving drops
         need_lo = {a: 2 * new_lo[a] for a in "YX"}
         need_hi = {a: 2 * new_hi[a] for a in "YX"}
         if all(need_lo[a] >= lo[a] and need_hi[a] <= hi[a] for a in "YX"):
@@ -173,11 +253,12 @@ def write_block(levels: list, plan: Plan, key: BlockKey, data: np.ndarray) -> No
             cut[y] = slice(need_lo["Y"] - lo["Y"], need_hi["Y"] - lo["Y"])
             cut[x] = slice(need_lo["X"] - lo["X"], need_hi["X"] - lo["X"])
             source = data[tuple(cut)]
-        else:  # a 2×2 window straddles a neighbouring block: what the store holds there (zeros until written)
-            source = np.asarray(levels[k - 1][index(need_lo, need_hi)])
+        else:  # a 2×2 window straddles a neighbouring block: what the level holds there (zeros until written)
+            source = np.squeeze(_get(levels, k - 1, box(need_lo, need_hi)), axis=tuple(looped))
         data = _reduce(source, y, x, labels)
-        levels[k][index(new_lo, new_hi)] = data
+        _put(levels, k, box(new_lo, new_hi), np.expand_dims(data, axis=tuple(looped)))
         lo, hi = new_lo, new_hi
+    flush(levels, force=False)
 
 
 def mark_stale(levels: list) -> None:
@@ -187,7 +268,9 @@ def mark_stale(levels: list) -> None:
 
 
 def finish(levels: list, plan: Plan) -> None:
-    """At the end of a complete run: rebuild the coarse levels from level 0 if they were marked stale."""
+    """At the end of a complete run: write what waits in memory; rebuild the coarse levels from level 0 if
+    they were marked stale (written by Dask workers, or left by a crash)."""
+    flush(levels)
     if len(levels) < 2 or levels[1].attrs.get(_STALE) != "stale":
         return
     axes = _axes(plan)
