@@ -208,14 +208,15 @@ def _jobs(args) -> tuple[list[tuple], dict]:
     from pathlib import Path
 
     from segarch import destinations
-    from segarch.io.api import EXTENSIONS, format_of
-    from segarch.io.image import stem
 
     source = Path(args.input)
     if not source.exists():
         raise ValueError(f"INPUT {args.input!r} does not exist.")
     output = Path(args.output)
-    if source.is_dir() and format_of(source) is None:  # a folder of images, not a .zarr store
+    if source.is_dir() and not source.name.lower().rstrip("/").endswith(".zarr"):  # a folder of images
+        from segarch.io.api import EXTENSIONS, format_of  # segarch.io imports Dask: only for a folder
+        from segarch.io.image import stem
+
         destinations.check_not_an_input(output, [source], name="OUTPUT")
         inputs = sorted(p for p in source.iterdir() if format_of(p) is not None and not p.name.startswith("."))
         if not inputs:
