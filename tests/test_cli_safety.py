@@ -23,10 +23,11 @@ import tifffile
 import segarch
 
 
-def segarch_cli(*args: str, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+def segarch_cli(*args: str, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
     exe = shutil.which("segarch")
     command = [exe] if exe else [sys.executable, "-m", "segarch.cli"]
-    return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def _start(*args: str, cwd=None) -> subprocess.Popen:
@@ -159,7 +160,7 @@ def _interrupted_run(args, store: Path, cwd: Path) -> subprocess.Popen:
 def test_3_resume_works_however_the_path_is_spelled_and_refuses_another_image(tmp_path):
     image = tmp_path / "in" / "big.npy"
     image.parent.mkdir()
-    np.save(image, _nuclei(1100, seed=3))
+    np.save(image, _nuclei(700, seed=3))
     out = tmp_path / "out" / "big.zarr"
     out.parent.mkdir()
     proc = _interrupted_run(["in/big.npy", "out/big.zarr"], out, cwd=tmp_path)  # relative, from tmp_path
@@ -172,7 +173,7 @@ def test_3_resume_works_however_the_path_is_spelled_and_refuses_another_image(tm
 
     np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["0"][:], clean)
 
-    np.save(image, _nuclei(1100, seed=4))  # another image at the same path
+    np.save(image, _nuclei(700, seed=4))  # another image at the same path
     result = segarch_cli("predict", image, out, "--model", "nuclei2d", "--tile", "64", "--batch-size", "1",
                          "--resume")
     assert_one_line_error(result, "other settings (image differ)", "--overwrite")
@@ -212,7 +213,7 @@ def test_5_a_store_killed_while_being_created_never_blocks_the_rerun(tmp_path):
 
 def test_4_tif_output_is_checked_before_computing_honours_overwrite_and_resumes(tmp_path, unwritable):
     image = tmp_path / "image.npy"
-    np.save(image, _nuclei(1100, seed=5))
+    np.save(image, _nuclei(700, seed=5))
     target = tmp_path / "labels.tif"
     target.write_bytes(b"an older result")
     started = time.perf_counter()
@@ -318,8 +319,10 @@ def test_8_an_unreachable_scheduler_and_unwritable_folders_fail_at_once_with_one
     image = tmp_path / "image.npy"
     np.save(image, _nuclei(96))
     out = tmp_path / "out.zarr"
-    result = segarch_cli("predict", image, out, "--model", "nuclei2d", "--scheduler", "tcp://127.0.0.1:9")
-    assert_one_line_error(result, "--scheduler='tcp://127.0.0.1:9'", "could not connect")
+    # Dask's own connect timeout (30 s by default) applies; 3 s keeps the test short.
+    result = segarch_cli("predict", image, out, "--model", "nuclei2d", "--scheduler", "tcp://127.0.0.1:9",
+                         env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"})
+    assert_one_line_error(result, "--scheduler='tcp://127.0.0.1:9'", "could not connect", "within 3 s")
     assert not out.exists()  # nothing left behind to block the rerun
     assert segarch_cli("predict", image, out, "--model", "nuclei2d").returncode == 0
 

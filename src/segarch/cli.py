@@ -208,14 +208,15 @@ def _jobs(args) -> tuple[list[tuple], dict]:
     from pathlib import Path
 
     from segarch import destinations
-    from segarch.io.api import EXTENSIONS, format_of
-    from segarch.io.image import stem
 
     source = Path(args.input)
     if not source.exists():
         raise ValueError(f"INPUT {args.input!r} does not exist.")
     output = Path(args.output)
-    if source.is_dir() and format_of(source) is None:  # a folder of images, not a .zarr store
+    if source.is_dir() and not source.name.lower().rstrip("/").endswith(".zarr"):  # a folder of images
+        from segarch.io.api import EXTENSIONS, format_of  # segarch.io imports Dask: only for a folder
+        from segarch.io.image import stem
+
         destinations.check_not_an_input(output, [source], name="OUTPUT")
         inputs = sorted(p for p in source.iterdir() if format_of(p) is not None and not p.name.startswith("."))
         if not inputs:
@@ -475,17 +476,17 @@ def _cli_words(message: str, command: str) -> str:
     names = {**_FLAGS, **_POSITIONAL.get(command, {})}
 
     def flag(match: re.Match) -> str:
-        name, value = match.group(1), match.group(2)
-        word = names.get(name)
+        word = names.get(match.group(1), match.group(1) if match.group(1).isupper() else None)
         if word is None:
             return match.group(0)
-        if value in ("True", "true"):
-            return word
-        return word + ("=" + value if value else "")
+        equals = match.group(2) or ""
+        if equals.lower() == "=true":
+            return word  # `resume`=True -> --resume
+        return word + (("=" if word.startswith("--") else " ") if equals else "")
 
-    message = re.sub(r"`(\w+)`(?:=(True|true)\b)?", flag, message)
-    message = re.sub(r"\b(\w+)=True\b", lambda m: names.get(m.group(1), m.group(0)), message)
-    return re.sub(r"`(\w+)`=", lambda m: names.get(m.group(1), m.group(0)) + "=", message)
+    message = re.sub(r"`(\w+)`(=true\b|=True\b|=)?", flag, message)
+    message = re.sub(r"`(--[\w-]+)`(=)?", lambda m: m.group(1) + (m.group(2) or ""), message)  # already a flag
+    return re.sub(r"\b(\w+)=True\b", lambda m: names.get(m.group(1), m.group(0)), message)
 
 
 def _message(err: BaseException) -> str:

@@ -377,14 +377,19 @@ def _layout(source: ImageSource, axes: str | None, spatial_dims: int, in_channel
             return resolve_axes(source.shape, None, spatial_dims, in_channels, grey=grey)
         # The file's own axes (or colour samples last) win: never re-read its pixels in another order.
         channels = source.shape[source.axes.index("C")] if "C" in source.axes else 1
+        origin = "guessed from its shape" if guessed else "from the file"
+        if channels != in_channels and not grey:
+            problem = (f"the model takes {in_channels} input channel(s), the image has {channels}"
+                       + (" (colour samples)" if channels in (3, 4) else ""))
+        else:
+            problem = str(err)
         options = ["pass `axes` if the file's axes are wrong"]
-        if in_channels == 1 and channels in (3, 4):
+        if in_channels == 1 and channels in (3, 4) and not grey:
             options.append("pass `grey`=True to convert the colour image to grey")
         if channels != in_channels:
-            options.append(f"or use a model for {channels}-channel images")
-        raise ValueError(f"The image's axes {source.axes!r} ({'guessed from its shape' if guessed else 'from the file'},"
-                         f" shape {source.shape}) do not fit the model ({spatial_dims}D, {in_channels} input "
-                         f"channel(s)): {err} Options: {'; '.join(options)}.") from None
+            options.append(f"use a model for {channels}-channel images")
+        raise ValueError(f"The image's axes {source.axes!r} ({origin}, shape {source.shape}) do not fit the "
+                         f"{spatial_dims}D model: {problem}. Options: {'; '.join(options)}.") from None
 
 
 def _model_dims(model, axes, shape, grey: bool = False) -> tuple[int, int]:
