@@ -2,8 +2,8 @@
 
 The layers, top to bottom (a module may import its own layer and any layer below it)::
 
-    napari_segarch > cli > training > prompts > tiling > model/model_file/pretrained/preprocessing
-        > nets > backbones > blocks/layers > zoo > io/synthetic/samples/destinations
+    napari_segarch > cli > training > prompts > instances > tiling > model/model_file/pretrained/preprocessing
+        > nets > backbones > blocks/layers > zoo > io/synthetic/samples/satellite/destinations
 
 Every ``import`` counts, function-local ones too (they are real dependencies, only deferred). The
 package root ``segarch`` is a lazy facade: ``import segarch`` followed by ``segarch.train`` is an
@@ -31,13 +31,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("segarch.cli",),
     ("segarch.training",),
     ("segarch.prompts",),
+    ("segarch.instances",),
     ("segarch.tiling",),
     ("segarch.model", "segarch.model_file", "segarch.pretrained", "segarch.preprocessing"),
     ("segarch.nets",),
     ("segarch.backbones",),
     ("segarch.blocks", "segarch.layers"),
     ("segarch.zoo",),
-    ("segarch.io", "segarch.synthetic", "segarch.samples", "segarch.destinations"),
+    ("segarch.io", "segarch.synthetic", "segarch.samples", "segarch.satellite", "segarch.destinations"),
 ]
 
 #: Known upward edges ``(importer, imported)``: none today. An entry here must say which change removes it;

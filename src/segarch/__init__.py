@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["Model", "save_model", "load_model", "zoo", "pretrained", "io", "prompts", "train", "predict", "PredictionCancelled", "__version__"]
+__all__ = ["Model", "save_model", "load_model", "zoo", "pretrained", "io", "prompts", "instances", "train", "predict", "PredictionCancelled", "__version__"]
 
 _LAZY = {
     "Model": ("segarch.model", "Model"),
@@ -24,6 +24,7 @@ _LAZY = {
     "pretrained": ("segarch.pretrained", None),
     "io": ("segarch.io", None),
     "prompts": ("segarch.prompts", None),
+    "instances": ("segarch.instances", None),
     "train": ("segarch.training.loop", "train"),
     "predict": ("segarch.tiling", "predict"),
     "PredictionCancelled": ("segarch.tiling", "PredictionCancelled"),

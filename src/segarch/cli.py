@@ -57,35 +57,55 @@ def _card(args) -> int:
 
     summary = zoo.card(args.name).summary()
     summary["params_at_paper_config"] = zoo.parameter_count(args.name)
-    print(json.dumps(summary, indent=2, default=list))
+    print(json.dumps(summary, indent=2, default=list, ensure_ascii=False))
     return 0
 
 
 def _info(args) -> int:
+    from pathlib import Path
+
+    from segarch import pretrained
     from segarch.model_file import read_metadata
 
-    meta = read_metadata(args.file)
+    path, card = Path(args.file), None
+    if not path.exists() and args.file in pretrained.names():  # a shipped model, by name
+        path, card = pretrained.path(args.file), pretrained.card(args.file)
+    elif not path.exists():
+        import difflib
+
+        close = difflib.get_close_matches(args.file, pretrained.names(), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))} (shipped models)?" if close else ""
+        raise ValueError(f"No model file at {args.file!r}, and it is not a shipped model ({', '.join(pretrained.names())})."
+                         + hint)
+    meta = read_metadata(path)  # checked: a hostile file is refused here too
     if meta is None:
-        print(f"{args.file}: a safetensors file without segarch metadata (a plain state dict).")
+        print(f"{path}: a safetensors file without segarch metadata (a plain state dict).")
         return 0
-    print(json.dumps(meta, indent=2))
+    if card is not None:
+        meta = {"shipped_model": args.file, "card": card, **meta}
+    print(json.dumps(meta, indent=2, ensure_ascii=False))
     return 0
 
 
 def _demo(args) -> int:
+    from segarch import destinations
+
+    if args.out:  # checked before the work, as everywhere
+        destinations.check_output_file(args.out, overwrite=args.overwrite, name="--out")
     import numpy as np
     import torch
 
     import segarch
     from segarch import pretrained
     from segarch.samples import nuclei
+    from segarch.tiling.runner import resolve_device
 
     torch.manual_seed(args.seed)
     shipped = args.model or {2: "nuclei2d", 3: "nuclei3d"}[args.dims]  # a shipped trained model by default
     if shipped in pretrained.names():
         model = pretrained.load(shipped)
         if model.spatial_dims != args.dims:
-            raise ValueError(f"`--model` {shipped!r} is a {model.spatial_dims}D model; pass --dims {model.spatial_dims}.")
+            raise ValueError(f"--model {shipped!r} is a {model.spatial_dims}D model; pass --dims {model.spatial_dims}.")
     else:
         name = args.model or "unet"
         options = {} if args.paper_size else dict(segarch.zoo.card(name).test_config)
@@ -97,13 +117,16 @@ def _demo(args) -> int:
     print(f"image: generated nuclei {'×'.join(map(str, shape))} (seed {args.seed}), {int(truth.max())} nuclei")
     print(f"model: {model}")
     tile = 256 if args.dims == 2 else 64
+    device = resolve_device(args.device)
     tiles = []
     start = time.perf_counter()
-    labels = segarch.predict(model, image, tile=tile, overlap=0.25, progress=lambda d, t: tiles.append(t))
+    labels = segarch.predict(model, image, tile=tile, overlap=0.25, device=device,
+                             progress=lambda d, t: tiles.append(t))
     seconds = time.perf_counter() - start
     fractions = ", ".join(f"{name} {np.mean(labels == i):.1%}" for i, name in enumerate(model.class_names))
+    where = "the CPU" if device.type == "cpu" else str(device)
     print(f"segarch.predict: {tiles[-1]} tiles of {tile} px (overlap 0.25, Gaussian blending, inputs padded to a "
-          f"multiple of {model.size_divisor}), {seconds:.2f} s on the CPU")
+          f"multiple of {model.size_divisor}), {seconds:.2f} s on {where}")
     print(f"labels: {labels.dtype} {labels.shape}; {fractions}")
     if not model.trained:
         print("note: this architecture is untrained, so its labels are meaningless until it is trained.")
@@ -113,29 +136,138 @@ def _demo(args) -> int:
         print(f"Dice of the labels against the generated ground truth: "
               f"{dice_per_class(labels > 0, truth > 0, num_classes=2)[1]:.3f}")
     if args.out:
-        import tifffile
+        from segarch import io
 
-        tifffile.imwrite(args.out, labels)
+        io.write_tiff(args.out, labels, axes="ZYX"[-args.dims:], labels=True, overwrite=args.overwrite)
         print(f"wrote {args.out}")
     return 0
 
 
+class _Console:
+    """Progress bars and log lines on stderr that never share a line.
+
+    A bar redraws its own line (``\r``); a log line (``-v``) or a message first ends the bar's line, and
+    the bar is drawn again at its next update.
+    """
+
+    def __init__(self) -> None:
+        self.bar_open = False
+
+    def bar(self, text: str) -> None:
+        print("\r" + text, end="", file=sys.stderr, flush=True)
+        self.bar_open = True
+
+    def line(self, text: str = "") -> None:
+        if self.bar_open:
+            print(file=sys.stderr)
+            self.bar_open = False
+        if text:
+            print(text, file=sys.stderr, flush=True)
+
+
+CONSOLE = _Console()
+
+
+class _LogHandler(logging.StreamHandler):
+    def emit(self, record: logging.LogRecord) -> None:
+        CONSOLE.line()
+        super().emit(record)
+
+
 class _ProgressBar:
-    """A one-line text progress bar on stderr (no dependency)."""
+    """A one-line text progress bar on stderr (no dependency); ``total`` is the tiles this run computes."""
 
     def __init__(self, label: str) -> None:
         self.label, self.start = label, time.perf_counter()
+        self.done = self.total = 0
 
     def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        if total == 0:
+            return  # a resumed run with nothing left: no bar
         width = 30
         filled = int(width * done / max(total, 1))
         elapsed = time.perf_counter() - self.start
-        print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} tiles, {elapsed:.0f} s",
-              end="", file=sys.stderr, flush=True)
+        CONSOLE.bar(f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} tiles, {elapsed:.0f} s")
+
+
+def _overlap(text: str):
+    """``--overlap``: a fraction (``0.25``) or an int halo in pixels (``32``)."""
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1) such as 0.25, or a halo in pixels such as 32; "
+                                         f"got {text!r}") from None
+
+
+def _jobs(args) -> tuple[list[tuple], dict]:
+    """``[(source, target), ...]`` of a predict run and the problems found before any work (by source).
+
+    Only paths are looked at here (no torch import): a mistake is reported in a second, not after the imports.
+    """
+    from pathlib import Path
+
+    from segarch import destinations
+    from segarch.io.api import EXTENSIONS, format_of
+    from segarch.io.image import stem
+
+    source = Path(args.input)
+    if not source.exists():
+        raise ValueError(f"INPUT {args.input!r} does not exist.")
+    output = Path(args.output)
+    if source.is_dir() and format_of(source) is None:  # a folder of images, not a .zarr store
+        destinations.check_not_an_input(output, [source], name="OUTPUT")
+        inputs = sorted(p for p in source.iterdir() if format_of(p) is not None and not p.name.startswith("."))
+        if not inputs:
+            raise ValueError(f"INPUT folder {args.input!r} holds no image ({', '.join(EXTENSIONS)}).")
+        if output.exists() and not output.is_dir():
+            raise ValueError(f"OUTPUT {args.output!r} is a file; a folder run writes one .zarr per image into a "
+                             "folder.")
+        stems = [stem(p) for p in inputs]
+        # a.tif and a.npy would both become a.zarr: colliding names keep their extension (a.tif.zarr, a.npy.zarr).
+        names = [(p.name if stems.count(s) > 1 else s) + ".zarr" for p, s in zip(inputs, stems)]
+        jobs = [(p, output / n) for p, n in zip(inputs, names)]
+    else:
+        jobs = [(source, output)]
+    problems = {}
+    for src, target in jobs:
+        try:
+            _check_target(src, target, args)
+        except ValueError as err:
+            if len(jobs) == 1:
+                raise
+            problems[src] = str(err)
+    return jobs, problems
+
+
+def _partial(target):
+    """The resumable store a ``.tif`` result is computed into before it is converted."""
+    return target.with_name(target.name + ".partial.zarr")
+
+
+def _check_target(source, target, args) -> None:
+    from segarch import destinations
+
+    destinations.check_not_an_input(target, [source], name="OUTPUT")
+    suffix = target.suffix.lower()
+    if suffix == ".zarr":
+        destinations.check_output_store(target, overwrite=args.overwrite, resume=args.resume, inputs=[source],
+                                        name="OUTPUT")
+    elif suffix in (".tif", ".tiff"):
+        destinations.check_output_file(target, overwrite=args.overwrite, inputs=[source], name="OUTPUT")
+        partial = _partial(target)
+        if partial.exists() and not (args.resume or args.overwrite):
+            raise ValueError(f"{str(partial)!r} holds the unfinished result of an interrupted run for OUTPUT "
+                             f"{str(target)!r}: pass --resume to continue it or --overwrite to start again.")
+        destinations.check_output_store(partial, overwrite=args.overwrite, resume=args.resume, inputs=[source],
+                                        name="OUTPUT")
+    else:
+        raise ValueError(f"OUTPUT {str(target)!r} must end in .zarr (resumable), .tif or .tiff.")
 
 
 def _predict(args) -> int:
-    from pathlib import Path
+    jobs, problems = _jobs(args)  # paths checked before the heavy imports
+    import shutil
 
     import numpy as np
 
@@ -145,123 +277,155 @@ def _predict(args) -> int:
 
     model = resolve_model(args.model, arch=args.arch)
     if not model.trained:
-        print(f"warning: {model.arch!r} is untrained: its labels are meaningless until it is trained "
-              "(see segarch train).", file=sys.stderr)
-    inputs = [Path(args.input)]
-    if inputs[0].is_dir() and io.format_of(inputs[0]) is None:  # a folder of images, not a .zarr store
-        inputs = sorted(p for p in inputs[0].iterdir() if io.format_of(p) is not None)
-        if not inputs:
-            raise ValueError(f"`INPUT` folder {args.input!r} holds no image ({', '.join(io.EXTENSIONS)}).")
-        Path(args.output).mkdir(parents=True, exist_ok=True)
-        targets = [Path(args.output) / (io.image.stem(p) + ".zarr") for p in inputs]
-    else:
-        targets = [Path(args.output)]
+        CONSOLE.line(f"warning: {model.arch!r} is untrained: its labels are meaningless until it is trained "
+                     "(see segarch train).")
+    for source, problem in problems.items():
+        CONSOLE.line(f"skipped {source.name}: {_cli_words(problem, 'predict')}")
     tile = tuple(args.tile) if args.tile and len(args.tile) > 1 else (args.tile[0] if args.tile else None)
-    overlap = float(args.overlap) if "." in args.overlap else int(args.overlap)
-    for source, target in zip(inputs, targets):
-        start = time.perf_counter()
-        to_zarr = target.suffix == ".zarr"
-        if not to_zarr and target.suffix.lower() not in (".tif", ".tiff"):
-            raise ValueError(f"`OUTPUT` {str(target)!r} must end in .zarr, .tif or .tiff.")
+    failed = [source.name for source in problems]
+    written = 0
+    for source, target in jobs:
+        if source in problems:
+            continue
+        to_tiff = target.suffix.lower() in (".tif", ".tiff")
+        store = _partial(target) if to_tiff else target
+        resume = args.resume and store.exists()
         bar = _ProgressBar(source.name)
+        start = time.perf_counter()
         try:
             result = segarch.predict(
-                model, str(source), axes=args.axes, tile=tile, overlap=overlap, batch_size=args.batch_size,
-                blend=args.blend, device=args.device, output=args.output_kind, out=str(target) if to_zarr else None,
+                model, str(source), axes=args.axes, tile=tile, overlap=args.overlap, batch_size=args.batch_size,
+                blend=args.blend, device=args.device, output=args.output_kind, grey=args.grey, out=str(store),
                 resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler, progress=bar)
+            if to_tiff:
+                image = io.open_image(store)
+                io.write_tiff(target, image.levels[0], axes=image.axes, labels=args.output_kind == "labels",
+                              name=target.stem, overwrite=args.overwrite)
+                shutil.rmtree(store)
         except KeyboardInterrupt:
-            print(f"\ninterrupted: finished blocks are kept in {target}; re-run with --resume to continue.",
-                  file=sys.stderr)
+            CONSOLE.line(f"interrupted: the finished blocks of {source.name} are kept in {store}; run the same "
+                         "command with --resume to continue.")
             return 130
-        print(file=sys.stderr)
-        if not to_zarr:
-            axes = "".join(a for a in (args.axes or io.open_image(source).axes) if a != "C")
-            io.write_tiff(target, result, axes=axes if len(axes) == result.ndim else None,
-                          labels=args.output_kind == "labels", name=target.stem)
+        except (ValueError, OSError) as err:
+            if len(jobs) == 1:
+                raise
+            CONSOLE.line(f"failed {source.name}: {_cli_words(_message(err), 'predict')}")  # the batch goes on
+            failed.append(source.name)
+            continue
+        CONSOLE.line()
         seconds = time.perf_counter() - start
-        pixels = int(np.prod(result.shape))
-        print(f"{source.name} -> {target}: {result.shape} {result.dtype}, {pixels / seconds:,.0f} pixels/s, "
-              f"{seconds:.1f} s")
-    return 0
+        written += 1
+        if bar.total == 0:
+            what = "already complete (nothing left to compute)"
+        elif resume:
+            what = f"resumed: {bar.done} remaining tiles in {seconds:.1f} s"
+        else:
+            what = f"{int(np.prod(result.shape)) / seconds:,.0f} pixels/s, {seconds:.1f} s"
+        print(f"{source.name} -> {target}: {tuple(result.shape)} {result.dtype}, {what}")
+    if len(jobs) > 1:
+        print(f"{written} of {len(jobs)} images segmented" + (f"; failed: {', '.join(failed)}" if failed else "."))
+    return 1 if failed else 0
 
 
 def _train(args) -> int:
+    from segarch import destinations
+
+    # Checked before the imports and the data: an existing model file (or its log) is never silently replaced.
+    # (The log and plot names are segarch.training.log_paths's, spelled here so nothing heavy is imported yet.)
+    stem = args.out[: -len(".safetensors")] if args.out.endswith(".safetensors") else args.out
+    destinations.check_output_file(args.out, overwrite=args.overwrite, companions=[stem + ".csv", stem + ".png"],
+                                   inputs=[args.images, args.labels, args.model], name="--out")
+    try:
+        options = json.loads(args.options) if args.options else None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--options must be JSON, e.g. '{{\"features\": [16, 32, 64, 128]}}'; got {args.options!r} "
+                         f"({err}).") from None
     import segarch
 
-    options = json.loads(args.options) if args.options else None
     patch = tuple(args.patch) if args.patch and len(args.patch) > 1 else (args.patch[0] if args.patch else None)
     state = {"cancelled": False, "start": time.perf_counter()}
 
     def progress(ev) -> None:
         if ev.kind == "done":
             state["cancelled"] = ev.cancelled
-            print(file=sys.stderr)
-            print(ev.message, file=sys.stderr)
+            CONSOLE.line(ev.message)
             return
         width = 30
         filled = int(width * ev.step / max(ev.steps, 1))
         best = "" if ev.best_dice is None else f", best Dice {ev.best_dice:.3f}"
-        print(f"\rtrain [{'#' * filled}{'.' * (width - filled)}] {ev.step}/{ev.steps} steps, loss {ev.loss:.4f}"
-              f"{best}, {ev.seconds:.0f} s", end="", file=sys.stderr, flush=True)
+        CONSOLE.bar(f"train [{'#' * filled}{'.' * (width - filled)}] {ev.step}/{ev.steps} steps, loss {ev.loss:.4f}"
+                    f"{best}, {ev.seconds:.0f} s")
 
     model = segarch.train(args.model, args.images, args.labels, axes=args.axes, num_classes=args.classes,
                           class_names=args.class_names, options=options, patch=patch, steps=args.steps,
                           batch_size=args.batch_size, val_fraction=args.val_fraction, loss=args.loss, lr=args.lr,
                           augment=args.augment, jitter=args.jitter, device=args.device, seed=args.seed, out=args.out,
-                          progress=progress)
+                          overwrite=args.overwrite, progress=progress)
     from segarch.training import log_paths
 
     csv_path, png_path = log_paths(args.out)
     print(f"model: {model}\nwrote {args.out}, {csv_path.name} and {png_path.name}")
     if state["cancelled"]:
-        print("interrupted: the best model so far is kept in " + args.out, file=sys.stderr)
+        CONSOLE.line("interrupted: the best model so far is kept in " + args.out)
         return 130
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segarch", description="Segmentation architectures and tiled inference.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    from segarch.zoo.card import TASKS  # no network is imported for this
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log details (before or after the command)")
+    parser = argparse.ArgumentParser(prog="segarch", description="Segmentation architectures and tiled inference.",
+                                     parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("zoo", help="list the architectures")
-    p.add_argument("--task", help="only this task (semantic, instance, panoptic, interactive, backbone)")
+    p = sub.add_parser("zoo", help="list the architectures", parents=[common])
+    p.add_argument("--task", choices=TASKS, help="only this task")
     p.add_argument("--dims", type=int, choices=(2, 3), help="only architectures that build in this dimensionality")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.set_defaults(run=_zoo)
 
-    p = sub.add_parser("card", help="print one architecture's card")
+    p = sub.add_parser("card", help="print one architecture's card", parents=[common])
     p.add_argument("name")
     p.set_defaults(run=_card)
 
-    p = sub.add_parser("info", help="print a model file's metadata")
-    p.add_argument("file")
+    p = sub.add_parser("info", help="print a model file's (or a shipped model's) metadata", parents=[common])
+    p.add_argument("file", help="a .safetensors model file, or a shipped model's name (e.g. nuclei2d)")
     p.set_defaults(run=_info)
 
-    p = sub.add_parser("predict", help="segment an image (or a folder of images) of any size, tile by tile")
+    p = sub.add_parser("predict", help="segment an image (or a folder of images) of any size, tile by tile",
+                       parents=[common])
     p.add_argument("input", help="image: .zarr, .tif/.tiff, .npy, or a folder of them")
-    p.add_argument("output", help="result: .zarr (written block by block, resumable) or .tif; a folder for a folder")
-    p.add_argument("--model", required=True, help="a model file (.safetensors, or .pt with --arch) or a zoo name")
+    p.add_argument("output", help="result: .zarr (written block by block, resumable) or .tif (computed into a "
+                   "resumable OUTPUT.partial.zarr, converted at the end); a folder for a folder")
+    p.add_argument("--model", required=True, help="a model file (.safetensors, or .pt with --arch), a shipped "
+                   "model's name or a zoo name")
     p.add_argument("--arch", help="the architecture of a plain state dict (.pt/.pth)")
-    p.add_argument("--axes", help="the image's axes, e.g. YX, CYX, ZYX, TCZYX (default: from the file)")
+    p.add_argument("--axes", help="the image's axes, e.g. YX, CYX, YXC, ZYX, TCZYX (default: from the file)")
+    p.add_argument("--grey", action="store_true", help="convert an RGB(A) image to grey for a 1-channel model")
     p.add_argument("--tile", type=int, nargs="+", help="tile size (one value, or one per spatial axis)")
-    p.add_argument("--overlap", default="0.25", help="fraction of the tile (e.g. 0.25) or an int halo in pixels")
+    p.add_argument("--overlap", type=_overlap, default=0.25,
+                   help="fraction of the tile (e.g. 0.25) or an int halo in pixels (e.g. 32)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--blend", default="gaussian", choices=("gaussian", "constant", "crop"))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--output-kind", default="labels", choices=("labels", "probabilities"))
     p.add_argument("--scheduler", help="a Dask scheduler address to run on a cluster")
-    p.add_argument("--resume", action="store_true", help="continue a stopped run into the same .zarr")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run into the same OUTPUT")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result (never anything else)")
     p.set_defaults(run=_predict)
 
-    p = sub.add_parser("train", help="train or fine-tune a model on annotated images (Ctrl+C keeps the best so far)")
+    p = sub.add_parser("train", help="train or fine-tune a model on annotated images (Ctrl+C keeps the best so far)",
+                       parents=[common])
     p.add_argument("images", help="an image (.tif/.tiff/.zarr) or a folder of them")
     p.add_argument("labels", help="its labels (0 = background), or a folder matched by name (a.tif, a_labels.tif)")
     p.add_argument("--model", required=True, help="a zoo architecture, a shipped model or a model file to fine-tune "
                    "(an extreme-point model such as dextr_light trains on the objects of instance labels)")
     p.add_argument("--out", required=True, help="the .safetensors model file to write (log .csv and plot .png beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (and its log and plot)")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, help="patches per step (default 8 in 2D, 2 in 3D; objects for "
                    "extreme-point models: 16 in 2D, 8 in 3D)")
@@ -280,27 +444,73 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_train)
 
-    p = sub.add_parser("demo", help="segment a generated nuclei image with a shipped (or zoo) model, printing each step")
+    p = sub.add_parser("demo", help="segment a generated nuclei image with a shipped (or zoo) model, printing each step",
+                       parents=[common])
     p.add_argument("--model", help="a shipped model or an architecture name (default: the shipped nuclei2d/nuclei3d "
                    "model, else an untrained unet)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2)
     p.add_argument("--size", type=int, default=512, help="image size along each axis")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--paper-size", action="store_true", help="build the paper's full widths, not the small demo widths")
     p.add_argument("--out", help="write the labels to this TIFF file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(run=_demo)
     return parser
+
+
+# The engine's messages name its Python parameters; on the command line the same things are flags.
+_FLAGS = {"tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size", "blend": "--blend",
+          "device": "--device", "axes": "--axes", "grey": "--grey", "scheduler": "--scheduler", "model": "--model",
+          "output": "--output-kind", "resume": "--resume", "overwrite": "--overwrite", "arch": "--arch"}
+_POSITIONAL = {"predict": {"out": "OUTPUT", "image": "INPUT"},
+               "train": {"out": "--out", "images": "IMAGES", "labels": "LABELS"},
+               "demo": {"out": "--out"}}
+
+
+def _cli_words(message: str, command: str) -> str:
+    """``message`` with the Python API's words (```tile```=…, ``pass resume=True``) as the command's flags."""
+    import re
+
+    names = {**_FLAGS, **_POSITIONAL.get(command, {})}
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        word = names.get(name)
+        if word is None:
+            return match.group(0)
+        if value in ("True", "true"):
+            return word
+        return word + ("=" + value if value else "")
+
+    message = re.sub(r"`(\w+)`(?:=(True|true)\b)?", flag, message)
+    message = re.sub(r"\b(\w+)=True\b", lambda m: names.get(m.group(1), m.group(0)), message)
+    return re.sub(r"`(\w+)`=", lambda m: names.get(m.group(1), m.group(0)) + "=", message)
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, OSError):
+        from segarch.destinations import describe_os_error
+
+        return describe_os_error(err)
+    return str(err)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = _LogHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        handlers=[handler])
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"segarch {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, OSError) as err:  # one line naming the file and what to do, no traceback
+        CONSOLE.line(f"segarch {args.command}: error: {_cli_words(_message(err), args.command)}")
         return 2
+    except KeyboardInterrupt:
+        CONSOLE.line(f"segarch {args.command}: interrupted.")
+        return 130
 
 
 if __name__ == "__main__":

@@ -37,7 +37,19 @@ def _resolved(path: str | os.PathLike) -> Path:
 
 
 def _inputs(inputs: Iterable[Any]) -> list[Path]:
-    return [_resolved(p) for p in inputs if isinstance(p, (str, os.PathLike))]
+    """The existing paths among ``inputs`` (lists of them too); arrays, names and other objects are not files."""
+    paths = []
+    for item in inputs:
+        if isinstance(item, (list, tuple)):
+            paths += _inputs(item)
+        elif isinstance(item, (str, os.PathLike)) and os.fspath(item) and os.path.exists(item):
+            paths.append(_resolved(item))
+        else:  # an open Zarr array or group on a local store: its folder
+            root = getattr(getattr(item, "store", None), "root", None)
+            if isinstance(root, (str, os.PathLike)) and os.path.exists(root):
+                path = getattr(item, "path", "") or ""
+                paths.append(_resolved(os.path.join(os.fspath(root), path)))
+    return paths
 
 
 def check_not_an_input(out: str | os.PathLike, inputs: Iterable[Any], *, name: str = "out") -> None:
@@ -130,6 +142,8 @@ def check_output_store(out: str | os.PathLike, *, overwrite: bool, resume: bool,
                              "even with overwrite=True. Choose another path, or remove it yourself.")
         else:
             state = "replace"
+        if ours and (path / "0").is_dir():
+            WriterLock(path / "0", out).acquire().release()  # busy now: said at once (the run takes it for real)
     check_writable(out, name=name)
     return state
 

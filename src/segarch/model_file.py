@@ -404,7 +404,12 @@ def resolve_model(spec: "str | os.PathLike | Model", *, arch: str | None = None,
 
     if str(spec) in pretrained.names():
         return pretrained.load(str(spec))
-    try:
+    if str(spec) in zoo.names():
         return Model.from_zoo(str(spec), **options)
-    except ValueError as err:
-        raise ValueError(f"`model`={str(spec)!r} is neither a model file nor a zoo architecture: {err}") from None
+    import difflib
+
+    shipped, architectures = pretrained.names(), zoo.names()
+    close = difflib.get_close_matches(str(spec), shipped + architectures, n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"`model`={str(spec)!r} is not a model file, a shipped model or a zoo architecture.{hint} "
+                     f"Shipped (trained): {', '.join(shipped)}; architectures (untrained): see `segarch zoo`.")

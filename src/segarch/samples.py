@@ -4,21 +4,20 @@ Used by the CLI's demo, the tests and the napari plugin's sample data:
 
 - :func:`nuclei`: fluorescent nuclei, 2D or 3D, with instance labels.
 - :func:`satellite`: an RGB aerial scene (fields, roads, buildings, water) with semantic labels
-  (:data:`SATELLITE_CLASSES`).
+  (:data:`SATELLITE_CLASSES`); :func:`multispectral`: the same landscape as georeferenced 4-band (RGBN)
+  or 13-band Sentinel-2-like reflectance in any season (both from :mod:`segarch.satellite`).
 - :func:`large_nuclei`: a lazy nuclei image of any size (e.g. 20000×20000) as Dask pyramids,
   each chunk generated on demand from the seed and its position, with its instance labels.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
-__all__ = ["nuclei", "satellite", "SATELLITE_CLASSES", "large_nuclei", "large_nuclei_block"]
+from segarch.satellite import SATELLITE_CLASSES, multispectral, satellite
 
-#: Class names of :func:`satellite`'s labels, indexed by label value.
-SATELLITE_CLASSES = ("background", "field", "road", "building", "water")
+__all__ = ["nuclei", "satellite", "multispectral", "SATELLITE_CLASSES", "large_nuclei", "large_nuclei_block"]
+
 
 
 def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -64,135 +63,6 @@ def nuclei(shape: tuple[int, ...] = (256, 256), *, count: int | None = None, rad
     image += 0.1 + 0.1 * yy  # uneven illumination
     image += rng.normal(0, 0.05, size=shape)
     return (image * 1000).astype(np.float32), labels
-
-
-# ------------------------------------------------------------------------------------------- satellite scene
-
-
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    noise = _gaussian_blur(rng.normal(size=shape), sigma)
-    return (noise - noise.mean()) / (noise.std() + 1e-12)
-
-
-def _line_distance(yy: np.ndarray, xx: np.ndarray, point: Sequence[float], angle: float) -> np.ndarray:
-    # Distance of every pixel to the infinite line through `point` at `angle`.
-    return np.abs((yy - point[0]) * np.cos(angle) - (xx - point[1]) * np.sin(angle))
-
-
-def satellite(shape: tuple[int, int] = (512, 512), *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """An aerial-photo-like RGB scene and its semantic labels.
-
-    Fields are Voronoi parcels with crop-row stripes separated by hedges, a river meanders across,
-    straight roads (with bridges) cross the scene, and buildings with shadows line the roads.
-
-    Args:
-        shape: ``(Y, X)`` size in pixels (each at least 64).
-        seed: random seed; the same seed gives the same scene.
-
-    Returns:
-        ``(image, labels)``: a ``(Y, X, 3)`` uint8 RGB image and uint8 labels indexing
-        :data:`SATELLITE_CLASSES` (0 background: meadow and woods, 1 field, 2 road, 3 building, 4 water).
-    """
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 2 or min(shape) < 64:
-        raise ValueError(f"`shape` must be two sizes of at least 64 pixels, got {shape!r}.")
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
-    labels = np.zeros(shape, np.uint8)
-
-    # Background: meadow with darker woods where a smooth noise field is high.
-    texture = _smooth_noise(rng, shape, 6.0)
-    woods = _smooth_noise(rng, shape, 18.0) > 0.9
-    rgb = np.empty(shape + (3,), np.float32)
-    rgb[:] = (88, 112, 60)
-    rgb += texture[..., None] * (8, 10, 6)
-    rgb[woods] = rgb[woods] * 0.55 + np.array((20, 40, 18), np.float32)
-
-    # Fields: Voronoi parcels; the thin band where two parcels meet stays a hedge (background).
-    n_parcels = max(4, int(h * w / 4500))
-    seeds = rng.uniform((0, 0), (h, w), size=(n_parcels, 2)).astype(np.float32)
-    # Nearest and second-nearest parcel seed, one seed at a time (no (Y, X, n) array).
-    d1 = np.full(shape, np.inf, np.float32)
-    d2 = np.full(shape, np.inf, np.float32)
-    parcel = np.zeros(shape, np.intp)
-    for i, (sy, sx) in enumerate(seeds):
-        d = np.sqrt((yy - sy) ** 2 + (xx - sx) ** 2)
-        closer = d < d1
-        d2 = np.where(closer, d1, np.minimum(d2, d))
-        d1 = np.where(closer, d, d1)
-        parcel[closer] = i
-    edge = (d2 - d1) < 2.5
-    palette = np.array([(196, 178, 96), (120, 150, 62), (140, 104, 72), (170, 160, 80), (98, 140, 70)], np.float32)
-    is_field = rng.uniform(size=n_parcels) < 0.65
-    colours = palette[rng.integers(0, len(palette), n_parcels)]
-    angles = rng.uniform(0, np.pi, n_parcels)
-    periods = rng.uniform(4, 9, n_parcels)
-    field = is_field[parcel] & ~edge & ~woods
-    phase = (yy * np.cos(angles[parcel]) + xx * np.sin(angles[parcel])) * 2 * np.pi / periods[parcel]
-    stripes = 0.88 + 0.12 * np.sin(phase)
-    rgb[field] = colours[parcel][field] * stripes[field][:, None] + texture[field][:, None] * 4
-    labels[field] = 1
-
-    # Water: a meandering river across the long side, and a lake where another noise field peaks.
-    transpose = w > h
-    along, across = (xx, yy) if transpose else (yy, xx)
-    length, breadth = (w, h) if transpose else (h, w)
-    centre = breadth * rng.uniform(0.3, 0.7) + breadth * 0.15 * np.sin(
-        2 * np.pi * along / (length * rng.uniform(0.5, 1.0)) + rng.uniform(0, 2 * np.pi))
-    width = rng.uniform(6, 12) * (1 + 0.25 * np.sin(along / 23.0))
-    water = np.abs(across - centre) < width
-    water |= _smooth_noise(rng, shape, 14.0) > 2.2
-    depth = np.clip(1 - np.abs(across - centre) / np.maximum(width, 1), 0, 1)
-    rgb[water] = np.array((38, 62, 92), np.float32) - 10 * depth[water][:, None] + texture[water][:, None] * 3
-    labels[water] = 4
-
-    # Roads: straight lines at random angles, grey asphalt, over everything including the river.
-    n_roads = int(rng.integers(2, 5))
-    road_lines = []
-    road = np.zeros(shape, bool)
-    for _ in range(n_roads):
-        point, angle, half = rng.uniform((0, 0), (h, w)), rng.uniform(0, np.pi), rng.uniform(1.5, 3.5)
-        road_lines.append((point, angle, half))
-        road |= _line_distance(yy, xx, point, angle) < half
-    rgb[road] = np.array((128, 126, 122), np.float32) + texture[road][:, None] * 3
-    labels[road] = 2
-
-    # Buildings: rotated rectangles set back from the roads, roofs in a few colours, shadows to the south-east.
-    roofs = np.array([(168, 72, 58), (150, 150, 152), (206, 204, 198), (110, 84, 70)], np.float32)
-    n_buildings = max(6, int(h * w / 3000))
-    building = np.zeros(shape, bool)
-    for _ in range(n_buildings):
-        point, angle, half = road_lines[int(rng.integers(len(road_lines)))]
-        t = rng.uniform(-max(h, w), max(h, w))
-        offset = (half + rng.uniform(6, 16)) * rng.choice((-1, 1))
-        cy = point[0] + t * np.sin(angle) + offset * np.cos(angle)
-        cx = point[1] + t * np.cos(angle) - offset * np.sin(angle)
-        if not (4 <= cy < h - 4 and 4 <= cx < w - 4):
-            continue
-        size = rng.uniform(3, 8, size=2)
-        y0, y1 = int(max(cy - 12, 0)), int(min(cy + 13, h))
-        x0, x1 = int(max(cx - 12, 0)), int(min(cx + 13, w))
-        by, bx = yy[y0:y1, x0:x1] - cy, xx[y0:y1, x0:x1] - cx
-        u = by * np.sin(angle) + bx * np.cos(angle)
-        v = by * np.cos(angle) - bx * np.sin(angle)
-        box = (np.abs(u) < size[0]) & (np.abs(v) < size[1])
-        box &= ~road[y0:y1, x0:x1] & ~water[y0:y1, x0:x1] & ~building[y0:y1, x0:x1]
-        if box.sum() < 12:
-            continue
-        shadow = np.zeros_like(box)
-        shadow[2:, 2:] = box[:-2, :-2]
-        shadow &= ~box & (labels[y0:y1, x0:x1] <= 1)
-        rgb[y0:y1, x0:x1][shadow] *= 0.55
-        rgb[y0:y1, x0:x1][box] = roofs[int(rng.integers(len(roofs)))] + texture[y0:y1, x0:x1][box][:, None] * 2
-        building[y0:y1, x0:x1] |= box
-    labels[building] = 3
-
-    # The camera: a little blur and sensor noise.
-    for c in range(3):
-        rgb[..., c] = _gaussian_blur(rgb[..., c], 0.6)
-    rgb += rng.normal(0, 3.0, size=rgb.shape)
-    return np.clip(rgb, 0, 255).astype(np.uint8), labels
 
 
 # ---------------------------------------------------------------------------------------- large lazy image

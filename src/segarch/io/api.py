@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import dask.array as da
 import numpy as np
 
+from segarch.io.geo import geo_from_attrs
+from segarch.io.geotiff import is_georeferenced_tiff, read_raster
 from segarch.io.image import Image, check_axes, guess_axes, stem
 from segarch.io.ome_zarr import list_labels, read_zarr
+from segarch.io.slide import is_vendor_slide, read_slide
 from segarch.io.tiff import read_tiff
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["open_image", "open_images", "read_npy", "format_of", "EXTENSIONS"]
 
-#: Extensions each reader claims (lower case; ``.ome.tif`` etc. end in these).
-EXTENSIONS = {".zarr": "zarr", ".tif": "tiff", ".tiff": "tiff", ".svs": "tiff", ".npy": "npy"}
+#: Extensions each reader claims (lower case; ``.ome.tif`` etc. end in these). Whole-slide formats are TIFFs.
+EXTENSIONS = {".zarr": "zarr", ".tif": "tiff", ".tiff": "tiff", ".svs": "tiff", ".ndpi": "tiff", ".scn": "tiff",
+              ".npy": "npy"}
 _NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -75,7 +82,7 @@ def open_image(path: str | os.PathLike, *, labels_name: str | None = None) -> Im
                          f"{', '.join(EXTENSIONS)}.")
     if labels_name is not None and fmt != "zarr":
         raise ValueError(f"`labels_name` applies to OME-Zarr images only, got a {fmt} file {os.fspath(path)!r}.")
-    reader = {"zarr": lambda: read_zarr(path, labels_name=labels_name), "tiff": lambda: read_tiff(path),
+    reader = {"zarr": lambda: _with_geo(read_zarr(path, labels_name=labels_name)), "tiff": lambda: _read_any_tiff(path),
               "npy": lambda: read_npy(path)}[fmt]
     try:
         return reader()
@@ -84,6 +91,52 @@ def open_image(path: str | os.PathLike, *, labels_name: str | None = None) -> Im
         if os.fspath(path) in str(err):
             raise
         raise ValueError(f"{os.fspath(path)!r}: {err}") from None
+
+
+def _read_any_tiff(path) -> Image:
+    """A TIFF through the reader that keeps what it carries: rasterio for a GeoTIFF, tiffslide for a
+    vendor's whole slide, tifffile otherwise.
+
+    The choice parses the first IFD only: GeoTIFF tags (or GDAL's nodata tag) send the file to rasterio
+    (:func:`segarch.io.is_georeferenced_tiff`); an Aperio/Hamamatsu/Leica/Philips/Ventana description
+    to tiffslide (:func:`segarch.io.is_vendor_slide`); plain, OME and ImageJ TIFFs carry neither.
+    Without the optional reader the file still opens through tifffile, and the log says what is lost.
+    """
+    if is_georeferenced_tiff(path):
+        try:
+            return read_raster(path)
+        except ImportError:
+            logger.warning("%s is a GeoTIFF but rasterio is not installed: its pixels open without their "
+                           'georeference (pip install "napari-segarch[geo]" keeps it).', os.fspath(path))
+    elif is_vendor_slide(path):
+        try:
+            return read_slide(path)
+        except ImportError:
+            logger.warning("%s is a whole-slide image but tiffslide is not installed: it opens through tifffile, "
+                           'which may miss its levels or pixel size (pip install "napari-segarch[slides]").',
+                           os.fspath(path))
+    return read_tiff(path)
+
+
+def _with_geo(image: Image) -> Image:
+    # A Zarr store written from a georeferenced source carries the georeference in its attributes.
+    attrs = image.metadata if isinstance(image.metadata, dict) else {}
+    if image.path and image.geo is None:
+        try:
+            import zarr
+
+            attrs = {**attrs, **dict(zarr.open(image.path, mode="r").attrs)}
+        except Exception:  # the reader already opened it; a failure here only means no georeference
+            pass
+    geo = geo_from_attrs(attrs, where=f"the attributes of {image.path!r}")
+    if geo is not None:
+        rows_cols = _rows_cols(image)
+        image.geo = geo if tuple(geo.shape) == rows_cols else geo.for_shape(rows_cols)
+    return image
+
+
+def _rows_cols(image: Image) -> tuple[int, int]:
+    return image.shape[image.axes.index("Y")], image.shape[image.axes.index("X")]
 
 
 def open_images(path: str | os.PathLike) -> list[Image]:

@@ -100,6 +100,8 @@ class Image:
         level_scales: each level's scale; by default level 0's scale times the shape ratio.
         axes_guessed: the axes were guessed from the shape (no metadata said them), e.g. a ``.npy`` file,
             a plain Zarr array or a stack of TIFF pages.
+        geo: where a satellite or aerial raster lies on the map (a :class:`segarch.io.GeoReference`: CRS,
+            transform, nodata, band names), or ``None`` for an image with no georeference.
     """
 
     levels: list
@@ -113,6 +115,7 @@ class Image:
     path: str | None = None
     level_scales: list[tuple[float, ...]] = field(default_factory=list)
     axes_guessed: bool = False
+    geo: Any = None
 
     def __post_init__(self):
         if not self.levels:
@@ -155,8 +158,9 @@ class Image:
     def __repr__(self) -> str:
         shapes = ", ".join(str(tuple(level.shape)) for level in self.levels)
         kind = "labels" if self.labels else "image"
+        geo = f", geo=({self.geo.describe()})" if self.geo is not None else ""
         return (f"Image({self.name!r}, {kind}, axes={self.axes!r}, levels=[{shapes}], dtype={self.dtype}, "
-                f"scale={self.scale}, path={self.path!r})")
+                f"scale={self.scale}, path={self.path!r}{geo})")
 
 
 def level_factor(n0: int, n: int) -> float:
@@ -172,7 +176,7 @@ def level_factor(n0: int, n: int) -> float:
 def stem(path: str | os.PathLike) -> str:
     """A file's name without its image extensions (``a.ome.tif`` → ``a``)."""
     name = os.path.basename(os.fspath(path).rstrip("/\\"))
-    for ext in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif", ".npy", ".svs"):
+    for ext in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif", ".npy", ".svs", ".ndpi", ".scn"):
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return name

@@ -131,13 +131,32 @@ def _plain_array(array, path: str) -> Image:
                  metadata=dict(array.attrs), axes_guessed=guessed)
 
 
-def _transforms(items: Sequence[dict] | None, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+def _transforms(items: Sequence[dict] | None, ndim: int, path: str = "the image") -> tuple[np.ndarray, np.ndarray]:
+    """Scale and translation of a list of NGFF ``coordinateTransformations``; malformed ones are refused."""
     scale, translate = np.ones(ndim), np.zeros(ndim)
-    for t in items or []:
-        if t.get("type") == "scale" and "scale" in t:
-            scale = scale * np.asarray(t["scale"], float)
-        elif t.get("type") == "translation" and "translation" in t:
-            translate = translate + np.asarray(t["translation"], float)
+    if items is None:
+        return scale, translate
+    if not isinstance(items, list):
+        raise ValueError(f"{path!r} has malformed OME-Zarr 'coordinateTransformations': expected a list, got "
+                         f"{items!r:.200}.")
+    for t in items:
+        kind = t.get("type") if isinstance(t, dict) else None
+        key = {"scale": "scale", "translation": "translation"}.get(kind)
+        if key is None or key not in t:
+            if kind == "identity" or (kind in ("scale", "translation") and "path" in t):
+                continue  # nothing to apply / values stored in an array: the image stays at unit scale
+            raise ValueError(f"{path!r} has a malformed OME-Zarr coordinate transformation {t!r:.200}: expected "
+                             f"{{'type': 'scale', 'scale': [...]}} or {{'type': 'translation', 'translation': [...]}}.")
+        values = t[key]
+        ok = isinstance(values, list) and len(values) == ndim and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values)
+        if not ok or (key == "scale" and any(v <= 0 for v in values)):
+            raise ValueError(f"{path!r} has a malformed OME-Zarr {key} {values!r:.200}: expected {ndim} finite "
+                             f"numbers{' > 0' if key == 'scale' else ''}, one per axis.")
+        if key == "scale":
+            scale = scale * np.asarray(values, float)
+        else:
+            translate = translate + np.asarray(values, float)
     return scale, translate
 
 
@@ -167,10 +186,10 @@ def _multiscale(group, attrs: dict, path: str) -> Image:
     except ValueError:
         axes, guessed = guess_axes(levels[0].shape), True
         units = {}
-    global_scale, global_translate = _transforms(ms.get("coordinateTransformations"), ndim)
+    global_scale, global_translate = _transforms(ms.get("coordinateTransformations"), ndim, path)
     level_scales, translate = [], None
     for d in ms["datasets"]:
-        s, t = _transforms(d.get("coordinateTransformations"), ndim)
+        s, t = _transforms(d.get("coordinateTransformations"), ndim, path)
         level_scales.append(tuple(float(v) for v in s * global_scale))
         if translate is None:
             translate = t * global_scale + global_translate

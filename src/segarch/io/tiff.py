@@ -165,19 +165,24 @@ def read_tiff(path: str | os.PathLike) -> Image:
     units: dict[str, str] = {}
     translate: tuple[float, ...] = ()
     name, description, metadata = None, "", {"tifffile_axes": series.axes, "kind": series.kind}
-    if tif.is_ome:
-        scale, units, name, description = _ome_geometry(tif, axes)
-        translate = _ome_translate(tif, axes)
-        metadata["ome"] = tif.ome_metadata
-    elif tif.is_imagej:
-        scale, units = _imagej_geometry(tif, page, axes)
-        metadata["imagej"] = tif.imagej_metadata
-    elif tif.is_svs:
-        svs = tifffile.tifffile.svs_description_metadata(page.description)
-        metadata["svs"] = svs
-        if svs.get("MPP"):
-            scale = tuple(float(svs["MPP"]) if a in "YX" else 1.0 for a in axes)
-            units = {"Y": "micrometer", "X": "micrometer"}
+    try:
+        if tif.is_ome:
+            scale, units, name, description = _ome_geometry(tif, axes)
+            translate = _ome_translate(tif, axes)
+            metadata["ome"] = tif.ome_metadata
+        elif tif.is_imagej:
+            scale, units = _imagej_geometry(tif, page, axes)
+            metadata["imagej"] = tif.imagej_metadata
+        elif tif.is_svs:
+            svs = tifffile.tifffile.svs_description_metadata(page.description)
+            metadata["svs"] = svs
+            if svs.get("MPP"):
+                scale = tuple(float(svs["MPP"]) if a in "YX" else 1.0 for a in axes)
+                units = {"Y": "micrometer", "X": "micrometer"}
+    except (ValueError, TypeError, KeyError, AttributeError, ZeroDivisionError) as err:
+        kind = "OME-XML" if tif.is_ome else "ImageJ" if tif.is_imagej else "SVS"
+        raise ValueError(f"{path!r} has malformed {kind} metadata (pixel sizes or units): {type(err).__name__}: "
+                         f"{err}.") from None
     # tifffile says I/Q for pages or dimensions of unknown meaning: those axes are a guess.
     guessed = any(a not in AXES and a != "S" for a in series.axes)
     return Image(levels=levels, axes=axes, scale=scale or (), translate=translate, name=name or stem(path),

@@ -48,6 +48,8 @@ class TrainConfig:
         seed: random seed (patches, augmentation, initial weights of a new model).
         out: a ``.safetensors`` path: the best model is saved there at each improvement and at the end,
             with ``NAME.csv`` (the log) and ``NAME.png`` (loss and validation metric) beside it.
+        overwrite: replace an existing ``out`` (and its log and plot); without it an existing file is refused
+            before training starts (:mod:`segarch.destinations`).
         task: the kind of training (:func:`segarch.training.task.task_names`): ``None`` picks the model's
             own (``"semantic"`` for a semantic network, ``"interactive"`` for an extreme-point one).
 
@@ -78,6 +80,7 @@ class TrainConfig:
     device: Any = "auto"
     seed: int = 0
     out: str | os.PathLike | None = None
+    overwrite: bool = False
     task: str | None = None
 
     def __post_init__(self) -> None:

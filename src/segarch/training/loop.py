@@ -32,6 +32,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 import torch
 
+from segarch.destinations import check_output_file
 from segarch.model import Model
 from segarch.model_file import save_model
 from segarch.training.config import TrainConfig
@@ -119,6 +120,9 @@ def train_iter(model_or_name: Any, images: Any, labels: Any, config: TrainConfig
     Same arguments as :func:`train` (without ``progress``).
     """
     config = TrainConfig.build(config, settings)
+    if config.out is not None:  # refused before any work: an existing file, an input, an unwritable folder
+        check_output_file(config.out, overwrite=config.overwrite, companions=log_paths(config.out),
+                          inputs=[images, labels, model_or_name])
     start_time = time.perf_counter()
     steps = int(config.steps)
     dev = resolve_device(config.device)

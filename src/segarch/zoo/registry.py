@@ -131,7 +131,10 @@ def parameter_count(name: str, **config: Any) -> int:
 
 @lru_cache(maxsize=None)
 def _paper_parameter_count(name: str) -> int:
-    return _count(name, card(name).paper_config)
+    from segarch.zoo.counts import stored_count  # counted once and stored (zoo/counts.py)
+
+    stored = stored_count(card(name))
+    return stored if stored is not None else _count(name, card(name).paper_config)
 
 
 def _count(name: str, config: dict[str, Any]) -> int:

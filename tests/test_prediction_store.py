@@ -1,0 +1,96 @@
+"""The prediction store (``predict(..., out=...)``): valid OME-NGFF 0.5, read by the OME-Zarr tools, with
+provenance that names the model, and markers and lock where zarr does not look."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import zarr
+
+import segarch
+
+pytest.importorskip("ome_zarr")
+pytest.importorskip("ome_zarr_models")
+
+
+def _image(shape, seed=0):
+    from segarch.samples import nuclei
+
+    return nuclei(shape, seed=seed)[0]
+
+
+def test_a_labels_store_is_valid_ngff_05_read_by_ome_zarr_py(tmp_path):
+    import ome_zarr_models
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+    from ome_zarr_models.v05.image_label import ImageLabel
+
+    model = segarch.pretrained.load("nuclei2d")
+    image = _image((700, 600), seed=int(np.random.default_rng().integers(1000)))
+    expected = segarch.predict(model, image)
+    segarch.predict(model, image, out=tmp_path / "labels.zarr")
+
+    group = zarr.open_group(str(tmp_path / "labels.zarr"), mode="r")
+    assert group.metadata.zarr_format == 3
+    validated = ome_zarr_models.open_ome_zarr(group)  # pydantic models of the NGFF 0.5 spec: raises if invalid
+    assert isinstance(validated, ImageLabel)
+    properties = group.attrs["ome"]["image-label"]["properties"]
+    assert [(p["label-value"], p["class"]) for p in properties] == [(0, "background"), (1, "nucleus")]
+
+    nodes = list(Reader(parse_url(str(tmp_path / "labels.zarr")))())
+    assert len(nodes) == 1
+    node = nodes[0]
+    assert any(isinstance(s, Multiscales) for s in node.specs) and any(isinstance(s, Label) for s in node.specs)
+    assert [a["name"] for a in node.metadata["axes"]] == ["y", "x"]
+    np.testing.assert_array_equal(np.asarray(node.data[0]), expected)
+    assert [tuple(level.shape) for level in node.data][:2] == [(700, 600), (350, 300)]
+
+
+def test_a_probabilities_store_of_a_time_series_is_a_valid_ngff_05_image(tmp_path):
+    import ome_zarr_models
+    from ome_zarr_models.v05.image import Image
+
+    model = segarch.pretrained.load("nuclei2d")
+    movie = np.stack([_image((96, 80), seed=s) for s in (1, 2)])
+    out = segarch.predict(model, movie, axes="TYX", output="probabilities", out=tmp_path / "p.zarr")
+    assert out.shape == (2, 2, 96, 80)
+    group = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
+    assert isinstance(ome_zarr_models.open_ome_zarr(group), Image)
+    assert [a["type"] for a in group.attrs["ome"]["multiscales"][0]["axes"]] == ["time", "channel", "space", "space"]
+
+
+def test_provenance_names_the_shipped_model_and_its_architecture(tmp_path):
+    model = segarch.pretrained.load("nuclei2d")
+    segarch.predict(model, _image((64, 64)), out=tmp_path / "a.zarr")
+    settings = zarr.open_group(str(tmp_path / "a.zarr"), mode="r").attrs["segarch"]["settings"]
+    assert settings["model"] == "nuclei2d" and settings["arch"] == "unet"
+    assert settings["preprocessing"] == model.preprocessing
+    file_model = segarch.load_model(segarch.save_model(model, tmp_path / "mine.safetensors"))
+    segarch.predict(file_model, _image((64, 64)), out=tmp_path / "b.zarr")
+    assert zarr.open_group(str(tmp_path / "b.zarr"), mode="r").attrs["segarch"]["settings"]["model"] == \
+        "mine.safetensors"
+
+
+def test_zarr_sees_no_foreign_objects_in_the_store_during_and_after_a_run(tmp_path):
+    model = segarch.pretrained.load("nuclei2d")
+    image = _image((1100, 600))
+    cancel = threading.Event()
+
+    def progress(done, total):
+        if done >= 4:
+            cancel.set()
+
+    with pytest.raises(segarch.PredictionCancelled):
+        segarch.predict(model, image, tile=64, out=tmp_path / "s.zarr", progress=progress, cancel=cancel)
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # zarr warns about any file or folder it does not recognise
+            group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+            members = dict(group.members())
+            from segarch.tiling.pyramid import level_shapes
+
+            assert set(members) == {str(k) for k in range(len(level_shapes(image.shape, "YX")))}
+        segarch.predict(model, image, tile=64, out=tmp_path / "s.zarr", resume=True)
