@@ -241,7 +241,6 @@ class SegmentWidget(QWidget):
         self._doomed: set[str] = set()  # temporary stores whose layer was removed while the run wrote them
         self._last_refresh = 0.0
         self._napari_progress = None
-        self._view_cache_size = None
         self.last_error = ""
 
         self.segment_button.clicked.connect(self.run)
@@ -440,7 +439,9 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress_bar.setValue(0)
         self.last_error = ""
-        self._cap_view_cache()
+        previous = _cap_view_cache()
+        # Given back when the worker ends, whether or not this dock still exists then.
+        self.worker.finished.connect(lambda: _restore_view_cache(previous))
         where = f" into {out}" + (" (temporary: deleted when its layer is removed or napari quits)" if temporary
                                   else "") if out else ""
         self.status.setStyleSheet("")
@@ -556,26 +557,8 @@ class SegmentWidget(QWidget):
                                              or store_state(self._live_path) == "absent"):
             self._remove_layer(self._live_layer)  # nothing was computed into it
 
-    def _cap_view_cache(self) -> None:
-        from napari.utils import resize_dask_cache
-
-        self._view_cache_size = None
-        size = resize_dask_cache().cache.available_bytes
-        if size > _VIEW_CACHE_DURING_RUN:
-            self._view_cache_size = size
-            resize_dask_cache(_VIEW_CACHE_DURING_RUN)
-
-    def _restore_view_cache(self) -> None:
-        from napari.utils import resize_dask_cache
-
-        cache = resize_dask_cache()
-        if self._view_cache_size and cache.cache.available_bytes == _VIEW_CACHE_DURING_RUN:  # not changed since
-            resize_dask_cache(self._view_cache_size)
-        self._view_cache_size = None
-
     @_alive
     def _on_finished(self):
-        self._restore_view_cache()
         for path in list(self._doomed):
             shutil.rmtree(Path(path).parent, ignore_errors=True)
             self._doomed.discard(path)
@@ -682,6 +665,24 @@ class SegmentWidget(QWidget):
         if model is not None:
             _set_classes(labels, model.class_names)
         return labels
+
+
+def _cap_view_cache() -> int | None:
+    """Cap napari's Dask view cache for a run; returns the size to give back (``None``: nothing changed)."""
+    from napari.utils import resize_dask_cache
+
+    size = resize_dask_cache().cache.available_bytes
+    if size <= _VIEW_CACHE_DURING_RUN:
+        return None
+    resize_dask_cache(_VIEW_CACHE_DURING_RUN)
+    return size
+
+
+def _restore_view_cache(size: int | None) -> None:
+    from napari.utils import resize_dask_cache
+
+    if size and resize_dask_cache().cache.available_bytes == _VIEW_CACHE_DURING_RUN:  # not changed meanwhile
+        resize_dask_cache(size)
 
 
 def ask_about_existing_store(parent, path: str, state: str) -> str | None:

@@ -109,7 +109,7 @@ def test_panning_and_zooming_during_a_run_on_a_lazy_tiff(widget, qtbot, tmp_path
 
     viewer = widget.viewer
     rng = np.random.default_rng()
-    image, _ = nuclei((2600, 2300), seed=int(rng.integers(1 << 30)))
+    image, _ = nuclei((1800, 1700), seed=int(rng.integers(1 << 30)))
     tifffile.imwrite(tmp_path / "big.tif", image, tile=(256, 256))  # a tiled TIFF: read lazily, tile by tile
     layer = viewer.open(str(tmp_path / "big.tif"), plugin="napari-segarch")[0]
     assert not isinstance(layer.data, np.ndarray)
@@ -136,7 +136,7 @@ def test_panning_and_zooming_during_a_run_on_a_lazy_tiff(widget, qtbot, tmp_path
     levels = _levels(expected)
     _look_at(viewer, qtbot, result)
     assert_drawn_equals(result, levels)
-    _look_at(viewer, qtbot, result, zoom=8.0, center=(2000, 500))
+    _look_at(viewer, qtbot, result, zoom=8.0, center=(1400, 500))
     assert assert_drawn_equals(result, levels) == 0
 
 
@@ -152,7 +152,7 @@ def _tree_digest(path) -> str:
     return digest.hexdigest()
 
 
-def _big_dask(rng, shape=(2200, 1800)):
+def _big_dask(rng, shape=(1600, 1500)):
     import dask.array as da
 
     image, _ = nuclei(shape, seed=int(rng.integers(1 << 30)))

@@ -122,8 +122,12 @@ def test_cancel_keeps_the_finished_part_and_the_gui_stays_responsive(widget, qtb
     widget.batch_spin.setValue(2)
     widget.out_edit.setText(str(tmp_path / "big.zarr"))
 
+    from napari.utils import resize_dask_cache
+
+    cache_size = resize_dask_cache(2 ** 31).cache.available_bytes
     widget.segment_button.click()  # the click adds the result layer (napari's own cost), then the work starts
     monitor = GuiThreadMonitor().start()
+    assert resize_dask_cache().cache.available_bytes == 128 * 2 ** 20  # napari's view cache capped while it runs
     qtbot.waitUntil(lambda: widget.progress_bar.value() > 0.3 * widget.progress_bar.maximum(), timeout=300_000)
     widget.cancel_button.click()
     _wait(qtbot, widget)
@@ -135,6 +139,7 @@ def test_cancel_keeps_the_finished_part_and_the_gui_stays_responsive(widget, qtb
 
     assert 0 < len(finished_blocks(tmp_path / "big.zarr")) < 6 * 6
     assert "cancelled" in widget.status.text()
+    assert resize_dask_cache().cache.available_bytes == cache_size  # and given back
     assert layer.data[0].shape == big.shape
     np.testing.assert_array_equal(np.asarray(layer.data[0][:]), segarch.io.open_image(tmp_path / "big.zarr").levels[0])
 
@@ -178,3 +183,12 @@ def test_a_4d_stack_with_a_2d_model_is_a_stack_not_channels(widget):
     assert "slice by slice" in widget.hint.text() and "nuclei3d" in widget.hint.text()  # a 3D model exists
     widget.select_model("shipped", "nuclei3d")
     assert widget.axes_edit.text() == "TZYX" and widget.hint.text() == ""
+
+
+def test_segment_offers_segmenters_only():
+    from napari_segarch._segment_widget import model_choices
+
+    keys = [key for _, key in model_choices()]
+    assert ("zoo", "unet") in keys and ("shipped", "nuclei2d") in keys
+    assert ("zoo", "spade") not in keys  # a generator: label map -> image
+    assert not any(kind == "zoo" and segarch.zoo.card(name).task != "semantic" for kind, name in keys)
