@@ -86,7 +86,7 @@ def _model_infos(choices) -> dict[tuple[str, str], tuple[int, int]]:
 
 def _load_choices():
     """The loader's job (off the GUI thread: importing torch and the zoo takes seconds)."""
-    from segarch.tiling.runner import available_devices
+    from segarch.devices import available_devices
 
     choices = model_choices()
     return choices, _model_infos(choices), available_devices()

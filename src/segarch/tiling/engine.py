@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from segarch.destinations import check_output_store
+from segarch.devices import resolve_device
 from segarch.model import Model
 from segarch.preprocessing import check_preprocessing
 from segarch.tiling.axes import Layout, resolve_axes
@@ -23,7 +24,7 @@ from segarch.tiling.grid import BLENDS, axis_grid
 from segarch.tiling.memory import check_tile_memory
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling.plan import Assembler, Plan, Region, TileKey
-from segarch.tiling.runner import NetworkRunner, Preprocessor, resolve_device, spread_indices
+from segarch.tiling.runner import NetworkRunner, Preprocessor, spread_indices
 from segarch.tiling.source import ImageSource, content_identity, open_source
 
 __all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_pixels"]

@@ -15,36 +15,9 @@ from torch import nn
 from segarch.model import Model
 from segarch.preprocessing import build_preprocessing
 
-__all__ = ["NetworkRunner", "resolve_device", "available_devices", "Preprocessor", "spread_indices"]
+__all__ = ["NetworkRunner", "Preprocessor", "spread_indices"]
 
 log = logging.getLogger("segarch.tiling")
-
-
-def available_devices() -> list[str]:
-    """The ``device`` values this machine accepts: ``auto``, ``cpu``, each CUDA device, and ``mps`` if present."""
-    devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` picks CUDA, then MPS, then the CPU; anything else must name an available device."""
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}.") from None
-    if resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"`device`={device!r} is not available here (CUDA devices: {torch.cuda.device_count()}).")
-    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"`device`={device!r} is not available here.")
-    return resolved
 
 
 def spread_indices(n: int, k: int) -> list[int]:

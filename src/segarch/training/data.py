@@ -21,8 +21,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from segarch.arrays import compute_here
+
 __all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "check_finite",
-           "check_no_negative", "label_stats", "compute", "spatial_letters", "pixel_sizes", "SUFFIXES"]
+           "check_no_negative", "label_stats", "spatial_letters", "pixel_sizes", "SUFFIXES"]
 
 log = logging.getLogger("segarch.training")
 
@@ -278,11 +280,6 @@ def as_sources(images, labels, *, axes: str | None, mask, spatial_dims: int | No
     return sources
 
 
-def compute(x) -> np.ndarray:
-    """``x`` read into memory: a Dask array computed, anything else (NumPy, a Zarr selection) as a NumPy array."""
-    return x.compute() if hasattr(x, "compute") else np.asarray(x)
-
-
 def check_no_negative(minimum: int, name: str) -> None:
     """Raise the error for labels whose ``minimum`` is negative."""
     if minimum < 0:
@@ -295,9 +292,9 @@ def label_stats(sources: Sequence[Source]) -> tuple[int, int]:
     lo, hi = None, None
     for s in sources:
         if hasattr(s.labels, "dask"):
-            import dask
+            import dask.array as da
 
-            a, b = (int(v) for v in dask.compute(s.labels.min(), s.labels.max()))
+            a, b = (int(v) for v in compute_here(da.stack([s.labels.min(), s.labels.max()]), parallel=True))
         else:
             a, b = int(s.labels.min()), int(s.labels.max())
         check_no_negative(a, s.name)
@@ -313,11 +310,11 @@ def make_items(sources: Sequence[Source]) -> list[Item]:
         shape = s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ())
         if s.mask is None:
             # Which 2D planes hold labels: any() over Y and X, reduced lazily for Dask.
-            planes = np.asarray(compute((s.labels > 0).any(axis=(-2, -1))), bool).reshape(shape)
+            planes = np.asarray(compute_here((s.labels > 0).any(axis=(-2, -1)), parallel=True), bool).reshape(shape)
         elif s.mask is True:
             planes = np.ones(shape, bool)
         else:
-            planes = np.asarray(compute((s.mask != 0).any(axis=(-2, -1))), bool).reshape(shape)
+            planes = np.asarray(compute_here((s.mask != 0).any(axis=(-2, -1)), parallel=True), bool).reshape(shape)
         for index in np.ndindex(*s.stack_shape) if s.stack_shape else [()]:
             annotated = np.atleast_1d(planes[index])
             if annotated.any():
@@ -397,9 +394,9 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     lo = [max(b.start, min(int(p), b.stop - 1)) for p, b in zip(start, item.bounds)]
     hi = [min(b.stop, a + int(n)) for a, n, b in zip(lo, size, item.bounds)]
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    image = np.asarray(compute(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
+    image = np.asarray(compute_here(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
     check_finite(image, s, f"region from {tuple(lo)}" + (f" of image {item.index}" if item.index else ""))
-    labels = np.asarray(compute(s.labels[item.index + box]))
+    labels = np.asarray(compute_here(s.labels[item.index + box]))
     if s.mask is None:
         mask = np.ones(labels.shape, bool)
         if s.spatial_dims == 3:
@@ -407,7 +404,7 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     elif s.mask is True:
         mask = np.ones(labels.shape, bool)
     else:
-        mask = np.asarray(compute(s.mask[item.index + box])) != 0
+        mask = np.asarray(compute_here(s.mask[item.index + box])) != 0
     image = preprocess(image, item)
     pad = [(0, max(0, int(n) - (b - a))) for n, a, b in zip(size, lo, hi)]
     if any(p for _, p in pad):
