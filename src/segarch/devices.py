@@ -53,7 +53,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         resolved = torch.device(device.strip() if isinstance(device, str) else device)
     except (RuntimeError, TypeError, ValueError):
         raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}.") from None
-    if resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
+    cuda_missing = not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()
+    if resolved.type == "cuda" and cuda_missing:
         raise ValueError(f"`device`={device!r} is not available here (CUDA devices: {torch.cuda.device_count()}); "
                          f"available: {', '.join(available_devices())}.")
     if resolved.type == "mps" and not _mps_available():

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from segarch.arrays import compute_here
+from segarch.axes import guess_axes
 from segarch.devices import resolve_device
 from segarch.prompts.points import check_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings, crop_box, prompt_input, resize
@@ -74,14 +75,11 @@ def _image_axes(shape: Sequence[int], axes: str | None, dims: int, channels: int
                              f"(e.g. {spatial!r}, {'C' + spatial!r}, {spatial + 'C'!r}) for a {dims}D model, "
                              f"got {axes!r} for shape {tuple(shape)}.")
         return ax
-    if len(shape) == dims:
-        return spatial
-    if len(shape) == dims + 1:
-        if shape[-1] == channels and shape[0] != channels:
-            return spatial + "C"
-        return "C" + spatial
-    raise ValueError(f"The image of shape {tuple(shape)} does not fit a {dims}D model: expected {dims} spatial axes "
-                     f"and an optional channel axis; pass `axes` (e.g. {'C' + spatial!r}).")
+    try:
+        return guess_axes(shape, spatial_dims=dims, in_channels=channels, stacks=False)
+    except ValueError:
+        raise ValueError(f"The image of shape {tuple(shape)} does not fit a {dims}D model: expected {dims} spatial "
+                         f"axes and an optional channel axis; pass `axes` (e.g. {'C' + spatial!r}).") from None
 
 
 #: PyTorch (2.x, ``ConvParams::use_mkldnn``) runs a CPU convolution on its native kernel, not oneDNN, when the

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from segarch.arrays import compute_here
+from segarch.axes import SPATIAL, check_axes, guess_axes
 
 __all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "check_finite",
            "check_no_negative", "label_stats", "spatial_letters", "pixel_sizes", "SUFFIXES"]
@@ -29,11 +30,8 @@ __all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items"
 log = logging.getLogger("segarch.training")
 
 SUFFIXES = (".tif", ".tiff", ".zarr")
-_SPATIAL = "ZYX"
-
-
 def spatial_letters(axes: str) -> str:
-    return "".join(a for a in axes if a in _SPATIAL)
+    return "".join(a for a in axes if a in SPATIAL)
 
 
 @dataclass
@@ -188,11 +186,13 @@ def _as_list(images, labels, mask) -> tuple[list, list, list]:
     return [images], [labels], [mask]
 
 
-def _default_axes(image_shape, label_shape, in_channels: int) -> str:
-    lab = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(len(label_shape))
-    if lab is None:
+def _default_axes(image_shape, label_shape) -> str:
+    """The image's axes from its labels': the labels' as :func:`segarch.axes.guess_axes` reads them, with C
+    where the image has one axis more."""
+    if not 2 <= len(label_shape) <= 4:
         raise ValueError(f"`labels` must have 2 to 4 dimensions when `axes` is not given, "
                          f"got shape {tuple(label_shape)}.")
+    lab = guess_axes(label_shape, rgb=False)
     if len(image_shape) == len(label_shape):
         return lab
     if len(image_shape) == len(label_shape) + 1:
@@ -202,16 +202,6 @@ def _default_axes(image_shape, label_shape, in_channels: int) -> str:
             return lab + "C"
     raise ValueError(f"`images` of shape {tuple(image_shape)} and `labels` of shape {tuple(label_shape)} do not match: "
                      f"the labels must have the image's shape, without its channel axis.")
-
-
-def _check_axes(axes: str, ndim: int) -> str:
-    axes = axes.upper()
-    if len(axes) != ndim or len(set(axes)) != len(axes) or not set(axes) <= set("TSZYXC"):
-        raise ValueError(f"`axes` must name each of the image's {ndim} axes once with letters from 'TSZYXC' "
-                         f"(e.g. 'YX', 'CYX', 'ZYX', 'TZYX'), got {axes!r}.")
-    if not {"Y", "X"} <= set(axes):
-        raise ValueError(f"`axes` must contain Y and X, got {axes!r}.")
-    return axes
 
 
 def _check_labels_dtype(labels, name: str) -> None:
@@ -242,7 +232,7 @@ def as_sources(images, labels, *, axes: str | None, mask, spatial_dims: int | No
         name = str(im) if isinstance(im, (str, os.PathLike)) else f"image {i}"
         im, lb = _lazy(im, "images"), _lazy(lb, "labels")
         _check_labels_dtype(lb, name)
-        ax = _check_axes(axes, im.ndim) if axes else _default_axes(im.shape, lb.shape, in_channels)
+        ax = check_axes(axes, im.ndim) if axes else _default_axes(im.shape, lb.shape)
         lab_axes = ax.replace("C", "")
         expected = tuple(n for a, n in zip(ax, im.shape) if a != "C")
         if tuple(lb.shape) != expected:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from segarch.arrays import compute_here
-from segarch.tiling.runner import Preprocessor, spread_indices
+from segarch.preprocessing import Preprocessor, spread_indices
 from segarch.training.data import Item, Source, check_finite
 
 __all__ = ["frozen_preprocessing", "PerImagePreprocessing"]
