@@ -8,7 +8,7 @@ never saw (other seeds) through ``segarch.instances.predict_instances`` (the til
 block-wise decoder, as a user runs it): F1 at IoU 0.5, mean AP over IoU 0.5-0.9, and where the errors come
 from (objects missed, merged with a neighbour, split, or found where there is none).
 
-Writes ``src/segarch/pretrained/weights/NAME.safetensors`` and ``NAME.json`` (the card), with the log
+Writes ``src/segarch/models/weights/NAME.safetensors`` and ``NAME.json`` (the card), with the log
 ``NAME.csv``/``NAME.png`` beside them.
 
 Usage::
@@ -40,7 +40,7 @@ from segarch.synthetic import samples
 
 __all__ = ["RECIPES", "measure", "error_sources", "main"]
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "pretrained" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "models" / "weights"
 
 #: What the generated data is, and where it is harder than most real data (on every card).
 DATA_NOTE = (

@@ -60,13 +60,14 @@ def main() -> None:
             if done >= tiles:
                 cancel.set()
 
-        base, peak = rss_mib(), PeakRSS()
+        base, peak, started = rss_mib(), PeakRSS(), time.perf_counter()
         try:
             segarch.predict(model, levels[0], out=out, tile=256, batch_size=4, progress=progress, cancel=cancel)
         except segarch.PredictionCancelled:
             pass
         peak.done.set()
-        print("RESULT " + json.dumps({"base": base, "peak": peak.peak}), flush=True)
+        print("RESULT " + json.dumps({"base": base, "peak": peak.peak, "seconds": time.perf_counter() - started}),
+              flush=True)
         return
 
     import napari
@@ -83,16 +84,16 @@ def main() -> None:
     widget.image_combo.setCurrentText("large")
     widget.out_edit.setText(out)
     widget.tile_spin.setValue(256)
-    module.resolve_choice(*widget.model_key(), path=model_path)  # torch and the model loaded, as headless
+    module.resolve_choice(widget.model_key(), path=model_path)  # torch and the model loaded, as headless
     rng = np.random.default_rng(0)
     state: dict = {}
 
     def start() -> None:
-        state["base"], state["peak"] = rss_mib(), PeakRSS()
+        state["base"], state["peak"], state["started"] = rss_mib(), PeakRSS(), time.perf_counter()
         widget.segment_button.click()
 
     def move() -> None:
-        if "peak" in state:
+        if "peak" in state and os.environ.get("SEGARCH_PAN", "1") == "1":
             viewer.camera.center = (float(rng.uniform(0, size)), float(rng.uniform(0, size)))
             viewer.camera.zoom = float(rng.choice([0.03, 0.1, 0.3, 1.0])) * 1000 / size
 
@@ -106,6 +107,7 @@ def main() -> None:
             mover.stop()
             state["peak"].done.set()
             print("RESULT " + json.dumps({"base": state["base"], "peak": state["peak"].peak,
+                                          "seconds": time.perf_counter() - state["started"],
                                           "status": widget.status.text()}), flush=True)
             viewer.close()
 

@@ -8,6 +8,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from segarch.arrays import compute_here
+from segarch.axes import guess_axes
+from segarch.devices import resolve_device
+from segarch.models.catalog import resolve
+from segarch.models.model import Model, as_model
 from segarch.prompts.points import check_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings, crop_box, prompt_input, resize
 
@@ -16,25 +21,17 @@ __all__ = ["segment_from_points", "settings_for", "object_probability", "resolve
 log = logging.getLogger("segarch.prompts")
 
 
-def resolve_prompt_model(model: Any):
-    """A :class:`segarch.Model` from a Model, a model file, a shipped model's name or a zoo name.
-
-    A bare ``torch.nn.Module`` is wrapped (2D unless it says otherwise via ``spatial_dims``).
+def resolve_prompt_model(model: Any) -> Model:
+    """An extreme-point :class:`segarch.Model` from a Model (as it is), a bare ``torch.nn.Module`` (wrapped:
+    image channels + heat map in, background/object out), or a reference the catalogue resolves
+    (:mod:`segarch.models.catalog`): shipped weights (``"dextr_light.objects2d"``), a session model or a model
+    file. An architecture's name alone (``"dextr_light"``) is refused: an untrained network draws nothing.
     """
-    from segarch.model import Model
-    from segarch.model_file import resolve_model
-
+    if isinstance(model, Model):
+        return model
     if isinstance(model, torch.nn.Module):
-        from segarch.nets.dextr import DEXTR
-
-        dims = int(getattr(model, "spatial_dims", 2))
-        first = next(m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
-        arch = "dextr" if isinstance(model, DEXTR) else "dextr_light"
-        return Model(model, arch, {}, dims, first.in_channels, 2, ["background", "object"], trained=True)
-    resolved = resolve_model(model)
-    if not isinstance(resolved, Model):  # pragma: no cover - resolve_model returns Models
-        raise ValueError(f"`model` must be a segarch.Model, a model file or a name, got {model!r}.")
-    return resolved
+        return as_model(model, out_channels=2, class_names=["background", "object"])
+    return resolve(model, task="interactive", trained=True)
 
 
 def settings_for(model, *, size: int | None = None, margin: float | None = None,
@@ -72,14 +69,11 @@ def _image_axes(shape: Sequence[int], axes: str | None, dims: int, channels: int
                              f"(e.g. {spatial!r}, {'C' + spatial!r}, {spatial + 'C'!r}) for a {dims}D model, "
                              f"got {axes!r} for shape {tuple(shape)}.")
         return ax
-    if len(shape) == dims:
-        return spatial
-    if len(shape) == dims + 1:
-        if shape[-1] == channels and shape[0] != channels:
-            return spatial + "C"
-        return "C" + spatial
-    raise ValueError(f"The image of shape {tuple(shape)} does not fit a {dims}D model: expected {dims} spatial axes "
-                     f"and an optional channel axis; pass `axes` (e.g. {'C' + spatial!r}).")
+    try:
+        return guess_axes(shape, spatial_dims=dims, in_channels=channels, stacks=False)
+    except ValueError:
+        raise ValueError(f"The image of shape {tuple(shape)} does not fit a {dims}D model: expected {dims} spatial "
+                         f"axes and an optional channel axis; pass `axes` (e.g. {'C' + spatial!r}).") from None
 
 
 #: PyTorch (2.x, ``ConvParams::use_mkldnn``) runs a CPU convolution on its native kernel, not oneDNN, when the
@@ -137,8 +131,9 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
     back to the crop, thresholded and pasted into place.
 
     Args:
-        model: an interactive :class:`segarch.Model` (e.g. ``segarch.pretrained.load("dextr_light")``), a
-            model file or a shipped model's name; its ``in_channels`` are the image's channels + 1.
+        model: an interactive :class:`segarch.Model` (e.g. ``segarch.pretrained.load("dextr_light.objects2d")``),
+            or a reference to one: shipped weights' name, ``"session:NAME"`` or a model file; its ``in_channels``
+            are the image's channels + 1.
         image: ``(*spatial)`` or with a channel axis (``(C, *spatial)`` or ``(*spatial, C)``): NumPy, Dask,
             Zarr or anything sliceable.
         points: ``(N, spatial_dims)`` pixel coordinates in the image's spatial axis order, at least 4 in
@@ -152,7 +147,8 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
         largest_component: keep only the largest connected part of the mask.
         return_crop: return ``(crop_mask, offset)`` (the mask over the crop and the crop's start), for
             images too large for a full-size mask.
-        device: a torch device for the network (default: where its weights are).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` for the network (default: where its
+            weights are; see :func:`segarch.devices.resolve_device`).
 
     Returns:
         A boolean mask with the image's spatial shape, or ``(crop_mask, offset)`` with ``return_crop``.
@@ -163,7 +159,7 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
 
     Examples::
 
-        >>> model = segarch.pretrained.load("dextr_light")
+        >>> model = segarch.pretrained.load("dextr_light.objects2d")
         >>> mask = segment_from_points(model, image, [[40, 12], [41, 80], [10, 45], [70, 50]])
     """
     model = resolve_prompt_model(model)
@@ -189,15 +185,14 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
     index = [slice(None)] * len(shape)
     for i, s0, s1 in zip(spatial_axes, start, stop):
         index[i] = slice(s0, s1)
-    crop = image[tuple(index)]
-    crop = np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
+    crop = compute_here(image[tuple(index)])  # safe beside napari's cache (another thread may be slicing)
     order = ([ax.index("C")] if "C" in ax else []) + spatial_axes
     crop = np.transpose(crop, order) if "C" in ax else np.transpose(crop, spatial_axes)[None]
     crop_shape = crop.shape[1:]
     x = prompt_input(crop, np.rint(pts) - np.asarray(start), settings)
     net = model.network
     net.eval()
-    dev = torch.device(device) if device is not None else next(net.parameters()).device
+    dev = resolve_device(device) if device is not None else next(net.parameters()).device
     with torch.no_grad():
         prob = object_probability(model, x.to(dev)).float().cpu()
         prob = resize(prob, crop_shape)[0, 0].numpy()

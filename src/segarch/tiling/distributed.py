@@ -22,26 +22,26 @@ log = logging.getLogger("segarch.tiling")
 _RUNNERS: dict[str, Any] = {}  # per worker process: token → NetworkRunner
 
 
-_CONNECT_SECONDS = 15
-
-
 def connect(scheduler):
     """A ``dask.distributed.Client`` for ``scheduler`` (a Client, or an address such as ``tcp://host:8786``).
 
     Raises:
         ValueError: one line naming the address when it cannot be reached (no traceback).
     """
+    import dask
     from distributed import Client
 
     if isinstance(scheduler, Client):
         return scheduler
     if not isinstance(scheduler, str):
         raise ValueError(f"`scheduler` must be a dask.distributed.Client or a scheduler address, got {scheduler!r}.")
+    # How long to try: Dask's own setting (distributed.comm.timeouts.connect, 30 s by default).
+    seconds = dask.utils.parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds")
     try:
-        return Client(scheduler, timeout=_CONNECT_SECONDS)
+        return Client(scheduler, timeout=seconds)
     except (OSError, TimeoutError, ValueError, TypeError) as err:
         raise ValueError(f"`scheduler`={scheduler!r}: could not connect to a Dask scheduler there within "
-                         f"{_CONNECT_SECONDS} s ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+                         f"{seconds:g} s ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
                          "Check the address (e.g. tcp://host:8786) and that the scheduler is running, or run "
                          "without a scheduler.") from None
 
@@ -51,7 +51,8 @@ def _runner(token: str, payload: dict[str, Any]):
     if runner is None:
         import torch
 
-        from segarch.tiling.runner import NetworkRunner, resolve_device
+        from segarch.devices import resolve_device
+        from segarch.tiling.runner import NetworkRunner
 
         torch.set_num_threads(payload["threads"])  # no oversubscription between workers on one machine
         runner = _RUNNERS[token] = NetworkRunner(payload["network"], resolve_device(payload["device"]), payload["amp"])

@@ -16,14 +16,15 @@ import torch
 from torch import nn
 
 from segarch.destinations import check_output_store
-from segarch.model import Model
-from segarch.preprocessing import check_preprocessing
-from segarch.tiling.axes import Layout, resolve_axes
+from segarch.devices import resolve_device
+from segarch.models.model import Model
+from segarch.preprocessing import Preprocessor, check_preprocessing, spread_indices
+from segarch.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
 from segarch.tiling.memory import check_tile_memory
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling.plan import Assembler, Plan, Region, TileKey
-from segarch.tiling.runner import NetworkRunner, Preprocessor, resolve_device, spread_indices
+from segarch.tiling.runner import NetworkRunner
 from segarch.tiling.source import ImageSource, content_identity, open_source
 
 __all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_pixels"]
@@ -377,14 +378,19 @@ def _layout(source: ImageSource, axes: str | None, spatial_dims: int, in_channel
             return resolve_axes(source.shape, None, spatial_dims, in_channels, grey=grey)
         # The file's own axes (or colour samples last) win: never re-read its pixels in another order.
         channels = source.shape[source.axes.index("C")] if "C" in source.axes else 1
+        origin = "guessed from its shape" if guessed else "from the file"
+        if channels != in_channels and not grey:
+            problem = (f"the model takes {in_channels} input channel(s), the image has {channels}"
+                       + (" (colour samples)" if channels in (3, 4) else ""))
+        else:
+            problem = str(err)
         options = ["pass `axes` if the file's axes are wrong"]
-        if in_channels == 1 and channels in (3, 4):
+        if in_channels == 1 and channels in (3, 4) and not grey:
             options.append("pass `grey`=True to convert the colour image to grey")
         if channels != in_channels:
-            options.append(f"or use a model for {channels}-channel images")
-        raise ValueError(f"The image's axes {source.axes!r} ({'guessed from its shape' if guessed else 'from the file'},"
-                         f" shape {source.shape}) do not fit the model ({spatial_dims}D, {in_channels} input "
-                         f"channel(s)): {err} Options: {'; '.join(options)}.") from None
+            options.append(f"use a model for {channels}-channel images")
+        raise ValueError(f"The image's axes {source.axes!r} ({origin}, shape {source.shape}) do not fit the "
+                         f"{spatial_dims}D model: {problem}. Options: {'; '.join(options)}.") from None
 
 
 def _model_dims(model, axes, shape, grey: bool = False) -> tuple[int, int]:
@@ -468,10 +474,8 @@ def _check_fits_in_memory(plan: Plan) -> None:
 def _preprocessor(model, source: ImageSource, plan: Plan) -> Preprocessor:
     if not isinstance(model, Model):
         return Preprocessor()
-    steps = check_preprocessing(model.preprocessing)  # data only: refused here, before any work, if not
-    if not any(s["_target_"] == "ScaleIntensityRangePercentiles" for s in steps):
-        return Preprocessor(rest=steps)
-    return Preprocessor.calibrate(steps, _sample(source, plan))
+    # Data only: refused here, before any work, if not; percentiles measured on tiles spread over the image.
+    return Preprocessor.for_image(model.preprocessing, lambda: _sample(source, plan))
 
 
 def _sample(source: ImageSource, plan: Plan, max_tiles: int = 16) -> np.ndarray:

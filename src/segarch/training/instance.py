@@ -42,12 +42,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from segarch.arrays import compute_here
 from segarch.instances import get_decoder, match_many
 from segarch.instances.predict import decoder_for
-from segarch.model import Model
+from segarch.models.model import Model
 from segarch.tiling import predict
 from segarch.training.data import (
-    Item, Source, compute, label_stats, make_items, pixel_sizes, read_region, split_items,
+    Item, Source, label_stats, make_items, pixel_sizes, read_region, split_items,
 )
 from segarch.training.finetune import with_classes
 from segarch.training.normalisation import PerImagePreprocessing
@@ -105,7 +106,7 @@ def target_source(source: Source, decoder, spacing: Sequence[float]) -> Source:
         return out
 
     if isinstance(labels, np.ndarray) or int(np.prod(labels.shape)) <= _EAGER_TARGET_VOXELS:
-        targets = convert(np.asarray(compute(labels)))
+        targets = convert(np.asarray(compute_here(labels)))
     else:
         # Dask merges chunks smaller than the margin with their neighbours, so every block gets the full context.
         depth = {i: (0 if i < n else _TARGET_MARGIN) for i in range(labels.ndim)}
@@ -262,7 +263,7 @@ class InstanceTask(TrainingTask):
             p = np.asarray(predict(plain, region.image, axes=plain.axes, tile=tile, batch_size=self.batch_size,
                                    device=str(device), output="probabilities"))
             box = tuple(slice(o, min(o + s, b.stop)) for o, s, b in zip(region.origin, shape, item.bounds))
-            truth = np.asarray(compute(self.truth[id(item.source)].labels[item.index + box]))
+            truth = np.asarray(compute_here(self.truth[id(item.source)].labels[item.index + box]))
             truth = np.pad(truth, [(0, s - t) for s, t in zip(shape, truth.shape)])  # a padded patch
             background = np.zeros_like(p)
             background[0] = 1.0
