@@ -39,6 +39,9 @@ class Model:
         description: free text: what it was trained on and how.
         prompt: extreme-point models: the crop recipe they were trained with (``size``, ``margin``,
             ``min_margin``, ``sigma``, see :class:`segarch.prompts.PromptSettings`); ``None``: their kind's default.
+        instance: instance models: the decoder that turns their output into objects, as plain settings
+            (``{"decoder": "distance", "bins": 4, "seed_threshold": 0.6, ...}``, see
+            :mod:`segarch.instances.decode`), tuned on held-out images when trained; ``None`` for other models.
         name: where it came from, for provenance: the shipped model's name (``"unet.nuclei2d"``) or the model
             file's name; ``None`` for a network built here. Not saved in model files.
         history: after training, the training log's rows (also written as CSV); ``None`` otherwise. Not saved.
@@ -64,6 +67,7 @@ class Model:
     trained: bool = False
     description: str = ""
     prompt: dict[str, Any] | None = None
+    instance: dict[str, Any] | None = None
     name: str | None = None
     history: list[dict[str, Any]] | None = field(default=None, repr=False)
     validation: dict[str, Any] | None = field(default=None, repr=False)
@@ -147,6 +151,7 @@ class Model:
             "trained": self.trained,
             "description": self.description,
             "prompt": None if self.prompt is None else dict(self.prompt),
+            "instance": None if self.instance is None else dict(self.instance),
         }
 
     def __repr__(self) -> str:

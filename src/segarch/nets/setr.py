@@ -48,7 +48,11 @@ SETR_PAPER_PARAMS = {"naive": 305.67, "pup": 318.31, "mla": 310.57}
                          "(SETR-Naive 305.67M, SETR-MLA 310.57M). The PUP figure includes the auxiliary heads used only "
                          "in training, which are not built here: 309.59M (-2.7%); Naive 305.73M and MLA 310.65M match."),
     test_config={"embed_dim": 16, "depth": 2, "heads": 2, "img_size": 32, "decoder_channels": 8},
-    notes=("ViT-L/16 without the class token (dense prediction never reads it; 1024 parameters). The position embedding "
+    notes=("'SEIR' in the product's list read as SETR: no segmentation paper is named SEIR, and SETR (SEgmentation "
+           "TRansformer) is the transformer segmenter of that list's era whose name it garbles (one letter off; the "
+           "Swin-T + UPerNet entry covers the other reading, a Swin-based segmenter). "
+           "ViT-L/16 without the class token (dense prediction never reads it; 1024 parameters). The position "
+           "embedding "
            "is learned on a 48×48 grid (768² crops) and interpolated to other sizes. 3D (an extension): 16³ patches, an "
            "8×8×8 grid by default (128³). PUP is the registered default: the Naive and MLA decoders classify at 1/16 and "
            "1/4 resolution and up-sample the logits linearly, which cannot fit the shared tester's 32×32 toy task (two "

@@ -22,6 +22,7 @@ from segarch.blocks.bisenet_fusion import FeatureFusion
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.padded_pool import PaddedAvgPool
 from segarch.blocks.resize import resize_to
+from segarch.layers.batch_statistics import POOLED, ExplainsBatchStatistics
 from segarch.layers.checks import check_choice, check_spatial_dims
 from segarch.nets._base import SegmentationNet
 from segarch.nets.bisenet import ContextPath, SegHead
@@ -108,8 +109,11 @@ class STDCEncoder(Encoder):
         return features
 
 
-class _STDCClassifier(nn.Module):
+class _STDCClassifier(ExplainsBatchStatistics):
     """The ImageNet model of Table 1: 1×1 conv to 1024, global pooling, FC-BN-ReLU 1024, dropout, FC."""
+
+    net_name = "STDC"
+    norm_stride = POOLED  # the FC's batch norm sees one vector per image: training needs a batch of 2 or more
 
     def __init__(self, spatial_dims: int, in_channels: int, classes: int, variant: str, base: int, dropout: float) -> None:
         super().__init__()

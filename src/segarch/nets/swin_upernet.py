@@ -115,7 +115,9 @@ class UPerHead(nn.Module):
     paper_params_source=("Liu et al. 2021 (arXiv:2103.14030), ADE20K table: UPerNet with Swin-T, 60M (150 classes). "
                          "UPerNet: Xiao et al. 2018, 'Unified Perceptual Parsing for Scene Understanding', arXiv:1807.10221."),
     test_config={"embed_dim": 8, "depths": (1, 1, 2, 1), "heads": (1, 1, 2, 2), "window": 4, "head_channels": 8},
-    notes=("The paper's 60M includes the auxiliary FCN head on stage 3 used only in training (~1M), not built here: "
+    notes=("Built with SETR for the product list's 'SEIR' (read as SETR, a transformer segmenter; Swin + UPerNet is "
+           "the Swin-based reading of it). "
+           "The paper's 60M includes the auxiliary FCN head on stage 3 used only in training (~1M), not built here: "
            "59.02M (-1.6%). Feature maps are padded to window multiples inside each block; an axis shorter than the window "
            "gets one window and no shift (as in the official code). 3D (an extension, after Video Swin): 4³ patch "
            "embedding, cubic windows with a (2w−1)³ bias table, 2×2×2 patch merging to 2C."),

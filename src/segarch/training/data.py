@@ -25,7 +25,7 @@ from segarch.arrays import compute_here
 from segarch.axes import SPATIAL, check_axes, guess_axes
 
 __all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "check_finite",
-           "check_no_negative", "label_stats", "spatial_letters", "SUFFIXES"]
+           "check_no_negative", "label_stats", "spatial_letters", "pixel_sizes", "SUFFIXES"]
 
 log = logging.getLogger("segarch.training")
 
@@ -408,3 +408,45 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
         target = np.asarray(targets(labels))
         target = target.astype(np.float32 if target.dtype.kind == "f" else np.int64)
     return Region(image.astype(np.float32), target, mask, tuple(lo))
+
+
+def pixel_sizes(pixel_size: Any, sources: Sequence[Source], fallback: Sequence[float] | None = None
+                ) -> list[tuple[float, ...]]:
+    """One pixel size per source, per spatial axis: ``pixel_size`` (one for all, or a list with one per
+    image), else the file's metadata (OME-TIFF, OME-Zarr) where it says, else ``fallback``, else 1.
+
+    Raises:
+        ValueError: a list of another length than the images, or sizes for another number of axes
+            (naming ``pixel_size``).
+    """
+    dims = sources[0].spatial_dims
+    if pixel_size is not None:
+        many = isinstance(pixel_size[0], (list, tuple))
+        sizes = list(pixel_size) if many else [pixel_size] * len(sources)
+        if len(sizes) != len(sources):
+            raise ValueError(f"`pixel_size` must be one size for all images or a list with one per image "
+                             f"({len(sources)}), got a list of {len(sizes)}.")
+        for size in sizes:
+            if len(size) != dims:
+                raise ValueError(f"`pixel_size` must have {dims} values per image (one per spatial axis, "
+                                 f"{'Z, Y, X' if dims == 3 else 'Y, X'}), got {tuple(size)!r}.")
+        return [tuple(float(v) for v in size) for size in sizes]
+    default = tuple(float(v) for v in fallback) if fallback is not None and len(fallback) == dims else (1.0,) * dims
+    return [_file_pixel_size(s, dims) or default for s in sources]
+
+
+def _file_pixel_size(source: Source, dims: int) -> tuple[float, ...] | None:
+    """The spatial pixel size recorded in the image file ``source`` was read from, if any."""
+    path = Path(source.name)
+    if not isinstance(source.name, str) or not path.exists():
+        return None
+    try:
+        from segarch.io import open_image
+
+        image = open_image(path)
+    except Exception:  # a file the training reader opened but the metadata reader does not: no pixel size
+        return None
+    spatial = [a for a in image.axes if a in "ZYX"][-dims:]
+    if len(spatial) != dims or not any(a in image.units for a in spatial):
+        return None
+    return tuple(float(image.scale[image.axes.index(a)]) for a in spatial)
