@@ -625,12 +625,10 @@ class SegmentWidget(QWidget):
         return self._add_result(levels if len(levels) > 1 else levels[0], model)
 
     def _output_axes(self, model) -> str:
-        axes = self._axes
-        if self.output_combo.currentText() == "labels":
-            return axes.replace("C", "")
-        spatial = "ZYX"[-model.spatial_dims:]
-        loop = "".join(a for a in axes if a not in spatial and a != "C")
-        return loop + "C" + "".join(a for a in axes if a in spatial)
+        """The result's axes, as the engine states them (:func:`segarch.axes.output_axes`)."""
+        from segarch.axes import output_axes
+
+        return output_axes(self._axes, model.spatial_dims, self.output_combo.currentText())
 
     def _add_result(self, data, model, live: bool = False):
         layer = self._layer

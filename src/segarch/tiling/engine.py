@@ -237,8 +237,8 @@ def _layout(source: ImageSource, axes: str | None, spatial_dims: int, in_channel
 
 
 def _as_model(network, axes, shape, grey: bool, tile, device: torch.device) -> Model:
-    """A bare ``torch.nn.Module`` as a :class:`Model`: 2D or 3D from its ``spatial_dims`` attribute or Z in
-    ``axes``; its input channels from C in ``axes`` or its first convolution; its output channels asked of it,
+    """A bare ``torch.nn.Module`` as a :class:`Model`: 2D or 3D from its ``spatial_dims`` attribute, its first
+    convolution, or Z in ``axes``; its input channels from C in ``axes`` or its first convolution; its output channels asked of it,
     on one tile."""
     if not isinstance(network, nn.Module):
         raise ValueError(f"`model` must be a segarch.Model or a torch.nn.Module, got {type(network).__name__}.")
@@ -246,11 +246,12 @@ def _as_model(network, axes, shape, grey: bool, tile, device: torch.device) -> M
     if axes is None and dims is None:
         raise ValueError("`axes` is required with a bare torch.nn.Module that has no `spatial_dims` attribute "
                          "(e.g. 'YX', 'CYX', 'ZYX').")
-    dims = int(dims or (3 if "Z" in str(axes).upper() else 2))
+    first = next((m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    convolution_dims = {nn.Conv2d: 2, nn.Conv3d: 3}.get(type(first))  # a first Conv2d is never a 3D model
+    dims = int(dims or convolution_dims or (3 if "Z" in str(axes).upper() else 2))
     if axes is not None and "C" in str(axes).upper() and not grey:
         channels = shape[str(axes).upper().index("C")]
     else:
-        first = next((m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
         channels = first.in_channels if first is not None else 1
     tiles = check_tile(tile, dims, int(getattr(network, "size_divisor", 1) or 1))
     with torch.inference_mode():  # ask it, on one tile
