@@ -89,7 +89,7 @@ def predict(
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
         amp: autocast to bf16/fp16; default on for CUDA only.
         output: ``"labels"`` (argmax, or threshold for one channel; uint8/16/32 as needed) or
-            ``"probabilities"`` (float32, one channel per class, C after the looped axes).
+            ``"probabilities"`` (float32, one channel per class: C after T, before Z, as OME-NGFF orders axes).
         grey: convert an RGB(A) image (a C axis of 3 or 4) to grey for a 1-channel model, with the
             luminance weights 0.2125 R + 0.7154 G + 0.0721 B (alpha dropped). Never done unasked: an RGB
             image and a 1-channel model are otherwise a clear error.
@@ -108,8 +108,10 @@ def predict(
             :class:`PredictionCancelled` carrying the finished part (a resumable store with ``out``).
 
     Returns:
-        The labels or probabilities, with the image's axes minus C (labels) or loop axes + C + spatial
-        axes (probabilities): a NumPy array, or the Zarr array in ``out``.
+        The labels or probabilities, with the axes :func:`segarch.axes.output_axes` states: the image's minus C
+        (labels), or T, then C (one per class), then the rest (probabilities: ``CYX``, ``CZYX`` for a 2D model
+        over a stack, ``TCZYX``): a NumPy array, or the Zarr array in ``out`` (its OME metadata names the axes and
+        carries the image's pixel size).
 
     Raises:
         ValueError: a bad parameter (named, with its value and what is allowed), a channel mismatch, an
