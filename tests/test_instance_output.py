@@ -94,7 +94,8 @@ def test_an_image_at_another_pixel_size_is_resampled_to_the_models_and_back(tmp_
     labels, report = segarch.instances.predict_instances(model, image, axes="CZYX", pixel_size=s.spacing,
                                                          tile=(96, 96, 96), device="cpu", return_report=True)
     expected_z = int(round(24 * z_step))
-    assert ShapeRecorder.seen and all(shape[0] >= expected_z for shape in ShapeRecorder.seen)  # the network saw Z x step
+    # the network saw Z times the step
+    assert ShapeRecorder.seen and all(shape[0] >= expected_z for shape in ShapeRecorder.seen)
     assert report["pixel_size"]["resampled"] is True and report["pixel_size"]["source"] == "pixel_size="
     assert "resampled the image" in report["pixel_size"]["note"]
     assert labels.shape == s.labels.shape  # back on the image's grid

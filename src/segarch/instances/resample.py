@@ -94,8 +94,9 @@ def pixel_size_plan(model, source, layout, pixel_size: Sequence[float] | float |
     nbytes = 4 * int(np.prod(source.shape)) * (1 + float(np.prod(factors)))
     if nbytes > _MEMORY_FRACTION * _free_memory():
         plan.note = (f"the image's pixel size {_fmt(image)} ({origin}) differs from the model's {_fmt(trained)}, "
-                     f"but the image ({nbytes / 2**30:.1f} GiB resampled) is too large to resample in memory: predicted "
-                     "at its own pixel size (objects may be split or merged); resample it first for best results")
+                     f"but the image ({nbytes / 2**30:.1f} GiB resampled) is too large to resample in memory: "
+                     "predicted at its own pixel size (objects may be split or merged); resample it first for best "
+                     "results")
         log.warning(plan.note)
         return plan
     plan.resample, plan.shape = True, target
