@@ -84,7 +84,9 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
         progress: called as ``progress(done, total)``: the tiles of the network pass, then the blocks.
         cancel: a ``threading.Event`` that stops either pass (then ``resume=True`` continues).
         return_report: also return the report: the seam report (``objects``, ``merged_across_seams``,
-            ``touching_border`` ...), ``pixel_size`` (what was done), ``median_size`` and ``table`` (its path).
+            ``touching_border`` ...), ``pixel_size`` (what was done), ``median_size``, ``table`` (the table's
+            path, with ``out``) and ``measurements`` (the table: a dict of columns, e.g. for
+            ``pandas.DataFrame`` or a napari Labels layer's ``features``).
         **predict_options: passed to :func:`segarch.predict` (``axes``, ``tile``, ``overlap``,
             ``batch_size``, ``blend``, ``device``, ``amp``, ``grey``, ``scheduler``).
 
@@ -167,10 +169,19 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
         shutil.rmtree(probabilities_path, ignore_errors=True)
     report = dict(result.report)
     report["pixel_size"] = None if plan is None else plan.as_dict()
-    if out is not None and table and result.labels.ndim == spatial_dims:
-        report.update(_write_table(result.labels, source, layout, spacing, out))
+    measurements = None
+    if table and result.labels.ndim == spatial_dims and (out is not None or return_report):
+        from segarch.instances.measure import table_summary, write_table
+
+        measurements = _measure(result.labels, source, layout, spacing)
+        summary = table_summary(measurements)
+        report.update(median_size=summary["median_size"], median_size_pixels=summary["median_size_pixels"])
+        if out is not None:
+            report["table"] = str(write_table(measurements, table_path(out)))
     if out is not None:
         _store_report(out, report)
+    if measurements is not None:
+        report["measurements"] = measurements  # the table itself: returned, not stored in the attributes
     log.info("predict_instances: %d objects (%d merged across block seams, %d touching the image border)%s",
              report["objects"], report["merged_across_seams"], report["touching_border"],
              f"; {plan.note}" if plan is not None and plan.note else "")
@@ -188,9 +199,9 @@ def table_path(out: str | os.PathLike) -> Path:
     return out.with_name(stem + "_objects" + suffix)
 
 
-def _write_table(labels, source, layout, spacing, out: Path) -> dict[str, Any]:
-    """Measure the objects (chunk by chunk) with the image's intensities and write the table beside ``out``."""
-    from segarch.instances.measure import measure, table_summary, write_table
+def _measure(labels, source, layout, spacing) -> dict[str, np.ndarray]:
+    """The per-object table of ``labels`` (chunk by chunk), with the image's intensities where its axes are known."""
+    from segarch.instances.measure import measure
 
     intensity = None
     if layout is not None and not layout.loop:
@@ -201,11 +212,7 @@ def _write_table(labels, source, layout, spacing, out: Path) -> dict[str, Any]:
             array = da.from_array(array, chunks=getattr(array, "chunks", "auto"))
         order = ("C" if layout.channel else "") + layout.spatial
         intensity = array.transpose([layout.axes.index(a) for a in order])
-    table = measure(labels, intensity, spacing=spacing)
-    path = write_table(table, table_path(out))
-    summary = table_summary(table)
-    return {"table": str(path), "median_size": summary["median_size"],
-            "median_size_pixels": summary["median_size_pixels"]}
+    return measure(labels, intensity, spacing=spacing)
 
 
 def _store_report(out: Path, report: dict[str, Any]) -> None:
