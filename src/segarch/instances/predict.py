@@ -146,8 +146,7 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
     network_image, network_out = image, probabilities_path
     if plan is not None and plan.resample:
         network_image = resample_spatial(source.array, layout.axes, layout.spatial, plan.shape)
-        predict_options = {**predict_options, "axes": layout.axes}
-        network_out = None  # resampled back in memory below (the plan checked it fits)
+        predict_options = {**predict_options, "axes": layout.axes}  # read back whole below (the plan checked it fits)
     probabilities = segarch.predict(model, network_image, output="probabilities", out=network_out,
                                     resume=resume and network_out is not None and network_out.exists(),
                                     overwrite=overwrite, progress=network_progress, cancel=cancel, **predict_options)
