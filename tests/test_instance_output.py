@@ -124,9 +124,16 @@ def test_a_local_cluster_run_equals_the_in_process_run(tmp_path):
                    instance_options={"block": 96, "halo": 40})
     here = segarch.predict(model, image, out=tmp_path / "here.zarr", **options)
     torch.set_num_threads(1)
+    from distributed import get_task_stream
+
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        there = segarch.predict(model, image, out=tmp_path / "there.zarr", scheduler=client, **options)
+        with get_task_stream(client) as stream:
+            there = segarch.predict(model, image, out=tmp_path / "there.zarr", scheduler=client, **options)
         assert len(client.run(lambda: 1)) == 2
+    # the network regions and both block steps of the decoding ran on the workers, on both of them
+    ran = {(t["key"].split("-")[0], t["worker"]) for t in stream.data}
+    assert {name for name, _ in ran} >= {"_decode_task", "_final_task"}
+    assert len({worker for name, worker in ran if name == "_decode_task"}) == 2
     assert np.array_equal(there[:], here[:]) and here[:].max() > 50
     assert (tmp_path / "there_objects.csv").read_text() == (tmp_path / "here_objects.csv").read_text()
