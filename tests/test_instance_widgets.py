@@ -23,7 +23,7 @@ def one_thread():
 
 @pytest.fixture
 def viewer_with_cells(make_napari_viewer):
-    from napari_segarch._session import SESSION
+    from segarch.models.session import SESSION
     from segarch.synthetic import nuclei_sample
 
     SESSION.clear()
@@ -49,7 +49,7 @@ def test_train_an_instance_model_then_segment_objects_with_features(viewer_with_
     import zarr
 
     from napari_segarch._segment_widget import SegmentWidget
-    from napari_segarch._session import SESSION
+    from segarch.models.session import SESSION
     from napari_segarch._train_widget import TrainWidget
 
     viewer = viewer_with_cells
