@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_segarch._layer_combo import LayerCombo
 from napari_segarch._threads import wait_at_quit
+from segarch.destinations import store_state  # noqa: F401 - also offered here, as before
 from segarch.models.session import SESSION
 
 if TYPE_CHECKING:
@@ -690,12 +691,11 @@ class SegmentWidget(QWidget):
         return self._add_result(levels if len(levels) > 1 else levels[0], model)
 
     def _output_axes(self, model) -> str:
-        axes = self._axes
-        if self.output_combo.currentText() in ("labels", "instances"):
-            return axes.replace("C", "")
-        spatial = "ZYX"[-model.spatial_dims:]
-        loop = "".join(a for a in axes if a not in spatial and a != "C")
-        return loop + "C" + "".join(a for a in axes if a in spatial)
+        """The result's axes, as the engine states them (:func:`segarch.axes.output_axes`)."""
+        from segarch.axes import output_axes
+
+        output = self.output_combo.currentText()
+        return output_axes(self._axes, model.spatial_dims, "labels" if output == "instances" else output)
 
     def _add_result(self, data, model, live: bool = False):
         layer = self._layer
@@ -772,24 +772,6 @@ def ask_about_existing_store(parent, path: str, state: str) -> str | None:
     box.exec_()
     clicked = box.clickedButton()
     return "resume" if clicked is resume and resume is not None else "replace" if clicked is replace else None
-
-
-def store_state(path: str) -> str:
-    """What is at ``path``: ``"absent"`` (nothing, or an empty folder), ``"complete"`` or ``"incomplete"``
-    (a segarch prediction store), or ``"other"`` (anything else, which the engine never deletes)."""
-    from segarch.destinations import is_segarch_store
-
-    p = Path(path)
-    if not p.exists() or (p.is_dir() and not any(p.iterdir())):
-        return "absent"
-    if not p.is_dir() or not is_segarch_store(p):
-        return "other"
-    try:
-        import zarr
-
-        return "complete" if zarr.open_group(str(p), mode="r")["0"].attrs.get("complete") is True else "incomplete"
-    except Exception:  # a store killed while its metadata was written: unfinished
-        return "incomplete"
 
 
 class _Channel:

@@ -156,6 +156,17 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
         original = tuple(source.shape[layout.axes.index(a)] for a in layout.spatial)
         probabilities = resample_spatial(probabilities, layout.probabilities_axes(), layout.spatial, original)
 
+    if layout is not None:  # predict orders them T, C, then the rest (OME-NGFF); the decoder wants loops, C, space
+        got, want = layout.probabilities_axes(), layout.loop + "C" + layout.spatial
+        if got != want:
+            order = [got.index(a) for a in want]
+            if isinstance(probabilities, np.ndarray):
+                probabilities = probabilities.transpose(order)
+            else:
+                import dask.array as da
+
+                probabilities = da.from_array(probabilities, chunks=probabilities.chunks).transpose(order)
+
     def decode_progress(done, total):
         if progress is not None:
             offset = steps["network"] or 0
