@@ -31,7 +31,7 @@ __all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_p
 
 log = logging.getLogger("segarch.tiling")
 
-OUTPUTS = ("labels", "probabilities")
+OUTPUTS = ("labels", "probabilities", "instances")
 _BLOCK = {2: 512, 3: 128}           # output block (chunk) edge, before rounding up to the tile
 # Bytes of blending buffers open at once: this bounds a column's extent, so memory does not grow with the
 # image; 3D blocks are big, and narrow columns would recompute many tiles at their borders.
@@ -68,6 +68,8 @@ def predict(
     scheduler: Any = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    pixel_size: float | tuple[float, ...] | None = None,
+    instance_options: dict[str, Any] | None = None,
 ):
     """Segment ``image`` with ``model``, tile by tile.
 
@@ -89,7 +91,10 @@ def predict(
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
         amp: autocast to bf16/fp16; default on for CUDA only.
         output: ``"labels"`` (argmax, or threshold for one channel; uint8/16/32 as needed) or
-            ``"probabilities"`` (float32, one channel per class: C after T, before Z, as OME-NGFF orders axes).
+            ``"probabilities"`` (float32, one channel per class: C after T, before Z, as OME-NGFF orders axes), or
+            ``"instances"`` for an instance model (uint32, 0 background, one id per object unique over the
+            image; decoded block by block with objects merged across seams, a seam report in the Zarr
+            attributes and a per-object table beside ``out``: :func:`segarch.instances.predict_instances`).
         grey: convert an RGB(A) image (a C axis of 3 or 4) to grey for a 1-channel model, with the
             luminance weights 0.2125 R + 0.7154 G + 0.0721 B (alpha dropped). Never done unasked: an RGB
             image and a 1-channel model are otherwise a clear error.
@@ -106,6 +111,10 @@ def predict(
         progress: called as ``progress(tiles_done, tiles_total)`` after every batch.
         cancel: a ``threading.Event``; when set, the run stops within one batch and raises
             :class:`PredictionCancelled` carrying the finished part (a resumable store with ``out``).
+        pixel_size: ``output="instances"``: the image's pixel size per spatial axis (default: its metadata);
+            the image is resampled to the model's training pixel size when they differ.
+        instance_options: ``output="instances"``: ``decoder``, ``block``, ``halo``, ``min_size``, ``table``,
+            ``return_report`` (see :func:`segarch.instances.predict_instances`).
 
     Returns:
         The labels or probabilities, with the axes :func:`segarch.axes.output_axes` states: the image's minus C
@@ -121,6 +130,16 @@ def predict(
     started = time.perf_counter()
     _check_choice(blend, BLENDS, "blend")
     _check_choice(output, OUTPUTS, "output")
+    if output == "instances":  # two passes (network, then block-wise decoding): segarch.instances owns them
+        from segarch.instances.predict import predict_instances
+
+        return predict_instances(model, image, out=out, resume=resume, overwrite=overwrite, progress=progress,
+                                 cancel=cancel, pixel_size=pixel_size, axes=axes, tile=tile, overlap=overlap,
+                                 batch_size=batch_size, blend=blend, device=device, amp=amp, grey=grey,
+                                 scheduler=scheduler, **(instance_options or {}))
+    if pixel_size is not None or instance_options is not None:
+        which = "pixel_size" if pixel_size is not None else "instance_options"
+        raise ValueError(f"`{which}` applies to `output`='instances' only, got `output`={output!r}.")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     if resume and out is None:
