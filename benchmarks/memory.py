@@ -10,11 +10,9 @@ Run: ``python benchmarks/memory.py [--small 8192] [--large 32768] [--tile 512]``
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np

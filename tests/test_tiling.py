@@ -101,7 +101,8 @@ def test_gaussian_blending_leaves_no_seam_on_tile_borders():
 
     assert seam_ratio("gaussian") <= 1.0
     # The measure can fail: with no overlap the tile edges show.
-    no_overlap = segarch.predict(net, image, axes="YX", tile=tile, overlap=0.0, blend="constant", output="probabilities")[1]
+    no_overlap = segarch.predict(net, image, axes="YX", tile=tile, overlap=0.0, blend="constant",
+                                 output="probabilities")[1]
     grad = np.abs(np.diff(no_overlap, axis=1))
     edges = [s - 1 for s in axis_grid(300, tile, 0, 1, "constant").starts if s > 0]
     assert grad[:, edges].mean() > 1.5 * grad.mean()

@@ -247,7 +247,8 @@ def test_lrr_boundary_mask_is_zero_inside_regions_and_gates_the_residual():
         net.levels[1].coefficients.bias[:] = 3.0  # a finer residual that the mask must suppress in the interior
     y = net(torch.randn(1, 1, 64, 64))
     interior = net.level_predictions[0][..., 2:-2, 2:-2]
-    assert torch.allclose(net.level_predictions[1][..., 8:-8, 8:-8], interior.repeat_interleave(2, 2).repeat_interleave(2, 3)[..., 4:-4, 4:-4], atol=1e-4)
+    upsampled = interior.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    assert torch.allclose(net.level_predictions[1][..., 8:-8, 8:-8], upsampled[..., 4:-4, 4:-4], atol=1e-4)
 
 
 def test_lrr_predicts_ten_basis_coefficients_per_class_on_four_vgg_levels():

@@ -185,7 +185,9 @@ def large_nuclei(shape: tuple[int, int] = (20000, 20000), *, chunks: int = 512, 
             return large_nuclei_block(y0, x0, (y1 - y0, x1 - x0), step=step, seed=seed, image_shape=shape)[which]
 
         image_levels.append(da.map_blocks(render, chunks=level_chunks, dtype=np.uint16, which=0,
-                                          meta=np.empty((0, 0), np.uint16), name=f"large-nuclei-image-{seed}-{shape}-{k}"))
+                                          meta=np.empty((0, 0), np.uint16),
+                                          name=f"large-nuclei-image-{seed}-{shape}-{k}"))
         label_levels.append(da.map_blocks(render, chunks=level_chunks, dtype=np.uint32, which=1,
-                                          meta=np.empty((0, 0), np.uint32), name=f"large-nuclei-labels-{seed}-{shape}-{k}"))
+                                          meta=np.empty((0, 0), np.uint32),
+                                          name=f"large-nuclei-labels-{seed}-{shape}-{k}"))
     return image_levels, label_levels

@@ -87,7 +87,8 @@ class ASPP(nn.Module):
             self.project = None
         else:
             branches.append(ConvNormAct(spatial_dims, in_channels, out_channels, kernel_size=1, norm=norm))
-            branches += [ConvNormAct(spatial_dims, in_channels, out_channels, 3, dilation=r, norm=norm) for r in self.rates]
+            branches += [ConvNormAct(spatial_dims, in_channels, out_channels, 3, dilation=r, norm=norm)
+                         for r in self.rates]
             self.image_pooling = bool(image_pooling)
             if self.image_pooling:
                 branches.append(ImagePooling(spatial_dims, in_channels, out_channels))

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Image", "AXES", "SPATIAL", "check_axes", "guess_axes", "check_scale", "unit_name", "ome_unit", "stem", "level_factor"]
+__all__ = ["Image", "AXES", "SPATIAL", "check_axes", "guess_axes", "check_scale", "unit_name", "ome_unit", "stem",
+           "level_factor"]
 
 AXES = "TCZYX"
 SPATIAL = "ZYX"

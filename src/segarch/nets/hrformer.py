@@ -128,12 +128,13 @@ def _register(variant: str, params: float, name: str, full: str) -> None:
         spatial_dims=(2, 3), size_divisor=32,
         paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 17, "variant": variant, "head": "v1"},
         paper_params=params,
-        paper_params_source=(f"Yuan et al. 2021 (arXiv:2110.09408), COCO pose estimation table: {full}, {params}M — the "
-                             "backbone with a 1×1 layer to 17 keypoint maps on the high-resolution branch, i.e. head='v1', "
-                             "out_channels=17 here. The paper's segmentation nets add an OCR head, not built here."),
+        paper_params_source=(f"Yuan et al. 2021 (arXiv:2110.09408), COCO pose estimation table: {full}, {params}M — "
+                             "the backbone with a 1×1 layer to 17 keypoint maps on the high-resolution branch, i.e. "
+                             "head='v1', out_channels=17 here. The paper's segmentation nets add an OCR head, not "
+                             "built here."),
         test_config=_TEST,
-        notes=("Segmentation head: HRNetV2's (concatenated branches, 1×1 conv + BN + ReLU, classifier) by default, since "
-               "the paper's OCR head belongs to another paper; head='v1' reads the high-resolution branch only. "
+        notes=("Segmentation head: HRNetV2's (concatenated branches, 1×1 conv + BN + ReLU, classifier) by default, "
+               "since the paper's OCR head belongs to another paper; head='v1' reads the high-resolution branch only. "
                "Fusion down-sampling is depth-wise separable, as in the official code (the paper does not say). "
                "Windows are non-overlapping and unshifted (the FFN's depth-wise 3×3 convolution links them); maps are "
                "padded to window multiples. 3D (an extension): cubic windows, 3D depth-wise convolutions."),

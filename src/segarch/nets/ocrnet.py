@@ -37,8 +37,8 @@ __all__ = ["OCRNet"]
     paper_params=57.86,
     paper_params_source=(
         "The paper gives no total for the ResNet-101 model; pinned to ours (19 Cityscapes classes): trunk 42.50M + "
-        "soft-region head 4.73M + 3x3 pixel representation 9.44M + OCR module 1.18M + classifier = 57.86M. Cross-check: the paper's "
-        "Table 3 gives 10.5M for the OCR head (3x3 conv and OCR module; ours 10.62M)."
+        "soft-region head 4.73M + 3x3 pixel representation 9.44M + OCR module 1.18M + classifier = 57.86M. "
+        "Cross-check: the paper's Table 3 gives 10.5M for the OCR head (3x3 conv and OCR module; ours 10.62M)."
     ),
     test_config={"depth": 18, "base_width": 4, "ocr_channels": 16, "key_channels": 8},
     notes=(
@@ -72,7 +72,8 @@ class OCRNet(DilatedResNetNet):
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, depth: int = 101,
-                 output_stride: int = 8, base_width: int = 64, ocr_channels: int = 512, key_channels: int = 256) -> None:
+                 output_stride: int = 8, base_width: int = 64, ocr_channels: int = 512,
+                 key_channels: int = 256) -> None:
         super().__init__(spatial_dims, in_channels, out_channels, depth, output_stride, base_width, False, "OCRNet")
         check_positive_int(ocr_channels, "ocr_channels", "OCRNet")
         check_positive_int(key_channels, "key_channels", "OCRNet")
