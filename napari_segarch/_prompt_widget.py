@@ -50,11 +50,11 @@ def _segment(model_spec, data, points, axes, size, margin):
     """The worker's job (off the GUI thread): resolve the model once, segment, return the crop and how much
     the object stands out from its surroundings."""
     from segarch.prompts.segment import resolve_prompt_model, segment_from_points
-    from segarch.tiling.source import compute_here
+    from segarch.arrays import compute_here
 
     model = resolve_prompt_model(model_spec)
     started = time.perf_counter()
-    crop, offset = segment_from_points(model, _ThreadSafe(data), points, axes=axes, size=size, margin=margin,
+    crop, offset = segment_from_points(model, data, points, axes=axes, size=size, margin=margin,
                                        return_crop=True)
     seconds = time.perf_counter() - started
     edge = None
@@ -67,19 +67,6 @@ def _segment(model_spec, data, points, axes, size, margin):
         mask[tuple(slice(o - a, o - a + c) for o, a, c in zip(offset, lo, crop.shape))] = crop
         edge = outline_edge(region, mask)
     return model, crop, offset, seconds, edge
-
-
-class _ThreadSafe:
-    """An image whose Dask regions are computed with no process-wide callbacks (napari's cache is not
-    thread-safe; see segarch.tiling.source.compute_here): indexing returns NumPy arrays."""
-
-    def __init__(self, data) -> None:
-        self.data, self.shape, self.dtype, self.ndim = data, tuple(data.shape), data.dtype, data.ndim
-
-    def __getitem__(self, index):
-        from segarch.tiling.source import compute_here
-
-        return compute_here(self.data[index])
 
 
 def outline_edge(region: np.ndarray, mask: np.ndarray) -> float:

@@ -86,7 +86,7 @@ def _model_infos(choices) -> dict[tuple[str, str], tuple[int, int]]:
 
 def _load_choices():
     """The loader's job (off the GUI thread: importing torch and the zoo takes seconds)."""
-    from segarch.tiling.runner import available_devices
+    from segarch.devices import available_devices
 
     choices = model_choices()
     return choices, _model_infos(choices), available_devices()
@@ -789,26 +789,18 @@ def suggest_axes(layer, model=None) -> str:
     meta = layer.metadata.get("axes") if isinstance(layer.metadata, dict) else None
     if isinstance(meta, str) and len(meta) == len(shape):
         return meta
+    from segarch.axes import guess_axes
+
     if model is None:
         dims, channels = 2, 1
     elif isinstance(model, tuple):
         dims, channels = model
     else:
         dims, channels = model.spatial_dims, model.in_channels
-    return _guess_axes(shape, dims, channels)
-
-
-def _guess_axes(shape: tuple[int, ...], dims: int, channels: int) -> str:
-    n = len(shape)
-    if n > 5 or n < dims:
-        return ""
-    if channels > 1:
-        for candidate in (0, n - 1):  # a C axis of the model's size: first (CZYX) or last (YXC)
-            if shape[candidate] == channels and n > dims:
-                rest = "TZYX"[-(n - 1):]
-                return "C" + rest if candidate == 0 else rest + "C"
-        return "TCZYX"[-n:]
-    return "TZYX"[-n:] if n <= 4 else "TCZYX"
+    try:
+        return guess_axes(shape, spatial_dims=dims, in_channels=channels)  # the engine's own guess
+    except ValueError:
+        return ""  # the user types them
 
 
 def _notify_error(message: str) -> None:

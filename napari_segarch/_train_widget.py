@@ -37,7 +37,7 @@ _COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
 def _load_sources():
     """The loader's job (off the GUI thread: the zoo and torch take seconds to import)."""
-    from segarch.tiling.runner import available_devices
+    from segarch.devices import available_devices
 
     return model_sources(), available_devices()
 

@@ -3,7 +3,8 @@
 The layers, top to bottom (a module may import its own layer and any layer below it)::
 
     napari_segarch > cli > training > prompts > instances > tiling > model/model_file/pretrained/preprocessing
-        > nets > backbones > blocks/layers > zoo > io/synthetic/samples/satellite/destinations
+        > nets > backbones > blocks/layers > zoo
+        > io/synthetic/samples/satellite/destinations/axes/devices/arrays/deprecation
 
 Every ``import`` counts, function-local ones too (they are real dependencies, only deferred). The
 package root ``segarch`` is a lazy facade: ``import segarch`` followed by ``segarch.train`` is an
@@ -38,7 +39,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("segarch.backbones",),
     ("segarch.blocks", "segarch.layers"),
     ("segarch.zoo",),
-    ("segarch.io", "segarch.synthetic", "segarch.samples", "segarch.satellite", "segarch.destinations"),
+    ("segarch.io", "segarch.synthetic", "segarch.samples", "segarch.satellite", "segarch.destinations",
+     "segarch.axes", "segarch.devices", "segarch.arrays", "segarch.deprecation"),
 ]
 
 #: Known upward edges ``(importer, imported)``: none today. An entry here must say which change removes it;

@@ -114,6 +114,12 @@ def test_each_payload_is_refused_at_load_model_and_never_runs(tmp_path, good_fil
     {"prompt": {"size": "$__import__('os').system('touch MARK')"}},
     {"prompt": {"size": 64, "_target_": "os.system"}},
     {"arch": "$__import__('os').system('touch MARK')"},
+    {"instance": {"decoder": "$__import__('os').system('touch MARK')"}},
+    {"instance": {"decoder": "distance", "_target_": "os.system", "command": "touch MARK"}},
+    {"instance": {"decoder": "distance", "seed_threshold": "$__import__('os').system('touch MARK')"}},
+    {"instance": {"decoder": "distance", "bins": 10 ** 9}},
+    {"instance": {"decoder": "distance", "seed_threshold": 1.5}},
+    {"instance": "distance"},
 ])
 def test_payloads_in_options_prompt_and_arch_are_refused(tmp_path, good_file, monkeypatch, changes):
     monkeypatch.chdir(tmp_path)

@@ -13,7 +13,8 @@ from dask.callbacks import Callback
 from torch import nn
 
 import segarch
-from segarch.tiling.source import ImageSource, compute_here
+from segarch.arrays import compute_here
+from segarch.tiling.source import ImageSource
 
 
 class _Net(nn.Module):
@@ -90,3 +91,33 @@ def test_the_engine_never_fills_the_viewers_cache():
     finally:
         cache.unregister()
     assert len(cache.cache.data) == 0
+
+
+def test_training_and_prompts_read_lazy_images_without_the_global_callbacks():
+    # Training and the Extreme points dock read regions in worker threads while napari slices: the same rule.
+    from segarch.prompts import segment_from_points
+    from segarch.training.data import as_sources, label_stats, make_items, read_region
+    from segarch.training.objects import object_boxes
+
+    seen = []
+
+    class Recorder(Callback):
+        def _start(self, dsk):
+            seen.append(len(dsk))
+
+    rng = np.random.default_rng()
+    pixels = rng.random((48, 48)).astype(np.float32)
+    truth = np.zeros((48, 48), np.uint16)
+    truth[10:20, 12:30] = 1
+    truth[30:40, 5:15] = 2
+    image, labels = da.from_array(pixels, chunks=16) * 1.0, da.from_array(truth, chunks=16)
+    clicker = segarch.Model.from_zoo("dextr_light", in_channels=2, features=(4, 8, 16, 32))
+    with Recorder():
+        mask = segment_from_points(clicker, image, [[15, 12], [15, 29], [10, 20], [19, 20]])
+        sources = as_sources(image, labels, axes="YX", mask=None, spatial_dims=2, in_channels=1)
+        assert label_stats(sources) == (0, 2)
+        region = read_region(make_items(sources)[0], (8, 8), (16, 16), preprocess=lambda x, item: x)
+        assert set(object_boxes(labels)) == {1, 2}
+    assert seen == []  # none of these reads ran napari's (global) callbacks
+    assert mask.shape == (48, 48)
+    np.testing.assert_array_equal(region.image[0], pixels[8:24, 8:24])

@@ -316,7 +316,7 @@ def test_training_regions_use_the_whole_images_percentiles_as_predict_does(monke
     # A bright textured half and a dim noisy half: a background region normalised by its own percentiles
     # would stretch noise over [0, 1]; predict() freezes the whole image's, and training must match it.
     from segarch.preprocessing import DEFAULT_PREPROCESSING
-    from segarch.tiling.runner import Preprocessor
+    from segarch.preprocessing import Preprocessor
     from segarch.training import normalisation
     from segarch.training.normalisation import PerImagePreprocessing
 

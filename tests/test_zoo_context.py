@@ -49,7 +49,7 @@ def test_deeplab_v3_aspp_has_1x1_three_atrous_and_image_pooling(name):
     assert aspp.rates == (6, 12, 18) and aspp.image_pooling
     assert len(aspp.branches) == 5 and isinstance(aspp.branches[-1], ImagePooling)
     assert aspp.branches[0].conv.kernel_size == (1, 1)
-    assert [b.conv.dilation[0] for b in aspp.branches[1:4]] == [6, 12, 18]
+    assert [_dilations(b) for b in aspp.branches[1:4]] == [[6], [12], [18]]
     assert aspp.project.conv.in_channels == 5 * 256 and aspp.project.conv.out_channels == 256
     assert net.encoder.reductions[-1] == 16
     # The rates double at output stride 8, as the paper does.
@@ -65,13 +65,67 @@ def test_image_pooling_branch_is_constant_over_space():
     assert torch.allclose(out, out[..., :1, :1, :1].expand_as(out))
 
 
-def test_deeplab_v3_plus_decoder_reads_stride_4_features_reduced_to_48():
-    net = _paper_net("deeplab_v3_plus")
+@pytest.mark.parametrize("backbone", ["xception65", "xception71", "resnet"])
+def test_deeplab_v3_plus_decoder_reads_stride_4_features_reduced_to_48(backbone):
+    with torch.device("meta"):
+        net = zoo.create("deeplab_v3_plus", **{**zoo.card("deeplab_v3_plus").paper_config, "backbone": backbone})
     assert net.encoder.reductions[1] == 4
     assert net.reduce.conv.in_channels == net.encoder.out_channels[1] == 256
     assert net.reduce.conv.out_channels == 48
-    assert net.decoder[0].conv.in_channels == 256 + 48
-    assert len(net.decoder) == 2 and all(c.conv.kernel_size == (3, 3) for c in net.decoder)
+    convs = [[m for m in c.modules() if isinstance(m, nn.Conv2d)] for c in net.decoder]
+    assert len(net.decoder) == 2 and convs[0][0].in_channels == 256 + 48
+    if backbone == "resnet":  # the Sec. 4.1 model: plain 3x3 convolutions
+        assert all(len(c) == 1 and c[0].kernel_size == (3, 3) for c in convs)
+    else:  # the paper's best models: depthwise 3x3 then pointwise 1x1, each with BN
+        assert all([m.kernel_size for m in c] == [(3, 3), (1, 1)] and c[0].groups == c[0].in_channels for c in convs)
+        assert all(len([m for m in c.modules() if isinstance(m, nn.BatchNorm2d)]) == 2 for c in net.decoder)
+
+
+@pytest.mark.parametrize("depth", [65, 71])
+def test_aligned_xception_has_its_named_number_of_3x3_layers(depth):
+    from segarch.backbones.aligned_xception import AlignedXceptionEncoder
+
+    with torch.device("meta"):
+        encoder = AlignedXceptionEncoder(2, 3, depth=depth)
+    three = [m for m in encoder.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(three) == depth  # 2 root convolutions + 3 depthwise per unit (entry, 16 middle, 2 exit)
+    depthwise = [m for m in three if m.groups > 1]
+    assert len(depthwise) == depth - 2 and all(m.groups == m.in_channels == m.out_channels for m in depthwise)
+    # Max-pooling is replaced by strided separable convolutions: no pooling layer at all.
+    assert not [m for m in encoder.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+    assert encoder.out_channels[-1] == 2048 and len(encoder.units) == (3 if depth == 65 else 5) + 16 + 2
+
+
+def test_deeplab_v3_plus_xception_counts_match_the_published_cityscapes_figure():
+    card = zoo.card("deeplab_v3_plus")
+    # Auto-DeepLab (arXiv:1901.02985) gives 43.48M for DeepLab v3+ (Xception-71, Cityscapes, 19 classes).
+    x71 = zoo.parameter_count("deeplab_v3_plus", **{**card.paper_config, "backbone": "xception71", "out_channels": 19})
+    assert abs(x71 / 1e6 - 43.48) < 0.01
+    assert abs(zoo.parameter_count("deeplab_v3_plus") / 1e6 - 41.06) < 0.01
+    resnet = {**card.paper_config, "backbone": "resnet"}
+    assert abs(zoo.parameter_count("deeplab_v3_plus", **resnet) / 1e6 - 59.34) < 0.01
+    assert abs(zoo.parameter_count("deeplab_v3_plus", **resnet, separable=True) / 1e6 - 45.69) < 0.01
+
+
+def test_deeplab_v3_plus_output_stride_8_dilates_the_exit_flow():
+    torch.manual_seed(0)
+    config = {k: v for k, v in zoo.card("deeplab_v3_plus").test_config.items() if k != "rates"}
+    net = zoo.create("deeplab_v3_plus", in_channels=1, out_channels=2, output_stride=8, **config).eval()
+    assert net.aspp.rates == (12, 24, 36) and net.encoder.reductions[-1] == 8
+    with torch.no_grad():
+        features = net.encoder(torch.randn(1, 1, 64, 48))
+    assert [tuple(f.shape[2:]) for f in features] == [(16, 12), (16, 12), (8, 6), (8, 6)]
+    rates = [_dilations(unit) for unit in net.encoder.units]
+    assert rates[2] == [1, 1, 1] and rates[3] == [2, 2, 2] and rates[-1] == [4, 4, 4]
+
+
+def test_deeplab_v3_plus_options_of_the_other_backbone_are_refused():
+    with pytest.raises(ValueError, match=r"`depth`=50 does not apply to backbone='xception65'.*width, middle_units"):
+        zoo.create("deeplab_v3_plus", depth=50)
+    with pytest.raises(ValueError, match=r"`middle_units`=8 does not apply to backbone='resnet'"):
+        zoo.create("deeplab_v3_plus", backbone="resnet", middle_units=8)
+    with pytest.raises(ValueError, match="`backbone` must be one of"):
+        zoo.create("deeplab_v3_plus", backbone="xception41")
 
 
 # --- PSPNet --------------------------------------------------------------------------------------------

@@ -284,5 +284,42 @@ def test_hrformer_paper_widths_and_counts():
     from segarch.nets.hrformer import HRFORMER_VARIANTS
 
     assert HRFORMER_VARIANTS == {"small": (32, (1, 2, 4, 8)), "base": (78, (2, 4, 8, 16))}
-    assert abs(zoo.parameter_count("hrformer_small") / 1e6 - 7.8) < 0.1
-    assert abs(zoo.parameter_count("hrformer_base") / 1e6 - 43.2) < 0.1
+    # The segmentation networks (the cards' configuration): HRFormer + OCR, Cityscapes' 19 classes.
+    assert abs(zoo.parameter_count("hrformer_small") / 1e6 - 13.5) < 0.05
+    assert abs(zoo.parameter_count("hrformer_base") / 1e6 - 56.2) < 0.25
+    # The pose networks of the paper's COCO table: a 1x1 layer to 17 keypoint maps on the high-resolution branch.
+    for name, figure in (("hrformer_small", 7.8), ("hrformer_base", 43.2)):
+        pose = {**zoo.card(name).paper_config, "head": "v1", "out_channels": 17}
+        assert abs(zoo.parameter_count(name, **pose) / 1e6 - figure) < 0.1
+
+
+def test_hrformer_and_hrnet_ocr_heads_follow_the_authors_layer_sizes():
+    with torch.device("meta"):
+        hrformer = zoo.create("hrformer_base", **zoo.card("hrformer_base").paper_config)
+        hrnet = zoo.create("hrnet_ocr", **zoo.card("hrnet_ocr").paper_config)
+    # HRFormer-B: 78+156+312+624 = 1170 channels; soft regions from a 3x3 conv to 512 (HRFormer's OCR head).
+    aux = hrformer.head.soft_regions[0].conv
+    assert aux.in_channels == 1170 and aux.kernel_size == (3, 3) and aux.out_channels == 512
+    # HRNetV2-W48: 48+96+192+384 = 720 channels; soft regions from a 1x1 conv keeping 720 (HRNet-OCR's head).
+    aux = hrnet.head.soft_regions[0].conv
+    assert aux.in_channels == 720 and aux.kernel_size == (1, 1) and aux.out_channels == 720
+    for net in (hrformer, hrnet):
+        assert net.head.pixels.conv.kernel_size == (3, 3) and net.head.pixels.conv.out_channels == 512
+        assert net.head.pixels.conv.bias is not None  # the authors' 3x3 convolution keeps its bias before BN
+        assert net.head.ocr.key_channels == 256 and net.head.classifier.out_channels == 19
+    assert abs(zoo.parameter_count("hrnet_ocr") / 1e6 - 70.3) < 0.1
+
+
+@pytest.mark.parametrize("name", ["hrnet_ocr", "hrformer_small"])
+def test_ocr_nets_keep_soft_region_logits_for_the_auxiliary_loss_in_training(name):
+    torch.manual_seed(0)
+    net = zoo.create(name, spatial_dims=2, in_channels=1, out_channels=3, **zoo.card(name).test_config)
+    x = torch.randn(2, 1, 64, 32)
+    y = net.train()(x)
+    assert y.shape == net.aux_logits.shape == (2, 3, 64, 32)
+    (y.square().mean() + 0.4 * net.aux_logits.square().mean()).backward()
+    assert all(p.grad is not None for p in net.head.soft_regions.parameters())
+    net.eval()
+    with torch.no_grad():
+        net(x)
+    assert net.aux_logits is None

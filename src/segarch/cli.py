@@ -98,7 +98,7 @@ def _demo(args) -> int:
     import segarch
     from segarch import pretrained
     from segarch.samples import nuclei
-    from segarch.tiling.runner import resolve_device
+    from segarch.devices import resolve_device
 
     torch.manual_seed(args.seed)
     shipped = args.model or {2: "nuclei2d", 3: "nuclei3d"}[args.dims]  # a shipped trained model by default

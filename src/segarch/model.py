@@ -10,13 +10,10 @@ import torch
 from torch import nn
 
 from segarch import zoo
-from segarch.preprocessing import DEFAULT_PREPROCESSING, build_preprocessing, check_preprocessing
+from segarch.axes import model_axes
+from segarch.preprocessing import DEFAULT_PREPROCESSING, Preprocessor, check_preprocessing
 
 __all__ = ["Model"]
-
-
-def _default_axes(spatial_dims: int) -> str:
-    return "C" + "ZYX"[-spatial_dims:]
 
 
 @dataclass(eq=False)
@@ -38,6 +35,9 @@ class Model:
         description: free text: what it was trained on and how.
         prompt: extreme-point models: the crop recipe they were trained with (``size``, ``margin``,
             ``min_margin``, ``sigma``, see :class:`segarch.prompts.PromptSettings`); ``None``: their kind's default.
+        instance: instance models: the decoder that turns their output into objects, as plain settings
+            (``{"decoder": "distance", "bins": 4, "seed_threshold": 0.6, ...}``, see
+            :mod:`segarch.instances.decode`), tuned on held-out images when trained; ``None`` for other models.
         name: where it came from, for provenance: the shipped model's name (``"nuclei2d"``) or the model
             file's name; ``None`` for a network built here. Not saved in model files.
 
@@ -60,6 +60,7 @@ class Model:
     trained: bool = False
     description: str = ""
     prompt: dict[str, Any] | None = None
+    instance: dict[str, Any] | None = None
     name: str | None = None
 
     def __post_init__(self) -> None:
@@ -70,18 +71,17 @@ class Model:
                 f"`class_names` must have one name per output channel ({self.out_channels}), got {self.class_names!r}."
             )
         self.class_names = [str(n) for n in self.class_names]
-        self.axes = self.axes or _default_axes(self.spatial_dims)
-        if sorted(self.axes) != sorted(_default_axes(self.spatial_dims)):
+        self.axes = self.axes or model_axes(self.spatial_dims)
+        if sorted(self.axes) != sorted(model_axes(self.spatial_dims)):
             raise ValueError(
                 f"`axes` must hold C and the {self.spatial_dims} spatial axes "
-                f"({_default_axes(self.spatial_dims)!r}), got {self.axes!r}."
+                f"({model_axes(self.spatial_dims)!r}), got {self.axes!r}."
             )
         if self.pixel_size is not None:
             if len(self.pixel_size) != self.spatial_dims:
                 raise ValueError(f"`pixel_size` must have {self.spatial_dims} values, got {self.pixel_size!r}.")
             self.pixel_size = [float(v) for v in self.pixel_size]
         self.preprocessing = check_preprocessing(self.preprocessing)
-        self._preprocess = None
 
     @classmethod
     def from_zoo(cls, arch: str, *, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
@@ -105,10 +105,13 @@ class Model:
         return sum(p.numel() for p in self.network.parameters())
 
     def preprocess(self, array) -> np.ndarray:
-        """Apply the model's pre-processing to one image ``(C, *spatial)``; returns float32."""
-        if self._preprocess is None:
-            self._preprocess = build_preprocessing(self.preprocessing)
-        return self._preprocess(array)
+        """Apply the model's pre-processing to one whole image ``(C, *spatial)``; returns float32.
+
+        Percentiles are measured over the whole image, as ``segarch.predict`` measures them before it tiles
+        (:class:`segarch.preprocessing.Preprocessor`).
+        """
+        array = np.asarray(array)
+        return Preprocessor.for_image(self.preprocessing, lambda: array.reshape(array.shape[0], -1))(array)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the network for a batch ``(B, C, *spatial)``."""
@@ -129,6 +132,7 @@ class Model:
             "trained": self.trained,
             "description": self.description,
             "prompt": None if self.prompt is None else dict(self.prompt),
+            "instance": None if self.instance is None else dict(self.instance),
         }
 
     def __repr__(self) -> str:

@@ -43,6 +43,12 @@ _MAX_CHANNELS = 4096
 _TEXT = re.compile(r"^[A-Za-z0-9_.\- ]{0,64}$")   # option strings are names ("batch", "bilinear")
 _PROMPT_KEYS = {"size": (int, 4, 1024), "margin": (float, 0.0, 10.0), "min_margin": (int, 0, 1024),
                 "sigma": (float, 1e-4, 1.0)}
+# An instance model's decoder settings (segarch.instances.decode), as plain bounded values. The decoder is
+# named, never imported from the file: the name must be one of these families, the rest numbers in range.
+_INSTANCE_DECODERS = ("distance", "boundary")
+_INSTANCE_KEYS = {"bins": (int, 2, 32), "seed_threshold": (float, 1e-6, 1 - 1e-6),
+                  "foreground_threshold": (float, 1e-6, 1 - 1e-6), "min_size": (int, 0, 2 ** 31),
+                  "width": (float, 1.0, 64.0)}
 
 
 def save_model(model: Model, path: str | os.PathLike, *, half: bool = False) -> Path:
@@ -143,6 +149,7 @@ def check_metadata(meta: dict[str, Any], *, where: str = "the model file") -> di
         raise ValueError(f"{where}: 'pixel_size' must be a list of positive numbers, got {size!r:.120}.")
     clean["preprocessing"] = check_preprocessing(meta.get("preprocessing", []), where=where)
     clean["prompt"] = _check_prompt(meta.get("prompt"), where)
+    clean["instance"] = _check_instance(meta.get("instance"), where)
     for key in ("trained",):
         if not isinstance(meta.get(key, False), bool):
             raise ValueError(f"{where}: {key!r} must be true or false, got {meta.get(key)!r:.120}.")
@@ -194,6 +201,28 @@ def _check_prompt(prompt, where: str):
             raise ValueError(f"{where}: prompt {key!r} must be a{'n integer' if kind is int else ' number'} from "
                              f"{low} to {high}, got {value!r:.120}.")
     return dict(prompt)
+
+
+def _check_instance(instance, where: str):
+    """An instance model's decoder settings: a known decoder name and bounded numbers, nothing else."""
+    if instance is None:
+        return None
+    if not isinstance(instance, dict) or instance.get("decoder") not in _INSTANCE_DECODERS:
+        raise ValueError(f"{where}: 'instance' must be an object whose 'decoder' is one of "
+                         f"{', '.join(_INSTANCE_DECODERS)}, got {instance!r:.120}.")
+    unknown = set(instance) - set(_INSTANCE_KEYS) - {"decoder"}
+    if unknown:
+        raise ValueError(f"{where}: 'instance' was refused: unknown settings {sorted(map(str, unknown))!r:.120}; "
+                         f"allowed: decoder, {', '.join(_INSTANCE_KEYS)}.")
+    for key, value in instance.items():
+        if key == "decoder":
+            continue
+        kind, low, high = _INSTANCE_KEYS[key]
+        ok = _is_number(value) and (kind is float or isinstance(value, int)) and math.isfinite(value)
+        if not ok or not low <= value <= high:
+            raise ValueError(f"{where}: instance {key!r} must be a{'n integer' if kind is int else ' number'} from "
+                             f"{low:g} to {high:g}, got {value!r:.120}.")
+    return dict(instance)
 
 
 def load_model(path: str | os.PathLike, *, arch: str | None = None, spatial_dims: int | None = None,
@@ -359,6 +388,7 @@ def _model_from_metadata(meta: dict[str, Any], path: Path, shapes: Mapping[str, 
     model.trained = bool(meta.get("trained", False))
     model.description = meta.get("description", "")
     model.prompt = meta.get("prompt")
+    model.instance = meta.get("instance")
     model.__post_init__()  # re-validate what the file said
     return model
 

@@ -9,16 +9,23 @@ lists of numbers. There are no ``$`` expressions, ``@`` references, ``_requires_
 ``Lambda`` or import paths: :func:`check_preprocessing` refuses them, naming the step, and
 :func:`build_preprocessing` looks the class up in ``monai.transforms`` by name and calls it with the
 checked arguments (``monai.bundle.ConfigParser`` is never used on a model file).
+
+Applied to images larger than memory, percentile normalisation must be measured once over the whole
+image, not per tile or per training patch (each would get its own contrast): :class:`Preprocessor`
+holds a model's steps with the percentiles frozen, as ``segarch.predict``, training and
+:meth:`segarch.Model.preprocess` apply them.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_PREPROCESSING", "ALLOWED_TRANSFORMS", "build_preprocessing", "check_preprocessing"]
+__all__ = ["DEFAULT_PREPROCESSING", "ALLOWED_TRANSFORMS", "build_preprocessing", "check_preprocessing",
+           "Preprocessor", "is_percentile_step", "spread_indices"]
 
 #: Percentile normalisation of each channel to [0, 1], robust to outliers.
 DEFAULT_PREPROCESSING: list[dict[str, Any]] = [
@@ -164,3 +171,86 @@ def build_preprocessing(config: Sequence[dict[str, Any]]):
         return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
 
     return apply
+
+
+_PERCENTILES = "ScaleIntensityRangePercentiles"
+
+
+def is_percentile_step(step: dict[str, Any]) -> bool:
+    """Whether ``step`` is a percentile normalisation (its percentiles are measured over the whole image)."""
+    return str(step.get("_target_", "")).rsplit(".", 1)[-1] == _PERCENTILES
+
+
+def spread_indices(n: int, k: int) -> list[int]:
+    """Up to ``k`` indices spread evenly over ``range(n)`` (where to sample an image for its percentiles)."""
+    return sorted({int(v) for v in np.linspace(0, n - 1, num=min(n, k)).round()})
+
+
+@dataclass
+class Preprocessor:
+    """A model's pre-processing made tile-independent.
+
+    Percentile normalisation computed per tile would give every tile its own contrast (seams), so
+    its percentiles are measured once on the whole image (:meth:`calibrate` or :meth:`for_image`) and
+    frozen as per-channel ranges; the remaining transforms (pointwise ones) are applied per tile.
+    Calling it on ``(C, *spatial)`` returns float32.
+    """
+
+    ranges: list[tuple[float, float]] | None = None  # per channel (lo, hi) of the frozen percentiles
+    target: tuple[float | None, float | None, bool] = (0.0, 1.0, True)  # b_min, b_max, clip
+    rest: list[dict[str, Any]] = field(default_factory=list)
+    _compose: Any = field(default=None, repr=False, compare=False)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x).astype(np.float32, copy=False)
+        if self.ranges is not None:
+            b_min, b_max, clip = self.target
+            lo = np.array([r[0] for r in self.ranges], np.float32).reshape((-1,) + (1,) * (x.ndim - 1))
+            hi = np.array([r[1] for r in self.ranges], np.float32).reshape(lo.shape)
+            span = (1.0 if b_min is None or b_max is None else b_max - b_min)
+            scale = np.where(hi > lo, span / np.maximum(hi - lo, 1e-12), 0.0).astype(np.float32)
+            x = (x - lo) * scale + (0.0 if b_min is None or b_max is None else b_min)
+            if clip and (b_min is not None or b_max is not None):
+                x = np.clip(x, b_min, b_max)
+        if self.rest:
+            if self._compose is None:
+                self._compose = build_preprocessing(self.rest)
+            x = self._compose(x)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_compose"] = None
+        return state
+
+    @classmethod
+    def calibrate(cls, config: Sequence[dict[str, Any]], sample: np.ndarray) -> "Preprocessor":
+        """Freeze the percentile step of ``config`` (when it comes first) on ``sample``: ``(C, ...)`` values
+        drawn from the whole image. MONAI's ``ScaleIntensityRangePercentiles`` arguments keep their meaning
+        (``channel_wise``, ``relative``, ``clip``, ``b_min``/``b_max``)."""
+        ranges, target, rest = None, (0.0, 1.0, True), []
+        for step in config:
+            if is_percentile_step(step) and ranges is None and not rest:
+                lower, upper = float(step.get("lower", 0)), float(step.get("upper", 100))
+                if step.get("channel_wise", False):
+                    ranges = [tuple(float(v) for v in np.percentile(c, [lower, upper])) for c in sample]
+                else:
+                    lo, hi = np.percentile(sample, [lower, upper])
+                    ranges = [(float(lo), float(hi))] * sample.shape[0]
+                b_min, b_max = step.get("b_min", 0.0), step.get("b_max", 1.0)
+                if step.get("relative", False) and b_min is not None and b_max is not None:
+                    b_min, b_max = ((b_max - b_min) * lower / 100 + b_min, (b_max - b_min) * upper / 100 + b_min)
+                target = (None if b_min is None else float(b_min), None if b_max is None else float(b_max),
+                          bool(step.get("clip", False)))
+            else:
+                rest.append(step)
+        return cls(ranges, target, rest)
+
+    @classmethod
+    def for_image(cls, config: Sequence[dict[str, Any]], sample: Callable[[], np.ndarray]) -> "Preprocessor":
+        """``config`` (checked) frozen for one image; ``sample()`` draws its ``(C, n)`` values, called only when
+        ``config`` has a percentile step."""
+        steps = check_preprocessing(config)
+        if not any(is_percentile_step(s) for s in steps):
+            return cls(rest=steps)
+        return cls.calibrate(steps, sample())

@@ -7,6 +7,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from segarch.layers.batch_statistics import ExplainsBatchStatistics
+
 __all__ = ["Encoder", "ClassifierHead", "BackboneClassifier", "stem_pool_stages"]
 
 
@@ -54,7 +56,7 @@ class ClassifierHead(nn.Module):
         return self.fc(self.dropout(x.flatten(2).mean(-1)))
 
 
-class BackboneClassifier(nn.Module):
+class BackboneClassifier(ExplainsBatchStatistics):
     """An encoder with its classification head: what a ``task="backbone"`` zoo entry builds.
 
     ``forward(x)`` returns class logits ``(B, out_channels)``; ``features(x)`` the encoder's maps.

@@ -25,6 +25,7 @@ from segarch.backbones.base import Encoder
 from segarch.backbones.resnet import BasicBlock, Bottleneck
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.hr_fusion import HRModule, HRTransition
+from segarch.layers.batch_statistics import ExplainsBatchStatistics
 from segarch.layers.checks import check_choice, check_positive_int, check_spatial_dims
 from segarch.zoo import register
 
@@ -111,7 +112,7 @@ class HighResolutionEncoder(Encoder):
         return xs
 
 
-class HRNetClassifier(nn.Module):
+class HRNetClassifier(ExplainsBatchStatistics):
     """HRNet's ImageNet classifier: the encoder and its multi-resolution classification head.
 
     Args:

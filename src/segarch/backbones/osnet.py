@@ -18,6 +18,7 @@ from monai.networks.layers.factories import Pool
 from segarch.backbones.base import Encoder
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.squeeze_excitation import SqueezeExcitation
+from segarch.layers.batch_statistics import POOLED, ExplainsBatchStatistics
 from segarch.layers.checks import check_spatial_dims
 from segarch.zoo import register
 
@@ -93,7 +94,10 @@ class OSNetEncoder(Encoder):
         return [f4, f8, f16]
 
 
-class _OSNetClassifier(nn.Module):
+class _OSNetClassifier(ExplainsBatchStatistics):
+    net_name = "OSNet"
+    norm_stride = POOLED  # FC-BN-ReLU on the pooled features: training needs a batch of 2 or more
+
     def __init__(self, spatial_dims: int, in_channels: int, classes: int, width: float, feature_dim: int) -> None:
         super().__init__()
         self.encoder = OSNetEncoder(spatial_dims, in_channels, width)

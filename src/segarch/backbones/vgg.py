@@ -13,6 +13,7 @@ from monai.networks.layers.factories import Conv, Dropout, Pool
 
 from segarch.backbones.base import Encoder
 from segarch.blocks import ConvNormAct
+from segarch.layers.batch_statistics import ExplainsBatchStatistics
 from segarch.layers.checks import check_spatial_dims
 from segarch.zoo import register
 
@@ -85,7 +86,7 @@ class VGGEncoder(Encoder):
         return features
 
 
-class _VGGClassifier(nn.Module):
+class _VGGClassifier(ExplainsBatchStatistics):
     def __init__(self, spatial_dims: int, in_channels: int, classes: int, width_scale: float, hidden: int,
                  dropout: float) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from monai.networks.layers.utils import get_norm_layer
 
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.pooled_conv import PooledConvNormAct
+from segarch.blocks.separable import SeparableConv
 from segarch.layers.checks import check_positive_ints
 
 __all__ = ["ASPP", "ImagePooling", "DenseASPP"]
@@ -61,6 +62,8 @@ class ASPP(nn.Module):
         image_pooling: add the image-level branch (``concat`` only).
         norm: normalisation of the ``concat`` branches and projection.
         dropout: dropout after the projection (``concat`` only).
+        separable: the 3×3 branches are depthwise-separable (depthwise atrous 3×3 → BN → ReLU → pointwise 1×1 →
+            BN → ReLU), DeepLab v3+'s choice with Xception (``concat`` only).
     """
 
     def __init__(
@@ -73,9 +76,11 @@ class ASPP(nn.Module):
         image_pooling: bool = True,
         norm="batch",
         dropout: float = 0.0,
+        separable: bool = False,
     ) -> None:
         super().__init__()
         self.rates = check_positive_ints(rates, "rates")
+        self.separable = bool(separable)
         if fusion not in ("sum", "concat"):
             raise ValueError(f"`fusion` must be 'sum' or 'concat' for ASPP, got {fusion!r}.")
         self.fusion = fusion
@@ -87,8 +92,12 @@ class ASPP(nn.Module):
             self.project = None
         else:
             branches.append(ConvNormAct(spatial_dims, in_channels, out_channels, kernel_size=1, norm=norm))
-            branches += [ConvNormAct(spatial_dims, in_channels, out_channels, 3, dilation=r, norm=norm)
-                         for r in self.rates]
+            if self.separable:
+                branches += [SeparableConv(spatial_dims, in_channels, out_channels, 3, dilation=r, norm=norm,
+                                           depthwise_norm=norm) for r in self.rates]
+            else:
+                branches += [ConvNormAct(spatial_dims, in_channels, out_channels, 3, dilation=r, norm=norm)
+                             for r in self.rates]
             self.image_pooling = bool(image_pooling)
             if self.image_pooling:
                 branches.append(ImagePooling(spatial_dims, in_channels, out_channels))

@@ -10,11 +10,12 @@ object-contextual representation that is fused with the pixel's own.
 from __future__ import annotations
 
 import torch
+from monai.networks.layers.factories import Conv
 from torch import nn
 
 from segarch.blocks.conv import ConvNormAct
 
-__all__ = ["SpatialGather", "ObjectContext"]
+__all__ = ["SpatialGather", "ObjectContext", "OCRHead"]
 
 
 class SpatialGather(nn.Module):
@@ -67,3 +68,46 @@ class ObjectContext(nn.Module):
         self.relation = relation.detach()
         context = torch.einsum("bnk,bck->bcn", relation, v).reshape(pixels.shape[0], -1, *pixels.shape[2:])
         return self.fuse(torch.cat([self.up(context), pixels], dim=1))
+
+
+class OCRHead(nn.Module):
+    """The OCR head of the HRNet and HRFormer segmentation models, on features already at one grid.
+
+    Soft object regions come from an auxiliary classifier (a 1×1 conv-norm-act keeping the width, as HRNetV2 +
+    OCR, or a 3×3 conv-norm-act to ``ocr_channels``, as HRFormer + OCR, then a 1×1 convolution to the classes);
+    the pixel representation is a 3×3 conv-norm-act to ``ocr_channels``; object region representations, the
+    pixel-region relation and the fused representation follow (:class:`SpatialGather`, :class:`ObjectContext`),
+    then a 1×1 classifier. The convolutions before batch norm keep their biases, as in the authors' code.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: channels of the features (720 for HRNetV2-W48's concatenated branches).
+        out_channels: classes (= soft object regions).
+        ocr_channels: pixel and object representation channels (512).
+        key_channels: pixel-region relation channels (256).
+        aux: ``"1x1"`` (HRNetV2 + OCR) or ``"3x3"`` (HRFormer + OCR) soft-region classifier.
+        dropout: dropout after the fusion (0.05).
+
+    ``forward(features)`` returns ``(logits, soft-region logits)`` at the features' grid.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, ocr_channels: int = 512,
+                 key_channels: int = 256, aux: str = "1x1", dropout: float = 0.05) -> None:
+        super().__init__()
+        if aux not in ("1x1", "3x3"):
+            raise ValueError(f"`aux` must be '1x1' or '3x3' for the OCR head, got {aux!r}.")
+        d, conv = spatial_dims, Conv[Conv.CONV, spatial_dims]
+        aux_channels = in_channels if aux == "1x1" else ocr_channels
+        self.soft_regions = nn.Sequential(
+            ConvNormAct(d, in_channels, aux_channels, 1 if aux == "1x1" else 3, bias=True),
+            conv(aux_channels, out_channels, 1),
+        )
+        self.pixels = ConvNormAct(d, in_channels, ocr_channels, 3, bias=True)
+        self.gather = SpatialGather()
+        self.ocr = ObjectContext(d, ocr_channels, key_channels, ocr_channels, dropout=dropout)
+        self.classifier = conv(ocr_channels, out_channels, 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        regions = self.soft_regions(features)
+        pixels = self.pixels(features)
+        return self.classifier(self.ocr(pixels, self.gather(pixels, regions))), regions

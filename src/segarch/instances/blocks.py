@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from segarch.arrays import compute_here
 from segarch.instances._checks import check_spacing
 from segarch.instances.decode import get_decoder
 
@@ -384,8 +385,7 @@ def _decode_block(probabilities, grid: _Grid, key, decode_fn, store) -> None:
     window, core = grid.window(b), grid.core(b)
     dims = len(grid.shape)
     data = probabilities[tuple(plane) + (slice(None),) + tuple(slice(lo, hi) for lo, hi in window)]
-    if hasattr(data, "compute"):
-        data = data.compute(scheduler="synchronous")
+    data = compute_here(data)  # not napari's process-wide Dask callbacks: this may run beside a viewer
     labels = np.asarray(decode_fn(np.asarray(data, np.float32)))
     if labels.shape != tuple(hi - lo for lo, hi in window):
         raise ValueError(f"the decoder returned shape {labels.shape} for a window of {[hi - lo for lo, hi in window]}.")

@@ -1,7 +1,8 @@
 """The image every reader returns: pyramid levels as Dask arrays, named axes, physical scale.
 
 Axes are letters from ``TCZYX`` (time, channel, depth, rows, columns), each at most once, in the
-order of the array's dimensions (``"YX"``, ``"ZYX"``, ``"CYX"``, ``"YXC"`` for RGB, ``"TCZYX"``).
+order of the array's dimensions (``"YX"``, ``"ZYX"``, ``"CYX"``, ``"YXC"`` for RGB, ``"TCZYX"``); the
+alphabet and the guesser are :mod:`segarch.axes`'s (re-exported here).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from segarch.axes import AXES, SPATIAL, check_axes, guess_axes
+
 __all__ = ["Image", "AXES", "SPATIAL", "check_axes", "guess_axes", "check_scale", "unit_name", "ome_unit", "stem",
            "level_factor"]
 
-AXES = "TCZYX"
-SPATIAL = "ZYX"
 
 # NGFF units (UDUNITS-2 names) and the OME-XML symbols for the common ones.
 _OME_TO_NGFF = {
@@ -44,34 +45,6 @@ def unit_name(unit: Any) -> str | None:
 def ome_unit(unit: str | None) -> str | None:
     """The OME-XML symbol (``"µm"``) for an NGFF unit name, or ``None``."""
     return _NGFF_TO_OME.get(unit) if unit else None
-
-
-def check_axes(axes: str, ndim: int, *, name: str = "axes") -> str:
-    """Validate an axes string for an array of ``ndim`` dimensions; returns it upper-cased."""
-    if not isinstance(axes, str):
-        raise ValueError(f"`{name}` must be a string of letters from {AXES!r}, got {axes!r}.")
-    upper = axes.upper()
-    if len(upper) != ndim or len(set(upper)) != len(upper) or set(upper) - set(AXES) or not {"Y", "X"} <= set(upper):
-        raise ValueError(
-            f"`{name}` must name each of the {ndim} dimensions once with letters from {AXES!r} and include "
-            f"'Y' and 'X', got {axes!r}.")
-    return upper
-
-
-def guess_axes(shape: Sequence[int], *, rgb: bool | None = None) -> str:
-    """Axes for an array that carries none: ``YX``, ``ZYX`` (``YXC`` for RGB(A)), ``TZYX``, ``TCZYX``."""
-    ndim = len(shape)
-    if rgb is None:
-        rgb = ndim == 3 and shape[-1] in (3, 4)
-    if ndim < 2 or ndim > 5:
-        return _too_many(shape)
-    if rgb and ndim >= 3:
-        return {3: "", 4: "Z", 5: "TZ"}[ndim] + "YXC"
-    return {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TCZYX"}[ndim]
-
-
-def _too_many(shape) -> str:
-    raise ValueError(f"Images must have 2 to 5 dimensions (axes from {AXES!r}), got shape {tuple(shape)}.")
 
 
 def check_scale(scale: Sequence[float] | None, axes: str, *, name: str = "scale") -> tuple[float, ...]:

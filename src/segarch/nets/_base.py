@@ -5,16 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segarch.layers.batch_statistics import ExplainsBatchStatistics
 from segarch.layers.checks import padded_shape
 
 __all__ = ["SegmentationNet"]
 
 
-class SegmentationNet(nn.Module):
+class SegmentationNet(ExplainsBatchStatistics):
     """Base of the zoo's dense-prediction networks.
 
     Subclasses set ``spatial_dims`` and ``size_divisor`` and call :meth:`check_input_shape` first
-    in ``forward``, so a wrong input fails with a message that states the divisor and a padded shape.
+    in ``forward``, so a wrong input fails with a message that states the divisor and a padded shape. Training on
+    too small a batch and input for the network's batch norm fails with a message saying what is allowed
+    (:class:`~segarch.layers.batch_statistics.ExplainsBatchStatistics`).
     """
 
     spatial_dims: int = 2

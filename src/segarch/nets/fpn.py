@@ -29,8 +29,12 @@ __all__ = ["SemanticFPN"]
 
 
 def _group_norm(channels: int) -> tuple:
-    # 32 groups as in the paper, fewer when a narrow (test) width is not a multiple of 32.
-    return ("group", {"num_groups": math.gcd(32, channels)})
+    # 32 groups as in the paper; fewer for a narrow width, so that every group keeps at least 2 channels: a group
+    # of one channel on P5's 1×1 map (a 32-px input) would hold a single value, which group norm refuses.
+    groups = math.gcd(32, channels)
+    if channels // groups < 2:
+        groups = math.gcd(32, channels // 2) if channels >= 2 else 1
+    return ("group", {"num_groups": groups})
 
 
 @register(

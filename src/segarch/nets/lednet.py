@@ -140,7 +140,9 @@ class LEDNet(SegmentationNet):
         dropout: spatial dropout of the SS-nbt units (0.03 at 1/2 and 1/4 and 0.3 at 1/8 in the authors'
             training; here one probability, scaled by 0.1 before 1/8).
 
-    ``forward(x)`` returns logits ``(B, out_channels, *spatial)``; spatial sizes must be multiples of 8.
+    ``forward(x)`` returns logits ``(B, out_channels, *spatial)``; spatial sizes must be multiples of 8. Training
+    on one image needs an input longer than 64 along one axis: the attention pyramid's 1/64 level is
+    batch-normalised (a clear ``ValueError`` says so).
 
     Examples::
 
@@ -148,6 +150,8 @@ class LEDNet(SegmentationNet):
         >>> net(torch.zeros(1, 3, 128, 128)).shape
         torch.Size([1, 19, 128, 128])
     """
+
+    norm_stride = 64  # the attention pyramid's coarsest level (1/64) is batch-normalised
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, features=(32, 64, 128),
                  blocks=(3, 2), dilations=LEDNET_DILATIONS, dropout: float = 0.3) -> None:

@@ -22,6 +22,7 @@ from segarch.blocks.bisenet_fusion import FeatureFusion
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.padded_pool import PaddedAvgPool
 from segarch.blocks.resize import resize_to
+from segarch.layers.batch_statistics import POOLED, ExplainsBatchStatistics
 from segarch.layers.checks import check_choice, check_spatial_dims
 from segarch.nets._base import SegmentationNet
 from segarch.nets.bisenet import ContextPath, SegHead
@@ -43,14 +44,12 @@ class STDCModule(nn.Module):
         blocks: number of blocks.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1,
-                 blocks: int = 4) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1, blocks: int = 4) -> None:
         super().__init__()
         widths = [out_channels // 2 ** (i + 1) for i in range(blocks - 1)]
         widths.append(widths[-1])
         if widths[-1] < 1 or sum(widths) != out_channels:
-            raise ValueError(f"STDC module: `out_channels` must be divisible by {2 ** (blocks - 1)}, got "
-                             f"{out_channels!r}.")
+            raise ValueError(f"STDC module: `out_channels` must be divisible by {2 ** (blocks - 1)}, got {out_channels!r}.")
         layers, channels = [], in_channels
         for i, width in enumerate(widths):
             k = 1 if i == 0 else 3
@@ -110,11 +109,13 @@ class STDCEncoder(Encoder):
         return features
 
 
-class _STDCClassifier(nn.Module):
+class _STDCClassifier(ExplainsBatchStatistics):
     """The ImageNet model of Table 1: 1×1 conv to 1024, global pooling, FC-BN-ReLU 1024, dropout, FC."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, classes: int, variant: str, base: int,
-                 dropout: float) -> None:
+    net_name = "STDC"
+    norm_stride = POOLED  # the FC's batch norm sees one vector per image: training needs a batch of 2 or more
+
+    def __init__(self, spatial_dims: int, in_channels: int, classes: int, variant: str, base: int, dropout: float) -> None:
         super().__init__()
         self.encoder = STDCEncoder(spatial_dims, in_channels, variant, base)
         self.spatial_dims, self.size_divisor = spatial_dims, 32

@@ -43,9 +43,9 @@ def _norm_spec(norm: str | None):
     paper_config={"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "features": (64, 128, 256, 512, 1024)},
     paper_params=31.03,
     paper_params_source=(
-        "The paper gives no count; 31.03M follows from its Fig. 1 (23 convolutions, 64→1024 channels, "
-        "1 input channel, 2 classes) and agrees with Zhou et al. 2018 (arXiv:1807.10165) Table 1, "
-        "7.76M for the same U-Net at a quarter of the width (32→512)."
+        "Pinned (derived): the paper gives no count. 31.03M follows from its Fig. 1 (23 convolutions, 64→1024 "
+        "channels, 1 input channel, 2 classes) and agrees with Zhou et al. 2018 (arXiv:1807.10165) Table 1, whose "
+        "7.76M for the same U-Net at a quarter of the width (32→512) is this implementation's count at that width."
     ),
     test_config={"features": (4, 8, 16, 32, 64)},
     notes="Padded convolutions keep the input size; optional norm and interpolation up-sampling are extensions.",

@@ -8,6 +8,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from segarch.arrays import compute_here
+from segarch.axes import guess_axes
+from segarch.devices import resolve_device
 from segarch.prompts.points import check_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings, crop_box, prompt_input, resize
 
@@ -72,14 +75,11 @@ def _image_axes(shape: Sequence[int], axes: str | None, dims: int, channels: int
                              f"(e.g. {spatial!r}, {'C' + spatial!r}, {spatial + 'C'!r}) for a {dims}D model, "
                              f"got {axes!r} for shape {tuple(shape)}.")
         return ax
-    if len(shape) == dims:
-        return spatial
-    if len(shape) == dims + 1:
-        if shape[-1] == channels and shape[0] != channels:
-            return spatial + "C"
-        return "C" + spatial
-    raise ValueError(f"The image of shape {tuple(shape)} does not fit a {dims}D model: expected {dims} spatial axes "
-                     f"and an optional channel axis; pass `axes` (e.g. {'C' + spatial!r}).")
+    try:
+        return guess_axes(shape, spatial_dims=dims, in_channels=channels, stacks=False)
+    except ValueError:
+        raise ValueError(f"The image of shape {tuple(shape)} does not fit a {dims}D model: expected {dims} spatial "
+                         f"axes and an optional channel axis; pass `axes` (e.g. {'C' + spatial!r}).") from None
 
 
 #: PyTorch (2.x, ``ConvParams::use_mkldnn``) runs a CPU convolution on its native kernel, not oneDNN, when the
@@ -152,7 +152,8 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
         largest_component: keep only the largest connected part of the mask.
         return_crop: return ``(crop_mask, offset)`` (the mask over the crop and the crop's start), for
             images too large for a full-size mask.
-        device: a torch device for the network (default: where its weights are).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` for the network (default: where its
+            weights are; see :func:`segarch.devices.resolve_device`).
 
     Returns:
         A boolean mask with the image's spatial shape, or ``(crop_mask, offset)`` with ``return_crop``.
@@ -189,15 +190,14 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
     index = [slice(None)] * len(shape)
     for i, s0, s1 in zip(spatial_axes, start, stop):
         index[i] = slice(s0, s1)
-    crop = image[tuple(index)]
-    crop = np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
+    crop = compute_here(image[tuple(index)])  # safe beside napari's cache (another thread may be slicing)
     order = ([ax.index("C")] if "C" in ax else []) + spatial_axes
     crop = np.transpose(crop, order) if "C" in ax else np.transpose(crop, spatial_axes)[None]
     crop_shape = crop.shape[1:]
     x = prompt_input(crop, np.rint(pts) - np.asarray(start), settings)
     net = model.network
     net.eval()
-    dev = torch.device(device) if device is not None else next(net.parameters()).device
+    dev = resolve_device(device) if device is not None else next(net.parameters()).device
     with torch.no_grad():
         prob = object_probability(model, x.to(dev)).float().cpu()
         prob = resize(prob, crop_shape)[0, 0].numpy()

@@ -51,7 +51,8 @@ def _runner(token: str, payload: dict[str, Any]):
     if runner is None:
         import torch
 
-        from segarch.tiling.runner import NetworkRunner, resolve_device
+        from segarch.devices import resolve_device
+        from segarch.tiling.runner import NetworkRunner
 
         torch.set_num_threads(payload["threads"])  # no oversubscription between workers on one machine
         runner = _RUNNERS[token] = NetworkRunner(payload["network"], resolve_device(payload["device"]), payload["amp"])

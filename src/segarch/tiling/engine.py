@@ -16,14 +16,15 @@ import torch
 from torch import nn
 
 from segarch.destinations import check_output_store
+from segarch.devices import resolve_device
 from segarch.model import Model
-from segarch.preprocessing import check_preprocessing
-from segarch.tiling.axes import Layout, resolve_axes
+from segarch.preprocessing import Preprocessor, check_preprocessing, spread_indices
+from segarch.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
 from segarch.tiling.memory import check_tile_memory
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling.plan import Assembler, Plan, Region, TileKey
-from segarch.tiling.runner import NetworkRunner, Preprocessor, resolve_device, spread_indices
+from segarch.tiling.runner import NetworkRunner
 from segarch.tiling.source import ImageSource, content_identity, open_source
 
 __all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_pixels"]
@@ -473,10 +474,8 @@ def _check_fits_in_memory(plan: Plan) -> None:
 def _preprocessor(model, source: ImageSource, plan: Plan) -> Preprocessor:
     if not isinstance(model, Model):
         return Preprocessor()
-    steps = check_preprocessing(model.preprocessing)  # data only: refused here, before any work, if not
-    if not any(s["_target_"] == "ScaleIntensityRangePercentiles" for s in steps):
-        return Preprocessor(rest=steps)
-    return Preprocessor.calibrate(steps, _sample(source, plan))
+    # Data only: refused here, before any work, if not; percentiles measured on tiles spread over the image.
+    return Preprocessor.for_image(model.preprocessing, lambda: _sample(source, plan))
 
 
 def _sample(source: ImageSource, plan: Plan, max_tiles: int = 16) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from segarch.tiling.axes import Layout
+from segarch.axes import Layout
 from segarch.tiling.grid import AxisGrid
 
 __all__ = ["Plan", "Region", "Assembler", "BlockKey", "TileKey"]

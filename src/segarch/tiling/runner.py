@@ -1,109 +1,19 @@
-"""Running a network on batches of tiles: device choice, mixed precision, and out-of-memory retries."""
+"""Running a network on batches of tiles: channels-last, mixed precision, and out-of-memory retries."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import logging
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from segarch.model import Model
-from segarch.preprocessing import build_preprocessing
 
-__all__ = ["NetworkRunner", "resolve_device", "available_devices", "Preprocessor", "spread_indices"]
+__all__ = ["NetworkRunner"]
 
 log = logging.getLogger("segarch.tiling")
-
-
-def available_devices() -> list[str]:
-    """The ``device`` values this machine accepts: ``auto``, ``cpu``, each CUDA device, and ``mps`` if present."""
-    devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` picks CUDA, then MPS, then the CPU; anything else must name an available device."""
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}.") from None
-    if resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"`device`={device!r} is not available here (CUDA devices: {torch.cuda.device_count()}).")
-    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"`device`={device!r} is not available here.")
-    return resolved
-
-
-def spread_indices(n: int, k: int) -> list[int]:
-    """Up to ``k`` indices spread evenly over ``range(n)`` (where to sample an image for its percentiles)."""
-    return sorted({int(v) for v in np.linspace(0, n - 1, num=min(n, k)).round()})
-
-
-@dataclass
-class Preprocessor:
-    """A model's pre-processing made tile-independent.
-
-    Percentile normalisation computed per tile would give every tile its own contrast (seams), so
-    its percentiles are measured once on the whole image and frozen as per-channel ranges; the
-    remaining transforms (pointwise ones) are applied per tile.
-    """
-
-    ranges: list[tuple[float, float]] | None = None  # per channel (lo, hi) of the frozen percentiles
-    target: tuple[float, float, bool] = (0.0, 1.0, True)  # b_min, b_max, clip
-    rest: list[dict[str, Any]] = field(default_factory=list)
-    _compose: Any = field(default=None, repr=False, compare=False)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float32, copy=False)
-        if self.ranges is not None:
-            b_min, b_max, clip = self.target
-            lo = np.array([r[0] for r in self.ranges], np.float32).reshape((-1,) + (1,) * (x.ndim - 1))
-            hi = np.array([r[1] for r in self.ranges], np.float32).reshape(lo.shape)
-            scale = np.where(hi > lo, (b_max - b_min) / np.maximum(hi - lo, 1e-12), 0.0).astype(np.float32)
-            x = (x - lo) * scale + b_min
-            if clip:
-                x = np.clip(x, b_min, b_max)
-        if self.rest:
-            if self._compose is None:
-                self._compose = build_preprocessing(self.rest)
-            x = self._compose(x)
-        return np.ascontiguousarray(x, dtype=np.float32)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_compose"] = None
-        return state
-
-    @classmethod
-    def calibrate(cls, config: list[dict[str, Any]], sample: np.ndarray) -> "Preprocessor":
-        """Freeze percentile steps of ``config`` on ``sample`` (``(C, ...)`` values drawn from the whole image)."""
-        ranges, target, rest = None, (0.0, 1.0, True), []
-        for step in config:
-            name = str(step.get("_target_", "")).rsplit(".", 1)[-1]
-            if name == "ScaleIntensityRangePercentiles" and ranges is None and not rest:
-                lower, upper = float(step.get("lower", 0)), float(step.get("upper", 100))
-                if step.get("channel_wise", False):
-                    ranges = [tuple(float(v) for v in np.percentile(c, [lower, upper])) for c in sample]
-                else:
-                    lo, hi = np.percentile(sample, [lower, upper])
-                    ranges = [(float(lo), float(hi))] * sample.shape[0]
-                target = (float(step.get("b_min", 0.0)), float(step.get("b_max", 1.0)), bool(step.get("clip", False)))
-            else:
-                rest.append(step)
-        return cls(ranges, target, rest)
 
 
 class NetworkRunner:
@@ -164,7 +74,3 @@ class NetworkRunner:
         with torch.inference_mode(), self._autocast():
             y = self.network(x)
         return np.ascontiguousarray(y.float().cpu().numpy())
-
-
-def network_of(model: Model | nn.Module) -> nn.Module:
-    return model.network if isinstance(model, Model) else model

@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageSource", "open_source", "content_identity", "compute_here"]
+from segarch.arrays import compute_here
+
+__all__ = ["ImageSource", "open_source", "content_identity"]
 
 _WHOLE_IMAGE_HASH_BYTES = 64 * 2 ** 20  # smaller images are hashed whole
 _SAMPLES = 16
@@ -46,21 +48,6 @@ class ImageSource:
         thread): see :func:`compute_here`.
         """
         return compute_here(self.array[index])
-
-
-def compute_here(region: Any) -> np.ndarray:
-    """``region`` as a NumPy array; a Dask array is computed in the calling thread, without callbacks.
-
-    Dask's process-wide callbacks (``dask.callbacks.Callback.active``: napari registers its opportunistic
-    block cache there while it slices a layer) are not thread-safe: a compute in another thread picks them up,
-    swaps the global set while it runs, and the cache's bookkeeping fails (``KeyError`` on a task key) or
-    keeps this thread's blocks. Passing ``callbacks=()`` makes Dask use none and leave the global set alone.
-    """
-    if hasattr(region, "dask") and hasattr(region, "compute"):
-        region = region.compute(scheduler="synchronous", callbacks=())
-    elif hasattr(region, "compute"):  # another lazy array type: its own compute
-        region = region.compute()
-    return np.asarray(region)
 
 
 def open_source(image: Any) -> ImageSource:

@@ -4,7 +4,8 @@
 with its options in one :class:`TrainConfig` (:mod:`~segarch.training.config`). What a kind of training
 reads, draws and measures is its task (:mod:`~segarch.training.task`): :mod:`~segarch.training.semantic`
 (patches, classes per pixel) and :mod:`~segarch.training.interactive` (extreme-point models, one example
-per object; also :func:`fine_tune` and :func:`training_pairs`).
+per object; also :func:`fine_tune` and :func:`training_pairs`) and :mod:`~segarch.training.instance` (instance
+models: a decoder's targets made from instance labels, validated by matched objects).
 
 Their parts: :mod:`~segarch.training.start` (the model to start from), :mod:`~segarch.training.data`
 (lazy image/label sources, partial annotations, splits), :mod:`~segarch.training.normalisation` (frozen
@@ -21,10 +22,12 @@ from segarch.training.task import TrainingTask, Validation, register_task, task_
 # The tasks register themselves when imported: a new task is a new module, imported here.
 from segarch.training.semantic import SemanticTask
 from segarch.training.interactive import ExtremePointTask, fine_tune, training_pairs
+from segarch.training.instance import InstanceTask
 
 #: The zoo tasks whose architectures train here: semantic (patches) and interactive (extreme-point objects).
 TRAINABLE_TASKS = trainable_tasks()
 
 __all__ = ["TrainConfig", "TrainEvent", "train", "train_iter", "resolve_device", "log_paths", "TRAINABLE_TASKS",
            "TrainingTask", "Validation", "register_task", "task_names", "SemanticTask", "ExtremePointTask",
+           "InstanceTask",
            "fine_tune", "training_pairs"]

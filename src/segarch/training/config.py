@@ -9,6 +9,8 @@ ones) is checked by that task (:mod:`segarch.training.task`).
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -51,7 +53,15 @@ class TrainConfig:
         overwrite: replace an existing ``out`` (and its log and plot); without it an existing file is refused
             before training starts (:mod:`segarch.destinations`).
         task: the kind of training (:func:`segarch.training.task.task_names`): ``None`` picks the model's
-            own (``"semantic"`` for a semantic network, ``"interactive"`` for an extreme-point one).
+            own (``"semantic"`` for a semantic network, ``"interactive"`` for an extreme-point one, ``"instance"``
+            for an instance model); ``"instance"`` makes a zoo network an instance model (one label per object).
+        pixel_size: the images' pixel size per spatial axis (``(Z, Y, X)`` or ``(Y, X)``, any unit), one for all
+            images or a list with one per image (default: each file's metadata where it says, else the model's,
+            else 1). Recorded with the model as its training pixel size; instance targets are measured with it
+            (a Z step twice the XY pixel counts twice).
+        decoder: instance models only: what the network learns and how its output becomes objects:
+            ``"distance"`` (the default: background + 4 classes of distance to the object's edge), ``"boundary"``,
+            settings such as ``{"decoder": "distance", "bins": 6}``, or a decoder of :mod:`segarch.instances`.
 
     Raises:
         ValueError: an option outside what is allowed (the message names it, its value and what is allowed).
@@ -82,6 +92,8 @@ class TrainConfig:
     out: str | os.PathLike | None = None
     overwrite: bool = False
     task: str | None = None
+    pixel_size: Any = None
+    decoder: Any = None
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -117,6 +129,8 @@ class TrainConfig:
             raise ValueError(f"`out` must be a '.safetensors' path, got {str(self.out)!r}.")
         if self.task is not None and not isinstance(self.task, str):
             raise ValueError(f"`task` must be a task name or None, got {self.task!r}.")
+        if self.pixel_size is not None:
+            _check_pixel_size(self.pixel_size)
 
     @classmethod
     def build(cls, config: TrainConfig | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -140,6 +154,18 @@ class TrainConfig:
         if config is None:
             return cls(**overrides)
         return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def _check_pixel_size(value) -> None:
+    """``pixel_size``: 2 or 3 positive finite numbers, or a list of such (one per image)."""
+    def sizes_ok(v) -> bool:
+        return (isinstance(v, (list, tuple)) and len(v) in (2, 3) and all(
+            isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in v))
+
+    if sizes_ok(value) or (isinstance(value, (list, tuple)) and value and all(sizes_ok(v) for v in value)):
+        return
+    raise ValueError(f"`pixel_size` must be the pixel size per spatial axis, (Z, Y, X) or (Y, X), every value a "
+                     f"positive number, or a list with one of them per image; got {value!r}.")
 
 
 def _is_int(value) -> bool:

@@ -21,17 +21,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from segarch.arrays import compute_here
+from segarch.axes import SPATIAL, check_axes, guess_axes
+
 __all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "check_finite",
-           "check_no_negative", "label_stats", "compute", "spatial_letters", "SUFFIXES"]
+           "check_no_negative", "label_stats", "spatial_letters", "pixel_sizes", "SUFFIXES"]
 
 log = logging.getLogger("segarch.training")
 
 SUFFIXES = (".tif", ".tiff", ".zarr")
-_SPATIAL = "ZYX"
-
-
 def spatial_letters(axes: str) -> str:
-    return "".join(a for a in axes if a in _SPATIAL)
+    return "".join(a for a in axes if a in SPATIAL)
 
 
 @dataclass
@@ -186,11 +186,13 @@ def _as_list(images, labels, mask) -> tuple[list, list, list]:
     return [images], [labels], [mask]
 
 
-def _default_axes(image_shape, label_shape, in_channels: int) -> str:
-    lab = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(len(label_shape))
-    if lab is None:
+def _default_axes(image_shape, label_shape) -> str:
+    """The image's axes from its labels': the labels' as :func:`segarch.axes.guess_axes` reads them, with C
+    where the image has one axis more."""
+    if not 2 <= len(label_shape) <= 4:
         raise ValueError(f"`labels` must have 2 to 4 dimensions when `axes` is not given, "
                          f"got shape {tuple(label_shape)}.")
+    lab = guess_axes(label_shape, rgb=False)
     if len(image_shape) == len(label_shape):
         return lab
     if len(image_shape) == len(label_shape) + 1:
@@ -200,16 +202,6 @@ def _default_axes(image_shape, label_shape, in_channels: int) -> str:
             return lab + "C"
     raise ValueError(f"`images` of shape {tuple(image_shape)} and `labels` of shape {tuple(label_shape)} do not match: "
                      f"the labels must have the image's shape, without its channel axis.")
-
-
-def _check_axes(axes: str, ndim: int) -> str:
-    axes = axes.upper()
-    if len(axes) != ndim or len(set(axes)) != len(axes) or not set(axes) <= set("TSZYXC"):
-        raise ValueError(f"`axes` must name each of the image's {ndim} axes once with letters from 'TSZYXC' "
-                         f"(e.g. 'YX', 'CYX', 'ZYX', 'TZYX'), got {axes!r}.")
-    if not {"Y", "X"} <= set(axes):
-        raise ValueError(f"`axes` must contain Y and X, got {axes!r}.")
-    return axes
 
 
 def _check_labels_dtype(labels, name: str) -> None:
@@ -240,7 +232,7 @@ def as_sources(images, labels, *, axes: str | None, mask, spatial_dims: int | No
         name = str(im) if isinstance(im, (str, os.PathLike)) else f"image {i}"
         im, lb = _lazy(im, "images"), _lazy(lb, "labels")
         _check_labels_dtype(lb, name)
-        ax = _check_axes(axes, im.ndim) if axes else _default_axes(im.shape, lb.shape, in_channels)
+        ax = check_axes(axes, im.ndim) if axes else _default_axes(im.shape, lb.shape)
         lab_axes = ax.replace("C", "")
         expected = tuple(n for a, n in zip(ax, im.shape) if a != "C")
         if tuple(lb.shape) != expected:
@@ -278,11 +270,6 @@ def as_sources(images, labels, *, axes: str | None, mask, spatial_dims: int | No
     return sources
 
 
-def compute(x) -> np.ndarray:
-    """``x`` read into memory: a Dask array computed, anything else (NumPy, a Zarr selection) as a NumPy array."""
-    return x.compute() if hasattr(x, "compute") else np.asarray(x)
-
-
 def check_no_negative(minimum: int, name: str) -> None:
     """Raise the error for labels whose ``minimum`` is negative."""
     if minimum < 0:
@@ -295,9 +282,9 @@ def label_stats(sources: Sequence[Source]) -> tuple[int, int]:
     lo, hi = None, None
     for s in sources:
         if hasattr(s.labels, "dask"):
-            import dask
+            import dask.array as da
 
-            a, b = (int(v) for v in dask.compute(s.labels.min(), s.labels.max()))
+            a, b = (int(v) for v in compute_here(da.stack([s.labels.min(), s.labels.max()]), parallel=True))
         else:
             a, b = int(s.labels.min()), int(s.labels.max())
         check_no_negative(a, s.name)
@@ -313,11 +300,11 @@ def make_items(sources: Sequence[Source]) -> list[Item]:
         shape = s.stack_shape + ((s.spatial_shape[0],) if s.spatial_dims == 3 else ())
         if s.mask is None:
             # Which 2D planes hold labels: any() over Y and X, reduced lazily for Dask.
-            planes = np.asarray(compute((s.labels > 0).any(axis=(-2, -1))), bool).reshape(shape)
+            planes = np.asarray(compute_here((s.labels > 0).any(axis=(-2, -1)), parallel=True), bool).reshape(shape)
         elif s.mask is True:
             planes = np.ones(shape, bool)
         else:
-            planes = np.asarray(compute((s.mask != 0).any(axis=(-2, -1))), bool).reshape(shape)
+            planes = np.asarray(compute_here((s.mask != 0).any(axis=(-2, -1)), parallel=True), bool).reshape(shape)
         for index in np.ndindex(*s.stack_shape) if s.stack_shape else [()]:
             annotated = np.atleast_1d(planes[index])
             if annotated.any():
@@ -397,9 +384,9 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     lo = [max(b.start, min(int(p), b.stop - 1)) for p, b in zip(start, item.bounds)]
     hi = [min(b.stop, a + int(n)) for a, n, b in zip(lo, size, item.bounds)]
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    image = np.asarray(compute(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
+    image = np.asarray(compute_here(s.image[item.index + (slice(None),) + box]), dtype=np.float32)
     check_finite(image, s, f"region from {tuple(lo)}" + (f" of image {item.index}" if item.index else ""))
-    labels = np.asarray(compute(s.labels[item.index + box]))
+    labels = np.asarray(compute_here(s.labels[item.index + box]))
     if s.mask is None:
         mask = np.ones(labels.shape, bool)
         if s.spatial_dims == 3:
@@ -407,7 +394,7 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
     elif s.mask is True:
         mask = np.ones(labels.shape, bool)
     else:
-        mask = np.asarray(compute(s.mask[item.index + box])) != 0
+        mask = np.asarray(compute_here(s.mask[item.index + box])) != 0
     image = preprocess(image, item)
     pad = [(0, max(0, int(n) - (b - a))) for n, a, b in zip(size, lo, hi)]
     if any(p for _, p in pad):
@@ -421,3 +408,45 @@ def read_region(item: Item, start: Sequence[int], size: Sequence[int], *, prepro
         target = np.asarray(targets(labels))
         target = target.astype(np.float32 if target.dtype.kind == "f" else np.int64)
     return Region(image.astype(np.float32), target, mask, tuple(lo))
+
+
+def pixel_sizes(pixel_size: Any, sources: Sequence[Source], fallback: Sequence[float] | None = None
+                ) -> list[tuple[float, ...]]:
+    """One pixel size per source, per spatial axis: ``pixel_size`` (one for all, or a list with one per
+    image), else the file's metadata (OME-TIFF, OME-Zarr) where it says, else ``fallback``, else 1.
+
+    Raises:
+        ValueError: a list of another length than the images, or sizes for another number of axes
+            (naming ``pixel_size``).
+    """
+    dims = sources[0].spatial_dims
+    if pixel_size is not None:
+        many = isinstance(pixel_size[0], (list, tuple))
+        sizes = list(pixel_size) if many else [pixel_size] * len(sources)
+        if len(sizes) != len(sources):
+            raise ValueError(f"`pixel_size` must be one size for all images or a list with one per image "
+                             f"({len(sources)}), got a list of {len(sizes)}.")
+        for size in sizes:
+            if len(size) != dims:
+                raise ValueError(f"`pixel_size` must have {dims} values per image (one per spatial axis, "
+                                 f"{'Z, Y, X' if dims == 3 else 'Y, X'}), got {tuple(size)!r}.")
+        return [tuple(float(v) for v in size) for size in sizes]
+    default = tuple(float(v) for v in fallback) if fallback is not None and len(fallback) == dims else (1.0,) * dims
+    return [_file_pixel_size(s, dims) or default for s in sources]
+
+
+def _file_pixel_size(source: Source, dims: int) -> tuple[float, ...] | None:
+    """The spatial pixel size recorded in the image file ``source`` was read from, if any."""
+    path = Path(source.name)
+    if not isinstance(source.name, str) or not path.exists():
+        return None
+    try:
+        from segarch.io import open_image
+
+        image = open_image(path)
+    except Exception:  # a file the training reader opened but the metadata reader does not: no pixel size
+        return None
+    spatial = [a for a in image.axes if a in "ZYX"][-dims:]
+    if len(spatial) != dims or not any(a in image.units for a in spatial):
+        return None
+    return tuple(float(image.scale[image.axes.index(a)]) for a in spatial)

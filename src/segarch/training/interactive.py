@@ -65,6 +65,10 @@ class ExtremePointTask(TrainingTask):
         if cfg.num_classes not in (None, 2):
             raise ValueError(f"`num_classes` of an extreme-point model is 2 (background, object), "
                              f"got {cfg.num_classes!r}.")
+        if cfg.decoder is not None or cfg.pixel_size is not None:
+            name = "decoder" if cfg.decoder is not None else "pixel_size"
+            raise ValueError(f"`{name}` does not apply to extreme-point models (each object's crop is resized to "
+                             f"the model's input).")
         if not isinstance(cfg.augment, str) or cfg.augment not in ("default", "none"):
             raise ValueError(f"`augment` of an extreme-point model must be 'default' (flips, rotations) or 'none', "
                              f"got {cfg.augment!r}.")

@@ -32,7 +32,9 @@ from typing import Any, Callable, Generator
 import numpy as np
 import torch
 
+from segarch.deprecation import deprecated_alias
 from segarch.destinations import check_output_file
+from segarch.devices import resolve_device as _resolve_device
 from segarch.model import Model
 from segarch.model_file import save_model
 from segarch.training.config import TrainConfig
@@ -81,21 +83,8 @@ class TrainEvent:
     metric: str = "Dice"
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA, else Apple MPS, else the CPU; anything else is checked by PyTorch."""
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`device` is {device!r} but PyTorch sees no CUDA GPU here; use 'auto' or 'cpu'.")
-    return dev
+#: Deprecated: :func:`segarch.devices.resolve_device` is the one device rule for prediction, training and prompts.
+resolve_device = deprecated_alias(_resolve_device, "segarch.training.resolve_device", "segarch.devices.resolve_device")
 
 
 def log_paths(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -125,7 +114,7 @@ def train_iter(model_or_name: Any, images: Any, labels: Any, config: TrainConfig
                           inputs=[images, labels, model_or_name])
     start_time = time.perf_counter()
     steps = int(config.steps)
-    dev = resolve_device(config.device)
+    dev = _resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 

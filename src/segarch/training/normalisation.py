@@ -14,8 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from segarch.tiling.runner import Preprocessor, spread_indices
-from segarch.training.data import Item, Source, check_finite, compute
+from segarch.arrays import compute_here
+from segarch.preprocessing import Preprocessor, spread_indices
+from segarch.training.data import Item, Source, check_finite
 
 __all__ = ["frozen_preprocessing", "PerImagePreprocessing"]
 
@@ -26,7 +27,7 @@ _SAMPLE_REGIONS = 16
 
 
 def _read(source: Source, index: tuple[int, ...], box: tuple[slice, ...]) -> np.ndarray:
-    block = np.asarray(compute(source.image[index + (slice(None),) + box]), dtype=np.float32)
+    block = np.asarray(compute_here(source.image[index + (slice(None),) + box]), dtype=np.float32)
     where = f"region {tuple((b.start, b.stop) for b in box)}" + (f" of image {index}" if index else "")
     check_finite(block, source, where)
     return block.reshape(block.shape[0], -1)

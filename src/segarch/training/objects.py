@@ -19,10 +19,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from segarch.arrays import compute_here
 from segarch.prompts.points import extreme_points
 from segarch.prompts.recipe import PromptSettings, crop_box, prompt_input, resize
 from segarch.prompts.segment import segment_from_points
-from segarch.training.data import Region, Source, check_finite, check_no_negative, compute
+from segarch.training.data import Region, Source, check_finite, check_no_negative
 
 __all__ = ["ObjectCrop", "object_crops", "object_boxes", "split_objects", "ObjectSampler", "object_validation",
            "object_iou", "object_example", "jittered_points", "default_jitter", "augment_pairs"]
@@ -98,10 +99,10 @@ def object_crops(sources: Sequence[Source], settings, *, jitter: float | None = 
                 shift = default_jitter(extent) if jitter is None else float(jitter)
                 pad = int(np.ceil(max(settings.min_margin, settings.margin * (extent + 2 * shift)) + shift)) + 2
                 region = tuple(slice(max(0, b.start - pad), min(n, b.stop + pad)) for b, n in zip(box, labels.shape))
-                mask = np.asarray(compute(labels[region])) == value
+                mask = np.asarray(compute_here(labels[region])) == value
                 if mask.sum() < min_pixels:
                     continue
-                image = np.asarray(compute(s.image[index + (slice(None),) + region]), np.float32)
+                image = np.asarray(compute_here(s.image[index + (slice(None),) + region]), np.float32)
                 check_finite(image, s, f"neighbourhood of label {value} from {tuple(b.start for b in region)}"
                              + (f" of image {index}" if index else ""))
                 where = f"{s.name}{'' if not index else ' ' + str(index)}"
@@ -127,7 +128,7 @@ def object_boxes(labels, name: str = "the image") -> dict[int, tuple[slice, ...]
     low: dict[int, np.ndarray] = {}
     high: dict[int, np.ndarray] = {}
     for block_index in np.ndindex(*labels.numblocks):
-        block = np.asarray(labels.blocks[block_index].compute())
+        block = compute_here(labels.blocks[block_index])
         check_no_negative(int(block.min()), name)
         origin = np.array([s[i] for s, i in zip(starts, block_index)])
         for value, box in enumerate(ndimage.find_objects(block), start=1):

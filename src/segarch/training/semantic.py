@@ -19,7 +19,7 @@ import torch
 from segarch.model import Model
 from segarch.tiling import predict
 from segarch.training.config import TrainConfig
-from segarch.training.data import Item, Source, label_stats, make_items, read_region, split_items
+from segarch.training.data import Item, Source, label_stats, make_items, pixel_sizes, read_region, split_items
 from segarch.training.finetune import with_classes
 from segarch.training.metrics import dice_per_class
 from segarch.training.normalisation import PerImagePreprocessing
@@ -71,6 +71,8 @@ class SemanticTask(TrainingTask):
     def check_config(self) -> None:
         if self.config.jitter is not None:
             raise ValueError("`jitter` applies to interactive (extreme-point) models only.")
+        if self.config.decoder is not None:
+            raise ValueError("`decoder` applies to instance models only: pass task='instance' to train one.")
 
     def new_model(self, card: ModelCard, spatial_dims: int, channels: int) -> Model:
         self.fresh = True  # a new model has 2 classes unless told otherwise
@@ -86,6 +88,8 @@ class SemanticTask(TrainingTask):
                              f"(0..{n_classes - 1}); pass `num_classes={high + 1}` (or 2 to train foreground vs "
                              f"background).")
         model = with_classes(model, n_classes, cfg.class_names)
+        if cfg.pixel_size is not None:  # recorded with the model (the median over the images)
+            model.pixel_size = [float(v) for v in np.median(pixel_sizes(cfg.pixel_size, sources), axis=0)]
         dims = model.spatial_dims
         items = make_items(sources)
         patch = check_patch(cfg.patch, dims, model.size_divisor, items)
