@@ -12,6 +12,8 @@ import pytest
 
 import segarch
 
+pytestmark = pytest.mark.slow  # runs the `segarch` command in subprocesses
+
 
 def segarch_cli(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("segarch")

@@ -22,6 +22,8 @@ import tifffile
 
 import segarch
 
+pytestmark = pytest.mark.slow  # runs the `segarch` command in subprocesses
+
 
 def segarch_cli(*args: str, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
     exe = shutil.which("segarch")

@@ -12,6 +12,8 @@ from segarch.prompts import DEFAULTS, check_points, extreme_points, object_scene
 from segarch.prompts.evaluate import evaluate_prompts, iou
 from segarch.prompts.recipe import crop_box
 
+pytestmark = pytest.mark.slow  # trains models
+
 
 @pytest.fixture(scope="module")
 def shipped():

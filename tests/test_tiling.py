@@ -241,6 +241,7 @@ segarch.predict(net, image, axes="YX", tile=64, batch_size=4, out={out!r}, progr
 """
 
 
+@pytest.mark.slow
 def test_run_killed_with_sigkill_resumes_to_identical_bytes(tmp_path):
     import subprocess
     import sys
@@ -261,6 +262,7 @@ def test_run_killed_with_sigkill_resumes_to_identical_bytes(tmp_path):
     assert resumed[:].tobytes() == clean[:].tobytes()
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_single_process_result(tmp_path):
     from distributed import Client, LocalCluster
 

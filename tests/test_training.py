@@ -20,6 +20,8 @@ from segarch.training.finetune import head_keys, with_classes
 from segarch.training.losses import SegmentationLoss
 from segarch.training.metrics import dice_per_class
 
+pytestmark = pytest.mark.slow  # trains models
+
 EASY = Conditions(radius=(4.0, 7.0), coverage=0.3, photons=300.0, blur=1.0)
 SMALL = {"features": (8, 16, 32), "norm": "batch", "dropout": 0.0}
 STATED_DICE = 0.8  # held-out Dice the quick run must reach (it measures about 0.95)

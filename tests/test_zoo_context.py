@@ -15,6 +15,8 @@ from segarch import zoo
 from segarch.blocks.aspp import ASPP, DenseASPP, ImagePooling
 from segarch.blocks.pyramid_pooling import PyramidPooling
 
+pytestmark = pytest.mark.slow  # builds, runs and trains networks of the zoo
+
 
 def _paper_net(name: str):
     """The paper configuration, built on the meta device (no memory)."""

@@ -10,6 +10,8 @@ from torch import nn
 
 from segarch import zoo
 
+pytestmark = pytest.mark.slow  # builds, runs and trains networks of the zoo
+
 
 def _meta(name: str, **config):
     with torch.device("meta"):

@@ -14,6 +14,8 @@ from segarch.backbones.hrnet import HighResolutionEncoder
 from segarch.blocks.hr_fusion import HRFusion
 from segarch.blocks.resize import resize_to
 
+pytestmark = pytest.mark.slow  # builds, runs and trains networks of the zoo
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -30,6 +30,7 @@ def _expected_shape(name: str, batch: int, out_channels: int, spatial: tuple[int
     return (batch, out_channels, *spatial)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,dims", CASES)
 def test_forward_shape_and_backward(name, dims):
     torch.manual_seed(0)
@@ -50,6 +51,7 @@ def test_forward_shape_and_backward(name, dims):
     assert any(p.grad.abs().sum() > 0 for p in net.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,dims", DENSE)
 def test_unpadded_input_names_divisor_and_padded_shape(name, dims):
     net = _build(name, dims)
@@ -95,6 +97,7 @@ def _tiny_task(task: str):
     return x, torch.from_numpy(np.stack(targets).astype(np.int64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", zoo.names())
 def test_a_few_training_steps_lower_the_loss(name):
     torch.manual_seed(0)

@@ -8,6 +8,8 @@ from torch import nn
 
 from segarch import zoo
 
+pytestmark = pytest.mark.slow  # builds, runs and trains networks of the zoo
+
 
 def _convs(net: nn.Module, dims: int = 2):
     kinds = (nn.Conv2d, nn.ConvTranspose2d) if dims == 2 else (nn.Conv3d, nn.ConvTranspose3d)
