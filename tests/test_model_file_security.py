@@ -265,6 +265,7 @@ def test_the_segment_widget_refuses_a_hostile_model_file(make_napari_viewer, qtb
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_an_absurd_tile_is_refused_with_the_memory_estimate_before_anything_is_allocated(tmp_path):
     import zarr
 

@@ -95,6 +95,7 @@ def test_the_engine_never_fills_the_viewers_cache():
     assert len(cache.cache.data) == 0
 
 
+@pytest.mark.slow
 def test_training_and_prompts_read_lazy_images_without_the_global_callbacks():
     # Training and the Extreme points dock read regions in worker threads while napari slices: the same rule.
     from segarch.prompts import segment_from_points

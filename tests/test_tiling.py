@@ -150,6 +150,7 @@ def test_model_preprocessing_is_frozen_over_the_whole_image():
     np.testing.assert_allclose(tiled, expected, atol=2e-2)
 
 
+@pytest.mark.slow
 def test_zoo_model_on_lazy_inputs_equals_numpy(tmp_path):
     import dask.array as da
     import tifffile
