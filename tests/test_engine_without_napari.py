@@ -132,9 +132,9 @@ ENGINE_JOBS = textwrap.dedent("""
             except ImportError:
                 return False
         worker_napari = list(client.run(worker_sees_napari).values())
-        predicted = main(["predict", str(tmp / "image.zarr"), str(tmp / "labels.zarr"), "--model", "nuclei2d",
+        predicted = main(["predict", str(tmp / "image.zarr"), str(tmp / "labels.zarr"), "--model", "unet.nuclei2d",
                           "--tile", "64", "--scheduler", cluster.scheduler_address])
-    local = segarch.predict(segarch.pretrained.load("nuclei2d"), image, axes="YX", tile=64)
+    local = segarch.predict(segarch.pretrained.load("unet.nuclei2d"), image, axes="YX", tile=64)
     same = bool(np.array_equal(zarr.open_group(str(tmp / "labels.zarr"), mode="r")["0"][:], local))
     leaked = sorted(m for m in ("napari", "qtpy", "PyQt5", "PyQt6", "magicgui") if sys.modules.get(m))
     print(json.dumps(dict(hidden=hidden, plugin=plugin, trained=trained, predicted=predicted,
