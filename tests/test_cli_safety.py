@@ -22,6 +22,8 @@ import tifffile
 
 import segarch
 
+pytestmark = pytest.mark.slow  # runs the `segarch` command in subprocesses
+
 
 def segarch_cli(*args: str, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
     exe = shutil.which("segarch")
@@ -409,7 +411,8 @@ def test_info_takes_a_shipped_name_and_card_prints_plain_text():
     info = segarch_cli("info", "unet.nuclei2d")
     assert info.returncode == 0, info.stderr
     meta = json.loads(info.stdout)
-    assert meta["shipped_model"] == "unet.nuclei2d" and meta["arch"] == "unet" and meta["card"]["name"] == "unet.nuclei2d"
+    assert meta["shipped_model"] == "unet.nuclei2d" and meta["arch"] == "unet"
+    assert meta["card"]["name"] == "unet.nuclei2d"
     assert "\\u" not in info.stdout and "×" in info.stdout  # the description's "192×192", not "\u00d7"
     assert_one_line_error(segarch_cli("info", "nuclei2"), "Did you mean 'unet.nuclei2d'")
 

@@ -20,6 +20,8 @@ from segarch.training import instance as instance_task
 from segarch.training.data import as_sources
 from segarch.training.instance import InstanceTask, target_source
 
+pytestmark = pytest.mark.slow  # trains models
+
 EASY = Conditions(radius=(4.0, 7.0), coverage=0.3, touching=0.5, photons=300.0, blur=1.0)
 SMALL = {"features": (8, 16, 32), "norm": "batch", "dropout": 0.0}
 
