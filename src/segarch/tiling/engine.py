@@ -130,13 +130,10 @@ def predict(
     started = time.perf_counter()
     _check_choice(blend, BLENDS, "blend")
     _check_choice(output, OUTPUTS, "output")
-    if output == "instances":  # two passes (network, then block-wise decoding): segarch.instances owns them
-        from segarch.instances.predict import predict_instances
-
-        return predict_instances(model, image, out=out, resume=resume, overwrite=overwrite, progress=progress,
-                                 cancel=cancel, pixel_size=pixel_size, axes=axes, tile=tile, overlap=overlap,
-                                 batch_size=batch_size, blend=blend, device=device, amp=amp, grey=grey,
-                                 scheduler=scheduler, **(instance_options or {}))
+    if output == "instances":  # the decoding pass belongs to segarch.instances, above this engine
+        raise ValueError("`output`='instances' is made by segarch.predict (segarch.inference.predict), which adds "
+                         "the block-wise decoding to this engine's probabilities; segarch.tiling.predict makes "
+                         "'labels' and 'probabilities'.")
     if pixel_size is not None or instance_options is not None:
         which = "pixel_size" if pixel_size is not None else "instance_options"
         raise ValueError(f"`{which}` applies to `output`='instances' only, got `output`={output!r}.")
