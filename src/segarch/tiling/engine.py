@@ -24,6 +24,7 @@ from segarch.tiling.grid import BLENDS, axis_grid
 from segarch.tiling.memory import check_tile_memory
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling.plan import Assembler, Plan, Region, TileKey
+from segarch.tiling import scenes
 from segarch.tiling.runner import NetworkRunner
 from segarch.tiling.source import ImageSource, content_identity, open_source
 
@@ -69,6 +70,10 @@ def predict(
     scheduler: Any = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    bands: list[str | int] | None = None,
+    nodata: Any = scenes.FROM_FILE,
+    pixel_size: float | tuple[float, float] | None = None,
+    tissue: bool = False,
 ):
     """Segment ``image`` with ``model``, tile by tile.
 
@@ -107,6 +112,16 @@ def predict(
         progress: called as ``progress(tiles_done, tiles_total)`` after every batch.
         cancel: a ``threading.Event``; when set, the run stops within one batch and raises
             :class:`PredictionCancelled` carrying the finished part (a resumable store with ``out``).
+        bands: a multispectral image's bands for the model, in its order: names (``["red", "nir"]``) or
+            band numbers counted from 1 as GDAL does. Default: the bands the model records it was trained
+            on, picked by name, else all bands in the file's order.
+        nodata: the input value of pixels to leave out (0 in labels, NaN in probabilities, never computed
+            when a whole tile is nodata, left out of the percentiles). Default ``"file"``: a GeoTIFF's own
+            nodata; ``None``: none.
+        pixel_size: the size of a level-0 pixel (µm for a slide) when the file does not record it. A whole
+            slide is read at the level nearest the model's training pixel size and resampled the rest of
+            the way; the result has the model's pixel size.
+        tissue: a whole slide: find the tissue (Otsu on a low level) and compute only tiles that touch it.
 
     Returns:
         The labels or probabilities, with the image's axes minus C (labels) or loop axes + C + spatial
@@ -128,7 +143,8 @@ def predict(
         raise ValueError("`scheduler` needs `out` (a .zarr path the workers can write to).")
     # Where the result goes is checked before anything is read or computed (segarch.destinations).
     state = check_output_store(out, overwrite=overwrite, resume=resume, inputs=[image]) if out is not None else None
-    source = open_source(image)
+    source = scenes.prepare(open_source(image), model, axes=axes, bands=bands, nodata=nodata,
+                            pixel_size=pixel_size, tissue=tissue)
     network = model.network if isinstance(model, Model) else model
     if not isinstance(network, nn.Module):
         raise ValueError(f"`model` must be a segarch.Model or a torch.nn.Module, got {type(model).__name__}.")
@@ -164,10 +180,13 @@ def predict(
         sink = NumpySink(plan)
     else:
         fingerprint, provenance = _fingerprint(model, network, source, plan, blend, overlaps, image)
+        provenance.update(scenes.provenance(source))
         sink = ZarrSink(out, plan, fingerprint, provenance, state=state, scale=_spatial_scale(model, source, layout),
                         class_names=list(model.class_names) if isinstance(model, Model) else None)
     sink.open()  # takes the store's lock: a second run cannot wipe or mix into it
     try:
+        if isinstance(sink, ZarrSink):
+            scenes.annotate_store(out, source, plan, list(model.class_names) if isinstance(model, Model) else None)
         if isinstance(sink, ZarrSink):
             sink.mark_complete(False)
         regions = plan.columns(done=sink.done())
@@ -182,7 +201,7 @@ def predict(
                                          batch_size, progress, cancel)
             cancelled = cancel is not None and cancel.is_set()
         else:
-            runner = NetworkRunner(network, torch_device, amp)
+            runner = scenes.SkippingRunner(NetworkRunner(network, torch_device, amp), plan.out_channels)
             tiles_done, cancelled = run_local(plan, source, preprocess, runner, sink, regions, batch_size, progress,
                                               cancel)
         if cancelled:
@@ -222,6 +241,9 @@ def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: T
     if "C" not in kept:
         data, kept = data[None], ["C"] + kept
     data = np.transpose(data, [kept.index(a) for a in "C" + layout.spatial])
+    invalid = scenes.invalid_pixels(source, layout.spatial, region, data)  # nodata, glass: NaN after preprocess
+    if invalid is not None and data.dtype.kind == "f":
+        data = np.where(invalid, data.dtype.type(0), data)
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         bad = np.argwhere(~np.isfinite(data))
         first = {a: int(v) + (region[a][0] if a in region else 0) for a, v in zip("C" + layout.spatial, bad[0][:])}
@@ -230,7 +252,7 @@ def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: T
                          f"{ {a: first[a] for a in layout.axes if a in first} }. Replace them (e.g. np.nan_to_num) first.")
     if layout.grey:
         data = np.tensordot(_LUMINANCE, data[:3].astype(np.float32, copy=False), axes=1)[None]
-    data = preprocess(data)
+    data = scenes.mark_invalid(preprocess(data), invalid)
     pad = [(0, 0)] + [(0, (hi - lo) - n) for (lo, hi), n in zip(plan.tile_region(index), data.shape[1:])]
     if any(p for _, p in pad):
         mode = "reflect" if all(n > p for n, (_, p) in zip(data.shape, pad)) else "edge"
@@ -452,7 +474,7 @@ def _output_dtype(output: str, channels: int) -> np.dtype:
 
 def _check_finite_if_in_memory(source: ImageSource) -> None:
     # In-memory images are checked whole before anything runs; lazy ones tile by tile as they are read.
-    if source.in_memory and source.dtype.kind == "f":
+    if source.in_memory and source.dtype.kind == "f" and getattr(source.extras, "nodata", None) is None:
         bad = ~np.isfinite(source.array)
         if bad.any():
             first = tuple(int(v) for v in np.argwhere(bad)[0])
@@ -485,7 +507,7 @@ def _sample(source: ImageSource, plan: Plan, max_tiles: int = 16) -> np.ndarray:
     tiles = [(planes[p], t) for p in spread_indices(len(planes), 4) for t in itertools.product(*per_axis)]
     tiles = [tiles[i] for i in spread_indices(len(tiles), max_tiles)]
     values = [read_tile(plan, source, Preprocessor(), tile) for tile in tiles]
-    return np.concatenate([v.reshape(v.shape[0], -1) for v in values], axis=1)
+    return scenes.drop_invalid(np.concatenate([v.reshape(v.shape[0], -1) for v in values], axis=1))
 
 
 def _spatial_scale(model, source: ImageSource, layout: Layout) -> tuple[float, ...] | None:
