@@ -432,6 +432,7 @@ def provenance(source) -> dict[str, Any]:
         out["bands"] = list(extras.bands)
     if extras.level or extras.zoom != (1.0, 1.0):
         out["level"], out["zoom"] = extras.level, list(extras.zoom)
+        out["to_level0"] = list(extras.to_level0)  # result pixels → the slide's level-0 pixels (QuPath)
     if extras.nodata is not None:
         out["nodata"] = _json_number(extras.nodata)
     if extras.tissue is not None:
