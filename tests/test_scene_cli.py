@@ -18,7 +18,7 @@ pytest.importorskip("pyogrio")
 
 import segarch  # noqa: E402
 from test_cli import segarch_cli  # noqa: E402
-from test_scene_predict import NAMES, write_raster  # noqa: E402
+from test_scene_predict import write_raster  # noqa: E402
 
 
 @pytest.fixture(scope="module")
