@@ -92,7 +92,7 @@ def prepare(source, model, *, axes: str | None, bands: Sequence[str | int] | Non
                                                                geo)
 
     # Physical scale: a whole slide (or any image, when `pixel_size` is given) at the model's pixel size.
-    slide = image is not None and "slide" in (image.metadata or {})
+    slide = image is not None and _is_slide(image)
     if (slide or pixel_size is not None) and image is not None:
         array, scale, extras = _at_model_scale(image, array, model, pixel_size, extras, source)
     elif pixel_size is not None:
@@ -127,6 +127,13 @@ def prepare(source, model, *, axes: str | None, bands: Sequence[str | int] | Non
     new.image = image
     new.extras = extras
     return new
+
+
+def _is_slide(image) -> bool:
+    """A whole slide: read by the slide reader, or an RGB pyramid that is not a map (a generic pyramidal TIFF)."""
+    if "slide" in (image.metadata or {}):
+        return True
+    return bool(image.rgb) and len(image.levels) > 1 and image.geo is None
 
 
 def check_bands(bands, count: int, names: Sequence[str], in_channels: int) -> list[int]:
@@ -225,7 +232,7 @@ def _at_model_scale(image, array, model, pixel_size, extras, source):
     extras.level, extras.zoom = choice.level, choice.zoom
     extras.to_level0 = (h0 / data.shape[iy], w0 / data.shape[ix])
     extras.pixel_size = (base[0] * extras.to_level0[0], base[1] * extras.to_level0[1])
-    extras.units = "micrometer" if "slide" in (image.metadata or {}) else (extras.geo.units if extras.geo else None)
+    extras.units = "micrometer" if _is_slide(image) else (extras.geo.units if extras.geo else None)
     if extras.geo is not None:
         extras.geo = extras.geo.for_shape((data.shape[iy], data.shape[ix]))
     scale = tuple({"Y": extras.pixel_size[0], "X": extras.pixel_size[1]}.get(a, 1.0) for a in level_axes)
