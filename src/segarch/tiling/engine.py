@@ -231,6 +231,9 @@ def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: T
     sizes = dict(zip(layout.axes, source.shape))
     idx = tuple(loop[a] if a in loop else (slice(region[a][0], min(region[a][1], sizes[a])) if a in region
                                            else slice(None)) for a in layout.axes)
+    if scenes.on_glass(source, region, sizes):  # tissue=True: a tile on glass alone is not even read
+        channels = 1 if layout.grey else sizes.get("C", 1)
+        return np.full((channels,) + tuple(hi - lo for lo, hi in plan.tile_region(index)), np.nan, np.float32)
     try:
         data = source.read(idx)
     except Exception as err:  # zlib.error, struct.error, OSError...: a truncated or corrupt file

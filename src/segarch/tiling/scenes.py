@@ -29,7 +29,7 @@ import numpy as np
 
 from segarch.arrays import compute_here
 
-__all__ = ["prepare", "SourceExtras", "Resampled", "invalid_pixels", "mark_invalid", "SkippingRunner",
+__all__ = ["prepare", "SourceExtras", "Resampled", "invalid_pixels", "mark_invalid", "SkippingRunner", "on_glass",
            "annotate_store", "provenance", "FROM_FILE", "check_bands"]
 
 log = logging.getLogger("segarch.tiling")
@@ -332,6 +332,17 @@ def invalid_pixels(source, spatial: str, region: dict[str, tuple[int, int]], dat
             glass = np.broadcast_to(glass, shape)
         invalid = glass if invalid is None else (invalid | glass)
     return invalid
+
+
+def on_glass(source, region: dict[str, tuple[int, int]], sizes: dict[str, int]) -> bool:
+    """Whether a tile lies on glass alone (``tissue=True``): then it is neither read nor computed."""
+    extras = getattr(source, "extras", None)
+    if extras is None or extras.tissue is None or "Y" not in region or "X" not in region:
+        return False
+    (r0, r1), (c0, c1) = region["Y"], region["X"]
+    r1, c1 = min(r1, sizes["Y"]), min(c1, sizes["X"])
+    fy, fx = extras.to_level0
+    return not extras.tissue.has_tissue((r0 * fy, r1 * fy), (c0 * fx, c1 * fx))
 
 
 def mark_invalid(data: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
