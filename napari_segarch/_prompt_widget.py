@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segarch._layer_combo import LayerCombo
-from napari_segarch._session import SESSION
+from segarch.models.session import SESSION
 
 if TYPE_CHECKING:
     import napari
@@ -27,7 +27,6 @@ __all__ = ["ExtremePointsWidget"]
 
 _NEW_LABELS = "New labels layer"
 _POINTS_NAME = "extreme points"
-_SESSION_TAG = " (this session)"
 # The network outlines a blob between any four points, background too. A real object has an edge where its
 # outline runs: below this ratio of the image's gradient on the outline to the gradient around it, the clicks
 # are taken for background. On 30 generated scenes (segarch.prompts.object_scene): 98% of 93 background clicks
@@ -97,8 +96,8 @@ class ExtremePointsWidget(QWidget):
         self.labels_combo = LayerCombo(napari_viewer, (Labels,), extra=[_NEW_LABELS], prefer_extra=True)
         self.model_combo = QComboBox()
         self.model_combo.setEditable(True)
-        self.model_combo.setToolTip("a shipped model's name, a model trained in this session or a model file "
-                                    "(.safetensors)")
+        self.model_combo.setToolTip("shipped weights (e.g. dextr_light.objects2d), a model trained in this session "
+                                    "(session:NAME) or a model file (.safetensors)")
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(["2D (4 points)", "3D (6 points)"])
         self.overwrite_check = QCheckBox("overwrite existing labels")
@@ -149,37 +148,40 @@ class ExtremePointsWidget(QWidget):
 
     # --- choices ---------------------------------------------------------------------------------
     def _refresh_models(self) -> None:
-        from segarch import pretrained
+        """List the trained extreme-point models (shipped, this session's) from the model catalogue; each item
+        shows the reference one would type (``dextr_light.objects2d``, ``session:NAME``)."""
+        from segarch.models.catalog import choices  # cards only: no torch on the GUI thread
 
         try:
             current = self.model_combo.currentText()
         except RuntimeError:  # the dock was closed; the session outlives it
             SESSION.changed.disconnect(self._refresh_models)
             return
-        names = [n for n in pretrained.names() if pretrained.card(n).get("prompt")]
-        names += [n + _SESSION_TAG for n in SESSION.names(task="interactive")]  # fine-tuned in the Train widget
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        self.model_combo.addItems(names)
+        for ref in choices(task="interactive", kinds=("shipped", "session")):
+            self.model_combo.addItem(ref.text, str(ref))
         if current:
             self.model_combo.setCurrentText(current)
         self.model_combo.blockSignals(False)
 
-    def _model_spec(self):
-        """What the worker resolves: a session model, or the typed name / file path."""
-        text = self.model_combo.currentText()
-        name = text[: -len(_SESSION_TAG)] if text.endswith(_SESSION_TAG) else None
-        return SESSION.get(name) if name in SESSION.names() else text
+    def _model_spec(self) -> str:
+        """What the worker resolves (through the model catalogue): a listed model's reference, or the typed text
+        (shipped weights' name, ``session:NAME`` or a model file's path)."""
+        text = self.model_combo.currentText().strip()
+        index = self.model_combo.findText(text)
+        return self.model_combo.itemData(index) if index >= 0 else text
 
     def _on_model_changed(self, name: str) -> None:
-        """A shipped or session model sets the mode it was trained for (2D: 4 points, 3D: 6)."""
-        from segarch import pretrained
+        """A listed model sets the mode it was trained for (2D: 4 points, 3D: 6). Typed text is not looked up
+        here: only when segmenting, off the GUI thread."""
+        from segarch.models.catalog import describe
 
-        spec = self._model_spec()
-        if not isinstance(spec, str):
-            self.mode_combo.setCurrentIndex(1 if spec.spatial_dims == 3 else 0)
-        elif name in pretrained.names():
-            self.mode_combo.setCurrentIndex(1 if pretrained.card(name).get("spatial_dims") == 3 else 0)
+        if self.model_combo.findText(name.strip()) < 0:
+            return
+        info = describe(self._model_spec())
+        if info is not None:
+            self.mode_combo.setCurrentIndex(1 if info.spatial_dims == 3 else 0)
 
     def _refresh_layers(self, *_) -> None:
         """List the viewer's layers again (they are followed as they are added, removed or renamed)."""
@@ -309,7 +311,8 @@ class ExtremePointsWidget(QWidget):
         spec = self._model if self._model is not None and self._loaded_from == self.model_combo.currentText() \
             else self._model_spec()
         if not spec:
-            self._error("Choose a model: a shipped extreme-point model's name or a model file.")
+            self._error("Choose a model: shipped extreme-point weights (e.g. dextr_light.objects2d), a session "
+                        "model or a model file.")
             return
         self._pending = (labels, index)
         self.status.setText("Segmenting…")

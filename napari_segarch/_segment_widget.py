@@ -31,8 +31,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segarch._layer_combo import LayerCombo
-from napari_segarch._session import GENERATORS, SESSION
 from napari_segarch._threads import wait_at_quit
+from segarch.models.session import SESSION
 
 if TYPE_CHECKING:
     import napari
@@ -47,7 +47,7 @@ _REFRESH_SECONDS = 1.0
 # machine's memory by default: while a run streams an image larger than memory, it is capped at this size
 # (several screenfuls) and given back its size when the run ends.
 _VIEW_CACHE_DURING_RUN = 128 * 2 ** 20
-_FILE = ("file", "")
+_FILE = "file:"  # the model catalogue's reference of a file still to be chosen
 _LOADING = "loading models…"
 # Distinct colours for probability layers (additive blending: overlapping classes mix, none hides another).
 _CLASS_COLORMAPS = ("magenta", "green", "cyan", "yellow", "red", "blue", "bop orange", "bop purple")
@@ -57,30 +57,24 @@ class _Signals(QObject):
     progress = Signal(int, int)
 
 
-def model_choices() -> list[tuple[str, tuple[str, str]]]:
-    """(label, (kind, name)) for every model the widget offers: shipped, this session's, a file, the zoo."""
-    from segarch import pretrained, zoo
+def model_choices() -> list[tuple[str, str]]:
+    """(label, reference) of every model the dock offers, from the model catalogue (:func:`segarch.models.choices`):
+    shipped, this session's, a file, the zoo's semantic architectures. A reference is the catalogue's text,
+    e.g. ``"shipped:unet.nuclei2d"``."""
+    from segarch.models import choices
 
-    choices = [(f"{n} (shipped, trained)", ("shipped", n)) for n in pretrained.names(task="semantic")]
-    choices += [(f"{n} (trained in this session)", ("session", n)) for n in SESSION.names()
-                if SESSION.get(n).card.task != "interactive"]
-    choices.append(("Model file…", _FILE))
-    choices += [(f"{n} (architecture, untrained)", ("zoo", n)) for n in zoo.names()
-                if zoo.card(n).task == "semantic" and n not in GENERATORS]
-    return choices
+    return [(ref.label, str(ref)) for ref in choices(task="semantic")]
 
 
-def _model_infos(choices) -> dict[tuple[str, str], tuple[int, int]]:
-    """(spatial dims, input channels) of the shipped and zoo choices, read from their cards (no weights)."""
-    from segarch import pretrained, zoo
+def _model_infos(choices) -> dict[str, tuple[int, int]]:
+    """(spatial dims, input channels) of the choices known without loading weights (all but files)."""
+    from segarch.models import describe
 
     infos = {}
-    for _, (kind, name) in choices:
-        if kind == "shipped":
-            card = pretrained.card(name)
-            infos[(kind, name)] = (int(card.get("spatial_dims", 2)), int(card.get("in_channels", 1)))
-        elif kind == "zoo":
-            infos[(kind, name)] = (min(zoo.card(name).spatial_dims), 1)
+    for _, key in choices:
+        info = describe(key)
+        if info is not None:
+            infos[key] = (info.spatial_dims, info.in_channels)
     return infos
 
 
@@ -92,20 +86,30 @@ def _load_choices():
     return choices, _model_infos(choices), available_devices()
 
 
-def resolve_choice(kind: str, name: str, *, path: str = "", arch: str = "", in_channels: int = 1):
-    """The :class:`segarch.Model` behind a choice of :func:`model_choices`."""
-    import segarch
-    from segarch.model_file import resolve_model
+def resolve_choice(reference: str, *, path: str = "", arch: str = "", in_channels: int = 1):
+    """The :class:`segarch.Model` behind a choice of :func:`model_choices` (``path``/``arch``: the file chosen for
+    ``"file:"``; ``in_channels``: how a zoo architecture is built)."""
+    from segarch.models import catalog
 
-    if kind == "session":
-        return SESSION.get(name)
-    if kind == "shipped":
-        return resolve_model(name)
-    if kind == "file":
-        if not path:
-            raise ValueError("Choose a model file (.safetensors, or .pt/.pth with its architecture).")
-        return resolve_model(path, arch=arch or None)
-    return segarch.Model.from_zoo(name, in_channels=in_channels)
+    ref = catalog.parse(reference)
+    if ref.kind == "file":
+        return catalog.resolve(catalog.ModelRef("file", path or ref.name), arch=arch or None)
+    if ref.kind == "zoo":
+        return catalog.resolve(ref, in_channels=in_channels)
+    return catalog.resolve(ref)
+
+
+def _kind(reference: str) -> str:
+    return reference.partition(":")[0]
+
+
+def select_reference(kind: str, name: str | None = None) -> str:
+    """A dock's key from ``select_model``'s arguments: ``(kind, name)``, or any text the catalogue reads."""
+    from segarch.models import catalog
+
+    if name is not None or kind in catalog.KINDS:
+        return str(catalog.ModelRef(kind, name or ""))
+    return str(catalog.parse(kind))
 
 
 class _RunCancel(threading.Event):
@@ -128,7 +132,7 @@ def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, ca
 
     import segarch
 
-    model = resolve_choice(*model_key, **model_kwargs)
+    model = resolve_choice(model_key, **model_kwargs)
     started = time.perf_counter()
     try:
         result = segarch.predict(model, data, progress=progress, cancel=cancel, **params)
@@ -231,7 +235,7 @@ class SegmentWidget(QWidget):
         self._cancel: _RunCancel | None = None
         self.worker = None
         self.loader = None
-        self._infos: dict[tuple[str, str], tuple[int, int]] = {}
+        self._infos: dict[str, tuple[int, int]] = {}
         self._choices_loaded = False
         self._live_layer = None
         self.result_layer = None  # the last result shown
@@ -282,31 +286,31 @@ class SegmentWidget(QWidget):
     def image_layer(self):
         return self.image_combo.layer()
 
-    def model_key(self) -> tuple[str, str]:
+    def model_key(self) -> str:
+        """The chosen model's reference (the catalogue's text, e.g. ``"shipped:unet.nuclei2d"``)."""
         return self.model_combo.currentData() or _FILE
 
     def models_ready(self) -> bool:
         return self._choices_loaded
 
-    def select_model(self, kind: str, name: str = "") -> None:
-        """Choose a model (a script or test may call this before the list has loaded: it lists them now)."""
+    def select_model(self, reference: str, name: str | None = None) -> None:
+        """Choose a model by reference (``"unet.nuclei2d"``, ``"zoo:unet"``, ``"file"``) or ``(kind, name)`` (a
+        script or test may call this before the list has loaded: it lists them now)."""
         if not self._choices_loaded:
             choices = model_choices()
             self._fill_models(choices, _model_infos(choices))
-        for i in range(self.model_combo.count()):
-            if self.model_combo.itemData(i) == (kind, name):
-                self.model_combo.setCurrentIndex(i)
-                return
-        raise ValueError(f"No model choice {(kind, name)!r} in the Segment widget.")
+        key = select_reference(reference, name)
+        index = self.model_combo.findData(key)
+        if index < 0:
+            raise ValueError(f"No model choice {key!r} in the Segment widget.")
+        self.model_combo.setCurrentIndex(index)
 
     def _refresh_models(self, *_):
         try:
             if self._choices_loaded:
-                choices = [c for c in self._choices if c[1][0] != "session"]
-                at = next(i for i, c in enumerate(choices) if c[1] == _FILE)
-                session = [(f"{n} (trained in this session)", ("session", n)) for n in SESSION.names()
-                           if SESSION.get(n).card.task != "interactive"]
-                self._fill_models(choices[:at] + session + choices[at:], self._infos)
+                choices = model_choices()  # the session's models changed: the catalogue lists them
+                session = [c for c in choices if _kind(c[1]) == "session"]
+                self._fill_models(choices, {**self._infos, **_model_infos(session)})
         except RuntimeError:  # the dock is gone; the session store outlives it
             SESSION.changed.disconnect(self._refresh_models)
 
@@ -326,7 +330,7 @@ class SegmentWidget(QWidget):
         self._on_model_changed()
 
     def _on_model_changed(self, *_):
-        kind, _name = self.model_key()
+        kind = _kind(self.model_key())
         is_file = kind == "file"
         for w in (self.file_edit, self.browse_button, self.arch_edit):
             w.setEnabled(is_file)
@@ -349,11 +353,7 @@ class SegmentWidget(QWidget):
 
     def _model_info(self) -> tuple[int, int] | None:
         """(spatial dims, input channels) of the chosen model when known without loading it."""
-        kind, name = self.model_key()
-        if kind == "session" and name in SESSION.names():
-            model = SESSION.get(name)
-            return model.spatial_dims, model.in_channels
-        return self._infos.get((kind, name))
+        return self._infos.get(self.model_key())
 
     def _suggest_axes(self, *_):
         layer = self.image_layer()
@@ -368,8 +368,8 @@ class SegmentWidget(QWidget):
     def _axes_hint(self, axes: str, info) -> str:
         if info is None or info[0] != 2 or "Z" not in axes:
             return ""
-        three_d = [label.split(" ")[0] for label, (kind, name) in self._choices if kind == "shipped"
-                   and self._infos.get((kind, name), (2,))[0] == 3] if self._choices_loaded else []
+        three_d = [key.partition(":")[2] for _, key in self._choices if _kind(key) == "shipped"
+                   and self._infos.get(key, (2,))[0] == 3] if self._choices_loaded else []
         where = f" A 3D model exists: {', '.join(three_d)} (shipped)." if three_d else ""
         return f"A 2D model segments this stack slice by slice (Z is looped over).{where}"
 

@@ -4,7 +4,7 @@ fine-tune), click Train.
 Thin: it collects parameters and runs the engine's generator :func:`segarch.training.train_iter` in
 a napari ``thread_worker``; each yielded event moves napari's progress bar and the live plot of
 loss and validation Dice. Cancel stops within one step and keeps the best model. The trained
-model joins the session's models (:mod:`napari_segarch._session`), so the Segment widget offers
+model joins the session's models (:mod:`segarch.models.session`), so the Segment widget offers
 it, and can be saved to a ``.safetensors`` file.
 """
 
@@ -23,15 +23,14 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segarch._layer_combo import LayerCombo
-from napari_segarch._session import GENERATORS, SESSION
 from napari_segarch._threads import wait_at_quit
+from segarch.models.session import SESSION
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["TrainWidget", "LossPlot", "model_sources"]
 
-_FILE = ("file", "")
 _COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
 
@@ -42,18 +41,13 @@ def _load_sources():
     return model_sources(), available_devices()
 
 
-def model_sources() -> list[tuple[str, tuple[str, str]]]:
-    """(label, (kind, name)) of what training can start from: architectures, shipped and session models, a file."""
-    from segarch import pretrained, zoo
+def model_sources() -> list[tuple[str, str]]:
+    """(label, reference) of what training can start from, from the model catalogue (:func:`segarch.models.choices`):
+    shipped and session models to fine-tune, a file, the zoo's trainable architectures (a new network)."""
+    from segarch.models import choices
     from segarch.training import TRAINABLE_TASKS  # interactive: extreme-point models learn from instance labels
 
-    choices = [(f"{n} (new, untrained)", ("zoo", n)) for task in TRAINABLE_TASKS for n in zoo.names(task=task)
-               if n not in GENERATORS]
-    choices += [(f"{n} (fine-tune shipped model)", ("shipped", n)) for task in TRAINABLE_TASKS
-                for n in pretrained.names(task=task)]
-    choices += [(f"{n} (fine-tune, this session)", ("session", n)) for n in SESSION.names()]
-    choices.append(("Model file to fine-tune…", _FILE))
-    return choices
+    return [(ref.label, str(ref)) for ref in choices(task=TRAINABLE_TASKS)]
 
 
 class LossPlot(QWidget):
@@ -274,22 +268,26 @@ class TrainWidget(QWidget):
         current = self.model_combo.currentData()
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        for label, (kind, name) in self._sources:
-            self.model_combo.addItem(label, f"{kind}:{name}")  # a string: Qt compares tuples unreliably
+        for label, key in self._sources:
+            self.model_combo.addItem(label, key)  # the catalogue's text: one key format in every dock
         index = self.model_combo.findData(current or "zoo:unet")
         self.model_combo.setCurrentIndex(max(0, index))
         self.model_combo.blockSignals(False)
         self.train_button.setEnabled(self.worker is None or not self.worker.is_running)
         self._model_changed()
 
-    def select_model(self, kind: str, name: str = "") -> None:
-        """Choose the start model (a script or test may call this before the list has loaded: it lists them now)."""
+    def select_model(self, reference: str, name: str | None = None) -> None:
+        """Choose the start model by reference (``"zoo:unet"``, ``"unet.nuclei2d"``) or ``(kind, name)`` (a script
+        or test may call this before the list has loaded: it lists them now)."""
+        from napari_segarch._segment_widget import select_reference
+
         if self._sources is None:
             self._sources = model_sources()
             self._refresh_models()
-        index = self.model_combo.findData(f"{kind}:{name}")
+        key = select_reference(reference, name)
+        index = self.model_combo.findData(key)
         if index < 0:
-            raise ValueError(f"No start model ({kind!r}, {name!r}) in the list.")
+            raise ValueError(f"No start model {key!r} in the list.")
         self.model_combo.setCurrentIndex(index)
 
     def _model_key(self) -> tuple[str, str]:
@@ -312,16 +310,12 @@ class TrainWidget(QWidget):
 
     def _task(self) -> str | None:
         """The chosen start model's task (``None`` for a file not yet read)."""
-        from segarch import pretrained, zoo
+        from segarch.models import describe
 
         kind, name = self._model_key()
-        if kind == "zoo" and name:
-            return zoo.card(name).task
-        if kind == "shipped":
-            return zoo.card(pretrained.card(name)["arch"]).task
-        if kind == "session" and name in SESSION.names():
-            return SESSION.get(name).card.task
-        return None
+        if kind == "file" or not name or (kind == "session" and name not in SESSION.names()):
+            return None
+        return describe(f"{kind}:{name}").task
 
     def _labels_changed(self, *_: Any) -> None:
         layer = self.labels_combo.layer()
@@ -353,14 +347,12 @@ class TrainWidget(QWidget):
             start = self.file_edit.text().strip()
             if not start:
                 raise ValueError("Choose a model file to fine-tune.")
-        elif kind == "session":
-            start = SESSION.get(name)
         else:
-            start = name
+            start = f"{kind}:{name}"  # resolved by the model catalogue (a session model is copied, not changed)
         data = image.data[0] if image.multiscale else image.data
         label_data = labels.data[0] if labels.multiscale else labels.data
         options = None
-        if kind == "zoo":  # `{}` (not None): a new network even where a shipped model has the name (dextr_light)
+        if kind == "zoo":  # small widths for a CPU, or the paper's (`{}`: the architecture's defaults)
             options = dict(zoo.card(name).test_config) if self.size_combo.currentIndex() == 0 else {}
         interactive = self._task() == "interactive"
         names = None
@@ -451,7 +443,7 @@ class TrainWidget(QWidget):
         cancelled = self._done is not None and self._done.cancelled
         iou = (model.validation or {}).get("object_iou")
         summary += "" if iou is None else f", held-out object IoU {iou:.3f}"
-        where = "Extreme points" if model.card.task == "interactive" else "Segment"
+        where = "Extreme points" if model.task == "interactive" else "Segment"
         if cancelled:  # not offered elsewhere unless asked: a stopped run is often a false start
             self.model_name = None
             self.keep_button.setVisible(True)

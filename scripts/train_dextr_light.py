@@ -1,4 +1,5 @@
-"""Train the shipped extreme-point models ``dextr_light`` (2D) and ``dextr_light3d`` on the CPU, from a seed.
+"""Train the shipped extreme-point models ``dextr_light.objects2d`` (2D) and ``dextr_light.objects3d`` on the CPU,
+from a seed.
 
 Data: generated scenes (:func:`segarch.prompts.object_scene`: blobs, star-convex cells, polygons, bent
 rods, touching neighbours; textures, brightness, backgrounds, blur, noise) with their instance labels.
@@ -8,7 +9,7 @@ it is drawn, the crop resized and given the heat map; Dice + cross-entropy, Adam
 decay, flips and 90° rotations, the best weights on 10% held-out objects kept. Training stops at
 ``--cpu-seconds`` of CPU time (cancelled: the best validated weights are kept), then the model is measured
 on fresh scenes (other seeds) through :func:`segarch.prompts.segment_from_points`, and written with its
-card to ``src/segarch/pretrained/weights/NAME.{safetensors,json,csv,png}``.
+card to ``src/segarch/models/weights/NAME.{safetensors,json,csv,png}``.
 
 Usage::
 
@@ -38,10 +39,10 @@ from segarch.prompts.evaluate import evaluate_prompts
 
 __all__ = ["RECIPE", "RECIPE_3D", "main", "measure", "remeasure"]
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "pretrained" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "models" / "weights"
 
 RECIPE = {
-    "name": "dextr_light",
+    "name": "dextr_light.objects2d",
     "arch": "dextr_light",
     "options": {"features": [16, 32, 64, 128], "bins": [1, 2, 4]},
     "scenes": 500, "shape": [160, 160], "seed": 11,
@@ -51,7 +52,7 @@ RECIPE = {
 
 #: ``--dims 3``: the same recipe on generated volumes, 6 points per object, 32³ crops.
 RECIPE_3D = {
-    "name": "dextr_light3d",
+    "name": "dextr_light.objects3d",
     "arch": "dextr_light",
     "options": {"features": [16, 32, 64, 128], "bins": [1, 2, 4]},
     "scenes": 600, "shape": [48, 64, 64], "seed": 12,
@@ -159,8 +160,10 @@ def main(argv=None) -> dict:
         "name": recipe["name"],
         "title": f"Extreme points to object mask (DEXTR-style, light), {dims}D, grey images",
         "arch": recipe["arch"],
+        "task": model.task,
         "options": recipe["options"],
         "spatial_dims": dims,
+        "in_channels": model.in_channels,
         "parameters": model.num_parameters,
         "weights": "float16" if recipe.get("half") else "float32",
         "classes": ["background", "object"],

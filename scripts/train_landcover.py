@@ -4,7 +4,7 @@ Trained by :func:`segarch.train` on generated multispectral scenes (:func:`segar
 the satellite landscape as surface reflectance, every scene its own landscape and season), then measured
 with :func:`segarch.predict` on fresh scenes it never saw (other seeds, all four seasons, a nodata corner
 as at a swath's edge): Dice per class, pooled over the scenes, outside the nodata. Writes
-``src/segarch/pretrained/weights/landcover4.safetensors``, ``landcover4.json`` (the card) and the log.
+``src/segarch/models/weights/landcover4.safetensors``, ``landcover4.json`` (the card) and the log.
 
 Usage::
 
@@ -31,7 +31,7 @@ from segarch.training.metrics import dice_per_class
 
 __all__ = ["RECIPE", "main", "evaluate"]
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "pretrained" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "models" / "weights"
 NAME = "landcover4"
 SEASONS = ("spring", "summer", "autumn", "winter")
 

@@ -2,13 +2,13 @@
 
 Each model is trained by :func:`segarch.train` on images from :mod:`segarch.synthetic` (every image
 with its own imaging conditions), then measured with :func:`segarch.predict` on fresh generated
-images it has never seen (other seeds). Writes ``src/segarch/pretrained/weights/NAME.safetensors``,
+images it has never seen (other seeds). Writes ``src/segarch/models/weights/NAME.safetensors``,
 ``NAME.json`` (the card: data, training, measured Dice) and ``NAME.csv``/``NAME.png`` (the log).
 
 Usage::
 
     python scripts/train_pretrained.py                 # every model
-    python scripts/train_pretrained.py nuclei2d --steps 100 --out /tmp/weights   # a quick try
+    python scripts/train_pretrained.py unet.nuclei2d --steps 100 --out /tmp/weights   # a quick try
 
 Single-threaded PyTorch by default: on a shared or small CPU, extra threads slow each step down.
 """
@@ -32,11 +32,11 @@ from segarch.training.metrics import dice_per_class
 
 __all__ = ["RECIPES", "main"]
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "pretrained" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "models" / "weights"
 
 #: What each shipped model is: architecture, options, data, and training settings.
 RECIPES = {
-    "nuclei2d": {
+    "unet.nuclei2d": {
         "title": "2D nuclei (fluorescence), foreground vs background",
         "arch": "unet",
         "options": {"features": [8, 16, 32, 64], "norm": "batch", "dropout": 0.0},
@@ -44,7 +44,7 @@ RECIPES = {
         "patch": [96, 96], "batch_size": 8, "steps": 1200, "lr": 3e-3,
         "test_images": 16, "test_shape": [256, 256], "test_seed": 9001,
     },
-    "nuclei3d": {
+    "unet.nuclei3d": {
         "title": "3D nuclei (fluorescence volumes), foreground vs background",
         "arch": "unet",
         "options": {"features": [8, 16, 32], "norm": "batch", "dropout": 0.0},
@@ -94,8 +94,10 @@ def train_one(name: str, recipe: dict, out_dir: Path, steps: int | None) -> dict
         "name": name,
         "title": recipe["title"],
         "arch": model.arch,
+        "task": model.task,
         "options": recipe["options"],
         "spatial_dims": model.spatial_dims,
+        "in_channels": model.in_channels,
         "parameters": model.num_parameters,
         "classes": model.class_names,
         "trained_on": (f"{recipe['train_images']} generated images {'×'.join(map(str, recipe['shape']))} "

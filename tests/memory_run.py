@@ -84,7 +84,7 @@ def main() -> None:
     widget.image_combo.setCurrentText("large")
     widget.out_edit.setText(out)
     widget.tile_spin.setValue(256)
-    module.resolve_choice(*widget.model_key(), path=model_path)  # torch and the model loaded, as headless
+    module.resolve_choice(widget.model_key(), path=model_path)  # torch and the model loaded, as headless
     rng = np.random.default_rng(0)
     state: dict = {}
 

@@ -94,18 +94,18 @@ def test_1_an_rgb_tiff_with_a_grey_model_is_a_clear_error_and_grey_converts_it(t
     image = tmp_path / "slide.tif"
     tifffile.imwrite(image, rgb, photometric="rgb")
     before = tree_digest(image)
-    result = segarch_cli("predict", image, tmp_path / "out.zarr", "--model", "nuclei2d")
+    result = segarch_cli("predict", image, tmp_path / "out.zarr", "--model", "unet.nuclei2d")
     assert_one_line_error(result, "'YXC'", "from the file", "1 input channel", "--axes", "--grey",
                           "3-channel images")
     assert not (tmp_path / "out.zarr").exists() and tree_digest(image) == before
 
-    result = segarch_cli("predict", image, tmp_path / "grey.zarr", "--model", "nuclei2d", "--grey")
+    result = segarch_cli("predict", image, tmp_path / "grey.zarr", "--model", "unet.nuclei2d", "--grey")
     assert result.returncode == 0, result.stderr
     import zarr
 
     labels = zarr.open_group(str(tmp_path / "grey.zarr"), mode="r")["0"][:]
     grey = rgb[..., 0] * 0.2125 + rgb[..., 1] * 0.7154 + rgb[..., 2] * 0.0721
-    expected = segarch.predict(segarch.pretrained.load("nuclei2d"), grey.astype(np.float32))
+    expected = segarch.predict(segarch.pretrained.load("unet.nuclei2d"), grey.astype(np.float32))
     assert labels.shape == (96, 80)
     np.testing.assert_array_equal(labels, expected)
 
@@ -117,7 +117,7 @@ def test_2_overwrite_never_destroys_the_input_or_a_foreign_folder(tmp_path):
     segarch.io.write_ome_zarr(image, _nuclei(), axes="YX", version="0.5")
     before = tree_digest(tmp_path / "data")
     for out in (image, tmp_path / "data", image / "labels.zarr"):
-        result = segarch_cli("predict", image, out, "--model", "nuclei2d", "--overwrite")
+        result = segarch_cli("predict", image, out, "--model", "unet.nuclei2d", "--overwrite")
         assert_one_line_error(result, "OUTPUT", "the input", "Choose an output outside the input")
     assert tree_digest(tmp_path / "data") == before
 
@@ -125,7 +125,7 @@ def test_2_overwrite_never_destroys_the_input_or_a_foreign_folder(tmp_path):
     foreign.mkdir()
     (foreign / "thesis.txt").write_text("five years of work")
     kept = tree_digest(foreign)
-    result = segarch_cli("predict", image, foreign, "--model", "nuclei2d", "--overwrite")
+    result = segarch_cli("predict", image, foreign, "--model", "unet.nuclei2d", "--overwrite")
     assert_one_line_error(result, "is not a segarch result", "refusing to delete it")
     assert tree_digest(foreign) == kept and tree_digest(tmp_path / "data") == before
 
@@ -136,7 +136,7 @@ def test_2_the_python_api_refuses_a_folder_holding_the_input(tmp_path):
     np.save(folder / "image.npy", _nuclei())
     before = tree_digest(folder)
     with pytest.raises(ValueError, match="contains the input"):
-        segarch.predict(segarch.pretrained.load("nuclei2d"), str(folder / "image.npy"), out=folder, overwrite=True)
+        segarch.predict(segarch.pretrained.load("unet.nuclei2d"), str(folder / "image.npy"), out=folder, overwrite=True)
     assert tree_digest(folder) == before
 
 
@@ -146,7 +146,7 @@ def _interrupted_run(args, store: Path, cwd: Path) -> subprocess.Popen:
     """Start ``segarch predict *args`` and stop it (SIGINT, as Ctrl+C) once ``store`` has a final block."""
     from segarch.tiling.output import finished_blocks
 
-    proc = _start("predict", *args, "--model", "nuclei2d", "--tile", "64", "--batch-size", "1", cwd=cwd)
+    proc = _start("predict", *args, "--model", "unet.nuclei2d", "--tile", "64", "--batch-size", "1", cwd=cwd)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if store.is_dir() and len(finished_blocks(store)) >= 1:
@@ -165,22 +165,22 @@ def test_3_resume_works_however_the_path_is_spelled_and_refuses_another_image(tm
     out.parent.mkdir()
     proc = _interrupted_run(["in/big.npy", "out/big.zarr"], out, cwd=tmp_path)  # relative, from tmp_path
     assert proc.returncode == 130
-    result = segarch_cli("predict", image, out, "--model", "nuclei2d", "--tile", "64", "--batch-size", "1",
+    result = segarch_cli("predict", image, out, "--model", "unet.nuclei2d", "--tile", "64", "--batch-size", "1",
                          "--resume", cwd=tmp_path / "out")  # absolute, from another folder
     assert result.returncode == 0, result.stderr
-    clean = segarch.predict(segarch.pretrained.load("nuclei2d"), str(image), tile=64, batch_size=1)
+    clean = segarch.predict(segarch.pretrained.load("unet.nuclei2d"), str(image), tile=64, batch_size=1)
     import zarr
 
     np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["0"][:], clean)
 
     np.save(image, _nuclei(700, seed=4))  # another image at the same path
-    result = segarch_cli("predict", image, out, "--model", "nuclei2d", "--tile", "64", "--batch-size", "1",
+    result = segarch_cli("predict", image, out, "--model", "unet.nuclei2d", "--tile", "64", "--batch-size", "1",
                          "--resume")
     assert_one_line_error(result, "other settings (image differ)", "--overwrite")
 
 
 def test_5_resume_refuses_a_changed_preprocessing(tmp_path):
-    model = segarch.pretrained.load("nuclei2d")
+    model = segarch.pretrained.load("unet.nuclei2d")
     changed = tmp_path / "changed.safetensors"
     model.preprocessing = [{"_target_": "ScaleIntensityRangePercentiles", "lower": 5.0, "upper": 95.0,
                             "b_min": 0.0, "b_max": 1.0, "clip": True, "channel_wise": True}]
@@ -188,7 +188,7 @@ def test_5_resume_refuses_a_changed_preprocessing(tmp_path):
     image = tmp_path / "image.npy"
     np.save(image, _nuclei(128))
     out = tmp_path / "out.zarr"
-    assert segarch_cli("predict", image, out, "--model", "nuclei2d").returncode == 0
+    assert segarch_cli("predict", image, out, "--model", "unet.nuclei2d").returncode == 0
     before = tree_digest(out)
     result = segarch_cli("predict", image, out, "--model", changed, "--resume")
     assert_one_line_error(result, "other settings (preprocessing differ)")
@@ -203,7 +203,7 @@ def test_5_a_store_killed_while_being_created_never_blocks_the_rerun(tmp_path):
     leftover = tmp_path / ".out.zarr.0badf00d.segarch-tmp"
     (leftover / "0").mkdir(parents=True)
     (leftover / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
-    result = segarch_cli("predict", image, tmp_path / "out.zarr", "--model", "nuclei2d")
+    result = segarch_cli("predict", image, tmp_path / "out.zarr", "--model", "unet.nuclei2d")
     assert result.returncode == 0, result.stderr
     assert not leftover.exists()
     assert segarch.io.open_image(tmp_path / "out.zarr").shape == (128, 128)
@@ -217,23 +217,23 @@ def test_4_tif_output_is_checked_before_computing_honours_overwrite_and_resumes(
     target = tmp_path / "labels.tif"
     target.write_bytes(b"an older result")
     started = time.perf_counter()
-    result = segarch_cli("predict", image, target, "--model", "nuclei2d")
+    result = segarch_cli("predict", image, target, "--model", "unet.nuclei2d")
     assert_one_line_error(result, "already exists", "--overwrite")
     assert target.read_bytes() == b"an older result" and not (tmp_path / "labels.tif.partial.zarr").exists()
     refused_in = time.perf_counter() - started
 
-    result = segarch_cli("predict", image, unwritable / "labels.tif", "--model", "nuclei2d")
+    result = segarch_cli("predict", image, unwritable / "labels.tif", "--model", "unet.nuclei2d")
     assert_one_line_error(result, "cannot be written", "choose a folder you can write to")
 
     # A .tif result is computed into labels.tif.partial.zarr, which an interrupted run leaves to resume from.
     proc = _interrupted_run([image, target, "--overwrite"], target.with_name("labels.tif.partial.zarr"), tmp_path)
     assert proc.returncode == 130, proc.stderr.read() if proc.stderr else ""
     assert target.read_bytes() == b"an older result"  # replaced only when the new result is complete
-    result = segarch_cli("predict", image, target, "--model", "nuclei2d", "--tile", "64", "--batch-size", "1",
+    result = segarch_cli("predict", image, target, "--model", "unet.nuclei2d", "--tile", "64", "--batch-size", "1",
                          "--resume", "--overwrite")
     assert result.returncode == 0, result.stderr
     labels = tifffile.imread(target)
-    clean = segarch.predict(segarch.pretrained.load("nuclei2d"), str(image), tile=64, batch_size=1)
+    clean = segarch.predict(segarch.pretrained.load("unet.nuclei2d"), str(image), tile=64, batch_size=1)
     np.testing.assert_array_equal(labels, clean)
     assert not (tmp_path / "labels.tif.partial.zarr").exists()
     assert refused_in < 60  # no computation happened before the refusal (a loose bound: imports only)
@@ -250,13 +250,13 @@ def test_6_a_folder_run_goes_on_past_a_bad_file_and_never_collides_names(tmp_pat
     tifffile.imwrite(images / "c.tif", _nuclei(96, seed=4))
     (images / "bad.tif").write_bytes(b"II*\x00" + bytes(200))  # a TIFF header and nothing readable
     before = tree_digest(images)
-    result = segarch_cli("predict", images, tmp_path / "out", "--model", "nuclei2d")
+    result = segarch_cli("predict", images, tmp_path / "out", "--model", "unet.nuclei2d")
     assert result.returncode == 1, result.stderr
     assert "bad.tif" in result.stderr and "Traceback" not in result.stderr
     assert "4 of 5 images segmented; failed: bad.tif" in result.stdout
     out = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert out == ["a.npy.zarr", "a.tif.zarr", "a.tiff.zarr", "c.zarr"]
-    model = segarch.pretrained.load("nuclei2d")
+    model = segarch.pretrained.load("unet.nuclei2d")
     for name, seed in (("a.npy.zarr", 1), ("a.tif.zarr", 2), ("a.tiff.zarr", 3), ("c.zarr", 4)):
         np.testing.assert_array_equal(segarch.io.open_image(tmp_path / "out" / name).levels[0].compute(),
                                       segarch.predict(model, _nuclei(96, seed=seed)))
@@ -271,11 +271,11 @@ def test_6_a_store_being_written_is_locked_against_a_second_writer(tmp_path):
     image = tmp_path / "image.npy"
     np.save(image, np.random.default_rng(6).random((2048, 2048), dtype=np.float32))
     out = tmp_path / "out.zarr"
-    first = _start("predict", image, out, "--model", "nuclei2d", "--tile", "32", "--batch-size", "1")
+    first = _start("predict", image, out, "--model", "unet.nuclei2d", "--tile", "32", "--batch-size", "1")
     deadline = time.time() + 300
     while time.time() < deadline and first.poll() is None and not (out.is_dir() and finished_blocks(out)):
         time.sleep(0.05)
-    second = segarch_cli("predict", image, out, "--model", "nuclei2d", "--overwrite")
+    second = segarch_cli("predict", image, out, "--model", "unet.nuclei2d", "--overwrite")
     still_running = first.poll() is None
     first.send_signal(signal.SIGINT)
     first.communicate(timeout=300)
@@ -320,13 +320,13 @@ def test_8_an_unreachable_scheduler_and_unwritable_folders_fail_at_once_with_one
     np.save(image, _nuclei(96))
     out = tmp_path / "out.zarr"
     # Dask's own connect timeout (30 s by default) applies; 3 s keeps the test short.
-    result = segarch_cli("predict", image, out, "--model", "nuclei2d", "--scheduler", "tcp://127.0.0.1:9",
+    result = segarch_cli("predict", image, out, "--model", "unet.nuclei2d", "--scheduler", "tcp://127.0.0.1:9",
                          env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"})
     assert_one_line_error(result, "--scheduler='tcp://127.0.0.1:9'", "could not connect", "within 3 s")
     assert not out.exists()  # nothing left behind to block the rerun
-    assert segarch_cli("predict", image, out, "--model", "nuclei2d").returncode == 0
+    assert segarch_cli("predict", image, out, "--model", "unet.nuclei2d").returncode == 0
 
-    result = segarch_cli("predict", image, unwritable / "out.zarr", "--model", "nuclei2d")
+    result = segarch_cli("predict", image, unwritable / "out.zarr", "--model", "unet.nuclei2d")
     assert_one_line_error(result, "cannot be written", "choose a folder you can write to")
     tifffile.imwrite(tmp_path / "labels.tif", (_nuclei(96) > 0.5).astype(np.uint8))
     tifffile.imwrite(tmp_path / "image.tif", _nuclei(96))
@@ -353,14 +353,14 @@ def test_9_a_truncated_tiff_an_out_that_is_a_file_and_malformed_ome_metadata(tmp
                      compression="zlib")
     data = tiff.read_bytes()
     tiff.write_bytes(data[: len(data) * 2 // 3])  # the last tiles are cut off
-    result = segarch_cli("predict", tiff, tmp_path / "out.zarr", "--model", "nuclei2d")
+    result = segarch_cli("predict", tiff, tmp_path / "out.zarr", "--model", "unet.nuclei2d")
     assert_one_line_error(result, str(tiff))
 
     image = tmp_path / "image.npy"
     np.save(image, _nuclei(96))
     a_file = tmp_path / "out.zarr"
     a_file.write_text("not a folder")
-    result = segarch_cli("predict", image, a_file, "--model", "nuclei2d", "--overwrite")
+    result = segarch_cli("predict", image, a_file, "--model", "unet.nuclei2d", "--overwrite")
     assert_one_line_error(result, "is a file")
     assert a_file.read_text() == "not a folder"
 
@@ -370,7 +370,7 @@ def test_9_a_truncated_tiff_an_out_that_is_a_file_and_malformed_ome_metadata(tmp
     meta["attributes"]["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"] = [
         {"type": "scale", "scale": ["a", "b"]}]
     (ome / "zarr.json").write_text(json.dumps(meta))
-    result = segarch_cli("predict", ome, tmp_path / "o.zarr", "--model", "nuclei2d")
+    result = segarch_cli("predict", ome, tmp_path / "o.zarr", "--model", "unet.nuclei2d")
     assert_one_line_error(result, str(ome), "malformed OME-Zarr scale")
 
 
@@ -379,13 +379,13 @@ def test_9_a_truncated_tiff_an_out_that_is_a_file_and_malformed_ome_metadata(tmp
 def test_errors_speak_the_flags_and_suggest_names(tmp_path):
     image = tmp_path / "image.npy"
     np.save(image, _nuclei(64))
-    assert segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "nuclei2d").returncode == 0
-    line = assert_one_line_error(segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "nuclei2d"),
+    assert segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "unet.nuclei2d").returncode == 0
+    line = assert_one_line_error(segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "unet.nuclei2d"),
                                  "OUTPUT", "pass --resume to continue that run or --overwrite")
     assert "resume=True" not in line and "`out`" not in line
     assert_one_line_error(segarch_cli("predict", image, tmp_path / "p.zarr", "--model", "nuclei2"),
                           "Did you mean 'nuclei2d'")
-    result = segarch_cli("predict", image, tmp_path / "p.zarr", "--model", "nuclei2d", "--overlap", "abc")
+    result = segarch_cli("predict", image, tmp_path / "p.zarr", "--model", "unet.nuclei2d", "--overlap", "abc")
     assert result.returncode == 2 and "--overlap: must be a fraction in [0, 1) such as 0.25" in result.stderr
     result = segarch_cli("zoo", "--task", "unknown")
     assert result.returncode == 2 and "invalid choice: 'unknown'" in result.stderr
@@ -394,22 +394,22 @@ def test_errors_speak_the_flags_and_suggest_names(tmp_path):
 def test_a_completed_resume_says_so_and_verbose_logs_have_their_own_lines(tmp_path):
     image = tmp_path / "image.npy"
     np.save(image, _nuclei(300))
-    first = segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "nuclei2d", "--tile", "64", "-v")
+    first = segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "unet.nuclei2d", "--tile", "64", "-v")
     assert first.returncode == 0, first.stderr
     lines = first.stderr.split("\n")
     logs = [ln for ln in lines if "INFO segarch" in ln]
     assert logs and all(ln.startswith("INFO segarch") for ln in logs), first.stderr  # never glued to the bar
-    again = segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "nuclei2d", "--tile", "64", "--resume")
+    again = segarch_cli("predict", image, tmp_path / "o.zarr", "--model", "unet.nuclei2d", "--tile", "64", "--resume")
     assert again.returncode == 0, again.stderr
     assert "already complete (nothing left to compute)" in again.stdout
     assert "0/0 tiles" not in again.stderr and "pixels/s" not in again.stdout
 
 
 def test_info_takes_a_shipped_name_and_card_prints_plain_text():
-    info = segarch_cli("info", "nuclei2d")
+    info = segarch_cli("info", "unet.nuclei2d")
     assert info.returncode == 0, info.stderr
     meta = json.loads(info.stdout)
-    assert meta["shipped_model"] == "nuclei2d" and meta["arch"] == "unet" and meta["card"]["name"] == "nuclei2d"
+    assert meta["shipped_model"] == "unet.nuclei2d" and meta["arch"] == "unet" and meta["card"]["name"] == "unet.nuclei2d"
     assert "\\u" not in info.stdout and "×" in info.stdout  # the description's "192×192", not "\u00d7"
     assert_one_line_error(segarch_cli("info", "nuclei2"), "Did you mean 'nuclei2d'")
 
@@ -417,7 +417,7 @@ def test_info_takes_a_shipped_name_and_card_prints_plain_text():
 def test_bad_arguments_are_refused_before_the_heavy_imports(tmp_path):
     code = ("import sys; from segarch.cli import main; rc = main(sys.argv[1:]); "
             "print('torch imported' if 'torch' in sys.modules else 'torch not imported'); sys.exit(rc)")
-    for args in (["predict", str(tmp_path / "missing.tif"), str(tmp_path / "o.zarr"), "--model", "nuclei2d"],
+    for args in (["predict", str(tmp_path / "missing.tif"), str(tmp_path / "o.zarr"), "--model", "unet.nuclei2d"],
                  ["train", str(tmp_path), str(tmp_path), "--model", "unet", "--out", str(tmp_path)]):
         result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
         assert result.returncode == 2, result.stderr
@@ -427,7 +427,7 @@ def test_bad_arguments_are_refused_before_the_heavy_imports(tmp_path):
 def test_2_an_open_zarr_array_is_an_input_too(tmp_path):
     import zarr
 
-    model = segarch.pretrained.load("nuclei2d")
+    model = segarch.pretrained.load("unet.nuclei2d")
     segarch.predict(model, _nuclei(64), out=tmp_path / "result.zarr")
     before = tree_digest(tmp_path / "result.zarr")
     opened = zarr.open_group(str(tmp_path / "result.zarr"), mode="r")["0"]

@@ -35,5 +35,5 @@ def test_documented_top_level_api_resolves():
     for name in ("Model", "save_model", "load_model", "zoo", "predict", "train", "PredictionCancelled",
                  "pretrained", "io", "prompts"):
         assert getattr(segarch, name) is not None, name
-    assert "nuclei2d" in segarch.pretrained.names()
+    assert "unet.nuclei2d" in segarch.pretrained.names()
     assert callable(segarch.io.open_image) and callable(segarch.prompts.segment_from_points)

@@ -107,13 +107,13 @@ def test_a_3d_extreme_point_model_trains_on_volumes():
 
 
 def test_the_shipped_model_fine_tunes_by_name_and_stays_good():
-    shipped = segarch.pretrained.load("dextr_light")
+    shipped = segarch.pretrained.load("dextr_light.objects2d")
     before = {k: v.clone() for k, v in shipped.network.state_dict().items()}
     images, labels = _scenes(4, seed=400)
-    tuned = segarch.train("dextr_light", images, labels, steps=6, batch_size=4, lr=1e-4, seed=1)
-    assert "Fine-tuned from dextr_light" in tuned.description
+    tuned = segarch.train("dextr_light.objects2d", images, labels, steps=6, batch_size=4, lr=1e-4, seed=1)
+    assert "Fine-tuned from dextr_light.objects2d" in tuned.description
     assert any(not torch.equal(v, tuned.network.state_dict()[k]) for k, v in before.items())
-    assert all(torch.equal(v, segarch.pretrained.load("dextr_light").network.state_dict()[k])
+    assert all(torch.equal(v, segarch.pretrained.load("dextr_light.objects2d").network.state_dict()[k])
                for k, v in before.items())  # the shipped file is untouched
     assert tuned.validation["object_iou"] > 0.75
 
@@ -130,7 +130,7 @@ def test_the_shipped_model_fine_tunes_by_name_and_stays_good():
 ])
 def test_bad_interactive_training_inputs_give_clear_errors(case, match):
     images, labels = _scenes(1, seed=500)
-    model, kwargs = "dextr_light", {"steps": 1}
+    model, kwargs = "dextr_light.objects2d", {"steps": 1}
     if case == "mask":
         kwargs["mask"] = True
     elif case == "classes":
@@ -162,7 +162,7 @@ def test_cli_fine_tunes_the_shipped_model_on_tiff_instance_labels(tmp_path):
         tifffile.imwrite(folder_images / f"cells{i}.tif", im)
         tifffile.imwrite(folder_labels / f"cells{i}_labels.tif", lab)
     out = tmp_path / "my_dextr.safetensors"
-    result = _cli("train", str(folder_images), str(folder_labels), "--model", "dextr_light", "--steps", "4",
+    result = _cli("train", str(folder_images), str(folder_labels), "--model", "dextr_light.objects2d", "--steps", "4",
                          "--batch-size", "4", "--lr", "1e-4", "--jitter", "1.5", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "finished after 4 steps" in result.stderr and out.is_file() and (tmp_path / "my_dextr.csv").is_file()
@@ -213,7 +213,7 @@ def test_training_pairs_put_the_heat_map_on_the_points():
 
 
 def test_fine_tune_on_instance_labels_returns_a_trained_copy():
-    shipped = segarch.pretrained.load("dextr_light")
+    shipped = segarch.pretrained.load("dextr_light.objects2d")
     before = {k: v.clone() for k, v in shipped.network.state_dict().items()}
     scenes = [object_scene((96, 96), seed=600 + i) for i in range(3)]
     tuned = fine_tune(shipped, [s[0] for s in scenes], [s[1] for s in scenes], steps=4, batch_size=4)

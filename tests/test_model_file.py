@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import segarch
-from segarch.model_file import read_metadata
+from segarch.models import read_metadata
 
 SMALL = {"features": (4, 8, 16, 32, 64)}
 

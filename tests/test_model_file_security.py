@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import segarch
-from segarch.model_file import check_metadata
+from segarch.models import check_metadata
 
 
 def _small_model() -> segarch.Model:
@@ -101,9 +101,9 @@ def test_each_payload_is_refused_at_load_model_and_never_runs(tmp_path, good_fil
     with pytest.raises(ValueError, match=rf"`preprocessing\[{index}\]` in '.*evil.safetensors'"):
         segarch.load_model(evil)
     with pytest.raises(ValueError, match=r"preprocessing\["):
-        segarch.model_file.read_metadata(evil)
+        segarch.models.read_metadata(evil)
     with pytest.raises(ValueError, match=r"preprocessing\["):
-        segarch.model_file.resolve_model(evil)  # what the CLI and the widgets call
+        segarch.models.resolve(evil)  # what the CLI and the widgets call
     assert not marker.exists()
 
 
@@ -271,7 +271,7 @@ def test_an_absurd_tile_is_refused_with_the_memory_estimate_before_anything_is_a
     # hundreds of GiB of activations; the run is refused with the estimate, and nothing is written.
     image = zarr.open_array(str(tmp_path / "huge.zarr"), mode="w", shape=(40000, 40000), chunks=(4096, 4096),
                             dtype="uint8", fill_value=0)
-    model = segarch.pretrained.load("nuclei2d")
+    model = segarch.pretrained.load("unet.nuclei2d")
     with pytest.raises(ValueError, match=r"`tile`=\(32768, 32768\) with `batch_size`=2: a batch of 2 tiles .* needs "
                                          r"about [0-9.]+ GiB on cpu .* pass a smaller `tile` \(e\.g\. [0-9]+\)"):
         segarch.predict(model, image, tile=32768, batch_size=2, device="cpu", out=tmp_path / "out.zarr")

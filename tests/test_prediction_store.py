@@ -28,7 +28,7 @@ def test_a_labels_store_is_valid_ngff_05_read_by_ome_zarr_py(tmp_path):
     from ome_zarr.reader import Label, Multiscales, Reader
     from ome_zarr_models.v05.image_label import ImageLabel
 
-    model = segarch.pretrained.load("nuclei2d")
+    model = segarch.pretrained.load("unet.nuclei2d")
     image = _image((700, 600), seed=int(np.random.default_rng().integers(1000)))
     expected = segarch.predict(model, image)
     segarch.predict(model, image, out=tmp_path / "labels.zarr")
@@ -53,7 +53,7 @@ def test_a_probabilities_store_of_a_time_series_is_a_valid_ngff_05_image(tmp_pat
     import ome_zarr_models
     from ome_zarr_models.v05.image import Image
 
-    model = segarch.pretrained.load("nuclei2d")
+    model = segarch.pretrained.load("unet.nuclei2d")
     movie = np.stack([_image((96, 80), seed=s) for s in (1, 2)])
     out = segarch.predict(model, movie, axes="TYX", output="probabilities", out=tmp_path / "p.zarr")
     assert out.shape == (2, 2, 96, 80)
@@ -63,10 +63,10 @@ def test_a_probabilities_store_of_a_time_series_is_a_valid_ngff_05_image(tmp_pat
 
 
 def test_provenance_names_the_shipped_model_and_its_architecture(tmp_path):
-    model = segarch.pretrained.load("nuclei2d")
+    model = segarch.pretrained.load("unet.nuclei2d")
     segarch.predict(model, _image((64, 64)), out=tmp_path / "a.zarr")
     settings = zarr.open_group(str(tmp_path / "a.zarr"), mode="r").attrs["segarch"]["settings"]
-    assert settings["model"] == "nuclei2d" and settings["arch"] == "unet"
+    assert settings["model"] == "unet.nuclei2d" and settings["arch"] == "unet"
     assert settings["preprocessing"] == model.preprocessing
     file_model = segarch.load_model(segarch.save_model(model, tmp_path / "mine.safetensors"))
     segarch.predict(file_model, _image((64, 64)), out=tmp_path / "b.zarr")
@@ -75,7 +75,7 @@ def test_provenance_names_the_shipped_model_and_its_architecture(tmp_path):
 
 
 def test_zarr_sees_no_foreign_objects_in_the_store_during_and_after_a_run(tmp_path):
-    model = segarch.pretrained.load("nuclei2d")
+    model = segarch.pretrained.load("unet.nuclei2d")
     image = _image((1100, 600))
     cancel = threading.Event()
 

@@ -23,9 +23,9 @@ def one_thread():
 
 
 def test_names_and_cards():
-    assert {"nuclei2d", "nuclei3d"} <= set(pretrained.names())
-    assert set(pretrained.names(task="semantic")) == {"nuclei2d", "nuclei3d"}
-    assert pretrained.names(task="interactive") == ["dextr_light", "dextr_light3d"]
+    assert {"unet.nuclei2d", "unet.nuclei3d"} <= set(pretrained.names())
+    assert set(pretrained.names(task="semantic")) == {"unet.nuclei2d", "unet.nuclei3d"}
+    assert pretrained.names(task="interactive") == ["dextr_light.objects2d", "dextr_light.objects3d"]
     for name in pretrained.names(task="semantic"):
         card = pretrained.card(name)
         assert card["name"] == name and card["arch"] in segarch.zoo.names()
@@ -34,11 +34,18 @@ def test_names_and_cards():
         model = pretrained.load(name)
         assert model.trained and model.class_names == ["background", "nucleus"]
         assert model.spatial_dims == card["spatial_dims"] and model.num_parameters == card["parameters"]
-    with pytest.raises(ValueError, match="Did you mean 'nuclei2d'"):
-        pretrained.load("nuclei_2d")
+    with pytest.raises(ValueError, match="Did you mean 'unet.nuclei2d'"):
+        pretrained.load("unet.nuclei_2d")
 
 
-@pytest.mark.parametrize("name, n, shape", [("nuclei2d", 4, (192, 192)), ("nuclei3d", 2, (40, 96, 96))])
+@pytest.mark.parametrize("old, new", sorted(pretrained.FORMER_NAMES.items()))
+def test_former_names_still_load_and_warn(old, new):
+    with pytest.warns(FutureWarning, match=rf"The shipped model name '{old}' is deprecated: use '{new}'"):
+        model = pretrained.load(old)
+    assert model.name == new and pretrained.card(new)["arch"] == model.arch
+
+
+@pytest.mark.parametrize("name, n, shape", [("unet.nuclei2d", 4, (192, 192)), ("unet.nuclei3d", 2, (40, 96, 96))])
 def test_shipped_models_reach_their_stated_dice_on_fresh_data(name, n, shape):
     model = pretrained.load(name)
     stated = pretrained.card(name)["test"]["dice_nucleus"]

@@ -39,7 +39,7 @@ def test_objects_get_consecutive_ids_and_undo(widget, qtbot, artifacts_dir):
     image, truth = object_scene((160, 160), seed=31)
     viewer.add_image(image, name="cells", scale=(0.5, 0.5))
     widget.image_combo.setCurrentText("cells")
-    assert widget.model_combo.currentText() == "dextr_light"
+    assert widget.model_combo.currentText() == "dextr_light.objects2d"
     widget.start()
     labels = viewer.layers["cells objects"]
     assert labels.data.shape == image.shape and tuple(labels.scale) == (0.5, 0.5)
@@ -163,7 +163,7 @@ def test_the_shipped_3d_model_sets_3d_mode_and_segments_an_object(widget, qtbot)
     image, truth = object_scene((48, 64, 64), seed=36)
     viewer.add_image(image, name="volume")
     widget.image_combo.setCurrentText("volume")
-    widget.model_combo.setCurrentText("dextr_light3d")
+    widget.model_combo.setCurrentText("dextr_light.objects3d")
     assert widget.spatial_dims == 3  # the shipped model's card sets the mode
     widget.start()
     value = int(np.bincount(truth.ravel())[1:].argmax()) + 1
@@ -209,7 +209,7 @@ def test_switching_to_3d_adapts_the_points_and_one_slice_is_refused(widget, qtbo
     assert widget.points_layer.ndim == 2
     widget.points_layer.add(np.array([10.0, 10.0]))  # one click, then the user changes their mind
     widget.image_combo.setCurrentText("volume")
-    widget.model_combo.setCurrentText("dextr_light3d")
+    widget.model_combo.setCurrentText("dextr_light.objects3d")
     widget.mode_combo.setCurrentIndex(1)
     widget.start()
     assert widget.points_layer.ndim == 3 and len(widget.points_layer.data) == 0

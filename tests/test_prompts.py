@@ -15,7 +15,7 @@ from segarch.prompts.recipe import crop_box
 
 @pytest.fixture(scope="module")
 def shipped():
-    return pretrained.load("dextr_light")
+    return pretrained.load("dextr_light.objects2d")
 
 
 @pytest.mark.parametrize("shape", [(96, 96), (32, 48, 48)])
@@ -83,7 +83,7 @@ def test_segment_from_points_errors(shipped):
         segment_from_points(shipped, image, good, axes="ZX")
 
 
-@pytest.mark.parametrize("name, shape, scenes", [("dextr_light", (160, 160), 6), ("dextr_light3d", (48, 64, 64), 10)])
+@pytest.mark.parametrize("name, shape, scenes", [("dextr_light.objects2d", (160, 160), 6), ("dextr_light.objects3d", (48, 64, 64), 10)])
 def test_shipped_model_reaches_its_stated_iou_on_fresh_objects(name, shape, scenes):
     card = pretrained.card(name)
     stated = card["test"]["mean_iou"]
@@ -154,12 +154,12 @@ def test_a_single_small_volume_runs_as_two_copies_with_the_same_probability():
     # PyTorch's native batch-1 3D convolution is 2-4x slower than oneDNN; the copy must not change the answer.
     from segarch.prompts.segment import _needs_batch_of_two, object_probability
 
-    model = pretrained.load("dextr_light3d")  # first level: 16 channels
+    model = pretrained.load("dextr_light.objects3d")  # first level: 16 channels
     x = torch.rand(1, 2, 32, 32, 32, generator=torch.Generator().manual_seed(int(np.random.randint(1 << 30))))
     assert _needs_batch_of_two(model.network, x)
     assert not _needs_batch_of_two(model.network, torch.rand(1, 2, 48, 48, 48))  # 16 × 48 × 48 takes oneDNN
     assert not _needs_batch_of_two(model.network, torch.rand(2, 2, 32, 32, 32))
-    assert not _needs_batch_of_two(pretrained.load("dextr_light").network, torch.rand(1, 2, 64, 64))
+    assert not _needs_batch_of_two(pretrained.load("dextr_light.objects2d").network, torch.rand(1, 2, 64, 64))
     model.network.eval()
     with torch.no_grad():
         expected = torch.softmax(model.network(x), dim=1)[:, 1:2]
@@ -196,20 +196,20 @@ def test_the_training_script_runs_end_to_end_in_small(tmp_path):
     result = subprocess.run([sys.executable, str(script), "--steps", "3", "--scenes", "4", "--features", "4", "8", "16",
                              "32", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    card = json.loads((tmp_path / "dextr_light.json").read_text())
+    card = json.loads((tmp_path / "dextr_light.objects2d.json").read_text())
     assert card["training"]["steps"] == 3 and card["training"]["trainer"] == "segarch.train"
     assert 0 <= card["test"]["mean_iou"] <= 1 and card["test"]["objects"] > 100
-    model = segarch.load_model(tmp_path / "dextr_light.safetensors")
+    model = segarch.load_model(tmp_path / "dextr_light.objects2d.safetensors")
     assert model.trained and model.prompt == {k: v for k, v in card["prompt"].items() if k != "points"}
-    assert (tmp_path / "dextr_light.csv").is_file() and (tmp_path / "dextr_light.png").is_file()
+    assert (tmp_path / "dextr_light.objects2d.csv").is_file() and (tmp_path / "dextr_light.objects2d.png").is_file()
     # --remeasure measures the written model again on the same scenes: the same IoU, the card rewritten.
     first = card["test"]
     card["test"] = {"mean_iou": -1.0}
-    (tmp_path / "dextr_light.json").write_text(json.dumps(card))
+    (tmp_path / "dextr_light.objects2d.json").write_text(json.dumps(card))
     again = subprocess.run([sys.executable, str(script), "--remeasure", "--out", str(tmp_path)], capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    remeasured = json.loads((tmp_path / "dextr_light.json").read_text())
+    remeasured = json.loads((tmp_path / "dextr_light.objects2d.json").read_text())
     assert remeasured["test"]["objects"] == first["objects"]
     assert remeasured["test"]["mean_iou"] == pytest.approx(first["mean_iou"], abs=2e-4)
-    assert remeasured["training"] == card["training"] and remeasured["name"] == "dextr_light"
+    assert remeasured["training"] == card["training"] and remeasured["name"] == "dextr_light.objects2d"

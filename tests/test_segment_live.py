@@ -74,8 +74,8 @@ def test_a_lazy_image_is_drawn_as_computed_during_and_after_the_run(widget, qtbo
     image, _ = nuclei((1100, 1300), seed=int(np.random.default_rng().integers(1 << 30)))
     layer = _open(viewer, tmp_path, kind, image)
     widget.image_combo.set_layer(layer)
-    widget.select_model("shipped", "nuclei2d")
-    expected = segarch.predict(pretrained.load("nuclei2d"), image)
+    widget.select_model("shipped", "unet.nuclei2d")
+    expected = segarch.predict(pretrained.load("unet.nuclei2d"), image)
     levels = _levels(expected)
     assert expected.any() and len(levels) == 4
 
@@ -114,7 +114,7 @@ def test_panning_and_zooming_during_a_run_on_a_lazy_tiff(widget, qtbot, tmp_path
     layer = viewer.open(str(tmp_path / "big.tif"), plugin="napari-segarch")[0]
     assert not isinstance(layer.data, np.ndarray)
     widget.image_combo.set_layer(layer)
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     widget.batch_spin.setValue(2)
 
     pan = PanZoom(viewer, image.shape, interval_ms=50)
@@ -130,7 +130,7 @@ def test_panning_and_zooming_during_a_run_on_a_lazy_tiff(widget, qtbot, tmp_path
           f"over {len(monitor.cpu)} ticks, {pan.moves} camera moves")
     assert monitor.max_cpu_gap < 0.25, f"the GUI thread was busy for {monitor.max_cpu_gap:.3f} s at a stretch"
 
-    expected = segarch.predict(pretrained.load("nuclei2d"), image, batch_size=2)
+    expected = segarch.predict(pretrained.load("unet.nuclei2d"), image, batch_size=2)
     result = viewer.layers["big segmentation"]
     np.testing.assert_array_equal(np.asarray(result.data[0][:]), expected)
     levels = _levels(expected)
@@ -164,7 +164,7 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(widget, qtbot, tmp_path)
     image, lazy = _big_dask(np.random.default_rng())
     viewer.add_image(lazy, name="cells")
     widget.image_combo.setCurrentText("cells")
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     widget.batch_spin.setValue(2)
     store = tmp_path / "cells.zarr"
     widget.out_edit.setText(str(store))
@@ -186,7 +186,7 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(widget, qtbot, tmp_path)
     assert seen and "unfinished" in seen[0]
     assert "done" in widget.status.text(), widget.status.text()
     assert viewer.layers["cells segmentation"] is not None
-    expected = segarch.predict(pretrained.load("nuclei2d"), image, batch_size=2)
+    expected = segarch.predict(pretrained.load("unet.nuclei2d"), image, batch_size=2)
     resumed = viewer.layers[-1]
     np.testing.assert_array_equal(np.asarray(resumed.data[0][:]), expected)
     levels = _levels(expected)
@@ -199,9 +199,9 @@ def test_a_finished_store_is_replaced_only_when_the_user_says_so(widget, qtbot, 
     image, lazy = _big_dask(np.random.default_rng(), (900, 700))
     viewer.add_image(lazy, name="cells")
     widget.image_combo.setCurrentText("cells")
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     store = tmp_path / "cells.zarr"
-    segarch.predict(pretrained.load("nuclei2d"), np.zeros((900, 700), np.float32), out=store)  # an older result
+    segarch.predict(pretrained.load("unet.nuclei2d"), np.zeros((900, 700), np.float32), out=store)  # an older result
     before = _tree_digest(store)
     widget.out_edit.setText(str(store))
 
@@ -217,7 +217,7 @@ def test_a_finished_store_is_replaced_only_when_the_user_says_so(widget, qtbot, 
     widget.segment_button.click()
     wait_done(qtbot, widget)
     np.testing.assert_array_equal(np.asarray(segarch.io.open_image(store).levels[0]),
-                                  segarch.predict(pretrained.load("nuclei2d"), image))
+                                  segarch.predict(pretrained.load("unet.nuclei2d"), image))
 
 
 def test_a_store_that_is_not_a_segarch_result_is_refused_and_kept(widget, qtbot, tmp_path, monkeypatch):
@@ -229,7 +229,7 @@ def test_a_store_that_is_not_a_segarch_result_is_refused_and_kept(widget, qtbot,
     image, _ = nuclei((300, 300), seed=3)
     viewer.add_image(image, name="cells")
     widget.image_combo.setCurrentText("cells")
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     someones = tmp_path / "someones_image.zarr"
     segarch.io.write_ome_zarr(someones, image, axes="YX")  # an OME-Zarr image, not a segmentation
     before = _tree_digest(someones)
@@ -248,7 +248,7 @@ def test_the_20000_sample_fills_in_during_the_run_and_keeps_it_after_cancel(widg
     viewer = widget.viewer
     viewer.open_sample("napari-segarch", "large_nuclei")
     widget.image_combo.setCurrentText("large lazy nuclei")
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     widget.segment_button.click()
     result = viewer.layers["large lazy nuclei segmentation"]
     assert result.multiscale and result.data[0].shape == (20000, 20000) and result.data[-1].shape[0] <= 256
@@ -283,7 +283,7 @@ def test_a_temporary_store_goes_with_its_layer(widget, qtbot):
     image, lazy = _big_dask(np.random.default_rng(), (700, 600))
     viewer.add_image(lazy, name="cells")
     widget.image_combo.setCurrentText("cells")
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     widget.segment_button.click()
     wait_done(qtbot, widget)
     result = viewer.layers["cells segmentation"]
@@ -302,7 +302,7 @@ def test_an_engine_error_is_one_notification_with_the_engines_message(widget, qt
     image, lazy = _big_dask(np.random.default_rng(), (300, 300))
     viewer.add_image(lazy, name="cells")
     widget.image_combo.setCurrentText("cells")
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     widget.axes_edit.setText("XQ")  # a bad axes string: the engine refuses it
     widget.segment_button.click()
     wait_done(qtbot, widget)

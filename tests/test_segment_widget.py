@@ -49,18 +49,18 @@ def test_segment_a_sample_with_the_shipped_model(widget, qtbot, artifacts_dir):
     image_layer, truth = viewer.layers["nuclei 2D"], viewer.layers["nuclei 2D ground truth"]
     image_layer.scale = (0.5, 0.25)
     widget.image_combo.setCurrentText("nuclei 2D")
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     assert widget.axes_edit.text() == "YX"
     widget.segment_button.click()
     _wait(qtbot, widget)
     result = viewer.layers["nuclei 2D segmentation"]
     assert result.data.shape == image_layer.data.shape and result.data.dtype == np.uint8
     assert tuple(result.scale) == (0.5, 0.25)
-    expected = segarch.predict(pretrained.load("nuclei2d"), image_layer.data)
+    expected = segarch.predict(pretrained.load("unet.nuclei2d"), image_layer.data)
     np.testing.assert_array_equal(np.asarray(result.data), expected)
     pred, gt = np.asarray(result.data) > 0, truth.data > 0
     assert 2 * (pred & gt).sum() / (pred.sum() + gt.sum()) > 0.7  # a trained model segments the nuclei
-    assert list(result.features["class"]) == pretrained.load("nuclei2d").class_names
+    assert list(result.features["class"]) == pretrained.load("unet.nuclei2d").class_names
     assert widget.progress_bar.value() == widget.progress_bar.maximum()
     PILImage.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(artifacts_dir / "segment_widget.png")
 
@@ -155,7 +155,7 @@ def test_the_result_keeps_the_images_geometry_and_saves_as_labels(widget, qtbot,
     where = {"scale": (0.5, 0.25), "translate": (100.0, -20.0), "units": ("micrometer", "micrometer")}
     viewer.add_image(da.from_array(image, chunks=256), name="cells", **where)
     widget.image_combo.setCurrentText("cells")
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     widget.segment_button.click()
     _wait(qtbot, widget)
     result = viewer.layers["cells segmentation"]
@@ -170,7 +170,7 @@ def test_the_result_keeps_the_images_geometry_and_saves_as_labels(widget, qtbot,
     np.testing.assert_allclose(back.translate, where["translate"])
     assert [str(u) for u in back.units] == ["micrometer"] * 2
     level0 = back.data[0] if back.multiscale else back.data
-    np.testing.assert_array_equal(np.asarray(level0), segarch.predict(segarch.pretrained.load("nuclei2d"), image))
+    np.testing.assert_array_equal(np.asarray(level0), segarch.predict(segarch.pretrained.load("unet.nuclei2d"), image))
     with pytest.raises(ValueError, match="already exists"):
         widget.save_result(path)
 
@@ -178,10 +178,10 @@ def test_the_result_keeps_the_images_geometry_and_saves_as_labels(widget, qtbot,
 def test_a_4d_stack_with_a_2d_model_is_a_stack_not_channels(widget):
     widget.viewer.add_image(np.zeros((3, 8, 96, 96), np.float32), name="movie")
     widget.image_combo.setCurrentText("movie")
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     assert widget.axes_edit.text() == "TZYX"  # was CZYX: a channel error for a 1-channel model
-    assert "slice by slice" in widget.hint.text() and "nuclei3d" in widget.hint.text()  # a 3D model exists
-    widget.select_model("shipped", "nuclei3d")
+    assert "slice by slice" in widget.hint.text() and "unet.nuclei3d" in widget.hint.text()  # a 3D model exists
+    widget.select_model("shipped", "unet.nuclei3d")
     assert widget.axes_edit.text() == "TZYX" and widget.hint.text() == ""
 
 
@@ -189,6 +189,7 @@ def test_segment_offers_segmenters_only():
     from napari_segarch._segment_widget import model_choices
 
     keys = [key for _, key in model_choices()]
-    assert ("zoo", "unet") in keys and ("shipped", "nuclei2d") in keys
-    assert ("zoo", "spade") not in keys  # a generator: label map -> image
-    assert not any(kind == "zoo" and segarch.zoo.card(name).task != "semantic" for kind, name in keys)
+    assert "zoo:unet" in keys and "shipped:unet.nuclei2d" in keys
+    assert "zoo:spade" not in keys  # a generator: label map -> image
+    zoo_names = [key.partition(":")[2] for key in keys if key.startswith("zoo:")]
+    assert zoo_names and all(segarch.zoo.card(name).task == "semantic" for name in zoo_names)

@@ -21,7 +21,7 @@ def one_thread():
 
 @pytest.fixture
 def widget(make_napari_viewer, qtbot):
-    from napari_segarch._session import SESSION
+    from segarch.models import SESSION
     from napari_segarch._train_widget import TrainWidget
     from segarch.synthetic import Conditions, nuclei
 
@@ -53,7 +53,7 @@ def test_train_from_the_dock_adds_a_session_model_and_saves_it(widget, qtbot, tm
     from PIL import Image as PILImage
 
     from napari_segarch._segment_widget import model_choices
-    from napari_segarch._session import SESSION
+    from segarch.models import SESSION
 
     assert widget.classes_spin.value() == 2  # dozens of instance labels: foreground vs background
     widget.steps_spin.setValue(20)
@@ -63,7 +63,7 @@ def test_train_from_the_dock_adds_a_session_model_and_saves_it(widget, qtbot, tm
     model = widget.model
     assert model is not None and model.trained
     assert widget.model_name in SESSION.names() and SESSION.get(widget.model_name) is model
-    assert any(key == ("session", widget.model_name) for _, key in model_choices())  # the Segment widget offers it
+    assert any(key == f"session:{widget.model_name}" for _, key in model_choices())  # the Segment widget offers it
     assert len(widget.plot.steps) == 20 and len(widget.plot.val_steps) >= 2
     assert widget.plot.smoothed()[-1] < widget.plot.smoothed()[0]
     assert model.class_names == ["background", "foreground"]
@@ -104,7 +104,7 @@ def test_missing_layers_are_reported(make_napari_viewer, qtbot):
 def test_fine_tune_the_extreme_point_model_from_the_dock_then_click_with_it(widget, qtbot):
     from napari_segarch._prompt_widget import ExtremePointsWidget
     from napari_segarch._segment_widget import model_choices
-    from napari_segarch._session import SESSION
+    from segarch.models import SESSION
     from segarch.prompts import extreme_points, object_scene
     from segarch.prompts.evaluate import iou
 
@@ -114,7 +114,7 @@ def test_fine_tune_the_extreme_point_model_from_the_dock_then_click_with_it(widg
     viewer.add_labels(truth, name="objects annotations")
     widget.image_combo.setCurrentText("objects")
     widget.labels_combo.setCurrentText("objects annotations")
-    widget.select_model("shipped", "dextr_light")
+    widget.select_model("shipped", "dextr_light.objects2d")
     assert not widget.classes_spin.isEnabled() and not widget.patch_spin.isEnabled()
     assert "each object" in widget.status.text()
     widget.steps_spin.setValue(4)
@@ -125,11 +125,11 @@ def test_fine_tune_the_extreme_point_model_from_the_dock_then_click_with_it(widg
     assert model is not None and model.card.task == "interactive" and model.class_names == ["background", "object"]
     assert "held-out object IoU" in widget.status.text() and "Extreme points widget" in widget.status.text()
     assert widget.model_name in SESSION.names(task="interactive")
-    assert all(key != ("session", widget.model_name) for _, key in model_choices())  # not a Segment model
+    assert all(key != f"session:{widget.model_name}" for _, key in model_choices())  # not a Segment model
 
     clicker = ExtremePointsWidget(viewer)
     viewer.window.add_dock_widget(clicker, name="Extreme points")
-    entry = f"{widget.model_name} (this session)"
+    entry = f"session:{widget.model_name}"  # the reference one would type
     assert clicker.model_combo.findText(entry) >= 0
     clicker.model_combo.setCurrentText(entry)
     clicker.image_combo.setCurrentText("objects")
@@ -150,7 +150,7 @@ def test_fine_tune_the_extreme_point_model_from_the_dock_then_click_with_it(widg
 
 
 def test_a_cancelled_run_joins_the_session_only_when_asked(widget, qtbot):
-    from napari_segarch._session import SESSION
+    from segarch.models import SESSION
 
     widget.steps_spin.setValue(100_000)
     widget.train_button.click()

@@ -19,7 +19,7 @@ import torch
 from scipy import ndimage
 
 import segarch
-from segarch.model import Model
+from segarch.models import Model
 from segarch.synthetic import Conditions, nuclei
 from segarch.training import TrainConfig, TrainingTask, Validation, task_names, train_iter
 from segarch.training import task as task_registry
@@ -155,7 +155,7 @@ def test_naming_a_task(boundary_task):
         segarch.train("unet", images, labels, task="interactive", options=SMALL, steps=1)
     wrong = r"`task`='boundaries' trains semantic architectures, not 'dextr_light' \(interactive\)"
     with pytest.raises(ValueError, match=wrong):
-        segarch.train("dextr_light", images, labels, task="boundaries", steps=1)
+        segarch.train("dextr_light", images, labels, task="boundaries", options={}, steps=1)
 
 
 def test_options_as_one_config_or_keywords_train_the_same_model():

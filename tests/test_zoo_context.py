@@ -114,7 +114,7 @@ def test_deeplab_v3_plus_output_stride_8_dilates_the_exit_flow():
     assert net.aspp.rates == (12, 24, 36) and net.encoder.reductions[-1] == 8
     with torch.no_grad():
         features = net.encoder(torch.randn(1, 1, 64, 48))
-    assert [tuple(f.shape[2:]) for f in features] == [(16, 12), (16, 12), (8, 6), (8, 6)]
+    assert [tuple(f.shape[2:]) for f in features] == [(16, 12), (16, 12), (8, 6), (8, 6), (8, 6)]
     rates = [_dilations(unit) for unit in net.encoder.units]
     assert rates[2] == [1, 1, 1] and rates[3] == [2, 2, 2] and rates[-1] == [4, 4, 4]
 

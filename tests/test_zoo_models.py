@@ -1,7 +1,9 @@
 """Every registered architecture through one shared tester (shape, gradients, parameters, training).
 
 A new architecture needs no test code here: registering it with a card (and a small
-``test_config``) puts it through every check below, according to its task.
+``test_config``) puts it through every check below, according to its task. Panoptic and instance networks
+return a dict of named tensors, one per head (:mod:`segarch.nets._heads`): each head's shape is checked, every
+parameter gets a gradient, and the training steps lower a loss made of all heads.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from segarch import zoo
 from segarch.layers.checks import padded_shape
 
+MULTI_HEAD = ("panoptic", "instance")
 CASES = [(name, dims) for name in zoo.names() for dims in zoo.card(name).spatial_dims]
 DENSE = [(n, d) for n, d in CASES if zoo.card(n).task != "backbone"]
 
@@ -41,9 +44,16 @@ def test_forward_shape_and_backward(name, dims):
     shape = padded_shape(odd, divisor)
     x = torch.from_numpy(rng.normal(size=(2, 2, *shape)).astype(np.float32))
     y = net(x)
-    assert y.shape == _expected_shape(name, 2, 3, shape)
-    assert torch.isfinite(y).all()
-    y.square().mean().backward()
+    if zoo.card(name).task in MULTI_HEAD:
+        assert list(y) == [h.name for h in net.heads]
+        assert {k: tuple(v.shape) for k, v in y.items()} == net.output_shapes(x.shape)
+        tensors = list(y.values())
+    else:
+        assert y.shape == _expected_shape(name, 2, 3, shape)
+        tensors = [y]
+    for t in tensors:
+        assert torch.isfinite(t).all()
+    sum(t.square().mean() for t in tensors).backward()
     for pname, p in net.named_parameters():
         assert p.grad is not None, f"{pname} got no gradient"
         assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
@@ -83,28 +93,61 @@ def test_readme_zoo_table_is_what_segarch_zoo_markdown_prints(capsys):
 
 
 def _tiny_task(task: str):
-    """Generated nuclei: per-pixel foreground for dense models, 'more than 6 nuclei' for classifiers."""
+    """Generated nuclei: per-pixel foreground for dense models, 'more than 6 nuclei' for classifiers, the
+    instance labels for panoptic and instance models."""
     from segarch.samples import nuclei
 
     images, targets = [], []
     for seed in range(4):
         image, labels = nuclei((32, 32), radius=(3, 6), count=3 + 3 * seed, seed=seed)
         images.append((image - image.mean()) / image.std())
-        targets.append(labels > 0 if task != "backbone" else np.int64(labels.max() > 6))
+        if task in MULTI_HEAD:
+            targets.append(labels)
+        else:
+            targets.append(labels > 0 if task != "backbone" else np.int64(labels.max() > 6))
     x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
     return x, torch.from_numpy(np.stack(targets).astype(np.int64))
+
+
+def _head_targets(net, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A target for each head of a multi-head net, by the head's kind, from instance labels ``(B, *S)``."""
+    from segarch.instances.panoptic import center_offset_targets
+
+    per_image = [center_offset_targets(lab.numpy(), sigma=2.0) for lab in labels]
+    made = {"semantic": (labels > 0).long(),
+            "center": torch.from_numpy(np.stack([c for c, _ in per_image])),
+            "offset": torch.from_numpy(np.stack([o for _, o in per_image]))}
+    targets = {}
+    for head in net.heads:
+        assert head.kind in made, f"the shared tester has no target for heads of kind {head.kind!r}: add one"
+        targets[head.name] = made[head.kind]
+    return targets
+
+
+def _multi_head_loss(net, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy on semantic heads, squared error on centre heatmaps, L1 on offsets (pixels / 8)."""
+    losses = {"semantic": lambda y, t: torch.nn.functional.cross_entropy(y, t),
+              "center": lambda y, t: 10 * torch.nn.functional.mse_loss(y, t),
+              "offset": lambda y, t: torch.nn.functional.l1_loss(y / 8, t / 8)}
+    return sum(losses[h.kind](outputs[h.name], targets[h.name]) for h in net.heads)
 
 
 @pytest.mark.parametrize("name", zoo.names())
 def test_a_few_training_steps_lower_the_loss(name):
     torch.manual_seed(0)
     net = _build(name, 2, out_channels=2)
-    x, t = _tiny_task(zoo.card(name).task)
+    task = zoo.card(name).task
+    x, t = _tiny_task(task)
+    if task in MULTI_HEAD:
+        targets = _head_targets(net, t)
     opt = torch.optim.Adam(net.parameters(), lr=zoo.card(name).test_lr)
     losses = []
     for _ in range(30):
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(net(x), t)
+        if task in MULTI_HEAD:
+            loss = _multi_head_loss(net, net(x), targets)
+        else:
+            loss = torch.nn.functional.cross_entropy(net(x), t)
         loss.backward()
         opt.step()
         losses.append(loss.item())

@@ -1,10 +1,13 @@
-"""segarch: segmentation architectures, model files and (soon) tiled inference, with no GUI.
+"""segarch: segmentation architectures, model files and tiled inference, with no GUI.
 
 Public API::
 
     segarch.zoo.names(), segarch.zoo.card(name), segarch.zoo.create(name, ...)
     segarch.Model, segarch.save_model(model, path), segarch.load_model(path)
+    segarch.models.resolve("unet.nuclei2d"), segarch.models.choices(task="semantic")   # the model catalogue
+    segarch.pretrained.load("unet.nuclei2d")   # the models that ship trained
     segarch.predict(model, image, ...)   # tiled inference over images of any size
+    segarch.train("unet", images, labels, ...)
 
 Attributes load lazily so ``import segarch`` stays cheap (the CLI and napari start fast).
 """
@@ -12,16 +15,27 @@ Attributes load lazily so ``import segarch`` stays cheap (the CLI and napari sta
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what static tools and IDEs follow; at run time the names load lazily (below)
+    from segarch import instances, io, models, prompts, zoo
+    from segarch.models import pretrained
+    from segarch.models.files import load_model, save_model
+    from segarch.models.model import Model
+    from segarch.tiling import PredictionCancelled, predict
+    from segarch.training.loop import train
 
 __version__ = "0.1.0"
-__all__ = ["Model", "save_model", "load_model", "zoo", "pretrained", "io", "prompts", "instances", "train", "predict", "PredictionCancelled", "__version__"]
+__all__ = ["Model", "save_model", "load_model", "models", "zoo", "pretrained", "io", "prompts", "instances", "train",
+           "predict", "PredictionCancelled", "__version__"]
 
 _LAZY = {
-    "Model": ("segarch.model", "Model"),
-    "save_model": ("segarch.model_file", "save_model"),
-    "load_model": ("segarch.model_file", "load_model"),
+    "Model": ("segarch.models.model", "Model"),
+    "save_model": ("segarch.models.files", "save_model"),
+    "load_model": ("segarch.models.files", "load_model"),
+    "models": ("segarch.models", None),
     "zoo": ("segarch.zoo", None),
-    "pretrained": ("segarch.pretrained", None),
+    "pretrained": ("segarch.models.pretrained", None),
     "io": ("segarch.io", None),
     "prompts": ("segarch.prompts", None),
     "instances": ("segarch.instances", None),

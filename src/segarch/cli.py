@@ -64,25 +64,22 @@ def _card(args) -> int:
 def _info(args) -> int:
     from pathlib import Path
 
-    from segarch import pretrained
-    from segarch.model_file import read_metadata
+    from segarch.models import pretrained
+    from segarch.models.files import read_metadata
 
     path, card = Path(args.file), None
-    if not path.exists() and args.file in pretrained.names():  # a shipped model, by name
-        path, card = pretrained.path(args.file), pretrained.card(args.file)
-    elif not path.exists():
-        import difflib
-
-        close = difflib.get_close_matches(args.file, pretrained.names(), n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))} (shipped models)?" if close else ""
-        raise ValueError(f"No model file at {args.file!r}, and it is not a shipped model ({', '.join(pretrained.names())})."
-                         + hint)
+    if not path.exists():  # a shipped model, by name (its former name too, with a warning)
+        try:
+            name = pretrained.canonical(args.file)
+        except ValueError as err:
+            raise ValueError(f"No model file at {args.file!r}, and {str(err)[len('`name` '):]}") from None
+        path, card = pretrained.path(name), pretrained.card(name)
     meta = read_metadata(path)  # checked: a hostile file is refused here too
     if meta is None:
         print(f"{path}: a safetensors file without segarch metadata (a plain state dict).")
         return 0
     if card is not None:
-        meta = {"shipped_model": args.file, "card": card, **meta}
+        meta = {"shipped_model": card["name"], "card": card, **meta}
     print(json.dumps(meta, indent=2, ensure_ascii=False))
     return 0
 
@@ -96,21 +93,20 @@ def _demo(args) -> int:
     import torch
 
     import segarch
-    from segarch import pretrained
-    from segarch.samples import nuclei
     from segarch.devices import resolve_device
+    from segarch.models import catalog
+    from segarch.samples import nuclei
 
     torch.manual_seed(args.seed)
-    shipped = args.model or {2: "nuclei2d", 3: "nuclei3d"}[args.dims]  # a shipped trained model by default
-    if shipped in pretrained.names():
-        model = pretrained.load(shipped)
-        if model.spatial_dims != args.dims:
-            raise ValueError(f"--model {shipped!r} is a {model.spatial_dims}D model; pass --dims {model.spatial_dims}.")
+    ref = catalog.parse(args.model or {2: "unet.nuclei2d", 3: "unet.nuclei3d"}[args.dims])  # shipped by default
+    if ref.kind == "zoo":
+        options = {} if args.paper_size else dict(segarch.zoo.card(ref.name).test_config)
+        model = catalog.resolve(ref, spatial_dims=args.dims, in_channels=1, out_channels=2,
+                                class_names=["background", "nucleus"], **options)
     else:
-        name = args.model or "unet"
-        options = {} if args.paper_size else dict(segarch.zoo.card(name).test_config)
-        model = segarch.Model.from_zoo(name, spatial_dims=args.dims, in_channels=1, out_channels=2,
-                                       class_names=["background", "nucleus"], **options)
+        model = catalog.resolve(ref, task="semantic")
+        if model.spatial_dims != args.dims:
+            raise ValueError(f"--model {ref.text!r} is a {model.spatial_dims}D model; pass --dims {model.spatial_dims}.")
     model.network.eval()
     shape = (args.size,) * args.dims
     image, truth = nuclei(shape, seed=args.seed)
@@ -283,10 +279,10 @@ def _predict(args) -> int:
 
     import segarch
     from segarch.io.convert import convert_store
-    from segarch.model_file import resolve_model
+    from segarch.models import catalog
     from segarch.tiling.report import ReportRow, count_objects, write_report
 
-    model = resolve_model(args.model, arch=args.arch)
+    model = catalog.resolve(args.model, arch=args.arch)
     if not model.trained:
         CONSOLE.line(f"warning: {model.arch!r} is untrained: its labels are meaningless until it is trained "
                      "(see segarch train).")
@@ -464,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_card)
 
     p = sub.add_parser("info", help="print a model file's (or a shipped model's) metadata", parents=[common])
-    p.add_argument("file", help="a .safetensors model file, or a shipped model's name (e.g. nuclei2d)")
+    p.add_argument("file", help="a .safetensors model file, or a shipped model's name (e.g. unet.nuclei2d)")
     p.set_defaults(run=_info)
 
     p = sub.add_parser("predict", help="segment an image (or a folder of images) of any size, tile by tile",
@@ -472,8 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image: .zarr, .tif/.tiff, .npy, or a folder of them")
     p.add_argument("output", help="result: .zarr (written block by block, resumable) or .tif (computed into a "
                    "resumable OUTPUT.partial.zarr, converted at the end); a folder for a folder")
-    p.add_argument("--model", required=True, help="a model file (.safetensors, or .pt with --arch), a shipped "
-                   "model's name or a zoo name")
+    p.add_argument("--model", required=True, help="a model file (.safetensors, or .pt with --arch), shipped "
+                   "weights (e.g. unet.nuclei2d) or a zoo architecture (untrained)")
     p.add_argument("--arch", help="the architecture of a plain state dict (.pt/.pth)")
     p.add_argument("--axes", help="the image's axes, e.g. YX, CYX, YXC, ZYX, TCZYX (default: from the file)")
     p.add_argument("--grey", action="store_true", help="convert an RGB(A) image to grey for a 1-channel model")
@@ -517,8 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
                        parents=[common])
     p.add_argument("images", help="an image (.tif/.tiff/.zarr) or a folder of them")
     p.add_argument("labels", help="its labels (0 = background), or a folder matched by name (a.tif, a_labels.tif)")
-    p.add_argument("--model", required=True, help="a zoo architecture, a shipped model or a model file to fine-tune "
-                   "(an extreme-point model such as dextr_light trains on the objects of instance labels)")
+    p.add_argument("--model", required=True, help="a zoo architecture (a new network), shipped weights (e.g. "
+                   "unet.nuclei2d) or a model file to fine-tune (an extreme-point model such as dextr_light or "
+                   "dextr_light.objects2d trains on the objects of instance labels)")
     p.add_argument("--out", required=True, help="the .safetensors model file to write (log .csv and plot .png beside it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out (and its log and plot)")
     p.add_argument("--steps", type=int, default=500)
@@ -541,8 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="segment a generated nuclei image with a shipped (or zoo) model, printing each step",
                        parents=[common])
-    p.add_argument("--model", help="a shipped model or an architecture name (default: the shipped nuclei2d/nuclei3d "
-                   "model, else an untrained unet)")
+    p.add_argument("--model", help="shipped weights or an architecture (default: the shipped unet.nuclei2d / "
+                   "unet.nuclei3d model)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2)
     p.add_argument("--size", type=int, default=512, help="image size along each axis")
     p.add_argument("--seed", type=int, default=0)

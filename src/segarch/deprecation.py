@@ -16,7 +16,7 @@ __all__ = ["warn_deprecated", "deprecated_alias"]
 
 def warn_deprecated(old: str, new: str, *, stacklevel: int = 3) -> None:
     """Warn that ``old`` is deprecated in favour of ``new`` (both as a user would write them)."""
-    warnings.warn(f"{old} is deprecated: use {new} instead. The old name will be removed in a future release.",
+    warnings.warn(f"{old} is deprecated: use {new} instead. The old name will be removed in segarch 0.3.",
                   FutureWarning, stacklevel=stacklevel)
 
 

@@ -1,158 +1,19 @@
-"""``segarch.Model``: a network with everything needed to use it (classes, axes, pre-processing)."""
+"""Deprecated: :class:`segarch.Model` lives in :mod:`segarch.models` (``segarch.Model`` is unchanged).
+
+``from segarch.model import Model`` still works and warns.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Sequence
-
-import numpy as np
-import torch
-from torch import nn
-
-from segarch import zoo
-from segarch.axes import model_axes
-from segarch.preprocessing import DEFAULT_PREPROCESSING, Preprocessor, check_preprocessing
+from segarch.deprecation import warn_deprecated
 
 __all__ = ["Model"]
 
 
-@dataclass(eq=False)
-class Model:
-    """A zoo network plus what a user needs to apply it to images.
+def __getattr__(name: str):
+    if name in __all__:
+        from segarch.models import model
 
-    Attributes:
-        network: the ``torch.nn.Module``.
-        arch: its registry name.
-        options: the architecture options it was built with (beyond dims and channels).
-        spatial_dims: 2 or 3.
-        in_channels: input channels.
-        out_channels: output channels.
-        class_names: one name per output channel (``"background"`` first for semantic models).
-        axes: the input axes it expects, e.g. ``"CYX"`` or ``"CZYX"``.
-        pixel_size: the pixel/voxel size it was trained at, per spatial axis, if known.
-        preprocessing: MONAI transform configs applied to each input (see :mod:`segarch.preprocessing`).
-        trained: whether the weights were trained (``False`` for a freshly built architecture).
-        description: free text: what it was trained on and how.
-        prompt: extreme-point models: the crop recipe they were trained with (``size``, ``margin``,
-            ``min_margin``, ``sigma``, see :class:`segarch.prompts.PromptSettings`); ``None``: their kind's default.
-        instance: instance models: the decoder that turns their output into objects, as plain settings
-            (``{"decoder": "distance", "bins": 4, "seed_threshold": 0.6, ...}``, see
-            :mod:`segarch.instances.decode`), tuned on held-out images when trained; ``None`` for other models.
-        bands: a multispectral model: the names of the bands it was trained on, in its input order
-            (``["red", "green", "blue", "nir"]``); ``segarch.predict`` picks them from a raster by name.
-        name: where it came from, for provenance: the shipped model's name (``"nuclei2d"``) or the model
-            file's name; ``None`` for a network built here. Not saved in model files.
-
-    Examples::
-
-        >>> model = Model.from_zoo("unet", spatial_dims=2, in_channels=1, out_channels=3)
-        >>> segarch.save_model(model, "unet.safetensors")
-    """
-
-    network: nn.Module
-    arch: str
-    options: dict[str, Any] = field(default_factory=dict)
-    spatial_dims: int = 2
-    in_channels: int = 1
-    out_channels: int = 2
-    class_names: list[str] | None = None
-    axes: str | None = None
-    pixel_size: list[float] | None = None
-    preprocessing: list[dict[str, Any]] = field(default_factory=lambda: [dict(t) for t in DEFAULT_PREPROCESSING])
-    trained: bool = False
-    description: str = ""
-    prompt: dict[str, Any] | None = None
-    instance: dict[str, Any] | None = None
-    name: str | None = None
-    bands: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.class_names is None:
-            self.class_names = ["background"] + [f"class {i}" for i in range(1, self.out_channels)]
-        if len(self.class_names) != self.out_channels:
-            raise ValueError(
-                f"`class_names` must have one name per output channel ({self.out_channels}), got {self.class_names!r}."
-            )
-        self.class_names = [str(n) for n in self.class_names]
-        self.axes = self.axes or model_axes(self.spatial_dims)
-        if sorted(self.axes) != sorted(model_axes(self.spatial_dims)):
-            raise ValueError(
-                f"`axes` must hold C and the {self.spatial_dims} spatial axes "
-                f"({model_axes(self.spatial_dims)!r}), got {self.axes!r}."
-            )
-        if self.bands is not None:
-            if len(self.bands) != self.in_channels or not all(isinstance(b, str) and b for b in self.bands):
-                raise ValueError(f"`bands` must name each of the {self.in_channels} input channels, got "
-                                 f"{self.bands!r}.")
-            self.bands = [str(b) for b in self.bands]
-        if self.pixel_size is not None:
-            if len(self.pixel_size) != self.spatial_dims:
-                raise ValueError(f"`pixel_size` must have {self.spatial_dims} values, got {self.pixel_size!r}.")
-            self.pixel_size = [float(v) for v in self.pixel_size]
-        self.preprocessing = check_preprocessing(self.preprocessing)
-
-    @classmethod
-    def from_zoo(cls, arch: str, *, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
-                 class_names: Sequence[str] | None = None, **options: Any) -> "Model":
-        """Build an untrained model of architecture ``arch`` (see :func:`segarch.zoo.create`)."""
-        network = zoo.create(arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **options)
-        return cls(network, zoo.card(arch).name, dict(options), spatial_dims, in_channels, out_channels,
-                   list(class_names) if class_names is not None else None)
-
-    @property
-    def card(self) -> zoo.ModelCard:
-        return zoo.card(self.arch)
-
-    @property
-    def size_divisor(self) -> int:
-        """Spatial input sizes must be multiples of this."""
-        return int(getattr(self.network, "size_divisor", self.card.size_divisor))
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.network.parameters())
-
-    def preprocess(self, array) -> np.ndarray:
-        """Apply the model's pre-processing to one whole image ``(C, *spatial)``; returns float32.
-
-        Percentiles are measured over the whole image, as ``segarch.predict`` measures them before it tiles
-        (:class:`segarch.preprocessing.Preprocessor`).
-        """
-        array = np.asarray(array)
-        return Preprocessor.for_image(self.preprocessing, lambda: array.reshape(array.shape[0], -1))(array)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the network for a batch ``(B, C, *spatial)``."""
-        return self.network(x)
-
-    def metadata(self) -> dict[str, Any]:
-        """Everything but the weights, as JSON-serialisable data (what a model file stores)."""
-        return {
-            "arch": self.arch,
-            "options": _jsonable(self.options),
-            "spatial_dims": self.spatial_dims,
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "class_names": list(self.class_names),
-            "axes": self.axes,
-            "pixel_size": self.pixel_size,
-            "preprocessing": self.preprocessing,
-            "trained": self.trained,
-            "description": self.description,
-            "prompt": None if self.prompt is None else dict(self.prompt),
-            "instance": None if self.instance is None else dict(self.instance),
-            "bands": None if self.bands is None else list(self.bands),
-        }
-
-    def __repr__(self) -> str:
-        state = "trained" if self.trained else "untrained"
-        return (f"Model({self.arch!r}, {self.spatial_dims}D, {self.in_channels}→{self.out_channels} channels, "
-                f"classes={self.class_names}, {self.num_parameters / 1e6:.2f}M parameters, {state})")
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+        warn_deprecated(f"segarch.model.{name}", f"segarch.models.{name}")
+        return getattr(model, name)
+    raise AttributeError(f"module 'segarch.model' has no attribute {name!r}")

@@ -106,7 +106,8 @@ class AlignedXceptionEncoder(Encoder):
         middle_units: units of the middle flow (16).
 
     ``forward(x)`` returns ``[first entry unit (1/4), the second convolution of the entry unit that strides to
-    1/8 (1/4: DeepLab v3+'s low-level features), entry flow (1/16), exit flow (1/output_stride)]``.
+    1/8 (1/4: DeepLab v3+'s low-level features), that unit (1/8), entry flow (1/16), exit flow
+    (1/output_stride)]``.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, depth: int = 65, output_stride: int = 16,
@@ -146,8 +147,8 @@ class AlignedXceptionEncoder(Encoder):
             channels = w(widths[-1])
         self.units = nn.ModuleList(units)
         self._entry_units, self.output_stride = len(entry), output_stride
-        self.out_channels = (w(128), w(256), w(728), channels)
-        self.reductions = (4, 4, min(16, output_stride), output_stride)
+        self.out_channels = (w(128), w(256), w(256), w(728), channels)
+        self.reductions = (4, 4, 8, min(16, output_stride), output_stride)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.root(x)
@@ -158,7 +159,7 @@ class AlignedXceptionEncoder(Encoder):
                 features.append(low)
             else:
                 x = unit(x)
-            if i in (0, self._entry_units - 1):
+            if i in (0, self._low_unit, self._entry_units - 1):
                 features.append(x)
         features.append(x)
         return features

@@ -120,8 +120,8 @@ class DEXTR(DilatedResNetNet):
     notes=(
         "Our design, not the paper's network: DEXTR's input (image + extreme-point heat map) and pyramid pooling "
         "context on a 4-level U-Net (16-128 channels) that runs a 64x64 crop in about ten milliseconds on "
-        "one CPU core (a 32x32x32 crop in 3D). Shipped trained as segarch.pretrained 'dextr_light' (2D) and "
-        "'dextr_light3d' (3D)."
+        "one CPU core (a 32x32x32 crop in 3D). Shipped trained as 'dextr_light.objects2d' (2D) and "
+        "'dextr_light.objects3d' (3D) (segarch.pretrained)."
     ),
 )
 class DEXTRLight(SegmentationNet):

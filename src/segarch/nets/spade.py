@@ -30,7 +30,7 @@ __all__ = ["SPADEGenerator"]
     paper="Semantic Image Synthesis with Spatially-Adaptive Normalization",
     reference="arXiv:1903.07291",
     year=2019,
-    task="semantic",
+    task="generator",
     spatial_dims=(2, 3),
     size_divisor=32,
     paper_config={"spatial_dims": 2, "in_channels": 151, "out_channels": 3, "base_width": 64},
@@ -41,8 +41,9 @@ __all__ = ["SPADEGenerator"]
     test_config={"base_width": 2, "hidden": 8},
     test_lr=1e-2,
     notes=("A GENERATOR, not a segmenter: in_channels = label classes, out_channels = image channels; it synthesises "
-           "images from label maps (e.g. training data). Registered as task='semantic' only because the zoo has no "
-           "generator task and its contract (B, in, *spatial) → (B, out, *spatial) holds. Input: the label map "
+           "images from label maps (e.g. training data), so its task is 'generator': model lists (the catalogue, the "
+           "napari docks) never offer it for segmenting or training a segmenter. Its contract (B, in, *spatial) → "
+           "(B, out, *spatial) is a dense net's, so the zoo's shared tests hold it as any other. Input: the label map "
            "down-sampled to 1/32 (the paper's no-encoder variant); the VAE style encoder and noise input are left out, "
            "since its linear layer ties the net to one image size. 3D (trilinear-free: nearest up-sampling, 3D "
            "convolutions) is an extension."),

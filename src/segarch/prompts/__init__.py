@@ -5,7 +5,7 @@ get its mask, in 2D (4 points) and 3D (6 points). Inference only: training extre
 Examples::
 
     >>> from segarch import prompts, pretrained
-    >>> model = pretrained.load("dextr_light")
+    >>> model = pretrained.load("dextr_light.objects2d")
     >>> mask = prompts.segment_from_points(model, image, prompts.extreme_points(true_mask))
     >>> crop_mask, offset = prompts.segment_from_points(model, huge_dask_image, points, return_crop=True)
 

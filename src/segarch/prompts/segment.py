@@ -11,6 +11,8 @@ import torch
 from segarch.arrays import compute_here
 from segarch.axes import guess_axes
 from segarch.devices import resolve_device
+from segarch.models.catalog import resolve
+from segarch.models.model import Model, as_model
 from segarch.prompts.points import check_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings, crop_box, prompt_input, resize
 
@@ -19,25 +21,17 @@ __all__ = ["segment_from_points", "settings_for", "object_probability", "resolve
 log = logging.getLogger("segarch.prompts")
 
 
-def resolve_prompt_model(model: Any):
-    """A :class:`segarch.Model` from a Model, a model file, a shipped model's name or a zoo name.
-
-    A bare ``torch.nn.Module`` is wrapped (2D unless it says otherwise via ``spatial_dims``).
+def resolve_prompt_model(model: Any) -> Model:
+    """An extreme-point :class:`segarch.Model` from a Model (as it is), a bare ``torch.nn.Module`` (wrapped:
+    image channels + heat map in, background/object out), or a reference the catalogue resolves
+    (:mod:`segarch.models.catalog`): shipped weights (``"dextr_light.objects2d"``), a session model or a model
+    file. An architecture's name alone (``"dextr_light"``) is refused: an untrained network draws nothing.
     """
-    from segarch.model import Model
-    from segarch.model_file import resolve_model
-
+    if isinstance(model, Model):
+        return model
     if isinstance(model, torch.nn.Module):
-        from segarch.nets.dextr import DEXTR
-
-        dims = int(getattr(model, "spatial_dims", 2))
-        first = next(m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
-        arch = "dextr" if isinstance(model, DEXTR) else "dextr_light"
-        return Model(model, arch, {}, dims, first.in_channels, 2, ["background", "object"], trained=True)
-    resolved = resolve_model(model)
-    if not isinstance(resolved, Model):  # pragma: no cover - resolve_model returns Models
-        raise ValueError(f"`model` must be a segarch.Model, a model file or a name, got {model!r}.")
-    return resolved
+        return as_model(model, out_channels=2, class_names=["background", "object"])
+    return resolve(model, task="interactive", trained=True)
 
 
 def settings_for(model, *, size: int | None = None, margin: float | None = None,
@@ -137,8 +131,9 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
     back to the crop, thresholded and pasted into place.
 
     Args:
-        model: an interactive :class:`segarch.Model` (e.g. ``segarch.pretrained.load("dextr_light")``), a
-            model file or a shipped model's name; its ``in_channels`` are the image's channels + 1.
+        model: an interactive :class:`segarch.Model` (e.g. ``segarch.pretrained.load("dextr_light.objects2d")``),
+            or a reference to one: shipped weights' name, ``"session:NAME"`` or a model file; its ``in_channels``
+            are the image's channels + 1.
         image: ``(*spatial)`` or with a channel axis (``(C, *spatial)`` or ``(*spatial, C)``): NumPy, Dask,
             Zarr or anything sliceable.
         points: ``(N, spatial_dims)`` pixel coordinates in the image's spatial axis order, at least 4 in
@@ -164,7 +159,7 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
 
     Examples::
 
-        >>> model = segarch.pretrained.load("dextr_light")
+        >>> model = segarch.pretrained.load("dextr_light.objects2d")
         >>> mask = segment_from_points(model, image, [[40, 12], [41, 80], [10, 45], [70, 50]])
     """
     model = resolve_prompt_model(model)

@@ -17,7 +17,7 @@ from torch import nn
 
 from segarch.destinations import check_output_store
 from segarch.devices import resolve_device
-from segarch.model import Model
+from segarch.models.model import Model
 from segarch.preprocessing import Preprocessor, check_preprocessing, spread_indices
 from segarch.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
@@ -187,7 +187,6 @@ def predict(
     try:
         if isinstance(sink, ZarrSink):
             scenes.annotate_store(out, source, plan, list(model.class_names) if isinstance(model, Model) else None)
-        if isinstance(sink, ZarrSink):
             sink.mark_complete(False)
         regions = plan.columns(done=sink.done())
         total_blocks = len(list(plan.planes())) * int(np.prod(plan.blocks_per_axis))

@@ -89,7 +89,7 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def _meta_skeleton(model, network: nn.Module) -> nn.Module | None:
-    from segarch.model import Model
+    from segarch.models.model import Model
 
     if isinstance(model, Model):
         from segarch import zoo

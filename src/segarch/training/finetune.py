@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from segarch import zoo
-from segarch.model import Model
+from segarch.models.model import Model
 
 __all__ = ["head_keys", "with_classes"]
 

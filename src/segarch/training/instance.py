@@ -45,7 +45,7 @@ import torch
 from segarch.arrays import compute_here
 from segarch.instances import get_decoder, match_many
 from segarch.instances.predict import decoder_for
-from segarch.model import Model
+from segarch.models.model import Model
 from segarch.tiling import predict
 from segarch.training.data import (
     Item, Source, label_stats, make_items, pixel_sizes, read_region, split_items,

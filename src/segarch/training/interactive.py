@@ -11,7 +11,7 @@ Also here: :func:`fine_tune` (:func:`segarch.train` with an extreme-point model'
 
 Examples::
 
-    >>> model = segarch.pretrained.load("dextr_light")
+    >>> model = segarch.pretrained.load("dextr_light.objects2d")
     >>> tuned = fine_tune(model, [image], [instance_labels], steps=200)   # your objects, jittered points
     >>> tuned.validation["object_iou"]                                    # held-out objects, full resolution
     >>> inputs, targets = training_pairs(images, instance_labels, spatial_dims=2)
@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from segarch.model import Model
+from segarch.models.model import Model
 from segarch.prompts.recipe import DEFAULTS, PromptSettings
 from segarch.prompts.segment import resolve_prompt_model, settings_for
 from segarch.training.data import Source, as_sources
@@ -120,8 +120,8 @@ def fine_tune(model, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     """Fine-tune an extreme-point model on instance labels (each object becomes an example with jittered points).
 
     Args:
-        model: an interactive :class:`segarch.Model` (e.g. ``pretrained.load("dextr_light")``), a model
-            file or a shipped model's name; it is copied, not changed.
+        model: an interactive :class:`segarch.Model` (e.g. ``pretrained.load("dextr_light.objects2d")``), a
+            model file or shipped weights' name; it is copied, not changed.
         images: images ``(*spatial)`` or ``(C, *spatial)`` (arrays, TIFF/Zarr paths, as :func:`segarch.train`).
         labels: their instance labels (0 = background, one id per object).
         steps, batch_size, lr, jitter, seed, out, progress: as in :func:`segarch.train`.
@@ -130,8 +130,8 @@ def fine_tune(model, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         The fine-tuned copy; ``model.validation["object_iou"]`` is the held-out objects' mean IoU.
     """
     model = resolve_prompt_model(model)
-    if model.card.task != "interactive":
-        raise ValueError(f"`model` must be an extreme-point (interactive) model, got a {model.card.task} "
+    if model.task != "interactive":
+        raise ValueError(f"`model` must be an extreme-point (interactive) model, got a {model.task} "
                          f"{model.arch!r}; use segarch.train for it.")
     return train(model, images, labels, steps=steps, batch_size=batch_size, lr=lr, jitter=jitter, seed=seed,
                  out=out, progress=progress)

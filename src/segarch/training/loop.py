@@ -35,8 +35,8 @@ import torch
 from segarch.deprecation import deprecated_alias
 from segarch.destinations import check_output_file
 from segarch.devices import resolve_device as _resolve_device
-from segarch.model import Model
-from segarch.model_file import save_model
+from segarch.models.model import Model
+from segarch.models.files import save_model
 from segarch.training.config import TrainConfig
 from segarch.training.log import TrainingLog, plot_png
 from segarch.training.start import starting_model
@@ -261,7 +261,8 @@ def train(model_or_name: Any, images: Any, labels: Any, config: TrainConfig | No
     """Train a zoo architecture, or fine-tune a model, on annotated images.
 
     Semantic models learn the classes of every pixel from patches. Interactive (extreme-point) models,
-    e.g. ``"dextr_light"`` or the shipped ``"dextr_light"``/``"dextr_light3d"``, learn from objects: each
+    e.g. ``"dextr_light"`` or the shipped ``"dextr_light.objects2d"``/``"dextr_light.objects3d"``, learn from
+    objects: each
     object of the instance labels becomes one example (its jittered extreme points, the crop around them
     and the heat map, :mod:`segarch.training.objects`); ``patch`` is their input size, ``mask`` and
     ``num_classes`` do not apply, and ``model.validation["object_iou"]`` is the mean IoU of held-out
@@ -269,10 +270,10 @@ def train(model_or_name: Any, images: Any, labels: Any, config: TrainConfig | No
     (:mod:`segarch.training.task`); ``task=`` names one, by default the model's own.
 
     Args:
-        model_or_name: a zoo architecture name (built fresh with ``options``), a shipped model's name
-            (:mod:`segarch.pretrained`; ``"dextr_light"`` names both: the shipped model, or a new network
-            when ``options`` is given, even ``{}``), a model file (``.safetensors`` or a state dict path) or a
-            :class:`segarch.Model` to fine-tune (copied).
+        model_or_name: what the model catalogue resolves (:mod:`segarch.models.catalog`): a zoo architecture
+            name (a new network, built with ``options``), shipped weights to fine-tune (``"unet.nuclei2d"``,
+            ``"dextr_light.objects2d"``: :mod:`segarch.pretrained`), ``"session:NAME"``, a model file
+            (``.safetensors`` or a state dict path), or a :class:`segarch.Model` to fine-tune (copied).
         images: an array (NumPy, Dask, Zarr, e.g. a napari layer's ``data``), a list of them, a TIFF/Zarr
             path, or a folder of TIFF/Zarr files. Large arrays are read region by region.
         labels: the annotations, alike (folders are matched by file name, ``a.tif`` ↔ ``a.tif`` or
@@ -300,7 +301,7 @@ def train(model_or_name: Any, images: Any, labels: Any, config: TrainConfig | No
         >>> images, labels = dataset(8, (128, 128))
         >>> model = segarch.train("unet", images, labels, options={"features": (8, 16, 32, 64)}, steps=200,
         ...                       out="nuclei.safetensors")
-        >>> clicker = segarch.train("dextr_light", my_images, my_instance_labels, steps=300)   # fine-tune
+        >>> clicker = segarch.train("dextr_light.objects2d", my_images, my_instance_labels, steps=300)  # fine-tune
         >>> model = segarch.train("unet", images, labels, TrainConfig(steps=200, lr=3e-3))
     """
     cancel = cancel if cancel is not None else threading.Event()

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from segarch.model import Model
+from segarch.models.model import Model
 from segarch.tiling import predict
 from segarch.training.config import TrainConfig
 from segarch.training.data import Item, Source, label_stats, make_items, pixel_sizes, read_region, split_items

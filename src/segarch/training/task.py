@@ -28,7 +28,7 @@ from segarch.training.losses import SegmentationLoss
 from segarch.training.metrics import dice_per_class, mean_foreground_dice
 
 if TYPE_CHECKING:
-    from segarch.model import Model
+    from segarch.models.model import Model
     from segarch.training.data import Region, Source
     from segarch.zoo import ModelCard
 

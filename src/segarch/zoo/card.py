@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 __all__ = ["ModelCard", "TASKS"]
 
-TASKS = ("semantic", "instance", "panoptic", "interactive", "backbone")
+#: What an architecture does. ``generator``: it makes images (SPADE, label map → image), it does not segment.
+TASKS = ("semantic", "instance", "panoptic", "interactive", "backbone", "generator")
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class ModelCard:
         paper: the paper's title.
         reference: arXiv id (``"arXiv:1505.04597"``) or DOI (``"doi:..."``).
         year: publication year.
-        task: one of ``semantic``, ``instance``, ``panoptic``, ``interactive``, ``backbone``.
+        task: one of ``semantic``, ``instance``, ``panoptic``, ``interactive``, ``backbone``, ``generator``.
         spatial_dims: the dimensionalities it builds in, e.g. ``(2, 3)``.
         size_divisor: every spatial input size must be a multiple of this.
         paper_config: keyword arguments of :func:`segarch.zoo.create` (``spatial_dims``,
