@@ -1,10 +1,10 @@
-"""Train the shipped land-cover model ``landcover4``: 4 bands (red, green, blue, NIR), 5 classes, on the CPU.
+"""Train the shipped land-cover model ``unet.landcover4``: 4 bands (red, green, blue, NIR), 5 classes, on the CPU.
 
 Trained by :func:`segarch.train` on generated multispectral scenes (:func:`segarch.samples.multispectral`:
 the satellite landscape as surface reflectance, every scene its own landscape and season), then measured
 with :func:`segarch.predict` on fresh scenes it never saw (other seeds, all four seasons, a nodata corner
 as at a swath's edge): Dice per class, pooled over the scenes, outside the nodata. Writes
-``src/segarch/models/weights/landcover4.safetensors``, ``landcover4.json`` (the card) and the log.
+``src/segarch/models/weights/unet.landcover4.safetensors``, ``unet.landcover4.json`` (the card) and the log.
 
 Usage::
 
@@ -32,7 +32,7 @@ from segarch.training.metrics import dice_per_class
 __all__ = ["RECIPE", "main", "evaluate"]
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "segarch" / "models" / "weights"
-NAME = "landcover4"
+NAME = "unet.landcover4"
 SEASONS = ("spring", "summer", "autumn", "winter")
 
 RECIPE = {
@@ -40,7 +40,7 @@ RECIPE = {
     "arch": "unet",
     "options": {"features": [8, 16, 32, 64], "norm": "batch", "dropout": 0.0},
     "train_scenes": 24, "shape": [192, 192], "seed": 100,
-    "patch": [64, 64], "batch_size": 8, "steps": 350, "lr": 3e-3,
+    "patch": [64, 64], "batch_size": 8, "steps": 160, "lr": 3e-3,
     "test_scenes": 8, "test_shape": [256, 256], "test_seed": 9100,
 }
 

@@ -105,3 +105,22 @@ def test_tissue_only_leaves_the_glass_uncomputed_and_zero(slide):
     assert 0.1 < on_tissue.mean() < 0.6
     assert not tissue_only[~on_tissue].any()
     np.testing.assert_array_equal(tissue_only[on_tissue], everything[on_tissue])
+
+
+def test_a_slide_result_converts_to_a_pyramidal_tiff_and_qupath_objects_in_level0_pixels(slide, tmp_path):
+    import json
+
+    pytest.importorskip("shapely")
+    pytest.importorskip("rasterio")
+    from segarch.io.convert import convert_store, store_vectors
+
+    store = tmp_path / "s.zarr"
+    labels = np.asarray(segarch.predict(dark_model((0.5, 0.5)), str(slide["svs"]), tile=64, out=str(store)))
+    tif = convert_store(store, tmp_path / "s.tif")
+    back = io.open_image(tif)
+    assert back.scale[back.axes.index("Y")] == pytest.approx(0.5) and len(back.levels) > 1
+    np.testing.assert_array_equal(np.asarray(back.levels[0]), labels)
+    objects = json.loads(store_vectors(store, tmp_path / "cells.geojson", qupath=True).read_text())
+    xs = [x for f in objects["features"] for ring in f["geometry"]["coordinates"] for x, _ in ring]
+    ys = [y for f in objects["features"] for ring in f["geometry"]["coordinates"] for _, y in ring]
+    assert objects["features"] and max(xs) > 384 and max(xs) <= 768 and max(ys) <= 512  # level-0 pixels

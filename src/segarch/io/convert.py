@@ -52,9 +52,9 @@ def convert_store(store: str | os.PathLike, target: str | os.PathLike, *, overwr
     if read_georeference(store) is not None:
         return geotiff_from_zarr(store, target, overwrite=overwrite, labels=labels)
     image = open_image(store)
-    physical = bool(image.units) and any(float(s) != 1.0 for s in image.scale)
+    physical = any(float(s) != 1.0 for s in image.scale)  # units: the store's, else µm (write_tiff's default)
     write_tiff(target, image.levels[0], axes=image.axes, scale=image.scale if physical else None,
-               units=dict(image.units) if physical else None, labels=labels, name=target.stem, levels=None,
+               units=dict(image.units) or None if physical else None, labels=labels, name=target.stem, levels=None,
                overwrite=overwrite)
     return target
 
