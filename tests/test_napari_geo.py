@@ -40,7 +40,7 @@ def test_a_geotiff_opens_in_map_units_and_its_segmentation_saves_as_a_geotiff(wi
     np.testing.assert_allclose(layer.scale, (10.0, 10.0))
     np.testing.assert_allclose(layer.translate, (-(5300040.0 - 5.0), 399960.0 + 5.0))
     widget.image_combo.setCurrentText(layer.name)
-    widget.select_model("shipped", "nuclei2d")
+    widget.select_model("shipped", "unet.nuclei2d")
     widget.segment_button.click()
     qtbot.waitUntil(lambda: widget.segment_button.isEnabled() and widget.worker is not None
                     and not widget.worker.is_running, timeout=120_000)
@@ -54,7 +54,7 @@ def test_a_geotiff_opens_in_map_units_and_its_segmentation_saves_as_a_geotiff(wi
     with rasterio.open(out) as ds, rasterio.open(path) as src:
         assert ds.crs == src.crs and ds.transform == src.transform
         saved = ds.read(1)
-    expected = segarch.predict(segarch.pretrained.load("nuclei2d"), str(path))
+    expected = segarch.predict(segarch.pretrained.load("unet.nuclei2d"), str(path))
     np.testing.assert_array_equal(saved, expected)
     (back,) = viewer.open(out, plugin=PLUGIN)
     np.testing.assert_allclose(back.translate, layer.translate)
