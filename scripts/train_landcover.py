@@ -90,6 +90,7 @@ def train(out_dir: Path, steps: int | None, threads: int) -> dict:
     model.pixel_size = [10.0, 10.0]
     test = evaluate(model, recipe)
     card = {
+        "task": model.task,  # on the card so listing models reads no zoo (and no torch)
         "name": NAME, "title": recipe["title"], "arch": model.arch, "options": recipe["options"],
         "spatial_dims": 2, "parameters": model.num_parameters, "classes": model.class_names,
         "bands": model.bands, "pixel_size_m": 10.0,

@@ -61,7 +61,8 @@ def test_shipped_models_reach_their_stated_dice_on_fresh_data(name, n, shape):
 def test_demo_uses_the_shipped_model(capsys):
     from segarch.cli import main
 
-    assert main(["demo", "--size", "128"]) == 0
+    # (With no --model, the 2D demo shows the shipped instance model: tests/test_cli_instances.py.)
+    assert main(["demo", "--size", "128", "--model", "unet.nuclei2d"]) == 0
     out = capsys.readouterr().out
     assert "trained" in out and "untrained" not in out
     dice = float(out.split("Dice of the labels against the generated ground truth: ")[1].split()[0])
