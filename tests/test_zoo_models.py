@@ -125,10 +125,16 @@ def _head_targets(net, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     if "keypoints" in kinds:
         per_image = [keypoint_targets(lab.numpy(), radius=3.0) for lab in labels]
         named = {k: torch.from_numpy(np.stack([t[k] for t in per_image])) for k in per_image[0]}
+    foreground = (labels > 0).float()[:, None]
     targets = {}
     for head in net.heads:
         if head.name in named:
             targets[head.name] = named[head.name]
+            continue
+        if head.kind in ("objectness", "boxes"):  # region proposals: anchors over foreground, boxes kept still
+            pool = torch.nn.functional.max_pool2d(foreground, head.stride)
+            targets[head.name] = (pool.repeat(1, head.channels, 1, 1) if head.kind == "objectness"
+                                  else torch.zeros(pool.shape[0], head.channels, *pool.shape[2:]))
             continue
         assert head.kind in made, f"the shared tester has no target for heads of kind {head.kind!r}: add one"
         targets[head.name] = made[head.kind]
@@ -137,9 +143,11 @@ def _head_targets(net, labels: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def _multi_head_loss(net, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
     """Cross-entropy on semantic heads, squared error on centre heatmaps, binary cross-entropy on keypoint
-    heatmaps (logits), L1 on offsets (pixels / 8)."""
+    heatmaps and region-proposal objectness (logits), L1 on offsets (pixels / 8) and box deltas."""
     losses = {"semantic": lambda y, t: torch.nn.functional.cross_entropy(y, t),
               "keypoints": lambda y, t: torch.nn.functional.binary_cross_entropy_with_logits(y, t),
+              "objectness": lambda y, t: torch.nn.functional.binary_cross_entropy_with_logits(y, t),
+              "boxes": lambda y, t: torch.nn.functional.l1_loss(y, t),
               "center": lambda y, t: 10 * torch.nn.functional.mse_loss(y, t),
               "offset": lambda y, t: torch.nn.functional.l1_loss(y / 8, t / 8)}
     return sum(losses[h.kind](outputs[h.name], targets[h.name]) for h in net.heads)
