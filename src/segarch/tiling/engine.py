@@ -17,6 +17,7 @@ from torch import nn
 
 from segarch.destinations import check_output_store
 from segarch.devices import resolve_device
+from segarch.nets._heads import check_single_output
 from segarch.models.model import Model
 from segarch.preprocessing import Preprocessor, check_preprocessing, spread_indices
 from segarch.axes import Layout, resolve_axes
@@ -132,6 +133,7 @@ def predict(
     network = model.network if isinstance(model, Model) else model
     if not isinstance(network, nn.Module):
         raise ValueError(f"`model` must be a segarch.Model or a torch.nn.Module, got {type(model).__name__}.")
+    check_single_output(network, model.arch if isinstance(model, Model) else None)
     spatial_dims, in_channels = _model_dims(model, axes or source.axes, source.shape, grey)
     layout = _layout(source, axes, spatial_dims, in_channels, grey)
     divisor = int(getattr(network, "size_divisor", model.size_divisor if isinstance(model, Model) else 1) or 1)
