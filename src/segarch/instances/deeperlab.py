@@ -260,10 +260,13 @@ class DeeperLabDecoder:
                                               indexing="ij"))
             long = t["long_offset"].reshape(k, d, *spatial)
             predicted = (grid[None] + long)[:, :, thing_mask]  # (K, d, P): each pixel's view of its keypoints
-            keypoints = torch.stack(objects)  # (N, K, d)
-            distance = torch.linalg.vector_norm(predicted[None] - keypoints[..., None], dim=2).mean(1)  # (N, P)
-            best, nearest = distance.min(0)
-            joined = nearest + 1
+            # one object at a time: memory stays (K, d, P) however many objects there are
+            best = torch.full((predicted.shape[-1],), float("inf"))
+            joined = torch.zeros(predicted.shape[-1], dtype=torch.int64)
+            for n, keypoints in enumerate(objects):  # (K, d)
+                distance = torch.linalg.vector_norm(predicted - keypoints[..., None], dim=1).mean(0)  # (P,)
+                closer = distance < best
+                best[closer], joined[closer] = distance[closer], n + 1
             if self.max_distance is not None:
                 joined[best > self.max_distance] = 0
             instances[thing_mask] = joined
