@@ -15,8 +15,8 @@ several keypoints:
    max-pooling of ``nms_kernel``) above ``threshold`` are the candidate keypoints;
 2. **grouping**: the strongest unused candidate (of any type) starts an object; the middle-range offsets lead
    from it to the centre and from the centre to each corner, each landing refined by the short-range offsets
-   (the object's keypoint of that type). A start within ``radius`` of the same-type keypoint of an object already
-   found is a duplicate and is skipped (PersonLab's non-maximum suppression);
+   (the object's keypoint of that type). A start within ``nms_radius`` of the same-type keypoint of an object
+   already found is a duplicate and is skipped (PersonLab's non-maximum suppression);
 3. **pixel assignment**: every "thing" pixel's long-range offsets say where its object's keypoints are; it joins
    the object whose keypoints are closest on average (if within ``max_distance``);
 4. **fusion** (as Panoptic-DeepLab's, :func:`segarch.instances.panoptic.fuse_panoptic`): each object takes the
@@ -126,12 +126,16 @@ class DeeperLabDecoder:
 
     Args:
         thing_classes: semantic classes that are countable objects; ``None``: every class but 0 (background).
-        radius: the keypoint disk radius the network was trained with, in pixels (the paper: 32); duplicates of
-            a keypoint within it are suppressed.
+        radius: the keypoint disk radius the network was trained with, in pixels (the paper: 32).
+        nms_radius: a keypoint this close to the same-type keypoint of an object already found is a duplicate
+            (``None``: ``radius / 3``, PersonLab's 10 pixels with disks of 32; a whole radius would merge touching
+            objects whose corners are near).
         threshold: candidate keypoints need this much Hough vote (about the heatmap probability mass a keypoint
             gathers: 1.0).
         nms_kernel: the max-pooling window of the candidates' selection, in pixels (odd; 7).
         refine_steps: short-range refinements of each landing of the middle offsets (2).
+        keypoints_are_logits: whether ``keypoints`` holds logits (a sigmoid makes probabilities) or probabilities;
+            ``None``: logits when any value lies outside [0, 1].
         max_distance: a pixel whose long-range keypoints are further than this on average from every object's
             keypoints joins none (``None``: always the closest).
         stuff_area: stuff regions with fewer pixels become ``void`` (0: keep all).
@@ -144,13 +148,17 @@ class DeeperLabDecoder:
     :class:`~segarch.instances.panoptic.PanopticResult` whose ``centers`` are the objects' centre keypoints.
     """
 
-    def __init__(self, thing_classes: Sequence[int] | None = None, radius: float = 32.0, threshold: float = 1.0,
-                 nms_kernel: int = 7, refine_steps: int = 2, max_distance: float | None = None,
+    def __init__(self, thing_classes: Sequence[int] | None = None, radius: float = 32.0,
+                 nms_radius: float | None = None, threshold: float = 1.0, nms_kernel: int = 7,
+                 refine_steps: int = 2, max_distance: float | None = None,
                  keypoints_are_logits: bool | None = None, stuff_area: int = 0, void: int = -1,
                  label_divisor: int = 1000) -> None:
         for name, value in (("radius", radius), ("threshold", threshold)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
+        if nms_radius is not None and (not isinstance(nms_radius, (int, float)) or isinstance(nms_radius, bool)
+                                       or not nms_radius > 0):
+            raise ValueError(f"`nms_radius` must be a positive number of pixels or None, got {nms_radius!r}.")
         if max_distance is not None and (not isinstance(max_distance, (int, float)) or isinstance(max_distance, bool)
                                          or not max_distance > 0):
             raise ValueError(f"`max_distance` must be a positive number of pixels or None, got {max_distance!r}.")
@@ -162,6 +170,7 @@ class DeeperLabDecoder:
                 raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
         self.thing_classes = None if thing_classes is None else tuple(int(c) for c in thing_classes)
         self.radius, self.threshold, self.nms_kernel = float(radius), float(threshold), nms_kernel
+        self.nms_radius = self.radius / 3 if nms_radius is None else float(nms_radius)
         self.refine_steps, self.max_distance, self.keypoints_are_logits = refine_steps, max_distance, \
             keypoints_are_logits
         self.stuff_area, self.void, self.label_divisor = stuff_area, int(void), label_divisor
@@ -223,7 +232,7 @@ class DeeperLabDecoder:
         k, edges = keypoint_count(d), keypoint_edges(d)
         objects: list[torch.Tensor] = []
         for _, t, start in candidates:
-            if any(torch.linalg.vector_norm(obj[t] - start) <= self.radius for obj in objects):
+            if any(torch.linalg.vector_norm(obj[t] - start) <= self.nms_radius for obj in objects):
                 continue  # this keypoint belongs to an object already found
             points = torch.zeros(k, d)
             points[t] = start
@@ -234,7 +243,7 @@ class DeeperLabDecoder:
                 if c != t:
                     e = edges.index((0, c))
                     points[c] = self._refine(points[0] + _sample(middle[e * d:(e + 1) * d], points[0]), short, c, d)
-            if any(torch.linalg.vector_norm(obj[0] - points[0]) <= self.radius for obj in objects):
+            if any(torch.linalg.vector_norm(obj[0] - points[0]) <= self.nms_radius for obj in objects):
                 continue  # the same centre reached from another corner
             objects.append(points)
         return objects
