@@ -7,8 +7,8 @@ never used in training) is prompted with its exact extreme points, then with the
 pixels (as clicks are); prints mean/median/min IoU, the mean IoU by object size, and the median and
 90th-percentile latency of the whole :func:`segarch.prompts.segment_from_points` call (crop, heat map,
 network, paste), and, side by side, the network call as :func:`segarch.prompts.segment_from_points` makes it
-against a plain batch-of-one forward pass (a single small 3D crop runs as two copies: PyTorch's oneDNN path). Targets for the shipped light models: mean IoU >= 0.90, median latency <= 150 ms on a
-2-core CPU.
+against a plain batch-of-one forward pass (a single small 3D crop runs as two copies: PyTorch's oneDNN path).
+Targets for the shipped light models: mean IoU >= 0.90, median latency <= 150 ms on a 2-core CPU.
 """
 
 from __future__ import annotations

@@ -103,7 +103,8 @@ def main() -> None:
         ("3D", segarch.Model.from_zoo("unet", spatial_dims=3, features=(8, 16, 32, 64), norm="batch"),
          (args.size3d,) * 3, 64),
     ]
-    print(f"device {args.device}, overlap 0.25, batch 4, median of {args.repeats}; torch threads {torch.get_num_threads()}")
+    print(f"device {args.device}, overlap 0.25, batch 4, median of {args.repeats}; torch threads "
+          f"{torch.get_num_threads()}")
     print(f"{'case':<4} {'image':<16} {'tile':<6} {'tiles':>11}  {'(b)/(a) engine/floor':>21}  "
           f"{'(b)/(c) engine/MONAI':>21}  {'(b)/(c) same network':>21}")
     with tempfile.TemporaryDirectory() as tmp:

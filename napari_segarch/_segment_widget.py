@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_segarch._layer_combo import LayerCombo
 from napari_segarch._threads import wait_at_quit
+from segarch.destinations import store_state  # noqa: F401 - also offered here, as before
 from segarch.models.session import SESSION
 
 if TYPE_CHECKING:
@@ -63,7 +64,9 @@ def model_choices() -> list[tuple[str, str]]:
     e.g. ``"shipped:unet.nuclei2d"``."""
     from segarch.models import choices
 
-    return [(ref.label, str(ref)) for ref in choices(task="semantic")]
+    # Shipped instance models whose cards name their task "instance" are offered too (their 'instances' output).
+    return [(ref.label, str(ref)) for ref in choices(task="semantic")] + \
+        [(ref.label, str(ref)) for ref in choices(task="instance", kinds=("shipped",))]
 
 
 def _model_infos(choices) -> dict[str, tuple[int, int]]:
@@ -132,13 +135,34 @@ def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, ca
 
     import segarch
 
+    from segarch.instances import DecodingCancelled
+
     model = resolve_choice(model_key, **model_kwargs)
     started = time.perf_counter()
+    report = None
+    if params.get("output") == "instances":  # the seam report and the per-object table come back too
+        params = {**params, "instance_options": {"return_report": True}}
     try:
         result = segarch.predict(model, data, progress=progress, cancel=cancel, **params)
     except segarch.PredictionCancelled as err:
-        return model, err.output, False, time.perf_counter() - started, (err.blocks_done, err.blocks_total)
-    return model, result, True, time.perf_counter() - started, None
+        output = None if params.get("output") == "instances" else err.output  # instances: none until decoded
+        return model, output, False, time.perf_counter() - started, (err.blocks_done, err.blocks_total), None
+    except DecodingCancelled:
+        return model, None, False, time.perf_counter() - started, None, None
+    if params.get("output") == "instances":
+        result, report = result
+    return model, result, True, time.perf_counter() - started, None, report
+
+
+def instance_capable(model) -> bool:
+    """Whether ``model`` (a :class:`segarch.Model`) can give instances: its classes are a decoder's targets."""
+    from segarch.instances.predict import decoder_for
+
+    try:
+        decoder_for(model)
+    except ValueError:
+        return False
+    return True
 
 
 def _alive(slot):
@@ -183,7 +207,8 @@ class SegmentWidget(QWidget):
         self.batch_spin.setRange(1, 256)
         self.batch_spin.setValue(4)
         self.output_combo = QComboBox()
-        self.output_combo.addItems(["labels", "probabilities"])
+        self.output_combo.addItems(["labels", "probabilities", "instances"])
+        self.output_combo.setItemData(2, "one label per object, with a per-object table (instance models)", 3)
         self.background_check = QCheckBox("show the background class")
         self.background_check.setEnabled(False)
         self.out_edit = QLineEdit()
@@ -329,8 +354,30 @@ class SegmentWidget(QWidget):
             self.status.setText("")
         self._on_model_changed()
 
+    def _instances_possible(self) -> bool | None:
+        """Whether the chosen model gives instances (``None``: not known before a model file is read)."""
+        kind, _, name = self.model_key().partition(":")
+        if kind == "zoo":
+            return False  # an untrained architecture is a semantic network
+        if kind == "session" and name in SESSION.names():
+            return instance_capable(SESSION.get(name))
+        if kind == "shipped":
+            from segarch.models import pretrained
+
+            card = pretrained.card(name)
+            return bool(card.get("instance")) or pretrained.task_of(card) == "instance" or "instance" in name
+        return None
+
     def _on_model_changed(self, *_):
         kind = _kind(self.model_key())
+        possible = self._instances_possible()
+        item = self.output_combo.model().item(2)
+        if item is not None:
+            item.setEnabled(possible is not False)
+            if possible is False and self.output_combo.currentText() == "instances":
+                self.output_combo.setCurrentIndex(0)
+            elif possible and self.output_combo.currentText() == "labels":
+                self.output_combo.setCurrentIndex(2)  # an instance model: objects are what it is for
         is_file = kind == "file"
         for w in (self.file_edit, self.browse_button, self.arch_edit):
             w.setEnabled(is_file)
@@ -418,7 +465,8 @@ class SegmentWidget(QWidget):
         self._layer = layer
         self._axes = axes
         self._blocks = None
-        if self._live_path and params["output"] == "labels" and len(axes) == data.ndim:
+        self._live_dtype = np.dtype(np.uint32 if params["output"] == "instances" else np.uint8)
+        if self._live_path and params["output"] in ("labels", "instances") and len(axes) == data.ndim:
             # Add the result layer now (adding a layer is napari's own cost, paid before the work starts):
             # it reads the store's levels as they are written, zeros until then; it is refreshed, never swapped.
             shape = tuple(n for a, n in zip(axes, data.shape) if a != "C")
@@ -466,10 +514,15 @@ class SegmentWidget(QWidget):
             return "new"
         return ask_about_existing_store(self, path, state)
 
-    def _add_live_labels(self, path: str, shape: tuple[int, ...], axes: str):
+    def _live_levels(self, path: str, shape: tuple[int, ...], axes: str):
         from segarch.tiling.pyramid import live_levels
 
         levels = live_levels(path, shape, axes, self._live_dtype)
+        # Instances are written block by block at full resolution only (no pyramid): one level.
+        return levels[:1] if self.output_combo.currentText() == "instances" else levels
+
+    def _add_live_labels(self, path: str, shape: tuple[int, ...], axes: str):
+        levels = self._live_levels(path, shape, axes)
         layer = self._add_result(levels if len(levels) > 1 else levels[0], None, live=True)
         layer.metadata["store"] = path
         return layer
@@ -509,23 +562,28 @@ class SegmentWidget(QWidget):
         level = self._live_layer.data[0] if self._live_layer.multiscale else self._live_layer.data
         array = level._open()
         if array is not None and np.dtype(array.dtype) != level.dtype:
-            from segarch.tiling.pyramid import live_levels
-
             self._live_dtype = np.dtype(array.dtype)
-            levels = live_levels(level.path, level.shape, self._axes.replace("C", ""), self._live_dtype)
+            levels = self._live_levels(level.path, level.shape, self._axes.replace("C", ""))
             self._live_layer.data = levels if len(levels) > 1 else levels[0]
 
     @_alive
     def _on_returned(self, value):
-        model, result, complete, seconds, blocks = value
+        model, result, complete, seconds, blocks, report = value
+        instances = self.output_combo.currentText() == "instances"
         if self._live_path in self._doomed:
             self.status.setText("Cancelled: its result layer was removed (the temporary store is deleted).")
             return
         if self._live_layer is not None and self._live_layer in self.viewer.layers:
             self._check_live_dtype()
             self._live_layer.refresh()
-            _set_classes(self._live_layer, model.class_names)
+            if not instances:
+                _set_classes(self._live_layer, model.class_names)
             layer = self._live_layer
+        elif result is None:  # instances cancelled before decoding: nothing to show yet
+            self.status.setText("Cancelled before the objects were decoded" + (
+                f"; the finished part is kept in {self._live_path}: Segment again and choose Resume."
+                if self._live_path and self._live_path not in self._temporary else "."))
+            return
         elif self._live_path and not isinstance(result, np.ndarray):
             layer = self._add_store_result(model)
         else:
@@ -546,8 +604,16 @@ class SegmentWidget(QWidget):
                      "quits: Save result… keeps it.")
         elif complete and self._live_path:
             where = f" Written to {self._live_path}."
+        objects = ""
+        if report is not None:
+            _set_features(layer, report.get("measurements"))
+            objects = (f" {report['objects']} objects ({report['merged_across_seams']} merged across block seams, "
+                       f"{report['touching_border']} touching the border).")
+            note = (report.get("pixel_size") or {}).get("note")
+            objects += f" Pixel size: {note}." if note else ""
         self.status.setStyleSheet("")
-        self.status.setText(f"{layer.name}: {state}" + (f" in {seconds:.1f} s." if complete else "") + where)
+        self.status.setText(f"{layer.name}: {state}" + (f" in {seconds:.1f} s." if complete else "") + objects
+                            + where)
 
     @_alive
     def _on_errored(self, err: Exception):
@@ -625,12 +691,11 @@ class SegmentWidget(QWidget):
         return self._add_result(levels if len(levels) > 1 else levels[0], model)
 
     def _output_axes(self, model) -> str:
-        axes = self._axes
-        if self.output_combo.currentText() == "labels":
-            return axes.replace("C", "")
-        spatial = "ZYX"[-model.spatial_dims:]
-        loop = "".join(a for a in axes if a not in spatial and a != "C")
-        return loop + "C" + "".join(a for a in axes if a in spatial)
+        """The result's axes, as the engine states them (:func:`segarch.axes.output_axes`)."""
+        from segarch.axes import output_axes
+
+        output = self.output_combo.currentText()
+        return output_axes(self._axes, model.spatial_dims, "labels" if output == "instances" else output)
 
     def _add_result(self, data, model, live: bool = False):
         layer = self._layer
@@ -662,7 +727,7 @@ class SegmentWidget(QWidget):
                                         translate=[translate.get(a, 0.0) for a in out_axes],
                                         multiscale=isinstance(data, list) and len(data) > 1,
                                         **_units(units, out_axes))
-        if model is not None:
+        if model is not None and self.output_combo.currentText() != "instances":
             _set_classes(labels, model.class_names)
         return labels
 
@@ -709,24 +774,6 @@ def ask_about_existing_store(parent, path: str, state: str) -> str | None:
     return "resume" if clicked is resume and resume is not None else "replace" if clicked is replace else None
 
 
-def store_state(path: str) -> str:
-    """What is at ``path``: ``"absent"`` (nothing, or an empty folder), ``"complete"`` or ``"incomplete"``
-    (a segarch prediction store), or ``"other"`` (anything else, which the engine never deletes)."""
-    from segarch.destinations import is_segarch_store
-
-    p = Path(path)
-    if not p.exists() or (p.is_dir() and not any(p.iterdir())):
-        return "absent"
-    if not p.is_dir() or not is_segarch_store(p):
-        return "other"
-    try:
-        import zarr
-
-        return "complete" if zarr.open_group(str(p), mode="r")["0"].attrs.get("complete") is True else "incomplete"
-    except Exception:  # a store killed while its metadata was written: unfinished
-        return "incomplete"
-
-
 class _Channel:
     """One channel of an array-like (a NumPy array or a store level): indexing reads only that channel."""
 
@@ -770,6 +817,17 @@ def _message(err: BaseException) -> str:
     if isinstance(err, (ValueError, FileNotFoundError, PermissionError)) and str(err):
         return str(err)
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _set_features(layer, table) -> None:
+    """The per-object table as the Labels layer's features (napari matches rows to labels by ``index``)."""
+    if not table or layer is None or not hasattr(layer, "features"):
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame({k: np.asarray(v) for k, v in table.items()})
+    frame.insert(0, "index", frame["label"].to_numpy())
+    layer.features = frame
 
 
 def _set_classes(layer, class_names) -> None:

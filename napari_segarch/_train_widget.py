@@ -146,6 +146,12 @@ class TrainWidget(QWidget):
         self.browse_button = QPushButton("…")
         self.size_combo = QComboBox()
         self.size_combo.addItems(["small (fast on a CPU)", "paper widths"])
+        self.learn_combo = QComboBox()
+        self.learn_combo.addItem("classes (one class per pixel)", "semantic")
+        self.learn_combo.addItem("objects (instances: one label per object)", "instance")
+        self.learn_combo.setToolTip("Objects: the annotations are instance labels (0 background, 1..N one per "
+                                    "object, touching objects with different labels); the model separates "
+                                    "touching objects and Segment offers its 'instances' output.")
         self.classes_spin = QSpinBox()
         self.classes_spin.setRange(2, 255)
         self.classes_spin.setToolTip("Classes including background. 2: every label > 0 is foreground "
@@ -188,6 +194,7 @@ class TrainWidget(QWidget):
         row.addWidget(self.browse_button)
         form.addRow("", row)
         form.addRow("Network size", self.size_combo)
+        form.addRow("Learn", self.learn_combo)
         form.addRow("Classes", self.classes_spin)
         form.addRow("Patch", self.patch_spin)
         form.addRow("Steps", self.steps_spin)
@@ -219,6 +226,7 @@ class TrainWidget(QWidget):
         self.keep_button.clicked.connect(self.keep_in_session)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentIndexChanged.connect(self._model_changed)
+        self.learn_combo.currentIndexChanged.connect(self._model_changed)
         self.labels_combo.currentIndexChanged.connect(self._labels_changed)
         SESSION.changed.connect(self.refresh_models)
         self._labels_changed()
@@ -301,9 +309,18 @@ class TrainWidget(QWidget):
         self.browse_button.setVisible(is_file)
         self.size_combo.setEnabled(kind == "zoo")
         # An extreme-point model learns from each labelled object: 2 classes, its own input size.
-        interactive = self._task() == "interactive"
-        self.classes_spin.setEnabled(not interactive)
+        task = self._task()
+        interactive = task == "interactive"
+        # A new semantic architecture learns classes or objects; a model to fine-tune keeps what it learnt.
+        self.learn_combo.setEnabled(kind == "zoo" and not interactive)
+        if task == "instance":
+            self.learn_combo.setCurrentIndex(1)
+        instance = self.learn_combo.currentData() == "instance" and not interactive
+        self.classes_spin.setEnabled(not interactive and not instance)
         self.patch_spin.setEnabled(not interactive)
+        if instance:
+            self.status.setText("Objects: the annotations are instance labels (one label per object); the model "
+                                "learns to separate touching objects, validated by object F1.")
         if interactive:
             self.status.setText("Extreme-point model: each object of the annotations (instance labels) becomes an "
                                 "example with jittered extreme points.")
@@ -315,6 +332,8 @@ class TrainWidget(QWidget):
         kind, name = self._model_key()
         if kind == "file" or not name or (kind == "session" and name not in SESSION.names()):
             return None
+        if kind == "session" and SESSION.get(name).instance:
+            return "instance"  # a zoo network trained on a decoder's targets (its architecture's task is semantic)
         return describe(f"{kind}:{name}").task
 
     def _labels_changed(self, *_: Any) -> None:
@@ -355,8 +374,10 @@ class TrainWidget(QWidget):
         if kind == "zoo":  # small widths for a CPU, or the paper's (`{}`: the architecture's defaults)
             options = dict(zoo.card(name).test_config) if self.size_combo.currentIndex() == 0 else {}
         interactive = self._task() == "interactive"
+        instance = self.learn_combo.currentData() == "instance" and not interactive and (
+            kind == "zoo" or self._task() == "instance")
         names = None
-        if kind == "zoo" and not interactive:
+        if kind == "zoo" and not interactive and not instance:
             n = self.classes_spin.value()
             names = ["background"] + (["foreground"] if n == 2 else [f"class {i}" for i in range(1, n)])
         return {
@@ -365,7 +386,7 @@ class TrainWidget(QWidget):
             "images": data,
             "labels": label_data,
             "axes": ("YXC" if getattr(image, "rgb", False) else None),
-            "num_classes": None if interactive else self.classes_spin.value(),
+            "num_classes": None if interactive or instance else self.classes_spin.value(),
             "options": options,
             "patch": None if interactive else (self.patch_spin.value() or None),
             "steps": self.steps_spin.value(),
@@ -373,6 +394,7 @@ class TrainWidget(QWidget):
             "lr": self.lr_spin.value(),
             "device": self.device_combo.currentText(),
             "cancel": threading.Event(),
+            **({"task": "instance"} if instance else {}),
         }
 
     def start(self) -> None:
@@ -419,6 +441,8 @@ class TrainWidget(QWidget):
 
     def _class_names(self, kwargs) -> list[str]:
         n = kwargs["num_classes"]
+        if kwargs.get("task") == "instance":
+            return ["object F1"]
         if n is None:
             return ["background", "object"]
         return ["background"] + ([f"class {i}" for i in range(1, n)] if n > 2 else ["foreground"])
@@ -443,14 +467,19 @@ class TrainWidget(QWidget):
         cancelled = self._done is not None and self._done.cancelled
         iou = (model.validation or {}).get("object_iou")
         summary += "" if iou is None else f", held-out object IoU {iou:.3f}"
+        f1 = (model.validation or {}).get("object_f1")
+        summary += "" if f1 is None else f"; held-out object F1 at IoU 0.5 {f1:.3f}"
         where = "Extreme points" if model.task == "interactive" else "Segment"
+        if model.instance:
+            where = "Segment (output: instances)"
         if cancelled:  # not offered elsewhere unless asked: a stopped run is often a false start
             self.model_name = None
             self.keep_button.setVisible(True)
             self.status.setText(f"Cancelled: the best model so far is kept here{summary}. Add to session offers it "
                                 f"in the {where} widget; Save model… writes it to a file.")
             return
-        self.model_name = SESSION.add(f"{model.arch} {model.spatial_dims}D", model)
+        kind = " instances" if model.instance else ""
+        self.model_name = SESSION.add(f"{model.arch} {model.spatial_dims}D{kind}", model)
         self.status.setText(f"Trained: {self.model_name!r}{summary}. "
                             f"It is offered in the {where} widget; Save model… writes it to a file.")
 

@@ -168,13 +168,12 @@ def main(argv=None) -> dict:
         "weights": "float16" if recipe.get("half") else "float32",
         "classes": ["background", "object"],
         "prompt": {"points": 2 * dims, **model.prompt},  # the crop recipe segarch.train recorded
-        "trained_on": (f"{n_objects} objects from {args.scenes} generated scenes "
-                       f"{'x'.join(map(str, recipe['shape']))} (segarch.prompts.object_scene, "
-                       f"seed {recipe['seed']}): blobs, "
-                       "star-convex cells, polygons, bent rods, touching and partly covered neighbours; object and "
-                       "background texture, brighter and darker objects, illumination gradient, clutter, blur, "
-                       "Poisson and Gaussian noise. Extreme points jittered afresh at every draw by up to 2% of the object's size "
-                       "(at least 1 px). 10% of the objects held out for validation."),
+        "trained_on": (f"{n_objects} objects from {args.scenes} generated scenes {'x'.join(map(str, recipe['shape']))} "
+                       f"(segarch.prompts.object_scene, seed {recipe['seed']}): blobs, star-convex cells, polygons, "
+                       "bent rods, touching and partly covered neighbours; object and background texture, brighter and "
+                       "darker objects, illumination gradient, clutter, blur, Poisson and Gaussian noise. Extreme "
+                       "points jittered afresh at every draw by up to 2% of the object's size (at least 1 px). 10% of "
+                       "the objects held out for validation."),
         "training": {
             "steps": steps_done, "planned_steps": args.steps, "batch_size": recipe["batch_size"],
             "patch": [settings.size] * dims, "lr": recipe["lr"], "loss": recipe["loss"],
@@ -183,7 +182,8 @@ def main(argv=None) -> dict:
             "device": f"cpu ({args.threads} thread{'s' if args.threads > 1 else ''}, shared)",
             "torch": torch.__version__, "python": platform.python_version(),
             "trainer": "segarch.train", "held_out_objects": validation["held_out_objects"],
-            "held_out_iou": round(validation["object_iou"], 4), "held_out_crop_dice": round(validation["patch_dice"][1], 4),
+            "held_out_iou": round(validation["object_iou"], 4),
+            "held_out_crop_dice": round(validation["patch_dice"][1], 4),
             "best_step": validation["best_step"], "stopped": "CPU budget" if cancel.is_set() else "planned steps",
         },
         "test": test,

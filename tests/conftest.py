@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
-    """Where tests keep what a person may want to look at (screenshots): ``$SEGARCH_TEST_ARTIFACTS`` or ``test-artifacts/``."""
+    """Where tests keep what a person may want to look at (screenshots): ``$SEGARCH_TEST_ARTIFACTS`` or
+    ``test-artifacts/``."""
     path = Path(os.environ.get("SEGARCH_TEST_ARTIFACTS", REPO / "test-artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -116,7 +116,8 @@ def test_the_old_modules_still_work_and_warn():
 
     with pytest.warns(FutureWarning, match="segarch.model.Model is deprecated: use segarch.models.Model"):
         assert segarch.model.Model is segarch.Model
-    with pytest.warns(FutureWarning, match="segarch.model_file.load_model is deprecated: use segarch.models.load_model"):
+    with pytest.warns(FutureWarning,
+                      match="segarch.model_file.load_model is deprecated: use segarch.models.load_model"):
         assert segarch.model_file.load_model is segarch.load_model
     with pytest.warns(FutureWarning, match="resolve_model is deprecated: use segarch.models.resolve"):
         resolve_model = segarch.model_file.resolve_model

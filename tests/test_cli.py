@@ -9,9 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import segarch
+
+pytestmark = pytest.mark.slow  # runs the `segarch` command in subprocesses
 
 
 def segarch_cli(*args: str) -> subprocess.CompletedProcess:

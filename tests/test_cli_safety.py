@@ -22,6 +22,8 @@ import tifffile
 
 import segarch
 
+pytestmark = pytest.mark.slow  # runs the `segarch` command in subprocesses
+
 
 def segarch_cli(*args: str, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
     exe = shutil.which("segarch")
@@ -384,7 +386,7 @@ def test_errors_speak_the_flags_and_suggest_names(tmp_path):
                                  "OUTPUT", "pass --resume to continue that run or --overwrite")
     assert "resume=True" not in line and "`out`" not in line
     assert_one_line_error(segarch_cli("predict", image, tmp_path / "p.zarr", "--model", "nuclei2"),
-                          "Did you mean 'nuclei2d'")
+                          "Did you mean 'unet.nuclei2d'")
     result = segarch_cli("predict", image, tmp_path / "p.zarr", "--model", "unet.nuclei2d", "--overlap", "abc")
     assert result.returncode == 2 and "--overlap: must be a fraction in [0, 1) such as 0.25" in result.stderr
     result = segarch_cli("zoo", "--task", "unknown")
@@ -409,9 +411,10 @@ def test_info_takes_a_shipped_name_and_card_prints_plain_text():
     info = segarch_cli("info", "unet.nuclei2d")
     assert info.returncode == 0, info.stderr
     meta = json.loads(info.stdout)
-    assert meta["shipped_model"] == "unet.nuclei2d" and meta["arch"] == "unet" and meta["card"]["name"] == "unet.nuclei2d"
+    assert meta["shipped_model"] == "unet.nuclei2d" and meta["arch"] == "unet"
+    assert meta["card"]["name"] == "unet.nuclei2d"
     assert "\\u" not in info.stdout and "×" in info.stdout  # the description's "192×192", not "\u00d7"
-    assert_one_line_error(segarch_cli("info", "nuclei2"), "Did you mean 'nuclei2d'")
+    assert_one_line_error(segarch_cli("info", "nuclei2"), "Did you mean 'unet.nuclei2d'")
 
 
 def test_bad_arguments_are_refused_before_the_heavy_imports(tmp_path):

@@ -156,6 +156,7 @@ def test_labels_are_written_as_a_cog_whose_overviews_hold_only_real_labels(tmp_p
         assert 0.9 < np.mean(ov.read(1) == labels[1::4, 1::4][: ov.height, : ov.width]) <= 1
 
 
+@pytest.mark.slow
 def test_probabilities_stream_to_disk_without_the_whole_raster_in_memory(tmp_path):
     # 3072×3072 float32 = 36 MiB, generated chunk by chunk; the writer holds a few chunks at a time.
     def render(block_info=None):

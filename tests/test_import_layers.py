@@ -46,12 +46,9 @@ LAYERS: list[tuple[str, ...]] = [
 #: Known upward edges ``(importer, imported)``: none today. An entry here must say which change removes it;
 #: one that no longer occurs must be deleted (the test says so).
 KNOWN_UPWARD: set[tuple[str, str]] = set()
-#: Known import loops (sets of modules), each to be removed by the second half of the redesign (issue 15,
-#: items 1 and 3). None may be added; one that no longer occurs must be deleted (the test says so).
-KNOWN_LOOPS: list[frozenset[str]] = [
-    # the local and the distributed paths of predict import each other (item 3: one pipeline module).
-    frozenset({"segarch.tiling.engine", "segarch.tiling.distributed"}),
-]
+#: Known import loops (sets of modules): none. The last two (``model_file`` <-> ``pretrained``,
+#: ``tiling.engine`` <-> ``tiling.distributed``) went with issue 15 (the models package; the pipeline module).
+KNOWN_LOOPS: list[frozenset[str]] = []
 
 
 def _module_name(path: Path) -> str:

@@ -39,6 +39,7 @@ def same_objects(a: np.ndarray, b: np.ndarray) -> bool:
     return np.unique(pairs[0]).size == pairs.shape[1] == np.unique(pairs[1]).size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", [DistanceDecoder(), BoundaryDecoder()], ids=["distance", "boundary"])
 @pytest.mark.parametrize("shape, block, halo, seed", [
     ((301, 277), 64, 32, 3),                          # 2D, odd sizes, 5 x 5 blocks with a ragged last row
@@ -81,6 +82,7 @@ def _objects_on_seams(shape, block, radius, spacing=None) -> np.ndarray:
     return labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", [DistanceDecoder(), BoundaryDecoder()], ids=["distance", "boundary"])
 @pytest.mark.parametrize("shape, block, halo, radius, spacing", [
     ((97, 101), (32, 32), 16, 7.0, None),           # smaller than the halo: seen whole by every block
@@ -156,6 +158,7 @@ def test_zarr_output_resumes_after_cancel_and_holds_the_seam_report(tmp_path):
     assert np.array_equal(np.asarray(replaced.labels), expected)
 
 
+@pytest.mark.slow
 def test_a_killed_decoding_resumes_to_the_same_labels(tmp_path):
     decoder = BoundaryDecoder()
     s = nuclei_sample((400, 410), seed=9, hard=True)

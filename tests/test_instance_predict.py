@@ -37,6 +37,7 @@ def oracle_model(decoder, spatial_dims: int) -> segarch.Model:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder, shape", [(DistanceDecoder(), (230, 210)), (BoundaryDecoder(), (30, 90, 84))])
 def test_predict_instances_tiles_then_decodes_into_zarr(tmp_path, decoder, shape):
     import zarr
@@ -93,6 +94,7 @@ def test_a_real_zoo_network_gives_labels_and_a_semantic_model_is_refused(tmp_pat
     assert not (tmp_path / "thesis.probabilities").exists() and (foreign / "chapter1.tex").exists()
 
 
+@pytest.mark.slow
 def test_segarch_train_on_decoder_targets_makes_an_instance_model(tmp_path):
     # Today's path to an instance model: convert instance labels to the decoder's class maps and train
     # any zoo architecture on them; the saved model's class names tell predict_instances its decoder.

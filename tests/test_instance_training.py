@@ -20,6 +20,8 @@ from segarch.training import instance as instance_task
 from segarch.training.data import as_sources
 from segarch.training.instance import InstanceTask, target_source
 
+pytestmark = pytest.mark.slow  # trains models
+
 EASY = Conditions(radius=(4.0, 7.0), coverage=0.3, touching=0.5, photons=300.0, blur=1.0)
 SMALL = {"features": (8, 16, 32), "norm": "batch", "dropout": 0.0}
 
@@ -69,7 +71,7 @@ def test_instance_training_validates_objects_and_saves_the_tuned_decoder(trained
     # The file holds the decoder's settings as data; loaded, the model decodes with them, no `decoder=` needed.
     loaded = segarch.load_model(out)
     assert loaded.instance == settings and loaded.pixel_size == [1.0, 1.0]
-    assert segarch.model_file.read_metadata(out)["instance"] == settings
+    assert segarch.models.read_metadata(out)["instance"] == settings
     held_out = []
     for image, truth in zip(images, labels):
         pred = predict_instances(loaded, image)
@@ -233,9 +235,9 @@ def test_instance_options_do_not_apply_to_other_tasks():
     with pytest.raises(ValueError, match=r"`decoder` applies to instance models only: pass task='instance'"):
         segarch.train("unet", images, labels, decoder="distance", options=SMALL, steps=1)
     with pytest.raises(ValueError, match=r"`pixel_size` does not apply to extreme-point models"):
-        segarch.train("dextr_light", images, labels, pixel_size=(1.0, 1.0), steps=1)
+        segarch.train("dextr_light", images, labels, pixel_size=(1.0, 1.0), options={}, steps=1)
     with pytest.raises(ValueError, match=r"`task`='instance' trains semantic architectures, not 'dextr_light'"):
-        segarch.train("dextr_light", images, labels, task="instance", steps=1)
+        segarch.train("dextr_light", images, labels, task="instance", options={}, steps=1)
     # A semantic model records a pixel size it is given.
     model = segarch.train("unet", images, labels, pixel_size=(0.5, 0.5), options=SMALL, patch=32, steps=1,
                           val_fraction=0)

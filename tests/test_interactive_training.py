@@ -20,6 +20,9 @@ from segarch.training import fine_tune, training_pairs
 from segarch.training.data import as_sources
 from segarch.training.objects import ObjectSampler, jittered_points, object_crops
 
+pytestmark = pytest.mark.slow  # trains models
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("segarch")
     command = [exe] if exe else [sys.executable, "-m", "segarch.cli"]

@@ -272,6 +272,7 @@ def big_files(tmp_path_factory):
     return data, zpath, tpath
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["zarr", "tiff"])
 def test_opening_a_big_image_reads_no_pixels(big_files, kind):
     data, zpath, tpath = big_files

@@ -41,7 +41,8 @@ def test_safetensors_round_trip_gives_identical_outputs(tmp_path, arch, dims):
 
 def test_preprocessing_is_saved_and_applied(tmp_path):
     model = _model()
-    model.preprocessing = [{"_target_": "ScaleIntensityRange", "a_min": 0, "a_max": 200, "b_min": 0, "b_max": 1, "clip": True}]
+    model.preprocessing = [{"_target_": "ScaleIntensityRange", "a_min": 0, "a_max": 200, "b_min": 0, "b_max": 1,
+                            "clip": True}]
     loaded = segarch.load_model(segarch.save_model(model, tmp_path / "m.safetensors"))
     image = np.random.default_rng().uniform(0, 400, size=(2, 9, 7))
     out = loaded.preprocess(image)
@@ -142,7 +143,8 @@ def test_file_for_another_architecture(tmp_path):
 
 def test_mismatched_shapes_are_listed(tmp_path):
     torch.save(_model(out_channels=3).network.state_dict(), tmp_path / "w.pt")
-    with pytest.raises(ValueError, match=r"other shapes \(e.g. encoder.0.conv1.conv.weight: file \(4, 2, 3, 3\) vs model \(4, 1, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"other shapes \(e.g. encoder.0.conv1.conv.weight: "
+                                         r"file \(4, 2, 3, 3\) vs model \(4, 1, 3, 3\)"):
         segarch.load_model(tmp_path / "w.pt", arch="unet", in_channels=1, **SMALL)
 
 

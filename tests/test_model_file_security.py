@@ -199,6 +199,7 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(command + list(args), capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["os.system", "dollar target", "Lambda", "nested in a list", "requires"])
 def test_the_cli_refuses_a_hostile_model_in_info_predict_and_train(tmp_path, good_file, name):
     import tifffile
@@ -264,6 +265,7 @@ def test_the_segment_widget_refuses_a_hostile_model_file(make_napari_viewer, qtb
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_an_absurd_tile_is_refused_with_the_memory_estimate_before_anything_is_allocated(tmp_path):
     import zarr
 

@@ -22,6 +22,7 @@ def _image(shape, seed=0):
     return nuclei(shape, seed=seed)[0]
 
 
+@pytest.mark.slow
 def test_a_labels_store_is_valid_ngff_05_read_by_ome_zarr_py(tmp_path):
     import ome_zarr_models
     from ome_zarr.io import parse_url
@@ -74,6 +75,7 @@ def test_provenance_names_the_shipped_model_and_its_architecture(tmp_path):
         "mine.safetensors"
 
 
+@pytest.mark.slow
 def test_zarr_sees_no_foreign_objects_in_the_store_during_and_after_a_run(tmp_path):
     model = segarch.pretrained.load("unet.nuclei2d")
     image = _image((1100, 600))

@@ -11,6 +11,8 @@ from segarch import pretrained
 from segarch.synthetic import dataset
 from segarch.training.metrics import dice_per_class
 
+pytestmark = pytest.mark.slow  # trains models
+
 MARGIN = 0.08  # fresh images differ from the card's test set; the card's Dice minus this must hold
 
 

@@ -12,6 +12,8 @@ from segarch.prompts import DEFAULTS, check_points, extreme_points, object_scene
 from segarch.prompts.evaluate import evaluate_prompts, iou
 from segarch.prompts.recipe import crop_box
 
+pytestmark = pytest.mark.slow  # trains models
+
 
 @pytest.fixture(scope="module")
 def shipped():
@@ -83,7 +85,8 @@ def test_segment_from_points_errors(shipped):
         segment_from_points(shipped, image, good, axes="ZX")
 
 
-@pytest.mark.parametrize("name, shape, scenes", [("dextr_light.objects2d", (160, 160), 6), ("dextr_light.objects3d", (48, 64, 64), 10)])
+@pytest.mark.parametrize("name, shape, scenes", [("dextr_light.objects2d", (160, 160), 6),
+                                                  ("dextr_light.objects3d", (48, 64, 64), 10)])
 def test_shipped_model_reaches_its_stated_iou_on_fresh_objects(name, shape, scenes):
     card = pretrained.card(name)
     stated = card["test"]["mean_iou"]

@@ -15,6 +15,8 @@ import segarch
 from segarch.io.pyramid import pyramid
 from segarch.tiling.pyramid import LevelView, level_shapes, live_levels
 
+pytestmark = pytest.mark.slow  # starts Dask clusters
+
 sys.path.insert(0, str(Path(__file__).parent))
 from test_tiling import SmallConvNet  # noqa: E402
 

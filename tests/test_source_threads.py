@@ -7,6 +7,7 @@ import threading
 
 import dask.array as da
 import numpy as np
+import pytest
 import torch
 from dask.cache import Cache
 from dask.callbacks import Callback
@@ -59,6 +60,7 @@ def test_compute_here_leaves_the_global_callbacks_alone():
     assert isinstance(compute_here(np.ones(3)), np.ndarray) and compute_here([1, 2]).tolist() == [1, 2]
 
 
+@pytest.mark.slow
 def test_predict_on_a_dask_image_while_another_thread_slices_with_the_cache():
     rng = np.random.default_rng()
     pixels = rng.random((1500, 1400), dtype=np.float32)
@@ -93,6 +95,7 @@ def test_the_engine_never_fills_the_viewers_cache():
     assert len(cache.cache.data) == 0
 
 
+@pytest.mark.slow
 def test_training_and_prompts_read_lazy_images_without_the_global_callbacks():
     # Training and the Extreme points dock read regions in worker threads while napari slices: the same rule.
     from segarch.prompts import segment_from_points

@@ -101,7 +101,8 @@ def test_gaussian_blending_leaves_no_seam_on_tile_borders():
 
     assert seam_ratio("gaussian") <= 1.0
     # The measure can fail: with no overlap the tile edges show.
-    no_overlap = segarch.predict(net, image, axes="YX", tile=tile, overlap=0.0, blend="constant", output="probabilities")[1]
+    no_overlap = segarch.predict(net, image, axes="YX", tile=tile, overlap=0.0, blend="constant",
+                                 output="probabilities")[1]
     grad = np.abs(np.diff(no_overlap, axis=1))
     edges = [s - 1 for s in axis_grid(300, tile, 0, 1, "constant").starts if s > 0]
     assert grad[:, edges].mean() > 1.5 * grad.mean()
@@ -149,6 +150,7 @@ def test_model_preprocessing_is_frozen_over_the_whole_image():
     np.testing.assert_allclose(tiled, expected, atol=2e-2)
 
 
+@pytest.mark.slow
 def test_zoo_model_on_lazy_inputs_equals_numpy(tmp_path):
     import dask.array as da
     import tifffile
@@ -240,6 +242,7 @@ segarch.predict(net, image, axes="YX", tile=64, batch_size=4, out={out!r}, progr
 """
 
 
+@pytest.mark.slow
 def test_run_killed_with_sigkill_resumes_to_identical_bytes(tmp_path):
     import subprocess
     import sys
@@ -260,6 +263,7 @@ def test_run_killed_with_sigkill_resumes_to_identical_bytes(tmp_path):
     assert resumed[:].tobytes() == clean[:].tobytes()
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_single_process_result(tmp_path):
     from distributed import Client, LocalCluster
 

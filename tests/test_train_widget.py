@@ -71,8 +71,10 @@ def test_train_from_the_dock_adds_a_session_model_and_saves_it(widget, qtbot, tm
     path = widget.save_model(str(tmp_path / "from_dock"))
     reloaded = segarch.load_model(path)
     image = widget.viewer.layers["cells"].data
-    np.testing.assert_array_equal(segarch.predict(reloaded, image, device="cpu"), segarch.predict(model, image, device="cpu"))
-    PILImage.fromarray(widget.viewer.screenshot(canvas_only=False, flash=False)).save(artifacts_dir / "train_widget.png")
+    np.testing.assert_array_equal(segarch.predict(reloaded, image, device="cpu"),
+                                  segarch.predict(model, image, device="cpu"))
+    screenshot = widget.viewer.screenshot(canvas_only=False, flash=False)
+    PILImage.fromarray(screenshot).save(artifacts_dir / "train_widget.png")
     # The new session model is now a start point for fine-tuning, too.
     widget.select_model("session", widget.model_name)
 

@@ -20,6 +20,8 @@ from segarch.training.finetune import head_keys, with_classes
 from segarch.training.losses import SegmentationLoss
 from segarch.training.metrics import dice_per_class
 
+pytestmark = pytest.mark.slow  # trains models
+
 EASY = Conditions(radius=(4.0, 7.0), coverage=0.3, photons=300.0, blur=1.0)
 SMALL = {"features": (8, 16, 32), "norm": "batch", "dropout": 0.0}
 STATED_DICE = 0.8  # held-out Dice the quick run must reach (it measures about 0.95)
@@ -170,7 +172,8 @@ def test_partial_annotations_count_only_labelled_slices():
     # One image: validation is a strip of it, training the rest.
     [single] = make_items(as_sources(image[0], full[0], axes=None, mask=True, spatial_dims=2, in_channels=1))
     train_items, val_items = split_items([single], 0.1, (32, 32), np.random.default_rng(0))
-    assert train_items[0].bounds == (slice(0, 36), slice(0, 48)) and val_items[0].bounds == (slice(36, 48), slice(0, 48))
+    assert train_items[0].bounds == (slice(0, 36), slice(0, 48))
+    assert val_items[0].bounds == (slice(36, 48), slice(0, 48))
 
 
 def test_lazy_inputs_stay_lazy(tmp_path):

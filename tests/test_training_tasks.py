@@ -28,6 +28,8 @@ from segarch.training.normalisation import PerImagePreprocessing
 from segarch.training.sampler import PatchSampler, validation_patches
 from segarch.training.semantic import check_patch
 
+pytestmark = pytest.mark.slow  # trains models
+
 EASY = Conditions(radius=(4.0, 7.0), coverage=0.3, photons=300.0, blur=1.0)
 SMALL = {"features": (8, 16, 32), "norm": "batch", "dropout": 0.0}
 CLASSES = ["background", "interior", "boundary"]

@@ -14,6 +14,8 @@ import torch
 from segarch import zoo
 from segarch.layers.batch_statistics import POOLED, single_value_error
 
+pytestmark = pytest.mark.slow  # builds, runs and trains networks of the zoo
+
 NAMES = zoo.names()
 
 

@@ -15,6 +15,8 @@ from segarch import zoo
 from segarch.blocks.aspp import ASPP, DenseASPP, ImagePooling
 from segarch.blocks.pyramid_pooling import PyramidPooling
 
+pytestmark = pytest.mark.slow  # builds, runs and trains networks of the zoo
+
 
 def _paper_net(name: str):
     """The paper configuration, built on the meta device (no memory)."""
@@ -483,7 +485,8 @@ def test_deeplab_v3_block4_uses_multi_grid_rates_2_4_8_at_output_stride_16():
     assert [unit.conv2.conv.dilation[0] for unit in plain.encoder.layers[-1]] == [2, 2, 2]
     # The rates change the receptive field, not the shape: a 3D forward keeps the stride-16 grid.
     torch.manual_seed(0)
-    small = zoo.create("deeplab_v3", spatial_dims=3, in_channels=1, out_channels=2, **zoo.card("deeplab_v3").test_config)
+    small = zoo.create("deeplab_v3", spatial_dims=3, in_channels=1, out_channels=2,
+                       **zoo.card("deeplab_v3").test_config)
     assert [set(_dilations(unit)) for unit in small.encoder.layers[-1]] == [{4}, {8}]
     assert small.encoder(torch.zeros(1, 1, 16, 16, 32))[-1].shape[2:] == (2, 2, 4)
 

@@ -11,6 +11,7 @@ from segarch.zoo import registry
 from segarch.zoo.counts import stored_count
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", zoo.names())
 def test_the_stored_count_is_the_networks_count_at_the_paper_configuration(name):
     entry = zoo.card(name)

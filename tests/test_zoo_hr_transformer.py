@@ -14,6 +14,8 @@ from segarch.backbones.hrnet import HighResolutionEncoder
 from segarch.blocks.hr_fusion import HRFusion
 from segarch.blocks.resize import resize_to
 
+pytestmark = pytest.mark.slow  # builds, runs and trains networks of the zoo
+
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -49,8 +51,10 @@ def test_hrnet_fusion_sums_every_branch_at_every_resolution():
 
 
 def test_hrnet_v2_head_concatenates_all_four_branches_v1_reads_only_the_first():
-    v2 = zoo.create("hrnet_v2", spatial_dims=2, in_channels=1, out_channels=3, **zoo.card("hrnet_v2").test_config).eval()
-    v1 = zoo.create("hrnet_v1", spatial_dims=2, in_channels=1, out_channels=3, **zoo.card("hrnet_v1").test_config).eval()
+    v2 = zoo.create("hrnet_v2", spatial_dims=2, in_channels=1, out_channels=3,
+                    **zoo.card("hrnet_v2").test_config).eval()
+    v1 = zoo.create("hrnet_v1", spatial_dims=2, in_channels=1, out_channels=3,
+                    **zoo.card("hrnet_v1").test_config).eval()
     x = torch.randn(1, 1, 64, 64)
     xs = v2.features(x)
     cat = v2.head_input(xs)
@@ -110,7 +114,8 @@ def test_spade_scale_and_bias_vary_with_the_label_map():
     assert not torch.allclose(gamma[..., 4, 3], gamma[..., 4, 12])
     assert not torch.allclose(spade(x, left_right), spade(x, top_bottom))
     # a label map at another resolution is resized to the features'
-    torch.testing.assert_close(spade(x, left_right), spade(x, left_right.repeat_interleave(2, 2).repeat_interleave(2, 3)))
+    torch.testing.assert_close(spade(x, left_right),
+                               spade(x, left_right.repeat_interleave(2, 2).repeat_interleave(2, 3)))
 
 
 def test_spade_generator_maps_labels_to_an_image():

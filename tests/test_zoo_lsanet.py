@@ -10,6 +10,8 @@ from segarch import zoo
 from segarch.blocks.space_to_depth import depth_to_space, space_to_depth
 from segarch.nets.lsanet import ImprovedUpsampling, LightweightSelfAttention
 
+pytestmark = pytest.mark.slow  # builds, runs and trains networks of the zoo
+
 
 def test_space_to_depth_is_pixel_unshuffle_in_2d_and_invertible_in_3d():
     torch.manual_seed(0)

@@ -33,6 +33,7 @@ def _expected_shape(name: str, batch: int, out_channels: int, spatial: tuple[int
     return (batch, out_channels, *spatial)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,dims", CASES)
 def test_forward_shape_and_backward(name, dims):
     torch.manual_seed(0)
@@ -60,6 +61,7 @@ def test_forward_shape_and_backward(name, dims):
     assert any(p.grad.abs().sum() > 0 for p in net.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,dims", DENSE)
 def test_unpadded_input_names_divisor_and_padded_shape(name, dims):
     net = _build(name, dims)
@@ -153,6 +155,7 @@ def _multi_head_loss(net, outputs: dict[str, torch.Tensor], targets: dict[str, t
     return sum(losses[h.kind](outputs[h.name], targets[h.name]) for h in net.heads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", zoo.names())
 def test_a_few_training_steps_lower_the_loss(name):
     torch.manual_seed(0)

@@ -8,6 +8,8 @@ from torch import nn
 
 from segarch import zoo
 
+pytestmark = pytest.mark.slow  # builds, runs and trains networks of the zoo
+
 
 def _convs(net: nn.Module, dims: int = 2):
     kinds = (nn.Conv2d, nn.ConvTranspose2d) if dims == 2 else (nn.Conv3d, nn.ConvTranspose3d)
@@ -246,7 +248,8 @@ def test_osnet_four_streams_of_growing_depth_share_one_gate():
 
     torch.manual_seed(0)
     block = OSBlock(2, 32, 64).eval()
-    assert [sum(isinstance(m, LiteConv) for m in s) for s in block.streams] == [1, 2, 3, 4]  # receptive fields 3, 5, 7, 9
+    # receptive fields 3, 5, 7, 9
+    assert [sum(isinstance(m, LiteConv) for m in s) for s in block.streams] == [1, 2, 3, 4]
     calls = []
     block.gate.register_forward_hook(lambda m, i, o: calls.append(1))
     x = torch.randn(2, 32, 8, 8)

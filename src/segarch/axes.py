@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["AXES", "SPATIAL", "check_axes", "guess_axes", "model_axes", "Layout", "resolve_axes"]
+__all__ = ["AXES", "SPATIAL", "check_axes", "guess_axes", "model_axes", "output_axes", "Layout", "resolve_axes"]
 
 #: Every axis letter segarch knows, in OME-NGFF order (time, channel, space).
 AXES = "TCZYX"
@@ -121,8 +121,32 @@ class Layout:
         return self.axes.replace("C", "")
 
     def probabilities_axes(self) -> str:
-        """Axes of a probabilities output: loop axes, then C, then the spatial axes."""
-        return self.loop + "C" + self.spatial
+        """Axes of a probabilities output: T, then C (the classes), then the other looped axes (Z of a 2D model)
+        and the spatial axes: ``CYX``, ``CZYX``, ``TCZYX``, the order OME-NGFF requires (T, C, then space)."""
+        time = "".join(a for a in self.loop if a == "T")
+        return time + "C" + "".join(a for a in self.loop if a != "T") + self.spatial
+
+    def output_axes(self, output: str) -> str:
+        """The axes of ``segarch.predict``'s result: :meth:`labels_axes` or :meth:`probabilities_axes`."""
+        return self.labels_axes() if output == "labels" else self.probabilities_axes()
+
+
+def output_axes(axes: str, spatial_dims: int, output: str = "labels") -> str:
+    """The axes of what ``segarch.predict`` returns (and stores) for an image of ``axes`` and a model of
+    ``spatial_dims``: ``output="labels"``: the image's axes without C; ``"probabilities"``: T, the classes (C),
+    then the other axes (``TZYX`` → ``TCZYX``; a 2D model over ``ZYX`` gives ``CZYX``).
+
+    Examples::
+
+        >>> output_axes("TCZYX", 2, "probabilities")
+        'TCZYX'
+        >>> output_axes("ZYXC", 2, "labels")
+        'ZYX'
+    """
+    axes = check_axes(axes, len(axes))
+    spatial = "".join(a for a in axes if a in SPATIAL[-spatial_dims:])
+    loop = "".join(a for a in axes if a not in spatial and a != "C")
+    return Layout(axes, spatial, loop, "C" in axes).output_axes(output)
 
 
 def resolve_axes(shape: tuple[int, ...], axes: str | None, spatial_dims: int, in_channels: int, *,

@@ -98,13 +98,18 @@ def _demo(args) -> int:
     from segarch.samples import nuclei
 
     torch.manual_seed(args.seed)
-    ref = catalog.parse(args.model or {2: "unet.nuclei2d", 3: "unet.nuclei3d"}[args.dims])  # shipped by default
+    default = {2: "unet.nuclei2d", 3: "unet.nuclei3d"}[args.dims]  # shipped by default
+    # Objects, not only pixels: a shipped nuclei instance model of this dimensionality, once one ships.
+    from segarch.models import pretrained
+
+    shipped_instances = [n for n in pretrained.names() if "instance" in n and f"nuclei{args.dims}d" in n]
+    ref = catalog.parse(args.model or (shipped_instances[0] if shipped_instances else default))
     if ref.kind == "zoo":
         options = {} if args.paper_size else dict(segarch.zoo.card(ref.name).test_config)
         model = catalog.resolve(ref, spatial_dims=args.dims, in_channels=1, out_channels=2,
                                 class_names=["background", "nucleus"], **options)
     else:
-        model = catalog.resolve(ref, task="semantic")
+        model = catalog.resolve(ref, task=("semantic", "instance"))
         if model.spatial_dims != args.dims:
             raise ValueError(f"--model {ref.text!r} is a {model.spatial_dims}D model; pass --dims {model.spatial_dims}.")
     model.network.eval()
@@ -114,6 +119,8 @@ def _demo(args) -> int:
     print(f"model: {model}")
     tile = 256 if args.dims == 2 else 64
     device = resolve_device(args.device)
+    if _is_instance_model(model):
+        return _demo_instances(args, model, image, truth, tile, device)
     tiles = []
     start = time.perf_counter()
     labels = segarch.predict(model, image, tile=tile, overlap=0.25, device=device,
@@ -131,6 +138,45 @@ def _demo(args) -> int:
 
         print(f"Dice of the labels against the generated ground truth: "
               f"{dice_per_class(labels > 0, truth > 0, num_classes=2)[1]:.3f}")
+    if args.out:
+        from segarch import io
+
+        io.write_tiff(args.out, labels, axes="ZYX"[-args.dims:], labels=True, overwrite=args.overwrite)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _is_instance_model(model) -> bool:
+    from segarch.instances.predict import decoder_for
+
+    try:
+        decoder_for(model)
+    except ValueError:
+        return False
+    return True
+
+
+def _demo_instances(args, model, image, truth, tile, device) -> int:
+    """The demo of an instance model: objects, their count and F1 against the generated nuclei."""
+    import segarch
+    from segarch.instances import match
+
+    start = time.perf_counter()
+    labels, report = segarch.predict(model, image, tile=tile, overlap=0.25, device=device, output="instances",
+                                     instance_options={"return_report": True})
+    seconds = time.perf_counter() - start
+    where = "the CPU" if device.type == "cpu" else str(device)
+    print(f"segarch.predict(output='instances'): network tiles of {tile} px, then seeded-watershed decoding block by "
+          f"block, {seconds:.2f} s on {where}")
+    print(f"instances: {labels.dtype} {labels.shape}; {report['objects']} objects ({int(truth.max())} generated), "
+          f"{report['merged_across_seams']} merged across block seams, {report['touching_border']} touching the "
+          f"border")
+    if not model.trained:
+        print("note: this model is untrained, so its objects are meaningless until it is trained.")
+    matching = match(truth, labels)
+    print(f"F1 at IoU 0.5 against the generated truth: {matching.f1(0.5):.3f} "
+          f"(precision {matching.precision(0.5):.3f}, recall {matching.recall(0.5):.3f}); "
+          f"mean AP over IoU 0.5-0.9: {matching.mean_ap:.3f}")
     if args.out:
         from segarch import io
 
@@ -265,6 +311,7 @@ def _check_target(source, target, args) -> None:
 def _predict(args) -> int:
     jobs, problems = _jobs(args)  # paths checked before the heavy imports
     import shutil
+    from pathlib import Path
 
     import numpy as np
 
@@ -289,15 +336,24 @@ def _predict(args) -> int:
         resume = args.resume and store.exists()
         bar = _ProgressBar(source.name)
         start = time.perf_counter()
+        instances = args.output_kind == "instances"
+        report = None
         try:
+            options = dict(pixel_size=args.pixel_size, instance_options={"return_report": True}) if instances else {}
             result = segarch.predict(
                 model, str(source), axes=args.axes, tile=tile, overlap=args.overlap, batch_size=args.batch_size,
                 blend=args.blend, device=args.device, output=args.output_kind, grey=args.grey, out=str(store),
-                resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler, progress=bar)
+                resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler, progress=bar, **options)
+            if instances:
+                result, report = result
             if to_tiff:
                 image = io.open_image(store)
-                io.write_tiff(target, image.levels[0], axes=image.axes, labels=args.output_kind == "labels",
+                io.write_tiff(target, image.levels[0], axes=image.axes, labels=args.output_kind != "probabilities",
                               name=target.stem, overwrite=args.overwrite)
+                if report is not None and report.get("table"):  # the table goes beside the .tif
+                    from segarch.instances.predict import table_path
+
+                    report["table"] = str(Path(report["table"]).replace(table_path(target)))
                 shutil.rmtree(store)
         except KeyboardInterrupt:
             CONSOLE.line(f"interrupted: the finished blocks of {source.name} are kept in {store}; run the same "
@@ -319,9 +375,27 @@ def _predict(args) -> int:
         else:
             what = f"{int(np.prod(result.shape)) / seconds:,.0f} pixels/s, {seconds:.1f} s"
         print(f"{source.name} -> {target}: {tuple(result.shape)} {result.dtype}, {what}")
+        if report is not None:
+            print(_instance_summary(report))
     if len(jobs) > 1:
         print(f"{written} of {len(jobs)} images segmented" + (f"; failed: {', '.join(failed)}" if failed else "."))
     return 1 if failed else 0
+
+
+def _instance_summary(report: dict) -> str:
+    """The CLI's lines about an instance result: objects, sizes, seams, border, pixel size, table."""
+    size = report.get("median_size_pixels")
+    lines = [f"  objects: {report['objects']}"
+             + ("" if size is None else f", median size {size:g} pixels"
+                + ("" if report.get("median_size") in (None, size) else f" ({report['median_size']:.4g} physical)"))
+             + f"; {report['merged_across_seams']} merged across block seams, "
+             f"{report['touching_border']} touching the image border"]
+    note = (report.get("pixel_size") or {}).get("note")
+    if note:
+        lines.append(f"  pixel size: {note}")
+    if report.get("table"):
+        lines.append(f"  table: {report['table']}")
+    return "\n".join(lines)
 
 
 def _train(args) -> int:
@@ -353,11 +427,14 @@ def _train(args) -> int:
         CONSOLE.bar(f"train [{'#' * filled}{'.' * (width - filled)}] {ev.step}/{ev.steps} steps, loss {ev.loss:.4f}"
                     f"{best}, {ev.seconds:.0f} s")
 
+    extra = {} if args.task is None else {"task": args.task}
+    if args.pixel_size:
+        extra["pixel_size"] = tuple(args.pixel_size)
     model = segarch.train(args.model, args.images, args.labels, axes=args.axes, num_classes=args.classes,
                           class_names=args.class_names, options=options, patch=patch, steps=args.steps,
                           batch_size=args.batch_size, val_fraction=args.val_fraction, loss=args.loss, lr=args.lr,
                           augment=args.augment, jitter=args.jitter, device=args.device, seed=args.seed, out=args.out,
-                          overwrite=args.overwrite, progress=progress)
+                          overwrite=args.overwrite, progress=progress, **extra)
     from segarch.training import log_paths
 
     csv_path, png_path = log_paths(args.out)
@@ -409,7 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--blend", default="gaussian", choices=("gaussian", "constant", "crop"))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--output-kind", default="labels", choices=("labels", "probabilities"))
+    p.add_argument("--output", "--output-kind", dest="output_kind", default="labels",
+                   choices=("labels", "probabilities", "instances"),
+                   help="labels (a class per pixel), probabilities, or instances (one id per object, an instance "
+                   "model only; the per-object table is written beside OUTPUT as OUTPUT-STEM_objects.csv)")
+    p.add_argument("--pixel-size", type=float, nargs="+", help="--output instances: the image's pixel size per "
+                   "spatial axis (Z Y X or Y X; default: from the file); resampled to the model's when it differs")
     p.add_argument("--scheduler", help="a Dask scheduler address to run on a cluster")
     p.add_argument("--resume", action="store_true", help="continue a stopped run into the same OUTPUT")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result (never anything else)")
@@ -440,12 +522,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jitter", type=float, help="extreme-point models: how far (pixels) the points move from the "
                    "true extremes (default: 2%% of each object's size, at least 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", choices=("semantic", "instance", "interactive"),
+                   help="what the model learns (default: the model's own; a zoo name trains a semantic model): "
+                   "instance = one label per object, from instance labels (0 background, 1..N objects)")
+    p.add_argument("--pixel-size", type=float, nargs="+", help="the images' pixel size per spatial axis (Z Y X or "
+                   "Y X; default: from the files); recorded with the model")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("demo", help="segment a generated nuclei image with a shipped (or zoo) model, printing each step",
                        parents=[common])
-    p.add_argument("--model", help="shipped weights or an architecture (default: the shipped unet.nuclei2d / "
-                   "unet.nuclei3d model)")
+    p.add_argument("--model", help="shipped weights, a model file or an architecture (default: the shipped nuclei "
+                   "instance model once one ships, else unet.nuclei2d / unet.nuclei3d); an instance model shows "
+                   "objects, their count and F1")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2)
     p.add_argument("--size", type=int, default=512, help="image size along each axis")
     p.add_argument("--seed", type=int, default=0)
@@ -460,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
 # The engine's messages name its Python parameters; on the command line the same things are flags.
 _FLAGS = {"tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size", "blend": "--blend",
           "device": "--device", "axes": "--axes", "grey": "--grey", "scheduler": "--scheduler", "model": "--model",
-          "output": "--output-kind", "resume": "--resume", "overwrite": "--overwrite", "arch": "--arch"}
+          "output": "--output", "pixel_size": "--pixel-size", "task": "--task", "resume": "--resume",
+          "overwrite": "--overwrite", "arch": "--arch"}
 _POSITIONAL = {"predict": {"out": "OUTPUT", "image": "INPUT"},
                "train": {"out": "--out", "images": "IMAGES", "labels": "LABELS"},
                "demo": {"out": "--out"}}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 __all__ = ["check_not_an_input", "check_writable", "check_output_file", "check_output_store", "is_segarch_store",
-           "WriterLock", "StoreBusy", "LOCK_NAME", "describe_os_error"]
+           "store_state", "WriterLock", "StoreBusy", "LOCK_NAME", "describe_os_error"]
 
 #: The lock file inside a store's level-0 array folder (zarr does not look there).
 LOCK_NAME = ".segarch-lock"
@@ -114,6 +114,27 @@ def is_segarch_store(path: str | os.PathLike) -> bool:
         if isinstance(attrs, dict) and "segarch" in attrs:
             return True
     return False
+
+
+def store_state(path: str | os.PathLike) -> str:
+    """What is at ``path``, for a caller deciding between a new run, a resume and a replace:
+
+    - ``"absent"``: nothing, or an empty folder;
+    - ``"complete"``: a segarch prediction store whose run finished;
+    - ``"incomplete"``: a segarch prediction store whose run was cancelled or killed (``resume`` finishes it);
+    - ``"other"``: anything else (a file, a foreign store), which segarch never deletes.
+    """
+    p = Path(path)
+    if not p.exists() or (p.is_dir() and not any(p.iterdir())):
+        return "absent"
+    if not p.is_dir() or not is_segarch_store(p):
+        return "other"
+    try:
+        import zarr
+
+        return "complete" if zarr.open_group(str(p), mode="r")["0"].attrs.get("complete") is True else "incomplete"
+    except Exception:  # a store killed while its metadata was written: unfinished
+        return "incomplete"
 
 
 def check_output_store(out: str | os.PathLike, *, overwrite: bool, resume: bool, inputs: Iterable[Any] = (),

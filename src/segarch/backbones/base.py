@@ -32,7 +32,8 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
 
-def stem_pool_stages(x: torch.Tensor, stem: nn.Module, pool: nn.Module, stages: Iterable[nn.Module]) -> list[torch.Tensor]:
+def stem_pool_stages(x: torch.Tensor, stem: nn.Module, pool: nn.Module,
+                     stages: Iterable[nn.Module]) -> list[torch.Tensor]:
     """The feature list of a ResNet-like encoder: the stem's output, then (after ``pool``) each stage's output."""
     x = stem(x)
     features = [x]

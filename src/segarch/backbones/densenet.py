@@ -33,7 +33,8 @@ DENSENET_CONFIGS = {
 class DenseLayer(nn.Module):
     """A bottleneck layer (1×1 to ``bn_size·k``, 3×3 to ``k``) whose output is concatenated to its input."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, growth_rate: int, bn_size: int = 4, dilation: int = 1) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, growth_rate: int, bn_size: int = 4,
+                 dilation: int = 1) -> None:
         super().__init__()
         self.bottleneck = NormActConv(spatial_dims, in_channels, bn_size * growth_rate, 1, bias=False)
         self.conv = NormActConv(spatial_dims, bn_size * growth_rate, growth_rate, 3, dilation=dilation, bias=False)

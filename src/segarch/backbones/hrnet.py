@@ -152,7 +152,8 @@ def _register_classifier(width: int, params: float) -> None:
         reference="arXiv:1908.07919", year=2020, task="backbone", spatial_dims=(2, 3), size_divisor=32,
         paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1000, "width": width},
         paper_params=params,
-        paper_params_source=f"Wang et al. 2020 (arXiv:1908.07919), ImageNet classification table: HRNet-W{width}-C, {params}M.",
+        paper_params_source=f"Wang et al. 2020 (arXiv:1908.07919), ImageNet classification table: HRNet-W{width}-C, "
+                            f"{params}M.",
         test_config={"width": 4, "stages": "tiny", "stem_width": 8, "head_width": 2},
         notes=("Built by name: the ImageNet classifier (out_channels = classes). Segmentation nets use "
                "HighResolutionEncoder. Fusion up-samples linearly (the segmentation code's choice; the "

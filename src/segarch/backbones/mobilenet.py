@@ -49,7 +49,8 @@ class InvertedResidual(nn.Module):
         layers = []
         if expansion != 1:
             layers.append(ConvNormAct(spatial_dims, in_channels, hidden, 1, act=act))
-        layers.append(ConvNormAct(spatial_dims, hidden, hidden, 3, stride=stride, dilation=dilation, groups=hidden, act=act))
+        layers.append(ConvNormAct(spatial_dims, hidden, hidden, 3, stride=stride, dilation=dilation, groups=hidden,
+                                  act=act))
         layers.append(ConvNormAct(spatial_dims, hidden, out_channels, 1, act=None))  # linear bottleneck
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and in_channels == out_channels

@@ -30,21 +30,26 @@ class LiteConv(nn.Sequential):
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.add_module("pointwise", ConvNormAct(spatial_dims, in_channels, out_channels, 1, norm=None, act=None, bias=False))
+        self.add_module("pointwise", ConvNormAct(spatial_dims, in_channels, out_channels, 1, norm=None, act=None,
+                                                 bias=False))
         self.add_module("depthwise", ConvNormAct(spatial_dims, out_channels, out_channels, 3, groups=out_channels))
 
 
 class OSBlock(nn.Module):
-    """The omni-scale bottleneck: 1×1 reduction to ``out/4``, ``streams`` lite-conv streams, shared gate, 1×1, + shortcut."""
+    """The omni-scale bottleneck: 1×1 reduction to ``out/4``, ``streams`` lite-conv streams, shared gate, 1×1,
+    + shortcut."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, streams: int = 4, reduction: int = 4) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, streams: int = 4,
+                 reduction: int = 4) -> None:
         super().__init__()
         d, mid = spatial_dims, out_channels // reduction
         self.reduce = ConvNormAct(d, in_channels, mid, 1)
-        self.streams = nn.ModuleList(nn.Sequential(*[LiteConv(d, mid, mid) for _ in range(t + 1)]) for t in range(streams))
+        self.streams = nn.ModuleList(nn.Sequential(*[LiteConv(d, mid, mid) for _ in range(t + 1)])
+                                     for t in range(streams))
         self.gate = SqueezeExcitation(mid, reduction=16)  # one gate shared by every stream
         self.expand = ConvNormAct(d, mid, out_channels, 1, act=None)
-        self.shortcut = ConvNormAct(d, in_channels, out_channels, 1, act=None) if in_channels != out_channels else nn.Identity()
+        self.shortcut = (ConvNormAct(d, in_channels, out_channels, 1, act=None) if in_channels != out_channels
+                         else nn.Identity())
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,8 +122,8 @@ class _OSNetClassifier(ExplainsBatchStatistics):
                         "architecture; Sec. 3/4 comparisons) and 2.7M as the ImageNet classifier (its ImageNet table: "
                         "2.2M + a 512×1000 linear layer); built by name it is the ImageNet classifier.",
     test_config={"width": 0.125, "feature_dim": 16},
-    notes="Built by name: the classifier (global pooling, FC-BN-ReLU 512, linear). The gate is one SE block (reduction 16) "
-          "shared by the four streams, as the paper's 'unified aggregation gate'. Features stop at 1/16 as in the "
+    notes="Built by name: the classifier (global pooling, FC-BN-ReLU 512, linear). The gate is one SE block (reduction "
+          "16) shared by the four streams, as the paper's 'unified aggregation gate'. Features stop at 1/16 as in the "
           "paper's re-ID network (no stride after conv4).",
 )
 def osnet(spatial_dims: int, in_channels: int, out_channels: int, width: float = 1.0, feature_dim: int = 512):

@@ -119,12 +119,14 @@ def _register_resnet(depth: int, params: float) -> None:
         task="backbone", spatial_dims=(2, 3), size_divisor=32,
         paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1000},
         paper_params=params,
-        paper_params_source=_SOURCE + f"{params}M with the 1000-class classifier (the paper's Table 1 gives the layers, not a count).",
+        paper_params_source=_SOURCE + f"{params}M with the 1000-class classifier (the paper's Table 1 gives the "
+                                      "layers, not a count).",
         test_config={"base_width": 8},
         notes="Built by name: the ImageNet classifier (out_channels = classes). Segmentation nets use ResNetEncoder.",
     )
     def build(spatial_dims: int, in_channels: int, out_channels: int, output_stride: int = 32, base_width: int = 64):
-        encoder = ResNetEncoder(spatial_dims, in_channels, depth=depth, output_stride=output_stride, base_width=base_width)
+        encoder = ResNetEncoder(spatial_dims, in_channels, depth=depth, output_stride=output_stride,
+                                base_width=base_width)
         return BackboneClassifier(encoder, ClassifierHead(encoder.out_channels[-1], out_channels))
 
 

@@ -96,7 +96,8 @@ class _VGGClassifier(ExplainsBatchStatistics):
         self.pool = (nn.AdaptiveAvgPool2d(7) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(7))
         flat = self.encoder.out_channels[-1] * 7 ** spatial_dims
         self.fc = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(True), nn.Dropout(dropout),
-                                nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout), nn.Linear(hidden, classes))
+                                nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout),
+                                nn.Linear(hidden, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.encoder(x)[-1]).flatten(1))

@@ -38,10 +38,12 @@ class OSAModule(nn.Module):
         layers: number of 3×3 convolutions (5).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, layer_channels: int, out_channels: int, layers: int = 5) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, layer_channels: int, out_channels: int,
+                 layers: int = 5) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            ConvNormAct(spatial_dims, in_channels if i == 0 else layer_channels, layer_channels, 3) for i in range(layers)
+            ConvNormAct(spatial_dims, in_channels if i == 0 else layer_channels, layer_channels, 3)
+            for i in range(layers)
         )
         self.aggregate = ConvNormAct(spatial_dims, in_channels + layers * layer_channels, out_channels, 1)
 
@@ -106,8 +108,9 @@ def _register_vovnet(depth: int, params: float) -> None:
         task="backbone", spatial_dims=(2, 3), size_divisor=32,
         paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1000},
         paper_params=params,
-        paper_params_source=f"Lee et al. 2019, backbone comparison tables: VoVNet-{depth} {params}M parameters (ImageNet "
-                            "classifier: global pooling and a 1000-way linear layer; architecture in Table 1).",
+        paper_params_source=f"Lee et al. 2019, backbone comparison tables: VoVNet-{depth} {params}M parameters "
+                            "(ImageNet classifier: global pooling and a 1000-way linear layer; architecture in Table "
+                            "1).",
         test_config={"width_scale": 0.0625},
         notes="Built by name: the ImageNet classifier. Segmentation and detection nets use VoVNetEncoder.",
     )

@@ -23,7 +23,8 @@ from segarch.zoo import register
 __all__ = ["Xception39Encoder", "XceptionBlock"]
 
 
-def _sep(spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1, act: str | None = "relu") -> SeparableConv:
+def _sep(spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1,
+         act: str | None = "relu") -> SeparableConv:
     return SeparableConv(spatial_dims, in_channels, out_channels, 3, stride=stride, act=act,
                          depthwise_norm=None, depthwise_act=None)
 
@@ -62,7 +63,8 @@ class Xception39Encoder(Encoder):
     ``forward(x)`` returns ``[stem (1/4), stage1 (1/8), stage2 (1/16), stage3 (1/32)]``.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, stem: int = 8, widths=(16, 32, 64), blocks=(4, 8, 4)) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, stem: int = 8, widths=(16, 32, 64),
+                 blocks=(4, 8, 4)) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims, (2, 3), "Xception39")
         widths = check_features(widths, 3, "Xception39", "widths")
@@ -99,9 +101,9 @@ class Xception39Encoder(Encoder):
     paper_params_source="No figure in the paper (BiSeNet gives no layers or count for Xception39): pinned to this "
                         "implementation's count with a 1000-class linear classifier, 0.56M.",
     test_config={"stem": 4, "widths": (4, 8, 8), "blocks": (1, 1, 1)},
-    notes="Built by name: an ImageNet classifier (pooling + linear) over the encoder, so it can be trained and counted. "
-          "Layers follow the authors' released Xception39 (stem 8, widths 16/32/64 ×4, blocks 4/8/4); BiSeNet uses "
-          "Xception39Encoder.",
+    notes="Built by name: an ImageNet classifier (pooling + linear) over the encoder, so it can be trained and "
+          "counted. Layers follow the authors' released Xception39 (stem 8, widths 16/32/64 ×4, blocks 4/8/4); BiSeNet "
+          "uses Xception39Encoder.",
 )
 def xception39(spatial_dims: int, in_channels: int, out_channels: int, stem: int = 8, widths=(16, 32, 64),
                blocks=(4, 8, 4)) -> BackboneClassifier:

@@ -32,7 +32,8 @@ class AttentionGate(nn.Module):
     ``alpha`` (one channel, ``x``'s spatial shape).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, gating_channels: int, inter_channels: int, subsample: int = 2) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, gating_channels: int, inter_channels: int,
+                 subsample: int = 2) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
         self.theta_x = conv(in_channels, inter_channels, kernel_size=subsample, stride=subsample, bias=False)

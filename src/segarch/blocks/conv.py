@@ -1,4 +1,5 @@
-"""Convolution → normalisation → activation, its pre-activation order, and the two-convolution unit of U-Net-like nets."""
+"""Convolution → normalisation → activation, its pre-activation order, and the two-convolution unit of U-Net-like
+nets."""
 
 from __future__ import annotations
 
@@ -119,5 +120,7 @@ class DoubleConv(nn.Sequential):
     ) -> None:
         super().__init__()
         mid_channels = out_channels if mid_channels is None else mid_channels
-        self.add_module("conv1", ConvNormAct(spatial_dims, in_channels, mid_channels, norm=norm, act=act, dropout=dropout))
-        self.add_module("conv2", ConvNormAct(spatial_dims, mid_channels, out_channels, norm=norm, act=act, dropout=dropout))
+        self.add_module("conv1", ConvNormAct(spatial_dims, in_channels, mid_channels, norm=norm, act=act,
+                                             dropout=dropout))
+        self.add_module("conv2", ConvNormAct(spatial_dims, mid_channels, out_channels, norm=norm, act=act,
+                                             dropout=dropout))

@@ -27,7 +27,8 @@ class FullConvNormAct(nn.Sequential):
         kernel_size: odd kernel size (3 in LinkNet).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, scale: int = 2, kernel_size: int = 3) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, scale: int = 2,
+                 kernel_size: int = 3) -> None:
         super().__init__()
         if scale not in (1, 2):
             raise ValueError(f"`scale` must be 1 or 2 for FullConvNormAct, got {scale!r}.")

@@ -21,7 +21,8 @@ def interp_mode(spatial_dims: int) -> str:
 
 
 def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """(Bi/tri)linear resampling of ``x`` (``align_corners=False``) to the spatial ``size``; ``x`` itself when it has it."""
+    """(Bi/tri)linear resampling of ``x`` (``align_corners=False``) to the spatial ``size``; ``x`` itself when it
+    has it."""
     size = tuple(int(s) for s in size)
     if tuple(x.shape[2:]) == size:
         return x

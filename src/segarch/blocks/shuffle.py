@@ -13,7 +13,8 @@ __all__ = ["channel_shuffle", "ChannelShuffle"]
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Reshape channels to ``(groups, C // groups)``, transpose and flatten: channel ``g·n + i`` moves to ``i·groups + g``."""
+    """Reshape channels to ``(groups, C // groups)``, transpose and flatten: channel ``g·n + i`` moves to
+    ``i·groups + g``."""
     batch, channels = x.shape[:2]
     if channels % groups:
         raise ValueError(f"`groups` must divide the {channels} channels, got {groups!r}.")

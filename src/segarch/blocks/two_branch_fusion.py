@@ -28,7 +28,8 @@ class TwoBranchFusion(nn.Module):
         scale: resolution ratio between the branches (4 in both papers); also the depthwise dilation.
     """
 
-    def __init__(self, spatial_dims: int, high_channels: int, low_channels: int, out_channels: int, scale: int = 4) -> None:
+    def __init__(self, spatial_dims: int, high_channels: int, low_channels: int, out_channels: int,
+                 scale: int = 4) -> None:
         super().__init__()
         self.high = ConvNormAct(spatial_dims, high_channels, out_channels, 1, act=None)
         self.low = nn.Sequential(

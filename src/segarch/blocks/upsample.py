@@ -25,7 +25,8 @@ class UpSample(nn.Module):
             only when the channel count changes.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, scale: int = 2, mode: str = "deconv") -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, scale: int = 2,
+                 mode: str = "deconv") -> None:
         super().__init__()
         if mode not in UPSAMPLE_MODES:
             raise ValueError(f"`mode` must be one of {UPSAMPLE_MODES}, got {mode!r}.")

@@ -186,6 +186,19 @@ class _ZarrStore:
     def close(self) -> None:
         self.lock.release()
 
+    @classmethod
+    def attach(cls, path: str) -> "_ZarrStore":
+        """The store as a Dask worker writes its blocks: no checks and no lock (the client holds it)."""
+        import zarr
+
+        store = cls.__new__(cls)
+        store.path = Path(path)
+        store.group = zarr.open_group(str(path), mode="r+")
+        store.labels = store.group["0"]
+        store.meta_dir = store.path / _META_DIR
+        store.complete = False
+        return store
+
     @staticmethod
     def _name(key) -> str:
         plane, block = key
@@ -249,7 +262,7 @@ def decode_blocks(probabilities, decoder: Any = "distance", out: str | os.PathLi
                   spatial_dims: int | None = None, spacing: Sequence[float] | None = None,
                   min_size: int | None = None, resume: bool = False, overwrite: bool = False,
                   progress: Callable[[int, int], None] | None = None,
-                  cancel: threading.Event | None = None) -> BlockDecoding:
+                  cancel: threading.Event | None = None, scheduler: Any = None) -> BlockDecoding:
     """Decode a network's class probabilities into instance labels, block by block, seamlessly.
 
     Args:
@@ -272,9 +285,12 @@ def decode_blocks(probabilities, decoder: Any = "distance", out: str | os.PathLi
         progress: called as ``progress(done, total)`` after each block step (two steps per block).
         cancel: a ``threading.Event``; when set, the run stops after the current block and raises
             :class:`DecodingCancelled` (a Zarr output then resumes).
+        scheduler: a ``dask.distributed.Client`` or scheduler address: the blocks of steps 1 and 3 are
+            decoded and written by the cluster's workers (they read ``probabilities`` and write ``out``
+            themselves, so both must be reachable from them); the seam merge runs here. Needs ``out``.
 
     Returns:
-        A :class:`BlockDecoding` with the labels and the seam report.
+        A :class:`BlockDecoding` with the labels and the seam report (the same with or without a cluster).
     """
     shape = tuple(int(s) for s in probabilities.shape)
     if spatial_dims is None:
@@ -297,6 +313,13 @@ def decode_blocks(probabilities, decoder: Any = "distance", out: str | os.PathLi
                 "decoder": settings_of_decoder}
     fingerprint = json.dumps(settings, sort_keys=True, default=str)
     full_shape = tuple(loop) + tuple(spatial)
+    if scheduler is not None and out is None:
+        raise ValueError("`scheduler` needs `out` (a .zarr path the workers can write to).")
+    client = None
+    if scheduler is not None:
+        from segarch.tiling.distributed import connect
+
+        client = connect(scheduler)
     if out is None:
         if resume:
             raise ValueError("`resume`=True needs `out`: only a Zarr output records finished blocks.")
@@ -308,6 +331,9 @@ def decode_blocks(probabilities, decoder: Any = "distance", out: str | os.PathLi
             store.close()
             return BlockDecoding(store.result(), dict(store.group.attrs.get("segarch", {}).get("instances", {})))
     try:
+        if client is not None:
+            return _run(probabilities, grid, decode_fn, store, min_size, progress, cancel,
+                        _ClusterSteps(client, probabilities, grid, decoder, channels, store.path))
         return _run(probabilities, grid, decode_fn, store, min_size, progress, cancel)
     finally:
         store.close()
@@ -320,37 +346,99 @@ def _paths_of(array) -> list[str]:
     return [str(root)] if root is not None else []
 
 
-def _run(probabilities, grid: _Grid, decode_fn, store, min_size: int, progress, cancel) -> BlockDecoding:
+def _run(probabilities, grid: _Grid, decode_fn, store, min_size: int, progress, cancel,
+         cluster: "_ClusterSteps | None" = None) -> BlockDecoding:
     keys = grid.keys()
-    total, done = 2 * len(keys), 0
-    for key in keys:  # step 1: decode each window, keep the core
-        if cancel is not None and cancel.is_set():
-            raise DecodingCancelled(f"decoding cancelled after {done} of {total} block steps")
-        if store.read_meta(key) is None:
-            _decode_block(probabilities, grid, key, decode_fn, store)
-        done += 1
+    total = 2 * len(keys)
+    state = {"done": 0}
+
+    def step_done() -> None:
+        state["done"] += 1
         if progress is not None:
-            progress(done, total)
+            progress(state["done"], total)
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel.is_set():
+            raise DecodingCancelled(f"decoding cancelled after {state['done']} of {total} block steps")
+
+    # step 1: decode each window, keep the core
+    todo = [key for key in keys if store.read_meta(key) is None]
+    for _ in range(len(keys) - len(todo)):
+        step_done()
+    if cluster is not None:
+        cluster.run(_decode_task, todo, (), step_done, check_cancel)
+    else:
+        for key in todo:
+            check_cancel()
+            _decode_block(probabilities, grid, key, decode_fn, store)
+            step_done()
     metas = {key: store.read_meta(key) for key in keys}
     final_of_node, nodes, report = _merge(grid, keys, metas, min_size)
-    for key in keys:  # step 3: final ids
-        if cancel is not None and cancel.is_set():
-            raise DecodingCancelled(f"decoding cancelled after {done} of {total} block steps")
-        if not store.is_final(key):
-            index = _index(grid, key, grid.core(key[1]))
-            local_keys = metas[key]["keys"]
-            lut = np.zeros(local_keys.size + 1, np.uint32)
-            lut[1:] = final_of_node[np.searchsorted(nodes, local_keys)]
-            store.write_final(key, index, lut[np.asarray(store.read_scratch(index))])
-        done += 1
-        if progress is not None:
-            progress(done, total)
+    # step 3: final ids
+    todo = [key for key in keys if not store.is_final(key)]
+    for _ in range(len(keys) - len(todo)):
+        step_done()
+    luts = {key: _lut(metas[key]["keys"], final_of_node, nodes) for key in todo}
+    if cluster is not None:
+        cluster.run(_final_task, todo, luts, step_done, check_cancel)
+    else:
+        for key in todo:
+            check_cancel()
+            _write_final(grid, key, luts[key], store)
+            step_done()
     report.update({"blocks": len(keys), "block": list(grid.block), "halo": list(grid.halo)})
     store.finish(report)
     log.info("decode_blocks: %d objects in %d blocks; %d merged across seams, %d joined from fragments, "
              "%d touching the image border", report["objects"], len(keys), report["merged_across_seams"],
              report["joined_fragments"], report["touching_border"])
     return BlockDecoding(store.result(), report)
+
+
+def _lut(local_keys: np.ndarray, final_of_node: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Local id (1..n of a block) → final id."""
+    lut = np.zeros(local_keys.size + 1, np.uint32)
+    lut[1:] = final_of_node[np.searchsorted(nodes, local_keys)]
+    return lut
+
+
+def _write_final(grid: _Grid, key, lut: np.ndarray, store) -> None:
+    index = _index(grid, key, grid.core(key[1]))
+    store.write_final(key, index, lut[np.asarray(store.read_scratch(index))])
+
+
+class _ClusterSteps:
+    """Steps 1 and 3 on a Dask cluster: one task per block; each worker reads its window and writes its
+    block into the store itself (no pixels travel through the scheduler)."""
+
+    def __init__(self, client, probabilities, grid: _Grid, decoder, channels: int, path: Path) -> None:
+        self.client = client
+        self.common = (grid, decoder, channels, str(path))
+        # Zarr/Dask inputs travel as their (small) description; a NumPy map is scattered once.
+        self.probabilities = client.scatter(probabilities, broadcast=True) if isinstance(probabilities, np.ndarray) \
+            else probabilities
+
+    def run(self, task, keys, extra, step_done, check_cancel) -> None:
+        from distributed import as_completed
+
+        futures = [self.client.submit(task, self.probabilities, *self.common, key,
+                                      extra[key] if isinstance(extra, dict) else None, pure=False) for key in keys]
+        try:
+            for future in as_completed(futures):
+                future.result()  # a worker's error is raised here
+                step_done()
+                check_cancel()
+        except BaseException:
+            self.client.cancel(futures)  # blocks written so far stay: their records make a resume skip them
+            raise
+
+
+def _decode_task(probabilities, grid, decoder, channels, path, key, _unused) -> None:
+    decode_fn, _, _ = _decoder(decoder, channels)
+    _decode_block(probabilities, grid, key, decode_fn, _ZarrStore.attach(path))
+
+
+def _final_task(probabilities, grid, decoder, channels, path, key, lut) -> None:
+    _write_final(grid, key, lut, _ZarrStore.attach(path))
 
 
 def _decoder(decoder, channels: int):

@@ -29,7 +29,7 @@ import csv
 import itertools
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -76,7 +76,7 @@ def measure(labels, image=None, *, classes=None, spacing: Sequence[float] | None
         raise ValueError(f"`classes` must be a class map of the labels' shape {shape} or a {{label: class}} "
                          f"mapping, got shape {tuple(classes.shape)}.")
     blocks = _blocks(labels, shape, chunk)
-    totals: dict[int, dict[str, Any]] = {}
+    totals = _Totals(dims)
     for box in blocks:
         lab = np.asarray(labels[box])
         if lab.dtype.kind not in "iu":
@@ -109,70 +109,108 @@ def _blocks(labels, shape: tuple[int, ...], chunk) -> list[tuple[slice, ...]]:
             for start in itertools.product(*starts)]
 
 
-def _accumulate(totals: dict, lab: np.ndarray, img, class_map, offset: list[int]) -> None:
+class _Totals:
+    """Per-object sums over chunks, kept as arrays (one row per object and chunk, reduced now and then):
+    a few dozen bytes per object, so a table of millions of objects stays small."""
+
+    _REDUCE_EVERY = 64
+
+    def __init__(self, dims: int) -> None:
+        self.dims = dims
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.votes: list[np.ndarray] = []  # (label, class, count) triples
+
+    def add(self, part: dict[str, np.ndarray]) -> None:
+        self.parts.append(part)
+        if len(self.parts) >= self._REDUCE_EVERY:
+            self.parts = [self.reduced()]
+
+    def reduced(self) -> dict[str, np.ndarray]:
+        if not self.parts:
+            d = self.dims
+            return {"label": np.zeros(0, np.int64), "n": np.zeros(0, np.int64), "centre": np.zeros((0, d)),
+                    "lo": np.zeros((0, d), np.int64), "hi": np.zeros((0, d), np.int64)}
+        cat = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        labels, inverse = np.unique(cat["label"], return_inverse=True)
+        out = {"label": labels}
+        for key in ("n", "centre", "intensity"):
+            if key in cat:
+                total = np.zeros((labels.size,) + cat[key].shape[1:], cat[key].dtype)
+                np.add.at(total, inverse, cat[key])
+                out[key] = total
+        out["lo"] = np.full((labels.size, self.dims), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(out["lo"], inverse, cat["lo"])
+        out["hi"] = np.full((labels.size, self.dims), np.iinfo(np.int64).min, np.int64)
+        np.maximum.at(out["hi"], inverse, cat["hi"])
+        return out
+
+    def majority_class(self, labels: np.ndarray) -> np.ndarray | None:
+        """Each object's most frequent class (ties: the smaller class), or None without a class map."""
+        if not self.votes:
+            return None
+        triples = np.concatenate(self.votes, axis=1)
+        pairs, inverse = np.unique(triples[:2], axis=1, return_inverse=True)
+        counts = np.zeros(pairs.shape[1], np.int64)
+        np.add.at(counts, inverse.ravel(), triples[2])
+        order = np.lexsort((pairs[1], -counts, pairs[0]))  # by label, then most votes, then smaller class
+        first = np.ones(order.size, bool)
+        first[1:] = pairs[0][order][1:] != pairs[0][order][:-1]
+        winners = dict(zip(pairs[0][order][first].tolist(), pairs[1][order][first].tolist()))
+        return np.array([winners[int(k)] for k in labels], np.int64)
+
+
+def _accumulate(totals: _Totals, lab: np.ndarray, img, class_map, offset: list[int]) -> None:
     from skimage.measure import regionprops_table
 
     dims = lab.ndim
     props = ["label", "area", "centroid", "bbox"] + (["intensity_mean"] if img is not None else [])
     t = regionprops_table(lab, intensity_image=img, properties=props)
-    area = t["area"].astype(np.int64)
-    for i, label in enumerate(t["label"].tolist()):
-        n = int(area[i])
-        centre = np.array([t[f"centroid-{a}"][i] + offset[a] for a in range(dims)])
-        lo = np.array([t[f"bbox-{a}"][i] + offset[a] for a in range(dims)], np.int64)
-        hi = np.array([t[f"bbox-{a + dims}"][i] + offset[a] for a in range(dims)], np.int64)
-        if img is not None:
-            keys = sorted(k for k in t if k.startswith("intensity_mean"))
-            intensity = np.array([t[k][i] for k in keys]) * n
-        else:
-            intensity = None
-        row = totals.get(label)
-        if row is None:
-            totals[label] = row = {"n": 0, "centre": np.zeros(dims), "lo": lo, "hi": hi,
-                                   "intensity": None if intensity is None else np.zeros_like(intensity),
-                                   "classes": {}}
-        row["n"] += n
-        row["centre"] += centre * n
-        row["lo"] = np.minimum(row["lo"], lo)
-        row["hi"] = np.maximum(row["hi"], hi)
-        if intensity is not None:
-            row["intensity"] += intensity
+    n = t["area"].astype(np.int64)
+    part = {
+        "label": t["label"].astype(np.int64), "n": n,
+        "centre": np.stack([(t[f"centroid-{a}"] + offset[a]) * n for a in range(dims)], axis=1),
+        "lo": np.stack([t[f"bbox-{a}"] + offset[a] for a in range(dims)], axis=1).astype(np.int64),
+        "hi": np.stack([t[f"bbox-{a + dims}"] + offset[a] for a in range(dims)], axis=1).astype(np.int64),
+    }
+    if img is not None:
+        keys = sorted(k for k in t if k.startswith("intensity_mean"))
+        part["intensity"] = np.stack([t[k] * n for k in keys], axis=1)
+    totals.add(part)
     if class_map is not None:
         mask = lab > 0
         pairs, counts = np.unique(np.stack([lab[mask].astype(np.int64), class_map[mask].astype(np.int64)]),
                                   axis=1, return_counts=True)
-        for (label, cls), count in zip(pairs.T.tolist(), counts.tolist()):
-            votes = totals[label]["classes"]
-            votes[cls] = votes.get(cls, 0) + count
+        totals.votes.append(np.concatenate([pairs, counts[None].astype(np.int64)]))
 
 
-def _table(totals: dict, dims: int, spacing: tuple[float, ...], channels, mapping) -> dict[str, np.ndarray]:
-    labels = np.array(sorted(totals), np.int64)
-    rows = [totals[int(k)] for k in labels]
+def _table(totals: _Totals, dims: int, spacing: tuple[float, ...], channels, mapping) -> dict[str, np.ndarray]:
+    rows = totals.reduced()
+    labels, n = rows["label"], rows["n"]
     axes = _AXES[-dims:]
     size = "area" if dims == 2 else "volume"
     unit = "pixels" if dims == 2 else "voxels"
-    n = np.array([r["n"] for r in rows], np.int64)
     table: dict[str, np.ndarray] = {"label": labels}
     if mapping is not None:
         table["class"] = np.array([mapping.get(int(k), mapping.get(str(int(k)))) for k in labels], object)
-    elif rows and rows[0]["classes"]:
-        table["class"] = np.array([max(r["classes"], key=lambda c: (r["classes"][c], -c)) for r in rows], np.int64)
+    else:
+        classes = totals.majority_class(labels)
+        if classes is not None:
+            table["class"] = classes
     table[f"{size}_{unit}"] = n
     table[size] = n * float(np.prod(spacing))
     for a, axis in enumerate(axes):
-        table[f"centroid_{axis}"] = np.array([r["centre"][a] / r["n"] for r in rows], float)
+        table[f"centroid_{axis}"] = rows["centre"][:, a] / n if n.size else np.zeros(0)
     for a, axis in enumerate(axes):
-        table[f"bbox_min_{axis}"] = np.array([r["lo"][a] for r in rows], np.int64)
+        table[f"bbox_min_{axis}"] = rows["lo"][:, a]
     for a, axis in enumerate(axes):
-        table[f"bbox_max_{axis}"] = np.array([r["hi"][a] for r in rows], np.int64)
+        table[f"bbox_max_{axis}"] = rows["hi"][:, a]
     if channels is not None:
-        means = np.array([r["intensity"] / r["n"] for r in rows], float).reshape(len(rows), -1)
+        means = rows["intensity"] / n[:, None] if "intensity" in rows else np.zeros((0, max(channels, 1)))
         if channels == 0:
-            table["mean_intensity"] = means[:, 0] if rows else np.zeros(0)
+            table["mean_intensity"] = means[:, 0]
         else:
             for c in range(channels):
-                table[f"mean_intensity_c{c}"] = means[:, c] if rows else np.zeros(0)
+                table[f"mean_intensity_c{c}"] = means[:, c]
     return table
 
 

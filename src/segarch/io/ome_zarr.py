@@ -227,7 +227,8 @@ def _chunk_shape(shape: Sequence[int], axes: str, chunks) -> tuple[int, ...]:
         return tuple(max(1, min(n, default[a])) for n, a in zip(shape, axes))
     chunks = (chunks,) * len(shape) if isinstance(chunks, (int, np.integer)) else tuple(chunks)
     if len(chunks) != len(shape) or not all(isinstance(c, (int, np.integer)) and c > 0 for c in chunks):
-        raise ValueError(f"`chunks` must be a positive integer or {len(shape)} of them (axes {axes!r}), got {chunks!r}.")
+        raise ValueError(f"`chunks` must be a positive integer or {len(shape)} of them (axes {axes!r}), got "
+                         f"{chunks!r}.")
     return tuple(max(1, min(int(n), int(c))) for n, c in zip(shape, chunks))
 
 
@@ -388,7 +389,8 @@ def write_ome_zarr(path: str | os.PathLike, data, *, axes: str | None = None, sc
     return path
 
 
-def _write_level(group, index: int | str, level: da.Array, axes: str, chunks: tuple[int, ...], zarr_format: int) -> None:
+def _write_level(group, index: int | str, level: da.Array, axes: str, chunks: tuple[int, ...],
+                 zarr_format: int) -> None:
     import numcodecs
     import zarr
 

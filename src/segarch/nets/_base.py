@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from segarch.layers.batch_statistics import ExplainsBatchStatistics
 from segarch.layers.checks import padded_shape

@@ -31,7 +31,8 @@ def apply_multi_grid(stage: nn.Module, grid, net: str) -> None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(f"`multi_grid` must be a non-empty sequence of positive integers or None for {net}, got {grid!r}.")
+        raise ValueError(f"`multi_grid` must be a non-empty sequence of positive integers or None for {net}, got "
+                         f"{grid!r}.")
     for i, unit in enumerate(stage):
         convs = [m for name, m in unit.named_modules()
                  if isinstance(m, (nn.Conv2d, nn.Conv3d)) and m.kernel_size[0] == 3 and "shortcut" not in name]

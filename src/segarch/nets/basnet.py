@@ -75,10 +75,10 @@ class ResidualRefinement(nn.Module):
     size_divisor=32,
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 1},
     paper_params=87.06,
-    paper_params_source=("Pinned: Qin et al. 2019 (doi:10.1109/CVPR.2019.00766) describe the layers (Fig. 2, Sec. 3) but we "
-                         "could not confirm a count in the paper's text; 87.06M is the official layout (ResNet-34 stages, two "
-                         "3-block 512 stages, dilated bridge, 6 decoder stages, 64-channel RRM) with 1 output map, in line "
-                         "with the ~87M usually quoted (a ~348 MB float32 checkpoint)."),
+    paper_params_source=("Pinned: Qin et al. 2019 (doi:10.1109/CVPR.2019.00766) describe the layers (Fig. 2, Sec. 3) "
+                         "but we could not confirm a count in the paper's text; 87.06M is the official layout "
+                         "(ResNet-34 stages, two 3-block 512 stages, dilated bridge, 6 decoder stages, 64-channel RRM) "
+                         "with 1 output map, in line with the ~87M usually quoted (a ~348 MB float32 checkpoint)."),
     test_config={"base_width": 2, "refine_width": 4, "deep_supervision": False},
     notes=("'BA-Net' in the request read as BASNet: the boundary-aware predict-refine network (CVPR 2019) whose "
            "name it abbreviates; the other 'BA-Net' (bundle-adjustment depth network) is not a segmenter. "

@@ -82,8 +82,8 @@ _SIZE = ("Pinned (derived): the paper prints no parameter count. Table 6's 'Para
     test_config={"width": 0.125, "blocks": (1, 2, 1)},
     test_lr=2e-2,
     notes="Layer widths follow the authors' released model (spatial path 7×7/3×3/3×3 stride 2 then 1×1 to 128; context "
-          "width 128; FFM without channel reduction; head 3×3 to 64). The two auxiliary heads used only for the training "
-          "loss are not built (they do not affect the output).",
+          "width 128; FFM without channel reduction; head 3×3 to 64). The two auxiliary heads used only for the "
+          "training loss are not built (they do not affect the output).",
 )
 class BiSeNet(SegmentationNet):
     """BiSeNet for 2D or 3D semantic segmentation.

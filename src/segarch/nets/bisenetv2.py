@@ -50,7 +50,8 @@ class GatherExpansion(nn.Module):
     strided depthwise-separable convolution.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1, expansion: int = 6) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1,
+                 expansion: int = 6) -> None:
         super().__init__()
         d, mid = spatial_dims, in_channels * expansion
         self.conv = ConvNormAct(d, in_channels, in_channels, 3)

@@ -82,7 +82,8 @@ class CCNet(DilatedResNetNet):
                  aux_head: bool = False) -> None:
         super().__init__(spatial_dims, in_channels, out_channels, depth, output_stride, base_width, aux_head, "CCNet")
         c = self.encoder.out_channels[-1]
-        inter = c // 4 if attention_channels is None else check_positive_int(attention_channels, "attention_channels", "CCNet")
+        inter = (c // 4 if attention_channels is None
+                 else check_positive_int(attention_channels, "attention_channels", "CCNet"))
         check_positive_int(head_channels, "head_channels", "CCNet")
         check_positive_int(recurrence, "recurrence", "CCNet")
         self.reduce = ConvNormAct(spatial_dims, c, inter, 3)

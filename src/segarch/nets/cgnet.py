@@ -117,7 +117,8 @@ class CGNet(SegmentationNet):
         self.down3 = ContextGuidedBlock(d, 2 * f2 + in_channels, f3, dilation=4, reduction=16, downsample=True)
         self.stage3 = nn.Sequential(*[ContextGuidedBlock(d, f3, f3, dilation=4, reduction=16) for _ in range(n - 1)])
         self.br3 = norm_prelu(d, 2 * f3)
-        self.classifier = nn.Sequential(Dropout[Dropout.DROPOUT, d](dropout), Conv[Conv.CONV, d](2 * f3, out_channels, 1))
+        self.classifier = nn.Sequential(Dropout[Dropout.DROPOUT, d](dropout),
+                                        Conv[Conv.CONV, d](2 * f3, out_channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)

@@ -38,10 +38,10 @@ CONTEXTNET_DEEP = ((1, 32, 1, 1), (6, 32, 1, 1), (6, 48, 3, 2), (6, 64, 3, 2), (
     paper_params_source="Poudel et al. 2018, Cityscapes comparison table: ContextNet-14 0.85M parameters.",
     test_config={"width": 0.125, "dropout": 0.0},
     test_lr=2e-2,
-    notes="Table 1 (ContextNet-14: deep branch at 1/4 input resolution); the image is down-scaled bilinearly. "
-          "The deep branch ends with its last bottleneck and the classifier is two depthwise-separable convolutions and "
-          "a 1×1 convolution (as in Fast-SCNN, by the same authors); a further 3×3 convolution of 128 channels at the end "
-          "of the deep branch would add 0.15M (0.99M in all), above the paper's 0.85M. The fusion unit's depthwise "
+    notes="Table 1 (ContextNet-14: deep branch at 1/4 input resolution); the image is down-scaled bilinearly. The deep "
+          "branch ends with its last bottleneck and the classifier is two depthwise-separable convolutions and a 1×1 "
+          "convolution (as in Fast-SCNN, by the same authors); a further 3×3 convolution of 128 channels at the end of "
+          "the deep branch would add 0.15M (0.99M in all), above the paper's 0.85M. The fusion unit's depthwise "
           "convolution is dilated by 4, as Fast-SCNN describes the same unit.",
 )
 class ContextNet(SegmentationNet):
@@ -92,7 +92,8 @@ class ContextNet(SegmentationNet):
         self.deep = nn.Sequential(*deep)
         self.fusion = TwoBranchFusion(d, w(128), w(128), w(128), scale=4)
         self.classifier = nn.Sequential(SeparableConv(d, w(128), w(128)), SeparableConv(d, w(128), w(128)),
-                                        Dropout[Dropout.DROPOUT, d](dropout), Conv[Conv.CONV, d](w(128), out_channels, 1))
+                                        Dropout[Dropout.DROPOUT, d](dropout),
+                                        Conv[Conv.CONV, d](w(128), out_channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)

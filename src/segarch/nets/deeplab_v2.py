@@ -22,7 +22,8 @@ __all__ = ["DeepLabV2"]
 @register(
     name="deeplab_v2",
     full_name="DeepLab v2 (ResNet-101, ASPP-L)",
-    paper="DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous Convolution, and Fully Connected CRFs",
+    paper="DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous Convolution, and Fully Connected "
+          "CRFs",
     reference="arXiv:1606.00915",
     year=2017,
     task="semantic",

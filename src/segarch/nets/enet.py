@@ -1,4 +1,5 @@
-"""ENet (Paszke et al. 2016, "ENet: A Deep Neural Network Architecture for Real-Time Semantic Segmentation", arXiv:1606.02147).
+"""ENet (Paszke et al. 2016, "ENet: A Deep Neural Network Architecture for Real-Time Semantic Segmentation",
+arXiv:1606.02147).
 
 A large encoder and a small decoder (Table 1). The initial block concatenates a 3×3 stride-2
 convolution (13 filters for RGB) with max-pooled input. Bottlenecks are ResNet-like: a 1×1
@@ -38,7 +39,8 @@ class ENetInitialBlock(nn.Module):
         if in_channels >= out_channels:
             raise ValueError(f"`in_channels` must be below the initial width {out_channels} for ENet "
                              f"(its initial block concatenates the pooled input), got {in_channels!r}.")
-        self.conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels - in_channels, 3, stride=2, padding=1, bias=False)
+        self.conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels - in_channels, 3, stride=2, padding=1,
+                                                  bias=False)
         self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
         self.norm = Norm[Norm.BATCH, spatial_dims](out_channels)
         self.act = nn.PReLU(out_channels)

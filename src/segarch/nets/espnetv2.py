@@ -60,7 +60,8 @@ class EESP(nn.Module):
                  r_lim: int = 7) -> None:
         super().__init__()
         if out_channels % groups or in_channels % groups:
-            raise ValueError(f"EESP: channels must be divisible by `groups`={groups}, got {in_channels} → {out_channels}.")
+            raise ValueError(f"EESP: channels must be divisible by `groups`={groups}, got {in_channels} → "
+                             f"{out_channels}.")
         d, n = spatial_dims, out_channels // groups
         sizes = sorted(3 + 2 * i if 3 + 2 * i <= r_lim else 3 for i in range(groups))
         self.dilations = tuple(_RECEPTIVE_TO_DILATION[s] for s in sizes)

@@ -74,7 +74,8 @@ class FCN(SegmentationNet):
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, variant: str = "8s",
-                 width_scale: float = 1.0, fc_channels: int = 4096, fc_kernel: int = 7, dropout: float = 0.5, norm: str | None = None) -> None:
+                 width_scale: float = 1.0, fc_channels: int = 4096, fc_kernel: int = 7, dropout: float = 0.5,
+                 norm: str | None = None) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims, (2, 3), "FCN")
         check_choice(variant, FCN_VARIANTS, "variant", "FCN")

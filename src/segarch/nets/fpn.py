@@ -77,7 +77,8 @@ class SemanticFPN(SegmentationNet):
         super().__init__()
         check_spatial_dims(spatial_dims, (2, 3), "Semantic FPN")
         check_choice(depth, tuple(RESNET_LAYERS), "depth", "Semantic FPN")
-        for arg, value in (("base_width", base_width), ("fpn_channels", fpn_channels), ("head_channels", head_channels)):
+        for arg, value in (("base_width", base_width), ("fpn_channels", fpn_channels),
+                           ("head_channels", head_channels)):
             check_positive_int(value, arg, "Semantic FPN")
         self.spatial_dims, self.size_divisor = spatial_dims, 32
         self.encoder = ResNetEncoder(spatial_dims, in_channels, depth=depth, base_width=base_width)

@@ -98,7 +98,8 @@ _TEST = {"width": 4, "stages": "tiny", "stem_width": 8}
 )
 def hrnet_v2(spatial_dims: int, in_channels: int, out_channels: int, width: int = 48, stages: str = "full",
              stem_width: int = 64) -> HRNetSeg:
-    return HRNetSeg(spatial_dims, in_channels, out_channels, width=width, stages=stages, head="v2", stem_width=stem_width)
+    return HRNetSeg(spatial_dims, in_channels, out_channels, width=width, stages=stages, head="v2",
+                    stem_width=stem_width)
 
 
 @register(
@@ -114,21 +115,24 @@ def hrnet_v2(spatial_dims: int, in_channels: int, out_channels: int, width: int 
 )
 def hrnet_v2_w18_small(spatial_dims: int, in_channels: int, out_channels: int, width: int = 18, stages: str = "small",
                        stem_width: int = 64) -> HRNetSeg:
-    return HRNetSeg(spatial_dims, in_channels, out_channels, width=width, stages=stages, head="v2", stem_width=stem_width)
+    return HRNetSeg(spatial_dims, in_channels, out_channels, width=width, stages=stages, head="v2",
+                    stem_width=stem_width)
 
 
 @register(
-    name="hrnet_v1", full_name="HRNetV1-W48 (high-resolution head)", paper=_PAPER, reference="arXiv:1908.07919", year=2020,
+    name="hrnet_v1", full_name="HRNetV1-W48 (high-resolution head)", paper=_PAPER, reference="arXiv:1908.07919",
+    year=2020,
     task="semantic", spatial_dims=(2, 3), size_divisor=32,
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "width": 48, "stages": "full"},
     paper_params=63.6,
-    paper_params_source=("Pinned: the paper compares HRNetV1 with HRNetV2 for segmentation (its representation ablation) "
-                         "but gives no V1 count; 63.6M is this implementation at W48, 19 classes (V2's 65.9M less the "
-                         "last fusion's three coarse outputs and the wider head)."),
+    paper_params_source=("Pinned: the paper compares HRNetV1 with HRNetV2 for segmentation (its representation "
+                         "ablation) but gives no V1 count; 63.6M is this implementation at W48, 19 classes (V2's 65.9M "
+                         "less the last fusion's three coarse outputs and the wider head)."),
     test_config=_TEST,
     notes=("V1 as the paper defines it: only the high-resolution branch is output (the last module fuses into branch 0 "
            "only), then the same 1×1 conv + BN + ReLU and classifier as V2, on C channels."),
 )
 def hrnet_v1(spatial_dims: int, in_channels: int, out_channels: int, width: int = 48, stages: str = "full",
              stem_width: int = 64) -> HRNetSeg:
-    return HRNetSeg(spatial_dims, in_channels, out_channels, width=width, stages=stages, head="v1", stem_width=stem_width)
+    return HRNetSeg(spatial_dims, in_channels, out_channels, width=width, stages=stages, head="v1",
+                    stem_width=stem_width)

@@ -29,7 +29,8 @@ __all__ = ["LinkNet"]
     reference="arXiv:1707.03718", year=2017, task="semantic", spatial_dims=(2, 3), size_divisor=32,
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
     paper_params=11.5,
-    paper_params_source="Chaurasia and Culurciello 2017, Table 1: LinkNet 11.5M parameters (Cityscapes, 19 classes, RGB).",
+    paper_params_source="Chaurasia and Culurciello 2017, Table 1: LinkNet 11.5M parameters (Cityscapes, 19 classes, "
+                        "RGB).",
     test_config={"base_width": 8},
     notes="The encoder is ResNet-18 as in the authors' model: its first block keeps the stride, so the first "
           "decoder block's full convolution has stride 1 and the final block up-samples ×2 twice "

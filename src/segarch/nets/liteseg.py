@@ -68,9 +68,10 @@ class DeeperASPP(nn.Module):
     reference="arXiv:1912.06683", year=2019, task="semantic", spatial_dims=(2, 3), size_divisor=32,
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19},
     paper_params=3.10,
-    paper_params_source="Emara et al. 2019, the backbones comparison table: LiteSeg-MobileNetV2 4.38M parameters. That figure includes the "
-                        "MobileNetV2 ImageNet classifier (1280×1000 + 1000 = 1.28M), which the segmentation network "
-                        "never uses (the authors' model keeps it in the module): 4.38 − 1.28 = 3.10M.",
+    paper_params_source="Emara et al. 2019, the backbones comparison table: LiteSeg-MobileNetV2 4.38M parameters. That "
+                        "figure includes the MobileNetV2 ImageNet classifier (1280×1000 + 1000 = 1.28M), which the "
+                        "segmentation network never uses (the authors' model keeps it in the module): 4.38 − 1.28 = "
+                        "3.10M.",
     test_config={"width_mult": 0.25, "channels": 16, "last_channels": 64},
     notes="Written from the paper (the authors' code may not be reused). MobileNetV2 at output stride 32 with its 1×1 "
           "convolution to 1280; all DASPP and decoder convolutions are depthwise-separable with BN after the pointwise "

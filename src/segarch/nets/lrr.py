@@ -120,7 +120,8 @@ class LRR(SegmentationNet):
         self.fc = fc_as_convolutions(spatial_dims, c5, fc_channels, fc_kernel, dropout)
         # Levels, coarsest first: fc7 (1/32), conv5_3 (1/16), conv4_3 (1/8), conv3_3 (1/4).
         self.levels = nn.ModuleList(
-            _Reconstruction(spatial_dims, c, out_channels, num_basis, coefficient_kernel) for c in (fc_channels, c5, c4, c3)
+            _Reconstruction(spatial_dims, c, out_channels, num_basis, coefficient_kernel)
+            for c in (fc_channels, c5, c4, c3)
         )
         self._mode = interp_mode(spatial_dims)
         self.level_predictions: list[torch.Tensor] = []

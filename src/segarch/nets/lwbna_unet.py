@@ -120,7 +120,8 @@ class LWBNAUNet(SegmentationNet):
             raise ValueError(f"`dropout` must be in [0, 1) for {name}, got {dropout!r}.")
         self.spatial_dims, self.size_divisor = spatial_dims, 2 ** depth
         self.encoder = nn.ModuleList(
-            _Level(spatial_dims, in_channels if d == 0 else filters, filters, dropout if d else 0.0) for d in range(depth)
+            _Level(spatial_dims, in_channels if d == 0 else filters, filters, dropout if d else 0.0)
+            for d in range(depth)
         )
         self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2)
         self.bottleneck_dropout = Dropout[Dropout.DROPOUT, spatial_dims](dropout)

@@ -2,8 +2,8 @@
 
 A ResNet with a deep stem (three 3×3 convolutions), dilated to output stride 8, the pyramid pooling
 module (bins 1, 2, 3, 6; each level reduced to 1/4 of the trunk's channels), a 3×3 convolution (512,
-batch norm), dropout and a 1×1 classifier; logits are up-sampled bilinearly to the input. An optional auxiliary FCN head on stage 3 gives the
-paper's deeply supervised loss (weight 0.4) during training.
+batch norm), dropout and a 1×1 classifier; logits are up-sampled bilinearly to the input. An optional
+auxiliary FCN head on stage 3 gives the paper's deeply supervised loss (weight 0.4) during training.
 """
 
 from __future__ import annotations

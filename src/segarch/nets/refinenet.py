@@ -33,7 +33,8 @@ __all__ = ["RefineNet"]
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 21, "depth": 101},
     paper_params=118.0,
     paper_params_source="Lin et al. give no count; 118M is reported for the authors' RefineNet-101 by Nekrasov, Shen "
-                        "and Reid 2018 (Light-Weight RefineNet, arXiv:1810.03272, Table 1), PASCAL VOC, 21 classes, RGB.",
+                        "and Reid 2018 (Light-Weight RefineNet, arXiv:1810.03272, Table 1), PASCAL VOC, 21 classes, "
+                        "RGB.",
     test_config={"depth": 18, "base_width": 8, "channels": (16, 8), "crp_stages": 2, "out_units": 1, "dropout": 0.0},
     test_lr=3e-3,
     notes="Follows the authors' released RefineNet-101 where the paper leaves room: 4 CRP stages, 3 output RCUs, "
@@ -72,7 +73,8 @@ class RefineNet(SegmentationNet):
         check_spatial_dims(spatial_dims, (2, 3), "RefineNet")
         check_choice(depth, tuple(RESNET_LAYERS), "depth", "RefineNet")
         top, rest = check_features(channels, 2, "RefineNet", "channels")
-        for arg, value, low in (("crp_stages", crp_stages, 1), ("out_units", out_units, 0), ("base_width", base_width, 1)):
+        for arg, value, low in (("crp_stages", crp_stages, 1), ("out_units", out_units, 0),
+                                ("base_width", base_width, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"`{arg}` must be an integer >= {low} for RefineNet, got {value!r}.")
         if not 0 <= dropout < 1:

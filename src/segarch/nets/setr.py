@@ -45,16 +45,17 @@ SETR_PAPER_PARAMS = {"naive": 305.67, "pup": 318.31, "mla": 310.57}
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "decoder": "pup"},
     paper_params=SETR_PAPER_PARAMS["pup"],
     paper_params_source=("Zheng et al. 2021 (arXiv:2012.15840), Cityscapes comparison table: SETR-PUP 318.31M "
-                         "(SETR-Naive 305.67M, SETR-MLA 310.57M). The PUP figure includes the auxiliary heads used only "
-                         "in training, which are not built here: 309.59M (-2.7%); Naive 305.73M and MLA 310.65M match."),
+                         "(SETR-Naive 305.67M, SETR-MLA 310.57M). The PUP figure includes the auxiliary heads used "
+                         "only in training, which are not built here: 309.59M (-2.7%); Naive 305.73M and MLA 310.65M "
+                         "match."),
     test_config={"embed_dim": 16, "depth": 2, "heads": 2, "img_size": 32, "decoder_channels": 8},
     notes=("'SEIR' in the product's list read as SETR: no segmentation paper is named SEIR, and SETR (SEgmentation "
            "TRansformer) is the transformer segmenter of that list's era whose name it garbles (one letter off; the "
            "Swin-T + UPerNet entry covers the other reading, a Swin-based segmenter). "
            "ViT-L/16 without the class token (dense prediction never reads it; 1024 parameters). The position "
-           "embedding "
-           "is learned on a 48×48 grid (768² crops) and interpolated to other sizes. 3D (an extension): 16³ patches, an "
-           "8×8×8 grid by default (128³). PUP is the registered default: the Naive and MLA decoders classify at 1/16 and "
+           "embedding is learned on a 48×48 grid (768² crops) and interpolated to other sizes. 3D (an extension): 16³ "
+           "patches, an 8×8×8 grid by default (128³). PUP is the registered default: the Naive and MLA decoders "
+           "classify at 1/16 and "
            "1/4 resolution and up-sample the logits linearly, which cannot fit the shared tester's 32×32 toy task (two "
            "tokens per axis), so they are options, checked in tests/test_zoo_hr_transformer.py. MLA taps layers 6, 12, "
            "18, 24; projection and refinement at 256 channels, per-stream heads at 128."),
@@ -84,7 +85,8 @@ class SETR(SegmentationNet):
         check_spatial_dims(spatial_dims, (2, 3), "SETR")
         check_choice(decoder, SETR_DECODERS, "decoder", "SETR")
         if decoder == "mla" and depth % 4:
-            raise ValueError(f"`depth` must be a multiple of 4 for SETR-MLA (it taps 4 evenly spaced layers), got {depth!r}.")
+            raise ValueError(f"`depth` must be a multiple of 4 for SETR-MLA (it taps 4 evenly spaced layers), "
+                             f"got {depth!r}.")
         self.spatial_dims = spatial_dims
         self.decoder_kind = decoder
         img_size = (768 if spatial_dims == 2 else 128) if img_size is None else img_size

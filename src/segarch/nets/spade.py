@@ -36,8 +36,9 @@ __all__ = ["SPADEGenerator"]
     paper_config={"spatial_dims": 2, "in_channels": 151, "out_channels": 3, "base_width": 64},
     paper_params=96.5,
     paper_params_source=("Park et al. 2019 (arXiv:1903.07291): the SPADE generator's parameter count, 96.5M. The label "
-                         "width is not stated with it; 151 label channels (ADE20K: 150 classes + don't-care, no instance "
-                         "map, the authors' ADE20K setting) reproduce it (96.49M); COCO-Stuff's 184 would give 97.5M."),
+                         "width is not stated with it; 151 label channels (ADE20K: 150 classes + don't-care, no "
+                         "instance map, the authors' ADE20K setting) reproduce it (96.49M); COCO-Stuff's 184 would "
+                         "give 97.5M."),
     test_config={"base_width": 2, "hidden": 8},
     test_lr=1e-2,
     notes=("A GENERATOR, not a segmenter: in_channels = label classes, out_channels = image channels; it synthesises "

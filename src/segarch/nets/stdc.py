@@ -44,12 +44,14 @@ class STDCModule(nn.Module):
         blocks: number of blocks.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1, blocks: int = 4) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1,
+                 blocks: int = 4) -> None:
         super().__init__()
         widths = [out_channels // 2 ** (i + 1) for i in range(blocks - 1)]
         widths.append(widths[-1])
         if widths[-1] < 1 or sum(widths) != out_channels:
-            raise ValueError(f"STDC module: `out_channels` must be divisible by {2 ** (blocks - 1)}, got {out_channels!r}.")
+            raise ValueError(f"STDC module: `out_channels` must be divisible by {2 ** (blocks - 1)}, "
+                             f"got {out_channels!r}.")
         layers, channels = [], in_channels
         for i, width in enumerate(widths):
             k = 1 if i == 0 else 3
@@ -115,7 +117,8 @@ class _STDCClassifier(ExplainsBatchStatistics):
     net_name = "STDC"
     norm_stride = POOLED  # the FC's batch norm sees one vector per image: training needs a batch of 2 or more
 
-    def __init__(self, spatial_dims: int, in_channels: int, classes: int, variant: str, base: int, dropout: float) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, classes: int, variant: str, base: int,
+                 dropout: float) -> None:
         super().__init__()
         self.encoder = STDCEncoder(spatial_dims, in_channels, variant, base)
         self.spatial_dims, self.size_divisor = spatial_dims, 32

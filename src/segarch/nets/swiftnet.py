@@ -26,7 +26,8 @@ __all__ = ["SwiftNet", "BNReLUConv", "SwiftSPP"]
 class BNReLUConv(nn.Sequential):
     """Pre-activation unit: batch norm, ReLU, then a convolution (no bias unless asked)."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = False) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 bias: bool = False) -> None:
         super().__init__()
         self.add_module("norm", Norm[Norm.BATCH, spatial_dims](in_channels))
         self.add_module("act", nn.ReLU(inplace=False))
@@ -70,9 +71,9 @@ class _Upsample(nn.Module):
     paper_params=11.8,
     paper_params_source="Oršić et al. 2019, Cityscapes results table: single-scale SwiftNetRN-18, 11.8M parameters.",
     test_config={"channels": 8, "base_width": 8},
-    notes="Single-scale model with SPP (grids 8, 4, 2 at 1/32, 128 // 3 = 42 channels each). The encoder's skips are the "
-          "ResNet stages' outputs after their final ReLU (the authors tap them before it). Pooling grids are square "
-          "here (the authors' keep the image's aspect ratio).",
+    notes="Single-scale model with SPP (grids 8, 4, 2 at 1/32, 128 // 3 = 42 channels each). The encoder's skips are "
+          "the ResNet stages' outputs after their final ReLU (the authors tap them before it). Pooling grids are "
+          "square here (the authors' keep the image's aspect ratio).",
 )
 class SwiftNet(SegmentationNet):
     """Single-scale SwiftNet (ResNet-18) for 2D or 3D semantic segmentation.

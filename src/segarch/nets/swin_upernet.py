@@ -1,4 +1,5 @@
-"""Swin Transformer (Liu et al., ICCV 2021, arXiv:2103.14030) with a UPerNet head (Xiao et al., ECCV 2018, arXiv:1807.10221).
+"""Swin Transformer (Liu et al., ICCV 2021, arXiv:2103.14030) with a UPerNet head (Xiao et al., ECCV 2018,
+arXiv:1807.10221).
 
 Swin: 4×4 patches embedded linearly (stride 4), then four stages of Swin blocks — window
 self-attention with a relative position bias, every second block on windows shifted by half a
@@ -51,8 +52,8 @@ class SwinEncoder(nn.Module):
         self.stages, self.merges, self.norms = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         dim = embed_dim
         for i, (depth, h) in enumerate(zip(depths, heads)):
-            self.stages.append(nn.Sequential(*[SwinBlock(spatial_dims, dim, h, window, shift=b % 2 == 1, mlp_ratio=mlp_ratio)
-                                                for b in range(depth)]))
+            self.stages.append(nn.Sequential(*[
+                SwinBlock(spatial_dims, dim, h, window, shift=b % 2 == 1, mlp_ratio=mlp_ratio) for b in range(depth)]))
             self.norms.append(nn.LayerNorm(dim))
             if i < 3:
                 self.merges.append(PatchMerging(spatial_dims, dim))
@@ -113,14 +114,15 @@ class UPerHead(nn.Module):
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 150},
     paper_params=60.0,
     paper_params_source=("Liu et al. 2021 (arXiv:2103.14030), ADE20K table: UPerNet with Swin-T, 60M (150 classes). "
-                         "UPerNet: Xiao et al. 2018, 'Unified Perceptual Parsing for Scene Understanding', arXiv:1807.10221."),
+                         "UPerNet: Xiao et al. 2018, 'Unified Perceptual Parsing for Scene Understanding', "
+                         "arXiv:1807.10221."),
     test_config={"embed_dim": 8, "depths": (1, 1, 2, 1), "heads": (1, 1, 2, 2), "window": 4, "head_channels": 8},
     notes=("Built with SETR for the product list's 'SEIR' (read as SETR, a transformer segmenter; Swin + UPerNet is "
            "the Swin-based reading of it). "
            "The paper's 60M includes the auxiliary FCN head on stage 3 used only in training (~1M), not built here: "
-           "59.02M (-1.6%). Feature maps are padded to window multiples inside each block; an axis shorter than the window "
-           "gets one window and no shift (as in the official code). 3D (an extension, after Video Swin): 4³ patch "
-           "embedding, cubic windows with a (2w−1)³ bias table, 2×2×2 patch merging to 2C."),
+           "59.02M (-1.6%). Feature maps are padded to window multiples inside each block; an axis shorter than the "
+           "window gets one window and no shift (as in the official code). 3D (an extension, after Video Swin): 4³ "
+           "patch embedding, cubic windows with a (2w−1)³ bias table, 2×2×2 patch merging to 2C."),
 )
 class SwinUPerNet(SegmentationNet):
     """Swin encoder + UPerNet head.

@@ -35,7 +35,8 @@ class HybridTrunk(nn.Module):
     ``2 ** (len(blocks) + 1)``.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, blocks: Sequence[int] = (3, 4, 9), base_width: int = 64) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, blocks: Sequence[int] = (3, 4, 9),
+                 base_width: int = 64) -> None:
         super().__init__()
         self.stem = ConvNormAct(spatial_dims, in_channels, base_width, 7, stride=2)
         self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=3, stride=2, padding=1)
@@ -101,7 +102,8 @@ class TransUNet(SegmentationNet):
         torch.Size([1, 9, 224, 224])
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, img_size: int = 224, base_width: int = 64,
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, img_size: int = 224,
+                 base_width: int = 64,
                  trunk_blocks: Sequence[int] = (3, 4, 9), hidden_size: int = 768, num_layers: int = 12,
                  num_heads: int = 12, mlp_dim: int = 3072, head_channels: int = 512,
                  decoder_channels: Sequence[int] = (256, 128, 64, 16)) -> None:
@@ -117,7 +119,8 @@ class TransUNet(SegmentationNet):
         if img_size % 16:
             raise ValueError(f"`img_size` must be a multiple of 16 for {name}, got {img_size!r}.")
         if hidden_size % num_heads:
-            raise ValueError(f"`num_heads` must divide `hidden_size` for {name}, got {num_heads!r} and {hidden_size!r}.")
+            raise ValueError(f"`num_heads` must divide `hidden_size` for {name}, got {num_heads!r} and "
+                             f"{hidden_size!r}.")
         self.spatial_dims, self.size_divisor = spatial_dims, 16
         conv = Conv[Conv.CONV, spatial_dims]
         self.trunk = HybridTrunk(spatial_dims, in_channels, blocks, base_width)

@@ -38,7 +38,8 @@ __all__ = ["UNetPlusPlus"]
     paper_params=9.04,
     paper_params_source="Zhou et al. 2018, Table 1: UNet++ w/ DS 9.04M parameters (U-Net 7.76M, wide U-Net 9.13M).",
     test_config={"features": (4, 8, 16, 32, 64)},
-    notes="Deep-supervision outputs are averaged into one prediction; up-sampling is a 2×2 transposed convolution as in the authors' code.",
+    notes="Deep-supervision outputs are averaged into one prediction; up-sampling is a 2×2 transposed convolution as "
+          "in the authors' code.",
 )
 class UNetPlusPlus(SegmentationNet):
     """UNet++ for 2D or 3D semantic segmentation.
@@ -73,7 +74,8 @@ class UNetPlusPlus(SegmentationNet):
         if not isinstance(deep_supervision, bool):
             raise ValueError(f"`deep_supervision` must be True or False for UNet++, got {deep_supervision!r}.")
         if prune_depth is not None and (not isinstance(prune_depth, int) or not 1 <= prune_depth <= depth):
-            raise ValueError(f"`prune_depth` must be None or an integer in [1, {depth}] for UNet++, got {prune_depth!r}.")
+            raise ValueError(f"`prune_depth` must be None or an integer in [1, {depth}] for UNet++, got "
+                             f"{prune_depth!r}.")
         self.spatial_dims = spatial_dims
         self.size_divisor = 2 ** depth
         self.depth = depth

@@ -12,8 +12,8 @@ import os
 import uuid
 from typing import Any
 
-import numpy as np
 
+from segarch.tiling.pipeline import pad_batch, read_tile
 from segarch.tiling.plan import Assembler, Plan, Region
 
 __all__ = ["run_distributed", "connect"]
@@ -60,17 +60,13 @@ def _runner(token: str, payload: dict[str, Any]):
 
 
 def _run_region(token: str, payload: dict[str, Any], plan: Plan, source, preprocess, sink, blocks, batch_size: int) -> int:
-    from segarch.tiling.engine import read_tile
-
     runner = _runner(token, payload)
     region = Region(plan, blocks)
     assembler = Assembler(plan, region)
     order = region.tile_order
     for start in range(0, len(order), batch_size):
         keys = order[start: start + batch_size]
-        x = np.stack([read_tile(plan, source, preprocess, k) for k in keys])
-        if len(keys) < batch_size:
-            x = np.concatenate([x, np.zeros((batch_size - len(keys),) + x.shape[1:], x.dtype)])
+        x = pad_batch([read_tile(plan, source, preprocess, k) for k in keys], batch_size)
         for key, logits in zip(keys, runner(x, batch_size)):
             for block, data in assembler.add(key, logits):
                 sink.write(block, data)

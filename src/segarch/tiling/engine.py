@@ -6,7 +6,6 @@ import hashlib
 import itertools
 import logging
 import os
-import queue
 import threading
 import time
 from typing import Any, Callable
@@ -17,14 +16,15 @@ from torch import nn
 
 from segarch.destinations import check_output_store
 from segarch.devices import resolve_device
+from segarch.models.model import Model, as_model
 from segarch.nets._heads import check_single_output
-from segarch.models.model import Model
 from segarch.preprocessing import Preprocessor, check_preprocessing, spread_indices
 from segarch.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
 from segarch.tiling.memory import check_tile_memory
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
-from segarch.tiling.plan import Assembler, Plan, Region, TileKey
+from segarch.tiling.pipeline import read_tile, run_local
+from segarch.tiling.plan import Plan
 from segarch.tiling.runner import NetworkRunner
 from segarch.tiling.source import ImageSource, content_identity, open_source
 
@@ -32,13 +32,12 @@ __all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_p
 
 log = logging.getLogger("segarch.tiling")
 
-OUTPUTS = ("labels", "probabilities")
+OUTPUTS = ("labels", "probabilities", "instances")
 _BLOCK = {2: 512, 3: 128}           # output block (chunk) edge, before rounding up to the tile
 # Bytes of blending buffers open at once: this bounds a column's extent, so memory does not grow with the
 # image; 3D blocks are big, and narrow columns would recompute many tiles at their borders.
 _OPEN_BLOCK_BUDGET = {2: 96 * 2 ** 20, 3: 768 * 2 ** 20}
 _IN_MEMORY_FRACTION = 0.25          # out=None refuses outputs larger than this share of free memory
-_LUMINANCE = np.array([0.2125, 0.7154, 0.0721], np.float32)  # ITU-R BT.709, as skimage.color.rgb2gray
 
 
 class PredictionCancelled(Exception):
@@ -70,6 +69,8 @@ def predict(
     scheduler: Any = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    pixel_size: float | tuple[float, ...] | None = None,
+    instance_options: dict[str, Any] | None = None,
 ):
     """Segment ``image`` with ``model``, tile by tile.
 
@@ -91,7 +92,10 @@ def predict(
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
         amp: autocast to bf16/fp16; default on for CUDA only.
         output: ``"labels"`` (argmax, or threshold for one channel; uint8/16/32 as needed) or
-            ``"probabilities"`` (float32, one channel per class, C after the looped axes).
+            ``"probabilities"`` (float32, one channel per class: C after T, before Z, as OME-NGFF orders axes), or
+            ``"instances"`` for an instance model (uint32, 0 background, one id per object unique over the
+            image; decoded block by block with objects merged across seams, a seam report in the Zarr
+            attributes and a per-object table beside ``out``: :func:`segarch.instances.predict_instances`).
         grey: convert an RGB(A) image (a C axis of 3 or 4) to grey for a 1-channel model, with the
             luminance weights 0.2125 R + 0.7154 G + 0.0721 B (alpha dropped). Never done unasked: an RGB
             image and a 1-channel model are otherwise a clear error.
@@ -108,10 +112,16 @@ def predict(
         progress: called as ``progress(tiles_done, tiles_total)`` after every batch.
         cancel: a ``threading.Event``; when set, the run stops within one batch and raises
             :class:`PredictionCancelled` carrying the finished part (a resumable store with ``out``).
+        pixel_size: ``output="instances"``: the image's pixel size per spatial axis (default: its metadata);
+            the image is resampled to the model's training pixel size when they differ.
+        instance_options: ``output="instances"``: ``decoder``, ``block``, ``halo``, ``min_size``, ``table``,
+            ``return_report`` (see :func:`segarch.instances.predict_instances`).
 
     Returns:
-        The labels or probabilities, with the image's axes minus C (labels) or loop axes + C + spatial
-        axes (probabilities): a NumPy array, or the Zarr array in ``out``.
+        The labels or probabilities, with the axes :func:`segarch.axes.output_axes` states: the image's minus C
+        (labels), or T, then C (one per class), then the rest (probabilities: ``CYX``, ``CZYX`` for a 2D model
+        over a stack, ``TCZYX``): a NumPy array, or the Zarr array in ``out`` (its OME metadata names the axes and
+        carries the image's pixel size).
 
     Raises:
         ValueError: a bad parameter (named, with its value and what is allowed), a channel mismatch, an
@@ -121,6 +131,19 @@ def predict(
     started = time.perf_counter()
     _check_choice(blend, BLENDS, "blend")
     _check_choice(output, OUTPUTS, "output")
+    # networks of several heads (panoptic) give no single tensor to tile: refused by name, before any output
+    check_single_output(model.network if isinstance(model, Model) else model,
+                        model.arch if isinstance(model, Model) else None)
+    if output == "instances":  # two passes (network, then block-wise decoding): segarch.instances owns them
+        from segarch.instances.predict import predict_instances
+
+        return predict_instances(model, image, out=out, resume=resume, overwrite=overwrite, progress=progress,
+                                 cancel=cancel, pixel_size=pixel_size, axes=axes, tile=tile, overlap=overlap,
+                                 batch_size=batch_size, blend=blend, device=device, amp=amp, grey=grey,
+                                 scheduler=scheduler, **(instance_options or {}))
+    if pixel_size is not None or instance_options is not None:
+        which = "pixel_size" if pixel_size is not None else "instance_options"
+        raise ValueError(f"`{which}` applies to `output`='instances' only, got `output`={output!r}.")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     if resume and out is None:
@@ -130,15 +153,15 @@ def predict(
     # Where the result goes is checked before anything is read or computed (segarch.destinations).
     state = check_output_store(out, overwrite=overwrite, resume=resume, inputs=[image]) if out is not None else None
     source = open_source(image)
-    network = model.network if isinstance(model, Model) else model
-    if not isinstance(network, nn.Module):
-        raise ValueError(f"`model` must be a segarch.Model or a torch.nn.Module, got {type(model).__name__}.")
-    check_single_output(network, model.arch if isinstance(model, Model) else None)
-    spatial_dims, in_channels = _model_dims(model, axes or source.axes, source.shape, grey)
-    layout = _layout(source, axes, spatial_dims, in_channels, grey)
-    divisor = int(getattr(network, "size_divisor", model.size_divisor if isinstance(model, Model) else 1) or 1)
-    tiles = check_tile(tile, spatial_dims, divisor)
     torch_device = resolve_device(device)
+    # One model type from here on: a bare module becomes a Model at the door (``bare`` keeps what is recorded
+    # for it as it was: its class's name, no classes, no pre-processing).
+    bare = not isinstance(model, Model)
+    model = _as_model(model, axes or source.axes, source.shape, grey, tile, torch_device) if bare else model
+    network, spatial_dims, in_channels = model.network, model.spatial_dims, model.in_channels
+    layout = _layout(source, axes, spatial_dims, in_channels, grey)
+    divisor = model.size_divisor
+    tiles = check_tile(tile, spatial_dims, divisor)
     client = None
     if scheduler is not None:  # connect first: an unreachable scheduler must not leave an empty store behind
         from segarch.tiling.distributed import connect
@@ -150,8 +173,9 @@ def predict(
     overlaps = [overlap_pixels(overlap, t) for t in tiles]
     grids = tuple(axis_grid(s, t, o, divisor, blend) for s, t, o in zip(spatial_sizes, tiles, overlaps))
     if scheduler is None:  # the cluster's workers have their own memory
-        check_tile_memory(model, network, torch_device, in_channels, tuple(g.tile for g in grids), batch_size)
-    out_channels = _out_channels(model, network, torch_device, in_channels, [g.tile for g in grids])
+        check_tile_memory(None if bare else model, network, torch_device, in_channels, tuple(g.tile for g in grids),
+                          batch_size)
+    out_channels = model.out_channels
     out_dtype = _output_dtype(output, out_channels)
     block = tuple(max(_BLOCK[spatial_dims], g.tile) for g in grids)
     block_bytes = out_channels * 4 * int(np.prod(block))
@@ -165,9 +189,9 @@ def predict(
         _check_fits_in_memory(plan)
         sink = NumpySink(plan)
     else:
-        fingerprint, provenance = _fingerprint(model, network, source, plan, blend, overlaps, image)
+        fingerprint, provenance = _fingerprint(model, bare, source, plan, blend, overlaps, image)
         sink = ZarrSink(out, plan, fingerprint, provenance, state=state, scale=_spatial_scale(model, source, layout),
-                        class_names=list(model.class_names) if isinstance(model, Model) else None)
+                        class_names=None if bare else list(model.class_names))
     sink.open()  # takes the store's lock: a second run cannot wipe or mix into it
     try:
         if isinstance(sink, ZarrSink):
@@ -201,164 +225,6 @@ def predict(
     else:
         log.info("predict: nothing left to compute (every block was already final), %.2f s", seconds)
     return sink.result()
-
-
-# --- the local pipeline: a reader thread, the forward passes here, a blending/writing thread ----------------
-
-def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: TileKey) -> np.ndarray:
-    """The input of one tile, ``(C, *tile)`` float32, pre-processed and padded at the image's end."""
-    plane, index = tile
-    layout = plan.layout
-    loop = dict(zip(layout.loop, plane))
-    region = dict(zip(layout.spatial, plan.tile_region(index)))
-    sizes = dict(zip(layout.axes, source.shape))
-    idx = tuple(loop[a] if a in loop else (slice(region[a][0], min(region[a][1], sizes[a])) if a in region
-                                           else slice(None)) for a in layout.axes)
-    try:
-        data = source.read(idx)
-    except Exception as err:  # zlib.error, struct.error, OSError...: a truncated or corrupt file
-        where = {a: region[a] if a in region else loop.get(a) for a in layout.axes if a != "C"}
-        raise ValueError(f"`image` {source.description!r} could not be read at {where}: {type(err).__name__}: "
-                         f"{err} (a truncated or corrupt file?).") from None
-    kept = [a for a in layout.axes if a not in loop]
-    if "C" not in kept:
-        data, kept = data[None], ["C"] + kept
-    data = np.transpose(data, [kept.index(a) for a in "C" + layout.spatial])
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        bad = np.argwhere(~np.isfinite(data))
-        first = {a: int(v) + (region[a][0] if a in region else 0) for a, v in zip("C" + layout.spatial, bad[0][:])}
-        first.update(loop)
-        raise ValueError(f"`image` holds NaN or inf: {len(bad)} values in the tile at {region}, first at "
-                         f"{ {a: first[a] for a in layout.axes if a in first} }. Replace them (e.g. np.nan_to_num) first.")
-    if layout.grey:
-        data = np.tensordot(_LUMINANCE, data[:3].astype(np.float32, copy=False), axes=1)[None]
-    data = preprocess(data)
-    pad = [(0, 0)] + [(0, (hi - lo) - n) for (lo, hi), n in zip(plan.tile_region(index), data.shape[1:])]
-    if any(p for _, p in pad):
-        mode = "reflect" if all(n > p for n, (_, p) in zip(data.shape, pad)) else "edge"
-        data = np.pad(data, pad, mode=mode)
-    return data
-
-
-def run_local(plan: Plan, source: ImageSource, preprocess: Preprocessor, runner: NetworkRunner, sink,
-              regions: list[Region], batch_size: int, progress, cancel) -> tuple[int, bool]:
-    """Run ``regions`` here with reading and writing overlapped with compute. Returns (tiles done, cancelled)."""
-    total = sum(len(r.tile_order) for r in regions)
-    inputs: queue.Queue = queue.Queue(maxsize=2 * batch_size)
-    outputs: queue.Queue = queue.Queue(maxsize=2 * batch_size)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def produce():
-        try:
-            for region in regions:
-                _put(inputs, ("region", region), stop)
-                for tile in region.tile_order:
-                    if stop.is_set():
-                        return
-                    _put(inputs, ("tile", tile, read_tile(plan, source, preprocess, tile)), stop)
-        except BaseException as err:  # handed to the main thread
-            errors.append(err)
-        finally:
-            _put(inputs, None, stop)
-
-    def assemble():
-        assembler = None
-        try:
-            while True:
-                item = outputs.get()
-                if item is None:
-                    return
-                if item[0] == "region":
-                    assembler = Assembler(plan, item[1])
-                    continue
-                for key, data in assembler.add(item[1], item[2]):
-                    sink.write(key, data)
-        except BaseException as err:
-            errors.append(err)
-            stop.set()
-
-    reader = threading.Thread(target=produce, name="segarch-reader", daemon=True)
-    writer = threading.Thread(target=assemble, name="segarch-writer", daemon=True)
-    reader.start()
-    writer.start()
-    done, cancelled = 0, False
-    if progress is not None:
-        progress(0, total)  # the output exists now: a viewer can show it while it fills
-    batch: list[tuple[TileKey, np.ndarray]] = []
-
-    def flush():
-        nonlocal done
-        if not batch:
-            return
-        x = np.stack([b[1] for b in batch])
-        if len(batch) < batch_size:  # always the same batch shape: results don't depend on where a tile falls
-            x = np.concatenate([x, np.zeros((batch_size - len(batch),) + x.shape[1:], x.dtype)])
-        y = runner(x, batch_size)
-        for (tile, _), logits in zip(batch, y):
-            _put(outputs, ("tile", tile, logits), stop, errors=errors)
-        done += len(batch)
-        batch.clear()
-        if progress is not None:
-            progress(done, total)
-
-    try:
-        while True:
-            if cancel is not None and cancel.is_set():
-                cancelled = True
-                break
-            try:
-                item = inputs.get(timeout=0.1)
-            except queue.Empty:
-                if errors:
-                    break
-                continue
-            if item is None or errors:
-                break
-            if item[0] == "region":
-                flush()
-                _put(outputs, item, stop, errors=errors)
-                continue
-            batch.append((item[1], item[2]))
-            if len(batch) == batch_size:
-                flush()
-        if not cancelled and not errors:
-            flush()
-    finally:
-        stop.set()  # the reader stops; tiles already computed are still assembled and written
-        _drain(inputs)
-        while writer.is_alive():  # every computed tile is still assembled: no output is dropped
-            try:
-                outputs.put(None, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        writer.join()
-        reader.join(timeout=60)
-    if errors:
-        raise errors[0]
-    return done, cancelled
-
-
-def _put(q: queue.Queue, item, stop: threading.Event, errors=None) -> bool:
-    """Put ``item``, waiting for room; give up (False) once ``stop`` is set, raise a worker's error."""
-    while True:
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            if errors:
-                raise errors[0]
-            if stop.is_set():
-                return False
-
-
-def _drain(q: queue.Queue) -> None:
-    try:
-        while True:
-            q.get_nowait()
-    except queue.Empty:
-        pass
 
 
 # --- checks and settings -------------------------------------------------------------------------------------
@@ -395,20 +261,28 @@ def _layout(source: ImageSource, axes: str | None, spatial_dims: int, in_channel
                          f"{spatial_dims}D model: {problem}. Options: {'; '.join(options)}.") from None
 
 
-def _model_dims(model, axes, shape, grey: bool = False) -> tuple[int, int]:
-    if isinstance(model, Model):
-        return model.spatial_dims, model.in_channels
-    dims = getattr(model, "spatial_dims", None)
+def _as_model(network, axes, shape, grey: bool, tile, device: torch.device) -> Model:
+    """A bare ``torch.nn.Module`` as a :class:`Model`: 2D or 3D from its ``spatial_dims`` attribute, its first
+    convolution, or Z in ``axes``; its input channels from C in ``axes`` or its first convolution; its output channels asked of it,
+    on one tile."""
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"`model` must be a segarch.Model or a torch.nn.Module, got {type(network).__name__}.")
+    dims = getattr(network, "spatial_dims", None)
     if axes is None and dims is None:
         raise ValueError("`axes` is required with a bare torch.nn.Module that has no `spatial_dims` attribute "
                          "(e.g. 'YX', 'CYX', 'ZYX').")
-    dims = dims or (3 if "Z" in str(axes).upper() else 2)
+    first = next((m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    convolution_dims = {nn.Conv2d: 2, nn.Conv3d: 3}.get(type(first))  # a first Conv2d is never a 3D model
+    dims = int(dims or convolution_dims or (3 if "Z" in str(axes).upper() else 2))
     if axes is not None and "C" in str(axes).upper() and not grey:
         channels = shape[str(axes).upper().index("C")]
     else:
-        first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
         channels = first.in_channels if first is not None else 1
-    return int(dims), int(channels)
+    tiles = check_tile(tile, dims, int(getattr(network, "size_divisor", 1) or 1))
+    with torch.inference_mode():  # ask it, on one tile
+        probe = torch.zeros((1, int(channels), *tiles), device=device)
+        out_channels = int(network.to(device).eval()(probe).shape[1])
+    return as_model(network, spatial_dims=dims, in_channels=int(channels), out_channels=out_channels)
 
 
 def check_tile(tile, spatial_dims: int, divisor: int) -> tuple[int, ...]:
@@ -438,14 +312,6 @@ def overlap_pixels(overlap, tile: int) -> int:
     return int(round(overlap * tile))
 
 
-def _out_channels(model, network: nn.Module, device: torch.device, in_channels: int, tile: list[int]) -> int:
-    if isinstance(model, Model):
-        return model.out_channels
-    with torch.inference_mode():  # a bare module: ask it, on the smallest input it accepts
-        probe = torch.zeros((1, in_channels, *tile), device=device)
-        return int(network.to(device).eval()(probe).shape[1])
-
-
 def _output_dtype(output: str, channels: int) -> np.dtype:
     if output == "probabilities":
         return np.dtype(np.float32)
@@ -473,9 +339,7 @@ def _check_fits_in_memory(plan: Plan) -> None:
                          f"({free / 2**30:.1f} GiB free); pass `out` (a .zarr path) to write it block by block.")
 
 
-def _preprocessor(model, source: ImageSource, plan: Plan) -> Preprocessor:
-    if not isinstance(model, Model):
-        return Preprocessor()
+def _preprocessor(model: Model, source: ImageSource, plan: Plan) -> Preprocessor:
     # Data only: refused here, before any work, if not; percentiles measured on tiles spread over the image.
     return Preprocessor.for_image(model.preprocessing, lambda: _sample(source, plan))
 
@@ -495,38 +359,39 @@ def _spatial_scale(model, source: ImageSource, layout: Layout) -> tuple[float, .
     if source.scale and source.axes == layout.axes and any(float(v) != 1.0 for v in source.scale):
         sizes = dict(zip(source.axes, source.scale))
         return tuple(float(sizes[a]) for a in layout.spatial)
-    if isinstance(model, Model) and model.pixel_size:
+    if model.pixel_size:
         return tuple(model.pixel_size)
     return None
 
 
-def _fingerprint(model, network: nn.Module, source: ImageSource, plan: Plan, blend: str, overlaps,
+def _fingerprint(model: Model, bare: bool, source: ImageSource, plan: Plan, blend: str, overlaps,
                  image) -> tuple[dict[str, Any], dict[str, Any]]:
     """What a resumed run must share with the stored one, and the provenance written beside it.
 
     The image is identified by its content (:func:`~segarch.tiling.source.content_identity`), not its
-    path as typed, so a resume works from any working directory and still refuses another image.
+    path as typed, so a resume works from any working directory and still refuses another image. The
+    weights are hashed here, only for a stored result (an in-memory one records nothing).
     """
     digest = hashlib.sha256()
-    for name, tensor in sorted(network.state_dict().items()):
+    for name, tensor in sorted(model.network.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     from segarch import __version__
 
-    is_model = isinstance(model, Model)
+    arch = type(model.network).__name__ if bare else model.arch
     fingerprint = {
         "weights_sha256": digest.hexdigest(),
-        "arch": model.arch if is_model else type(network).__name__,
-        "preprocessing": check_preprocessing(model.preprocessing) if is_model else [],
-        "classes": list(model.class_names) if is_model else None,
+        "arch": arch,
+        "preprocessing": check_preprocessing(model.preprocessing),
+        "classes": None if bare else list(model.class_names),
         "image": content_identity(source),
         "axes": plan.layout.axes, "grey": plan.layout.grey, "tile": list(plan.tile_shape), "overlap": list(overlaps),
         "blend": blend, "output": plan.output, "block": list(plan.block), "segarch_version": __version__,
     }
     path = os.path.abspath(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else source.description
     provenance = {
-        "model": (model.name or model.arch) if is_model else type(network).__name__,
-        "arch": fingerprint["arch"], "options": dict(model.options) if is_model else None,
+        "model": arch if bare else (model.name or model.arch),
+        "arch": fingerprint["arch"], "options": None if bare else dict(model.options),
         "weights_sha256": fingerprint["weights_sha256"], "preprocessing": fingerprint["preprocessing"],
         "classes": fingerprint["classes"], "image": path, "image_shape": list(source.shape),
         "image_dtype": str(source.dtype), "axes": plan.layout.axes, "grey": plan.layout.grey,

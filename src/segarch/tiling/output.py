@@ -23,7 +23,7 @@ _TMP_SUFFIX = ".segarch-tmp"
 
 
 def output_axes(plan: Plan) -> str:
-    return plan.layout.labels_axes() if plan.output == "labels" else plan.layout.probabilities_axes()
+    return plan.layout.output_axes(plan.output)
 
 
 def output_shape(plan: Plan) -> tuple[int, ...]:

@@ -64,7 +64,7 @@ def level_shapes(shape: Sequence[int], axes: str) -> list[tuple[int, ...]]:
 
 
 def _axes(plan: Plan) -> str:
-    return plan.layout.labels_axes() if plan.output == "labels" else plan.layout.probabilities_axes()
+    return plan.layout.output_axes(plan.output)
 
 
 def _multiscales(attrs: dict) -> list | None:
