@@ -15,6 +15,8 @@ from segarch.blocks.space_to_depth import depth_to_space, space_to_depth
 from segarch.instances.deeperlab import DeeperLabDecoder, keypoint_targets, object_keypoints
 from segarch.nets.deeperlab import keypoint_count, keypoint_edges
 
+pytestmark = pytest.mark.slow  # builds and runs networks of the zoo
+
 
 def _tiny(dims: int = 2, **options):
     config = {**zoo.card("deeperlab").test_config, **options}

@@ -14,6 +14,8 @@ from segarch.backbones.efficientnet import MBConv
 from segarch.blocks.squeeze_excitation import SqueezeExcitation
 from segarch.nets.efficientps import DPC_DILATIONS, TwoWayFPN
 
+pytestmark = pytest.mark.slow  # builds and runs networks of the zoo
+
 
 def _paper(name: str):
     with torch.device("meta"):
