@@ -18,6 +18,8 @@ import segarch
 from segarch.synthetic import nuclei_sample
 from test_cli import segarch_cli
 
+pytestmark = pytest.mark.slow
+
 FEATURES = '{"features": [4, 8, 16, 32]}'
 
 

@@ -113,6 +113,7 @@ def test_an_image_at_another_pixel_size_is_resampled_to_the_models_and_back(tmp_
     assert all(shape[0] <= 32 for shape in ShapeRecorder.seen)
 
 
+@pytest.mark.slow
 def test_a_local_cluster_run_equals_the_in_process_run(tmp_path):
     from distributed import Client, LocalCluster
 
