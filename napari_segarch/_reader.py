@@ -48,6 +48,8 @@ def image_to_layer_data(image: Image) -> tuple[Any, dict, str]:
     kind = "labels" if image.labels else "image"
     meta: dict[str, Any] = {"name": image.name,
                             "metadata": {"axes": image.axes, "path": image.path, "source": image.metadata}}
+    if image.geo is not None:  # the writer saves a GeoTIFF from a layer that carries it; results inherit it
+        meta["metadata"]["geo"] = image.geo
     channel = axes.index("C") if "C" in axes else None
     if kind == "labels" and channel is not None and image.shape[channel] == 1:
         # A labels image with a single channel: drop the axis napari would show as a slider.

@@ -729,6 +729,9 @@ class SegmentWidget(QWidget):
                                         **_units(units, out_axes))
         if model is not None and self.output_combo.currentText() != "instances":
             _set_classes(labels, model.class_names)
+        geo = layer.metadata.get("geo") if isinstance(layer.metadata, dict) else None
+        if geo is not None:  # same grid as the source: the writer saves it as a GeoTIFF
+            labels.metadata["geo"] = geo
         return labels
 
 

@@ -1,5 +1,8 @@
 """npe2 writers: Labels and Image layers to OME-Zarr (``.zarr``, with a pyramid) or OME-TIFF (``.tif``).
 
+A layer opened from a GeoTIFF (or a result computed from one in the Segment dock) carries its
+georeference in ``layer.metadata["geo"]``: its ``.tif`` is a Cloud-Optimized GeoTIFF with the CRS and transform.
+
 The layer's scale, translation, axis labels, units and name are kept; a Labels layer's features
 (e.g. class names, one row per label value) become OME-Zarr ``image-label`` properties. The work is
 done by :func:`segarch.io.write_ome_zarr` and :func:`segarch.io.write_tiff`.
@@ -59,11 +62,31 @@ def _write(path: str, data: Any, meta: dict, *, labels: bool) -> str:
         properties = _properties(meta.get("features")) if labels else None
         write_ome_zarr(path, levels if multiscale else levels[0], axes=axes, scale=scale, translate=translate,
                        units=units, labels=labels, name=name, overwrite=True, properties=properties)
+    elif _write_geotiff(path, levels[0], axes, meta, labels=labels):
+        pass  # a georeferenced layer (a raster, or a result computed from one): a COG with its CRS
     else:
         physical = any(s != 1.0 for s in scale) or any(u not in ("pixel", "") for u in units.values())
         write_tiff(path, levels[0], axes=axes, scale=scale if physical else None, units=units, name=name,
                    translate=translate if any(translate) else None, labels=labels, levels=None, overwrite=True)
     return path
+
+
+def _write_geotiff(path: str, data, axes: str, meta: dict, *, labels: bool) -> bool:
+    """Write ``data`` as a GeoTIFF when the layer carries a georeference that fits it; False otherwise."""
+    metadata = meta.get("metadata") if isinstance(meta.get("metadata"), dict) else {}
+    geo = metadata.get("geo")
+    if geo is None or axes not in ("YX", "CYX", "YXC"):
+        return False
+    from segarch.io import GeoReference, write_geotiff
+
+    if not isinstance(geo, GeoReference):
+        return False
+    rows, cols = (data.shape[-2:] if axes != "YXC" else data.shape[:2])
+    if (rows, cols) != tuple(geo.shape):
+        geo = geo.for_shape((rows, cols))
+    nodata = geo.nodata if not labels else None  # a source's nodata (e.g. 65535) need not fit the labels
+    write_geotiff(path, data, geo, axes=axes, labels=labels, nodata=nodata, overwrite=True)
+    return True
 
 
 def _lazy(level):

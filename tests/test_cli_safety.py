@@ -257,7 +257,9 @@ def test_6_a_folder_run_goes_on_past_a_bad_file_and_never_collides_names(tmp_pat
     assert "bad.tif" in result.stderr and "Traceback" not in result.stderr
     assert "4 of 5 images segmented; failed: bad.tif" in result.stdout
     out = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert out == ["a.npy.zarr", "a.tif.zarr", "a.tiff.zarr", "c.zarr"]
+    assert out == ["a.npy.zarr", "a.tif.zarr", "a.tiff.zarr", "c.zarr", "segarch-report.csv"]  # + the run report
+    report = (tmp_path / "out" / "segarch-report.csv").read_text()
+    assert "bad.tif,failed," in report and report.count(",done,") == 4
     model = segarch.pretrained.load("unet.nuclei2d")
     for name, seed in (("a.npy.zarr", 1), ("a.tif.zarr", 2), ("a.tiff.zarr", 3), ("c.zarr", 4)):
         np.testing.assert_array_equal(segarch.io.open_image(tmp_path / "out" / name).levels[0].compute(),

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("segarch.cli",),
     ("segarch.training",),
     ("segarch.prompts",),
+    ("segarch.inference",),
     ("segarch.instances",),
     ("segarch.tiling",),
     ("segarch.models", "segarch.preprocessing", "segarch.model", "segarch.model_file", "segarch.pretrained"),

@@ -26,9 +26,9 @@ def one_thread():
 
 def test_names_and_cards():
     assert {"unet.nuclei2d", "unet.nuclei3d"} <= set(pretrained.names())
-    assert set(pretrained.names(task="semantic")) == {"unet.nuclei2d", "unet.nuclei3d"}
+    assert set(pretrained.names(task="semantic")) == {"unet.nuclei2d", "unet.nuclei3d", "unet.landcover4"}
     assert pretrained.names(task="interactive") == ["dextr_light.objects2d", "dextr_light.objects3d"]
-    for name in pretrained.names(task="semantic"):
+    for name in ("unet.nuclei2d", "unet.nuclei3d"):  # unet.landcover4: tests/test_landcover_model.py
         card = pretrained.card(name)
         assert card["name"] == name and card["arch"] in segarch.zoo.names()
         assert card["test"]["dice_nucleus"] > 0.5 and card["training"]["steps"] > 0

@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # what static tools and IDEs follow; at run time the names lo
     from segarch.models import pretrained
     from segarch.models.files import load_model, save_model
     from segarch.models.model import Model
-    from segarch.tiling import PredictionCancelled, predict
+    from segarch.inference import predict
+    from segarch.tiling import PredictionCancelled
     from segarch.training.loop import train
 
 __version__ = "0.1.0"
@@ -40,7 +41,7 @@ _LAZY = {
     "prompts": ("segarch.prompts", None),
     "instances": ("segarch.instances", None),
     "train": ("segarch.training.loop", "train"),
-    "predict": ("segarch.tiling", "predict"),
+    "predict": ("segarch.inference", "predict"),
     "PredictionCancelled": ("segarch.tiling", "PredictionCancelled"),
 }
 

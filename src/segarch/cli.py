@@ -1,4 +1,4 @@
-"""The ``segarch`` command line: ``zoo``, ``card NAME``, ``info FILE``, ``predict IN OUT``, ``demo``."""
+"""The ``segarch`` command line: ``zoo``, ``card NAME``, ``info FILE``, ``predict IN OUT``, ``convert``, ``demo``."""
 
 from __future__ import annotations
 
@@ -268,12 +268,15 @@ def _jobs(args) -> tuple[list[tuple], dict]:
                              "folder.")
         stems = [stem(p) for p in inputs]
         # a.tif and a.npy would both become a.zarr: colliding names keep their extension (a.tif.zarr, a.npy.zarr).
-        names = [(p.name if stems.count(s) > 1 else s) + ".zarr" for p, s in zip(inputs, stems)]
+        suffix = "." + getattr(args, "format", "zarr")
+        names = [(p.name if stems.count(s) > 1 else s) + suffix for p, s in zip(inputs, stems)]
         jobs = [(p, output / n) for p, n in zip(inputs, names)]
     else:
         jobs = [(source, output)]
     problems = {}
     for src, target in jobs:
+        if _complete_tiff(target, args):
+            continue  # a rerun with --resume: this file is done (reported as such)
         try:
             _check_target(src, target, args)
         except ValueError as err:
@@ -281,6 +284,12 @@ def _jobs(args) -> tuple[list[tuple], dict]:
                 raise
             problems[src] = str(err)
     return jobs, problems
+
+
+def _complete_tiff(target, args) -> bool:
+    """A ``.tif`` result that a previous run finished (it exists and no partial store is left), with --resume."""
+    return (bool(getattr(args, "resume", False)) and target.suffix.lower() in (".tif", ".tiff") and target.is_file()
+            and not _partial(target).exists())
 
 
 def _partial(target):
@@ -316,8 +325,9 @@ def _predict(args) -> int:
     import numpy as np
 
     import segarch
-    from segarch import io
+    from segarch.io.convert import convert_store
     from segarch.models import catalog
+    from segarch.tiling.report import ReportRow, count_objects, write_report
 
     model = catalog.resolve(args.model, arch=args.arch)
     if not model.trained:
@@ -327,9 +337,18 @@ def _predict(args) -> int:
         CONSOLE.line(f"skipped {source.name}: {_cli_words(problem, 'predict')}")
     tile = tuple(args.tile) if args.tile and len(args.tile) > 1 else (args.tile[0] if args.tile else None)
     failed = [source.name for source in problems]
+    rows = [ReportRow(str(source), "skipped", error=problem) for source, problem in problems.items()]
+    report = args.report or (str(jobs[0][1].parent / "segarch-report.csv") if len(jobs) > 1 else None)
+    pixel_size = tuple(args.pixel_size) if args.pixel_size and len(args.pixel_size) > 1 else \
+        (args.pixel_size[0] if args.pixel_size else None)
+    bands = [int(b) if b.isdigit() else b for b in args.bands] if args.bands else None
     written = 0
     for source, target in jobs:
         if source in problems:
+            continue
+        if _complete_tiff(target, args):
+            print(f"{source.name} -> {target}: already complete")
+            rows.append(ReportRow(str(source), "complete", output=str(target)))
             continue
         to_tiff = target.suffix.lower() in (".tif", ".tiff")
         store = _partial(target) if to_tiff else target
@@ -337,33 +356,41 @@ def _predict(args) -> int:
         bar = _ProgressBar(source.name)
         start = time.perf_counter()
         instances = args.output_kind == "instances"
-        report = None
+        instance_report = None
         try:
-            options = dict(pixel_size=args.pixel_size, instance_options={"return_report": True}) if instances else {}
+            options = dict(instance_options={"return_report": True}) if instances else {}
             result = segarch.predict(
                 model, str(source), axes=args.axes, tile=tile, overlap=args.overlap, batch_size=args.batch_size,
                 blend=args.blend, device=args.device, output=args.output_kind, grey=args.grey, out=str(store),
-                resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler, progress=bar, **options)
+                resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler, progress=bar, bands=bands,
+                nodata=args.nodata, pixel_size=pixel_size, tissue=args.tissue_only, **options)
+            objects = pixels = None
             if instances:
-                result, report = result
-            if to_tiff:
-                image = io.open_image(store)
-                io.write_tiff(target, image.levels[0], axes=image.axes, labels=args.output_kind != "probabilities",
-                              name=target.stem, overwrite=args.overwrite)
-                if report is not None and report.get("table"):  # the table goes beside the .tif
+                result, instance_report = result
+                objects = {"objects": instance_report["objects"]}
+            elif args.output_kind == "labels":
+                objects, pixels = count_objects(result, list(model.class_names))
+            if to_tiff:  # a GeoTIFF/COG when the source was georeferenced, else a pyramidal OME-TIFF
+                convert_store(store, target, overwrite=args.overwrite)
+                if instance_report is not None and instance_report.get("table"):  # the table goes beside the .tif
                     from segarch.instances.predict import table_path
 
-                    report["table"] = str(Path(report["table"]).replace(table_path(target)))
+                    instance_report["table"] = str(Path(instance_report["table"]).replace(table_path(target)))
                 shutil.rmtree(store)
         except KeyboardInterrupt:
             CONSOLE.line(f"interrupted: the finished blocks of {source.name} are kept in {store}; run the same "
                          "command with --resume to continue.")
+            rows.append(ReportRow(str(source), "interrupted", seconds=round(time.perf_counter() - start, 3),
+                                  output=str(store)))
+            _write_report(report, rows, write_report)
             return 130
         except (ValueError, OSError) as err:
-            if len(jobs) == 1:
+            if len(jobs) == 1 and report is None:
                 raise
-            CONSOLE.line(f"failed {source.name}: {_cli_words(_message(err), 'predict')}")  # the batch goes on
+            message = _cli_words(_message(err), 'predict')
+            CONSOLE.line(f"failed {source.name}: {message}")  # the batch goes on
             failed.append(source.name)
+            rows.append(ReportRow(str(source), "failed", error=message, seconds=round(time.perf_counter() - start, 3)))
             continue
         CONSOLE.line()
         seconds = time.perf_counter() - start
@@ -375,8 +402,12 @@ def _predict(args) -> int:
         else:
             what = f"{int(np.prod(result.shape)) / seconds:,.0f} pixels/s, {seconds:.1f} s"
         print(f"{source.name} -> {target}: {tuple(result.shape)} {result.dtype}, {what}")
-        if report is not None:
-            print(_instance_summary(report))
+        if instance_report is not None:
+            print(_instance_summary(instance_report))
+        rows.append(ReportRow(str(source), "complete" if bar.total == 0 else "done", seconds=round(seconds, 3),
+                              pixels_per_s=round(int(np.prod(result.shape)) / max(seconds, 1e-9), 1),
+                              objects=objects, class_pixels=pixels, output=str(target)))
+    _write_report(report, rows, write_report)
     if len(jobs) > 1:
         print(f"{written} of {len(jobs)} images segmented" + (f"; failed: {', '.join(failed)}" if failed else "."))
     return 1 if failed else 0
@@ -396,6 +427,46 @@ def _instance_summary(report: dict) -> str:
     if report.get("table"):
         lines.append(f"  table: {report['table']}")
     return "\n".join(lines)
+
+
+def _write_report(report, rows, write_report) -> None:
+    if report is not None:
+        write_report(report, rows)
+        print(f"run report: {report}")
+
+
+def _nodata(text: str):
+    """``--nodata``: a number, ``nan``, ``none`` (ignore the file's nodata) or ``file`` (the default)."""
+    if text.lower() in ("none", "file"):
+        return None if text.lower() == "none" else "file"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, nan or none; got {text!r}") from None
+    return int(value) if value.is_integer() else value
+
+
+def _convert(args) -> int:
+    from pathlib import Path
+
+    from segarch import destinations
+    from segarch.io.convert import convert_store, store_vectors
+
+    store = Path(args.input)
+    if not store.exists():
+        raise ValueError(f"INPUT {args.input!r} does not exist.")
+    if args.output is None and not args.vectors:
+        raise ValueError("Pass OUTPUT (a .tif) and/or --vectors (a .gpkg or .geojson) to say what to write.")
+    if args.output is not None:
+        destinations.check_output_file(args.output, overwrite=args.overwrite, inputs=[store], name="OUTPUT")
+    if args.vectors:
+        destinations.check_output_file(args.vectors, overwrite=args.overwrite, inputs=[store], name="--vectors")
+    if args.output is not None:
+        print(f"wrote {convert_store(store, args.output, overwrite=args.overwrite)}")
+    if args.vectors:
+        path = store_vectors(store, args.vectors, qupath=True if args.qupath else None, overwrite=args.overwrite)
+        print(f"wrote {path}")
+    return 0
 
 
 def _train(args) -> int:
@@ -490,12 +561,35 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("labels", "probabilities", "instances"),
                    help="labels (a class per pixel), probabilities, or instances (one id per object, an instance "
                    "model only; the per-object table is written beside OUTPUT as OUTPUT-STEM_objects.csv)")
-    p.add_argument("--pixel-size", type=float, nargs="+", help="--output instances: the image's pixel size per "
-                   "spatial axis (Z Y X or Y X; default: from the file); resampled to the model's when it differs")
     p.add_argument("--scheduler", help="a Dask scheduler address to run on a cluster")
-    p.add_argument("--resume", action="store_true", help="continue a stopped run into the same OUTPUT")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run into the same OUTPUT (a folder "
+                   "run skips the files already complete and resumes the partial ones)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result (never anything else)")
+    p.add_argument("--bands", nargs="+", help="a multispectral raster's bands for the model, in its order: names "
+                   "(red green blue nir) or numbers from 1 (default: the bands the model was trained on, by name)")
+    p.add_argument("--nodata", type=_nodata, default="file", help="the input value of pixels to leave out (0 in "
+                   "labels, never computed); default: the raster's own nodata; 'none' ignores it")
+    p.add_argument("--pixel-size", type=float, nargs="+", help="the image's pixel size when the file does not "
+                   "record it: µm per level-0 pixel of a slide (one value, or y x), or for --output instances per "
+                   "spatial axis (Z Y X or Y X; resampled to the model's when it differs)")
+    p.add_argument("--tissue-only", action="store_true", help="whole slides: compute only the tiles that hold "
+                   "tissue (Otsu on a low level); the glass is 0")
+    p.add_argument("--format", choices=("zarr", "tif"), default="zarr", help="a folder run's outputs: .zarr "
+                   "(default) or .tif (a GeoTIFF/COG for georeferenced inputs)")
+    p.add_argument("--report", help="write the run report here (.csv or .json; a folder run writes "
+                   "OUTPUT/segarch-report.csv by default): file, status, error, time, pixels/s, objects, output")
     p.set_defaults(run=_predict)
+
+    p = sub.add_parser("convert", help="turn a result store (.zarr) into a GeoTIFF/COG or OME-TIFF, and/or vectors",
+                       parents=[common])
+    p.add_argument("input", help="a .zarr result of segarch predict")
+    p.add_argument("output", nargs="?", help="the .tif to write (a COG with the CRS when the result is "
+                   "georeferenced)")
+    p.add_argument("--vectors", help="also trace the labels into polygons: .gpkg/.geojson (map coordinates and CRS), "
+                   "or QuPath GeoJSON for a slide")
+    p.add_argument("--qupath", action="store_true", help="write --vectors as QuPath GeoJSON (slide level-0 pixels)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(run=_convert)
 
     p = sub.add_parser("train", help="train or fine-tune a model on annotated images (Ctrl+C keeps the best so far)",
                        parents=[common])
@@ -549,9 +643,11 @@ def build_parser() -> argparse.ArgumentParser:
 _FLAGS = {"tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size", "blend": "--blend",
           "device": "--device", "axes": "--axes", "grey": "--grey", "scheduler": "--scheduler", "model": "--model",
           "output": "--output", "pixel_size": "--pixel-size", "task": "--task", "resume": "--resume",
-          "overwrite": "--overwrite", "arch": "--arch"}
+          "overwrite": "--overwrite", "arch": "--arch", "bands": "--bands", "nodata": "--nodata",
+          "tissue": "--tissue-only"}
 _POSITIONAL = {"predict": {"out": "OUTPUT", "image": "INPUT"},
                "train": {"out": "--out", "images": "IMAGES", "labels": "LABELS"},
+    "convert": {"path": "OUTPUT"},
                "demo": {"out": "--out"}}
 
 

@@ -98,9 +98,9 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
         ValueError: a semantic-only model, a bad parameter (named), or what :func:`segarch.predict` refuses;
             nothing is written to ``out`` then.
     """
-    import segarch
     from segarch.axes import resolve_axes
     from segarch.instances.resample import pixel_size_plan, resample_spatial
+    from segarch.tiling import predict as predict_tiles
     from segarch.tiling.source import open_source
 
     chosen = decoder_for(model, decoder)
@@ -147,9 +147,9 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
     if plan is not None and plan.resample:
         network_image = resample_spatial(source.array, layout.axes, layout.spatial, plan.shape)
         predict_options = {**predict_options, "axes": layout.axes}  # read back whole below (the plan checked it fits)
-    probabilities = segarch.predict(model, network_image, output="probabilities", out=network_out,
-                                    resume=resume and network_out is not None and network_out.exists(),
-                                    overwrite=overwrite, progress=network_progress, cancel=cancel, **predict_options)
+    probabilities = predict_tiles(model, network_image, output="probabilities", out=network_out,
+                                  resume=resume and network_out is not None and network_out.exists(),
+                                  overwrite=overwrite, progress=network_progress, cancel=cancel, **predict_options)
     if spatial_dims is None:
         spatial_dims = 3 if probabilities.ndim == 4 else 2
     if plan is not None and plan.resample:

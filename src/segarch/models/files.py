@@ -147,6 +147,10 @@ def check_metadata(meta: dict[str, Any], *, where: str = "the model file") -> di
     if size is not None and (not isinstance(size, list) or len(size) > 3 or not all(
             _is_number(v) and math.isfinite(v) and v > 0 for v in size)):
         raise ValueError(f"{where}: 'pixel_size' must be a list of positive numbers, got {size!r:.120}.")
+    bands = meta.get("bands")
+    if bands is not None and (not isinstance(bands, list) or len(bands) > _MAX_CHANNELS
+                              or not all(isinstance(b, str) and 0 < len(b) <= 100 for b in bands)):
+        raise ValueError(f"{where}: 'bands' must be a list of short band names, got {bands!r:.120}.")
     clean["preprocessing"] = check_preprocessing(meta.get("preprocessing", []), where=where)
     clean["prompt"] = _check_prompt(meta.get("prompt"), where)
     clean["instance"] = _check_instance(meta.get("instance"), where)
@@ -389,6 +393,7 @@ def _model_from_metadata(meta: dict[str, Any], path: Path, shapes: Mapping[str, 
     model.description = meta.get("description", "")
     model.prompt = meta.get("prompt")
     model.instance = meta.get("instance")
+    model.bands = meta.get("bands")
     model.__post_init__()  # re-validate what the file said
     return model
 

@@ -42,6 +42,8 @@ class Model:
         instance: instance models: the decoder that turns their output into objects, as plain settings
             (``{"decoder": "distance", "bins": 4, "seed_threshold": 0.6, ...}``, see
             :mod:`segarch.instances.decode`), tuned on held-out images when trained; ``None`` for other models.
+        bands: a multispectral model: the names of the bands it was trained on, in its input order
+            (``["red", "green", "blue", "nir"]``); ``segarch.predict`` picks them from a raster by name.
         name: where it came from, for provenance: the shipped model's name (``"unet.nuclei2d"``) or the model
             file's name; ``None`` for a network built here. Not saved in model files.
         history: after training, the training log's rows (also written as CSV); ``None`` otherwise. Not saved.
@@ -69,6 +71,7 @@ class Model:
     prompt: dict[str, Any] | None = None
     instance: dict[str, Any] | None = None
     name: str | None = None
+    bands: list[str] | None = None
     history: list[dict[str, Any]] | None = field(default=None, repr=False)
     validation: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -86,6 +89,11 @@ class Model:
                 f"`axes` must hold C and the {self.spatial_dims} spatial axes "
                 f"({model_axes(self.spatial_dims)!r}), got {self.axes!r}."
             )
+        if self.bands is not None:
+            if len(self.bands) != self.in_channels or not all(isinstance(b, str) and b for b in self.bands):
+                raise ValueError(f"`bands` must name each of the {self.in_channels} input channels, got "
+                                 f"{self.bands!r}.")
+            self.bands = [str(b) for b in self.bands]
         if self.pixel_size is not None:
             if len(self.pixel_size) != self.spatial_dims:
                 raise ValueError(f"`pixel_size` must have {self.spatial_dims} values, got {self.pixel_size!r}.")
@@ -152,6 +160,7 @@ class Model:
             "description": self.description,
             "prompt": None if self.prompt is None else dict(self.prompt),
             "instance": None if self.instance is None else dict(self.instance),
+            "bands": None if self.bands is None else list(self.bands),
         }
 
     def __repr__(self) -> str:

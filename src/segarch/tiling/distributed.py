@@ -60,7 +60,9 @@ def _runner(token: str, payload: dict[str, Any]):
 
 
 def _run_region(token: str, payload: dict[str, Any], plan: Plan, source, preprocess, sink, blocks, batch_size: int) -> int:
-    runner = _runner(token, payload)
+    from segarch.tiling.scenes import SkippingRunner
+
+    runner = SkippingRunner(_runner(token, payload), plan.out_channels)  # nodata and glass tiles are not run
     region = Region(plan, blocks)
     assembler = Assembler(plan, region)
     order = region.tile_order

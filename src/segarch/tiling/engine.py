@@ -23,6 +23,7 @@ from segarch.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
 from segarch.tiling.memory import check_tile_memory
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
+from segarch.tiling import scenes
 from segarch.tiling.pipeline import read_tile, run_local
 from segarch.tiling.plan import Plan
 from segarch.tiling.runner import NetworkRunner
@@ -69,8 +70,10 @@ def predict(
     scheduler: Any = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
-    pixel_size: float | tuple[float, ...] | None = None,
-    instance_options: dict[str, Any] | None = None,
+    bands: list[str | int] | None = None,
+    nodata: Any = scenes.FROM_FILE,
+    pixel_size: float | tuple[float, float] | None = None,
+    tissue: bool = False,
 ):
     """Segment ``image`` with ``model``, tile by tile.
 
@@ -112,10 +115,17 @@ def predict(
         progress: called as ``progress(tiles_done, tiles_total)`` after every batch.
         cancel: a ``threading.Event``; when set, the run stops within one batch and raises
             :class:`PredictionCancelled` carrying the finished part (a resumable store with ``out``).
-        pixel_size: ``output="instances"``: the image's pixel size per spatial axis (default: its metadata);
-            the image is resampled to the model's training pixel size when they differ.
-        instance_options: ``output="instances"``: ``decoder``, ``block``, ``halo``, ``min_size``, ``table``,
-            ``return_report`` (see :func:`segarch.instances.predict_instances`).
+        bands: a multispectral image's bands for the model, in its order: names (``["red", "nir"]``) or
+            band numbers counted from 1 as GDAL does. Default: the bands the model records it was trained
+            on, picked by name, else all bands in the file's order.
+        nodata: the input value of pixels to leave out (0 in labels, NaN in probabilities, never computed
+            when a whole tile is nodata, left out of the percentiles). Default ``"file"``: a GeoTIFF's own
+            nodata; ``None``: none.
+        pixel_size: the size of a level-0 pixel (µm for a slide) when the file does not record it. A whole
+            slide is read at the level nearest the model's training pixel size and resampled the rest of
+            the way; the result has the model's pixel size. (``output="instances"``: the image's pixel size
+            per spatial axis, see :func:`segarch.instances.predict_instances`.)
+        tissue: a whole slide: find the tissue (Otsu on a low level) and compute only tiles that touch it.
 
     Returns:
         The labels or probabilities, with the axes :func:`segarch.axes.output_axes` states: the image's minus C
@@ -134,16 +144,10 @@ def predict(
     # networks of several heads (panoptic) give no single tensor to tile: refused by name, before any output
     check_single_output(model.network if isinstance(model, Model) else model,
                         model.arch if isinstance(model, Model) else None)
-    if output == "instances":  # two passes (network, then block-wise decoding): segarch.instances owns them
-        from segarch.instances.predict import predict_instances
-
-        return predict_instances(model, image, out=out, resume=resume, overwrite=overwrite, progress=progress,
-                                 cancel=cancel, pixel_size=pixel_size, axes=axes, tile=tile, overlap=overlap,
-                                 batch_size=batch_size, blend=blend, device=device, amp=amp, grey=grey,
-                                 scheduler=scheduler, **(instance_options or {}))
-    if pixel_size is not None or instance_options is not None:
-        which = "pixel_size" if pixel_size is not None else "instance_options"
-        raise ValueError(f"`{which}` applies to `output`='instances' only, got `output`={output!r}.")
+    if output == "instances":  # the decoding pass belongs to segarch.instances, above this engine
+        raise ValueError("`output`='instances' is made by segarch.predict (segarch.inference.predict), which adds "
+                         "the block-wise decoding to this engine's probabilities; segarch.tiling.predict makes "
+                         "'labels' and 'probabilities'.")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     if resume and out is None:
@@ -152,7 +156,8 @@ def predict(
         raise ValueError("`scheduler` needs `out` (a .zarr path the workers can write to).")
     # Where the result goes is checked before anything is read or computed (segarch.destinations).
     state = check_output_store(out, overwrite=overwrite, resume=resume, inputs=[image]) if out is not None else None
-    source = open_source(image)
+    source = scenes.prepare(open_source(image), model, axes=axes, bands=bands, nodata=nodata,
+                            pixel_size=pixel_size, tissue=tissue)
     torch_device = resolve_device(device)
     # One model type from here on: a bare module becomes a Model at the door (``bare`` keeps what is recorded
     # for it as it was: its class's name, no classes, no pre-processing).
@@ -190,11 +195,13 @@ def predict(
         sink = NumpySink(plan)
     else:
         fingerprint, provenance = _fingerprint(model, bare, source, plan, blend, overlaps, image)
+        provenance.update(scenes.provenance(source))
         sink = ZarrSink(out, plan, fingerprint, provenance, state=state, scale=_spatial_scale(model, source, layout),
                         class_names=None if bare else list(model.class_names))
     sink.open()  # takes the store's lock: a second run cannot wipe or mix into it
     try:
         if isinstance(sink, ZarrSink):
+            scenes.annotate_store(out, source, plan, None if bare else list(model.class_names))
             sink.mark_complete(False)
         regions = plan.columns(done=sink.done())
         total_blocks = len(list(plan.planes())) * int(np.prod(plan.blocks_per_axis))
@@ -208,7 +215,7 @@ def predict(
                                          batch_size, progress, cancel)
             cancelled = cancel is not None and cancel.is_set()
         else:
-            runner = NetworkRunner(network, torch_device, amp)
+            runner = scenes.SkippingRunner(NetworkRunner(network, torch_device, amp), plan.out_channels)
             tiles_done, cancelled = run_local(plan, source, preprocess, runner, sink, regions, batch_size, progress,
                                               cancel)
         if cancelled:
@@ -320,7 +327,7 @@ def _output_dtype(output: str, channels: int) -> np.dtype:
 
 def _check_finite_if_in_memory(source: ImageSource) -> None:
     # In-memory images are checked whole before anything runs; lazy ones tile by tile as they are read.
-    if source.in_memory and source.dtype.kind == "f":
+    if source.in_memory and source.dtype.kind == "f" and getattr(source.extras, "nodata", None) is None:
         bad = ~np.isfinite(source.array)
         if bad.any():
             first = tuple(int(v) for v in np.argwhere(bad)[0])
@@ -351,7 +358,7 @@ def _sample(source: ImageSource, plan: Plan, max_tiles: int = 16) -> np.ndarray:
     tiles = [(planes[p], t) for p in spread_indices(len(planes), 4) for t in itertools.product(*per_axis)]
     tiles = [tiles[i] for i in spread_indices(len(tiles), max_tiles)]
     values = [read_tile(plan, source, Preprocessor(), tile) for tile in tiles]
-    return np.concatenate([v.reshape(v.shape[0], -1) for v in values], axis=1)
+    return scenes.drop_invalid(np.concatenate([v.reshape(v.shape[0], -1) for v in values], axis=1))
 
 
 def _spatial_scale(model, source: ImageSource, layout: Layout) -> tuple[float, ...] | None:

@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from segarch.preprocessing import Preprocessor
+from segarch.tiling import scenes
 from segarch.tiling.plan import Assembler, Plan, Region, TileKey
 from segarch.tiling.runner import NetworkRunner
 from segarch.tiling.source import ImageSource
@@ -41,6 +42,9 @@ def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: T
     sizes = dict(zip(layout.axes, source.shape))
     idx = tuple(loop[a] if a in loop else (slice(region[a][0], min(region[a][1], sizes[a])) if a in region
                                            else slice(None)) for a in layout.axes)
+    if scenes.on_glass(source, region, sizes):  # tissue=True: a tile on glass alone is not even read
+        channels = 1 if layout.grey else sizes.get("C", 1)
+        return np.full((channels,) + tuple(hi - lo for lo, hi in plan.tile_region(index)), np.nan, np.float32)
     try:
         data = source.read(idx)
     except Exception as err:  # zlib.error, struct.error, OSError...: a truncated or corrupt file
@@ -51,6 +55,9 @@ def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: T
     if "C" not in kept:
         data, kept = data[None], ["C"] + kept
     data = np.transpose(data, [kept.index(a) for a in "C" + layout.spatial])
+    invalid = scenes.invalid_pixels(source, layout.spatial, region, data)  # nodata, glass: NaN after preprocess
+    if invalid is not None and data.dtype.kind == "f":
+        data = np.where(invalid, data.dtype.type(0), data)
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         bad = np.argwhere(~np.isfinite(data))
         first = {a: int(v) + (region[a][0] if a in region else 0) for a, v in zip("C" + layout.spatial, bad[0][:])}
@@ -59,7 +66,7 @@ def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: T
                          f"{ {a: first[a] for a in layout.axes if a in first} }. Replace them (e.g. np.nan_to_num) first.")
     if layout.grey:
         data = np.tensordot(_LUMINANCE, data[:3].astype(np.float32, copy=False), axes=1)[None]
-    data = preprocess(data)
+    data = scenes.mark_invalid(preprocess(data), invalid)
     pad = [(0, 0)] + [(0, (hi - lo) - n) for (lo, hi), n in zip(plan.tile_region(index), data.shape[1:])]
     if any(p for _, p in pad):
         mode = "reflect" if all(n > p for n, (_, p) in zip(data.shape, pad)) else "edge"

@@ -27,6 +27,10 @@ class ImageSource:
     #: whether ``axes`` were guessed from the shape (a plain array, a TIFF page stack) rather than read from
     #: the file's metadata; set by :func:`open_source`.
     axes_guessed = False
+    #: the :class:`segarch.io.Image` opened from a path (its georeference, levels, slide metadata), else None.
+    image = None
+    #: what :func:`segarch.tiling.scenes.prepare` found (bands, nodata, tissue, georeference), else None.
+    extras = None
 
     def __init__(self, array: Any, description: str, axes: str | None = None,
                  scale: tuple[float, ...] | None = None) -> None:
@@ -96,6 +100,7 @@ def _open_path(path: Path) -> ImageSource:
     image = io.open_image(path)  # lazy: level 0 of a pyramid, nothing read but metadata
     source = ImageSource(image.levels[0], str(path), axes=image.axes, scale=image.scale)
     source.axes_guessed = image.axes_guessed
+    source.image = image
     return source
 
 
