@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from segarch.instances.panoptic import PanopticResult, _as_labels, _tensor, fuse_panoptic
+from segarch.instances.panoptic import PanopticResult, check_instance_labels, fuse_panoptic, head_tensor
 from segarch.nets.deeperlab import keypoint_count, keypoint_edges
 
 __all__ = ["keypoint_targets", "object_keypoints", "DeeperLabDecoder", "DEEPERLAB_HEADS"]
@@ -53,7 +53,7 @@ def object_keypoints(labels) -> tuple[np.ndarray, np.ndarray]:
     """The keypoints of each object in ``labels`` (2D or 3D, 0 = background): ``(ids, points)`` with ``points``
     ``(N, K, d)`` float64, keypoint 0 the centre of mass, then the bounding box's ``2^d`` corners (first and last
     pixel along each axis; corner ``c``'s bit ``i`` picks the last along axis ``d - 1 - i``)."""
-    labels = _as_labels(labels)
+    labels = check_instance_labels(labels)
     d = labels.ndim
     ids = np.unique(labels)
     ids = ids[ids > 0]
@@ -85,7 +85,7 @@ def keypoint_targets(labels, radius: float = 32.0) -> dict[str, np.ndarray]:
         the disk of its start keypoint; long: each of the object's keypoints minus position on the object's
         pixels. 0 elsewhere.
     """
-    labels = _as_labels(labels)
+    labels = check_instance_labels(labels)
     if not isinstance(radius, (int, float)) or isinstance(radius, bool) or not radius > 0:
         raise ValueError(f"`radius` must be a positive number of pixels, got {radius!r}.")
     d, shape = labels.ndim, labels.shape
@@ -180,7 +180,7 @@ class DeeperLabDecoder:
         if missing:
             raise ValueError(f"`outputs` needs the heads {', '.join(map(repr, DEEPERLAB_HEADS))}; missing {missing} "
                              f"(got {sorted(outputs)}).")
-        t = {k: _tensor(outputs[k], k) for k in DEEPERLAB_HEADS}
+        t = {k: head_tensor(outputs[k], k) for k in DEEPERLAB_HEADS}
         if t["keypoints"].ndim in (4, 5) and t["keypoints"].shape[0] == 1 and \
                 t["keypoints"].shape[1] == keypoint_count(t["keypoints"].ndim - 2):  # a batch of 1
             t = {k: v[0] for k, v in t.items()}

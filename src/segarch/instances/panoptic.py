@@ -31,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["center_offset_targets", "PanopticDeepLabDecoder", "PanopticResult", "find_centers", "fuse_panoptic"]
+__all__ = ["center_offset_targets", "PanopticDeepLabDecoder", "PanopticResult", "find_centers", "fuse_panoptic",
+           "check_instance_labels", "head_tensor"]
 
 
-def _as_labels(labels) -> np.ndarray:
+def check_instance_labels(labels) -> np.ndarray:
+    """``labels`` as an array of 2D or 3D integer instance ids (0: background); a ``ValueError`` otherwise."""
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"`labels` must be a 2D or 3D array of integer instance ids, got shape {labels.shape} "
@@ -56,7 +58,7 @@ def center_offset_targets(labels, sigma: float = 8.0) -> tuple[np.ndarray, np.nd
         two overlap), and ``offset`` ``(d, *S)`` float32: for each object pixel, its object's centre minus its
         position, per axis (Z, Y, X order), in pixels; 0 on background.
     """
-    labels = _as_labels(labels)
+    labels = check_instance_labels(labels)
     if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or not sigma > 0:
         raise ValueError(f"`sigma` must be a positive number of pixels, got {sigma!r}.")
     ids = np.unique(labels)
@@ -121,7 +123,8 @@ class PanopticResult:
     classes: np.ndarray
 
 
-def _tensor(value, name: str) -> torch.Tensor:
+def head_tensor(value, name: str) -> torch.Tensor:
+    """A network head's output ``outputs[name]`` (tensor or NumPy array) as a detached float32 CPU tensor."""
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
@@ -167,7 +170,7 @@ class PanopticDeepLabDecoder:
         if missing:
             raise ValueError(f"`outputs` needs the heads 'semantic', 'center' and 'offset'; missing {missing} "
                              f"(got {sorted(outputs)}).")
-        semantic, center, offset = (_tensor(outputs[k], k) for k in ("semantic", "center", "offset"))
+        semantic, center, offset = (head_tensor(outputs[k], k) for k in ("semantic", "center", "offset"))
         if offset.ndim >= 4 and offset.shape[0] == 1 and offset.shape[1] == offset.ndim - 2:  # a batch of 1
             semantic, center, offset = semantic[0], center[0], offset[0]
         d = offset.ndim - 1
