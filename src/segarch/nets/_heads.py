@@ -24,7 +24,7 @@ from typing import Sequence
 
 from segarch.nets._base import SegmentationNet
 
-__all__ = ["Head", "MultiHeadNet", "HEAD_KINDS", "check_single_output"]
+__all__ = ["Head", "MultiHeadNet", "HEAD_KINDS"]
 
 #: What a head predicts, which decides how it is trained and decoded:
 #: ``semantic`` class logits; ``center`` an object-centre heatmap (regressed, Panoptic-DeepLab); ``offset`` a
@@ -75,31 +75,3 @@ class MultiHeadNet(SegmentationNet):
         batch, _, *spatial = (int(s) for s in input_shape)
         return {h.name: (batch, h.channels, *(s // h.stride for s in spatial)) for h in self.heads}
 
-
-#: How to group each multi-head architecture's outputs into objects, for the messages of :func:`check_single_output`.
-_DECODERS = {"panoptic_deeplab": "segarch.instances.panoptic.PanopticDeepLabDecoder",
-             "deeperlab": "segarch.instances.deeperlab.DeeperLabDecoder"}
-
-
-def check_single_output(network, architecture: str | None = None, purpose: str = "segarch.predict") -> None:
-    """Refuse a network whose ``forward`` returns several named heads (the zoo's panoptic and instance networks)
-    where one tensor of logits is needed (tiled prediction: ``purpose``).
-
-    ``architecture`` names it in the message (a zoo name; found from the network's class when ``None``). A
-    ``ValueError`` names the architecture, its heads, what ``purpose`` runs and how to decode the heads instead.
-    """
-    if not isinstance(network, MultiHeadNet):
-        return
-    from segarch import zoo
-
-    if architecture is None:
-        architecture = next((c.name for c in zoo.cards() if c.builder is type(network)), type(network).__name__)
-    task = zoo.card(architecture).task if architecture in zoo.names() else "multi-head"
-    decoder = _DECODERS.get(architecture)
-    how = (f"; run the network on an image and group its heads with {decoder}" if decoder
-           else "; its heads cannot be decoded into labels yet")
-    raise ValueError(
-        f"`model` is {architecture!r}, a {task} architecture whose forward returns several heads "
-        f"({', '.join(h.name for h in network.heads)}): {purpose} runs networks that return one tensor of logits "
-        f"(zoo architectures of task 'semantic', {', '.join(repr(n) for n in zoo.names('semantic')[:3])}, …; "
-        f"segarch.zoo.names('semantic') lists them){how}.")

@@ -17,7 +17,7 @@ from torch import nn
 from segarch.destinations import check_output_store
 from segarch.devices import resolve_device
 from segarch.models.model import Model, as_model
-from segarch.nets import check_single_output
+from segarch.nets.heads import check_single_output
 from segarch.preprocessing import Preprocessor, check_preprocessing, spread_indices
 from segarch.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
