@@ -62,7 +62,7 @@ def test_instances_of_a_semantic_model_or_bad_pixel_sizes_are_refused_and_nothin
     for bad in (0, -1.0, (1.0, 0.0), (1.0, 2.0, 3.0), float("nan")):
         with pytest.raises(ValueError, match="`pixel_size` must be 2 positive pixel sizes"):
             segarch.predict(model, probabilities, axes="CYX", output="instances", out=out, pixel_size=bad)
-    with pytest.raises(ValueError, match="`pixel_size` applies to `output`='instances' only"):
+    with pytest.raises(ValueError, match="`pixel_size` applies to an image opened from a file"):
         segarch.predict(model, probabilities, axes="CYX", pixel_size=1.0)
     assert not out.exists() and not (tmp_path / "never.zarr.probabilities").exists()
     assert list(tmp_path.iterdir()) == []
