@@ -112,23 +112,44 @@ def _tiny_task(task: str):
 
 
 def _head_targets(net, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A target for each head of a multi-head net, by the head's kind, from instance labels ``(B, *S)``."""
+    """A target for each head of a multi-head net from instance labels ``(B, *S)``: by the head's name where the
+    net's target maker names it (DeeperLab's keypoint heads), otherwise by its kind."""
+    from segarch.instances.deeperlab import keypoint_targets
     from segarch.instances.panoptic import center_offset_targets
 
-    per_image = [center_offset_targets(lab.numpy(), sigma=2.0) for lab in labels]
-    made = {"semantic": (labels > 0).long(),
-            "center": torch.from_numpy(np.stack([c for c, _ in per_image])),
-            "offset": torch.from_numpy(np.stack([o for _, o in per_image]))}
+    kinds = {h.kind for h in net.heads}
+    made = {"semantic": (labels > 0).long()}
+    if "center" in kinds:
+        per_image = [center_offset_targets(lab.numpy(), sigma=2.0) for lab in labels]
+        made["center"] = torch.from_numpy(np.stack([c for c, _ in per_image]))
+        made["offset"] = torch.from_numpy(np.stack([o for _, o in per_image]))
+    named = {}
+    if "keypoints" in kinds:
+        per_image = [keypoint_targets(lab.numpy(), radius=3.0) for lab in labels]
+        named = {k: torch.from_numpy(np.stack([t[k] for t in per_image])) for k in per_image[0]}
+    foreground = (labels > 0).float()[:, None]
     targets = {}
     for head in net.heads:
+        if head.name in named:
+            targets[head.name] = named[head.name]
+            continue
+        if head.kind in ("objectness", "boxes"):  # region proposals: anchors over foreground, boxes kept still
+            pool = torch.nn.functional.max_pool2d(foreground, head.stride)
+            targets[head.name] = (pool.repeat(1, head.channels, 1, 1) if head.kind == "objectness"
+                                  else torch.zeros(pool.shape[0], head.channels, *pool.shape[2:]))
+            continue
         assert head.kind in made, f"the shared tester has no target for heads of kind {head.kind!r}: add one"
         targets[head.name] = made[head.kind]
     return targets
 
 
 def _multi_head_loss(net, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy on semantic heads, squared error on centre heatmaps, L1 on offsets (pixels / 8)."""
+    """Cross-entropy on semantic heads, squared error on centre heatmaps, binary cross-entropy on keypoint
+    heatmaps and region-proposal objectness (logits), L1 on offsets (pixels / 8) and box deltas."""
     losses = {"semantic": lambda y, t: torch.nn.functional.cross_entropy(y, t),
+              "keypoints": lambda y, t: torch.nn.functional.binary_cross_entropy_with_logits(y, t),
+              "objectness": lambda y, t: torch.nn.functional.binary_cross_entropy_with_logits(y, t),
+              "boxes": lambda y, t: torch.nn.functional.l1_loss(y, t),
               "center": lambda y, t: 10 * torch.nn.functional.mse_loss(y, t),
               "offset": lambda y, t: torch.nn.functional.l1_loss(y / 8, t / 8)}
     return sum(losses[h.kind](outputs[h.name], targets[h.name]) for h in net.heads)

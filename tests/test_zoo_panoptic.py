@@ -172,3 +172,21 @@ def test_decoder_accepts_a_batch_of_one_and_names_bad_input():
         PanopticDeepLabDecoder()(dict(outputs, center=outputs["center"][:, :, :16]))
     with pytest.raises(ValueError, match="`nms_kernel` must be an odd positive integer, got 4"):
         PanopticDeepLabDecoder(nms_kernel=4)
+
+
+@pytest.mark.parametrize("name", ["panoptic_deeplab", "deeperlab", "efficientps"])
+def test_predict_refuses_multi_head_networks_by_name(name, tmp_path):
+    import segarch
+    from segarch.models.model import Model
+
+    config = zoo.card(name).test_config
+    model = Model.from_zoo(name, in_channels=1, out_channels=2, **config)
+    image = np.random.default_rng().random((64, 64), dtype=np.float32)
+    out = tmp_path / "labels.zarr"
+    with pytest.raises(ValueError, match=rf"`model` is '{name}', a panoptic architecture whose forward returns "
+                                         r"several heads \(semantic, .*task 'semantic'") as err:
+        segarch.predict(model, image, axes="YX", out=str(out))
+    assert ("Decoder" in str(err.value)) == (name != "efficientps")
+    assert not out.exists()  # refused before anything was written
+    with pytest.raises(ValueError, match=rf"`model` is '{name}'"):  # a bare network is named from its class
+        segarch.predict(model.network, image, axes="YX")

@@ -22,7 +22,7 @@ class ConvNormAct(nn.Sequential):
         out_channels: output channels.
         kernel_size: convolution kernel size; padding keeps the spatial size (for stride 1).
         stride: convolution stride.
-        dilation: convolution dilation.
+        dilation: convolution dilation (or one per spatial axis).
         groups: convolution groups.
         norm: a MONAI norm name or ``(name, kwargs)`` such as ``"batch"`` or ``("group", {"num_groups": 8})``;
             ``None`` for no normalisation.
@@ -49,7 +49,9 @@ class ConvNormAct(nn.Sequential):
         super().__init__()
         if bias is None:
             bias = norm is None
-        padding = dilation * (kernel_size - 1) // 2
+        # a tuple of dilations (one per axis, DPC's anisotropic rates) pads each axis by its own rate
+        padding = (tuple(r * (kernel_size - 1) // 2 for r in dilation) if isinstance(dilation, (tuple, list))
+                   else dilation * (kernel_size - 1) // 2)
         conv_type = Conv[Conv.CONV, spatial_dims]
         self.add_module(
             "conv",

@@ -20,15 +20,19 @@ class SqueezeExcitation(nn.Module):
         channels: input and output channels.
         reduction: the bottleneck is ``channels // reduction`` wide (at least 1).
         bias: whether the two layers have biases.
+        hidden: the bottleneck's width, instead of ``channels // reduction`` (EfficientNet sizes it from the
+            block's input, before the expansion).
+        act: the bottleneck's activation module class (``nn.ReLU``; EfficientNet: ``nn.SiLU``, i.e. Swish).
 
     ``forward(x)`` returns ``x`` times the gate; ``gate(x)`` returns the gate ``(B, C, 1, ...)`` alone.
     Works for any number of spatial dimensions.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, bias: bool = True) -> None:
+    def __init__(self, channels: int, reduction: int = 16, bias: bool = True, hidden: int | None = None,
+                 act: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
-        hidden = max(1, channels // reduction)
-        self.fc = nn.Sequential(nn.Linear(channels, hidden, bias=bias), nn.ReLU(inplace=True),
+        hidden = max(1, channels // reduction) if hidden is None else hidden
+        self.fc = nn.Sequential(nn.Linear(channels, hidden, bias=bias), act(inplace=True),
                                 nn.Linear(hidden, channels, bias=bias), nn.Sigmoid())
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["center_offset_targets", "PanopticDeepLabDecoder", "PanopticResult", "find_centers"]
+__all__ = ["center_offset_targets", "PanopticDeepLabDecoder", "PanopticResult", "find_centers", "fuse_panoptic",
+           "check_instance_labels", "head_tensor"]
 
 
-def _as_labels(labels) -> np.ndarray:
+def check_instance_labels(labels) -> np.ndarray:
+    """``labels`` as an array of 2D or 3D integer instance ids (0: background); a ``ValueError`` otherwise."""
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"`labels` must be a 2D or 3D array of integer instance ids, got shape {labels.shape} "
@@ -56,7 +58,7 @@ def center_offset_targets(labels, sigma: float = 8.0) -> tuple[np.ndarray, np.nd
         two overlap), and ``offset`` ``(d, *S)`` float32: for each object pixel, its object's centre minus its
         position, per axis (Z, Y, X order), in pixels; 0 on background.
     """
-    labels = _as_labels(labels)
+    labels = check_instance_labels(labels)
     if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or not sigma > 0:
         raise ValueError(f"`sigma` must be a positive number of pixels, got {sigma!r}.")
     ids = np.unique(labels)
@@ -121,7 +123,8 @@ class PanopticResult:
     classes: np.ndarray
 
 
-def _tensor(value, name: str) -> torch.Tensor:
+def head_tensor(value, name: str) -> torch.Tensor:
+    """A network head's output ``outputs[name]`` (tensor or NumPy array) as a detached float32 CPU tensor."""
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
@@ -167,7 +170,7 @@ class PanopticDeepLabDecoder:
         if missing:
             raise ValueError(f"`outputs` needs the heads 'semantic', 'center' and 'offset'; missing {missing} "
                              f"(got {sorted(outputs)}).")
-        semantic, center, offset = (_tensor(outputs[k], k) for k in ("semantic", "center", "offset"))
+        semantic, center, offset = (head_tensor(outputs[k], k) for k in ("semantic", "center", "offset"))
         if offset.ndim >= 4 and offset.shape[0] == 1 and offset.shape[1] == offset.ndim - 2:  # a batch of 1
             semantic, center, offset = semantic[0], center[0], offset[0]
         d = offset.ndim - 1
@@ -183,7 +186,7 @@ class PanopticDeepLabDecoder:
 
     def __call__(self, outputs: Mapping) -> PanopticResult:
         semantic, center, offset = self._inputs(outputs)
-        d, spatial = offset.shape[0], tuple(offset.shape[1:])
+        spatial = tuple(offset.shape[1:])
         classes = semantic.argmax(0)
         things = (torch.tensor(self.thing_classes, dtype=torch.int64) if self.thing_classes is not None
                   else torch.arange(1, semantic.shape[0]))
@@ -196,31 +199,43 @@ class PanopticDeepLabDecoder:
             voted = (grid + offset)[:, thing_mask].T  # (P, d): where each thing pixel says its centre is
             nearest = torch.cdist(voted, centers.float()).argmin(1)
             instances[thing_mask] = nearest + 1
-        semantic_out = classes.clone()
-        object_classes = []
-        for i in range(len(centers)):  # each object takes its pixels' majority class
-            pixels = instances == i + 1
-            if pixels.any():
-                votes = torch.bincount(classes[pixels][torch.isin(classes[pixels], things)])
-                cls = int(votes.argmax())
-                semantic_out[pixels] = cls
-            else:
-                cls = self.void
-            object_classes.append(cls)
-        instances_np = instances.numpy()
-        # Objects that drew no pixel leave gaps in the ids: renumber 1..N, keeping centres and classes aligned.
-        kept = [i for i in range(len(centers)) if object_classes[i] != self.void]
-        remap = np.zeros(len(centers) + 1, np.int64)
-        remap[[i + 1 for i in kept]] = np.arange(1, len(kept) + 1)
-        instances_np = remap[instances_np]
-        semantic_np = semantic_out.numpy().astype(np.int64)
-        if self.stuff_area:
-            for cls in np.unique(semantic_np[instances_np == 0]):
-                region = (semantic_np == cls) & (instances_np == 0)
-                if region.sum() < self.stuff_area:
-                    semantic_np[region] = self.void
-        panoptic = np.where(semantic_np == self.void, self.void,
-                            semantic_np * self.label_divisor + instances_np).astype(np.int64)
-        return PanopticResult(semantic=semantic_np, instances=instances_np, panoptic=panoptic,
-                              centers=centers.numpy()[kept].astype(np.int64).reshape(-1, d),
-                              classes=np.asarray([object_classes[i] for i in kept], np.int64))
+        return fuse_panoptic(classes, instances, centers, things, self.stuff_area, self.void, self.label_divisor)
+
+
+def fuse_panoptic(classes: torch.Tensor, instances: torch.Tensor, centers: torch.Tensor, things: torch.Tensor,
+                  stuff_area: int = 0, void: int = -1, label_divisor: int = 1000) -> PanopticResult:
+    """The fusion shared by the bottom-up panoptic decoders: objects and semantic classes → a :class:`PanopticResult`.
+
+    ``classes`` ``(*S)``: each pixel's semantic class; ``instances`` ``(*S)``: object ids ``1..N`` (0: none) for
+    the ``N`` objects found at ``centers`` ``(N, d)``; ``things``: the classes that are objects. Each object takes
+    the majority thing class of its pixels; objects that drew no pixel are dropped and the ids renumbered
+    ``1..M``; stuff regions of fewer than ``stuff_area`` pixels become ``void``.
+    """
+    d = classes.ndim
+    semantic_out = classes.clone()
+    object_classes = []
+    for i in range(len(centers)):  # each object takes its pixels' majority class
+        pixels = instances == i + 1
+        if pixels.any():
+            votes = torch.bincount(classes[pixels][torch.isin(classes[pixels], things)])
+            cls = int(votes.argmax())
+            semantic_out[pixels] = cls
+        else:
+            cls = void
+        object_classes.append(cls)
+    instances_np = instances.numpy()
+    # Objects that drew no pixel leave gaps in the ids: renumber 1..N, keeping centres and classes aligned.
+    kept = [i for i in range(len(centers)) if object_classes[i] != void]
+    remap = np.zeros(len(centers) + 1, np.int64)
+    remap[[i + 1 for i in kept]] = np.arange(1, len(kept) + 1)
+    instances_np = remap[instances_np]
+    semantic_np = semantic_out.numpy().astype(np.int64)
+    if stuff_area:
+        for cls in np.unique(semantic_np[instances_np == 0]):
+            region = (semantic_np == cls) & (instances_np == 0)
+            if region.sum() < stuff_area:
+                semantic_np[region] = void
+    panoptic = np.where(semantic_np == void, void, semantic_np * label_divisor + instances_np).astype(np.int64)
+    return PanopticResult(semantic=semantic_np, instances=instances_np, panoptic=panoptic,
+                          centers=np.asarray(centers)[kept].astype(np.int64).reshape(-1, d),
+                          classes=np.asarray([object_classes[i] for i in kept], np.int64))

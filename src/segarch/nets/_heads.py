@@ -74,3 +74,4 @@ class MultiHeadNet(SegmentationNet):
         """The shape of each head's tensor for an input of ``input_shape`` ``(B, C, *spatial)``."""
         batch, _, *spatial = (int(s) for s in input_shape)
         return {h.name: (batch, h.channels, *(s // h.stride for s in spatial)) for h in self.heads}
+

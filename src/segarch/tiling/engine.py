@@ -17,6 +17,7 @@ from torch import nn
 from segarch.destinations import check_output_store
 from segarch.devices import resolve_device
 from segarch.models.model import Model, as_model
+from segarch.nets.heads import check_single_output
 from segarch.preprocessing import Preprocessor, check_preprocessing, spread_indices
 from segarch.axes import Layout, resolve_axes
 from segarch.tiling.grid import BLENDS, axis_grid
@@ -140,6 +141,9 @@ def predict(
     started = time.perf_counter()
     _check_choice(blend, BLENDS, "blend")
     _check_choice(output, OUTPUTS, "output")
+    # networks of several heads (panoptic) give no single tensor to tile: refused by name, before any output
+    check_single_output(model.network if isinstance(model, Model) else model,
+                        model.arch if isinstance(model, Model) else None)
     if output == "instances":  # the decoding pass belongs to segarch.instances, above this engine
         raise ValueError("`output`='instances' is made by segarch.predict (segarch.inference.predict), which adds "
                          "the block-wise decoding to this engine's probabilities; segarch.tiling.predict makes "
