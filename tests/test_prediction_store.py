@@ -96,3 +96,27 @@ def test_zarr_sees_no_foreign_objects_in_the_store_during_and_after_a_run(tmp_pa
 
             assert set(members) == {str(k) for k in range(len(level_shapes(image.shape, "YX")))}
         segarch.predict(model, image, tile=64, out=tmp_path / "s.zarr", resume=True)
+
+
+@pytest.mark.parametrize("axes", [None, "ZYX"])
+def test_an_instances_store_is_valid_ngff_05_with_the_axes_it_was_given(tmp_path, axes):
+    import ome_zarr_models
+    from ome_zarr_models.v05.image_label import ImageLabel
+
+    from segarch.instances import DistanceDecoder, decode_blocks
+    from segarch.synthetic import nuclei_sample
+    from test_instance_blocks import probabilities_for
+
+    seed = int(np.random.default_rng().integers(1000))
+    planes = [probabilities_for(nuclei_sample((72, 64), seed=seed + k).labels, DistanceDecoder()) for k in (0, 1)]
+    result = decode_blocks(np.stack(planes), DistanceDecoder(), tmp_path / "objects.zarr", block=32, halo=8,
+                           spatial_dims=2, spacing=(0.5, 0.25), axes=axes)
+    group = zarr.open_group(str(tmp_path / "objects.zarr"), mode="r")
+    assert group.metadata.zarr_format == 3
+    assert isinstance(ome_zarr_models.open_ome_zarr(group), ImageLabel)  # raises if not valid NGFF 0.5
+    multiscales = group.attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in multiscales["axes"]] == list((axes or "TYX").lower())
+    assert multiscales["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 0.5, 0.25]
+    assert np.asarray(result.labels).max() > 0
+    with pytest.raises(ValueError, match="`axes` must name the labels' 3 axes"):
+        decode_blocks(np.stack(planes), DistanceDecoder(), tmp_path / "other.zarr", spatial_dims=2, axes="CYX")

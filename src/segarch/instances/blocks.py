@@ -173,7 +173,8 @@ class _ZarrStore:
             if state == "replace":
                 shutil.rmtree(self.path)
             group = zarr.open_group(str(self.path), mode="w")
-            group.create_array("0", shape=full_shape, chunks=chunks, dtype=np.uint32, fill_value=0)
+            group.create_array("0", shape=full_shape, chunks=chunks, dtype=np.uint32, fill_value=0,
+                               dimension_names=[a.lower() for a in settings["axes"]])
             group.create_array(_SCRATCH, shape=full_shape, chunks=chunks, dtype=np.uint32, fill_value=0)
             group.attrs.update(_ome_labels_attrs(settings, fingerprint, scale))
         self.group = group
@@ -240,19 +241,30 @@ class _ZarrStore:
 
 
 def _ome_labels_attrs(settings: dict, fingerprint: str, spacing) -> dict:
-    dims, loops = len(settings["spatial_shape"]), len(settings["loop_shape"])
-    names = (["t"] if loops == 1 else [f"dim{i}" for i in range(loops)]) + list("zyx"[-dims:])
-    kinds = ["time" if loops == 1 else "other"] * loops + ["space"] * dims
-    return {
-        "multiscales": [{
-            "version": "0.4", "name": "instances",
-            "axes": [{"name": n, "type": k} for n, k in zip(names, kinds)],
-            "datasets": [{"path": "0", "coordinateTransformations": [
-                {"type": "scale", "scale": [1.0] * loops + [float(v) for v in spacing]}]}],
-        }],
-        "image-label": {"version": "0.4", "source": {"image": "../../"}},
-        "segarch": {"fingerprint": fingerprint, "settings": settings},
-    }
+    """The store's OME-NGFF 0.5 metadata (the io package's one builder: the store is Zarr v3) and our own."""
+    from segarch.io.ome_zarr import ome_attrs
+
+    axes = settings["axes"]
+    loops = len(axes) - len(spacing)
+    attrs = ome_attrs(axes, [1.0] * loops + [float(v) for v in spacing], name="instances", labels=True)
+    attrs["ome"]["image-label"]["source"] = {"image": "../../"}
+    attrs["segarch"] = {"fingerprint": fingerprint, "settings": settings}
+    return attrs
+
+
+def _label_axes(axes: str | None, loops: int, spatial_dims: int) -> str:
+    """The labels' axes letters (loop axes, then Z/Y/X); by default T, then Z for a second loop of a 2D map."""
+    spatial = "ZYX"[-spatial_dims:]
+    if axes is None:
+        free = [a for a in "TZ" if a not in spatial]
+        if loops > len(free):
+            raise ValueError(f"`probabilities` has {loops} loop axes: pass `axes` (e.g. 'TZYX') to name them.")
+        return "".join(free[:loops]) + spatial
+    if (not isinstance(axes, str) or len(axes) != loops + spatial_dims or not axes.endswith(spatial)
+            or len(set(axes)) != len(axes) or set(axes) - set("TZYX")):
+        raise ValueError(f"`axes` must name the labels' {loops + spatial_dims} axes: loop axes from T and Z, then "
+                         f"{spatial!r} (e.g. {'T' * loops + spatial!r}), got {axes!r}.")
+    return axes
 
 
 # --- the three steps ----------------------------------------------------------------------------------
@@ -262,7 +274,8 @@ def decode_blocks(probabilities, decoder: Any = "distance", out: str | os.PathLi
                   spatial_dims: int | None = None, spacing: Sequence[float] | None = None,
                   min_size: int | None = None, resume: bool = False, overwrite: bool = False,
                   progress: Callable[[int, int], None] | None = None,
-                  cancel: threading.Event | None = None, scheduler: Any = None) -> BlockDecoding:
+                  cancel: threading.Event | None = None, scheduler: Any = None,
+                  axes: str | None = None) -> BlockDecoding:
     """Decode a network's class probabilities into instance labels, block by block, seamlessly.
 
     Args:
@@ -278,6 +291,8 @@ def decode_blocks(probabilities, decoder: Any = "distance", out: str | os.PathLi
             this size are decoded exactly as in the whole image, larger ones are joined across seams.
         spatial_dims: 2 or 3 (default: 3 if the map has 4 axes, else 2; set it for ``(T, C, Y, X)``).
         spacing: pixel size per spatial axis, recorded in the OME-Zarr scale.
+        axes: the labels' axes letters for the OME-Zarr metadata, e.g. ``"TYX"`` or ``"ZYX"`` for a 2D map
+            over a stack (default: ``T``, then ``Z``, for loop axes).
         min_size: drop objects smaller than this many pixels, counted over the whole image (default: the
             decoder's ``min_size``).
         resume: continue an interrupted run in ``out`` (same settings).
@@ -310,7 +325,7 @@ def decode_blocks(probabilities, decoder: Any = "distance", out: str | os.PathLi
     grid = _Grid(loop, spatial, blocks, halos, tuple(max(1, min(8, h // 2)) for h in halos))
     settings = {"spatial_shape": list(spatial), "loop_shape": list(loop), "channels": channels,
                 "block": list(blocks), "halo": list(halos), "spacing": list(spacing), "min_size": int(min_size),
-                "decoder": settings_of_decoder}
+                "decoder": settings_of_decoder, "axes": _label_axes(axes, len(loop), spatial_dims)}
     fingerprint = json.dumps(settings, sort_keys=True, default=str)
     full_shape = tuple(loop) + tuple(spatial)
     if scheduler is not None and out is None:

@@ -174,7 +174,8 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
 
     result = decode_blocks(probabilities, chosen, out, block=block, halo=halo, spatial_dims=spatial_dims,
                            spacing=spacing, min_size=min_size, resume=resume, overwrite=overwrite,
-                           progress=decode_progress, cancel=cancel, scheduler=predict_options.get("scheduler"))
+                           progress=decode_progress, cancel=cancel, scheduler=predict_options.get("scheduler"),
+                           axes=None if layout is None else layout.loop + layout.spatial)
     if probabilities_path is not None:
         shutil.rmtree(probabilities_path, ignore_errors=True)
     report = dict(result.report)

@@ -24,7 +24,7 @@ from segarch.io.image import AXES, SPATIAL, Image, check_axes, check_scale, gues
 from segarch.io.pyramid import pyramid, pyramid_shapes
 
 __all__ = ["read_zarr", "read_zarr_node", "list_labels", "write_ome_zarr", "add_labels", "add_pyramid", "is_zarr_store",
-           "ome_attrs", "NGFF_VERSIONS"]
+           "ome_attrs", "add_level_metadata", "NGFF_VERSIONS"]
 
 NGFF_VERSIONS = ("0.4", "0.5")
 _MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zattrs")
@@ -285,6 +285,30 @@ def ome_attrs(axes: str, scale: Sequence[float], *, name: str, labels: bool, ver
             image_label["properties"] = list(properties)
         meta["image-label"] = image_label
     return meta if version == "0.4" else {"ome": {"version": "0.5", **meta}}
+
+
+def add_level_metadata(attrs: dict[str, Any], factors: Sequence[Sequence[float]], *, labels: bool) -> bool:
+    """List coarse levels ``1``, ``2``, … in the ``multiscales`` of group ``attrs`` (made by :func:`ome_attrs`).
+
+    ``factors``: per coarse level, its pixel size ÷ level 0's per axis; each level's scale is level 0's times
+    them (its translation is kept). ``attrs`` is changed in place (NGFF 0.5 nests the metadata under ``"ome"``,
+    0.4 keeps it at the top level). Returns ``False`` when ``attrs`` holds no multiscales to extend.
+    """
+    holder = attrs["ome"] if isinstance(attrs.get("ome"), dict) and "multiscales" in attrs["ome"] else attrs
+    multiscales = holder.get("multiscales")
+    if not multiscales:
+        return False
+    datasets = multiscales[0]["datasets"]
+    base = datasets[0].get("coordinateTransformations", [])
+    del datasets[1:]
+    for k, level_factors in enumerate(factors, start=1):
+        transforms = [dict(t) for t in base]
+        for t in transforms:
+            if t.get("type") == "scale":
+                t["scale"] = [float(v) * float(f) for v, f in zip(t["scale"], level_factors)]
+        datasets.append({"path": str(k), "coordinateTransformations": transforms})
+    multiscales[0]["type"] = "mode" if labels else "mean"
+    return True
 
 
 def _segarch_version() -> str:

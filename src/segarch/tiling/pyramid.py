@@ -37,6 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from segarch.io.image import level_factor
+from segarch.io.ome_zarr import add_level_metadata
 from segarch.io.pyramid import mean_reduce, pyramid_shapes
 from segarch.tiling.plan import BlockKey, Plan
 
@@ -67,13 +68,6 @@ def _axes(plan: Plan) -> str:
     return plan.layout.output_axes(plan.output)
 
 
-def _multiscales(attrs: dict) -> list | None:
-    """The ``multiscales`` list of a group's attributes (NGFF 0.5 nests it under ``"ome"``)."""
-    if isinstance(attrs.get("ome"), dict) and "multiscales" in attrs["ome"]:
-        return attrs["ome"]["multiscales"]
-    return attrs.get("multiscales")
-
-
 def create_levels(group, plan: Plan) -> None:
     """Create the coarse levels ``1``, ``2``, … of a new store (empty) and list them in its multiscales."""
     level0 = group["0"]
@@ -81,22 +75,14 @@ def create_levels(group, plan: Plan) -> None:
     shapes = level_shapes(level0.shape, axes)
     if len(shapes) == 1:
         return
-    attrs = dict(group.attrs)
-    multiscales = _multiscales(attrs)
     for k, shape in enumerate(shapes[1:], start=1):
         chunks = tuple(min(n, max(-(-c // 2 ** k), _MIN_CHUNK)) if a in "YX" else c
                        for a, n, c in zip(axes, shape, level0.chunks))
         group.create_array(str(k), shape=shape, chunks=chunks, dtype=level0.dtype, fill_value=0,
                            dimension_names=[a.lower() for a in axes])
-        if multiscales:
-            transforms = [dict(t) for t in multiscales[0]["datasets"][0].get("coordinateTransformations", [])]
-            factors = [level_factor(n0, n) for n0, n in zip(level0.shape, shape)]
-            for t in transforms:
-                if t.get("type") == "scale":
-                    t["scale"] = [float(s) * f for s, f in zip(t["scale"], factors)]
-            multiscales[0]["datasets"].append({"path": str(k), "coordinateTransformations": transforms})
-    if multiscales:
-        multiscales[0]["type"] = "mode" if plan.output == "labels" else "mean"
+    attrs = dict(group.attrs)  # the levels' metadata: the io package's one OME builder extends level 0's
+    factors = [[level_factor(n0, n) for n0, n in zip(level0.shape, shape)] for shape in shapes[1:]]
+    if add_level_metadata(attrs, factors, labels=plan.output == "labels"):
         group.attrs.update(attrs)
 
 
