@@ -143,7 +143,8 @@ def test_zarr_output_resumes_after_cancel_and_holds_the_seam_report(tmp_path):
     assert group["0"].attrs["complete"] is True and group["0"].chunks == (32, 32)
     report = group.attrs["segarch"]["instances"]
     assert report["objects"] == expected.max() and report["merged_across_seams"] > 0
-    assert group.attrs["ome"]["multiscales"][0]["axes"] == [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    axes = group.attrs["ome"]["multiscales"][0]["axes"]
+    assert axes == [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
     again = decode_blocks(source, decoder, out, block=32, halo=16, resume=True)  # already complete: nothing to do
     assert again.report == report
     foreign = tmp_path / "my_data"
