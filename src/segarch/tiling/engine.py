@@ -24,7 +24,7 @@ from segarch.tiling.memory import check_tile_memory
 from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling.pipeline import read_tile, run_local
 from segarch.tiling.plan import Plan
-from segarch.tiling.runner import NetworkRunner
+from segarch.runtimes import RUNTIMES, make_runner
 from segarch.tiling.source import ImageSource, content_identity, open_source
 
 __all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_pixels"]
@@ -70,6 +70,7 @@ def predict(
     cancel: threading.Event | None = None,
     pixel_size: float | tuple[float, ...] | None = None,
     instance_options: dict[str, Any] | None = None,
+    runtime: str = "torch",
 ):
     """Segment ``image`` with ``model``, tile by tile.
 
@@ -115,6 +116,10 @@ def predict(
             the image is resampled to the model's training pixel size when they differ.
         instance_options: ``output="instances"``: ``decoder``, ``block``, ``halo``, ``min_size``, ``table``,
             ``return_report`` (see :func:`segarch.instances.predict_instances`).
+        runtime: what runs the network on each batch of tiles: ``"torch"`` (eager PyTorch), ``"onnxruntime"``
+            (the network exported to ONNX once per weights and tile shape, cached on disk; CPU, fp32; needs the
+            ``fast`` extra), or ``"auto"`` (ONNX Runtime when installed and the network exports, else torch with
+            the reason logged). Same tiles, blending and output either way (:mod:`segarch.runtimes`).
 
     Returns:
         The labels or probabilities, with the axes :func:`segarch.axes.output_axes` states: the image's minus C
@@ -130,6 +135,10 @@ def predict(
     started = time.perf_counter()
     _check_choice(blend, BLENDS, "blend")
     _check_choice(output, OUTPUTS, "output")
+    _check_choice(runtime, RUNTIMES, "runtime")
+    if output == "instances" and runtime == "onnxruntime":
+        raise ValueError("`runtime`='onnxruntime' is not yet available with `output`='instances'; use 'torch' or "
+                         "'auto' (torch there).")
     if output == "instances":  # two passes (network, then block-wise decoding): segarch.instances owns them
         from segarch.instances.predict import predict_instances
 
@@ -137,6 +146,9 @@ def predict(
                                  cancel=cancel, pixel_size=pixel_size, axes=axes, tile=tile, overlap=overlap,
                                  batch_size=batch_size, blend=blend, device=device, amp=amp, grey=grey,
                                  scheduler=scheduler, **(instance_options or {}))
+    if runtime == "onnxruntime" and scheduler is not None:
+        raise ValueError("`runtime`='onnxruntime' runs in this process only for now; with `scheduler` use "
+                         "`runtime`='torch' or 'auto' (torch on the cluster).")
     if pixel_size is not None or instance_options is not None:
         which = "pixel_size" if pixel_size is not None else "instance_options"
         raise ValueError(f"`{which}` applies to `output`='instances' only, got `output`={output!r}.")
@@ -204,7 +216,7 @@ def predict(
                                          batch_size, progress, cancel)
             cancelled = cancel is not None and cancel.is_set()
         else:
-            runner = NetworkRunner(network, torch_device, amp)
+            runner = make_runner(model, torch_device, amp, runtime, plan.tile_shape)
             tiles_done, cancelled = run_local(plan, source, preprocess, runner, sink, regions, batch_size, progress,
                                               cancel)
         if cancelled:
