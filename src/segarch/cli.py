@@ -343,7 +343,8 @@ def _predict(args) -> int:
             result = segarch.predict(
                 model, str(source), axes=args.axes, tile=tile, overlap=args.overlap, batch_size=args.batch_size,
                 blend=args.blend, device=args.device, output=args.output_kind, grey=args.grey, out=str(store),
-                resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler, progress=bar, **options)
+                resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler, progress=bar,
+                runtime=args.runtime, **options)
             if instances:
                 result, report = result
             if to_tiff:
@@ -492,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "model only; the per-object table is written beside OUTPUT as OUTPUT-STEM_objects.csv)")
     p.add_argument("--pixel-size", type=float, nargs="+", help="--output instances: the image's pixel size per "
                    "spatial axis (Z Y X or Y X; default: from the file); resampled to the model's when it differs")
+    p.add_argument("--runtime", default="torch", choices=("auto", "torch", "onnxruntime"),
+                   help="what runs the network: torch (eager), onnxruntime (exported once and cached; CPU; "
+                   "pip install 'napari-segarch[fast]'), or auto (onnxruntime when installed and the model exports)")
     p.add_argument("--scheduler", help="a Dask scheduler address to run on a cluster")
     p.add_argument("--resume", action="store_true", help="continue a stopped run into the same OUTPUT")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result (never anything else)")
@@ -549,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
 _FLAGS = {"tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size", "blend": "--blend",
           "device": "--device", "axes": "--axes", "grey": "--grey", "scheduler": "--scheduler", "model": "--model",
           "output": "--output", "pixel_size": "--pixel-size", "task": "--task", "resume": "--resume",
-          "overwrite": "--overwrite", "arch": "--arch"}
+          "overwrite": "--overwrite", "arch": "--arch", "runtime": "--runtime"}
 _POSITIONAL = {"predict": {"out": "OUTPUT", "image": "INPUT"},
                "train": {"out": "--out", "images": "IMAGES", "labels": "LABELS"},
                "demo": {"out": "--out"}}
