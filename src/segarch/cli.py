@@ -363,7 +363,8 @@ def _predict(args) -> int:
                 model, str(source), axes=args.axes, tile=tile, overlap=args.overlap, batch_size=args.batch_size,
                 blend=args.blend, device=args.device, output=args.output_kind, grey=args.grey, out=str(store),
                 resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler, progress=bar, bands=bands,
-                nodata=args.nodata, pixel_size=pixel_size, tissue=args.tissue_only, **options)
+                nodata=args.nodata, pixel_size=pixel_size, tissue=args.tissue_only, runtime=args.runtime,
+                **options)
             objects = pixels = None
             if instances:
                 result, instance_report = result
@@ -561,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("labels", "probabilities", "instances"),
                    help="labels (a class per pixel), probabilities, or instances (one id per object, an instance "
                    "model only; the per-object table is written beside OUTPUT as OUTPUT-STEM_objects.csv)")
+    p.add_argument("--runtime", default="torch", choices=("auto", "torch", "onnxruntime"),
+                   help="what runs the network: torch (eager), onnxruntime (exported once and cached; CPU; "
+                   "pip install 'napari-segarch[fast]'), or auto (onnxruntime when installed and the model exports)")
     p.add_argument("--scheduler", help="a Dask scheduler address to run on a cluster")
     p.add_argument("--resume", action="store_true", help="continue a stopped run into the same OUTPUT (a folder "
                    "run skips the files already complete and resumes the partial ones)")
@@ -644,7 +648,7 @@ _FLAGS = {"tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size"
           "device": "--device", "axes": "--axes", "grey": "--grey", "scheduler": "--scheduler", "model": "--model",
           "output": "--output", "pixel_size": "--pixel-size", "task": "--task", "resume": "--resume",
           "overwrite": "--overwrite", "arch": "--arch", "bands": "--bands", "nodata": "--nodata",
-          "tissue": "--tissue-only"}
+          "tissue": "--tissue-only", "runtime": "--runtime"}
 _POSITIONAL = {"predict": {"out": "OUTPUT", "image": "INPUT"},
                "train": {"out": "--out", "images": "IMAGES", "labels": "LABELS"},
     "convert": {"path": "OUTPUT"},

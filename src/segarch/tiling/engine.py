@@ -26,7 +26,7 @@ from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling import scenes
 from segarch.tiling.pipeline import read_tile, run_local
 from segarch.tiling.plan import Plan
-from segarch.tiling.runner import NetworkRunner
+from segarch.runtimes import RUNTIMES, make_runner
 from segarch.tiling.source import ImageSource, content_identity, open_source
 
 __all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_pixels"]
@@ -74,6 +74,7 @@ def predict(
     nodata: Any = scenes.FROM_FILE,
     pixel_size: float | tuple[float, float] | None = None,
     tissue: bool = False,
+    runtime: str = "torch",
 ):
     """Segment ``image`` with ``model``, tile by tile.
 
@@ -126,6 +127,10 @@ def predict(
             the way; the result has the model's pixel size. (``output="instances"``: the image's pixel size
             per spatial axis, see :func:`segarch.instances.predict_instances`.)
         tissue: a whole slide: find the tissue (Otsu on a low level) and compute only tiles that touch it.
+        runtime: what runs the network on each batch of tiles: ``"torch"`` (eager PyTorch), ``"onnxruntime"``
+            (the network exported to ONNX once per weights and tile shape, cached on disk; CPU, fp32; needs the
+            ``fast`` extra), or ``"auto"`` (ONNX Runtime when installed and the network exports, else torch with
+            the reason logged). Same tiles, blending and output either way (:mod:`segarch.runtimes`).
 
     Returns:
         The labels or probabilities, with the axes :func:`segarch.axes.output_axes` states: the image's minus C
@@ -148,6 +153,10 @@ def predict(
         raise ValueError("`output`='instances' is made by segarch.predict (segarch.inference.predict), which adds "
                          "the block-wise decoding to this engine's probabilities; segarch.tiling.predict makes "
                          "'labels' and 'probabilities'.")
+    _check_choice(runtime, RUNTIMES, "runtime")
+    if runtime == "onnxruntime" and scheduler is not None:
+        raise ValueError("`runtime`='onnxruntime' runs in this process only for now; with `scheduler` use "
+                         "`runtime`='torch' or 'auto' (torch on the cluster).")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     if resume and out is None:
@@ -215,7 +224,8 @@ def predict(
                                          batch_size, progress, cancel)
             cancelled = cancel is not None and cancel.is_set()
         else:
-            runner = scenes.SkippingRunner(NetworkRunner(network, torch_device, amp), plan.out_channels)
+            runner = scenes.SkippingRunner(make_runner(model, torch_device, amp, runtime, plan.tile_shape),
+                                           plan.out_channels)
             tiles_done, cancelled = run_local(plan, source, preprocess, runner, sink, regions, batch_size, progress,
                                               cancel)
         if cancelled:

@@ -1,0 +1,200 @@
+"""The network exported to ONNX once per (architecture, weights, tile shape, dtype), cached on disk, run by
+ONNX Runtime.
+
+The cache lives in ``$SEGARCH_CACHE_DIR/onnx`` (default: the user's cache folder, e.g. ``~/.cache/segarch``).
+Each entry is ``<key>.onnx`` plus ``<key>.json``, the latter written last and holding the ``.onnx`` file's
+SHA-256: an entry whose file does not match it (truncated, overwritten, half-written) is rebuilt. An export
+is checked against eager PyTorch on a random batch before it is kept, so a graph the tracer got wrong
+(data-dependent Python control flow) is refused, not cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["ExportError", "RuntimeNotInstalled", "OnnxRunner", "onnx_runner", "onnxruntime_available", "cache_dir",
+           "weights_sha256", "export_onnx"]
+
+log = logging.getLogger("segarch.runtimes")
+
+OPSET = 17
+_INSTALL = "pip install 'napari-segarch[fast]' (or: pip install onnxruntime onnx)"
+# Export is kept only when ONNX Runtime's logits match eager PyTorch's on a random batch within this
+# (relative to the logits' scale): fp32 kernels differ in summation order, never by more than ~1e-5.
+_TOLERANCE = 1e-3
+
+
+class ExportError(RuntimeError):
+    """The architecture does not export to ONNX, or its export does not compute what the network does."""
+
+
+class RuntimeNotInstalled(ImportError):
+    """The runtime asked for is not installed; the message says how to install it."""
+
+
+def onnxruntime_available() -> bool:
+    """Whether ONNX Runtime can be imported here."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def cache_dir() -> Path:
+    """The folder of exported networks: ``$SEGARCH_CACHE_DIR/onnx``, else the user's cache folder's ``segarch/onnx``."""
+    root = os.environ.get("SEGARCH_CACHE_DIR")
+    if not root:
+        try:
+            import platformdirs
+
+            root = platformdirs.user_cache_dir("segarch", appauthor=False)
+        except ImportError:  # platformdirs is not a dependency of the engine: the XDG default
+            root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "segarch")
+    return Path(root) / "onnx"
+
+
+def weights_sha256(network: torch.nn.Module) -> str:
+    """SHA-256 over the network's state dict (names and values, parameters and buffers), in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _key(model, tile_shape: tuple[int, ...]) -> tuple[str, dict]:
+    what = {"arch": model.arch, "network": type(model.network).__qualname__,
+            "options": json.loads(json.dumps(model.options or {}, sort_keys=True, default=str)),
+            "weights_sha256": weights_sha256(model.network), "in_channels": int(model.in_channels),
+            "tile": [int(t) for t in tile_shape], "dtype": "float32", "opset": OPSET, "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32], what
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export_onnx(model, tile_shape: tuple[int, ...]) -> bytes:
+    """``model``'s network as an ONNX graph (bytes) for tiles of ``tile_shape``, any batch size.
+
+    Raises:
+        ExportError: the architecture does not export (its name and the exporter's reason).
+    """
+    network = model.network.eval()
+    device = next(iter(network.parameters()), torch.zeros(())).device
+    example = torch.zeros((1, int(model.in_channels), *tile_shape), device=device)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(network, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=["tiles"],
+                              output_names=["logits"], dynamic_axes={"tiles": {0: "batch"}, "logits": {0: "batch"}})
+    except ModuleNotFoundError as err:
+        raise RuntimeNotInstalled(f"Exporting to ONNX needs {err.name!r}: {_INSTALL}.") from None
+    except Exception as err:  # the exporter raises many kinds (unsupported operator, tracer, shape errors)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ExportError(f"The architecture {model.arch!r} does not export to ONNX ({type(err).__name__}: "
+                          f"{first[:300]}); use `runtime`='torch'.") from None
+    return buffer.getvalue()
+
+
+class OnnxRunner:
+    """An ONNX Runtime session as the engine's batch runner: ``runner(batch, batch_size) -> logits``."""
+
+    def __init__(self, session, path: Path) -> None:
+        self.session = session
+        self.path = path
+        self._input = session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray, batch_size: int) -> np.ndarray:
+        """Logits for ``batch`` ``(B, C, *tile)`` as float32 NumPy (the whole batch in one run)."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return np.ascontiguousarray(self.session.run(None, {self._input: x})[0], dtype=np.float32)
+
+
+def _session(path: Path, threads: int):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeNotInstalled(f"`runtime`='onnxruntime' needs ONNX Runtime, which is not installed: "
+                                  f"{_INSTALL}.") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: the engine logs what matters
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRunner:
+    """An :class:`OnnxRunner` for ``model`` on tiles of ``tile_shape``, exported once and cached on disk.
+
+    Raises:
+        RuntimeNotInstalled: ONNX Runtime (or the exporter's dependency) is missing.
+        ExportError: the architecture does not export, or its export computes something else than the network.
+    """
+    if not onnxruntime_available():
+        raise RuntimeNotInstalled(f"`runtime`='onnxruntime' needs ONNX Runtime, which is not installed: {_INSTALL}.")
+    key, what = _key(model, tile_shape)
+    folder = cache_dir()
+    path, meta = folder / f"{key}.onnx", folder / f"{key}.json"
+    if meta.exists() and path.exists():
+        try:
+            recorded = json.loads(meta.read_text())
+            if recorded.get("sha256") != _file_sha256(path):
+                raise ValueError("the file does not match its recorded SHA-256")
+            return OnnxRunner(_session(path, threads), path)
+        except RuntimeNotInstalled:
+            raise
+        except Exception as err:  # a corrupted entry: rebuilt below
+            log.warning("ONNX cache entry %s is unusable (%s): exporting again", path, err)
+    graph = export_onnx(model, tile_shape)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, graph)
+    session = _session(path, threads)
+    difference, scale = _compare(model, session, tile_shape)
+    if not difference <= _TOLERANCE * max(1.0, scale):
+        path.unlink(missing_ok=True)
+        raise ExportError(f"The architecture {model.arch!r} exports to ONNX but computes different logits (largest "
+                          f"difference {difference:.3g} on a random batch); use `runtime`='torch'.")
+    record = dict(what, sha256=_file_sha256(path), max_abs_difference=float(difference))
+    _write_atomic(meta, json.dumps(record, indent=1).encode())  # last: it makes the entry valid
+    log.info("exported %s to ONNX (%s, largest difference to eager %.2g)", model.arch, path, difference)
+    return OnnxRunner(session, path)
+
+
+def _compare(model, session, tile_shape) -> tuple[float, float]:
+    """Largest absolute difference between ONNX Runtime's and eager PyTorch's logits on a random batch of 2."""
+    rng = np.random.default_rng()
+    x = rng.standard_normal((2, int(model.in_channels), *tile_shape)).astype(np.float32)
+    network = model.network.eval()
+    device = next(iter(network.parameters()), torch.zeros(())).device
+    with torch.inference_mode():
+        expected = network(torch.from_numpy(x).to(device)).float().cpu().numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    if got.shape != expected.shape:
+        return float("inf"), 0.0
+    return float(np.abs(got - expected).max()), float(np.abs(expected).max())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
