@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("segarch.prompts",),
     ("segarch.inference",),
     ("segarch.instances",),
-    ("segarch.tiling",),
+    ("segarch.tiling", "segarch.runtimes"),
     ("segarch.models", "segarch.preprocessing", "segarch.model", "segarch.model_file", "segarch.pretrained"),
     ("segarch.nets",),
     ("segarch.backbones",),
