@@ -17,7 +17,7 @@ from segarch import zoo
 from segarch.axes import model_axes
 from segarch.preprocessing import DEFAULT_PREPROCESSING, Preprocessor, check_preprocessing
 
-__all__ = ["Model", "as_model"]
+__all__ = ["Model", "as_model", "weights_sha256"]
 
 
 @dataclass(eq=False)
@@ -167,6 +167,18 @@ class Model:
         state = "trained" if self.trained else "untrained"
         return (f"Model({self.arch!r}, {self.spatial_dims}D, {self.in_channels}→{self.out_channels} channels, "
                 f"classes={self.class_names}, {self.num_parameters / 1e6:.2f}M parameters, {state})")
+
+
+def weights_sha256(network: nn.Module) -> str:
+    """SHA-256 over the network's state dict (names and values, parameters and buffers), in name order: what a
+    stored result's fingerprint and the ONNX export cache key both name the weights by."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _jsonable(value):

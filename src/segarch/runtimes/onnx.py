@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segarch.models.model import weights_sha256
+
 __all__ = ["ExportError", "RuntimeNotInstalled", "OnnxRunner", "onnx_runner", "onnxruntime_available", "cache_dir",
            "weights_sha256", "export_onnx"]
 
@@ -59,15 +61,6 @@ def cache_dir() -> Path:
         except ImportError:  # platformdirs is not a dependency of the engine: the XDG default
             root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "segarch")
     return Path(root) / "onnx"
-
-
-def weights_sha256(network: torch.nn.Module) -> str:
-    """SHA-256 over the network's state dict (names and values, parameters and buffers), in name order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(network.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _key(model, tile_shape: tuple[int, ...]) -> tuple[str, dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -16,7 +15,7 @@ from torch import nn
 
 from segarch.destinations import check_output_store
 from segarch.devices import resolve_device
-from segarch.models.model import Model, as_model
+from segarch.models.model import Model, as_model, weights_sha256
 from segarch.nets.heads import check_single_output
 from segarch.preprocessing import Preprocessor, check_preprocessing, spread_indices
 from segarch.axes import Layout, resolve_axes
@@ -389,15 +388,11 @@ def _fingerprint(model: Model, bare: bool, source: ImageSource, plan: Plan, blen
     path as typed, so a resume works from any working directory and still refuses another image. The
     weights are hashed here, only for a stored result (an in-memory one records nothing).
     """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.network.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     from segarch import __version__
 
     arch = type(model.network).__name__ if bare else model.arch
     fingerprint = {
-        "weights_sha256": digest.hexdigest(),
+        "weights_sha256": weights_sha256(model.network),
         "arch": arch,
         "preprocessing": check_preprocessing(model.preprocessing),
         "classes": None if bare else list(model.class_names),
