@@ -18,9 +18,7 @@ Run: ``python benchmarks/runtimes.py [--repeats 3] [--size2d 2048] [--size3d 256
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,23 +27,9 @@ import torch
 import segarch
 from segarch.runtimes import make_runner
 from segarch.tiling import pipeline
-from segarch.tiling.engine import check_tile, overlap_pixels
-from segarch.tiling.grid import axis_grid
+from segarch.tiling.engine import check_tile
 from segarch.tiling.runner import NetworkRunner
-
-
-def _timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _tile_count(shape, tiles, overlap, divisor) -> int:
-    grids = [axis_grid(s, t, overlap_pixels(overlap, t), divisor, "gaussian") for s, t in zip(shape, tiles)]
-    return int(np.prod([len(g.starts) for g in grids]))
+from tiling import engine_tile_count, median_time  # benchmarks/tiling.py: the same clock and tile count
 
 
 def run_case(name, model, image, tile, repeats, workdir: Path, batch: int = 4, overlap: float = 0.25) -> dict:
@@ -55,7 +39,7 @@ def run_case(name, model, image, tile, repeats, workdir: Path, batch: int = 4, o
                             chunks=(tile,) * image.ndim)
     store[:] = image
     tiles = check_tile(tile, image.ndim, model.size_divisor)
-    count = _tile_count(image.shape, tiles, overlap, model.size_divisor)
+    count = engine_tile_count(image.shape, tiles, overlap, model.size_divisor, "gaussian")
     runner = NetworkRunner(model.network, torch.device("cpu"), amp=None)
     x = np.random.default_rng(0).random((batch, model.in_channels, *tiles), dtype=np.float32)
     make_runner(model, torch.device("cpu"), None, "onnxruntime", tiles)  # the export, once, outside the timing
@@ -70,9 +54,9 @@ def run_case(name, model, image, tile, repeats, workdir: Path, batch: int = 4, o
                                overwrite=True)[:]
 
     predict("torch"), predict("onnxruntime")  # warm-up
-    a = _timed(floor, repeats)
-    b = _timed(lambda: predict("torch"), repeats)
-    c = _timed(lambda: predict("onnxruntime"), repeats)
+    a = median_time(floor, repeats)
+    b = median_time(lambda: predict("torch"), repeats)
+    c = median_time(lambda: predict("onnxruntime"), repeats)
     agree = float((predict("torch") == predict("onnxruntime")).mean())
     diff = float(np.abs(predict("torch", "probabilities") - predict("onnxruntime", "probabilities")).max())
     return {"tiles": count, "a": a, "b": b, "c": c, "agree": agree, "diff": diff}
@@ -90,8 +74,8 @@ def run_empty(model, size: int, tile: int, repeats: int, runtime: str) -> dict:
                                         runtime=runtime)
 
     try:
-        every = _timed(lambda: run(False), repeats)
-        skipped = _timed(lambda: run(True), repeats)
+        every = median_time(lambda: run(False), repeats)
+        skipped = median_time(lambda: run(True), repeats)
     finally:
         pipeline.SKIP_CONSTANT_TILES = True
     return {"ratio": skipped / every, "equal": bool(np.array_equal(results[True], results[False]))}

@@ -30,7 +30,8 @@ from segarch.tiling.grid import axis_grid
 from segarch.tiling.runner import NetworkRunner
 
 
-def _timed(fn, repeats: int) -> float:
+def median_time(fn, repeats: int) -> float:
+    """The median wall time of ``repeats`` calls of ``fn`` (also used by benchmarks/runtimes.py)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -83,9 +84,9 @@ def run_case(name: str, model: segarch.Model, shape: tuple[int, ...], tile: int,
             logits.argmax(1).to(torch.uint8).numpy()
 
     engine()  # warm-up: threads, allocator, first-touch of the store
-    a, b = _timed(floor, repeats), _timed(engine, repeats)
-    c = _timed(lambda: monai(net), repeats)
-    c_same = _timed(lambda: monai(runner.network, fmt), repeats)
+    a, b = median_time(floor, repeats), median_time(engine, repeats)
+    c = median_time(lambda: monai(net), repeats)
+    c_same = median_time(lambda: monai(runner.network, fmt), repeats)
     return {"tiles": counted[-1], "grid_tiles": grid_tiles, "a": a, "b": b, "c": c, "c_same": c_same}
 
 
