@@ -26,14 +26,6 @@ EASY = Conditions(radius=(4.0, 7.0), coverage=0.3, touching=0.5, photons=300.0, 
 SMALL = {"features": (8, 16, 32), "norm": "batch", "dropout": 0.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: extra intra-op threads slow every step
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(n, shape=(64, 64), seed=0):
     pairs = [nuclei(shape, seed=seed + i, conditions=EASY) for i in range(n)]
     return [p[0] for p in pairs], [p[1] for p in pairs]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import segarch
 from segarch import pretrained
@@ -14,14 +13,6 @@ from segarch.training.metrics import dice_per_class
 pytestmark = pytest.mark.slow  # trains models
 
 MARGIN = 0.08  # fresh images differ from the card's test set; the card's Dice minus this must hold
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_names_and_cards():

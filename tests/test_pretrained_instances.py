@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from segarch import pretrained
 from segarch.instances import match, match_many, predict_instances
@@ -15,14 +14,6 @@ INSTANCE_MODELS = ("unet.nuclei2d_instances",)  # the 3D one is not trained yet 
 #: Fresh images differ from the card's test set (each image draws its own conditions, and the hardest ones
 #: pull the pooled F1 down): the card's F1@0.5 minus this must hold on them.
 MARGIN = 0.08
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", INSTANCE_MODELS)

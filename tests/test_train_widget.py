@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import segarch
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: more threads make each step slower
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -27,15 +27,6 @@ SMALL = {"features": (8, 16, 32), "norm": "batch", "dropout": 0.0}
 STATED_DICE = 0.8  # held-out Dice the quick run must reach (it measures about 0.95)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two shared cores: extra intra-op threads make every step many times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(n, shape=(64, 64), seed=0):
     pairs = [nuclei(shape, seed=seed + i, conditions=EASY) for i in range(n)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
