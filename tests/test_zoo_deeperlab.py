@@ -14,6 +14,7 @@ from segarch import zoo
 from segarch.blocks.space_to_depth import depth_to_space, space_to_depth
 from segarch.instances.deeperlab import DeeperLabDecoder, keypoint_targets, object_keypoints
 from segarch.nets.deeperlab import keypoint_count, keypoint_edges
+from test_zoo_panoptic import box_labels, semantic_scores
 
 pytestmark = pytest.mark.slow  # builds and runs networks of the zoo
 
@@ -77,18 +78,9 @@ def test_option_errors_name_the_option():
         zoo.create("deeperlab", backbone="resnet")
 
 
-def _boxes(shape, boxes):
-    labels = np.zeros(shape, np.int64)
-    for i, box in enumerate(boxes, 1):
-        labels[tuple(slice(a, b) for a, b in box)] = i
-    return labels
-
-
 def _outputs_from(labels, radius=3.0, classes=None):
     outputs = keypoint_targets(labels, radius=radius)
-    semantic_map = (labels > 0).astype(np.int64) if classes is None else classes
-    outputs["semantic"] = np.stack([semantic_map == c for c in range(int(semantic_map.max()) + 1)]
-                                   ).astype(np.float32)
+    outputs["semantic"] = semantic_scores(labels, classes)
     return outputs
 
 
@@ -96,7 +88,7 @@ def test_keypoints_are_the_centre_of_mass_and_the_box_corners():
     rng = np.random.default_rng()
     y0, x0 = (int(v) for v in rng.integers(0, 10, size=2))
     h, w = (int(v) for v in rng.integers(3, 12, size=2))
-    labels = _boxes((32, 32), [((y0, y0 + h), (x0, x0 + w))])
+    labels = box_labels((32, 32), [((y0, y0 + h), (x0, x0 + w))])
     labels[y0, x0] = 0  # not a full box: the centre of mass moves, the box does not
     ids, points = object_keypoints(labels)
     assert ids.tolist() == [1]
@@ -108,7 +100,7 @@ def test_keypoints_are_the_centre_of_mass_and_the_box_corners():
 def test_targets_offsets_point_at_the_keypoints():
     rng = np.random.default_rng()
     y0, x0 = (int(v) for v in rng.integers(2, 8, size=2))
-    labels = _boxes((32, 32), [((y0, y0 + 7), (x0, x0 + 5)), ((20, 30), (18, 31))])
+    labels = box_labels((32, 32), [((y0, y0 + 7), (x0, x0 + 5)), ((20, 30), (18, 31))])
     t = keypoint_targets(labels, radius=3)
     assert t["keypoints"].shape == (5, 32, 32) and t["long_offset"].shape == (10, 32, 32)
     assert t["middle_offset"].shape == (16, 32, 32)
@@ -137,7 +129,7 @@ def test_targets_offsets_point_at_the_keypoints():
 @pytest.mark.parametrize("dims", [2, 3])
 def test_decoder_finds_two_well_separated_boxes(dims):
     boxes = [((3, 11),) * dims, ((17, 27),) * dims] if dims == 2 else [((2, 8),) * 3, ((12, 19),) * 3]
-    labels = _boxes((32,) * 2 if dims == 2 else (24,) * 3, boxes)
+    labels = box_labels((32,) * 2 if dims == 2 else (24,) * 3, boxes)
     result = DeeperLabDecoder(radius=3)(_outputs_from(labels))
     assert result.instances.max() == 2 and len(result.centers) == 2
     for i in (1, 2):
@@ -152,7 +144,7 @@ def test_decoder_separates_random_touching_boxes_of_different_sizes():
     """Two boxes sharing a whole side: only the keypoints (and long offsets) tell them apart."""
     rng = np.random.default_rng()
     y, split = int(rng.integers(3, 10)), int(rng.integers(12, 22))
-    labels = _boxes((40, 40), [((y, y + 14), (3, split)), ((y + 2, y + 12), (split, 36))])
+    labels = box_labels((40, 40), [((y, y + 14), (3, split)), ((y + 2, y + 12), (split, 36))])
     result = DeeperLabDecoder(radius=4)(_outputs_from(labels, radius=4))
     assert result.instances.max() == 2
     for i in (1, 2):
@@ -161,7 +153,7 @@ def test_decoder_separates_random_touching_boxes_of_different_sizes():
 
 
 def test_decoder_reads_logits_and_ignores_keypoints_without_votes():
-    labels = _boxes((32, 32), [((3, 11), (3, 11)), ((18, 28), (18, 28))])
+    labels = box_labels((32, 32), [((3, 11), (3, 11)), ((18, 28), (18, 28))])
     outputs = _outputs_from(labels)
     logits = dict(outputs, keypoints=np.where(outputs["keypoints"] > 0, 8.0, -8.0).astype(np.float32))
     assert DeeperLabDecoder(radius=3)(logits).instances.max() == 2
@@ -175,7 +167,7 @@ def test_decoder_reads_logits_and_ignores_keypoints_without_votes():
 
 
 def test_decoder_fuses_classes_like_panoptic_deeplab():
-    labels = _boxes((32, 32), [((2, 10), (2, 10)), ((18, 28), (18, 28))])
+    labels = box_labels((32, 32), [((2, 10), (2, 10)), ((18, 28), (18, 28))])
     classes = np.where(labels > 0, 2, 0)
     classes[2:4, 2:10] = 1  # a quarter of object 1 reads "class 1": the majority (class 2) wins
     classes[12:14, 0:3] = 3  # a small stuff region of class 3

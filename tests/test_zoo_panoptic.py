@@ -68,7 +68,8 @@ def test_resnet_backbone_and_option_errors():
         zoo.create("panoptic_deeplab", backbone="vgg")
 
 
-def _squares(shape, boxes):
+def box_labels(shape, boxes):
+    """Labels 1..N, one axis-aligned box each (``boxes``: per box, (start, stop) per axis)."""
     labels = np.zeros(shape, np.int64)
     for i, box in enumerate(boxes, 1):
         labels[tuple(slice(a, b) for a, b in box)] = i
@@ -77,16 +78,19 @@ def _squares(shape, boxes):
 
 def _outputs_from(labels, sigma=2.0, classes=None):
     center, offset = center_offset_targets(labels, sigma=sigma)
+    return {"semantic": semantic_scores(labels, classes), "center": center, "offset": offset}
+
+
+def semantic_scores(labels, classes=None):
+    """One-hot semantic scores ``(K, *shape)``: ``classes`` per pixel, or object (1) vs background (0)."""
     semantic_map = (labels > 0).astype(np.int64) if classes is None else classes
-    k = int(semantic_map.max()) + 1
-    semantic = np.stack([semantic_map == c for c in range(k)]).astype(np.float32)
-    return {"semantic": semantic, "center": center, "offset": offset}
+    return np.stack([semantic_map == c for c in range(int(semantic_map.max()) + 1)]).astype(np.float32)
 
 
 def test_targets_point_every_object_pixel_at_its_centre_of_mass():
     rng = np.random.default_rng()
     y0, x0 = rng.integers(0, 10, size=2)
-    labels = _squares((32, 32), [((y0, y0 + 7), (x0, x0 + 5)), ((20, 30), (18, 31))])
+    labels = box_labels((32, 32), [((y0, y0 + 7), (x0, x0 + 5)), ((20, 30), (18, 31))])
     center, offset = center_offset_targets(labels, sigma=3)
     assert center.shape == (1, 32, 32) and offset.shape == (2, 32, 32)
     grid = np.indices(labels.shape)
@@ -106,7 +110,7 @@ def test_targets_point_every_object_pixel_at_its_centre_of_mass():
 @pytest.mark.parametrize("dims", [2, 3])
 def test_decoder_finds_two_well_separated_squares(dims):
     boxes = [((3, 11),) * dims, ((17, 27),) * dims] if dims == 2 else [((2, 8),) * 3, ((12, 19),) * 3]
-    labels = _squares((32,) * 2 if dims == 2 else (24,) * 3, boxes)
+    labels = box_labels((32,) * 2 if dims == 2 else (24,) * 3, boxes)
     result = PanopticDeepLabDecoder()(_outputs_from(labels))
     assert result.instances.max() == 2 and len(result.centers) == 2
     # the same partition as the squares (ids may be in either order)
@@ -122,7 +126,7 @@ def test_decoder_on_random_touching_objects_recovers_each():
     rng = np.random.default_rng()
     y = int(rng.integers(4, 12))
     # two rectangles that touch along a whole side: only the offsets tell them apart
-    labels = _squares((40, 40), [((y, y + 12), (4, 16)), ((y, y + 12), (16, 30))])
+    labels = box_labels((40, 40), [((y, y + 12), (4, 16)), ((y, y + 12), (16, 30))])
     result = PanopticDeepLabDecoder(nms_kernel=5)(_outputs_from(labels))
     assert result.instances.max() == 2
     for i in (1, 2):
@@ -130,7 +134,7 @@ def test_decoder_on_random_touching_objects_recovers_each():
 
 
 def test_fusion_majority_class_stuff_and_thresholds():
-    labels = _squares((32, 32), [((2, 10), (2, 10)), ((18, 28), (18, 28))])
+    labels = box_labels((32, 32), [((2, 10), (2, 10)), ((18, 28), (18, 28))])
     classes = np.where(labels > 0, 2, 0)
     classes[2:4, 2:10] = 1  # a quarter of object 1 reads "class 1": the majority (class 2) wins
     classes[12:14, 0:3] = 3  # a small stuff region of class 3
@@ -160,7 +164,7 @@ def test_find_centers_keeps_top_k_local_maxima():
 
 
 def test_decoder_accepts_a_batch_of_one_and_names_bad_input():
-    labels = _squares((32, 32), [((3, 11), (3, 11))])
+    labels = box_labels((32, 32), [((3, 11), (3, 11))])
     outputs = {k: torch.from_numpy(v)[None] for k, v in _outputs_from(labels).items()}
     assert PanopticDeepLabDecoder()(outputs).instances.max() == 1
     with pytest.raises(ValueError, match="needs the heads 'semantic', 'center' and 'offset'; missing \\['center'\\]"):
