@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder
-from segarch.backbones.mobilenet import make_divisible
+from segarch.backbones.mobilenet import InvertedResidual, make_divisible
 from segarch.blocks.conv import ConvNormAct
-from segarch.blocks.squeeze_excitation import SqueezeExcitation
 from segarch.layers.checks import check_choice, check_spatial_dims
 from segarch.zoo import register
 
@@ -34,7 +33,7 @@ EFFICIENTNET_SCALING = {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b
                         "b5": (1.6, 2.2), "b6": (1.8, 2.6), "b7": (2.0, 3.1)}
 
 
-class MBConv(nn.Module):
+class MBConv(InvertedResidual):
     """EfficientNet's mobile inverted bottleneck (with optional squeeze-and-excitation).
 
     Args:
@@ -50,21 +49,9 @@ class MBConv(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int, stride: int,
                  expansion: int, squeeze_excitation: bool = True, act="swish") -> None:
-        super().__init__()
-        hidden = in_channels * expansion
-        layers: list[nn.Module] = []
-        if expansion != 1:
-            layers.append(ConvNormAct(spatial_dims, in_channels, hidden, 1, act=act))
-        layers.append(ConvNormAct(spatial_dims, hidden, hidden, kernel_size, stride=stride, groups=hidden, act=act))
-        if squeeze_excitation:
-            layers.append(SqueezeExcitation(hidden, hidden=max(1, in_channels // 4), act=nn.SiLU))
-        layers.append(ConvNormAct(spatial_dims, hidden, out_channels, 1, act=None))  # linear projection
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and in_channels == out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        return x + y if self.residual else y
+        # MobileNetV2's bottleneck with EfficientNet's kernel and gate (sized from the block's input)
+        super().__init__(spatial_dims, in_channels, out_channels, stride, expansion, act=act, kernel_size=kernel_size,
+                         squeeze_excitation=max(1, in_channels // 4) if squeeze_excitation else None)
 
 
 class EfficientNetEncoder(Encoder):

@@ -13,6 +13,7 @@ from torch import nn
 
 from segarch.backbones.base import BackboneClassifier, ClassifierHead, Encoder
 from segarch.blocks.conv import ConvNormAct
+from segarch.blocks.squeeze_excitation import SqueezeExcitation
 from segarch.layers.checks import check_choice, check_spatial_dims
 from segarch.zoo import register
 
@@ -40,17 +41,22 @@ class InvertedResidual(nn.Module):
         expansion: the expansion factor ``t`` (no expansion convolution when 1).
         dilation: dilation of the depthwise convolution.
         act: activation after the expansion and depthwise convolutions (``"relu6"`` in the paper).
+        kernel_size: kernel of the depthwise convolution (3 in MobileNetV2; EfficientNet's MBConv: 3 or 5).
+        squeeze_excitation: the bottleneck width of a squeeze-and-excitation gate (Swish inside) on the expanded
+            channels, as EfficientNet's MBConv has; ``None``: no gate (MobileNetV2).
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1, expansion: int = 6,
-                 dilation: int = 1, act: str = "relu6") -> None:
+                 dilation: int = 1, act="relu6", kernel_size: int = 3, squeeze_excitation: int | None = None) -> None:
         super().__init__()
         hidden = in_channels * expansion
-        layers = []
+        layers: list[nn.Module] = []
         if expansion != 1:
             layers.append(ConvNormAct(spatial_dims, in_channels, hidden, 1, act=act))
-        layers.append(ConvNormAct(spatial_dims, hidden, hidden, 3, stride=stride, dilation=dilation, groups=hidden,
-                                  act=act))
+        layers.append(ConvNormAct(spatial_dims, hidden, hidden, kernel_size, stride=stride, dilation=dilation,
+                                  groups=hidden, act=act))
+        if squeeze_excitation is not None:
+            layers.append(SqueezeExcitation(hidden, hidden=squeeze_excitation, act=nn.SiLU))
         layers.append(ConvNormAct(spatial_dims, hidden, out_channels, 1, act=None))  # linear bottleneck
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and in_channels == out_channels
