@@ -2,7 +2,7 @@
 
 The layers, top to bottom (a module may import its own layer and any layer below it)::
 
-    napari_segarch > cli > training > prompts > instances > tiling > models/preprocessing
+    napari_segarch > cli > batch > training > prompts > instances > tiling > models/preprocessing
         > nets > backbones > blocks/layers > zoo
         > io/synthetic/samples/satellite/destinations/axes/devices/arrays/deprecation
 
@@ -30,6 +30,7 @@ TOOLS = (REPO / "benchmarks", REPO / "scripts")
 LAYERS: list[tuple[str, ...]] = [
     ("napari_segarch",),
     ("segarch.cli",),
+    ("segarch.batch",),
     ("segarch.training",),
     ("segarch.prompts",),
     ("segarch.inference",),

@@ -294,7 +294,9 @@ def _complete_tiff(target, args) -> bool:
 
 def _partial(target):
     """The resumable store a ``.tif`` result is computed into before it is converted."""
-    return target.with_name(target.name + ".partial.zarr")
+    from segarch.batch import partial_store
+
+    return partial_store(target)
 
 
 def _check_target(source, target, args) -> None:
@@ -319,15 +321,11 @@ def _check_target(source, target, args) -> None:
 
 def _predict(args) -> int:
     jobs, problems = _jobs(args)  # paths checked before the heavy imports
-    import shutil
     from pathlib import Path
 
-    import numpy as np
-
-    import segarch
-    from segarch.io.convert import convert_store
+    from segarch.batch import BatchInterrupted, open_client, predict_file, predict_files
     from segarch.models import catalog
-    from segarch.tiling.report import ReportRow, count_objects, write_report
+    from segarch.tiling.report import ReportRow, write_report
 
     model = catalog.resolve(args.model, arch=args.arch)
     if not model.trained:
@@ -336,82 +334,81 @@ def _predict(args) -> int:
     for source, problem in problems.items():
         CONSOLE.line(f"skipped {source.name}: {_cli_words(problem, 'predict')}")
     tile = tuple(args.tile) if args.tile and len(args.tile) > 1 else (args.tile[0] if args.tile else None)
-    failed = [source.name for source in problems]
     rows = [ReportRow(str(source), "skipped", error=problem) for source, problem in problems.items()]
     report = args.report or (str(jobs[0][1].parent / "segarch-report.csv") if len(jobs) > 1 else None)
     pixel_size = tuple(args.pixel_size) if args.pixel_size and len(args.pixel_size) > 1 else \
         (args.pixel_size[0] if args.pixel_size else None)
     bands = [int(b) if b.isdigit() else b for b in args.bands] if args.bands else None
-    written = 0
+    settings = dict(axes=args.axes, tile=tile, overlap=args.overlap, batch_size=args.batch_size, blend=args.blend,
+                    device=args.device, output=args.output_kind, grey=args.grey, bands=bands, nodata=args.nodata,
+                    pixel_size=pixel_size, tissue=args.tissue_only, runtime=args.runtime)
+    todo = []
     for source, target in jobs:
         if source in problems:
             continue
         if _complete_tiff(target, args):
             print(f"{source.name} -> {target}: already complete")
             rows.append(ReportRow(str(source), "complete", output=str(target)))
-            continue
-        to_tiff = target.suffix.lower() in (".tif", ".tiff")
-        store = _partial(target) if to_tiff else target
-        resume = args.resume and store.exists()
-        bar = _ProgressBar(source.name)
-        start = time.perf_counter()
-        instances = args.output_kind == "instances"
-        instance_report = None
-        try:
-            options = dict(instance_options={"return_report": True}) if instances else {}
-            result = segarch.predict(
-                model, str(source), axes=args.axes, tile=tile, overlap=args.overlap, batch_size=args.batch_size,
-                blend=args.blend, device=args.device, output=args.output_kind, grey=args.grey, out=str(store),
-                resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler, progress=bar, bands=bands,
-                nodata=args.nodata, pixel_size=pixel_size, tissue=args.tissue_only, runtime=args.runtime,
-                **options)
-            objects = pixels = None
-            if instances:
-                result, instance_report = result
-                objects = {"objects": instance_report["objects"]}
-            elif args.output_kind == "labels":
-                objects, pixels = count_objects(result, list(model.class_names))
-            if to_tiff:  # a GeoTIFF/COG when the source was georeferenced, else a pyramidal OME-TIFF
-                convert_store(store, target, overwrite=args.overwrite)
-                if instance_report is not None and instance_report.get("table"):  # the table goes beside the .tif
-                    from segarch.instances.predict import table_path
-
-                    instance_report["table"] = str(Path(instance_report["table"]).replace(table_path(target)))
-                shutil.rmtree(store)
-        except KeyboardInterrupt:
-            CONSOLE.line(f"interrupted: the finished blocks of {source.name} are kept in {store}; run the same "
-                         "command with --resume to continue.")
-            rows.append(ReportRow(str(source), "interrupted", seconds=round(time.perf_counter() - start, 3),
-                                  output=str(store)))
-            _write_report(report, rows, write_report)
-            return 130
-        except (ValueError, OSError) as err:
-            if len(jobs) == 1 and report is None:
-                raise
-            message = _cli_words(_message(err), 'predict')
-            CONSOLE.line(f"failed {source.name}: {message}")  # the batch goes on
-            failed.append(source.name)
-            rows.append(ReportRow(str(source), "failed", error=message, seconds=round(time.perf_counter() - start, 3)))
-            continue
-        CONSOLE.line()
-        seconds = time.perf_counter() - start
-        written += 1
-        if bar.total == 0:
-            what = "already complete (nothing left to compute)"
-        elif resume:
-            what = f"resumed: {bar.done} remaining tiles in {seconds:.1f} s"
         else:
-            what = f"{int(np.prod(result.shape)) / seconds:,.0f} pixels/s, {seconds:.1f} s"
-        print(f"{source.name} -> {target}: {tuple(result.shape)} {result.dtype}, {what}")
-        if instance_report is not None:
-            print(_instance_summary(instance_report))
-        rows.append(ReportRow(str(source), "complete" if bar.total == 0 else "done", seconds=round(seconds, 3),
-                              pixels_per_s=round(int(np.prod(result.shape)) / max(seconds, 1e-9), 1),
-                              objects=objects, class_pixels=pixels, output=str(target)))
+            todo.append((source, target))
+    # A folder with --scheduler: one file per task on the cluster; one image: its tile regions on the cluster.
+    client, owned = (None, False) if args.scheduler is None else open_client(args.scheduler)
+    files_on_cluster = client is not None and len(jobs) > 1
+    if client is not None and not files_on_cluster:
+        settings["scheduler"] = client
+    try:
+        if len(jobs) == 1 and report is None and todo:  # one image: errors end the command (exit 2)
+            source, target = todo[0]
+            row = predict_file(model, source, target, settings, resume=args.resume, overwrite=args.overwrite,
+                               progress=_ProgressBar(source.name))
+            _print_row(row)
+            return 0
+        if files_on_cluster:
+            print(f"{len(todo)} files on the cluster ({client.scheduler.address}), one task per file")
+        rows += predict_files(model, todo, settings, scheduler=client if files_on_cluster else None,
+                              resume=args.resume, overwrite=args.overwrite, on_row=_print_row,
+                              progress=None if files_on_cluster else (lambda src: _ProgressBar(src.name)))
+    except BatchInterrupted as stop:
+        rows += stop.rows
+        for row in stop.rows:
+            if row.status == "interrupted":
+                CONSOLE.line(f"interrupted: the finished blocks of {Path(row.file).name} are kept in {row.output}; "
+                             "run the same command with --resume to continue.")
+        _write_report(report, rows, write_report)
+        return 130
+    finally:
+        if owned:
+            client.close()
+    for row in rows:
+        if row.status == "failed":
+            row.error = _cli_words(row.error, "predict")
     _write_report(report, rows, write_report)
+    failed = [Path(r.file).name for r in rows if r.status in ("failed", "skipped")]
+    written = sum(r.status in ("done", "complete") for r in rows)
     if len(jobs) > 1:
         print(f"{written} of {len(jobs)} images segmented" + (f"; failed: {', '.join(failed)}" if failed else "."))
     return 1 if failed else 0
+
+
+def _print_row(row) -> None:
+    """The CLI's line about a finished (or failed) file of a predict run."""
+    from pathlib import Path
+
+    name = Path(row.file).name
+    if row.status == "failed":
+        CONSOLE.line(f"failed {name}: {_cli_words(row.error, 'predict')}")  # the batch goes on
+        return
+    CONSOLE.line()
+    extra = row.extra
+    if row.status == "complete":
+        what = "already complete (nothing left to compute)"
+    elif extra.get("resumed"):
+        what = f"resumed: {extra['tiles']} remaining tiles in {row.seconds:.1f} s"
+    else:
+        what = f"{row.pixels_per_s:,.0f} pixels/s, {row.seconds:.1f} s"
+    print(f"{name} -> {row.output}: {extra['shape']} {extra['dtype']}, {what}")
+    if extra.get("instances") is not None:
+        print(_instance_summary(extra["instances"]))
 
 
 def _instance_summary(report: dict) -> str:
@@ -565,7 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="torch", choices=("auto", "torch", "onnxruntime"),
                    help="what runs the network: torch (eager), onnxruntime (exported once and cached; CPU; "
                    "pip install 'napari-segarch[fast]'), or auto (onnxruntime when installed and the model exports)")
-    p.add_argument("--scheduler", help="a Dask scheduler address to run on a cluster")
+    p.add_argument("--scheduler", help="run on a Dask cluster: an address (tcp://host:8786), or local / local:N "
+                   "to start N worker processes here; a folder's files run in parallel (one task per file), a "
+                   "single image's tile regions do")
     p.add_argument("--resume", action="store_true", help="continue a stopped run into the same OUTPUT (a folder "
                    "run skips the files already complete and resumes the partial ones)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result (never anything else)")
