@@ -177,6 +177,7 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
                            progress=decode_progress, cancel=cancel, scheduler=predict_options.get("scheduler"),
                            axes=None if layout is None else layout.loop + layout.spatial)
     if probabilities_path is not None:
+        _carry_provenance(probabilities_path, out)
         shutil.rmtree(probabilities_path, ignore_errors=True)
     report = dict(result.report)
     report["pixel_size"] = None if plan is None else plan.as_dict()
@@ -224,6 +225,36 @@ def _measure(labels, source, layout, spacing) -> dict[str, np.ndarray]:
         order = ("C" if layout.channel else "") + layout.spatial
         intensity = array.transpose([layout.axes.index(a) for a in order])
     return measure(labels, intensity, spacing=spacing)
+
+
+def _carry_provenance(probabilities: Path, out: Path) -> None:
+    """Give the labels store what the network pass recorded in the probabilities store: the provenance (model,
+    weights hash, settings, versions, the source's georeference and pixel size) and the georeference.
+
+    The decoding's own settings stay, under ``decoding``. Pixels the network left out (nodata, glass) have
+    NaN probabilities, which no decoder counts as an object: they are 0 in the labels, recorded as its nodata.
+    """
+    import zarr
+
+    from segarch.io import add_georeference, read_georeference
+
+    if not probabilities.exists():
+        return
+    network_settings = dict(zarr.open_group(str(probabilities), mode="r").attrs.get("segarch", {}).get("settings")
+                            or {})
+    group = zarr.open_group(str(out), mode="r+")
+    attrs = dict(group.attrs)
+    segarch_attrs = attrs.setdefault("segarch", {})
+    decoding = segarch_attrs.get("settings", {})
+    if network_settings and "decoding" not in decoding:
+        segarch_attrs["settings"] = {**network_settings, "output": "instances", "decoding": decoding}
+        group.attrs.update(attrs)
+    geo = read_georeference(probabilities)
+    if geo is not None:
+        from dataclasses import replace
+
+        masked = geo.nodata is not None  # NaN in the probabilities: some pixels were left out
+        add_georeference(out, replace(geo, nodata=0 if masked else None, band_names=()))
 
 
 def _store_report(out: Path, report: dict[str, Any]) -> None:
