@@ -106,6 +106,19 @@ def test_the_cli_runs_a_folder_on_local_workers_with_report_and_resume(folder, t
     assert rows["broken.tif"]["status"] == "failed"
 
 
+def test_an_output_folder_inside_the_input_folder_is_refused_and_nothing_is_written(folder, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for p in folder["scenes"].glob("scene*.tif"):
+        (inputs / p.name).write_bytes(p.read_bytes())
+    before = sorted((p.name, p.stat().st_size) for p in inputs.rglob("*"))
+    result = segarch_cli("predict", str(inputs), str(inputs / "results"), "--model", str(folder["model"]))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "OUTPUT" in lines[0] and "lies inside the input" in lines[0], result.stderr
+    assert sorted((p.name, p.stat().st_size) for p in inputs.rglob("*")) == before
+
+
 def test_local_needs_a_positive_worker_count():
     with pytest.raises(ValueError, match=r"local:N.*positive integer"):
         open_client("local:0")

@@ -4,6 +4,8 @@ nodata are not computed, and the labels store carries the scene's georeference a
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +97,6 @@ def test_the_instance_store_is_georeferenced_with_provenance_and_converts_to_a_g
         assert ds.crs == src.crs and ds.transform == src.transform and ds.nodata == 0
         assert ds.dtypes[0] == "uint32"
         np.testing.assert_array_equal(ds.read(1), labels)
+        provenance = json.loads(ds.tags()["segarch_provenance"])  # the provenance travels into the GeoTIFF
+    assert provenance["source_georeference"]["transform"] == list(source.geo.transform)
+    assert provenance["weights_sha256"] == settings["weights_sha256"] and provenance["output"] == "instances"

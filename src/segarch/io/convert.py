@@ -9,6 +9,7 @@ for a georeferenced result, QuPath GeoJSON in the slide's level-0 pixels for a w
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -50,7 +51,10 @@ def convert_store(store: str | os.PathLike, target: str | os.PathLike, *, overwr
     settings = store_settings(store)
     labels = settings.get("output", "labels") != "probabilities"
     if read_georeference(store) is not None:
-        return geotiff_from_zarr(store, target, overwrite=overwrite, labels=labels)
+        # The provenance (model, weights hash, settings, versions, the source's georeference) goes along as
+        # one GDAL metadata item: `gdalinfo` and rasterio's `tags()` show it.
+        tags = {"segarch_provenance": json.dumps(settings, default=str)} if settings else None
+        return geotiff_from_zarr(store, target, overwrite=overwrite, labels=labels, tags=tags)
     image = open_image(store)
     physical = any(float(s) != 1.0 for s in image.scale)  # units: the store's, else µm (write_tiff's default)
     write_tiff(target, image.levels[0], axes=image.axes, scale=image.scale if physical else None,
