@@ -16,13 +16,15 @@ from segarch.training.metrics import dice_per_class  # noqa: E402
 
 NAME = "unet.landcover4"
 MARGIN = 0.1
-#: Classes with enough pixels in two small scenes for their Dice to mean something.
-MEASURED = ("background", "field", "water")
+#: Every class, buildings too: the card's Dice (8 scenes) and this test's (2 other scenes) are all well above it.
+FLOOR = 0.6
 
 
 def test_the_card_states_dice_per_class_and_the_bands():
     card = pretrained.card(NAME)
     assert set(card["test"]["dice"]) == set(SATELLITE_CLASSES)
+    assert min(card["test"]["dice"].values()) >= FLOOR  # buildings included
+    assert pretrained.path(NAME).stat().st_size < 5 * 2 ** 20  # a few MB at most
     assert card["bands"] == ["red", "green", "blue", "nir"]
     model = pretrained.load(NAME)
     assert model.bands == card["bands"] and model.in_channels == 4 and model.class_names == list(SATELLITE_CLASSES)
@@ -48,6 +50,7 @@ def test_a_fresh_scene_from_a_geotiff_reaches_the_stated_dice(tmp_path):
         preds.append(labels[valid])
         truths.append(scene.labels[valid])
     dice = dice_per_class(np.concatenate(preds), np.concatenate(truths), num_classes=len(SATELLITE_CLASSES))
-    for c in MEASURED:
+    for c in SATELLITE_CLASSES:
         got = dice[SATELLITE_CLASSES.index(c)]
         assert got >= stated[c] - MARGIN, f"{c}: Dice {got:.3f} on fresh scenes, the card states {stated[c]:.3f}"
+        assert got >= FLOOR, f"{c}: Dice {got:.3f} on fresh scenes, below {FLOOR}"

@@ -114,6 +114,7 @@ def predict_file(model, source: Path, target: Path, settings: dict[str, Any], *,
     objects = pixels = instance_report = None
     if output == "instances":
         result, instance_report = result
+        instance_report.pop("measurements", None)  # the table is in its file; a row stays small (workers send it)
         objects = {"objects": instance_report["objects"]}
     elif output == "labels":
         objects, pixels = count_objects(result, list(model.class_names))
