@@ -359,8 +359,14 @@ def _predict(args) -> int:
     try:
         if len(jobs) == 1 and report is None and todo:  # one image: errors end the command (exit 2)
             source, target = todo[0]
-            row = predict_file(model, source, target, settings, resume=args.resume, overwrite=args.overwrite,
-                               progress=_ProgressBar(source.name))
+            try:
+                row = predict_file(model, source, target, settings, resume=args.resume, overwrite=args.overwrite,
+                                   progress=_ProgressBar(source.name))
+            except KeyboardInterrupt:
+                CONSOLE.line(f"interrupted: the finished blocks of {source.name} are kept in "
+                             f"{_partial(target) if target.suffix.lower() in ('.tif', '.tiff') else target}; run "
+                             "the same command with --resume to continue.")
+                return 130
             _print_row(row)
             return 0
         if files_on_cluster:
