@@ -38,7 +38,7 @@ import torch
 
 from segarch.models import resolve
 from segarch.models.bioimageio import to_bioimageio_steps
-from segarch.runtimes.onnx import OPSET, export_onnx, onnx_runner, onnxruntime_available
+from segarch.runtimes.onnx import OPSET, ExportError, export_onnx, onnx_runner, onnxruntime_available
 
 __all__ = ["FORMATS", "export_model", "default_export_tile"]
 
@@ -114,10 +114,14 @@ def _check_tile(tile, model) -> tuple[int, ...]:
 
 def _verified_graph(model, tile: tuple[int, ...]) -> bytes:
     """The ONNX graph, checked against eager PyTorch by ONNX Runtime when it is installed (and cached)."""
-    if onnxruntime_available():
-        return Path(onnx_runner(model, tile).path).read_bytes()
-    log.warning("ONNX Runtime is not installed: the ONNX export of %s is not checked against PyTorch", model.arch)
-    return export_onnx(model, tile)
+    try:
+        if onnxruntime_available():
+            return Path(onnx_runner(model, tile).path).read_bytes()
+        log.warning("ONNX Runtime is not installed: the ONNX export of %s is not checked against PyTorch", model.arch)
+        return export_onnx(model, tile)
+    except ExportError as err:  # the runtimes' advice (use torch) is about predicting, not exporting
+        raise ExportError(str(err).replace("; use `runtime`='torch'.", ": it runs in segarch with `runtime`="
+                                           "'torch', but cannot be exported.")) from None
 
 
 def _replace(out: Path, write, folder: bool = False) -> None:
@@ -222,8 +226,8 @@ def _bioimageio_files(model, graph: bytes, tile: tuple[int, ...], *, authors: li
     with torch.inference_mode():
         logits = network(torch.from_numpy(model.preprocess(image))[None]).float().cpu().numpy()
     space = [a.lower() for a in model.axes if a != "C"]
-    channel_names = [_identifier(n, f"channel{i}") for i, n in enumerate(model.bands or
-                                                                         [f"channel{i}" for i in range(model.in_channels)])]
+    bands = model.bands or [f"channel{i}" for i in range(model.in_channels)]
+    channel_names = [_identifier(n, f"channel{i}") for i, n in enumerate(bands)]
     class_names = [_identifier(n, f"class{i}") for i, n in enumerate(model.class_names)]
     if len(set(class_names)) != len(class_names):
         class_names = [f"class{i}" for i in range(len(class_names))]

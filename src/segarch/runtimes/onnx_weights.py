@@ -32,19 +32,12 @@ class OnnxWeightsRunner:
 
 
 def onnx_weights_runner(model, device: torch.device, amp: bool | None, runtime: str) -> OnnxWeightsRunner:
-    """The runner of a model with ONNX weights under ``runtime`` (``"auto"`` or ``"onnxruntime"``).
-
-    Raises:
-        ValueError: ``runtime="torch"`` (there is no PyTorch network), or a GPU device with ``runtime="onnxruntime"``.
-    """
+    """The runner of a model with ONNX weights: ONNX Runtime on the CPU whatever ``runtime`` says (there is no
+    PyTorch network to run; the log says so when another runtime or device was asked for)."""
     name = model.name or model.arch
-    if runtime == "torch":
-        raise ValueError(f"`runtime`='torch' cannot run {name!r}: its weights are an ONNX graph, run by ONNX "
-                         "Runtime. Use `runtime`='auto' or 'onnxruntime' (or load its PyTorch weights).")
-    if device.type != "cpu" or amp:
-        if runtime == "onnxruntime":
-            raise ValueError(f"`runtime`='onnxruntime' runs on the CPU in float32 here; {name!r} has ONNX weights: "
-                             "use `device`='cpu' (and no `amp`).")
-        log.info("runtime auto: onnxruntime on the CPU (%s has ONNX weights only)", name)
-    log.info("runtime: onnxruntime (ONNX weights of %s)", name)
+    if runtime == "torch" or device.type != "cpu" or amp:
+        log.warning("%s has ONNX weights only: ONNX Runtime runs them on the CPU in float32 (asked: runtime %r, "
+                    "device %s%s)", name, runtime, device, ", amp" if amp else "")
+    else:
+        log.info("runtime: onnxruntime (ONNX weights of %s)", name)
     return OnnxWeightsRunner(model.network, threads=torch.get_num_threads())
