@@ -149,6 +149,7 @@ def test_round_trip_gives_the_same_labels(package, trained, weights, tmp_path):
     model = load_bioimageio(package, weights=weights)
     assert isinstance(model.network, OnnxNetwork) == (weights == "onnx")
     assert model.preprocessing == trained.preprocessing and model.class_names == trained.class_names
+    assert model.size_divisor == trained.size_divisor  # the engine tiles the same way
     image, _ = nuclei((150, 130), seed=int(np.random.default_rng().integers(2 ** 31)))
     expected = segarch.predict(trained, image, tile=64, runtime="torch", output="probabilities")
     got = segarch.predict(model, image, tile=64, runtime="auto", output="probabilities")

@@ -154,7 +154,7 @@ def load_bioimageio(path: str | os.PathLike, *, weights: str | None = None) -> M
     if choice == "onnx":
         tile = _fixed_tile(inputs[0], meta["spatial_dims"], where)
         network = OnnxNetwork(package.read(source), tile, meta["in_channels"], meta["out_channels"],
-                              size_divisor=_size_divisor(meta["arch"]))
+                              size_divisor=_size_divisor(meta))
         model = Model(network, meta["arch"], meta["options"], meta["spatial_dims"], meta["in_channels"],
                       meta["out_channels"], meta["class_names"])
     else:
@@ -274,10 +274,20 @@ def _fixed_tile(tensor: dict, dims: int, where: str) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _size_divisor(arch: str) -> int:
+def _size_divisor(meta: dict) -> int:
+    """What the network's input sizes must be multiples of: the architecture's, as built with these options (a
+    skeleton on the ``meta`` device, no memory), so the engine tiles as it does for the PyTorch network."""
     from segarch import zoo
 
-    return zoo.card(arch).size_divisor if arch in zoo.names() else 1
+    if meta["arch"] not in zoo.names():
+        return 1
+    try:
+        with torch.device("meta"):
+            network = zoo.create(meta["arch"], spatial_dims=meta["spatial_dims"], in_channels=meta["in_channels"],
+                                 out_channels=meta["out_channels"], **meta["options"])
+    except (TypeError, ValueError):
+        return zoo.card(meta["arch"]).size_divisor
+    return int(getattr(network, "size_divisor", None) or zoo.card(meta["arch"]).size_divisor or 1)
 
 
 def _state_dict(data: bytes, where: str, name: str) -> dict[str, torch.Tensor]:
