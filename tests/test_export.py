@@ -56,19 +56,17 @@ def test_onnx_export_cli_matches_eager(tmp_path, trained):
     assert out.stat().st_size > 0
 
 
-def test_export_of_an_architecture_that_does_not_export_names_it(tmp_path, monkeypatch, capsys):
-    model = Model.from_zoo("unet", **SMALL)
+def test_export_of_an_architecture_that_does_not_export_names_it(tmp_path, capsys):
+    from segarch import zoo
 
-    def refuse(*args, **kwargs):
-        raise RuntimeError("unsupported operator aten::mystery")
-
-    monkeypatch.setattr(torch.onnx, "export", refuse)
-    with pytest.raises(ExportError, match=r"'unet' does not export to ONNX \(RuntimeError: unsupported operator"):
-        export_model(model, tmp_path / "u.onnx")
-    assert not (tmp_path / "u.onnx").exists()
-    assert main(["export", "unet", "--format", "onnx", str(tmp_path / "v.onnx")]) == 2
+    model = Model.from_zoo("segnet", **zoo.card("segnet").test_config)  # max-unpooling indices: no ONNX graph
+    with pytest.raises(ExportError, match=r"'segnet' does not export to ONNX \(\w+Error: .+\): it runs in segarch"):
+        export_model(model, tmp_path / "s.onnx", tile=64)
+    assert not (tmp_path / "s.onnx").exists()
+    path = segarch.save_model(model, tmp_path / "segnet.safetensors")
+    assert main(["export", str(path), str(tmp_path / "v.onnx"), "--tile", "64"]) == 2
     message = capsys.readouterr().err
-    assert "segarch export: error: The architecture 'unet' does not export to ONNX" in message
+    assert "segarch export: error: The architecture 'segnet' does not export to ONNX" in message
     assert "cannot be exported" in message and "--runtime" in message
     assert not (tmp_path / "v.onnx").exists()
 
