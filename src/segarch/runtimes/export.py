@@ -81,6 +81,8 @@ def export_model(model: Any, out: str | os.PathLike, *, format: str = "onnx", ti
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {FORMATS}, got {format!r}.")
     model = resolve(model)
+    if not model.trained:
+        log.warning("exporting %s, an untrained network (a zoo architecture, not trained weights)", model.arch)
     out = Path(out)
     if format == "onnx" and out.suffix != ".onnx":
         raise ValueError(f"`out` must end in '.onnx' for `format`='onnx', got {str(out)!r}.")
@@ -132,6 +134,8 @@ def _replace(out: Path, write, folder: bool = False) -> None:
         write(tmp)
         if out.is_dir():
             shutil.rmtree(out)
+        elif out.exists() and folder:
+            out.unlink()
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
