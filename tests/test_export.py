@@ -84,7 +84,7 @@ def package(tmp_path_factory, trained):
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SEGARCH_CACHE_DIR", str(cache))
-        export_model(trained, out, format="bioimageio", tile=64, authors=["Test Author"])
+        export_model(trained, out, format="bioimageio", tile=64, authors=["Test Author"], name="nuclei.v2 (test)")
     return out
 
 

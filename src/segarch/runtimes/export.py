@@ -157,6 +157,11 @@ def _package_name(model) -> str:
     return f"segarch {model.name or model.arch}".replace(".safetensors", "")
 
 
+def _rdf_name(name: str) -> str:
+    """``name`` in the characters a bioimage.io name may hold (letters, digits, space, ``_+-()``)."""
+    return re.sub(r"[^A-Za-z0-9_+\- ()]", "-", name).strip()[:128] or "segarch model"
+
+
 def _identifier(text: str, fallback: str) -> str:
     """A bioimage.io identifier (letters, digits, ``_``, starting with a letter) made from ``text``."""
     word = re.sub(r"\W+", "_", text).strip("_").lower()
@@ -248,7 +253,7 @@ def _bioimageio_files(model, graph: bytes, tile: tuple[int, ...], *, authors: li
     rdf = {
         "format_version": BIOIMAGEIO_FORMAT_VERSION,
         "type": "model",
-        "name": name[:128],
+        "name": _rdf_name(name),
         "description": (model.description or f"{card.full_name if card else model.arch} "
                         f"({model.spatial_dims}D semantic segmentation), exported by segarch")[:1024],
         "authors": [{"name": a} for a in authors],
