@@ -84,9 +84,10 @@ def _model_infos(choices) -> dict[str, tuple[int, int]]:
 def _load_choices():
     """The loader's job (off the GUI thread: importing torch and the zoo takes seconds)."""
     from segarch.devices import available_devices
+    from segarch.runtimes import RUNTIMES
 
     choices = model_choices()
-    return choices, _model_infos(choices), available_devices()
+    return choices, _model_infos(choices), available_devices(), RUNTIMES
 
 
 def resolve_choice(reference: str, *, path: str = "", arch: str = "", in_channels: int = 1):
@@ -189,13 +190,18 @@ class SegmentWidget(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.addItem(_LOADING, None)
         self.file_edit = QLineEdit()
-        self.file_edit.setPlaceholderText("path to .safetensors / .pt")
+        self.file_edit.setPlaceholderText("path to .safetensors / .pt / bioimage.io .zip")
         self.browse_button = QPushButton("…")
         self.arch_edit = QLineEdit()
         self.arch_edit.setPlaceholderText("architecture of a .pt state dict, e.g. unet")
         self.axes_edit = QLineEdit()
         self.device_combo = QComboBox()
         self.device_combo.addItem("auto")
+        self.runtime_combo = QComboBox()  # segarch.runtimes.RUNTIMES, once loaded; torch is the engine's default
+        self.runtime_combo.addItem("torch")
+        self.runtime_combo.setToolTip("What runs the network on each tile: torch (eager PyTorch), onnxruntime (the "
+                                      "network exported to ONNX once, cached; CPU, often faster), or auto (ONNX "
+                                      "Runtime when installed and the network exports, else torch). Same result.")
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 4096)
         self.tile_spin.setSpecialValueText("auto")
@@ -237,6 +243,7 @@ class SegmentWidget(QWidget):
         form.addRow("Architecture", self.arch_edit)
         form.addRow("Axes", self.axes_edit)
         form.addRow("Device", self.device_combo)
+        form.addRow("Runtime", self.runtime_combo)
         form.addRow("Tile", self.tile_spin)
         form.addRow("Overlap", self.overlap_spin)
         form.addRow("Batch size", self.batch_spin)
@@ -296,13 +303,14 @@ class SegmentWidget(QWidget):
 
     @_alive
     def _on_choices(self, value) -> None:
-        choices, infos, devices = value
+        choices, infos, devices, runtimes = value
         if not self._choices_loaded:
             self._fill_models(choices, infos)
-        current = self.device_combo.currentText()
-        self.device_combo.clear()
-        self.device_combo.addItems(devices)
-        self.device_combo.setCurrentText(current)
+        for combo, items in ((self.device_combo, devices), (self.runtime_combo, runtimes)):
+            current = combo.currentText()
+            combo.clear()
+            combo.addItems(list(items))
+            combo.setCurrentText(current)
 
     @_alive
     def _on_load_error(self, err) -> None:
@@ -394,7 +402,7 @@ class SegmentWidget(QWidget):
         self.background_check.setEnabled(self.output_combo.currentText() == "probabilities")
 
     def _browse(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Models (*.safetensors *.pt *.pth *.ckpt)")
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Models (*.safetensors *.pt *.pth *.ckpt *.zip)")
         if path:
             self.file_edit.setText(path)
 
@@ -441,6 +449,7 @@ class SegmentWidget(QWidget):
             "overlap": self.overlap_spin.value(),
             "batch_size": self.batch_spin.value(),
             "device": self.device_combo.currentText(),
+            "runtime": self.runtime_combo.currentText(),
             "output": self.output_combo.currentText(),
         }
         out = self.out_edit.text().strip()

@@ -1,4 +1,5 @@
-"""The ``segarch`` command line: ``zoo``, ``card NAME``, ``info FILE``, ``predict IN OUT``, ``convert``, ``demo``."""
+"""The ``segarch`` command line: ``zoo``, ``card NAME``, ``info FILE``, ``predict IN OUT``, ``convert``, ``demo``,
+``export MODEL OUT``."""
 
 from __future__ import annotations
 
@@ -520,6 +521,25 @@ def _train(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from segarch.runtimes import ExportError, RuntimeNotInstalled
+    from segarch.runtimes.export import export_model
+
+    options = {"authors": args.author} if args.author else {}
+    try:
+        out = export_model(args.model, args.output, format=args.format, tile=_tile(args.tile), overwrite=args.overwrite,
+                           license=args.license, **options)
+    except (ExportError, RuntimeNotInstalled) as err:
+        CONSOLE.line(f"segarch export: error: {_cli_words(str(err), 'export')}")
+        return 2
+    CONSOLE.line(f"wrote {out} ({args.format})")
+    return 0
+
+
+def _tile(values):
+    return None if not values else (values[0] if len(values) == 1 else tuple(values))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from segarch.zoo.card import TASKS  # no network is imported for this
 
@@ -645,6 +665,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the labels to this TIFF file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(run=_demo)
+
+    p = sub.add_parser("export", help="write a model for other tools: an ONNX file or a bioimage.io package",
+                       parents=[common])
+    p.add_argument("model", help="a shipped model (e.g. unet.nuclei2d), a model file or a zoo architecture")
+    p.add_argument("output", help="the .onnx file, or the bioimage.io package (.zip, or a folder)")
+    p.add_argument("--format", default="onnx", choices=("onnx", "bioimageio"))
+    p.add_argument("--tile", type=int, nargs="+", help="the graph's tile size (default: predict's default tile)")
+    p.add_argument("--author", action="append", help="bioimage.io: an author's name (repeat for several)")
+    p.add_argument("--license", default="MIT", help="bioimage.io: the licence, an SPDX id (default MIT)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=_export)
     return parser
 
 
@@ -657,7 +688,7 @@ _FLAGS = {"tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size"
 _POSITIONAL = {"predict": {"out": "OUTPUT", "image": "INPUT"},
                "train": {"out": "--out", "images": "IMAGES", "labels": "LABELS"},
     "convert": {"path": "OUTPUT"},
-               "demo": {"out": "--out"}}
+               "demo": {"out": "--out"}, "export": {"out": "OUTPUT", "model": "MODEL"}}
 
 
 def _cli_words(message: str, command: str) -> str:

@@ -7,6 +7,7 @@ model a user meant.
   checks a model file must pass (:func:`check_metadata`: a model file never runs code);
 - :mod:`~segarch.models.pretrained` (also ``segarch.pretrained``): the shipped weights, ``ARCH.TAG``;
 - :mod:`~segarch.models.session`: this session's models (the napari Train dock adds them);
+- :mod:`~segarch.models.bioimageio`: bioimage.io model packages read as Models (ONNX or state-dict weights);
 - :mod:`~segarch.models.catalog`: :func:`parse`, :func:`resolve`, :func:`choices`, :func:`describe`: every
   reference (a zoo architecture, shipped weights, a session model, a model file) resolved in one place.
 

@@ -8,7 +8,8 @@ is text, the same everywhere (what a user types, what a dock stores, what ``--mo
 ``unet``                              a zoo architecture: a new, untrained network
 ``unet.nuclei2d``                     shipped weights of an architecture (``ARCH.TAG``, as timm): trained
 ``session:unet 2D``                   a model trained or loaded in this session (the Train dock's)
-``cells.safetensors``, ``./w.pt``     a model file (a model-file suffix, a path separator, or a file)
+``cells.safetensors``, ``./w.pt``     a model file (a model-file suffix, a path separator, or a file),
+``cells.zip``                         or a bioimage.io model package (``.zip`` or folder, ONNX or state dict)
 ``zoo:unet``, ``shipped:unet.nuclei2d``, ``file:w.pt``  the same, with the kind spelled out
 ====================================  ==========================================================
 
@@ -48,8 +49,8 @@ __all__ = ["ModelRef", "ModelInfo", "KINDS", "MODEL_FILE_SUFFIXES", "parse", "re
 
 #: The kinds of reference, in the order model lists show them.
 KINDS = ("shipped", "session", "file", "zoo")
-#: Suffixes that make a name a model file (``.safetensors``, or a PyTorch state dict).
-MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+#: Suffixes that make a name a model file (``.safetensors``, a PyTorch state dict, a bioimage.io package).
+MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".zip")
 #: Zoo tasks whose architectures are models a user applies or trains (not backbones, not image generators).
 MODEL_TASKS = ("semantic", "instance", "panoptic", "interactive")
 
@@ -109,7 +110,8 @@ def is_model_file(value: Any) -> bool:
     if isinstance(value, os.PathLike):
         return True
     return isinstance(value, str) and bool(value) and (
-        os.sep in value or "/" in value or value.lower().endswith(MODEL_FILE_SUFFIXES) or os.path.isfile(value))
+        os.sep in value or "/" in value or value.lower().endswith(MODEL_FILE_SUFFIXES) or os.path.isfile(value)
+        or os.path.isfile(os.path.join(value, "bioimageio.yaml")))
 
 
 def parse(reference: "str | os.PathLike | ModelRef") -> ModelRef:
@@ -176,7 +178,6 @@ def resolve(reference: Any, *, task: str | Iterable[str] | None = None, trained:
         ValueError: an unknown name (with close names), a model of another task, an untrained architecture where
             ``trained`` is asked, or a model file that cannot be loaded (the message says why).
     """
-    from segarch.models.files import load_model
     from segarch.models.model import Model, as_model
 
     if isinstance(reference, Model):
@@ -196,9 +197,19 @@ def resolve(reference: Any, *, task: str | Iterable[str] | None = None, trained:
         else:
             if not ref.name:
                 raise ValueError("Choose a model file (.safetensors, or .pt/.pth with its architecture).")
-            model = load_model(Path(ref.name), arch=arch or None, **options)
+            model = _load_file(Path(ref.name), arch=arch or None, **options)
     _check_task(model, task)
     return model
+
+
+def _load_file(path: Path, **options: Any) -> Model:
+    """A model file, or a bioimage.io model package (a .zip or folder with its bioimageio.yaml)."""
+    from segarch.models.bioimageio import is_bioimageio_package, load_bioimageio
+    from segarch.models.files import load_model
+
+    if is_bioimageio_package(path):
+        return load_bioimageio(path)
+    return load_model(path, **options)
 
 
 def _is_module(value: Any) -> bool:

@@ -13,6 +13,7 @@ import torch
 
 from segarch.runtimes.onnx import (ExportError, RuntimeNotInstalled, cache_dir, onnx_runner, onnxruntime_available,
                                    weights_sha256)
+from segarch.runtimes.onnx_weights import is_onnx_weights, onnx_weights_runner
 
 __all__ = ["RUNTIMES", "make_runner", "check_runtime", "ExportError", "RuntimeNotInstalled", "cache_dir",
            "weights_sha256"]
@@ -51,6 +52,8 @@ def make_runner(model, device: torch.device, amp: bool | None, runtime: str, til
     from segarch.tiling.runner import NetworkRunner
 
     check_runtime(runtime)
+    if is_onnx_weights(model):  # a bioimage.io package's ONNX graph: run as it is
+        return onnx_weights_runner(model, device, amp, runtime)
     if runtime == "torch":
         return NetworkRunner(model.network, device, amp)
     reason = None

@@ -60,18 +60,38 @@ def _runner(token: str, payload: dict[str, Any]):
 
 
 def _run_region(token: str, payload: dict[str, Any], plan: Plan, source, preprocess, sink, blocks, batch_size: int) -> int:
-    from segarch.tiling.scenes import SkippingRunner
+    from segarch.tiling import pipeline
+    from segarch.tiling.skipping import TileSkipper
 
-    runner = SkippingRunner(_runner(token, payload), plan.out_channels)  # nodata and glass tiles are not run
+    # nodata and glass tiles are not run, constant tiles once per value (per region), as in this process
+    skipper = TileSkipper(_runner(token, payload), plan.out_channels, reuse_constant=pipeline.SKIP_CONSTANT_TILES)
     region = Region(plan, blocks)
     assembler = Assembler(plan, region)
+    pending: list[tuple] = []
+
+    def run(batch):
+        x = pad_batch([tile for _, tile in batch], batch_size)
+        for (key, _), logits in zip(batch, skipper(x, batch_size)):
+            yield key, logits
+
+    def assemble(key, logits):
+        for block, data in assembler.add(key, logits):
+            sink.write(block, data)
+
     order = region.tile_order
-    for start in range(0, len(order), batch_size):
-        keys = order[start: start + batch_size]
-        x = pad_batch([read_tile(plan, source, preprocess, k) for k in keys], batch_size)
-        for key, logits in zip(keys, runner(x, batch_size)):
-            for block, data in assembler.add(key, logits):
-                sink.write(block, data)
+    for key in order:
+        tile = read_tile(plan, source, preprocess, key)
+        known = skipper.lookup(tile)
+        if known is not None:
+            assemble(key, known)
+            continue
+        pending.append((key, tile))
+        if len(pending) == batch_size:
+            for done_key, logits in run(pending):
+                assemble(done_key, logits)
+            pending.clear()
+    for done_key, logits in run(pending) if pending else ():
+        assemble(done_key, logits)
     return len(order)
 
 

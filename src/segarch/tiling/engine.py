@@ -26,6 +26,7 @@ from segarch.tiling import scenes
 from segarch.tiling.pipeline import read_tile, run_local
 from segarch.tiling.plan import Plan
 from segarch.runtimes import RUNTIMES, make_runner
+from segarch.tiling.skipping import TileSkipper
 from segarch.tiling.source import ImageSource, content_identity, open_source
 
 __all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_pixels"]
@@ -223,8 +224,7 @@ def predict(
                                          batch_size, progress, cancel)
             cancelled = cancel is not None and cancel.is_set()
         else:
-            runner = scenes.SkippingRunner(make_runner(model, torch_device, amp, runtime, plan.tile_shape),
-                                           plan.out_channels)
+            runner = TileSkipper(make_runner(model, torch_device, amp, runtime, plan.tile_shape), plan.out_channels)
             tiles_done, cancelled = run_local(plan, source, preprocess, runner, sink, regions, batch_size, progress,
                                               cancel)
         if cancelled:

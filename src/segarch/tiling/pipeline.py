@@ -17,12 +17,13 @@ from segarch.preprocessing import Preprocessor
 from segarch.tiling import scenes
 from segarch.tiling.plan import Assembler, Plan, Region, TileKey
 from segarch.tiling.runner import NetworkRunner
+from segarch.tiling.skipping import TileSkipper
 from segarch.tiling.source import ImageSource
 
-__all__ = ["read_tile", "pad_batch", "run_local", "constant_key", "SKIP_CONSTANT_TILES"]
+__all__ = ["read_tile", "pad_batch", "run_local", "SKIP_CONSTANT_TILES"]
 
 # Tiles whose input is constant (empty background, nodata, padding) are computed once per value and the
-# result reused: the network gives the same logits for the same input wherever the tile lies.
+# result reused (segarch.tiling.skipping): off only to measure what it saves.
 SKIP_CONSTANT_TILES = True
 
 _LUMINANCE = np.array([0.2125, 0.7154, 0.0721], np.float32)  # ITU-R BT.709, as skimage.color.rgb2gray
@@ -35,13 +36,6 @@ def pad_batch(tiles: list[np.ndarray], batch_size: int) -> np.ndarray:
     if len(tiles) < batch_size:
         x = np.concatenate([x, np.zeros((batch_size - len(tiles),) + x.shape[1:], x.dtype)])
     return x
-
-
-def constant_key(tile: np.ndarray) -> bytes | None:
-    """For a tile ``(C, *tile)`` whose every channel is constant, its values as bytes (a cache key); else None."""
-    flat = tile.reshape(tile.shape[0], -1)
-    first = flat[:, :1]
-    return first.tobytes() if (flat == first).all() else None
 
 
 def read_tile(plan: Plan, source: ImageSource, preprocess: Preprocessor, tile: TileKey) -> np.ndarray:
@@ -131,18 +125,15 @@ def run_local(plan: Plan, source: ImageSource, preprocess: Preprocessor, runner:
     if progress is not None:
         progress(0, total)  # the output exists now: a viewer can show it while it fills
     batch: list[tuple[TileKey, np.ndarray]] = []
-    constants: dict[bytes, np.ndarray] = {}  # a constant tile's values -> its logits
+    skipper = runner if isinstance(runner, TileSkipper) else TileSkipper(runner, plan.out_channels)
+    skipper.reuse_constant = SKIP_CONSTANT_TILES
 
     def flush():
         nonlocal done
         if not batch:
             return
-        y = runner(pad_batch([b[1] for b in batch], batch_size), batch_size)
-        for (tile, data), logits in zip(batch, y):
-            if SKIP_CONSTANT_TILES:
-                key = constant_key(data)
-                if key is not None:
-                    constants.setdefault(key, logits)
+        y = skipper(pad_batch([b[1] for b in batch], batch_size), batch_size)
+        for (tile, _), logits in zip(batch, y):
             _put(outputs, ("tile", tile, logits), stop, errors=errors)
         done += len(batch)
         batch.clear()
@@ -166,9 +157,9 @@ def run_local(plan: Plan, source: ImageSource, preprocess: Preprocessor, runner:
                 flush()
                 _put(outputs, item, stop, errors=errors)
                 continue
-            key = constant_key(item[2]) if SKIP_CONSTANT_TILES else None
-            if key is not None and key in constants:  # computed before: not sent to the network again
-                _put(outputs, ("tile", item[1], constants[key]), stop, errors=errors)
+            known = skipper.lookup(item[2])
+            if known is not None:  # all left out, or a constant tile computed before: not sent to the network
+                _put(outputs, ("tile", item[1], known), stop, errors=errors)
                 done += 1
                 if progress is not None:
                     progress(done, total)

@@ -10,9 +10,10 @@
   the glass around the tissue (Otsu on a low level, :func:`segarch.io.tissue_mask`).
 
 Pixels left out travel through the pipeline as NaN after pre-processing (:func:`mark_invalid`).
-:class:`SkippingRunner` never shows a NaN to the network: a tile that is all NaN is not computed, the
-others are computed with NaN set to 0, and the NaN is put back into the logits, so that after blending a
-left-out pixel is 0 in labels and NaN in probabilities. Percentiles are measured on the other pixels only.
+:class:`segarch.tiling.skipping.TileSkipper` never shows a NaN to the network: a tile that is all NaN is not
+computed, the others are computed with NaN set to 0, and the NaN is put back into the logits, so that after
+blending a left-out pixel is 0 in labels and NaN in probabilities. Percentiles are measured on the other
+pixels only.
 
 :func:`annotate_store` records the georeference of the result in the output store (GeoZarr attributes,
 turned back into a GeoTIFF by ``segarch convert``), and :func:`provenance` what the source was.
@@ -29,7 +30,7 @@ import numpy as np
 
 from segarch.arrays import compute_here
 
-__all__ = ["prepare", "SourceExtras", "Resampled", "invalid_pixels", "mark_invalid", "SkippingRunner", "on_glass",
+__all__ = ["prepare", "SourceExtras", "Resampled", "invalid_pixels", "mark_invalid", "on_glass",
            "annotate_store", "provenance", "FROM_FILE", "check_bands"]
 
 log = logging.getLogger("segarch.tiling")
@@ -352,39 +353,6 @@ def mark_invalid(data: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
     data = np.array(data, dtype=np.float32, copy=True)
     data[:, invalid] = np.nan
     return data
-
-
-class SkippingRunner:
-    """Runs tiles through ``runner`` without ever showing it a NaN; tiles that are all NaN are not run.
-
-    ``skipped`` counts the tiles not computed, ``computed`` those that were.
-    """
-
-    def __init__(self, runner, out_channels: int) -> None:
-        self.runner = runner
-        self.out_channels = out_channels
-        self.skipped = 0
-        self.computed = 0
-
-    def __call__(self, batch: np.ndarray, batch_size: int) -> np.ndarray:
-        bad = np.isnan(batch)
-        if not bad.any():
-            self.computed += len(batch)
-            return self.runner(batch, batch_size)
-        left_out = bad.all(1)                                    # (B, *spatial): pixels left out
-        empty = left_out.reshape(len(batch), -1).all(1)          # whole tiles left out
-        keep = np.flatnonzero(~empty)
-        out = np.full((len(batch), self.out_channels) + batch.shape[2:], np.nan, np.float32)
-        if keep.size:
-            x = np.where(bad[keep], np.float32(0), batch[keep])
-            if len(keep) < len(batch):  # the batch keeps its shape: results don't depend on the neighbours
-                x = np.concatenate([x, np.zeros((len(batch) - len(keep),) + x.shape[1:], x.dtype)])
-            y = self.runner(x, batch_size)[: len(keep)]
-            out[keep] = y
-        out[np.broadcast_to(left_out[:, None], out.shape)] = np.nan
-        self.skipped += int(empty.sum())
-        self.computed += int(keep.size)
-        return out
 
 
 def drop_invalid(values: np.ndarray) -> np.ndarray:
