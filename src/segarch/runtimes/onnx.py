@@ -26,7 +26,7 @@ import torch
 from segarch.models.model import weights_sha256
 
 __all__ = ["ExportError", "RuntimeNotInstalled", "OnnxRunner", "onnx_runner", "onnxruntime_available", "cache_dir",
-           "weights_sha256", "export_onnx"]
+           "weights_sha256", "export_onnx", "export_network", "ort_session"]
 
 log = logging.getLogger("segarch.runtimes")
 
@@ -88,17 +88,30 @@ def export_onnx(model, tile_shape: tuple[int, ...]) -> bytes:
     network = model.network.eval()
     device = next(iter(network.parameters()), torch.zeros(())).device
     example = torch.zeros((1, int(model.in_channels), *tile_shape), device=device)
+    return export_network(network, example, model.arch)
+
+
+def export_network(network, example: torch.Tensor, name: str, output_names: tuple[str, ...] = ("logits",)) -> bytes:
+    """``network`` traced on ``example`` as an ONNX graph (bytes) whose batch axis (the first) is free.
+
+    ``output_names`` names the outputs in order (a network returning a dict of heads has one per head).
+
+    Raises:
+        ExportError: the exporter refuses the network (``name`` and the exporter's reason in the message).
+        RuntimeNotInstalled: the exporter's dependency (``onnx``) is missing.
+    """
     buffer = io.BytesIO()
+    free_batch = {n: {0: "batch"} for n in ("tiles", *output_names)}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(network, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=["tiles"],
-                              output_names=["logits"], dynamic_axes={"tiles": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(network.eval(), (example,), buffer, dynamo=False, opset_version=OPSET,
+                              input_names=["tiles"], output_names=list(output_names), dynamic_axes=free_batch)
     except ModuleNotFoundError as err:
         raise RuntimeNotInstalled(f"Exporting to ONNX needs {err.name!r}: {_INSTALL}.") from None
     except Exception as err:  # the exporter raises many kinds (unsupported operator, tracer, shape errors)
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ExportError(f"The architecture {model.arch!r} does not export to ONNX ({type(err).__name__}: "
+        raise ExportError(f"The architecture {name!r} does not export to ONNX ({type(err).__name__}: "
                           f"{first[:300]}); use `runtime`='torch'.") from None
     return buffer.getvalue()
 
@@ -117,7 +130,8 @@ class OnnxRunner:
         return np.ascontiguousarray(self.session.run(None, {self._input: x})[0], dtype=np.float32)
 
 
-def _session(path: Path, threads: int):
+def ort_session(path: Path | bytes, threads: int):
+    """An ONNX Runtime CPU session on the graph at ``path`` (or its bytes) with ``threads`` intra-op threads."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -127,7 +141,8 @@ def _session(path: Path, threads: int):
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: the engine logs what matters
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRunner:
@@ -147,7 +162,7 @@ def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRun
             recorded = json.loads(meta.read_text())
             if recorded.get("sha256") != _file_sha256(path):
                 raise ValueError("the file does not match its recorded SHA-256")
-            return OnnxRunner(_session(path, threads), path)
+            return OnnxRunner(ort_session(path, threads), path)
         except RuntimeNotInstalled:
             raise
         except Exception as err:  # a corrupted entry: rebuilt below
@@ -155,7 +170,7 @@ def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRun
     graph = export_onnx(model, tile_shape)
     folder.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, graph)
-    session = _session(path, threads)
+    session = ort_session(path, threads)
     difference, scale = _compare(model, session, tile_shape)
     if not difference <= _TOLERANCE * max(1.0, scale):
         path.unlink(missing_ok=True)
