@@ -10,6 +10,7 @@ is checked against eager PyTorch on a random batch before it is kept, so a graph
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import io
@@ -103,8 +104,9 @@ def export_network(network, example: torch.Tensor, name: str, output_names: tupl
     buffer = io.BytesIO()
     free_batch = {n: {0: "batch"} for n in ("tiles", *output_names)}
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        # quiet: the exporter's deprecation and tracer notes, and the whole graph it prints when it fails
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
             torch.onnx.export(network.eval(), (example,), buffer, dynamo=False, opset_version=OPSET,
                               input_names=["tiles"], output_names=list(output_names), dynamic_axes=free_batch)
     except ModuleNotFoundError as err:
@@ -113,7 +115,28 @@ def export_network(network, example: torch.Tensor, name: str, output_names: tupl
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ExportError(f"The architecture {name!r} does not export to ONNX ({type(err).__name__}: "
                           f"{first[:300]}); use `runtime`='torch'.") from None
-    return buffer.getvalue()
+    return _positive_permutations(buffer.getvalue())
+
+
+def _positive_permutations(graph: bytes) -> bytes:
+    """The graph with every Transpose's ``perm`` made non-negative.
+
+    The TorchScript exporter folds consecutive transposes (a ``movedim(-1, 1)`` next to a ``permute``) into one
+    whose ``perm`` keeps negative axes, which ONNX Runtime rejects (Swin-UPerNet, HRFormer); ``perm`` has one
+    entry per axis, so ``p % len(perm)`` is the axis meant.
+    """
+    import onnx
+
+    proto = onnx.load_from_string(graph)
+    changed = False
+    for node in proto.graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Transpose" and attribute.name == "perm" and any(p < 0 for p in attribute.ints):
+                fixed = [p % len(attribute.ints) for p in attribute.ints]
+                del attribute.ints[:]
+                attribute.ints.extend(fixed)
+                changed = True
+    return proto.SerializeToString() if changed else graph
 
 
 class OnnxRunner:
