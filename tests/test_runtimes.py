@@ -104,31 +104,78 @@ def test_export_is_cached_reused_and_rebuilt_when_corrupted(caplog):
     assert entries[0].read_bytes() == data  # rebuilt whole
 
 
+class _NoOnnxOperator(nn.Module):
+    """A convolution followed by ``erfinv``, which the ONNX exporter has no operator for (opset 17)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+
+    def forward(self, x):
+        return torch.erfinv(0.5 * torch.tanh(self.conv(x)))
+
+
 def test_an_architecture_that_does_not_export(caplog):
-    model = _zoo_model("segnet")  # max-unpooling indices: the TorchScript exporter refuses it
+    torch.manual_seed(0)
+    model = segarch.Model(_NoOnnxOperator(), "no_onnx_operator", {}, 2, 1, 3)
     image = (np.random.default_rng().random((80, 80)) * 255).astype(np.uint8)
-    tile = _tile(model, 64)
-    with pytest.raises(ExportError, match="'segnet' does not export to ONNX.*runtime`='torch'"):
-        segarch.predict(model, image, tile=tile, device="cpu", runtime="onnxruntime")
+    with pytest.raises(ExportError, match="'no_onnx_operator' does not export to ONNX.*erfinv.*runtime`='torch'"):
+        segarch.predict(model, image, tile=64, device="cpu", runtime="onnxruntime")
+    assert not list(cache_dir().glob("*.onnx"))  # nothing cached
     with caplog.at_level(logging.INFO, logger="segarch.runtimes"):
-        auto = segarch.predict(model, image, tile=tile, device="cpu", runtime="auto")
-    assert "runtime auto: torch" in caplog.text and "'segnet' does not export" in caplog.text
-    np.testing.assert_array_equal(auto, segarch.predict(model, image, tile=tile, device="cpu", runtime="torch"))
+        auto = segarch.predict(model, image, tile=64, device="cpu", runtime="auto")
+    assert "runtime auto: torch" in caplog.text and "'no_onnx_operator' does not export" in caplog.text
+    np.testing.assert_array_equal(auto, segarch.predict(model, image, tile=64, device="cpu", runtime="torch"))
 
 
 def test_bad_runtime_and_missing_onnxruntime(monkeypatch, caplog):
     model = _zoo_model("unet")
     image = np.zeros((64, 64), np.uint8)
-    with pytest.raises(ValueError, match=r"`runtime` must be one of \('auto', 'torch', 'onnxruntime'\), got 'tvm'"):
+    with pytest.raises(ValueError, match=r"`runtime` must be one of \('auto', 'torch', 'onnxruntime', 'openvino'\), "
+                                         r"got 'tvm'"):
         segarch.predict(model, image, runtime="tvm")
     # ONNX Runtime cannot be uninstalled for one test: the check that finds it is told it is absent.
     monkeypatch.setattr(onnx_runtime, "onnxruntime_available", lambda: False)
     monkeypatch.setattr(segarch.runtimes, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(segarch.runtimes, "openvino_available", lambda: False)
     with pytest.raises(RuntimeNotInstalled, match=r"pip install 'napari-segarch\[fast\]'"):
         segarch.predict(model, image, tile=64, device="cpu", runtime="onnxruntime")
+    monkeypatch.setattr(segarch.runtimes.openvino, "openvino_available", lambda: False)
+    with pytest.raises(RuntimeNotInstalled, match=r"`runtime`='openvino' needs OpenVINO.*napari-segarch\[openvino\]"):
+        segarch.predict(model, image, tile=64, device="cpu", runtime="openvino")
     with caplog.at_level(logging.INFO, logger="segarch.runtimes"):
         segarch.predict(model, image, tile=64, device="cpu", runtime="auto")
-    assert "ONNX Runtime is not installed" in caplog.text
+    assert "onnxruntime is not installed: pip install 'napari-segarch[fast]'" in caplog.text
+    assert "openvino is not installed: pip install 'napari-segarch[openvino]'" in caplog.text
+
+
+@pytest.mark.parametrize("name,dims", [("unet", 2), ("unet", 3), ("hrnet_v2", 2)])
+def test_openvino_gives_the_same_labels_as_torch_and_auto_picks_it(name, dims, caplog):
+    pytest.importorskip("openvino")
+    model = _zoo_model(name, dims)
+    rng = np.random.default_rng()
+    image = (rng.random((150, 170) if dims == 2 else (40, 50, 45)) * 255).astype(np.uint8)
+    tile = _tile(model, 64 if dims == 2 else 32)
+    eager = segarch.predict(model, image, tile=tile, device="cpu", runtime="torch", output="probabilities")
+    fast = segarch.predict(model, image, tile=tile, device="cpu", runtime="openvino", output="probabilities")
+    spread = eager.std(axis=tuple(range(1, eager.ndim))).max()
+    assert np.abs(fast - eager).max() < 0.01 * spread  # fp32 forced: no bf16 on this AVX-512 CPU
+    np.testing.assert_array_equal(fast.argmax(0), eager.argmax(0))
+    with caplog.at_level(logging.INFO, logger="segarch.runtimes"):
+        auto = segarch.predict(model, image, tile=tile, device="cpu", runtime="auto")
+    assert "runtime: openvino" in caplog.text  # first of AUTO_ORDER, installed and exporting
+    np.testing.assert_array_equal(auto, eager.argmax(0))
+
+
+def test_openvino_refuses_what_does_not_export_and_the_cluster():
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = segarch.Model(_NoOnnxOperator(), "no_onnx_operator", {}, 2, 1, 3)
+    image = np.zeros((64, 64), np.uint8)
+    with pytest.raises(ExportError, match="'no_onnx_operator' does not export to ONNX"):
+        segarch.predict(model, image, tile=64, device="cpu", runtime="openvino")
+    with pytest.raises(ValueError, match="`runtime`='openvino' runs in this process only"):
+        segarch.predict(model, image, tile=64, device="cpu", runtime="openvino", scheduler="threads")
 
 
 class _Counting(nn.Module):

@@ -10,7 +10,6 @@ is checked against eager PyTorch on a random batch before it is kept, so a graph
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import io
@@ -27,7 +26,8 @@ import torch
 from segarch.models.model import weights_sha256
 
 __all__ = ["ExportError", "RuntimeNotInstalled", "OnnxRunner", "onnx_runner", "onnxruntime_available", "cache_dir",
-           "weights_sha256", "export_onnx", "export_network", "ort_session"]
+           "weights_sha256", "export_onnx", "export_network", "ort_session",
+           "compare_to_eager", "agrees_with_eager"]
 
 log = logging.getLogger("segarch.runtimes")
 
@@ -104,9 +104,8 @@ def export_network(network, example: torch.Tensor, name: str, output_names: tupl
     buffer = io.BytesIO()
     free_batch = {n: {0: "batch"} for n in ("tiles", *output_names)}
     try:
-        # quiet: the exporter's deprecation and tracer notes, and the whole graph it prints when it fails
-        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(network.eval(), (example,), buffer, dynamo=False, opset_version=OPSET,
                               input_names=["tiles"], output_names=list(output_names), dynamic_axes=free_batch)
     except ModuleNotFoundError as err:
@@ -194,8 +193,9 @@ def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRun
     folder.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, graph)
     session = ort_session(path, threads)
-    difference, scale = _compare(model, session, tile_shape)
-    if not difference <= _TOLERANCE * max(1.0, scale):
+    difference, scale = compare_to_eager(model, lambda x: session.run(None, {session.get_inputs()[0].name: x})[0],
+                                         tile_shape)
+    if not agrees_with_eager(difference, scale):
         path.unlink(missing_ok=True)
         raise ExportError(f"The architecture {model.arch!r} exports to ONNX but computes different logits (largest "
                           f"difference {difference:.3g} on a random batch); use `runtime`='torch'.")
@@ -205,18 +205,24 @@ def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRun
     return OnnxRunner(session, path)
 
 
-def _compare(model, session, tile_shape) -> tuple[float, float]:
-    """Largest absolute difference between ONNX Runtime's and eager PyTorch's logits on a random batch of 2."""
+def compare_to_eager(model, run, tile_shape) -> tuple[float, float]:
+    """Largest absolute difference between ``run(x)``'s logits and eager PyTorch's on a random batch of 2, and the
+    largest eager logit (the scale the difference is judged against)."""
     rng = np.random.default_rng()
     x = rng.standard_normal((2, int(model.in_channels), *tile_shape)).astype(np.float32)
     network = model.network.eval()
     device = next(iter(network.parameters()), torch.zeros(())).device
     with torch.inference_mode():
         expected = network(torch.from_numpy(x).to(device)).float().cpu().numpy()
-    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    got = run(x)
     if got.shape != expected.shape:
         return float("inf"), 0.0
     return float(np.abs(got - expected).max()), float(np.abs(expected).max())
+
+
+def agrees_with_eager(difference: float, scale: float) -> bool:
+    """Whether a runtime's largest difference to eager PyTorch is within :data:`_TOLERANCE` of the logits' scale."""
+    return difference <= _TOLERANCE * max(1.0, scale)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -128,8 +128,9 @@ def predict(
         tissue: a whole slide: find the tissue (Otsu on a low level) and compute only tiles that touch it.
         runtime: what runs the network on each batch of tiles: ``"torch"`` (eager PyTorch), ``"onnxruntime"``
             (the network exported to ONNX once per weights and tile shape, cached on disk; CPU, fp32; needs the
-            ``fast`` extra), or ``"auto"`` (ONNX Runtime when installed and the network exports, else torch with
-            the reason logged). Same tiles, blending and output either way (:mod:`segarch.runtimes`).
+            ``fast`` extra), ``"openvino"`` (that export compiled by OpenVINO; the ``openvino`` extra), or
+            ``"auto"`` (on the CPU the fastest installed one that runs the network, see
+            :data:`segarch.runtimes.AUTO_ORDER`, else torch with the reason logged). Same tiles, blending and output either way (:mod:`segarch.runtimes`).
 
     Returns:
         The labels or probabilities, with the axes :func:`segarch.axes.output_axes` states: the image's minus C
@@ -153,8 +154,8 @@ def predict(
                          "the block-wise decoding to this engine's probabilities; segarch.tiling.predict makes "
                          "'labels' and 'probabilities'.")
     _check_choice(runtime, RUNTIMES, "runtime")
-    if runtime == "onnxruntime" and scheduler is not None:
-        raise ValueError("`runtime`='onnxruntime' runs in this process only for now; with `scheduler` use "
+    if runtime in ("onnxruntime", "openvino") and scheduler is not None:
+        raise ValueError(f"`runtime`={runtime!r} runs in this process only for now; with `scheduler` use "
                          "`runtime`='torch' or 'auto' (torch on the cluster).")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
