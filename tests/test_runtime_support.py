@@ -34,6 +34,7 @@ def test_the_table_lists_every_zoo_entry_once_with_a_known_status():
         assert (row["reason"] == "") == (row["status"] == "runs"), row
         if row["status"] == "runs":
             assert row["max_rel_difference"] < 1e-3
+        assert row["openvino"]["status"] in STATUSES  # the table was made with OpenVINO installed
 
 
 def _sample() -> list[tuple[str, int]]:
@@ -49,6 +50,8 @@ def test_the_table_holds_for_a_sample_of_entries(name, dims):
     stored = next(r for r in TABLE["entries"] if (r["name"], r["dims"]) == (name, dims))
     fresh = check_entry(name, dims, seed=int(np.random.default_rng().integers(1 << 16)))
     assert fresh["status"] == stored["status"], fresh["reason"]
+    if "openvino" in fresh:
+        assert fresh["openvino"]["status"] == stored["openvino"]["status"], fresh["openvino"]["reason"]
 
 
 @pytest.mark.parametrize("name", ["pspnet", "segnet", "enet"])

@@ -1,14 +1,16 @@
-"""Which zoo architectures export to ONNX and run under ONNX Runtime, checked against eager PyTorch.
+"""Which zoo architectures export to ONNX and run under ONNX Runtime and OpenVINO, checked against eager PyTorch.
 
 :func:`check_entry` builds one registered architecture at the size the zoo's shared tester uses (its card's
 ``test_config``, the tester's odd input sizes padded to the size divisor), exports it with a free batch axis,
-runs a random batch of two through ONNX Runtime and compares every output to eager PyTorch. The table of all
+runs a random batch of two through ONNX Runtime (and, when installed, OpenVINO: fp32, the same graph) and
+compares every output to eager PyTorch. The table of all
 entries is written by ``scripts/runtime_support.py`` into :data:`TABLE_FILE`; ``tests/test_runtime_support.py``
 re-checks a sample of it against reality.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import torch
 from segarch import zoo
 from segarch.layers.checks import padded_shape
 from segarch.runtimes.onnx import ExportError, export_network, ort_session
+from segarch.runtimes.openvino import openvino_available
 
 __all__ = ["TABLE_FILE", "TEST_SIZES", "STATUSES", "TOLERANCE", "check_entry", "entries"]
 
@@ -48,9 +51,10 @@ def check_entry(name: str, dims: int, seed: int = 0) -> dict:
     """Export zoo entry ``name`` in ``dims`` D at its test size and run it under ONNX Runtime.
 
     Returns:
-        ``{"name", "dims", "task", "shape", "status", "max_rel_difference", "reason", "seconds"}`` where
-        ``status`` is one of :data:`STATUSES` and ``reason`` the exporter's or runtime's first line ("" when
-        it runs).
+        ``{"name", "dims", "task", "shape", "status", "max_rel_difference", "reason", "seconds"}`` for ONNX
+        Runtime, where ``status`` is one of :data:`STATUSES` and ``reason`` the exporter's or runtime's first
+        line ("" when it runs); with OpenVINO installed, ``"openvino": {"status", "max_rel_difference",
+        "reason"}`` too.
     """
     card = zoo.card(name)
     started = time.perf_counter()
@@ -67,16 +71,39 @@ def check_entry(name: str, dims: int, seed: int = 0) -> dict:
     except ExportError as err:
         why = str(err).split(" does not export to ONNX (", 1)[-1].removesuffix("); use `runtime`='torch'.")
         row.update(status="no export", reason=why)
+        graph = None
     else:
-        try:
-            got = ort_session(graph, threads=torch.get_num_threads()).run(None, {"tiles": x})
-        except Exception as err:  # ONNX Runtime's errors (unsupported node, shape inference) have no common base
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            row.update(status="no run", reason=first[:300])
-        else:
-            row.update(_compare(expected, got))
+        row.update(_run(lambda: ort_session(graph, threads=torch.get_num_threads()).run(None, {"tiles": x}),
+                        expected))
+    if openvino_available():
+        row["openvino"] = _run(lambda: _openvino_outputs(graph, x), expected) if graph else dict(
+            status="no export", max_rel_difference=None, reason=row["reason"])
     row["seconds"] = round(time.perf_counter() - started, 2)
     return row
+
+
+def _run(outputs, expected: list[np.ndarray]) -> dict:
+    try:
+        got = outputs()
+    except Exception as err:  # the runtimes' errors (unsupported node, shape inference) have no common base
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return {"status": "no run", "max_rel_difference": None, "reason": first[:300]}
+    return {"status": "runs", "max_rel_difference": None, "reason": "", **_compare(expected, got)}
+
+
+def _openvino_outputs(graph: bytes, x: np.ndarray) -> list[np.ndarray]:
+    import openvino
+
+    core = openvino.Core()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "network.onnx"
+        path.write_bytes(graph)
+        network = core.read_model(str(path))
+        network.reshape({network.inputs[0].any_name: list(x.shape)})
+        compiled = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                       "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+        result = compiled(x)
+        return [np.asarray(result[output]) for output in compiled.outputs]
 
 
 def _compare(expected: list[np.ndarray], got: list[np.ndarray]) -> dict:
