@@ -27,7 +27,7 @@ from segarch.models.model import weights_sha256
 
 __all__ = ["ExportError", "RuntimeNotInstalled", "OnnxRunner", "onnx_runner", "onnxruntime_available", "cache_dir",
            "weights_sha256", "export_onnx", "export_network", "ort_session",
-           "compare_to_eager", "agrees_with_eager"]
+           "compare_to_eager", "agrees_with_eager", "cached_onnx", "write_atomic"]
 
 log = logging.getLogger("segarch.runtimes")
 
@@ -174,6 +174,18 @@ def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRun
         RuntimeNotInstalled: ONNX Runtime (or the exporter's dependency) is missing.
         ExportError: the architecture does not export, or its export computes something else than the network.
     """
+    path = cached_onnx(model, tile_shape, threads)
+    return OnnxRunner(ort_session(path, threads), path)
+
+
+def cached_onnx(model, tile_shape: tuple[int, ...], threads: int = 1) -> Path:
+    """The cache's ``.onnx`` file of ``model`` on tiles of ``tile_shape``: exported, checked against eager
+    PyTorch under ONNX Runtime and recorded the first time; rebuilt when the entry is corrupted.
+
+    Raises:
+        RuntimeNotInstalled: ONNX Runtime (or the exporter's dependency) is missing.
+        ExportError: the architecture does not export, or its export computes something else than the network.
+    """
     if not onnxruntime_available():
         raise RuntimeNotInstalled(f"`runtime`='onnxruntime' needs ONNX Runtime, which is not installed: {_INSTALL}.")
     key, what = _key(model, tile_shape)
@@ -184,14 +196,12 @@ def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRun
             recorded = json.loads(meta.read_text())
             if recorded.get("sha256") != _file_sha256(path):
                 raise ValueError("the file does not match its recorded SHA-256")
-            return OnnxRunner(ort_session(path, threads), path)
-        except RuntimeNotInstalled:
-            raise
+            return path
         except Exception as err:  # a corrupted entry: rebuilt below
             log.warning("ONNX cache entry %s is unusable (%s): exporting again", path, err)
     graph = export_onnx(model, tile_shape)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, graph)
+    write_atomic(path, graph)
     session = ort_session(path, threads)
     difference, scale = compare_to_eager(model, lambda x: session.run(None, {session.get_inputs()[0].name: x})[0],
                                          tile_shape)
@@ -200,9 +210,9 @@ def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRun
         raise ExportError(f"The architecture {model.arch!r} exports to ONNX but computes different logits (largest "
                           f"difference {difference:.3g} on a random batch); use `runtime`='torch'.")
     record = dict(what, sha256=_file_sha256(path), max_abs_difference=float(difference))
-    _write_atomic(meta, json.dumps(record, indent=1).encode())  # last: it makes the entry valid
+    write_atomic(meta, json.dumps(record, indent=1).encode())  # last: it makes the entry valid
     log.info("exported %s to ONNX (%s, largest difference to eager %.2g)", model.arch, path, difference)
-    return OnnxRunner(session, path)
+    return path
 
 
 def compare_to_eager(model, run, tile_shape) -> tuple[float, float]:
@@ -225,7 +235,7 @@ def agrees_with_eager(difference: float, scale: float) -> bool:
     return difference <= _TOLERANCE * max(1.0, scale)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:

@@ -3,24 +3,35 @@
 OpenVINO compiles the same ``.onnx`` file that :mod:`segarch.runtimes.onnx` exports and caches (so the export
 and its check against eager PyTorch happen once for both runtimes), with fp32 inference precision forced: on
 CPUs with bf16 support OpenVINO would otherwise run in bf16 and labels could change. One compiled model per
-batch size (static shapes run faster than a dynamic batch axis); the last, smaller batch of a run gets its own.
+batch shape (static shapes run faster than a dynamic batch axis; the last, smaller batch of a run gets its
+own), kept in this process for the next ``predict`` (compiling takes about as long as a few batches).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from segarch.runtimes.onnx import ExportError, RuntimeNotInstalled, agrees_with_eager, compare_to_eager, onnx_runner
+from segarch.runtimes.onnx import (ExportError, RuntimeNotInstalled, agrees_with_eager, cached_onnx, compare_to_eager,
+                                   write_atomic)
 
 __all__ = ["OpenVinoRunner", "openvino_runner", "openvino_available", "INSTALL_OPENVINO"]
 
 log = logging.getLogger("segarch.runtimes")
 
 INSTALL_OPENVINO = "pip install 'napari-segarch[openvino]' (or: pip install openvino onnxruntime onnx)"
+
+
+# Compiled models of this process by (graph file, input shape, threads), the least recently used dropped first.
+_COMPILED: OrderedDict[tuple, object] = OrderedDict()
+_COMPILED_KEPT = 8
+_COMPILED_LOCK = threading.Lock()
 
 
 def openvino_available() -> bool:
@@ -38,14 +49,21 @@ class OpenVinoRunner:
         self._core = openvino.Core()
         self._config = {"INFERENCE_NUM_THREADS": max(1, int(threads)), "INFERENCE_PRECISION_HINT": "f32",
                         "PERFORMANCE_HINT": "LATENCY"}
-        self._compiled: dict[tuple[int, ...], object] = {}
 
     def _for_shape(self, shape: tuple[int, ...]):
-        if shape not in self._compiled:
-            network = self._core.read_model(str(self.path))
-            network.reshape({network.inputs[0].any_name: list(shape)})
-            self._compiled[shape] = self._core.compile_model(network, "CPU", self._config)
-        return self._compiled[shape]
+        key = (str(self.path), shape, self._config["INFERENCE_NUM_THREADS"])
+        with _COMPILED_LOCK:
+            if key in _COMPILED:
+                _COMPILED.move_to_end(key)
+                return _COMPILED[key]
+        network = self._core.read_model(str(self.path))
+        network.reshape({network.inputs[0].any_name: list(shape)})
+        compiled = self._core.compile_model(network, "CPU", self._config)
+        with _COMPILED_LOCK:
+            _COMPILED[key] = compiled
+            while len(_COMPILED) > _COMPILED_KEPT:
+                _COMPILED.popitem(last=False)
+        return compiled
 
     def __call__(self, batch: np.ndarray, batch_size: int) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
@@ -62,8 +80,16 @@ def openvino_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> Ope
     """
     if not openvino_available():
         raise RuntimeNotInstalled(f"`runtime`='openvino' needs OpenVINO, which is not installed: {INSTALL_OPENVINO}.")
-    path = onnx_runner(model, tile_shape, threads).path
+    path = cached_onnx(model, tile_shape, threads)
     runner = OpenVinoRunner(path, threads)
+    # Checked against eager once per export and OpenVINO version (recorded beside the export), not every run.
+    checked = path.with_name(path.stem + ".openvino.json")
+    stamp = {"openvino": _version(), "onnx_sha256": json.loads(path.with_suffix(".json").read_text())["sha256"]}
+    try:
+        if {k: v for k, v in json.loads(checked.read_text()).items() if k in stamp} == stamp:
+            return runner
+    except (OSError, ValueError):
+        pass  # not checked yet (or an unreadable record): checked now
     try:
         difference, scale = compare_to_eager(model, lambda x: runner(x, len(x)), tile_shape)
     except Exception as err:  # OpenVINO's errors (an operator it cannot compile) have no common base
@@ -72,4 +98,11 @@ def openvino_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> Ope
     if not agrees_with_eager(difference, scale):
         raise ExportError(f"The architecture {model.arch!r} computes different logits under OpenVINO (largest "
                           f"difference {difference:.3g} on a random batch); use `runtime`='onnxruntime'.")
+    write_atomic(checked, json.dumps(dict(stamp, max_abs_difference=difference)).encode())
     return runner
+
+
+def _version() -> str:
+    import openvino
+
+    return str(openvino.__version__)
