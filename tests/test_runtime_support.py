@@ -38,17 +38,23 @@ def test_the_table_lists_every_zoo_entry_once_with_a_known_status():
 
 
 def _sample() -> list[tuple[str, int]]:
-    """Two cheap entries that run, picked afresh each time, and every entry that does not."""
+    """Two cheap entries that run everywhere, picked afresh each time, and every entry that fails somewhere and
+    is cheap to check."""
     rows = TABLE["entries"]
-    cheap = [(r["name"], r["dims"]) for r in rows if r["status"] == "runs" and r["seconds"] < 3]
-    failing = [(r["name"], r["dims"]) for r in rows if r["status"] != "runs"]
+
+    def runs_everywhere(row):
+        return row["status"] == "runs" and row.get("openvino", {}).get("status", "runs") == "runs"
+
+    cheap = [(r["name"], r["dims"]) for r in rows if runs_everywhere(r) and r["seconds"] < 3]
+    failing = [(r["name"], r["dims"]) for r in rows if not runs_everywhere(r) and r["seconds"] < 15]
     return random.sample(cheap, 2) + failing
 
 
 @pytest.mark.parametrize("name,dims", _sample())
 def test_the_table_holds_for_a_sample_of_entries(name, dims):
     stored = next(r for r in TABLE["entries"] if (r["name"], r["dims"]) == (name, dims))
-    fresh = check_entry(name, dims, seed=int(np.random.default_rng().integers(1 << 16)))
+    # The table's seed: an entry whose difference is near the tolerance gets the same inputs as the table did.
+    fresh = check_entry(name, dims, seed=0)
     assert fresh["status"] == stored["status"], fresh["reason"]
     if "openvino" in fresh:
         assert fresh["openvino"]["status"] == stored["openvino"]["status"], fresh["openvino"]["reason"]
