@@ -233,3 +233,25 @@ def test_cli_runtime_flag(tmp_path):
     got = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["0"][:]
     expected = segarch.predict(segarch.load_model(tmp_path / "unet.safetensors"), image, tile=64, device="cpu")
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name,shape", [("dextr_light.objects2d", (160, 160)), ("dextr_light.objects3d", (48, 64, 64))])
+def test_extreme_point_clicks_through_the_fast_runtimes_give_the_same_masks(name, shape):
+    from segarch.prompts import extreme_points, object_scene, segment_from_points
+
+    model = segarch.models.resolve(name)
+    image, labels = object_scene(shape, seed=int(np.random.default_rng().integers(1 << 16)))
+    runtimes = ["onnxruntime"] + (["openvino"] if onnx_runtime.importlib.util.find_spec("openvino") else [])
+    objects = [i for i in np.unique(labels) if i and (labels == i).sum() > 30][:3]
+    assert objects
+    for label in objects:
+        points = extreme_points(labels == label)
+        eager = segment_from_points(model, image, points, runtime="torch")
+        assert eager.sum() > 0.3 * (labels == label).sum()  # a real object, not an empty mask
+        for runtime in runtimes:
+            fast = segment_from_points(model, image, points, runtime=runtime)
+            # fp32 both ways: only a pixel whose probability sits at the threshold could flip
+            assert (fast != eager).sum() <= 2, (runtime, label)
+    assert list(cache_dir().glob("*.onnx"))  # exported once per crop size and cached
+    with pytest.raises(ValueError, match="`runtime` must be one of"):
+        segment_from_points(model, image, extreme_points(labels == objects[0]), runtime="tensorrt")
