@@ -167,15 +167,32 @@ def test_openvino_gives_the_same_labels_as_torch_and_auto_picks_it(name, dims, c
     np.testing.assert_array_equal(auto, eager.argmax(0))
 
 
-def test_openvino_refuses_what_does_not_export_and_the_cluster():
+def test_openvino_refuses_what_does_not_export():
     pytest.importorskip("openvino")
     torch.manual_seed(0)
     model = segarch.Model(_NoOnnxOperator(), "no_onnx_operator", {}, 2, 1, 3)
     image = np.zeros((64, 64), np.uint8)
     with pytest.raises(ExportError, match="'no_onnx_operator' does not export to ONNX"):
         segarch.predict(model, image, tile=64, device="cpu", runtime="openvino")
-    with pytest.raises(ValueError, match="`runtime`='openvino' runs in this process only"):
-        segarch.predict(model, image, tile=64, device="cpu", runtime="openvino", scheduler="threads")
+
+
+@pytest.mark.slow
+def test_onnxruntime_on_a_dask_cluster_gives_the_in_process_labels(tmp_path):
+    from distributed import Client, LocalCluster
+
+    model = _zoo_model("unet")
+    image = (np.random.default_rng().random((300, 260)) * 255).astype(np.uint8)
+    single = segarch.predict(model, image, tile=64, device="cpu", runtime="torch", output="probabilities")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        out = segarch.predict(model, image, tile=64, device="cpu", runtime="onnxruntime", output="probabilities",
+                              out=tmp_path / "d.zarr", scheduler=client)
+        with pytest.raises(ExportError, match="'no_onnx_operator' does not export"):  # refused before any task
+            segarch.predict(segarch.Model(_NoOnnxOperator(), "no_onnx_operator", {}, 2, 1, 3), image, tile=64,
+                            device="cpu", runtime="onnxruntime", out=tmp_path / "e.zarr", scheduler=client)
+    assert len(list(cache_dir().glob("*.onnx"))) == 1  # exported and checked once, by the client
+    assert np.abs(out[:] - single).max() < 1e-4
+    np.testing.assert_array_equal(out[:].argmax(0), single.argmax(0))
 
 
 class _Counting(nn.Module):
