@@ -8,12 +8,14 @@ pixels (as clicks are); prints mean/median/min IoU, the mean IoU by object size,
 90th-percentile latency of the whole :func:`segarch.prompts.segment_from_points` call (crop, heat map,
 network, paste), and, side by side, the network call as :func:`segarch.prompts.segment_from_points` makes it
 against a plain batch-of-one forward pass (a single small 3D crop runs as two copies: PyTorch's oneDNN path).
-Targets for the shipped light models: mean IoU >= 0.90, median latency <= 150 ms on a 2-core CPU.
+Targets for the shipped light models: mean IoU >= 0.90, median latency <= 150 ms on a 2-core CPU. First, the
+click latency under each runtime (``--runtimes``, ``segment_from_points(..., runtime=...)``) side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 
 import numpy as np
@@ -47,6 +49,26 @@ def forward_ratio(model, repeats: int = 15) -> float:
     return float(np.median(as_run) / np.median(plain))
 
 
+def click_times(model, runtimes, repeats: int = 15, seed: int = 9100) -> dict[str, float]:
+    """Median milliseconds of a whole ``segment_from_points`` call on one generated object under each runtime,
+    interleaved (the same machine load for all); exports and runners made before timing."""
+    from segarch.prompts import extreme_points, object_scene, segment_from_points
+
+    image, labels = object_scene(SHAPES[model.spatial_dims], seed=seed)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    points = extreme_points(labels == int(sizes.argmax()))
+    times = {runtime: [] for runtime in runtimes}
+    for runtime in runtimes:  # warm-up: the export (once, cached) and the runner
+        segment_from_points(model, image, points, runtime=runtime)
+    for _ in range(repeats):
+        for runtime in runtimes:
+            t = time.perf_counter()
+            segment_from_points(model, image, points, runtime=runtime)
+            times[runtime].append(time.perf_counter() - t)
+    return {runtime: 1000 * float(np.median(t)) for runtime, t in times.items()}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="+", help="shipped model names or model files (default: every shipped "
@@ -55,6 +77,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=9100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jitter", type=float, default=2.0)
+    parser.add_argument("--runtimes", nargs="*", default=["torch", "onnxruntime", "openvino"],
+                        help="runtimes whose click latency is compared side by side (the installed ones)")
+    parser.add_argument("--clicks-only", action="store_true", help="only the runtimes' click latency")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = args.model or [n for n in pretrained.names(task="interactive")]
@@ -62,6 +87,13 @@ def main(argv=None) -> dict:
     for name in names:
         model = resolve_prompt_model(name)
         dims = model.spatial_dims
+        runtimes = [r for r in args.runtimes if r == "torch" or importlib.util.find_spec(r)]
+        clicks = click_times(model, runtimes)
+        print(f"model {name}: click latency median, {args.threads} thread(s): " + ", ".join(
+            f"{r} {ms:.1f} ms ({ms / clicks['torch']:.2f} of torch)" for r, ms in clicks.items()), flush=True)
+        results[name] = {"clicks_ms": clicks}
+        if args.clicks_only:
+            continue
         scenes = args.scenes or (40 if dims == 2 else 12)
         shape = SHAPES[dims]
         exact = evaluate_prompts(model, scenes=scenes, seed=args.seed, shape=shape)
@@ -76,7 +108,7 @@ def main(argv=None) -> dict:
         print(f"  mean IoU by object extent (exact points): {sizes}")
         ratio = forward_ratio(model)
         print(f"  network call as segment_from_points makes it / plain batch-of-one forward: {ratio:.2f}")
-        results[name] = {"exact": exact, "jittered": jittered, "forward_ratio": ratio}
+        results[name].update({"exact": exact, "jittered": jittered, "forward_ratio": ratio})
     return results
 
 

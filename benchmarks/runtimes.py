@@ -6,18 +6,23 @@ For the same image, model, tile, overlap and batch size, prints the median of ``
       tiles the engine computes,
   (b) ``segarch.predict(..., runtime="torch")`` end to end (Zarr in, Zarr out),
   (c) ``segarch.predict(..., runtime="onnxruntime")`` end to end (the export cached beforehand: a one-off),
+  (d) ``segarch.predict(..., runtime="openvino")`` end to end (when OpenVINO is installed),
 
-the ratios (c)/(a) and (c)/(b), the labels' agreement between (b) and (c), and the largest difference of the
-probabilities. Then, on an image whose right 70% is empty (constant), ``predict`` with constant tiles computed
-once vs every tile sent to the network. Labels of an untrained network are nearly one class, so agreement is
-also measured with the shipped ``unet.nuclei2d`` on a generated nuclei image.
+each as a ratio to (a), the fastest of them ÷ (a), and for the fastest the labels' agreement with (b) and the
+largest difference of the probabilities. Cases: the U-Net 16–256 in 2D (2048², tile 256) and 8–64 in 3D (256³,
+tile 64), then three other families on a 1024² image (tile 256): DeepLabv3+ (Xception-65 at half width),
+ENet (the paper's widths) and HRNetV2-W18. Then, on an image whose right 70% is empty (constant), ``predict``
+with constant tiles computed once vs every tile sent to the network. Labels of an untrained network are
+nearly one class, so agreement is also measured with the shipped ``unet.nuclei2d`` on a generated nuclei image.
 
-Run: ``python benchmarks/runtimes.py [--repeats 3] [--size2d 2048] [--size3d 256] [--no-3d]``
+Run: ``python benchmarks/runtimes.py [--repeats 3] [--size2d 2048] [--size3d 256] [--families-size 1024]
+[--only 2D 3D deeplab_v3_plus enet hrnet_v2] [--no-extras]``
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import tempfile
 from pathlib import Path
 
@@ -25,11 +30,13 @@ import numpy as np
 import torch
 
 import segarch
-from segarch.runtimes import make_runner
+from segarch.runtimes import ExportError, make_runner
 from segarch.tiling import pipeline
 from segarch.tiling.engine import check_tile
 from segarch.tiling.runner import NetworkRunner
 from tiling import engine_tile_count, median_time  # benchmarks/tiling.py: the same clock and tile count
+
+FAST_RUNTIMES = ("onnxruntime",) + (("openvino",) if importlib.util.find_spec("openvino") else ())
 
 
 def run_case(name, model, image, tile, repeats, workdir: Path, batch: int = 4, overlap: float = 0.25) -> dict:
@@ -42,7 +49,13 @@ def run_case(name, model, image, tile, repeats, workdir: Path, batch: int = 4, o
     count = engine_tile_count(image.shape, tiles, overlap, model.size_divisor, "gaussian")
     runner = NetworkRunner(model.network, torch.device("cpu"), amp=None)
     x = np.random.default_rng(0).random((batch, model.in_channels, *tiles), dtype=np.float32)
-    make_runner(model, torch.device("cpu"), None, "onnxruntime", tiles)  # the export, once, outside the timing
+    runtimes = ["torch"]
+    for runtime in FAST_RUNTIMES:  # the export (and its check), once, outside the timing
+        try:
+            make_runner(model, torch.device("cpu"), None, runtime, tiles)
+            runtimes.append(runtime)
+        except ExportError as err:  # refused (it would compute other logits): reported, not timed
+            print(f"  {name}: {runtime} refused: {err}", flush=True)
 
     def floor():
         for _ in range(-(-count // batch)):
@@ -53,13 +66,16 @@ def run_case(name, model, image, tile, repeats, workdir: Path, batch: int = 4, o
                                runtime=runtime, output=output, out=workdir / f"{name}_{runtime}.zarr",
                                overwrite=True)[:]
 
-    predict("torch"), predict("onnxruntime")  # warm-up
-    a = median_time(floor, repeats)
-    b = median_time(lambda: predict("torch"), repeats)
-    c = median_time(lambda: predict("onnxruntime"), repeats)
-    agree = float((predict("torch") == predict("onnxruntime")).mean())
-    diff = float(np.abs(predict("torch", "probabilities") - predict("onnxruntime", "probabilities")).max())
-    return {"tiles": count, "a": a, "b": b, "c": c, "agree": agree, "diff": diff}
+    # Warm-up, and the agreement: probabilities once per runtime, labels are their argmax.
+    probabilities = {runtime: predict(runtime, "probabilities") for runtime in runtimes}
+    result = {"tiles": count, "floor": median_time(floor, repeats)}
+    for runtime in runtimes:
+        result[runtime] = median_time(lambda: predict(runtime), repeats)
+    fastest = min(runtimes, key=result.get)
+    eager = probabilities["torch"]
+    result.update(fastest=fastest, agree=float((probabilities[fastest].argmax(0) == eager.argmax(0)).mean()),
+                  diff=float(np.abs(probabilities[fastest] - eager).max()))
+    return result
 
 
 def run_empty(model, size: int, tile: int, repeats: int, runtime: str) -> dict:
@@ -81,14 +97,25 @@ def run_empty(model, size: int, tile: int, repeats: int, runtime: str) -> dict:
     return {"ratio": skipped / every, "equal": bool(np.array_equal(results[True], results[False]))}
 
 
-def trained_agreement(size: int) -> tuple[float, float]:
+def trained_agreement(size: int) -> dict[str, float]:
+    """The share of labels each fast runtime gives as torch does, shipped ``unet.nuclei2d`` on generated nuclei;
+    ``"foreground"``: the share of nuclei pixels."""
     from segarch.samples import nuclei
 
     model = segarch.models.resolve("unet.nuclei2d")
     image, _ = nuclei((size, size), seed=7)
     eager = segarch.predict(model, image, device="cpu", runtime="torch")
-    fast = segarch.predict(model, image, device="cpu", runtime="onnxruntime")
-    return float((eager == fast).mean()), float((eager > 0).mean())
+    agreement = {runtime: float((segarch.predict(model, image, device="cpu", runtime=runtime) == eager).mean())
+                 for runtime in FAST_RUNTIMES}
+    return {**agreement, "foreground": float((eager > 0).mean())}
+
+
+def _families(rng, size: int) -> list:
+    """DeepLabv3+, ENet and HRNetV2 on a ``size``² image (tile 256), single-channel input, 3 classes."""
+    image = (rng.random((size, size)) * 255).astype(np.uint8)
+    configs = [("deeplab_v3_plus", {"width": 0.5}), ("enet", {}), ("hrnet_v2", {"width": 18})]
+    return [(name, segarch.Model.from_zoo(name, spatial_dims=2, out_channels=3, **options), image, 256)
+            for name, options in configs]
 
 
 def main() -> None:
@@ -96,30 +123,40 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size2d", type=int, default=2048)
     parser.add_argument("--size3d", type=int, default=256)
-    parser.add_argument("--no-3d", action="store_true")
+    parser.add_argument("--families-size", type=int, default=1024)
+    parser.add_argument("--only", nargs="*", help="cases to run: 2D, 3D, deeplab_v3_plus, enet, hrnet_v2")
+    parser.add_argument("--no-extras", action="store_true", help="skip the trained-model and 70%%-empty runs")
     args = parser.parse_args()
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     unet2d = segarch.Model.from_zoo("unet", spatial_dims=2, features=(16, 32, 64, 128, 256), norm="batch")
-    cases = [("2D", unet2d, (rng.random((args.size2d,) * 2) * 255).astype(np.uint8), 256)]
-    if not args.no_3d:
-        unet3d = segarch.Model.from_zoo("unet", spatial_dims=3, features=(8, 16, 32, 64), norm="batch")
-        cases.append(("3D", unet3d, (rng.random((args.size3d,) * 3) * 255).astype(np.uint8), 64))
-    print(f"CPU, fp32, overlap 0.25, batch 4, median of {args.repeats}; torch threads {torch.get_num_threads()}")
-    print(f"{'case':<4} {'image':<13} {'tile':>4} {'tiles':>5}  {'(c)/(a) ORT/floor':>17}  {'(c)/(b) ORT/torch':>17}"
-          f"  {'(b)/(a)':>7}  {'labels agree':>12}  {'max |Δp|':>9}")
+    unet3d = segarch.Model.from_zoo("unet", spatial_dims=3, features=(8, 16, 32, 64), norm="batch")
+    cases = [("2D", unet2d, (rng.random((args.size2d,) * 2) * 255).astype(np.uint8), 256),
+             ("3D", unet3d, (rng.random((args.size3d,) * 3) * 255).astype(np.uint8), 64)]
+    cases += _families(rng, args.families_size)
+    cases = [c for c in cases if not args.only or c[0] in args.only]
+    print(f"CPU, fp32, overlap 0.25, batch 4, median of {args.repeats}; torch threads {torch.get_num_threads()}; "
+          f"runtimes: torch, {', '.join(FAST_RUNTIMES)}; ratios to (a) the eager forward floor")
+    columns = "".join(f"  {r + '/(a)':>16}" for r in ("torch", *FAST_RUNTIMES))
+    print(f"{'case':<16} {'image':<13} {'tile':>4} {'tiles':>5}{columns}  {'fastest/(a)':>11}  {'fastest':<11}"
+          f"  {'labels agree':>12}  {'max |Δp|':>9}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name, model, image, tile in cases:
             model.preprocessing = []  # the raw image into the network, as benchmarks/tiling.py
             r = run_case(name, model, image, tile, args.repeats, Path(tmp))
-            print(f"{name:<4} {'×'.join(map(str, image.shape)):<13} {tile:>4} {r['tiles']:>5}  "
-                  f"{r['c'] / r['a']:>17.2f}  {r['c'] / r['b']:>17.2f}  {r['b'] / r['a']:>7.2f}  "
-                  f"{100 * r['agree']:>11.3f}%  {r['diff']:>9.1e}")
-    agree, foreground = trained_agreement(1024)
-    print(f"shipped unet.nuclei2d on a generated 1024² nuclei image: labels agree {100 * agree:.3f}% "
-          f"(foreground {100 * foreground:.0f}%)")
+            ratios = "".join(f"  {r[runtime] / r['floor']:>16.2f}" if runtime in r else f"  {'refused':>16}"
+                             for runtime in ("torch", *FAST_RUNTIMES))
+            print(f"{name:<16} {'×'.join(map(str, image.shape)):<13} {tile:>4} {r['tiles']:>5}{ratios}  "
+                  f"{r[r['fastest']] / r['floor']:>11.2f}  {r['fastest']:<11}  {100 * r['agree']:>11.3f}%  "
+                  f"{r['diff']:>9.1e}", flush=True)
+    if args.no_extras:
+        return
+    agreement = trained_agreement(1024)
+    print(f"shipped unet.nuclei2d on a generated 1024² nuclei image (foreground "
+          f"{100 * agreement['foreground']:.0f}%): labels agree with torch "
+          + ", ".join(f"{runtime} {100 * agreement[runtime]:.3f}%" for runtime in FAST_RUNTIMES))
     unet2d.preprocessing = []
-    for runtime in ("torch", "onnxruntime"):
+    for runtime in ("torch", *FAST_RUNTIMES):
         e = run_empty(unet2d, args.size2d // 2, 256, args.repeats, runtime)
         print(f"70%-empty {args.size2d // 2}² image, {runtime}: constant tiles computed once ÷ every tile computed "
               f"= {e['ratio']:.2f}; labels identical: {e['equal']}")

@@ -104,31 +104,95 @@ def test_export_is_cached_reused_and_rebuilt_when_corrupted(caplog):
     assert entries[0].read_bytes() == data  # rebuilt whole
 
 
+class _NoOnnxOperator(nn.Module):
+    """A convolution followed by ``erfinv``, which the ONNX exporter has no operator for (opset 17)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+
+    def forward(self, x):
+        return torch.erfinv(0.5 * torch.tanh(self.conv(x)))
+
+
 def test_an_architecture_that_does_not_export(caplog):
-    model = _zoo_model("segnet")  # max-unpooling indices: the TorchScript exporter refuses it
+    torch.manual_seed(0)
+    model = segarch.Model(_NoOnnxOperator(), "no_onnx_operator", {}, 2, 1, 3)
     image = (np.random.default_rng().random((80, 80)) * 255).astype(np.uint8)
-    tile = _tile(model, 64)
-    with pytest.raises(ExportError, match="'segnet' does not export to ONNX.*runtime`='torch'"):
-        segarch.predict(model, image, tile=tile, device="cpu", runtime="onnxruntime")
+    with pytest.raises(ExportError, match="'no_onnx_operator' does not export to ONNX.*erfinv.*runtime`='torch'"):
+        segarch.predict(model, image, tile=64, device="cpu", runtime="onnxruntime")
+    assert not list(cache_dir().glob("*.onnx"))  # nothing cached
     with caplog.at_level(logging.INFO, logger="segarch.runtimes"):
-        auto = segarch.predict(model, image, tile=tile, device="cpu", runtime="auto")
-    assert "runtime auto: torch" in caplog.text and "'segnet' does not export" in caplog.text
-    np.testing.assert_array_equal(auto, segarch.predict(model, image, tile=tile, device="cpu", runtime="torch"))
+        auto = segarch.predict(model, image, tile=64, device="cpu", runtime="auto")
+    assert "runtime auto: torch" in caplog.text and "'no_onnx_operator' does not export" in caplog.text
+    np.testing.assert_array_equal(auto, segarch.predict(model, image, tile=64, device="cpu", runtime="torch"))
 
 
 def test_bad_runtime_and_missing_onnxruntime(monkeypatch, caplog):
     model = _zoo_model("unet")
     image = np.zeros((64, 64), np.uint8)
-    with pytest.raises(ValueError, match=r"`runtime` must be one of \('auto', 'torch', 'onnxruntime'\), got 'tvm'"):
+    with pytest.raises(ValueError, match=r"`runtime` must be one of \('auto', 'torch', 'onnxruntime', 'openvino'\), "
+                                         r"got 'tvm'"):
         segarch.predict(model, image, runtime="tvm")
     # ONNX Runtime cannot be uninstalled for one test: the check that finds it is told it is absent.
     monkeypatch.setattr(onnx_runtime, "onnxruntime_available", lambda: False)
     monkeypatch.setattr(segarch.runtimes, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(segarch.runtimes, "openvino_available", lambda: False)
     with pytest.raises(RuntimeNotInstalled, match=r"pip install 'napari-segarch\[fast\]'"):
         segarch.predict(model, image, tile=64, device="cpu", runtime="onnxruntime")
+    monkeypatch.setattr(segarch.runtimes.openvino, "openvino_available", lambda: False)
+    with pytest.raises(RuntimeNotInstalled, match=r"`runtime`='openvino' needs OpenVINO.*napari-segarch\[openvino\]"):
+        segarch.predict(model, image, tile=64, device="cpu", runtime="openvino")
     with caplog.at_level(logging.INFO, logger="segarch.runtimes"):
         segarch.predict(model, image, tile=64, device="cpu", runtime="auto")
-    assert "ONNX Runtime is not installed" in caplog.text
+    assert "onnxruntime is not installed: pip install 'napari-segarch[fast]'" in caplog.text
+    assert "openvino is not installed: pip install 'napari-segarch[openvino]'" in caplog.text
+
+
+@pytest.mark.parametrize("name,dims", [("unet", 2), ("unet", 3), ("hrnet_v2", 2)])
+def test_openvino_gives_the_same_labels_as_torch_and_auto_picks_it(name, dims, caplog):
+    pytest.importorskip("openvino")
+    model = _zoo_model(name, dims)
+    rng = np.random.default_rng()
+    image = (rng.random((150, 170) if dims == 2 else (40, 50, 45)) * 255).astype(np.uint8)
+    tile = _tile(model, 64 if dims == 2 else 32)
+    eager = segarch.predict(model, image, tile=tile, device="cpu", runtime="torch", output="probabilities")
+    fast = segarch.predict(model, image, tile=tile, device="cpu", runtime="openvino", output="probabilities")
+    spread = eager.std(axis=tuple(range(1, eager.ndim))).max()
+    assert np.abs(fast - eager).max() < 0.01 * spread  # fp32 forced: no bf16 on this AVX-512 CPU
+    np.testing.assert_array_equal(fast.argmax(0), eager.argmax(0))
+    with caplog.at_level(logging.INFO, logger="segarch.runtimes"):
+        auto = segarch.predict(model, image, tile=tile, device="cpu", runtime="auto")
+    assert "runtime: openvino" in caplog.text  # first of AUTO_ORDER, installed and exporting
+    np.testing.assert_array_equal(auto, eager.argmax(0))
+
+
+def test_openvino_refuses_what_does_not_export():
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = segarch.Model(_NoOnnxOperator(), "no_onnx_operator", {}, 2, 1, 3)
+    image = np.zeros((64, 64), np.uint8)
+    with pytest.raises(ExportError, match="'no_onnx_operator' does not export to ONNX"):
+        segarch.predict(model, image, tile=64, device="cpu", runtime="openvino")
+
+
+@pytest.mark.slow
+def test_onnxruntime_on_a_dask_cluster_gives_the_in_process_labels(tmp_path):
+    from distributed import Client, LocalCluster
+
+    model = _zoo_model("unet")
+    image = (np.random.default_rng().random((300, 260)) * 255).astype(np.uint8)
+    single = segarch.predict(model, image, tile=64, device="cpu", runtime="torch", output="probabilities")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        out = segarch.predict(model, image, tile=64, device="cpu", runtime="onnxruntime", output="probabilities",
+                              out=tmp_path / "d.zarr", scheduler=client)
+        with pytest.raises(ExportError, match="'no_onnx_operator' does not export"):  # refused before any task
+            segarch.predict(segarch.Model(_NoOnnxOperator(), "no_onnx_operator", {}, 2, 1, 3), image, tile=64,
+                            device="cpu", runtime="onnxruntime", out=tmp_path / "e.zarr", scheduler=client)
+    assert len(list(cache_dir().glob("*.onnx"))) == 1  # exported and checked once, by the client
+    assert np.abs(out[:] - single).max() < 1e-4
+    np.testing.assert_array_equal(out[:].argmax(0), single.argmax(0))
 
 
 class _Counting(nn.Module):
@@ -186,3 +250,25 @@ def test_cli_runtime_flag(tmp_path):
     got = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["0"][:]
     expected = segarch.predict(segarch.load_model(tmp_path / "unet.safetensors"), image, tile=64, device="cpu")
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name,shape", [("dextr_light.objects2d", (160, 160)), ("dextr_light.objects3d", (48, 64, 64))])
+def test_extreme_point_clicks_through_the_fast_runtimes_give_the_same_masks(name, shape):
+    from segarch.prompts import extreme_points, object_scene, segment_from_points
+
+    model = segarch.models.resolve(name)
+    image, labels = object_scene(shape, seed=int(np.random.default_rng().integers(1 << 16)))
+    runtimes = ["onnxruntime"] + (["openvino"] if onnx_runtime.importlib.util.find_spec("openvino") else [])
+    objects = [i for i in np.unique(labels) if i and (labels == i).sum() > 30][:3]
+    assert objects
+    for label in objects:
+        points = extreme_points(labels == label)
+        eager = segment_from_points(model, image, points, runtime="torch")
+        assert eager.sum() > 0.3 * (labels == label).sum()  # a real object, not an empty mask
+        for runtime in runtimes:
+            fast = segment_from_points(model, image, points, runtime=runtime)
+            # fp32 both ways: only a pixel whose probability sits at the threshold could flip
+            assert (fast != eager).sum() <= 2, (runtime, label)
+    assert list(cache_dir().glob("*.onnx"))  # exported once per crop size and cached
+    with pytest.raises(ValueError, match="`runtime` must be one of"):
+        segment_from_points(model, image, extreme_points(labels == objects[0]), runtime="tensorrt")

@@ -585,9 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("labels", "probabilities", "instances"),
                    help="labels (a class per pixel), probabilities, or instances (one id per object, an instance "
                    "model only; the per-object table is written beside OUTPUT as OUTPUT-STEM_objects.csv)")
-    p.add_argument("--runtime", default="torch", choices=("auto", "torch", "onnxruntime"),
+    p.add_argument("--runtime", default="torch", choices=("auto", "torch", "onnxruntime", "openvino"),
                    help="what runs the network: torch (eager), onnxruntime (exported once and cached; CPU; "
-                   "pip install 'napari-segarch[fast]'), or auto (onnxruntime when installed and the model exports)")
+                   "pip install 'napari-segarch[fast]'), openvino (that export compiled by OpenVINO; "
+                   "pip install 'napari-segarch[openvino]'), or auto (the fastest installed one that runs the model)")
     p.add_argument("--scheduler", help="run on a Dask cluster: an address (tcp://host:8786), or local / local:N "
                    "to start N worker processes here; a folder's files run in parallel (one task per file), a "
                    "single image's tile regions do")

@@ -15,6 +15,7 @@ from segarch.backbones.base import Encoder
 from segarch.blocks import ConvNormAct
 from segarch.layers.batch_statistics import ExplainsBatchStatistics
 from segarch.layers.checks import check_spatial_dims
+from segarch.layers.exportable import AdaptiveAvgPool
 from segarch.zoo import register
 
 __all__ = ["VGGEncoder", "VGG16_BLOCKS", "fc_as_convolutions"]
@@ -93,7 +94,7 @@ class _VGGClassifier(ExplainsBatchStatistics):
         self.encoder = VGGEncoder(spatial_dims, in_channels, width_scale)
         self.spatial_dims, self.size_divisor = spatial_dims, 32
         # fc6 sees a 7×7 map at 224²: adaptive pooling keeps that for any input size.
-        self.pool = (nn.AdaptiveAvgPool2d(7) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(7))
+        self.pool = AdaptiveAvgPool(7)
         flat = self.encoder.out_channels[-1] * 7 ** spatial_dims
         self.fc = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(True), nn.Dropout(dropout),
                                 nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout),

@@ -11,11 +11,11 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from monai.networks.layers.factories import Pool
 
 from segarch.blocks.resize import resize_to
 from segarch.blocks.pooled_conv import PooledConvNormAct
 from segarch.layers.checks import check_positive_ints
+from segarch.layers.exportable import AdaptiveAvgPool
 
 __all__ = ["PyramidPooling"]
 
@@ -40,10 +40,9 @@ class PyramidPooling(nn.Module):
         super().__init__()
         self.bins = check_positive_ints(bins, "bins")
         reduction = reduction_channels or max(in_channels // len(self.bins), 1)
-        pool = Pool[Pool.ADAPTIVEAVG, spatial_dims]
-        self.levels = nn.ModuleList(
-            nn.Sequential(pool(b), PooledConvNormAct(spatial_dims, in_channels, reduction)) for b in self.bins
-        )
+        self.levels = nn.ModuleList(nn.Sequential(AdaptiveAvgPool(b), PooledConvNormAct(spatial_dims, in_channels,
+                                                                                           reduction))
+                                    for b in self.bins)
         self.out_channels = in_channels + len(self.bins) * reduction
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

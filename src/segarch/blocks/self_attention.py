@@ -125,7 +125,8 @@ class CrissCrossAttention(nn.Module):
             if axis < self.spatial_dims - 1:
                 n = x.shape[2 + axis]
                 # -inf where the line index is the position's own index on this axis (counted on the last axis).
-                eye = torch.eye(n, dtype=torch.bool, device=x.device)
+                # compared, not built as bool: ONNX Runtime has no boolean EyeLike
+                eye = torch.eye(n, device=x.device) > 0
                 shape = [1] * (self.spatial_dims + 2)
                 shape[1 + axis], shape[-1] = n, n
                 e = e.masked_fill(eye.reshape(shape), float("-inf"))

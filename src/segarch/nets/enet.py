@@ -18,6 +18,7 @@ from monai.networks.layers.factories import Conv, Dropout, Norm, Pool
 from segarch.blocks.conv import ConvNormAct
 from segarch.blocks.factorized import FactorizedConv
 from segarch.layers.checks import check_features, check_spatial_dims
+from segarch.layers.exportable import MaxUnpool
 from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
@@ -112,7 +113,7 @@ class ENetUpsamplingBottleneck(nn.Module):
         conv, norm = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims]
         deconv = Conv[Conv.CONVTRANS, spatial_dims]
         self.main = nn.Sequential(conv(in_channels, out_channels, 1, bias=False), norm(out_channels))
-        self.unpool = nn.MaxUnpool2d(2) if spatial_dims == 2 else nn.MaxUnpool3d(2)
+        self.unpool = MaxUnpool(2)
         self.project = nn.Sequential(conv(in_channels, inner, 1, bias=False), norm(inner), nn.ReLU(inplace=True))
         self.up = nn.Sequential(deconv(inner, inner, 3, stride=2, padding=1, output_padding=1, bias=False),
                                 norm(inner), nn.ReLU(inplace=True))

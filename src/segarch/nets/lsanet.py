@@ -34,6 +34,7 @@ from segarch.blocks import ConvNormAct
 from segarch.blocks.resize import interp_mode, resize_to
 from segarch.blocks.space_to_depth import depth_to_space
 from segarch.layers.checks import check_choice, check_positive_int, check_positive_ints, check_spatial_dims
+from segarch.layers.exportable import adaptive_avg_pool
 from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
@@ -67,10 +68,9 @@ class LightweightSelfAttention(nn.Module):
         nn.init.trunc_normal_(self.position, std=0.02)
         self.position_weight = nn.Parameter(torch.ones(1))
         self.project = ConvNormAct(d, channels // 2 or 1, channels, 1, act=None)
-        self._pool = F.adaptive_avg_pool2d if d == 2 else F.adaptive_avg_pool3d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        compact = torch.cat([self._pool(x, b).flatten(2) for b in self.bins], dim=2)  # (B, C, S)
+        compact = torch.cat([adaptive_avg_pool(x, b).flatten(2) for b in self.bins], dim=2)  # (B, C, S)
         q = self.query(x).flatten(2)  # (B, K, N)
         k = self.key(compact) + self.position_weight * self.position
         v = self.value(compact)

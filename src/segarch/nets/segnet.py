@@ -17,6 +17,7 @@ from segarch.backbones import VGGEncoder
 from segarch.backbones.vgg import VGG16_BLOCKS
 from segarch.blocks import ConvNormAct
 from segarch.layers.checks import check_spatial_dims
+from segarch.layers.exportable import MaxUnpool
 from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
@@ -61,7 +62,7 @@ class SegNet(SegmentationNet):
             raise ValueError(f"`width_scale` must be positive for SegNet, got {width_scale!r}.")
         self.spatial_dims, self.size_divisor = spatial_dims, 32
         self.encoder = VGGEncoder(spatial_dims, in_channels, width_scale=width_scale, norm="batch", return_indices=True)
-        self.unpool = {2: nn.MaxUnpool2d, 3: nn.MaxUnpool3d}[spatial_dims](kernel_size=2, stride=2)
+        self.unpool = MaxUnpool(kernel_size=2)
         # Mirror each encoder stage: its convolutions in reverse, the last one narrowing to the
         # next (shallower) stage's width, as conv5_3_D ... conv1_1_D in the authors' model.
         widths = [[max(1, int(round(w * width_scale))) for w in block] for block in VGG16_BLOCKS]

@@ -17,6 +17,7 @@ from monai.networks.layers.factories import Conv, Norm
 from segarch.backbones.resnet import ResNetEncoder
 from segarch.blocks.resize import resize_to
 from segarch.layers.checks import check_spatial_dims
+from segarch.layers.exportable import AdaptiveAvgPool
 from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
@@ -42,9 +43,9 @@ class SwiftSPP(nn.Module):
     def __init__(self, spatial_dims: int, in_channels: int, channels: int = 128, grids=(8, 4, 2)) -> None:
         super().__init__()
         level = channels // len(grids)
-        pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
         self.bottleneck = BNReLUConv(spatial_dims, in_channels, channels, 1)
-        self.levels = nn.ModuleList(nn.Sequential(pool(g), BNReLUConv(spatial_dims, channels, level, 1)) for g in grids)
+        self.levels = nn.ModuleList(nn.Sequential(AdaptiveAvgPool(g), BNReLUConv(spatial_dims, channels, level, 1))
+                                    for g in grids)
         self.fuse = BNReLUConv(spatial_dims, channels + level * len(grids), channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ from segarch.models.catalog import resolve
 from segarch.models.model import Model, as_model
 from segarch.prompts.points import check_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings, crop_box, prompt_input, resize
+from segarch.runtimes import check_runtime
 
 __all__ = ["segment_from_points", "settings_for", "object_probability", "resolve_prompt_model"]
 
@@ -109,6 +111,30 @@ def object_probability(model, crop_input: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=1)[:, 1:2]
 
 
+# Runners of this process by (runtime, weights hash, input shape): a click costs a hash of the weights, not an
+# export check or a new session. A few entries: one per model and crop size in use.
+_RUNNERS: OrderedDict[tuple, object] = OrderedDict()
+_RUNNERS_KEPT = 4
+
+
+def _runtime_probability(model, x: torch.Tensor, runtime: str) -> torch.Tensor:
+    """:func:`object_probability` with the network run by ``runtime`` (CPU), its runner kept for the next click."""
+    from segarch.runtimes import make_runner, weights_sha256
+
+    key = (runtime, weights_sha256(model.network), tuple(x.shape))
+    runner = _RUNNERS.get(key)
+    if runner is None:
+        runner = make_runner(model, torch.device("cpu"), None, runtime, tuple(x.shape[2:]))
+        _RUNNERS[key] = runner
+        while len(_RUNNERS) > _RUNNERS_KEPT:
+            _RUNNERS.popitem(last=False)
+    _RUNNERS.move_to_end(key)
+    logits = torch.from_numpy(runner(x.numpy(), 1))
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1)[:, 1:2]
+
+
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     from scipy import ndimage  # scipy comes with napari, a dependency of the project
 
@@ -122,7 +148,8 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 def segment_from_points(model, image, points, *, axes: str | None = None, margin: float | None = None,
                         size: int | None = None, sigma: float | None = None, threshold: float = 0.5,
-                        largest_component: bool = True, return_crop: bool = False, device: str | None = None):
+                        largest_component: bool = True, return_crop: bool = False, device: str | None = None,
+                        runtime: str = "torch"):
     """Segment one object from its extreme points (Maninis et al. 2018, arXiv:1711.09081).
 
     The points' bounding box, relaxed by ``margin``, is read from the image (only that region: Dask,
@@ -149,6 +176,9 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
             images too large for a full-size mask.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` for the network (default: where its
             weights are; see :func:`segarch.devices.resolve_device`).
+        runtime: what runs the network, as in :func:`segarch.predict`: ``"torch"``, ``"onnxruntime"``,
+            ``"openvino"`` or ``"auto"`` (CPU; the export for this crop size is made once and cached, the runner
+            kept in the process for the next click).
 
     Returns:
         A boolean mask with the image's spatial shape, or ``(crop_mask, offset)`` with ``return_crop``.
@@ -163,6 +193,7 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
         >>> mask = segment_from_points(model, image, [[40, 12], [41, 80], [10, 45], [70, 50]])
     """
     model = resolve_prompt_model(model)
+    check_runtime(runtime)
     dims = model.spatial_dims
     channels = model.in_channels - 1
     if channels < 1:
@@ -194,7 +225,10 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
     net.eval()
     dev = resolve_device(device) if device is not None else next(net.parameters()).device
     with torch.no_grad():
-        prob = object_probability(model, x.to(dev)).float().cpu()
+        if runtime == "torch":
+            prob = object_probability(model, x.to(dev)).float().cpu()
+        else:
+            prob = _runtime_probability(model, x.float().cpu(), runtime)
         prob = resize(prob, crop_shape)[0, 0].numpy()
     mask = prob > threshold
     if largest_component and mask.any():

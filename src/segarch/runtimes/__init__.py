@@ -1,4 +1,4 @@
-"""Which runtime runs the network inside ``segarch.predict``: eager PyTorch or ONNX Runtime.
+"""Which runtime runs the network inside ``segarch.predict``: eager PyTorch, ONNX Runtime or OpenVINO.
 
 :func:`make_runner` turns a :class:`~segarch.Model` and a tile shape into the callable the tiling engine
 calls on each batch of tiles (``runner(batch, batch_size) -> logits``, float32 NumPy), so tiles, blending,
@@ -14,13 +14,22 @@ import torch
 from segarch.runtimes.onnx import (ExportError, RuntimeNotInstalled, cache_dir, onnx_runner, onnxruntime_available,
                                    weights_sha256)
 from segarch.runtimes.onnx_weights import is_onnx_weights, onnx_weights_runner
+from segarch.runtimes.openvino import openvino_available, openvino_runner
 
-__all__ = ["RUNTIMES", "make_runner", "check_runtime", "ExportError", "RuntimeNotInstalled", "cache_dir",
-           "weights_sha256"]
+__all__ = ["RUNTIMES", "AUTO_ORDER", "make_runner", "check_runtime", "ExportError", "RuntimeNotInstalled",
+           "cache_dir", "weights_sha256"]
 
 log = logging.getLogger("segarch.runtimes")
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+#: What ``auto`` tries on the CPU, fastest first, as ``benchmarks/runtimes.py`` measured it on this machine kind
+#: (x86-64 with AVX-512, fp32): OpenVINO, then ONNX Runtime; the first installed one that runs the architecture
+#: wins, torch otherwise. Re-measure and reorder for another machine kind.
+AUTO_ORDER = ("openvino", "onnxruntime")
+_AVAILABLE = {"onnxruntime": lambda: onnxruntime_available(), "openvino": lambda: openvino_available()}
+_INSTALL_HINT = {"onnxruntime": "pip install 'napari-segarch[fast]'",
+                 "openvino": "pip install 'napari-segarch[openvino]'"}
+_BUILD = {"onnxruntime": lambda *a, **k: onnx_runner(*a, **k), "openvino": lambda *a, **k: openvino_runner(*a, **k)}
 
 
 def check_runtime(runtime) -> str:
@@ -35,19 +44,19 @@ def make_runner(model, device: torch.device, amp: bool | None, runtime: str, til
 
     Args:
         model: a :class:`segarch.Model`.
-        device: the resolved torch device (ONNX Runtime runs on the CPU only here).
-        amp: autocast, for the torch runner; ``True`` keeps ``auto`` on torch (ONNX runs fp32).
-        runtime: ``"torch"``, ``"onnxruntime"``, or ``"auto"`` (ONNX Runtime when it is installed, the device
-            is the CPU and the network exports; torch otherwise, with the reason logged).
+        device: the resolved torch device (ONNX Runtime and OpenVINO run on the CPU only here).
+        amp: autocast, for the torch runner; ``True`` keeps ``auto`` on torch (the others run fp32).
+        runtime: ``"torch"``, ``"onnxruntime"``, ``"openvino"``, or ``"auto"``: on the CPU, the first of
+            :data:`AUTO_ORDER` that is installed and runs the network; torch otherwise, with the reason logged.
         tile_shape: the spatial tile shape the engine feeds.
 
     Returns:
         A callable ``runner(batch, batch_size)`` returning the logits of ``batch`` ``(B, C, *tile)`` as float32.
 
     Raises:
-        ExportError: ``runtime="onnxruntime"`` and the architecture does not export (the message names it).
-        RuntimeNotInstalled: ``runtime="onnxruntime"`` without ONNX Runtime (the message says how to install it).
-        ValueError: ``runtime="onnxruntime"`` on a GPU device or with ``amp`` on.
+        ExportError: an explicit runtime and the architecture does not export (the message names it).
+        RuntimeNotInstalled: an explicit runtime that is not installed (the message says how to install it).
+        ValueError: ``onnxruntime`` or ``openvino`` on a GPU device or with ``amp`` on.
     """
     from segarch.tiling.runner import NetworkRunner
 
@@ -58,23 +67,30 @@ def make_runner(model, device: torch.device, amp: bool | None, runtime: str, til
         return NetworkRunner(model.network, device, amp)
     reason = None
     if device.type != "cpu":
-        reason = f"ONNX Runtime runs on the CPU here, the device is {device}"
+        reason = f"ONNX Runtime and OpenVINO run on the CPU here, the device is {device}"
     elif amp:
-        reason = "`amp`=True asks for autocast, which ONNX Runtime (fp32 here) does not do"
+        reason = "`amp`=True asks for autocast, which ONNX Runtime and OpenVINO (fp32 here) do not do"
     if reason is not None:
-        if runtime == "onnxruntime":
-            raise ValueError(f"`runtime`='onnxruntime' cannot be used: {reason}. Use `runtime`='torch' or 'auto'.")
+        if runtime != "auto":
+            raise ValueError(f"`runtime`={runtime!r} cannot be used: {reason}. Use `runtime`='torch' or 'auto'.")
         log.info("runtime auto: torch (%s)", reason)
         return NetworkRunner(model.network, device, amp)
-    if runtime == "auto" and not onnxruntime_available():
-        log.info("runtime auto: torch (ONNX Runtime is not installed: pip install 'napari-segarch[fast]')")
-        return NetworkRunner(model.network, device, amp)
-    try:
-        runner = onnx_runner(model, tile_shape, threads=torch.get_num_threads())
-    except (ExportError, RuntimeNotInstalled) as err:
-        if runtime == "onnxruntime":
-            raise
-        log.warning("runtime auto: torch (%s)", err)
-        return NetworkRunner(model.network, device, amp)
-    log.info("runtime: onnxruntime (%s)", runner.path.name)
-    return runner
+    candidates = AUTO_ORDER if runtime == "auto" else (runtime,)
+    reasons = []
+    for candidate in candidates:
+        if runtime == "auto" and not _AVAILABLE[candidate]():
+            reasons.append(f"{candidate} is not installed: {_INSTALL_HINT[candidate]}")
+            continue
+        try:
+            runner = _BUILD[candidate](model, tile_shape, threads=torch.get_num_threads())
+        except (ExportError, RuntimeNotInstalled) as err:
+            if runtime != "auto":
+                raise
+            reasons.append(str(err))
+            continue
+        if reasons:
+            log.info("runtime auto: %s (%s)", candidate, "; ".join(reasons))
+        log.info("runtime: %s (%s)", candidate, runner.path.name)
+        return runner
+    log.warning("runtime auto: torch (%s)", "; ".join(reasons))
+    return NetworkRunner(model.network, device, amp)

@@ -26,7 +26,8 @@ import torch
 from segarch.models.model import weights_sha256
 
 __all__ = ["ExportError", "RuntimeNotInstalled", "OnnxRunner", "onnx_runner", "onnxruntime_available", "cache_dir",
-           "weights_sha256", "export_onnx"]
+           "weights_sha256", "export_onnx", "export_network", "ort_session",
+           "compare_to_eager", "agrees_with_eager", "cached_onnx", "write_atomic"]
 
 log = logging.getLogger("segarch.runtimes")
 
@@ -88,19 +89,53 @@ def export_onnx(model, tile_shape: tuple[int, ...]) -> bytes:
     network = model.network.eval()
     device = next(iter(network.parameters()), torch.zeros(())).device
     example = torch.zeros((1, int(model.in_channels), *tile_shape), device=device)
+    return export_network(network, example, model.arch)
+
+
+def export_network(network, example: torch.Tensor, name: str, output_names: tuple[str, ...] = ("logits",)) -> bytes:
+    """``network`` traced on ``example`` as an ONNX graph (bytes) whose batch axis (the first) is free.
+
+    ``output_names`` names the outputs in order (a network returning a dict of heads has one per head).
+
+    Raises:
+        ExportError: the exporter refuses the network (``name`` and the exporter's reason in the message).
+        RuntimeNotInstalled: the exporter's dependency (``onnx``) is missing.
+    """
     buffer = io.BytesIO()
+    free_batch = {n: {0: "batch"} for n in ("tiles", *output_names)}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(network, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=["tiles"],
-                              output_names=["logits"], dynamic_axes={"tiles": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(network.eval(), (example,), buffer, dynamo=False, opset_version=OPSET,
+                              input_names=["tiles"], output_names=list(output_names), dynamic_axes=free_batch)
     except ModuleNotFoundError as err:
         raise RuntimeNotInstalled(f"Exporting to ONNX needs {err.name!r}: {_INSTALL}.") from None
     except Exception as err:  # the exporter raises many kinds (unsupported operator, tracer, shape errors)
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ExportError(f"The architecture {model.arch!r} does not export to ONNX ({type(err).__name__}: "
+        raise ExportError(f"The architecture {name!r} does not export to ONNX ({type(err).__name__}: "
                           f"{first[:300]}); use `runtime`='torch'.") from None
-    return buffer.getvalue()
+    return _positive_permutations(buffer.getvalue())
+
+
+def _positive_permutations(graph: bytes) -> bytes:
+    """The graph with every Transpose's ``perm`` made non-negative.
+
+    The TorchScript exporter folds consecutive transposes (a ``movedim(-1, 1)`` next to a ``permute``) into one
+    whose ``perm`` keeps negative axes, which ONNX Runtime rejects (Swin-UPerNet, HRFormer); ``perm`` has one
+    entry per axis, so ``p % len(perm)`` is the axis meant.
+    """
+    import onnx
+
+    proto = onnx.load_from_string(graph)
+    changed = False
+    for node in proto.graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Transpose" and attribute.name == "perm" and any(p < 0 for p in attribute.ints):
+                fixed = [p % len(attribute.ints) for p in attribute.ints]
+                del attribute.ints[:]
+                attribute.ints.extend(fixed)
+                changed = True
+    return proto.SerializeToString() if changed else graph
 
 
 class OnnxRunner:
@@ -117,7 +152,8 @@ class OnnxRunner:
         return np.ascontiguousarray(self.session.run(None, {self._input: x})[0], dtype=np.float32)
 
 
-def _session(path: Path, threads: int):
+def ort_session(path: Path | bytes, threads: int):
+    """An ONNX Runtime CPU session on the graph at ``path`` (or its bytes) with ``threads`` intra-op threads."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -127,11 +163,24 @@ def _session(path: Path, threads: int):
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: the engine logs what matters
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRunner:
     """An :class:`OnnxRunner` for ``model`` on tiles of ``tile_shape``, exported once and cached on disk.
+
+    Raises:
+        RuntimeNotInstalled: ONNX Runtime (or the exporter's dependency) is missing.
+        ExportError: the architecture does not export, or its export computes something else than the network.
+    """
+    path = cached_onnx(model, tile_shape, threads)
+    return OnnxRunner(ort_session(path, threads), path)
+
+
+def cached_onnx(model, tile_shape: tuple[int, ...], threads: int = 1) -> Path:
+    """The cache's ``.onnx`` file of ``model`` on tiles of ``tile_shape``: exported, checked against eager
+    PyTorch under ONNX Runtime and recorded the first time; rebuilt when the entry is corrupted.
 
     Raises:
         RuntimeNotInstalled: ONNX Runtime (or the exporter's dependency) is missing.
@@ -147,41 +196,46 @@ def onnx_runner(model, tile_shape: tuple[int, ...], threads: int = 1) -> OnnxRun
             recorded = json.loads(meta.read_text())
             if recorded.get("sha256") != _file_sha256(path):
                 raise ValueError("the file does not match its recorded SHA-256")
-            return OnnxRunner(_session(path, threads), path)
-        except RuntimeNotInstalled:
-            raise
+            return path
         except Exception as err:  # a corrupted entry: rebuilt below
             log.warning("ONNX cache entry %s is unusable (%s): exporting again", path, err)
     graph = export_onnx(model, tile_shape)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, graph)
-    session = _session(path, threads)
-    difference, scale = _compare(model, session, tile_shape)
-    if not difference <= _TOLERANCE * max(1.0, scale):
+    write_atomic(path, graph)
+    session = ort_session(path, threads)
+    difference, scale = compare_to_eager(model, lambda x: session.run(None, {session.get_inputs()[0].name: x})[0],
+                                         tile_shape)
+    if not agrees_with_eager(difference, scale):
         path.unlink(missing_ok=True)
         raise ExportError(f"The architecture {model.arch!r} exports to ONNX but computes different logits (largest "
                           f"difference {difference:.3g} on a random batch); use `runtime`='torch'.")
     record = dict(what, sha256=_file_sha256(path), max_abs_difference=float(difference))
-    _write_atomic(meta, json.dumps(record, indent=1).encode())  # last: it makes the entry valid
+    write_atomic(meta, json.dumps(record, indent=1).encode())  # last: it makes the entry valid
     log.info("exported %s to ONNX (%s, largest difference to eager %.2g)", model.arch, path, difference)
-    return OnnxRunner(session, path)
+    return path
 
 
-def _compare(model, session, tile_shape) -> tuple[float, float]:
-    """Largest absolute difference between ONNX Runtime's and eager PyTorch's logits on a random batch of 2."""
+def compare_to_eager(model, run, tile_shape) -> tuple[float, float]:
+    """Largest absolute difference between ``run(x)``'s logits and eager PyTorch's on a random batch of 2, and the
+    largest eager logit (the scale the difference is judged against)."""
     rng = np.random.default_rng()
     x = rng.standard_normal((2, int(model.in_channels), *tile_shape)).astype(np.float32)
     network = model.network.eval()
     device = next(iter(network.parameters()), torch.zeros(())).device
     with torch.inference_mode():
         expected = network(torch.from_numpy(x).to(device)).float().cpu().numpy()
-    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    got = run(x)
     if got.shape != expected.shape:
         return float("inf"), 0.0
     return float(np.abs(got - expected).max()), float(np.abs(expected).max())
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def agrees_with_eager(difference: float, scale: float) -> bool:
+    """Whether a runtime's largest difference to eager PyTorch is within :data:`_TOLERANCE` of the logits' scale."""
+    return difference <= _TOLERANCE * max(1.0, scale)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:

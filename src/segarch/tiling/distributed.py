@@ -55,7 +55,14 @@ def _runner(token: str, payload: dict[str, Any]):
         from segarch.tiling.runner import NetworkRunner
 
         torch.set_num_threads(payload["threads"])  # no oversubscription between workers on one machine
-        runner = _RUNNERS[token] = NetworkRunner(payload["network"], resolve_device(payload["device"]), payload["amp"])
+        if payload.get("runtime", "torch") == "torch":
+            runner = NetworkRunner(payload["network"], resolve_device(payload["device"]), payload["amp"])
+        else:  # the export the client made and checked is found in the cache (or made again on another disk)
+            from segarch.runtimes import make_runner
+
+            runner = make_runner(payload["model"], resolve_device(payload["device"]), payload["amp"],
+                                 payload["runtime"], payload["tile_shape"])
+        _RUNNERS[token] = runner
     return runner
 
 
@@ -96,15 +103,30 @@ def _run_region(token: str, payload: dict[str, Any], plan: Plan, source, preproc
 
 
 def run_distributed(scheduler, plan: Plan, source, preprocess, network, device: str, amp, sink, batch_size: int,
-                    progress, cancel) -> int:
-    """Run every unfinished block on the cluster; returns the number of tiles computed."""
+                    progress, cancel, runtime: str = "torch", model=None) -> int:
+    """Run every unfinished block on the cluster; returns the number of tiles computed.
+
+    ``runtime`` other than ``"torch"`` (``model``: the :class:`segarch.Model`): the runtime that
+    :func:`segarch.runtimes.make_runner` gives here (exported and checked once, here) runs on the workers.
+    """
     from distributed import as_completed
 
     client = connect(scheduler)
     workers = client.scheduler_info().get("workers", {})
     threads = sum(w.get("nthreads", 1) for w in workers.values()) or 1
     payload = {"network": network.cpu(), "device": device, "amp": amp,
-               "threads": max(1, (os.cpu_count() or 1) // threads)}
+               "threads": max(1, (os.cpu_count() or 1) // threads), "runtime": "torch"}
+    if runtime != "torch":
+        import torch
+
+        from segarch.runtimes import make_runner
+        from segarch.runtimes.onnx import OnnxRunner
+        from segarch.runtimes.openvino import OpenVinoRunner
+
+        chosen = make_runner(model, torch.device(device), amp, runtime, plan.tile_shape)  # errors and auto's choice
+        resolved = ("onnxruntime" if isinstance(chosen, OnnxRunner) else
+                    "openvino" if isinstance(chosen, OpenVinoRunner) else "torch")
+        payload.update(runtime=resolved, model=model, tile_shape=plan.tile_shape)
     token = uuid.uuid4().hex
     payload_future = client.scatter(payload, broadcast=True, hash=False)
     source_future = client.scatter(source, broadcast=True, hash=False) if source.in_memory else source

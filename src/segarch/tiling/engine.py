@@ -129,8 +129,10 @@ def predict(
         tissue: a whole slide: find the tissue (Otsu on a low level) and compute only tiles that touch it.
         runtime: what runs the network on each batch of tiles: ``"torch"`` (eager PyTorch), ``"onnxruntime"``
             (the network exported to ONNX once per weights and tile shape, cached on disk; CPU, fp32; needs the
-            ``fast`` extra), or ``"auto"`` (ONNX Runtime when installed and the network exports, else torch with
-            the reason logged). Same tiles, blending and output either way (:mod:`segarch.runtimes`).
+            ``fast`` extra), ``"openvino"`` (that export compiled by OpenVINO; the ``openvino`` extra), or
+            ``"auto"`` (on the CPU the fastest installed one that runs the network, see
+            :data:`segarch.runtimes.AUTO_ORDER`, else torch with the reason logged). Same tiles, blending and
+            output either way, in this process or on a ``scheduler``'s workers (:mod:`segarch.runtimes`).
 
     Returns:
         The labels or probabilities, with the axes :func:`segarch.axes.output_axes` states: the image's minus C
@@ -154,9 +156,6 @@ def predict(
                          "the block-wise decoding to this engine's probabilities; segarch.tiling.predict makes "
                          "'labels' and 'probabilities'.")
     _check_choice(runtime, RUNTIMES, "runtime")
-    if runtime == "onnxruntime" and scheduler is not None:
-        raise ValueError("`runtime`='onnxruntime' runs in this process only for now; with `scheduler` use "
-                         "`runtime`='torch' or 'auto' (torch on the cluster).")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     if resume and out is None:
@@ -221,7 +220,7 @@ def predict(
             from segarch.tiling.distributed import run_distributed
 
             tiles_done = run_distributed(client, plan, source, preprocess, network, str(torch_device), amp, sink,
-                                         batch_size, progress, cancel)
+                                         batch_size, progress, cancel, runtime=runtime, model=model)
             cancelled = cancel is not None and cancel.is_set()
         else:
             runner = TileSkipper(make_runner(model, torch_device, amp, runtime, plan.tile_shape), plan.out_channels)
