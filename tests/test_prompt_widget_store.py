@@ -1,0 +1,68 @@
+"""The Extreme points widget on a lazy image: labels in a Zarr store on disk, redrawn region by region."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from segarch.prompts import extreme_points
+from segarch.prompts.evaluate import iou
+from tests.lazy_objects import box_of, disc_centres, disc_mask, lazy_disc_image
+from tests.test_prompt_widget import _click, widget  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.gui
+
+
+def test_lazy_image_labels_go_to_a_zarr_store_that_matches_the_layer(widget, qtbot, tmp_path):  # noqa: F811
+    viewer = widget.viewer
+    shape = (3000, 3000)
+    discs = disc_centres(shape, 6, seed=int(np.random.default_rng().integers(1 << 30)))
+    viewer.add_image(lazy_disc_image(shape, discs, chunks=512), name="slide", contrast_limits=(0, 300))
+    widget.labels_folder = tmp_path
+    widget.image_combo.setCurrentText("slide")
+    widget.start()
+    labels = viewer.layers["slide objects"]
+    path = tmp_path / "slide objects.zarr"
+    assert isinstance(labels.data, zarr.Array) and path.exists()
+
+    for n, disc in enumerate(discs[:5], start=1):
+        start, size = box_of(disc, pad=6)
+        truth = disc_mask(disc, start, size)
+        _click(widget, qtbot, extreme_points(truth) + np.asarray(start))
+        assert widget.last_error == ""
+        window = tuple(slice(s, s + z) for s, z in zip(start, size))
+        assert iou(np.asarray(labels.data[window]) == n, truth) > 0.8
+    on_disk = zarr.open_array(str(path))
+    assert int(on_disk.attrs["segarch_next_label"]) == 6
+    # What the layer shows (its displayed slice, updated region by region) is what is on disk.
+    shown = np.asarray(labels._slice.image.raw)
+    assert np.array_equal(shown, on_disk[:])
+    assert set(np.unique(shown)) == set(range(6))
+
+    widget.undo()
+    on_disk = zarr.open_array(str(path))
+    assert int(on_disk.attrs["segarch_next_label"]) == 5 and not (on_disk[:] == 5).any()
+    assert np.array_equal(np.asarray(labels._slice.image.raw), on_disk[:])
+    # The next object takes the freed id.
+    start, size = box_of(discs[5], pad=6)
+    _click(widget, qtbot, extreme_points(disc_mask(discs[5], start, size)) + np.asarray(start))
+    assert set(np.unique(zarr.open_array(str(path))[:])) == set(range(6))
+
+
+def test_zarr_labels_of_another_shape_are_refused_untouched(widget, qtbot, tmp_path):  # noqa: F811
+    from segarch.prompts.label_store import LabelStore
+
+    viewer = widget.viewer
+    shape = (600, 600)
+    discs = disc_centres(shape, 1, seed=3)
+    viewer.add_image(lazy_disc_image(shape, discs, chunks=256), name="slide")
+    store = LabelStore.create(tmp_path / "other.zarr", (600, 500))
+    viewer.add_labels(store.array, name="other")
+    widget.image_combo.setCurrentText("slide")
+    widget.labels_combo.setCurrentText("other")
+    widget.start()
+    start, size = box_of(discs[0], pad=6)
+    widget.segment(extreme_points(disc_mask(discs[0], start, size)) + np.asarray(start))
+    assert "shape (600, 500)" in widget.last_error and "(600, 600)" in widget.last_error
+    assert not zarr.open_array(str(tmp_path / "other.zarr"))[:].any()
