@@ -27,10 +27,8 @@ __all__ = ["ExtremePointsWidget"]
 
 _NEW_LABELS = "New labels layer"
 _POINTS_NAME = "extreme points"
-# The network outlines a blob between any four points, background too. A real object has an edge where its
-# outline runs: below this ratio of the image's gradient on the outline to the gradient around it, the clicks
-# are taken for background. On 30 generated scenes (segarch.prompts.object_scene): 98% of 93 background clicks
-# fall below 1.3, and 1 of 158 real objects.
+# segarch.prompts.edges.MIN_EDGE (not imported here: importing segarch.prompts loads torch on the GUI thread):
+# below this edge ratio along the outline, the clicks are taken for background.
 _MIN_EDGE = 1.3
 # Above this many pixels (or for a lazy image) new labels live in a Zarr store on disk, not in memory.
 _LARGE_PIXELS = 4096 * 4096
@@ -52,6 +50,7 @@ def _segment(model_spec, data, points, axes, size, margin):
     """The worker's job (off the GUI thread): resolve the model once, segment, return the crop and how much
     the object stands out from its surroundings."""
     from segarch.prompts.segment import resolve_prompt_model, segment_from_points
+    from segarch.prompts.edges import outline_edge
     from segarch.arrays import compute_here
 
     model = resolve_prompt_model(model_spec)
@@ -69,21 +68,6 @@ def _segment(model_spec, data, points, axes, size, margin):
         mask[tuple(slice(o - a, o - a + c) for o, a, c in zip(offset, lo, crop.shape))] = crop
         edge = outline_edge(region, mask)
     return model, crop, offset, seconds, edge
-
-
-def outline_edge(region: np.ndarray, mask: np.ndarray) -> float:
-    """How strongly the image has an edge along ``mask``'s outline: the mean gradient magnitude (after a
-    σ = 1 blur) on the outline over the mean within 6 pixels of the mask elsewhere; about 1 for a blob drawn
-    on background, 2–3 for an object's own outline."""
-    from scipy import ndimage
-
-    smooth = ndimage.gaussian_filter(region, 1.0)
-    gradient = np.sqrt(sum(ndimage.sobel(smooth, axis) ** 2 for axis in range(region.ndim)))
-    outline = ndimage.binary_dilation(mask ^ ndimage.binary_erosion(mask))
-    around = ndimage.binary_dilation(mask, iterations=6) & ~outline
-    if not outline.any() or not around.any():
-        return float("inf")
-    return float(gradient[outline].mean() / (gradient[around].mean() + 1e-12))
 
 
 class ExtremePointsWidget(QWidget):
