@@ -25,12 +25,12 @@ import warnings
 
 from segarch.prompts.points import check_points, extreme_points, needed_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings
-from segarch.prompts.propagate import PropagatedObject, propagate
+from segarch.prompts.propagate import PropagatedObject, propagate, propagation_steps
 from segarch.prompts.segment import segment_from_points
 from segarch.prompts.synthetic import object_scene
 
 __all__ = ["extreme_points", "check_points", "needed_points", "segment_from_points", "object_scene",
-           "PromptSettings", "DEFAULTS", "propagate", "PropagatedObject"]
+           "PromptSettings", "DEFAULTS", "propagate", "propagation_steps", "PropagatedObject"]
 
 #: Names that moved to segarch.training (prompts is inference only): old name → new home.
 _MOVED = {"fine_tune": "segarch.training.interactive", "training_pairs": "segarch.training.interactive"}

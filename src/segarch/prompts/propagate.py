@@ -19,7 +19,7 @@ Examples::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -27,7 +27,23 @@ from segarch.prompts.edges import MIN_EDGE, edge_around
 from segarch.prompts.points import extreme_points
 from segarch.prompts.segment import resolve_prompt_model, segment_from_points
 
-__all__ = ["propagate", "PropagatedObject"]
+__all__ = ["propagate", "propagation_steps", "PropagatedObject", "Step"]
+
+
+@dataclass
+class Step:
+    """One step of :func:`propagation_steps`: ``kind`` ``"slice"`` (the object's ``mask`` crop on slice ``z``,
+    starting at ``start``) or ``"stopped"`` (direction ``way`` ends: ``reason``); ``done`` of at most ``total``
+    slices are segmented."""
+
+    kind: str
+    way: str
+    z: int
+    mask: np.ndarray | None = None
+    start: tuple[int, int] | None = None
+    done: int = 0
+    total: int = 0
+    reason: str = ""
 
 
 @dataclass
@@ -98,12 +114,51 @@ def _check_fraction(name: str, value, low: float = 0.0, high: float = 1.0) -> fl
     return float(value)
 
 
-def propagate(model, stack, z: int, *, points=None, mask=None, offset: Sequence[int] = (0, 0),
-              axes: str | None = None, min_area: float = 0.2, min_overlap: float = 0.2, min_edge: float = MIN_EDGE,
-              max_slices: int | None = None, directions: str = "both", refine: int = 1,
-              progress: Callable[[int, int], Any] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> PropagatedObject:
+def propagate(model, stack, z: int, *, progress: Callable[[int, int], Any] | None = None,
+              should_stop: Callable[[], bool] | None = None, **options) -> PropagatedObject:
     """Carry one object from slice ``z`` of a stack to the slices above and below with a 2D extreme-point model.
+
+    Args:
+        model, stack, z, options: as :func:`propagation_steps` (``points=`` or ``mask=``, ``axes``, ``min_area``,
+            ``min_overlap``, ``min_edge``, ``max_slices``, ``directions``, ``refine``).
+        progress: called with ``(slices done, slices at most)`` after each slice.
+        should_stop: called after each slice; ``True`` stops (the slices so far are kept).
+
+    Returns:
+        A :class:`PropagatedObject`: the mask crop of each slice the object was found on, and why each
+        direction stopped.
+
+    Raises:
+        ValueError: as :func:`propagation_steps`.
+    """
+    result = PropagatedObject(int(z))
+    steps = propagation_steps(model, stack, z, **options)
+    total = 0
+    for step in steps:
+        total = step.total
+        if step.kind == "slice":
+            result.slices[step.z] = (step.mask, step.start)
+        else:
+            result.stopped[step.way] = step.reason
+        if progress is not None and step.way != "start":
+            progress(step.done, step.total)
+        if should_stop is not None and should_stop():
+            steps.close()
+            for way in ("up", "down"):
+                if options.get("directions", "both") in ("both", way):
+                    result.stopped.setdefault(way, "stopped by the user")
+            break
+    if progress is not None:
+        progress(total, total)
+    return result
+
+
+def propagation_steps(model, stack, z: int, *, points=None, mask=None, offset: Sequence[int] = (0, 0),
+                      axes: str | None = None, min_area: float = 0.2, min_overlap: float = 0.2,
+                      min_edge: float = MIN_EDGE, max_slices: int | None = None, directions: str = "both",
+                      refine: int = 1) -> Iterator[Step]:
+    """:func:`propagate` one slice at a time: a generator of :class:`Step` (a viewer paints each slice as it
+    comes and stops by closing the generator).
 
     Args:
         model: a 2D extreme-point model (a :class:`segarch.Model` or a reference, as
@@ -121,12 +176,10 @@ def propagate(model, stack, z: int, *, points=None, mask=None, offset: Sequence[
         directions: ``"both"``, ``"up"`` (increasing z) or ``"down"``.
         refine: times each slice is segmented again from its own mask's extreme points (0: only from the
             previous slice's).
-        progress: called with ``(slices done, slices at most)`` after each slice.
-        should_stop: called before each slice; ``True`` stops (the slices so far are kept).
 
-    Returns:
-        A :class:`PropagatedObject`: the mask crop of each slice the object was found on, and why each
-        direction stopped.
+    Yields:
+        :class:`Step`: first the object on slice ``z`` (``way="start"``), then each slice it is found on, and one
+        ``"stopped"`` step per direction with the reason.
 
     Raises:
         ValueError: a 2D image (propagation needs a stack), a 3D model, ``z`` outside the stack, neither or both
@@ -160,7 +213,6 @@ def propagate(model, stack, z: int, *, points=None, mask=None, offset: Sequence[
         raise ValueError(f"`max_slices` must be a non-negative integer or None, got {max_slices!r}.")
     plane_axes = ax.replace("Z", "")
     grey = "C" not in ax  # the edge test reads one channel: a grey stack only
-    result = PropagatedObject(int(z))
     if points is not None:
         crop, start = segment_from_points(model, _stack_plane(stack, ax, z), points, axes=plane_axes,
                                           return_crop=True)
@@ -170,24 +222,21 @@ def propagate(model, stack, z: int, *, points=None, mask=None, offset: Sequence[
         crop, start = np.asarray(mask, bool), tuple(int(o) for o in offset)
         if not crop.any():
             raise ValueError(f"`mask` is empty: there is no object on slice {z} to propagate.")
-    result.slices[int(z)] = (crop, (int(start[0]), int(start[1])))
-
     ways = {"up": 1, "down": -1}
     chosen = [w for w in ways if directions in ("both", w)]
     limits = {w: (depth - 1 - z if ways[w] > 0 else z) for w in chosen}
     if max_slices is not None:
         limits = {w: min(n, int(max_slices)) for w, n in limits.items()}
     total, done = sum(limits.values()), 0
+    yield Step("slice", "start", int(z), crop, (int(start[0]), int(start[1])), 0, total)
     for way in chosen:
         previous, previous_start = crop, start
         for step in range(1, limits[way] + 1):
-            if should_stop is not None and should_stop():
-                result.stopped[way] = "stopped by the user"
-                break
             k = int(z) + ways[way] * step
             prompt = extreme_points(previous) + np.asarray(previous_start)
             if np.all(np.ptp(prompt, axis=0) < 1):  # a one-pixel object cannot prompt the next slice
-                result.stopped[way] = f"the object is a single pixel on slice {k - ways[way]}"
+                yield Step("stopped", way, k, done=done, total=total,
+                           reason=f"the object is a single pixel on slice {k - ways[way]}")
                 break
             plane = _stack_plane(stack, ax, k)
             new, new_start = segment_from_points(model, plane, prompt, axes=plane_axes, return_crop=True)
@@ -199,29 +248,28 @@ def propagate(model, stack, z: int, *, points=None, mask=None, offset: Sequence[
                 new, new_start = segment_from_points(model, plane, extreme_points(new) + np.asarray(new_start),
                                                      axes=plane_axes, return_crop=True)
             done += 1
-            if progress is not None:
-                progress(done, total)
             area, before = int(new.sum()), int(previous.sum())
             if area == 0:
-                result.stopped[way] = f"no object on slice {k}"
+                yield Step("stopped", way, k, done=done, total=total, reason=f"no object on slice {k}")
                 break
             if area < min_area * before:
-                result.stopped[way] = f"the object shrinks to {area / before:.0%} of its area on slice {k}"
+                yield Step("stopped", way, k, done=done, total=total,
+                           reason=f"the object shrinks to {area / before:.0%} of its area on slice {k}")
                 break
             overlap = _overlap(previous, previous_start, new, new_start)
             if overlap < min_overlap:
-                result.stopped[way] = f"the mask on slice {k} overlaps the previous one by IoU {overlap:.2f}"
+                yield Step("stopped", way, k, done=done, total=total,
+                           reason=f"the mask on slice {k} overlaps the previous one by IoU {overlap:.2f}")
                 break
             if min_edge and grey:
                 edge = edge_around(plane, new, new_start)
                 if edge < min_edge:
-                    result.stopped[way] = f"no object edge on slice {k} (edge ratio {edge:.2f} < {min_edge:g})"
+                    yield Step("stopped", way, k, done=done, total=total,
+                               reason=f"no object edge on slice {k} (edge ratio {edge:.2f} < {min_edge:g})")
                     break
-            result.slices[k] = (new, (int(new_start[0]), int(new_start[1])))
+            yield Step("slice", way, k, new, (int(new_start[0]), int(new_start[1])), done, total)
             previous, previous_start = new, new_start
         else:
-            result.stopped.setdefault(way, "reached the end of the stack" if limits[way] == (
-                depth - 1 - z if ways[way] > 0 else z) else f"reached max_slices={max_slices}")
-    if progress is not None:
-        progress(total, total)
-    return result
+            yield Step("stopped", way, int(z) + ways[way] * limits[way], done=done, total=total,
+                       reason="reached the end of the stack" if limits[way] == (depth - 1 - z if ways[way] > 0 else z)
+                       else f"reached max_slices={max_slices}")
