@@ -44,6 +44,7 @@ class _Painted:
     before: np.ndarray
     label: int
     store: Any = None  # a LabelStore (Zarr-backed layer): it undoes the object itself
+    edits: int = 1  # the store's edits this object made (one per slice of a propagated object)
 
 
 def _segment(model_spec, data, points, axes, size, margin):
@@ -70,6 +71,14 @@ def _segment(model_spec, data, points, axes, size, margin):
     return model, crop, offset, seconds, edge
 
 
+def _propagate(model_spec, data, z, crop, offset):
+    """The worker's job: yield each slice of the propagated object (a generator: Cancel closes it)."""
+    from segarch.prompts.propagate import propagation_steps
+    from segarch.prompts.segment import resolve_prompt_model
+
+    yield from propagation_steps(resolve_prompt_model(model_spec), data, int(z), mask=crop, offset=offset)
+
+
 class ExtremePointsWidget(QWidget):
     """Segment objects by their extreme points (DEXTR) into a Labels layer, 2D, slice by slice or 3D."""
 
@@ -93,6 +102,11 @@ class ExtremePointsWidget(QWidget):
                                     "that is taken for clicks on background: 'no object found').")
         self.start_button = QPushButton("Start clicking")
         self.undo_button = QPushButton("Undo last object")
+        self.propagate_button = QPushButton("Propagate through slices")
+        self.propagate_button.setToolTip("Carry the last object (2D mode, on a slice of a stack) to the slices above "
+                                         "and below, under the same id, until it ends.")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
         self.status = QLabel("Pick an image, then click an object's left, right, top and bottom points.")
         self.status.setWordWrap(True)
 
@@ -106,9 +120,13 @@ class ExtremePointsWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.undo_button)
+        stack_buttons = QHBoxLayout()
+        stack_buttons.addWidget(self.propagate_button)
+        stack_buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addLayout(stack_buttons)
         layout.addWidget(self.status)
         layout.addStretch()
 
@@ -124,12 +142,17 @@ class ExtremePointsWidget(QWidget):
         self._clearing = False
         self.labels_folder = None  # where Zarr labels of lazy or large images go (default: a temporary folder)
         self._stores: dict[int, Any] = {}
+        self.last_stops: dict[str, str] = {}
+        self.last_object = None  # (labels, slice index, crop, offset, label) of the last 2D object painted
+        self.propagation = None  # the running propagation: (labels, store, label, history entry)
 
         self._refresh_models()
         self.model_combo.currentTextChanged.connect(self._on_model_changed)
         self._on_model_changed(self.model_combo.currentText())
         self.start_button.clicked.connect(self.start)
         self.undo_button.clicked.connect(self.undo)
+        self.propagate_button.clicked.connect(self.propagate)
+        self.cancel_button.clicked.connect(self.cancel)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.mode_combo.currentIndexChanged.connect(self._on_mode_changed)
         SESSION.changed.connect(self._refresh_models)
@@ -391,6 +414,7 @@ class ExtremePointsWidget(QWidget):
             return
         self.last_found = True
         label = self.paint(labels, crop, tuple(index) + tuple(offset))
+        self.last_object = (labels, tuple(index), crop, tuple(offset), label) if label else None
         if not label:
             self.status.setText("The object lies under existing labels; nothing painted (tick 'overwrite' to replace).")
             return
@@ -399,6 +423,77 @@ class ExtremePointsWidget(QWidget):
 
     def _on_errored(self, err: Exception) -> None:
         self._error(str(err))
+
+    # --- propagation through a stack -------------------------------------------------------------------
+    def propagate(self) -> None:
+        """Carry the last object painted on a slice of a stack to the slices above and below (a worker; each
+        slice is painted under the object's id as it comes; Cancel keeps the slices so far)."""
+        from napari.qt.threading import create_worker
+
+        image = self.image_layer
+        if image is None:
+            self._error("Choose an image layer first.")
+            return
+        ndim = image.ndim - (1 if image.rgb else 0)
+        if ndim != 3 or self.spatial_dims != 2:
+            self._error(f"Propagation needs a stack (Z, Y, X) in 2D mode; {image.name!r} has {ndim} spatial axes"
+                        f"{'' if self.spatial_dims == 2 else ' and the mode is 3D'}.")
+            return
+        if self.last_object is None or self.last_object[0] not in self.viewer.layers:
+            self._error("Paint an object on one slice first (its extreme points in 2D mode), then propagate it.")
+            return
+        if self.worker is not None and self.worker.is_running:
+            self._error("Still computing; propagate when it is done.")
+            return
+        labels, index, crop, offset, label = self.last_object
+        store = self.label_store(labels)
+        if store is None:  # an in-memory layer: the same edits and undo, written through the layer
+            from segarch.prompts.label_store import LabelStore
+
+            store = LabelStore(labels.data, write=labels.data_setitem)
+        data = _image_data(image)
+        if image.rgb:
+            data = data.mean(axis=-1)
+        spec = self._model if self._model is not None and self._loaded_from == self.model_combo.currentText() \
+            else self._model_spec()
+        entry = _Painted(labels, (), None, None, label, store, edits=0)
+        self.history.append(entry)
+        self.propagation = (labels, store, label, entry)
+        self.status.setText(f"Propagating object {label} from slice {index[0]}…")
+        self.worker = create_worker(_propagate, spec, data, index[0], crop, offset, _ignore_errors=True)
+        self.worker.yielded.connect(self._on_slice)
+        self.worker.errored.connect(self._on_errored)
+        self.worker.finished.connect(self._on_propagated)
+        self.cancel_button.setEnabled(True)
+        self.propagate_button.setEnabled(False)
+        self.worker.start()
+
+    def _on_slice(self, step) -> None:
+        labels, store, label, entry = self.propagation
+        if step.kind == "slice" and step.way != "start" and labels in self.viewer.layers:
+            if store.paint(step.mask, (step.z,) + tuple(step.start), overwrite=self.overwrite_check.isChecked(),
+                           label=label):
+                entry.edits += 1
+        elif step.kind == "stopped":
+            self.last_stops[step.way] = step.reason
+        self.status.setText(f"Propagating object {label}: {step.done} of at most {step.total} slices.")
+
+    def _on_propagated(self) -> None:
+        labels, store, label, entry = self.propagation
+        self.cancel_button.setEnabled(False)
+        self.propagate_button.setEnabled(True)
+        if not entry.edits and entry in self.history:
+            self.history.remove(entry)  # nothing painted: nothing to undo
+        stops = "; ".join(f"{way}: {why}" for way, why in self.last_stops.items()) or "stopped"
+        self.status.setText(f"Object {label} propagated to {entry.edits} more slice(s) ({stops}).")
+        self.last_stops = {}
+
+    def cancel(self) -> None:
+        """Stop the running propagation; the slices painted so far stay (Undo removes them)."""
+        if self.worker is not None and self.worker.is_running:
+            self.last_stops.setdefault("up", "stopped by the user")
+            self.last_stops.setdefault("down", "stopped by the user")
+            self.worker.quit()
 
     def paint(self, labels, crop: np.ndarray, offset: tuple) -> int:
         """Paint ``crop`` (a boolean mask whose origin is ``offset``) under the next free id; return the id
@@ -432,7 +527,8 @@ class ExtremePointsWidget(QWidget):
             if last.layer not in self.viewer.layers:
                 continue
             if last.store is not None:
-                last.store.undo()
+                for _ in range(last.edits):
+                    last.store.undo()
                 self.status.setText(f"Removed object {last.label}.")
                 return
             region = np.asarray(last.layer.data[last.index])

@@ -66,3 +66,54 @@ def test_zarr_labels_of_another_shape_are_refused_untouched(widget, qtbot, tmp_p
     widget.segment(extreme_points(disc_mask(discs[0], start, size)) + np.asarray(start))
     assert "shape (600, 500)" in widget.last_error and "(600, 600)" in widget.last_error
     assert not zarr.open_array(str(tmp_path / "other.zarr"))[:].any()
+
+
+def _wait_done(widget, qtbot):  # noqa: F811
+    qtbot.waitUntil(lambda: widget.worker is not None and not widget.worker.is_running
+                    and widget.propagate_button.isEnabled(), timeout=120_000)
+
+
+def test_propagate_button_carries_the_object_through_the_stack_and_undo(widget, qtbot):  # noqa: F811
+    from segarch.prompts import propagate
+    from tests.test_propagate import _ellipsoid_stack
+
+    viewer = widget.viewer
+    image, truth = _ellipsoid_stack(np.random.default_rng())
+    viewer.add_image(image, name="stack")
+    widget.image_combo.setCurrentText("stack")
+    widget.start()
+    labels = viewer.layers["stack objects"]
+    z = int(truth.sum(axis=(1, 2)).argmax())
+    points = np.column_stack([np.full(4, z), extreme_points(truth[z])])
+    _click(widget, qtbot, points)
+    assert set(np.unique(labels.data)) == {0, 1} and set(np.nonzero(labels.data.any(axis=(1, 2)))[0]) == {z}
+    widget.propagate()
+    _wait_done(widget, qtbot)
+    assert widget.last_error == "" and "propagated to" in widget.status.text()
+    expected = propagate(widget._model, image, z, mask=labels.data[z] == 1)
+    assert np.array_equal(labels.data == 1, expected.volume(image.shape))
+    assert iou(labels.data == 1, truth) > 0.75 and len(expected.slices) > 8
+    widget.undo()  # the propagated slices
+    assert set(np.nonzero(labels.data.any(axis=(1, 2)))[0]) == {z}
+    widget.undo()  # the object on its first slice
+    assert not labels.data.any()
+
+    # Cancel after the first propagated slice: that slice stays, nothing more.
+    _click(widget, qtbot, points)
+    widget.propagate()
+    widget.worker.yielded.connect(lambda step: widget.cancel())
+    _wait_done(widget, qtbot)
+    assert "stopped by the user" in widget.status.text()
+    assert len(np.nonzero(labels.data.any(axis=(1, 2)))[0]) <= 3
+
+
+def test_propagate_on_a_2d_image_says_why(widget, qtbot):  # noqa: F811
+    from segarch.prompts import object_scene
+
+    image, truth = object_scene((96, 96), seed=4)
+    widget.viewer.add_image(image, name="flat")
+    widget.image_combo.setCurrentText("flat")
+    widget.start()
+    widget.propagate()
+    assert "Propagation needs a stack (Z, Y, X)" in widget.last_error and "2 spatial axes" in widget.last_error
+    assert not widget.viewer.layers["flat objects"].data.any()
