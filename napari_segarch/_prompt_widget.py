@@ -71,6 +71,13 @@ def _segment(model_spec, data, points, axes, size, margin):
     return model, crop, offset, seconds, edge
 
 
+def _fine_tune(model_spec, image, labels, regions, steps, cancel):
+    """The worker's job: fine-tune on the annotated objects (through segarch.train)."""
+    from segarch.training.annotations import fine_tune_on_annotations
+
+    return fine_tune_on_annotations(model_spec, image, labels, regions, steps=steps, cancel=cancel)
+
+
 def _propagate(model_spec, data, z, crop, offset):
     """The worker's job: yield each slice of the propagated object (a generator: Cancel closes it)."""
     from segarch.prompts.propagate import propagation_steps
@@ -106,6 +113,9 @@ class ExtremePointsWidget(QWidget):
         self.propagate_button.setToolTip("Carry the last object (2D mode, on a slice of a stack) to the slices above "
                                          "and below, under the same id, until it ends.")
         self.cancel_button = QPushButton("Cancel")
+        self.finetune_button = QPushButton("Fine-tune on my objects")
+        self.finetune_button.setToolTip("Fine-tune the model on the objects painted so far (their final masks); the "
+                                        "result joins this session's models and is chosen for the next objects.")
         self.cancel_button.setEnabled(False)
         self.status = QLabel("Pick an image, then click an object's left, right, top and bottom points.")
         self.status.setWordWrap(True)
@@ -123,6 +133,7 @@ class ExtremePointsWidget(QWidget):
         stack_buttons = QHBoxLayout()
         stack_buttons.addWidget(self.propagate_button)
         stack_buttons.addWidget(self.cancel_button)
+        stack_buttons.addWidget(self.finetune_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -145,6 +156,7 @@ class ExtremePointsWidget(QWidget):
         self.last_stops: dict[str, str] = {}
         self.last_object = None  # (labels, slice index, crop, offset, label) of the last 2D object painted
         self.propagation = None  # the running propagation: (labels, store, label, history entry)
+        self._cancel_event = None  # set by Cancel: stops fine-tuning within a step
 
         self._refresh_models()
         self.model_combo.currentTextChanged.connect(self._on_model_changed)
@@ -153,6 +165,7 @@ class ExtremePointsWidget(QWidget):
         self.undo_button.clicked.connect(self.undo)
         self.propagate_button.clicked.connect(self.propagate)
         self.cancel_button.clicked.connect(self.cancel)
+        self.finetune_button.clicked.connect(self.fine_tune)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.mode_combo.currentIndexChanged.connect(self._on_mode_changed)
         SESSION.changed.connect(self._refresh_models)
@@ -487,10 +500,78 @@ class ExtremePointsWidget(QWidget):
         stops = "; ".join(f"{way}: {why}" for way, why in self.last_stops.items()) or "stopped"
         self.status.setText(f"Object {label} propagated to {entry.edits} more slice(s) ({stops}).")
         self.last_stops = {}
+        self.propagation = None
+
+    # --- fine-tuning on the annotated objects -----------------------------------------------------------
+    def annotated_regions(self, labels) -> list[tuple[int, tuple]]:
+        """``(label id, box)`` of every object painted into ``labels`` by this widget and not undone."""
+        regions, stores = [], []
+        for entry in self.history:
+            if entry.layer is not labels:
+                continue
+            if entry.store is None:
+                regions.append((entry.label, entry.index))
+            elif all(entry.store is not s for s in stores):
+                stores.append(entry.store)
+                for edit in entry.store.history:  # one per object, or per slice of a propagated one
+                    lead = len(edit.box) - 2
+                    regions.append((edit.label, tuple(int(b.start) for b in edit.box[:lead]) + edit.box[lead:]))
+        return regions
+
+    def fine_tune(self, steps: int = 150) -> None:
+        """Fine-tune the model on the objects painted so far (a worker; Cancel keeps the best so far); the result
+        is added to this session's models and chosen for the next objects."""
+        import threading
+
+        from napari.qt.threading import create_worker
+
+        image = self.image_layer
+        labels = self.labels_combo.layer() or (self._own_labels(image) if image is not None else None)
+        if image is None or labels is None:
+            self._error("Choose the image and the labels its objects were painted into first.")
+            return
+        regions = self.annotated_regions(labels)
+        if len(regions) < 3:
+            self._error(f"Fine-tuning needs at least 3 objects painted into {labels.name!r} with this widget; "
+                        f"there are {len(regions)}.")
+            return
+        if image.rgb or self.spatial_dims == 3:
+            self._error("Fine-tuning from the widget takes a grey image in 2D mode.")
+            return
+        if self.worker is not None and self.worker.is_running:
+            self._error("Still computing; fine-tune when it is done.")
+            return
+        spec = self._model if self._model is not None and self._loaded_from == self.model_combo.currentText() \
+            else self._model_spec()
+        self._cancel_event = threading.Event()
+        self.status.setText(f"Fine-tuning on {len(regions)} annotated object(s)…")
+        self.worker = create_worker(_fine_tune, spec, _image_data(image), labels.data, regions, steps,
+                                    self._cancel_event, _ignore_errors=True)
+        self.worker.returned.connect(self._on_fine_tuned)
+        self.worker.errored.connect(self._on_errored)
+        self.worker.finished.connect(lambda: (self.cancel_button.setEnabled(False),
+                                              self.finetune_button.setEnabled(True)))
+        self.cancel_button.setEnabled(True)
+        self.finetune_button.setEnabled(False)
+        self.worker.start()
+
+    def _on_fine_tuned(self, model) -> None:
+        name = SESSION.add(f"{model.arch} {model.spatial_dims}D fine-tuned", model)
+        self._refresh_models()
+        index = self.model_combo.findData(f"session:{name}")
+        if index >= 0:
+            self.model_combo.setCurrentIndex(index)
+        self._model, self._loaded_from = model, self.model_combo.currentText()
+        score = (model.validation or {}).get("object_iou")
+        self.status.setText(f"Fine-tuned: session:{name} is chosen for the next objects"
+                            + (f" (held-out annotated objects: IoU {score:.3f})." if score is not None else "."))
 
     def cancel(self) -> None:
-        """Stop the running propagation; the slices painted so far stay (Undo removes them)."""
-        if self.worker is not None and self.worker.is_running:
+        """Stop the running propagation or fine-tuning; what is done stays (painted slices: Undo removes them;
+        fine-tuning: the best model so far)."""
+        if self._cancel_event is not None:
+            self._cancel_event.set()
+        if self.worker is not None and self.worker.is_running and self.propagation is not None:
             self.last_stops.setdefault("up", "stopped by the user")
             self.last_stops.setdefault("down", "stopped by the user")
             self.worker.quit()
