@@ -117,3 +117,34 @@ def test_propagate_on_a_2d_image_says_why(widget, qtbot):  # noqa: F811
     widget.propagate()
     assert "Propagation needs a stack (Z, Y, X)" in widget.last_error and "2 spatial axes" in widget.last_error
     assert not widget.viewer.layers["flat objects"].data.any()
+
+
+def test_fine_tune_on_painted_objects_adds_a_session_model_and_uses_it(widget, qtbot):  # noqa: F811
+    from segarch.models.session import SESSION
+    from segarch.prompts import object_scene
+
+    viewer = widget.viewer
+    image, truth = object_scene((128, 128), seed=int(np.random.default_rng().integers(1 << 20)), count=(6, 8))
+    viewer.add_image(image, name="cells")
+    widget.image_combo.setCurrentText("cells")
+    widget.start()
+    widget.fine_tune(steps=2)
+    assert "at least 3 objects" in widget.last_error
+    widget.last_error = ""
+    objects = [v for v in range(1, int(truth.max()) + 1) if (truth == v).sum() > 40][:4]
+    for value in objects:
+        _click(widget, qtbot, extreme_points(truth == value))
+    regions = widget.annotated_regions(viewer.layers["cells objects"])
+    assert [label for label, _ in regions] == list(range(1, len(objects) + 1))
+    before = set(SESSION.names())
+    widget.fine_tune(steps=2)
+    qtbot.waitUntil(lambda: widget.finetune_button.isEnabled() and not widget.worker.is_running, timeout=180_000)
+    assert widget.last_error == "", widget.last_error
+    added = set(SESSION.names()) - before
+    assert len(added) == 1 and "fine-tuned" in widget.status.text()
+    name = added.pop()
+    assert widget.model_combo.currentData() == f"session:{name}"
+    # The next object is segmented with the fine-tuned model.
+    widget.undo()
+    _click(widget, qtbot, extreme_points(truth == objects[-1]))
+    assert widget.last_found and widget._model is SESSION.get(name)
