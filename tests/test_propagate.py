@@ -79,5 +79,7 @@ def test_bad_input_is_refused_with_a_message(model2d):
         propagate(model2d, stack, 2, mask=np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="`min_area` must be a number in"):
         propagate(model2d, stack, 2, mask=np.ones((4, 4), bool), min_area=2)
+    with pytest.raises(ValueError, match=r"`scales` must be one or more numbers in \[0.3, 3\].*got \(\)"):
+        propagate(model2d, stack, 2, mask=np.ones((4, 4), bool), scales=())
     with pytest.raises(ValueError, match="must be a 2D extreme-point model, got a 3D"):
         propagate(pretrained.load("dextr_light.objects3d"), stack, 2, mask=np.ones((4, 4), bool))

@@ -2,7 +2,9 @@
 
 For stacks a 3D model serves poorly (anisotropic voxels, few thick slices): the mask on slice z gives its
 extreme points, which prompt the same 2D extreme-point model on slice z ± 1 (the crop is their box relaxed by
-the model's margin); that slice's mask prompts the next, until the object ends. The object ends where the
+the model's margin); that slice's mask prompts the next, until the object ends. Each slice is tried from the
+previous slice's points as they are and moved towards and away from their centre (``scales``), each segmented
+again from its own extreme points (``refine``); the mask along the strongest image edge is kept. It ends where the
 new mask is empty, shrinks below ``min_area`` of the previous slice's, overlaps it by less than ``min_overlap``
 (the prompt landed on another object), or runs along no edge of the image (``min_edge``: a blob outlined on
 background; :mod:`segarch.prompts.edges`).
@@ -108,6 +110,40 @@ def _overlap(a: np.ndarray, a0: Sequence[int], b: np.ndarray, b0: Sequence[int])
     return float((canvas[0] & canvas[1]).sum() / union) if union else 0.0
 
 
+def _refined(model, plane, prompt, axes: str, refine: int):
+    """The mask from ``prompt``, segmented again ``refine`` times from its own extreme points: the object moves
+    and changes from slice to slice, so the previous slice's points only find it; the points of what was found
+    fit this slice's object."""
+    new, start = segment_from_points(model, plane, prompt, axes=axes, return_crop=True)
+    for _ in range(refine):
+        if not new.any() or np.all(np.ptp(np.argwhere(new), axis=0) < 1):
+            break
+        new, start = segment_from_points(model, plane, extreme_points(new) + np.asarray(start), axes=axes,
+                                         return_crop=True)
+    return new, start
+
+
+def _best_mask(model, plane, prompt, axes: str, refine: int, scales: Sequence[float], grey: bool):
+    """The previous slice's points, also moved towards and away from their centre by each of ``scales`` (the
+    object shrinks or grows between slices): the candidate whose outline runs along the strongest image edge."""
+    if not grey:
+        scales = (1.0,)  # the edge test reads one channel: no choice to make on a colour stack
+    best, best_edge = None, -1.0
+    centre = prompt.mean(axis=0)
+    high = np.asarray([plane.shape[axes.index(a)] for a in "YX"]) - 1
+    for scale in scales:
+        moved = np.clip(centre + (prompt - centre) * scale, 0, high)
+        if scale != 1 and np.all(np.ptp(moved, axis=0) < 1):
+            continue  # a tiny object: its points shrunk onto one pixel
+        new, start = _refined(model, plane, moved, axes, refine)
+        if len(scales) == 1:
+            return new, start
+        edge = edge_around(plane, new, start) if new.any() else 0.0
+        if edge > best_edge:
+            best, best_edge = (new, start), edge
+    return best if best is not None else _refined(model, plane, prompt, axes, refine)
+
+
 def _check_fraction(name: str, value, low: float = 0.0, high: float = 1.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ValueError(f"`{name}` must be a number in [{low:g}, {high:g}], got {value!r}.")
@@ -156,7 +192,7 @@ def propagate(model, stack, z: int, *, progress: Callable[[int, int], Any] | Non
 def propagation_steps(model, stack, z: int, *, points=None, mask=None, offset: Sequence[int] = (0, 0),
                       axes: str | None = None, min_area: float = 0.2, min_overlap: float = 0.2,
                       min_edge: float = MIN_EDGE, max_slices: int | None = None, directions: str = "both",
-                      refine: int = 1) -> Iterator[Step]:
+                      refine: int = 1, scales: Sequence[float] = (0.85, 1.0, 1.15)) -> Iterator[Step]:
     """:func:`propagate` one slice at a time: a generator of :class:`Step` (a viewer paints each slice as it
     comes and stops by closing the generator).
 
@@ -176,6 +212,8 @@ def propagation_steps(model, stack, z: int, *, points=None, mask=None, offset: S
         directions: ``"both"``, ``"up"`` (increasing z) or ``"down"``.
         refine: times each slice is segmented again from its own mask's extreme points (0: only from the
             previous slice's).
+        scales: the previous slice's points are also tried moved towards (< 1) or away from (> 1) their centre
+            by these factors; the mask along the strongest image edge is kept (a grey stack only).
 
     Yields:
         :class:`Step`: first the object on slice ``z`` (``way="start"``), then each slice it is found on, and one
@@ -206,6 +244,13 @@ def propagation_steps(model, stack, z: int, *, points=None, mask=None, offset: S
     min_edge = _check_fraction("min_edge", min_edge, 0.0, 10.0)
     if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or not 0 <= refine <= 5:
         raise ValueError(f"`refine` must be an integer in [0, 5], got {refine!r}.")
+    try:
+        scales = tuple(float(v) for v in scales)
+    except (TypeError, ValueError):
+        scales = ()
+    if not scales or not all(0.3 <= v <= 3 for v in scales):
+        raise ValueError(f"`scales` must be one or more numbers in [0.3, 3] (1: the previous slice's points as they "
+                         f"are), got {scales!r}.")
     if directions not in ("both", "up", "down"):
         raise ValueError(f"`directions` must be 'both', 'up' or 'down', got {directions!r}.")
     if max_slices is not None and (isinstance(max_slices, bool) or not isinstance(max_slices, (int, np.integer))
@@ -239,14 +284,7 @@ def propagation_steps(model, stack, z: int, *, points=None, mask=None, offset: S
                            reason=f"the object is a single pixel on slice {k - ways[way]}")
                 break
             plane = _stack_plane(stack, ax, k)
-            new, new_start = segment_from_points(model, plane, prompt, axes=plane_axes, return_crop=True)
-            for _ in range(refine):
-                # The object moves and changes from slice to slice: the previous slice's points only find it;
-                # the points of what was found fit this slice's object and give its mask.
-                if not new.any() or np.all(np.ptp(np.argwhere(new), axis=0) < 1):
-                    break
-                new, new_start = segment_from_points(model, plane, extreme_points(new) + np.asarray(new_start),
-                                                     axes=plane_axes, return_crop=True)
+            new, new_start = _best_mask(model, plane, prompt, plane_axes, refine, scales, grey)
             done += 1
             area, before = int(new.sum()), int(previous.sum())
             if area == 0:
