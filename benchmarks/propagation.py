@@ -1,6 +1,7 @@
 """Slice-to-slice propagation against the 3D model on generated anisotropic stacks: IoU and clicks per object.
 
-Run: ``python benchmarks/propagation.py [--spacings 2 3 4 5] [--stacks 3] [--seed 9300] [--refine 1]``.
+Run: ``python benchmarks/propagation.py [--spacings 2 3 4 5] [--stacks 3] [--seed 9300] [--refine 1]
+[--scales 0.85 1 1.15]``.
 Each stack (:func:`segarch.prompts.synthetic.anisotropic_stack`: 20-40 thick slices, z spacing 2-5x the xy
 pixel, objects of 24-80 pixels across, seeds never used in training) has every object of at least 40 voxels
 segmented twice: (a) its 4 extreme points clicked on its largest slice, then :func:`segarch.prompts.propagate`
@@ -25,7 +26,7 @@ from segarch.prompts.synthetic import anisotropic_stack
 __all__ = ["main", "measure"]
 
 
-def measure(spacing: int, stacks: int, seed: int, refine: int, model2d, model3d) -> dict:
+def measure(spacing: int, stacks: int, seed: int, refine: int, model2d, model3d, scales=(0.85, 1.0, 1.15)) -> dict:
     """Per-object IoU and seconds of propagation (2D model) and the 3D model on ``stacks`` generated stacks."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -39,7 +40,7 @@ def measure(spacing: int, stacks: int, seed: int, refine: int, model2d, model3d)
             areas = truth.sum(axis=(1, 2))
             z = int(areas.argmax())
             t = time.perf_counter()
-            obj = propagate(model2d, image, z, points=extreme_points(truth[z]), refine=refine)
+            obj = propagate(model2d, image, z, points=extreme_points(truth[z]), refine=refine, scales=scales)
             t_prop = time.perf_counter() - t
             t = time.perf_counter()
             mask3d = segment_from_points(model3d, image, extreme_points(truth))
@@ -56,16 +57,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--stacks", type=int, default=3)
     parser.add_argument("--seed", type=int, default=9300)
     parser.add_argument("--refine", type=int, default=1)
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.85, 1.0, 1.15],
+                        help="the previous slice's points moved in/out by these factors (1 alone: as they are)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model2d = pretrained.load("dextr_light.objects2d")
     model3d = pretrained.load("dextr_light.objects3d")
-    print(f"propagation (dextr_light.objects2d, refine={args.refine}; 4 clicks + Propagate) vs 3D model "
+    print(f"propagation (dextr_light.objects2d, refine={args.refine}, scales {args.scales}; 4 clicks + Propagate) vs 3D model "
           f"(dextr_light.objects3d; 6 clicks), {args.stacks} stacks per z spacing, seed {args.seed}+")
     results, everything = {}, []
     for spacing in args.spacings:
-        r = measure(spacing, args.stacks, args.seed, args.refine, model2d, model3d)
+        r = measure(spacing, args.stacks, args.seed, args.refine, model2d, model3d, tuple(args.scales))
         rows = r["objects"]
         everything += rows
         prop = np.array([o["iou_propagate"] for o in rows])
