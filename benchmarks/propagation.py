@@ -64,8 +64,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     model2d = pretrained.load("dextr_light.objects2d")
     model3d = pretrained.load("dextr_light.objects3d")
-    print(f"propagation (dextr_light.objects2d, refine={args.refine}, scales {args.scales}; 4 clicks + Propagate) vs 3D model "
-          f"(dextr_light.objects3d; 6 clicks), {args.stacks} stacks per z spacing, seed {args.seed}+")
+    print(f"propagation (dextr_light.objects2d, refine={args.refine}, scales {args.scales}; 4 clicks + Propagate) "
+          f"vs 3D model (dextr_light.objects3d; 6 clicks), {args.stacks} stacks per z spacing, seed {args.seed}+")
     results, everything = {}, []
     for spacing in args.spacings:
         r = measure(spacing, args.stacks, args.seed, args.refine, model2d, model3d, tuple(args.scales))
