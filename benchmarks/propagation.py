@@ -1,7 +1,7 @@
 """Slice-to-slice propagation against the 3D model on generated anisotropic stacks: IoU and clicks per object.
 
 Run: ``python benchmarks/propagation.py [--spacings 2 3 4 5] [--stacks 3] [--seed 9300] [--refine 1]
-[--scales 0.85 1 1.15]``.
+[--scales 1]``.
 Each stack (:func:`segarch.prompts.synthetic.anisotropic_stack`: 20-40 thick slices, z spacing 2-5x the xy
 pixel, objects of 24-80 pixels across, seeds never used in training) has every object of at least 40 voxels
 segmented twice: (a) its 4 extreme points clicked on its largest slice, then :func:`segarch.prompts.propagate`
@@ -26,7 +26,7 @@ from segarch.prompts.synthetic import anisotropic_stack
 __all__ = ["main", "measure"]
 
 
-def measure(spacing: int, stacks: int, seed: int, refine: int, model2d, model3d, scales=(0.85, 1.0, 1.15)) -> dict:
+def measure(spacing: int, stacks: int, seed: int, refine: int, model2d, model3d, scales=(1.0,)) -> dict:
     """Per-object IoU and seconds of propagation (2D model) and the 3D model on ``stacks`` generated stacks."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--stacks", type=int, default=3)
     parser.add_argument("--seed", type=int, default=9300)
     parser.add_argument("--refine", type=int, default=1)
-    parser.add_argument("--scales", type=float, nargs="+", default=[0.85, 1.0, 1.15],
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0],
                         help="the previous slice's points moved in/out by these factors (1 alone: as they are)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
