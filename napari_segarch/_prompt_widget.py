@@ -452,7 +452,7 @@ class ExtremePointsWidget(QWidget):
             self._error(f"Propagation needs a stack (Z, Y, X) in 2D mode; {image.name!r} has {ndim} spatial axes"
                         f"{'' if self.spatial_dims == 2 else ' and the mode is 3D'}.")
             return
-        if self.last_object is None or self.last_object[0] not in self.viewer.layers:
+        if self.last_object is None or self.last_object[0] not in self.viewer.layers or len(self.last_object[1]) != 1:
             self._error("Paint an object on one slice first (its extreme points in 2D mode), then propagate it.")
             return
         if self.worker is not None and self.worker.is_running:
