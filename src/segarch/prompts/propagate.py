@@ -218,8 +218,8 @@ def propagation_steps(model, stack, z: int, *, points=None, mask=None, offset: S
         scales: the previous slice's points are tried moved towards (< 1) or away from (> 1) their centre by these
             factors; the mask along the strongest image edge is kept (a grey stack only). E.g.
             ``(0.85, 1, 1.15)``: better slices inside the object (per-slice IoU 0.67 → 0.74 at z spacing 3) but
-            it stops later at the object's ends (overall IoU 0.616 → 0.598 in benchmarks/propagation.py), 3×
-            the time; the default is the points as they are.
+            it stops later at the object's ends (overall IoU 0.616 → 0.598 in benchmarks/propagation.py without
+            ``relative_edge``), 3× the time; the default is the points as they are.
 
     Yields:
         :class:`Step`: first the object on slice ``z`` (``way="start"``), then each slice it is found on, and one
