@@ -27,11 +27,11 @@ __all__ = ["ExtremePointsWidget"]
 
 _NEW_LABELS = "New labels layer"
 _POINTS_NAME = "extreme points"
-# The network outlines a blob between any four points, background too. A real object has an edge where its
-# outline runs: below this ratio of the image's gradient on the outline to the gradient around it, the clicks
-# are taken for background. On 30 generated scenes (segarch.prompts.object_scene): 98% of 93 background clicks
-# fall below 1.3, and 1 of 158 real objects.
+# segarch.prompts.edges.MIN_EDGE (not imported here: importing segarch.prompts loads torch on the GUI thread):
+# below this edge ratio along the outline, the clicks are taken for background.
 _MIN_EDGE = 1.3
+# Above this many pixels (or for a lazy image) new labels live in a Zarr store on disk, not in memory.
+_LARGE_PIXELS = 4096 * 4096
 
 
 @dataclass
@@ -43,12 +43,15 @@ class _Painted:
     where: np.ndarray
     before: np.ndarray
     label: int
+    store: Any = None  # a LabelStore (Zarr-backed layer): it undoes the object itself
+    edits: int = 1  # the store's edits this object made (one per slice of a propagated object)
 
 
 def _segment(model_spec, data, points, axes, size, margin):
     """The worker's job (off the GUI thread): resolve the model once, segment, return the crop and how much
     the object stands out from its surroundings."""
     from segarch.prompts.segment import resolve_prompt_model, segment_from_points
+    from segarch.prompts.edges import outline_edge
     from segarch.arrays import compute_here
 
     model = resolve_prompt_model(model_spec)
@@ -68,19 +71,19 @@ def _segment(model_spec, data, points, axes, size, margin):
     return model, crop, offset, seconds, edge
 
 
-def outline_edge(region: np.ndarray, mask: np.ndarray) -> float:
-    """How strongly the image has an edge along ``mask``'s outline: the mean gradient magnitude (after a
-    σ = 1 blur) on the outline over the mean within 6 pixels of the mask elsewhere; about 1 for a blob drawn
-    on background, 2–3 for an object's own outline."""
-    from scipy import ndimage
+def _fine_tune(model_spec, image, labels, regions, steps, cancel):
+    """The worker's job: fine-tune on the annotated objects (through segarch.train)."""
+    from segarch.training.annotations import fine_tune_on_annotations
 
-    smooth = ndimage.gaussian_filter(region, 1.0)
-    gradient = np.sqrt(sum(ndimage.sobel(smooth, axis) ** 2 for axis in range(region.ndim)))
-    outline = ndimage.binary_dilation(mask ^ ndimage.binary_erosion(mask))
-    around = ndimage.binary_dilation(mask, iterations=6) & ~outline
-    if not outline.any() or not around.any():
-        return float("inf")
-    return float(gradient[outline].mean() / (gradient[around].mean() + 1e-12))
+    return fine_tune_on_annotations(model_spec, image, labels, regions, steps=steps, cancel=cancel)
+
+
+def _propagate(model_spec, data, z, crop, offset):
+    """The worker's job: yield each slice of the propagated object (a generator: Cancel closes it)."""
+    from segarch.prompts.propagate import propagation_steps
+    from segarch.prompts.segment import resolve_prompt_model
+
+    yield from propagation_steps(resolve_prompt_model(model_spec), data, int(z), mask=crop, offset=offset)
 
 
 class ExtremePointsWidget(QWidget):
@@ -106,6 +109,14 @@ class ExtremePointsWidget(QWidget):
                                     "that is taken for clicks on background: 'no object found').")
         self.start_button = QPushButton("Start clicking")
         self.undo_button = QPushButton("Undo last object")
+        self.propagate_button = QPushButton("Propagate through slices")
+        self.propagate_button.setToolTip("Carry the last object (2D mode, on a slice of a stack) to the slices above "
+                                         "and below, under the same id, until it ends.")
+        self.cancel_button = QPushButton("Cancel")
+        self.finetune_button = QPushButton("Fine-tune on my objects")
+        self.finetune_button.setToolTip("Fine-tune the model on the objects painted so far (their final masks); the "
+                                        "result joins this session's models and is chosen for the next objects.")
+        self.cancel_button.setEnabled(False)
         self.status = QLabel("Pick an image, then click an object's left, right, top and bottom points.")
         self.status.setWordWrap(True)
 
@@ -119,9 +130,14 @@ class ExtremePointsWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.undo_button)
+        stack_buttons = QHBoxLayout()
+        stack_buttons.addWidget(self.propagate_button)
+        stack_buttons.addWidget(self.cancel_button)
+        stack_buttons.addWidget(self.finetune_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addLayout(stack_buttons)
         layout.addWidget(self.status)
         layout.addStretch()
 
@@ -135,12 +151,21 @@ class ExtremePointsWidget(QWidget):
         self._loaded_from = None
         self._pending = None
         self._clearing = False
+        self.labels_folder = None  # where Zarr labels of lazy or large images go (default: a temporary folder)
+        self._stores: dict[int, Any] = {}
+        self.last_stops: dict[str, str] = {}
+        self.last_object = None  # (labels, slice index, crop, offset, label) of the last 2D object painted
+        self.propagation = None  # the running propagation: (labels, store, label, history entry)
+        self._cancel_event = None  # set by Cancel: stops fine-tuning within a step
 
         self._refresh_models()
         self.model_combo.currentTextChanged.connect(self._on_model_changed)
         self._on_model_changed(self.model_combo.currentText())
         self.start_button.clicked.connect(self.start)
         self.undo_button.clicked.connect(self.undo)
+        self.propagate_button.clicked.connect(self.propagate)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.finetune_button.clicked.connect(self.fine_tune)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.mode_combo.currentIndexChanged.connect(self._on_mode_changed)
         SESSION.changed.connect(self._refresh_models)
@@ -226,10 +251,38 @@ class ExtremePointsWidget(QWidget):
             self.labels_combo.set_layer(own)
             return own
         shape = _spatial_shape(image)
-        layer = self.viewer.add_labels(np.zeros(shape, np.uint32), name=f"{image.name} objects",
+        data = np.zeros(shape, np.uint32) if not _needs_store(image) else self._new_store(image, shape).array
+        layer = self.viewer.add_labels(data, name=f"{image.name} objects",
                                        scale=image.scale[: len(shape)], translate=image.translate[: len(shape)])
         self.labels_combo.set_layer(layer)
         return layer
+
+    def _new_store(self, image, shape):
+        """A new Zarr labels store for a lazy or large image, in ``labels_folder`` (a temporary folder unless set)."""
+        import tempfile
+        from pathlib import Path
+
+        from segarch.prompts.label_store import LabelStore
+
+        if self.labels_folder is None:
+            self.labels_folder = Path(tempfile.mkdtemp(prefix="segarch-labels-"))
+        path = Path(self.labels_folder) / f"{image.name} objects.zarr"
+        store = LabelStore.create(path, shape, overwrite=path.exists())
+        self.status.setText(f"Labels of {image.name!r} are written to {str(path)!r} (on disk, chunked).")
+        return store
+
+    def label_store(self, labels):
+        """The :class:`~segarch.prompts.label_store.LabelStore` of a Zarr-backed Labels layer (None for an
+        in-memory one): it writes through the layer, so that only the painted region is redrawn."""
+        from segarch.prompts.label_store import LabelStore
+
+        if not type(labels.data).__module__.startswith("zarr"):
+            return None
+        store = self._stores.get(id(labels))
+        if store is None or store.array is not labels.data:
+            store = LabelStore(labels.data, write=labels.data_setitem)
+            self._stores[id(labels)] = store
+        return store
 
     # --- clicking --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -308,6 +361,11 @@ class ExtremePointsWidget(QWidget):
                         f"{image.name!r} {tuple(image_shape)}: choose labels over the same pixels, or "
                         f"{_NEW_LABELS!r}.")
             return
+        try:
+            self.label_store(labels)  # a Zarr store must hold integer ids
+        except ValueError as err:
+            self._error(f"{err} Choose other labels or {_NEW_LABELS!r}; nothing was written.")
+            return
         spec = self._model if self._model is not None and self._loaded_from == self.model_combo.currentText() \
             else self._model_spec()
         if not spec:
@@ -369,6 +427,7 @@ class ExtremePointsWidget(QWidget):
             return
         self.last_found = True
         label = self.paint(labels, crop, tuple(index) + tuple(offset))
+        self.last_object = (labels, tuple(index), crop, tuple(offset), label) if label else None
         if not label:
             self.status.setText("The object lies under existing labels; nothing painted (tick 'overwrite' to replace).")
             return
@@ -378,9 +437,154 @@ class ExtremePointsWidget(QWidget):
     def _on_errored(self, err: Exception) -> None:
         self._error(str(err))
 
+    # --- propagation through a stack -------------------------------------------------------------------
+    def propagate(self) -> None:
+        """Carry the last object painted on a slice of a stack to the slices above and below (a worker; each
+        slice is painted under the object's id as it comes; Cancel keeps the slices so far)."""
+        from napari.qt.threading import create_worker
+
+        image = self.image_layer
+        if image is None:
+            self._error("Choose an image layer first.")
+            return
+        ndim = image.ndim - (1 if image.rgb else 0)
+        if ndim != 3 or self.spatial_dims != 2:
+            self._error(f"Propagation needs a stack (Z, Y, X) in 2D mode; {image.name!r} has {ndim} spatial axes"
+                        f"{'' if self.spatial_dims == 2 else ' and the mode is 3D'}.")
+            return
+        if self.last_object is None or self.last_object[0] not in self.viewer.layers or len(self.last_object[1]) != 1:
+            self._error("Paint an object on one slice first (its extreme points in 2D mode), then propagate it.")
+            return
+        if self.worker is not None and self.worker.is_running:
+            self._error("Still computing; propagate when it is done.")
+            return
+        labels, index, crop, offset, label = self.last_object
+        store = self.label_store(labels)
+        if store is None:  # an in-memory layer: the same edits and undo, written through the layer
+            from segarch.prompts.label_store import LabelStore
+
+            store = LabelStore(labels.data, write=labels.data_setitem)
+        data = _image_data(image)
+        if image.rgb:
+            data = data.mean(axis=-1)
+        spec = self._model if self._model is not None and self._loaded_from == self.model_combo.currentText() \
+            else self._model_spec()
+        entry = _Painted(labels, (), None, None, label, store, edits=0)
+        self.history.append(entry)
+        self.propagation = (labels, store, label, entry)
+        self.status.setText(f"Propagating object {label} from slice {index[0]}…")
+        self.worker = create_worker(_propagate, spec, data, index[0], crop, offset, _ignore_errors=True)
+        self.worker.yielded.connect(self._on_slice)
+        self.worker.errored.connect(self._on_errored)
+        self.worker.finished.connect(self._on_propagated)
+        self.cancel_button.setEnabled(True)
+        self.propagate_button.setEnabled(False)
+        self.worker.start()
+
+    def _on_slice(self, step) -> None:
+        labels, store, label, entry = self.propagation
+        if step.kind == "slice" and step.way != "start" and labels in self.viewer.layers:
+            if store.paint(step.mask, (step.z,) + tuple(step.start), overwrite=self.overwrite_check.isChecked(),
+                           label=label):
+                entry.edits += 1
+        elif step.kind == "stopped":
+            self.last_stops[step.way] = step.reason
+        self.status.setText(f"Propagating object {label}: {step.done} of at most {step.total} slices.")
+
+    def _on_propagated(self) -> None:
+        labels, store, label, entry = self.propagation
+        self.cancel_button.setEnabled(False)
+        self.propagate_button.setEnabled(True)
+        if not entry.edits and entry in self.history:
+            self.history.remove(entry)  # nothing painted: nothing to undo
+        stops = "; ".join(f"{way}: {why}" for way, why in self.last_stops.items()) or "stopped"
+        self.status.setText(f"Object {label} propagated to {entry.edits} more slice(s) ({stops}).")
+        self.last_stops = {}
+        self.propagation = None
+
+    # --- fine-tuning on the annotated objects -----------------------------------------------------------
+    def annotated_regions(self, labels) -> list[tuple[int, tuple]]:
+        """``(label id, box)`` of every object painted into ``labels`` by this widget and not undone."""
+        regions, stores = [], []
+        for entry in self.history:
+            if entry.layer is not labels:
+                continue
+            if entry.store is None:
+                regions.append((entry.label, entry.index))
+            elif all(entry.store is not s for s in stores):
+                stores.append(entry.store)
+                for edit in entry.store.history:  # one per object, or per slice of a propagated one
+                    lead = len(edit.box) - 2
+                    regions.append((edit.label, tuple(int(b.start) for b in edit.box[:lead]) + edit.box[lead:]))
+        return regions
+
+    def fine_tune(self, steps: int = 150) -> None:
+        """Fine-tune the model on the objects painted so far (a worker; Cancel keeps the best so far); the result
+        is added to this session's models and chosen for the next objects."""
+        import threading
+
+        from napari.qt.threading import create_worker
+
+        image = self.image_layer
+        labels = self.labels_combo.layer() or (self._own_labels(image) if image is not None else None)
+        if image is None or labels is None:
+            self._error("Choose the image and the labels its objects were painted into first.")
+            return
+        regions = self.annotated_regions(labels)
+        if len(regions) < 3:
+            self._error(f"Fine-tuning needs at least 3 objects painted into {labels.name!r} with this widget; "
+                        f"there are {len(regions)}.")
+            return
+        if image.rgb or self.spatial_dims == 3:
+            self._error("Fine-tuning from the widget takes a grey image in 2D mode.")
+            return
+        if self.worker is not None and self.worker.is_running:
+            self._error("Still computing; fine-tune when it is done.")
+            return
+        spec = self._model if self._model is not None and self._loaded_from == self.model_combo.currentText() \
+            else self._model_spec()
+        self._cancel_event = threading.Event()
+        self.status.setText(f"Fine-tuning on {len(regions)} annotated object(s)…")
+        self.worker = create_worker(_fine_tune, spec, _image_data(image), labels.data, regions, steps,
+                                    self._cancel_event, _ignore_errors=True)
+        self.worker.returned.connect(self._on_fine_tuned)
+        self.worker.errored.connect(self._on_errored)
+        self.worker.finished.connect(lambda: (self.cancel_button.setEnabled(False),
+                                              self.finetune_button.setEnabled(True)))
+        self.cancel_button.setEnabled(True)
+        self.finetune_button.setEnabled(False)
+        self.worker.start()
+
+    def _on_fine_tuned(self, model) -> None:
+        name = SESSION.add(f"{model.arch} {model.spatial_dims}D fine-tuned", model)
+        self._refresh_models()
+        index = self.model_combo.findData(f"session:{name}")
+        if index >= 0:
+            self.model_combo.setCurrentIndex(index)
+        self._model, self._loaded_from = model, self.model_combo.currentText()
+        score = (model.validation or {}).get("object_iou")
+        self.status.setText(f"Fine-tuned: session:{name} is chosen for the next objects"
+                            + (f" (held-out annotated objects: IoU {score:.3f})." if score is not None else "."))
+
+    def cancel(self) -> None:
+        """Stop the running propagation or fine-tuning; what is done stays (painted slices: Undo removes them;
+        fine-tuning: the best model so far)."""
+        if self._cancel_event is not None:
+            self._cancel_event.set()
+        if self.worker is not None and self.worker.is_running and self.propagation is not None:
+            self.last_stops.setdefault("up", "stopped by the user")
+            self.last_stops.setdefault("down", "stopped by the user")
+            self.worker.quit()
+
     def paint(self, labels, crop: np.ndarray, offset: tuple) -> int:
         """Paint ``crop`` (a boolean mask whose origin is ``offset``) under the next free id; return the id
         (0 when every pixel of it is already labelled and overwriting is off)."""
+        store = self.label_store(labels)
+        if store is not None:
+            label = store.paint(crop, offset, overwrite=self.overwrite_check.isChecked())
+            if label:
+                self.history.append(_Painted(labels, (), None, None, label, store))
+            return label
         data = labels.data
         lead = len(offset) - crop.ndim
         index = tuple(int(v) for v in offset[:lead]) + tuple(
@@ -403,6 +607,11 @@ class ExtremePointsWidget(QWidget):
             last = self.history.pop()
             if last.layer not in self.viewer.layers:
                 continue
+            if last.store is not None:
+                for _ in range(last.edits):
+                    last.store.undo()
+                self.status.setText(f"Removed object {last.label}.")
+                return
             region = np.asarray(last.layer.data[last.index])
             region[last.where] = last.before
             last.layer.data[last.index] = region
@@ -426,6 +635,13 @@ class ExtremePointsWidget(QWidget):
         except (TypeError, ValueError, RuntimeError):
             pass
         super().closeEvent(event)
+
+
+def _needs_store(image) -> bool:
+    """Whether new labels for ``image`` go to a Zarr store on disk: a lazy (Dask, Zarr) or multiscale image, or
+    one over ``_LARGE_PIXELS`` pixels."""
+    data = _image_data(image)
+    return image.multiscale or not isinstance(data, np.ndarray) or int(np.prod(_spatial_shape(image))) > _LARGE_PIXELS
 
 
 def _image_data(layer):

@@ -12,7 +12,9 @@ Examples::
 Modules: :mod:`~segarch.prompts.points` (extreme points, point checks), :mod:`~segarch.prompts.recipe`
 (crop, resizing, heat map), :mod:`~segarch.prompts.segment` (:func:`segment_from_points`),
 :mod:`~segarch.prompts.synthetic` (generated scenes of varied objects), :mod:`~segarch.prompts.evaluate`
-(IoU and latency on fresh objects).
+(IoU and latency on fresh objects), :mod:`~segarch.prompts.propagate` (an object carried slice to slice
+through a stack), :mod:`~segarch.prompts.label_store` (labels larger than memory in a Zarr store),
+:mod:`~segarch.prompts.edges` (does a mask outline an object?).
 
 ``prompts.fine_tune`` and ``prompts.training_pairs`` are deprecated aliases of
 :func:`segarch.training.fine_tune` and :func:`segarch.training.training_pairs`.
@@ -23,11 +25,12 @@ import warnings
 
 from segarch.prompts.points import check_points, extreme_points, needed_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings
+from segarch.prompts.propagate import PropagatedObject, propagate, propagation_steps
 from segarch.prompts.segment import segment_from_points
 from segarch.prompts.synthetic import object_scene
 
 __all__ = ["extreme_points", "check_points", "needed_points", "segment_from_points", "object_scene",
-           "PromptSettings", "DEFAULTS"]
+           "PromptSettings", "DEFAULTS", "propagate", "propagation_steps", "PropagatedObject"]
 
 #: Names that moved to segarch.training (prompts is inference only): old name → new home.
 _MOVED = {"fine_tune": "segarch.training.interactive", "training_pairs": "segarch.training.interactive"}

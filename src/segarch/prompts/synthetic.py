@@ -142,3 +142,26 @@ def object_scene(shape=(160, 160), *, seed: int = 0, count: tuple[int, int] = (3
     photons = rng.uniform(30, 300)
     image = rng.poisson(image * photons) / photons + rng.normal(0, rng.uniform(0.01, 0.06), shape)
     return (image * rng.uniform(50, 2000)).astype(np.float32), labels
+
+
+def anisotropic_stack(slices: int = 30, spacing: int = 3, shape=(96, 96), *, seed: int = 0,
+                      size: tuple[float, float] = (24, 80), count: tuple[int, int] = (3, 7)):
+    """A generated stack of ``slices`` thick slices, each ``spacing`` times thicker than a pixel is wide.
+
+    An isotropic scene (:func:`object_scene`) of ``slices × spacing`` planes is imaged with thick optical
+    sections: each slice is the mean of ``spacing`` consecutive planes, its labels those of the middle plane.
+
+    Returns:
+        ``(image, labels)``: float32 ``(slices, *shape)`` and uint16 instance labels (an object's id is the same
+        on every slice it crosses; objects missing from every middle plane are dropped).
+    """
+    if not isinstance(spacing, (int, np.integer)) or spacing < 1:
+        raise ValueError(f"`spacing` must be a positive integer (z spacing in pixels), got {spacing!r}.")
+    if not isinstance(slices, (int, np.integer)) or slices < 2:
+        raise ValueError(f"`slices` must be an integer of at least 2, got {slices!r}.")
+    planes = int(slices) * int(spacing)
+    image, labels = object_scene((planes,) + tuple(shape), seed=seed, count=count,
+                                 size=(size[0] / 0.6, size[1] / 0.6))  # object_scene takes 0.6 of it in 3D
+    image = image.reshape(int(slices), int(spacing), *image.shape[1:]).mean(axis=1)
+    labels = labels[int(spacing) // 2::int(spacing)][: int(slices)]
+    return image.astype(np.float32), np.ascontiguousarray(labels)
