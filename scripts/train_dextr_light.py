@@ -74,6 +74,9 @@ CORRECTIONS = {2: {"steps": 1500, "lr": 1e-3, "seed": 21},
                3: {"steps": 700, "lr": 1e-3, "seed": 22, "anisotropic_shape": [16, 64, 64], "z_spacing": [2, 3, 4, 5]}}
 
 
+VOXEL_SIZE_3D = "Z spacing 1 (half the volumes) and 2, 3, 4, 5 times the Y/X spacing (the other half, 16 thick slices)"
+
+
 def measure(model, recipe: dict) -> dict:
     """The card's ``test`` block: IoU on the recipe's fresh test scenes (exact and ±2 px points), latency."""
     torch.set_num_threads(1)  # latency as a user's interactive call would see it on a busy CPU
@@ -213,8 +216,7 @@ def main(argv=None) -> dict:
                        "darker objects, illumination gradient, clutter, blur, Poisson and Gaussian noise. Extreme "
                        "points jittered afresh at every draw by up to 2% of the object's size (at least 1 px). 10% of "
                        "the objects held out for validation."),
-        **({"voxel_size": ("Z spacing 1 (half the volumes) and 2, 3, 4, 5 times the Y/X spacing (the other half, "
-                           "16 thick slices)") if dims == 3 and args.corrections else "isotropic"} if dims == 3 else {}),
+        **({"voxel_size": VOXEL_SIZE_3D if args.corrections else "isotropic"} if dims == 3 else {}),
         **({"corrections": ("fine-tuned from the shipped extreme-point model with three more input channels "
                             "(positive clicks, negative clicks, previous mask; weights started at zero): Sofiiuk et "
                             "al. 2021 iterative training, 0-3 simulated clicks per batch at the centre of the largest "
