@@ -38,7 +38,7 @@ _CLICK_MODES = ("new object", "add to object (+)", "remove from object (-)")
 _MIN_EDGE = 1.3
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: undo finds an entry by identity in the history
 class _Painted:
     """What one painted object changed, to undo it: the box, the pixels set and their old values."""
 

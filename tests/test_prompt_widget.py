@@ -278,21 +278,27 @@ def test_corrective_clicks_refine_the_object_and_undo_one_click_at_a_time(widget
     sizes = np.bincount(truth.ravel())
     sizes[0] = 0
     value = int(sizes.argmax())
+    sizes[value] = 0
+    _click(widget, qtbot, extreme_points(truth == int(sizes.argmax())))  # an earlier object stays as it is
+    earlier = labels.data == 1
     _click(widget, qtbot, extreme_points(truth == value))
-    masks = [labels.data == 1]
+    labels_of = labels.data.copy()
+    masks = [labels.data == 2]
     for _ in range(3):
         click = next_click(masks[-1], truth == value)
         if click is None:
             break
         _correct(widget, qtbot, click[0], click[1])
-        assert widget.last_error == "" and set(np.unique(labels.data)) <= {0, 1}
-        masks.append(labels.data == 1)
+        assert widget.last_error == "" and set(np.unique(labels.data)) <= {0, 1, 2}
+        np.testing.assert_array_equal(labels.data == 1, earlier)
+        masks.append(labels.data == 2)
     ious = [iou(m, truth == value) for m in masks]
     assert len(ious) == 1 or ious[-1] > ious[0] - 0.01, ious
     assert len(ious) == 1 or max(ious[1:]) >= min(0.9, ious[0] + 0.02), ious
     # Undo takes back one correction at a time, then the object.
     for mask in masks[-2::-1]:
         widget.undo()
-        np.testing.assert_array_equal(labels.data == 1, mask)
+        np.testing.assert_array_equal(labels.data == 2, mask)
+    np.testing.assert_array_equal(labels.data, labels_of)
     widget.undo()
-    assert not labels.data.any() and widget.current is None
+    assert set(np.unique(labels.data)) == {0, 1} and widget.current is None
