@@ -256,16 +256,14 @@ def _correct(widget, qtbot, point, positive):
 
 
 def test_corrective_clicks_refine_the_object_and_undo_one_click_at_a_time(widget, qtbot):
-    from segarch import pretrained
     from segarch.prompts.clicks import next_click
 
-    if not (pretrained.load("dextr_light.objects2d").prompt or {}).get("corrections"):
-        pytest.skip("the shipped 2D model takes no corrections")
     viewer = widget.viewer
     seed = int(np.random.default_rng().integers(40_000, 50_000))
     image, truth = object_scene((160, 160), seed=seed)
     viewer.add_image(image, name="cells")
     widget.image_combo.setCurrentText("cells")
+    widget.model_combo.setCurrentText("dextr_light.clicks2d")
     widget.start()
     labels = viewer.layers["cells objects"]
     # Before any object, a correction is refused with a message and paints nothing.
