@@ -30,6 +30,7 @@ __all__ = ["ExtremePointsWidget"]
 
 _NEW_LABELS = "New labels layer"
 _POINTS_NAME = "extreme points"
+_DEFAULT_MODEL = "dextr_light.objects2d"  # the best without corrections; dextr_light.clicks2d also takes them
 _CLICK_MODES = ("new object", "add to object (+)", "remove from object (-)")
 # The network outlines a blob between any four points, background too. A real object has an edge where its
 # outline runs: below this ratio of the image's gradient on the outline to the gradient around it, the clicks
@@ -189,8 +190,8 @@ class ExtremePointsWidget(QWidget):
         self.model_combo.clear()
         for ref in choices(task="interactive", kinds=("shipped", "session")):
             self.model_combo.addItem(ref.text, str(ref))
-        if current:
-            self.model_combo.setCurrentText(current)
+        if current or self.model_combo.findText(_DEFAULT_MODEL) >= 0:
+            self.model_combo.setCurrentText(current or _DEFAULT_MODEL)
         self.model_combo.blockSignals(False)
 
     def _model_spec(self) -> str:
