@@ -77,8 +77,10 @@ def heat_map(points: np.ndarray, size: int, spatial_dims: int, sigma: float) -> 
     Written in closed form (the points fall between pixels after resizing), where MONAI's
     ``extreme_points_to_image`` filters an image of integer point positions.
     """
-    grids = torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * spatial_dims, indexing="ij")
     out = torch.zeros((size,) * spatial_dims)
+    if len(points) == 0:  # e.g. no corrective click of one kind yet
+        return out
+    grids = torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * spatial_dims, indexing="ij")
     for p in np.asarray(points, dtype=np.float32):
         d2 = sum((g - float(c)) ** 2 for g, c in zip(grids, p))
         out = torch.maximum(out, torch.exp(-d2 / (2 * sigma * sigma)))
