@@ -10,6 +10,13 @@ network, paste), and, side by side, the network call as :func:`segarch.prompts.s
 against a plain batch-of-one forward pass (a single small 3D crop runs as two copies: PyTorch's oneDNN path).
 Targets for the shipped light models: mean IoU >= 0.90, median latency <= 150 ms on a 2-core CPU. First, the
 click latency under each runtime (``--runtimes``, ``segment_from_points(..., runtime=...)``) side by side.
+
+For a model trained with corrective clicks, the clicks-to-IoU curve (:func:`segarch.prompts.evaluate.click_curve`):
+each object gets its exact extreme points, then clicks at the centre of the largest error region; prints the mean
+IoU after the extreme points and after 1, 2, 3 corrections, NoC@85 / NoC@90 (clicks, extreme points included, to
+reach 85% / 90% IoU, capped at 20) and the latency per corrective click; in 3D also on volumes with thick slices
+(Z spacing 2 and 4 times X/Y, 16 x 64 x 64). Targets: 2D NoC@90 <= 5, 3D NoC@90 <= 8, 3D mean IoU >= 0.90
+after two corrections, <= 100 ms per click.
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ import numpy as np
 import torch
 
 from segarch import pretrained
-from segarch.prompts.evaluate import evaluate_prompts
+from segarch.prompts.evaluate import click_curve, evaluate_prompts
 from segarch.prompts.segment import object_probability, resolve_prompt_model, settings_for
 
 __all__ = ["main", "SHAPES"]
 
 #: Scene shape per dimensionality: the shapes the shipped models were measured on.
 SHAPES = {2: (160, 160), 3: (48, 64, 64)}
+#: Volumes with thick slices (the clicks-to-IoU curve per Z spacing).
+ANISOTROPIC_SHAPE = (16, 64, 64)
 
 
 def forward_ratio(model, repeats: int = 15) -> float:
@@ -67,6 +76,22 @@ def click_times(model, runtimes, repeats: int = 15, seed: int = 9100) -> dict[st
             segment_from_points(model, image, points, runtime=runtime)
             times[runtime].append(time.perf_counter() - t)
     return {runtime: 1000 * float(np.median(t)) for runtime, t in times.items()}
+
+
+def print_click_curves(model, scenes: int, seed: int) -> dict:
+    """Print (and return) the clicks-to-IoU curve, in 3D also per Z spacing."""
+    dims = model.spatial_dims
+    runs = {1: SHAPES[dims]} if dims == 2 else {1: SHAPES[3], 2: ANISOTROPIC_SHAPE, 4: ANISOTROPIC_SHAPE}
+    out = {}
+    for z_spacing, shape in runs.items():
+        c = click_curve(model, scenes=scenes, seed=seed, shape=shape, z_spacing=z_spacing)
+        where = f"{'x'.join(map(str, shape))}" + (f", Z spacing {z_spacing}x" if dims == 3 else "")
+        curve = "  ".join(f"{k}: {v:.4f}" for k, v in enumerate(c["mean_iou"]))
+        print(f"  corrective clicks ({c['objects']} objects, {where}): mean IoU after corrections {curve}")
+        print(f"    NoC@85 {c['noc85']:.2f} (never: {c['missed85']})  NoC@90 {c['noc90']:.2f} (never: "
+              f"{c['missed90']})  | per click median {c['median_ms']:.1f} ms  p90 {c['p90_ms']:.1f} ms")
+        out[z_spacing] = c
+    return out
 
 
 def main(argv=None) -> dict:
@@ -109,6 +134,8 @@ def main(argv=None) -> dict:
         ratio = forward_ratio(model)
         print(f"  network call as segment_from_points makes it / plain batch-of-one forward: {ratio:.2f}")
         results[name].update({"exact": exact, "jittered": jittered, "forward_ratio": ratio})
+        if (model.prompt or {}).get("corrections"):
+            results[name]["clicks"] = print_click_curves(model, scenes, args.seed)
     return results
 
 

@@ -4,6 +4,9 @@ Thin: the clicks are collected in a Points layer; on the 4th (6th in 3D) the mas
 :func:`segarch.prompts.segment_from_points` in a napari worker thread, then painted (on the GUI thread)
 under the next free label id, never over existing labels unless asked. Ctrl+Z (or "Undo last object")
 removes the last object painted.
+
+Corrections: with "clicks" set to "add to object" (positive) or "remove from object" (negative), each click
+refines the object painted last (the model takes the clicks and its previous mask); undo takes back one click.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ _NEW_LABELS = "New labels layer"
 _POINTS_NAME = "extreme points"
 # segarch.prompts.edges.MIN_EDGE (not imported here: importing segarch.prompts loads torch on the GUI thread):
 # below this edge ratio along the outline, the clicks are taken for background.
+_DEFAULT_MODEL = "dextr_light.objects2d"  # the best without corrections; dextr_light.clicks2d also takes them
+_CLICK_MODES = ("new object", "add to object (+)", "remove from object (-)")
 _MIN_EDGE = 1.3
 # Above this many pixels (or for a lazy image) new labels live in a Zarr store on disk, not in memory.
 _LARGE_PIXELS = 4096 * 4096
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: undo finds an entry by identity in the history
 class _Painted:
     """What one painted object changed, to undo it: the box, the pixels set and their old values."""
 
@@ -45,11 +50,28 @@ class _Painted:
     label: int
     store: Any = None  # a LabelStore (Zarr-backed layer): it undoes the object itself
     edits: int = 1  # the store's edits this object made (one per slice of a propagated object)
+    replaced: "_Painted | None" = None  # a correction replaces the object's previous mask (undo paints it back)
 
 
-def _segment(model_spec, data, points, axes, size, margin):
+class _PlacedMask:
+    """An object's mask over the crop, addressed like a mask over the whole image (``previous`` reads only the crop;
+    a full-size mask of a large image is never made)."""
+
+    def __init__(self, crop: np.ndarray, offset, shape) -> None:
+        self.crop, self.offset, self.shape = crop, tuple(int(v) for v in offset), tuple(int(v) for v in shape)
+
+    def __getitem__(self, index):
+        out = np.zeros(tuple(b.stop - b.start for b in index), bool)
+        src = tuple(slice(max(b.start, o), min(b.stop, o + n)) for b, o, n in zip(index, self.offset, self.crop.shape))
+        if all(a.stop > a.start for a in src):
+            out[tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(src, index))] = \
+                self.crop[tuple(slice(a.start - o, a.stop - o) for a, o in zip(src, self.offset))]
+        return out
+
+
+def _segment(model_spec, data, points, axes, size, margin, corrections=None):
     """The worker's job (off the GUI thread): resolve the model once, segment, return the crop and how much
-    the object stands out from its surroundings."""
+    the object stands out from its surroundings (``corrections``: ``positive``, ``negative``, ``previous``)."""
     from segarch.prompts.segment import resolve_prompt_model, segment_from_points
     from segarch.prompts.edges import outline_edge
     from segarch.arrays import compute_here
@@ -57,10 +79,10 @@ def _segment(model_spec, data, points, axes, size, margin):
     model = resolve_prompt_model(model_spec)
     started = time.perf_counter()
     crop, offset = segment_from_points(model, data, points, axes=axes, size=size, margin=margin,
-                                       return_crop=True)
+                                       return_crop=True, **(corrections or {}))
     seconds = time.perf_counter() - started
     edge = None
-    if crop.any():
+    if crop.any() and not corrections:
         ring = 8
         lo = [max(0, o - ring) for o in offset]
         hi = [min(n, o + c + ring) for o, c, n in zip(offset, crop.shape, data.shape)]
@@ -107,6 +129,10 @@ class ExtremePointsWidget(QWidget):
         self.faint_check = QCheckBox("paint low-contrast objects")
         self.faint_check.setToolTip("Paint even where the outlined object looks like its surroundings (by default "
                                     "that is taken for clicks on background: 'no object found').")
+        self.click_combo = QComboBox()
+        self.click_combo.addItems(_CLICK_MODES)
+        self.click_combo.setToolTip("After an object is painted: one click adds a missed part (positive) or removes "
+                                    "a wrong part (negative) of it; undo takes back one click.")
         self.start_button = QPushButton("Start clicking")
         self.undo_button = QPushButton("Undo last object")
         self.propagate_button = QPushButton("Propagate through slices")
@@ -125,6 +151,7 @@ class ExtremePointsWidget(QWidget):
         form.addRow("labels", self.labels_combo)
         form.addRow("model", self.model_combo)
         form.addRow("mode", self.mode_combo)
+        form.addRow("clicks", self.click_combo)
         form.addRow("", self.overwrite_check)
         form.addRow("", self.faint_check)
         buttons = QHBoxLayout()
@@ -157,6 +184,8 @@ class ExtremePointsWidget(QWidget):
         self.last_object = None  # (labels, slice index, crop, offset, label) of the last 2D object painted
         self.propagation = None  # the running propagation: (labels, store, label, history entry)
         self._cancel_event = None  # set by Cancel: stops fine-tuning within a step
+        self.current = None  # the object corrections refine: points, clicks, mask, label
+        self._correcting = None
 
         self._refresh_models()
         self.model_combo.currentTextChanged.connect(self._on_model_changed)
@@ -186,8 +215,8 @@ class ExtremePointsWidget(QWidget):
         self.model_combo.clear()
         for ref in choices(task="interactive", kinds=("shipped", "session")):
             self.model_combo.addItem(ref.text, str(ref))
-        if current:
-            self.model_combo.setCurrentText(current)
+        if current or self.model_combo.findText(_DEFAULT_MODEL) >= 0:
+            self.model_combo.setCurrentText(current or _DEFAULT_MODEL)
         self.model_combo.blockSignals(False)
 
     def _model_spec(self) -> str:
@@ -320,6 +349,11 @@ class ExtremePointsWidget(QWidget):
             return
         need = 2 * self.spatial_dims
         n = len(self.points_layer.data)
+        if n and self.click_combo.currentIndex() > 0:
+            click = np.asarray(self.points_layer.data, dtype=float)[-1]
+            self._clear_points()
+            self.correct(click, positive=self.click_combo.currentIndex() == 1)
+            return
         if n < need:
             self.status.setText(f"{n} of {need} points; {need - n} more.")
             return
@@ -374,7 +408,43 @@ class ExtremePointsWidget(QWidget):
             return
         self._pending = (labels, index)
         self.status.setText("Segmenting…")
+        self._correcting = None
+        self._last_prompt = (data, pts, axes, index)
         self.worker = create_worker(_segment, spec, data, pts, axes, None, None, _ignore_errors=True)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_errored)
+        self.worker.start()
+
+    def correct(self, click, *, positive: bool) -> None:
+        """Refine the object painted last with one corrective click (image layer data coordinates)."""
+        from napari.qt.threading import create_worker
+
+        current = self.current
+        if current is None or current["painted"] not in self.history:
+            self._error("No object to correct yet: click an object's extreme points first (clicks: 'new object').")
+            return
+        if self.worker is not None and self.worker.is_running:
+            self._error("Still computing; click again when the object is painted.")
+            return
+        if current["painted"].store is not None:  # its undo is the store's, per object, not per click
+            self._error("Corrective clicks are not available yet on labels kept in a Zarr store (large or lazy "
+                        "images): undo the object and click its extreme points again.")
+            return
+        click = np.asarray(click, dtype=float)
+        lead = len(click) - self.spatial_dims
+        if lead and tuple(int(v) for v in np.rint(click[:lead])) != current["index"]:
+            self._error(f"The correction lies on slice {tuple(int(v) for v in np.rint(click[:lead]))}, the object on "
+                        f"{current['index']}: click on the object's slice.")
+            return
+        clicks = current["clicks"] + [(click[lead:], bool(positive))]
+        positives = [p for p, kind in clicks if kind]
+        negatives = [p for p, kind in clicks if not kind]
+        corrections = {"positive": positives or None, "negative": negatives or None,
+                       "previous": _PlacedMask(current["crop"], current["offset"], current["data"].shape)}
+        self._correcting = clicks
+        self.status.setText("Correcting…")
+        self.worker = create_worker(_segment, self._model, current["data"], current["points"], current["axes"], None,
+                                    None, corrections, _ignore_errors=True)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_errored)
         self.worker.start()
@@ -415,6 +485,9 @@ class ExtremePointsWidget(QWidget):
         self._model, self._loaded_from = model, self.model_combo.currentText()
         labels, index = self._pending
         self.last_seconds = seconds
+        if self._correcting is not None:
+            self._repaint(crop, offset, seconds)
+            return
         if not crop.any():
             self.last_found = False
             self.status.setText("No object found at these points; try again.")
@@ -431,8 +504,33 @@ class ExtremePointsWidget(QWidget):
         if not label:
             self.status.setText("The object lies under existing labels; nothing painted (tick 'overwrite' to replace).")
             return
+        data, pts, axes, _ = self._last_prompt
+        takes = bool((getattr(model, "prompt", None) or {}).get("corrections"))
+        self.current = {"data": data, "points": pts, "axes": axes, "index": tuple(index), "crop": crop,
+                        "offset": tuple(offset), "clicks": [], "painted": self.history[-1]} \
+            if takes else None
         self.status.setText(f"Object {label} painted into {labels.name!r} ({int(crop.sum())} pixels, "
-                            f"{seconds * 1000:.0f} ms). Click the next object.")
+                            f"{seconds * 1000:.0f} ms). Click the next object"
+                            + (", or correct this one (clicks: add to / remove from object)." if takes else "."))
+
+    def _repaint(self, crop: np.ndarray, offset, seconds: float) -> None:
+        """Replace the current object's mask by its corrected one (one undo step)."""
+        current = self.current
+        old = current["painted"]
+        self._restore(old)
+        self.history.remove(old)
+        label = self.paint(old.layer, crop, current["index"] + tuple(offset), label=old.label)
+        if not label:  # nothing left to paint: keep the object as it was
+            self._reapply(old)
+            self.history.append(old)
+            self.status.setText("The corrected mask is empty or under other labels; the object is unchanged.")
+            return
+        self.history[-1].replaced = old
+        current.update(clicks=self._correcting, crop=crop, offset=tuple(offset), painted=self.history[-1])
+        positives = sum(kind for _, kind in current["clicks"])
+        self.status.setText(f"Object {label} corrected ({positives} positive, "
+                            f"{len(current['clicks']) - positives} negative clicks; {int(crop.sum())} pixels, "
+                            f"{seconds * 1000:.0f} ms).")
 
     def _on_errored(self, err: Exception) -> None:
         self._error(str(err))
@@ -576,12 +674,12 @@ class ExtremePointsWidget(QWidget):
             self.last_stops.setdefault("down", "stopped by the user")
             self.worker.quit()
 
-    def paint(self, labels, crop: np.ndarray, offset: tuple) -> int:
-        """Paint ``crop`` (a boolean mask whose origin is ``offset``) under the next free id; return the id
-        (0 when every pixel of it is already labelled and overwriting is off)."""
+    def paint(self, labels, crop: np.ndarray, offset: tuple, label: int | None = None) -> int:
+        """Paint ``crop`` (a boolean mask whose origin is ``offset``) under the next free id (or ``label``); return
+        the id (0 when every pixel of it is already labelled and overwriting is off)."""
         store = self.label_store(labels)
         if store is not None:
-            label = store.paint(crop, offset, overwrite=self.overwrite_check.isChecked())
+            label = store.paint(crop, offset, overwrite=self.overwrite_check.isChecked(), label=label)
             if label:
                 self.history.append(_Painted(labels, (), None, None, label, store))
             return label
@@ -590,7 +688,8 @@ class ExtremePointsWidget(QWidget):
         index = tuple(int(v) for v in offset[:lead]) + tuple(
             slice(int(o), int(o) + n) for o, n in zip(offset[lead:], crop.shape))
         region = np.asarray(data[index])
-        label = int(max([np.asarray(data).max()] + [p.label for p in self.history if p.layer is labels])) + 1
+        if label is None:
+            label = int(max([np.asarray(data).max()] + [p.label for p in self.history if p.layer is labels])) + 1
         where = crop if self.overwrite_check.isChecked() else crop & (region == 0)
         if not where.any():
             return 0
@@ -602,7 +701,8 @@ class ExtremePointsWidget(QWidget):
         return label
 
     def undo(self) -> None:
-        """Remove the last painted object (restoring what it overwrote)."""
+        """Take back the last correction (the object's mask before it returns) or remove the last painted object
+        (restoring what it overwrote)."""
         while self.history:
             last = self.history.pop()
             if last.layer not in self.viewer.layers:
@@ -612,13 +712,42 @@ class ExtremePointsWidget(QWidget):
                     last.store.undo()
                 self.status.setText(f"Removed object {last.label}.")
                 return
-            region = np.asarray(last.layer.data[last.index])
-            region[last.where] = last.before
-            last.layer.data[last.index] = region
-            last.layer.refresh()
+            self._restore(last)
+            if last.replaced is not None:
+                self._reapply(last.replaced)
+                self.history.append(last.replaced)
+                if self.current is not None and self.current["painted"] is last:
+                    self.current["painted"] = last.replaced
+                    self.current["crop"], self.current["offset"] = self._mask_of(last.replaced)
+                    self.current["clicks"] = self.current["clicks"][:-1]
+                self.status.setText(f"Took back the last correction of object {last.label}.")
+                return
+            if self.current is not None and self.current["painted"] is last:
+                self.current = None
             self.status.setText(f"Removed object {last.label}.")
             return
         self.status.setText("Nothing to undo.")
+
+    def _mask_of(self, painted: _Painted):
+        # The object's mask over the paint's box, and the box's origin in the current image's spatial axes.
+        lead = len(self.current["index"])
+        mask = np.zeros(painted.where.shape, bool)
+        mask[painted.where] = True
+        return mask, tuple(b.start for b in painted.index[lead:])
+
+    @staticmethod
+    def _restore(painted: _Painted) -> None:
+        region = np.asarray(painted.layer.data[painted.index])
+        region[painted.where] = painted.before
+        painted.layer.data[painted.index] = region
+        painted.layer.refresh()
+
+    @staticmethod
+    def _reapply(painted: _Painted) -> None:
+        region = np.asarray(painted.layer.data[painted.index])
+        region[painted.where] = painted.label
+        painted.layer.data[painted.index] = region
+        painted.layer.refresh()
 
     def _error(self, message: str) -> None:
         from napari.utils.notifications import show_error

@@ -242,3 +242,61 @@ def test_four_clicks_on_background_find_no_object(widget, qtbot):
     widget.faint_check.setChecked(True)  # the user insists
     _click(widget, qtbot, box)
     assert len(widget.history) == 1
+
+
+def _correct(widget, qtbot, point, positive):
+    """One corrective click in the mode the toggle sets, then wait for the object to be repainted."""
+    widget.click_combo.setCurrentIndex(1 if positive else 2)
+    painted = widget.current["painted"] if widget.current else None
+    widget.last_error = ""
+    widget.points_layer.add(np.asarray(point, float))
+    qtbot.waitUntil(lambda: bool(widget.last_error) or (widget.current is not None
+                                                        and widget.current["painted"] is not painted), timeout=60_000)
+    qtbot.waitUntil(lambda: widget.worker is None or not widget.worker.is_running, timeout=60_000)
+
+
+def test_corrective_clicks_refine_the_object_and_undo_one_click_at_a_time(widget, qtbot):
+    from segarch.prompts.clicks import next_click
+
+    viewer = widget.viewer
+    seed = int(np.random.default_rng().integers(40_000, 50_000))
+    image, truth = object_scene((160, 160), seed=seed)
+    viewer.add_image(image, name="cells")
+    widget.image_combo.setCurrentText("cells")
+    widget.model_combo.setCurrentText("dextr_light.clicks2d")
+    widget.start()
+    labels = viewer.layers["cells objects"]
+    # Before any object, a correction is refused with a message and paints nothing.
+    widget.click_combo.setCurrentIndex(2)
+    widget.points_layer.add(np.array([80.0, 80.0]))
+    assert "No object to correct yet" in widget.last_error and not labels.data.any()
+    widget.last_error = ""
+    widget.click_combo.setCurrentIndex(0)
+
+    sizes = np.bincount(truth.ravel())
+    sizes[0] = 0
+    value = int(sizes.argmax())
+    sizes[value] = 0
+    _click(widget, qtbot, extreme_points(truth == int(sizes.argmax())))  # an earlier object stays as it is
+    earlier = labels.data == 1
+    _click(widget, qtbot, extreme_points(truth == value))
+    labels_of = labels.data.copy()
+    masks = [labels.data == 2]
+    for _ in range(3):
+        click = next_click(masks[-1], truth == value)
+        if click is None:
+            break
+        _correct(widget, qtbot, click[0], click[1])
+        assert widget.last_error == "" and set(np.unique(labels.data)) <= {0, 1, 2}
+        np.testing.assert_array_equal(labels.data == 1, earlier)
+        masks.append(labels.data == 2)
+    ious = [iou(m, truth == value) for m in masks]
+    assert len(ious) == 1 or ious[-1] > ious[0] - 0.01, ious
+    assert len(ious) == 1 or max(ious[1:]) >= min(0.9, ious[0] + 0.02), ious
+    # Undo takes back one correction at a time, then the object.
+    for mask in masks[-2::-1]:
+        widget.undo()
+        np.testing.assert_array_equal(labels.data == 2, mask)
+    np.testing.assert_array_equal(labels.data, labels_of)
+    widget.undo()
+    assert set(np.unique(labels.data)) == {0, 1} and widget.current is None

@@ -42,7 +42,7 @@ _MAX_DEPTH = 4
 _MAX_CHANNELS = 4096
 _TEXT = re.compile(r"^[A-Za-z0-9_.\- ]{0,64}$")   # option strings are names ("batch", "bilinear")
 _PROMPT_KEYS = {"size": (int, 4, 1024), "margin": (float, 0.0, 10.0), "min_margin": (int, 0, 1024),
-                "sigma": (float, 1e-4, 1.0)}
+                "sigma": (float, 1e-4, 1.0), "corrections": (bool, False, True)}
 # An instance model's decoder settings (segarch.instances.decode), as plain bounded values. The decoder is
 # named, never imported from the file: the name must be one of these families, the rest numbers in range.
 _INSTANCE_DECODERS = ("distance", "boundary")
@@ -200,6 +200,10 @@ def _check_prompt(prompt, where: str):
                          f"got {prompt!r:.120}.")
     for key, value in prompt.items():
         kind, low, high = _PROMPT_KEYS[key]
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}: prompt {key!r} must be true or false, got {value!r:.120}.")
+            continue
         ok = _is_number(value) and (kind is float or isinstance(value, int)) and math.isfinite(value)
         if not ok or not low <= value <= high:
             raise ValueError(f"{where}: prompt {key!r} must be a{'n integer' if kind is int else ' number'} from "

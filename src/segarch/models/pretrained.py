@@ -14,7 +14,7 @@ Examples::
 
     >>> from segarch import pretrained
     >>> pretrained.names()
-    ['dextr_light.objects2d', 'dextr_light.objects3d', 'unet.nuclei2d', 'unet.nuclei3d']
+    ['dextr_light.clicks2d', 'dextr_light.objects2d', 'dextr_light.objects3d', 'unet.nuclei2d', 'unet.nuclei3d']
     >>> pretrained.names(task="semantic")
     ['unet.nuclei2d', 'unet.nuclei3d']
     >>> model = pretrained.load("unet.nuclei2d")

@@ -8,12 +8,14 @@ Examples::
     >>> model = pretrained.load("dextr_light.objects2d")
     >>> mask = prompts.segment_from_points(model, image, prompts.extreme_points(true_mask))
     >>> crop_mask, offset = prompts.segment_from_points(model, huge_dask_image, points, return_crop=True)
+    >>> mask = prompts.segment_from_points(model, image, points, positive=[[30, 41]], previous=mask)  # a correction
 
 Modules: :mod:`~segarch.prompts.points` (extreme points, point checks), :mod:`~segarch.prompts.recipe`
 (crop, resizing, heat map), :mod:`~segarch.prompts.segment` (:func:`segment_from_points`),
-:mod:`~segarch.prompts.synthetic` (generated scenes of varied objects), :mod:`~segarch.prompts.evaluate`
-(IoU and latency on fresh objects), :mod:`~segarch.prompts.propagate` (an object carried slice to slice
-through a stack), :mod:`~segarch.prompts.label_store` (labels larger than memory in a Zarr store),
+:mod:`~segarch.prompts.synthetic` (generated scenes of varied objects, volumes with thick slices),
+:mod:`~segarch.prompts.clicks` (where a simulated corrective click goes), :mod:`~segarch.prompts.evaluate`
+(IoU, latency and the clicks-to-IoU curve on fresh objects), :mod:`~segarch.prompts.propagate` (an object carried
+slice to slice through a stack), :mod:`~segarch.prompts.label_store` (labels larger than memory in a Zarr store),
 :mod:`~segarch.prompts.edges` (does a mask outline an object?).
 
 ``prompts.fine_tune`` and ``prompts.training_pairs`` are deprecated aliases of

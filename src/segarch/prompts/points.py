@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["extreme_points", "check_points", "needed_points"]
+__all__ = ["extreme_points", "check_points", "needed_points", "check_clicks"]
 
 
 def needed_points(spatial_dims: int) -> int:
@@ -103,3 +103,38 @@ def check_points(points, spatial_shape: Sequence[int], *, minimum: int | None = 
 
 def _names(dims: int) -> str:
     return "left, right, top and bottom points" if dims == 2 else "first and last points along Z, Y and X"
+
+
+def check_clicks(clicks, name: str, start: Sequence[int], stop: Sequence[int], spatial_shape: Sequence[int]
+                 ) -> np.ndarray:
+    """Validate corrective clicks (``name``: ``"positive"`` or ``"negative"``) against the image and the current
+    object's crop ``[start, stop)``; return them as a float array ``(N, spatial_dims)`` (``(0, dims)`` for none).
+
+    Raises:
+        ValueError: wrong shape, non-finite values, a click outside the image or outside the object's crop
+            (a correction cannot move the crop: click the extreme points again for a larger object).
+    """
+    dims = len(spatial_shape)
+    if clicks is None:
+        return np.zeros((0, dims))
+    try:
+        pts = np.asarray(clicks, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be numbers of shape (N, {dims}), got {clicks!r}.") from None
+    if pts.size == 0:
+        return np.zeros((0, dims))
+    if pts.ndim != 2 or pts.shape[1] != dims:
+        raise ValueError(f"`{name}` clicks must have shape (N, {dims}) (one row of {'ZYX'[-dims:]} coordinates per "
+                         f"click) for a {dims}D image, got shape {pts.shape}.")
+    if not np.isfinite(pts).all():
+        raise ValueError(f"`{name}` clicks hold NaN or infinite coordinates.")
+    for i, p in enumerate(pts):
+        at = tuple(round(float(v), 2) for v in p)
+        if np.any(p < -0.5) or np.any(p >= np.asarray(spatial_shape) - 0.5):
+            raise ValueError(f"`{name}`[{i}] = {at} lies outside the image of shape {tuple(spatial_shape)} "
+                             "(allowed: -0.5 <= coordinate < size - 0.5).")
+        if np.any(p < np.asarray(start) - 0.5) or np.any(p >= np.asarray(stop) - 0.5):
+            raise ValueError(f"`{name}`[{i}] = {at} lies outside the current object's crop from {tuple(start)} to "
+                             f"{tuple(int(v) - 1 for v in stop)} (the extreme points' box and margin); a correction "
+                             "works inside it: click the object's extreme points again to enlarge it.")
+    return pts

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["PromptSettings", "DEFAULTS", "crop_box", "heat_map", "normalise", "resize", "prompt_input",
-           "points_to_crop"]
+           "points_to_crop", "correction_channels"]
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,22 @@ class PromptSettings:
         margin: the points' box is enlarged on every side by ``margin`` × its largest extent ...
         min_margin: ... and by at least this many pixels.
         sigma: the heat map's Gaussian σ as a fraction of ``size`` (10/512 in the paper).
+        corrections: the network also takes corrective clicks and the object's previous mask (Sofiiuk et al.
+            2021, arXiv:2102.06583): three more input channels after the extreme points' heat map, the
+            positive clicks' heat map, the negative clicks' and the previous mask (all zero before any correction).
     """
 
     size: int = 64
     margin: float = 0.15
     min_margin: int = 4
     sigma: float = 0.04
+    corrections: bool = False
+
+    @property
+    def guidance_channels(self) -> int:
+        """Input channels after the image's: the extreme points' heat map, then (with ``corrections``) the
+        positive and negative clicks' heat maps and the previous mask."""
+        return 4 if self.corrections else 1
 
 
 #: Defaults per model kind: the light model at 64² (32³ in 3D; a 2-core CPU answers a click in tens of
@@ -67,8 +77,10 @@ def heat_map(points: np.ndarray, size: int, spatial_dims: int, sigma: float) -> 
     Written in closed form (the points fall between pixels after resizing), where MONAI's
     ``extreme_points_to_image`` filters an image of integer point positions.
     """
-    grids = torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * spatial_dims, indexing="ij")
     out = torch.zeros((size,) * spatial_dims)
+    if len(points) == 0:  # e.g. no corrective click of one kind yet
+        return out
+    grids = torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * spatial_dims, indexing="ij")
     for p in np.asarray(points, dtype=np.float32):
         d2 = sum((g - float(c)) ** 2 for g, c in zip(grids, p))
         out = torch.maximum(out, torch.exp(-d2 / (2 * sigma * sigma)))
@@ -96,14 +108,40 @@ def resize(x: torch.Tensor, size: Sequence[int], *, nearest: bool = False) -> to
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
-def prompt_input(crop: np.ndarray, points_in_crop: np.ndarray, settings: PromptSettings) -> torch.Tensor:
-    """The network's input ``(1, C + 1, *size)``: the normalised, resized crop ``(C, *spatial)`` and the heat map.
+def correction_channels(positive, negative, previous, crop_shape: Sequence[int], settings: PromptSettings
+                        ) -> torch.Tensor:
+    """The correction channels ``(1, 3, *size)``: heat maps of the ``positive`` and ``negative`` clicks
+    (``(N, dims)`` in the crop's pixel coordinates before resizing; ``None`` or empty: none) and the
+    ``previous`` mask over the crop (``None``: empty), resized to the network's input."""
+    dims = len(crop_shape)
+    sigma = settings.sigma * settings.size
+    maps = []
+    for clicks in (positive, negative):
+        clicks = np.zeros((0, dims)) if clicks is None else np.asarray(clicks, np.float64).reshape(-1, dims)
+        maps.append(heat_map(points_to_crop(clicks, (0,) * dims, crop_shape, settings.size), settings.size, dims,
+                             sigma))
+    if previous is None:
+        mask = torch.zeros((settings.size,) * dims)
+    else:
+        mask = resize(torch.from_numpy(np.asarray(previous, np.float32))[None, None], (settings.size,) * dims)[0, 0]
+    return torch.stack(maps + [mask])[None]
 
-    ``points_in_crop`` are the points in the crop's pixel coordinates (before resizing).
+
+def prompt_input(crop: np.ndarray, points_in_crop: np.ndarray, settings: PromptSettings, *, positive=None,
+                 negative=None, previous=None) -> torch.Tensor:
+    """The network's input ``(1, C + guidance, *size)``: the normalised, resized crop ``(C, *spatial)``, the
+    extreme points' heat map and, for a model with ``settings.corrections``, the correction channels
+    (:func:`correction_channels`; zero without clicks and previous mask).
+
+    ``points_in_crop`` (and the clicks) are in the crop's pixel coordinates (before resizing); ``previous``
+    is the object's mask over the crop.
     """
     dims = crop.ndim - 1
     image = torch.from_numpy(normalise(crop))[None]
     image = resize(image, (settings.size,) * dims)
     pts = points_to_crop(points_in_crop, (0,) * dims, crop.shape[1:], settings.size)
     heat = heat_map(pts, settings.size, dims, settings.sigma * settings.size)
-    return torch.cat([image, heat[None, None]], dim=1)
+    parts = [image, heat[None, None]]
+    if settings.corrections:
+        parts.append(correction_channels(positive, negative, previous, crop.shape[1:], settings))
+    return torch.cat(parts, dim=1)

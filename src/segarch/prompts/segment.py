@@ -14,7 +14,7 @@ from segarch.axes import guess_axes
 from segarch.devices import resolve_device
 from segarch.models.catalog import resolve
 from segarch.models.model import Model, as_model
-from segarch.prompts.points import check_points
+from segarch.prompts.points import check_clicks, check_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings, crop_box, prompt_input, resize
 from segarch.runtimes import check_runtime
 
@@ -47,7 +47,7 @@ def settings_for(model, *, size: int | None = None, margin: float | None = None,
             base = PromptSettings(**recorded)
         except TypeError:
             raise ValueError(f"The model's prompt recipe {recorded!r} has unknown fields; allowed: size, margin, "
-                             f"min_margin, sigma.") from None
+                             f"min_margin, sigma, corrections.") from None
     divisor = model.size_divisor
     size = base.size if size is None else size
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < divisor or size % divisor:
@@ -59,7 +59,7 @@ def settings_for(model, *, size: int | None = None, margin: float | None = None,
     if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, number) or not 0 < sigma < 0.5):
         raise ValueError(f"`sigma` must be a number in (0, 0.5) (a fraction of `size`), got {sigma!r}.")
     return PromptSettings(int(size), base.margin if margin is None else float(margin), base.min_margin,
-                          base.sigma if sigma is None else float(sigma))
+                          base.sigma if sigma is None else float(sigma), bool(base.corrections))
 
 
 def _image_axes(shape: Sequence[int], axes: str | None, dims: int, channels: int) -> str:
@@ -146,7 +146,16 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(sizes.argmax())
 
 
-def segment_from_points(model, image, points, *, axes: str | None = None, margin: float | None = None,
+def _previous_crop(previous, spatial_shape, start, stop) -> np.ndarray:
+    shape = tuple(int(v) for v in getattr(previous, "shape", np.shape(previous)))
+    if shape != tuple(spatial_shape):
+        raise ValueError(f"`previous` must be the object's mask over the whole image, shape {tuple(spatial_shape)}, "
+                         f"got shape {shape}.")
+    return np.asarray(compute_here(previous[tuple(slice(a, b) for a, b in zip(start, stop))])) != 0
+
+
+def segment_from_points(model, image, points, *, positive=None, negative=None, previous=None,
+                        axes: str | None = None, margin: float | None = None,
                         size: int | None = None, sigma: float | None = None, threshold: float = 0.5,
                         largest_component: bool = True, return_crop: bool = False, device: str | None = None,
                         runtime: str = "torch"):
@@ -165,6 +174,11 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
             Zarr or anything sliceable.
         points: ``(N, spatial_dims)`` pixel coordinates in the image's spatial axis order, at least 4 in
             2D (left, right, top, bottom, in any order) and 6 in 3D.
+        positive: corrective clicks on parts the mask misses, ``(N, spatial_dims)`` pixel coordinates inside the
+            points' crop (a model trained with corrections only, e.g. the shipped light models).
+        negative: corrective clicks on parts the mask wrongly holds; they need ``previous``.
+        previous: the object's current mask (the image's spatial shape, NumPy/Dask/Zarr: only the crop is read),
+            usually the last result; the network refines it with the clicks.
         axes: the image's axes, e.g. ``"YX"``, ``"CYX"``, ``"ZYXC"`` (default: from its shape).
         margin: the crop's margin as a fraction of the points' largest extent (default 0.15, at least 4 px).
         size: the network's input size per axis (default 64 in 2D and 32 in 3D for the light model,
@@ -185,23 +199,31 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
 
     Raises:
         ValueError: too few points, a point outside the image, degenerate points (all equal), an image
-            whose channels or dimensionality do not fit the model, or a bad option.
+            whose channels or dimensionality do not fit the model, a click outside the image or the object's
+            crop, a negative click without an object (``previous`` missing or empty there), corrections for a
+            model not trained with them, or a bad option.
 
     Examples::
 
         >>> model = segarch.pretrained.load("dextr_light.objects2d")
         >>> mask = segment_from_points(model, image, [[40, 12], [41, 80], [10, 45], [70, 50]])
+        >>> mask = segment_from_points(model, image, points, positive=[[30, 40]], previous=mask)  # add a part
     """
     model = resolve_prompt_model(model)
     check_runtime(runtime)
     dims = model.spatial_dims
-    channels = model.in_channels - 1
-    if channels < 1:
-        raise ValueError(f"`model` takes {model.in_channels} input channel(s); an extreme-point model takes the "
-                         "image's channels + 1 heat map channel.")
     if not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
         raise ValueError(f"`threshold` must be a number in (0, 1), got {threshold!r}.")
     settings = settings_for(model, size=size, margin=margin, sigma=sigma)
+    channels = model.in_channels - settings.guidance_channels
+    if channels < 1:
+        raise ValueError(f"`model` takes {model.in_channels} input channel(s); an extreme-point model takes the "
+                         f"image's channels + {settings.guidance_channels} guidance channel(s).")
+    corrected = any(v is not None for v in (positive, negative, previous))
+    if corrected and not settings.corrections:
+        raise ValueError("`positive`, `negative` and `previous` need a model trained with corrective clicks (its "
+                         "prompt recipe has corrections=True, e.g. the shipped dextr_light models); this one takes "
+                         "extreme points only.")
     shape = tuple(int(s) for s in image.shape)
     ax = _image_axes(shape, axes, dims, channels)
     spatial_axes = [ax.index(a) for a in "ZYX"[-dims:]]
@@ -220,7 +242,15 @@ def segment_from_points(model, image, points, *, axes: str | None = None, margin
     order = ([ax.index("C")] if "C" in ax else []) + spatial_axes
     crop = np.transpose(crop, order) if "C" in ax else np.transpose(crop, spatial_axes)[None]
     crop_shape = crop.shape[1:]
-    x = prompt_input(crop, np.rint(pts) - np.asarray(start), settings)
+    clicks = {}
+    for name, given in (("positive", positive), ("negative", negative)):
+        clicks[name] = np.rint(check_clicks(given, name, start, stop, spatial_shape)) - np.asarray(start)
+    before = None if previous is None else _previous_crop(previous, spatial_shape, start, stop)
+    if len(clicks["negative"]) and (before is None or not before.any()):
+        raise ValueError("`negative` clicks remove part of an object, but there is no object yet: pass `previous`, "
+                         "the object's current mask (non-empty inside the extreme points' crop).")
+    x = prompt_input(crop, np.rint(pts) - np.asarray(start), settings, positive=clicks["positive"],
+                     negative=clicks["negative"], previous=before)
     net = model.network
     net.eval()
     dev = resolve_device(device) if device is not None else next(net.parameters()).device

@@ -12,7 +12,7 @@ import numpy as np
 
 from segarch.synthetic import blur, random_rotation, smooth_noise
 
-__all__ = ["object_scene", "SHAPES"]
+__all__ = ["object_scene", "anisotropic_scene", "SHAPES"]
 
 SHAPES = ("blob", "star", "polygon", "rod")
 
@@ -165,3 +165,23 @@ def anisotropic_stack(slices: int = 30, spacing: int = 3, shape=(96, 96), *, see
     image = image.reshape(int(slices), int(spacing), *image.shape[1:]).mean(axis=1)
     labels = labels[int(spacing) // 2::int(spacing)][: int(slices)]
     return image.astype(np.float32), np.ascontiguousarray(labels)
+def anisotropic_scene(shape=(16, 64, 64), *, z_spacing: int = 3, seed: int = 0, **options
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """A generated volume with thick slices: :func:`object_scene` at ``(Z × z_spacing, Y, X)`` (isotropic), each
+    run of ``z_spacing`` planes averaged into one slice (a thick optical section) and labelled by its middle plane.
+
+    Args:
+        shape: ``(Z, Y, X)`` of the result; its voxels are ``z_spacing`` times as deep as wide.
+        z_spacing: the Z spacing over the Y/X spacing (a whole number, 1 = isotropic).
+        seed, options: as in :func:`object_scene`.
+
+    Returns:
+        ``(image, labels)`` as :func:`object_scene` (an object that falls between slices may be missing).
+    """
+    z_spacing = int(z_spacing)
+    if z_spacing < 1 or len(shape) != 3:
+        raise ValueError(f"`z_spacing` must be a whole number >= 1 and `shape` 3 sizes, got {z_spacing!r}, {shape!r}.")
+    depth = int(shape[0])
+    image, labels = object_scene((depth * z_spacing,) + tuple(shape[1:]), seed=seed, **options)
+    image = image.reshape((depth, z_spacing) + image.shape[1:]).mean(axis=1)
+    return image.astype(np.float32), np.ascontiguousarray(labels[z_spacing // 2::z_spacing])

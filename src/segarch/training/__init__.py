@@ -21,7 +21,7 @@ from segarch.training.task import TrainingTask, Validation, register_task, task_
 
 # The tasks register themselves when imported: a new task is a new module, imported here.
 from segarch.training.semantic import SemanticTask
-from segarch.training.interactive import ExtremePointTask, fine_tune, training_pairs
+from segarch.training.interactive import ExtremePointTask, fine_tune, training_pairs, with_corrections
 from segarch.training.instance import InstanceTask
 
 #: The zoo tasks whose architectures train here: semantic (patches) and interactive (extreme-point objects).
@@ -30,4 +30,4 @@ TRAINABLE_TASKS = trainable_tasks()
 __all__ = ["TrainConfig", "TrainEvent", "train", "train_iter", "resolve_device", "log_paths", "TRAINABLE_TASKS",
            "TrainingTask", "Validation", "register_task", "task_names", "SemanticTask", "ExtremePointTask",
            "InstanceTask",
-           "fine_tune", "training_pairs"]
+           "fine_tune", "training_pairs", "with_corrections"]

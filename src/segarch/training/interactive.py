@@ -19,6 +19,7 @@ Examples::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Callable, Sequence
 
@@ -28,6 +29,7 @@ import torch
 from segarch.models.model import Model
 from segarch.prompts.recipe import DEFAULTS, PromptSettings
 from segarch.prompts.segment import resolve_prompt_model, settings_for
+from segarch.training.corrections import simulate_corrections
 from segarch.training.data import Source, as_sources
 from segarch.training.finetune import with_classes
 from segarch.training.loop import train
@@ -37,7 +39,7 @@ from segarch.training.objects import (
 from segarch.training.task import TrainingTask, register_task
 from segarch.zoo import ModelCard
 
-__all__ = ["ExtremePointTask", "fine_tune", "training_pairs"]
+__all__ = ["ExtremePointTask", "fine_tune", "training_pairs", "with_corrections"]
 
 _DEFAULT_OBJECT_BATCH = {2: 16, 3: 8}
 _MAX_VAL_OBJECTS = 256
@@ -56,6 +58,9 @@ class ExtremePointTask(TrainingTask):
         super().__init__(config)
         self.sampler: ObjectSampler | None = None
         self.val_objects: list[ObjectCrop] = []
+        self.network: torch.nn.Module | None = None  # the network in training: it simulates corrections
+        self.settings: PromptSettings | None = None
+        self.rng = np.random.default_rng(config.seed)
 
     def check_config(self) -> None:
         cfg = self.config
@@ -74,7 +79,8 @@ class ExtremePointTask(TrainingTask):
                              f"got {cfg.augment!r}.")
 
     def image_channels(self, model: Model) -> int:
-        return model.in_channels - 1  # the last input channel is the heat map
+        # The last input channels are the heat map (and, with corrections, the clicks' maps and previous mask).
+        return model.in_channels - settings_for(model).guidance_channels
 
     def new_model(self, card: ModelCard, spatial_dims: int, channels: int) -> Model:
         return Model.from_zoo(card.name, spatial_dims=spatial_dims, in_channels=channels + 1, out_channels=2,
@@ -89,6 +95,8 @@ class ExtremePointTask(TrainingTask):
             raise ValueError(f"`patch` of an extreme-point model is its input size {size} (each object's crop is "
                              f"resized to it), got {cfg.patch!r}; leave it unset.")
         model.prompt = dataclasses.asdict(settings)  # saved with the model: inference crops the same way
+        self.settings = settings
+        self.network = model.network if settings.corrections else None
         objects = object_crops(sources, settings, jitter=cfg.jitter)
         train_objects, val_objects = split_objects(objects, cfg.val_fraction, rng)
         self.sampler = ObjectSampler(train_objects, settings, jitter=cfg.jitter, augment=cfg.augment == "default",
@@ -102,7 +110,10 @@ class ExtremePointTask(TrainingTask):
         return model
 
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.sampler.batch(batch_size)
+        x, y, m = self.sampler.batch(batch_size)
+        if self.network is not None:
+            x = simulate_corrections(self.network, x, y, self.rng, self.settings)
+        return x, y, m
 
     def final_validation(self, model: Model, trained: bool) -> tuple[dict[str, Any], str]:
         iou = object_iou(model, self.val_objects) if self.val_objects and trained else None
@@ -135,6 +146,37 @@ def fine_tune(model, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                          f"{model.arch!r}; use segarch.train for it.")
     return train(model, images, labels, steps=steps, batch_size=batch_size, lr=lr, jitter=jitter, seed=seed,
                  out=out, progress=progress)
+
+
+def with_corrections(model) -> Model:
+    """A copy of an extreme-point model that also takes corrective clicks and the previous mask (three more input
+    channels, see :class:`segarch.prompts.PromptSettings`), to fine-tune with :func:`segarch.train`, which then
+    simulates the clicks (:mod:`segarch.training.corrections`).
+
+    The new channels' weights in the first convolution start at zero, so before any training the copy answers
+    exactly as ``model`` does, and with 0 corrections it keeps doing so as far as training allows.
+    """
+    model = copy.deepcopy(resolve_prompt_model(model))
+    settings = settings_for(model)
+    if settings.corrections:
+        return model
+    for parent in model.network.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, (torch.nn.Conv2d, torch.nn.Conv3d)) and child.in_channels == model.in_channels:
+                wider = type(child)(child.in_channels + 3, child.out_channels, child.kernel_size, child.stride,
+                                    child.padding, child.dilation, child.groups, child.bias is not None,
+                                    child.padding_mode)
+                with torch.no_grad():
+                    wider.weight.zero_()
+                    wider.weight[:, :child.in_channels] = child.weight
+                    if child.bias is not None:
+                        wider.bias.copy_(child.bias)
+                setattr(parent, name, wider.to(child.weight.device, child.weight.dtype))
+                model.in_channels += 3
+                model.prompt = dataclasses.asdict(dataclasses.replace(settings, corrections=True))
+                return model
+    raise ValueError(f"`model` {model.arch!r}: no first convolution taking its {model.in_channels} input channels "
+                     "was found to widen.")
 
 
 def training_pairs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], *, spatial_dims: int = 2,
