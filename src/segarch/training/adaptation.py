@@ -78,7 +78,7 @@ class DomainAdaptation:
             path or a folder), with the training images' ``axes`` and channels.
         model: the model being trained (after the task prepared it).
         task: its training task (gives the patch size and batch size).
-        config: the run's options (``adapt_weight``, ``lr``, ``augment``, ``seed``, ``axes``).
+        config: the run's options (``adapt_weight``, ``lr``, ``seed``, ``axes``).
         device: where the network trains.
 
     Raises:
@@ -101,7 +101,7 @@ class DomainAdaptation:
         self.weight = float(config.adapt_weight)
         self.sampler = PatchSampler(make_items(sources), patch,
                                     PerImagePreprocessing(model.preprocessing, sources, [2 * p for p in patch]),
-                                    2, config.augment, seed=config.seed + 1)
+                                    2, "none", seed=config.seed + 1)  # crops only, as AdaptSegNet's target
         self.spatial_dims = model.spatial_dims
         self.lr = float(config.lr)
         self.device = device
