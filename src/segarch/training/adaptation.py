@@ -8,8 +8,8 @@ aggregation of the translated source domains (sub-domain and cross-domain discri
 the last part is built: one labelled source domain, so there is nothing to aggregate, and the image
 translation (several generators and discriminators trained for days on GPUs) is left out.
 
-The alignment is the alternating GAN game of adversarial segmentation adaptation (as in CyCADA, which
-MADAN's feature-level step follows, and AdaptSegNet's output-space form): a fully convolutional domain
+The alignment is the alternating GAN game of adversarial segmentation adaptation (CyCADA's feature-level
+step, in AdaptSegNet's output-space form): a fully convolutional domain
 discriminator reads the network's class probabilities (every zoo network has them, whatever its inside)
 on source and target patches. Each step the segmentation network minimises its supervised loss on the
 source batch plus ``adapt_weight`` × the adversarial loss that makes its target outputs look like source
@@ -43,9 +43,10 @@ _DISCRIMINATOR_LR = 0.4  # x the network's
 
 
 class DomainDiscriminator(nn.Module):
-    """A fully convolutional domain classifier of class-probability maps (AdaptSegNet/CLAN's): four 4×4
-    convolutions of stride 2 with ``width``, 2×, 4×, 8× ``width`` channels and leaky ReLU (0.2), then a 3×3
-    convolution to one logit per place (source or target).
+    """A fully convolutional domain classifier of class-probability maps, laid out as AdaptSegNet's and CLAN's:
+    four 4×4 convolutions of stride 2 with ``width``, 2×, 4×, 8× ``width`` channels and leaky ReLU (0.2), then
+    a 3×3 convolution to one logit per place (source or target; theirs is a fifth 4×4 of stride 2, which
+    would need patches of 32 pixels per axis).
 
     Args:
         spatial_dims: 2 or 3.
