@@ -150,3 +150,11 @@ def test_adaptation_options_are_checked():
                       val_fraction=0, adapt_to=images)
     with pytest.raises(ValueError, match="`adapt_to` applies to semantic and instance training, not to 'interactive'"):
         segarch.train("dextr_light", images, labels, steps=1, val_fraction=0, adapt_to=images)
+
+
+def test_an_instance_model_adapts_too():
+    images, labels = _data(3)
+    target, _ = _data(4, inverted=True)
+    model, steps = _train(images, labels, 2, task="instance", adapt_to=target)
+    assert all(math.isfinite(e.domain_loss) for e in steps)
+    assert "Adapted to unlabelled target images" in model.description
