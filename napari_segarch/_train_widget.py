@@ -33,6 +33,8 @@ __all__ = ["TrainWidget", "LossPlot", "model_sources"]
 
 _COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
+_NO_ADAPTATION = "none (no adaptation)"
+
 
 def _load_sources():
     """The loader's job (off the GUI thread: the zoo and torch take seconds to import)."""
@@ -139,6 +141,10 @@ class TrainWidget(QWidget):
         self.viewer = napari_viewer
         self.image_combo = LayerCombo(napari_viewer, (Image,))
         self.labels_combo = LayerCombo(napari_viewer, (Labels,))
+        self.adapt_combo = LayerCombo(napari_viewer, (Image,), extra=[_NO_ADAPTATION], prefer_extra=True)
+        self.adapt_combo.setToolTip("Optional: an unlabelled image of the kind the model must work on (another "
+                                    "microscope, stain or sensor); the network is aligned to it while it trains "
+                                    "(MADAN's adversarial alignment). Semantic and instance models.")
         self.model_combo = QComboBox()
         self.model_combo.addItem("loading models…", None)
         self.file_edit = QLineEdit()
@@ -188,6 +194,7 @@ class TrainWidget(QWidget):
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
         form.addRow("Annotations", self.labels_combo)
+        form.addRow("Adapt to", self.adapt_combo)
         form.addRow("Start from", self.model_combo)
         row = QHBoxLayout()
         row.addWidget(self.file_edit)
@@ -263,6 +270,7 @@ class TrainWidget(QWidget):
         """List the viewer's layers again (they are followed as they are added, removed or renamed)."""
         self.image_combo.refresh()
         self.labels_combo.refresh()
+        self.adapt_combo.refresh()
 
     def refresh_models(self, *_: Any) -> None:
         try:
@@ -395,7 +403,18 @@ class TrainWidget(QWidget):
             "device": self.device_combo.currentText(),
             "cancel": threading.Event(),
             **({"task": "instance"} if instance else {}),
+            **self._adaptation(image),
         }
+
+    def _adaptation(self, image) -> dict[str, Any]:
+        """``adapt_to`` for :func:`segarch.training.train_iter`: the chosen unlabelled layer's data, if any."""
+        target = self.adapt_combo.layer()
+        if target is None:
+            return {}
+        if target is image:
+            raise ValueError("'Adapt to' is the training image: choose an unlabelled image of the other kind, or "
+                             f"{_NO_ADAPTATION!r}.")
+        return {"adapt_to": target.data[0] if target.multiscale else target.data}
 
     def start(self) -> None:
         """Start training in a worker thread (returns at once)."""
@@ -431,6 +450,7 @@ class TrainWidget(QWidget):
         self.cancel()  # a closing dock must not leave training running for nobody
         self.image_combo.disconnect_viewer()
         self.labels_combo.disconnect_viewer()
+        self.adapt_combo.disconnect_viewer()
         super().closeEvent(event)
 
     def cancel(self) -> None:

@@ -506,6 +506,8 @@ def _train(args) -> int:
     extra = {} if args.task is None else {"task": args.task}
     if args.pixel_size:
         extra["pixel_size"] = tuple(args.pixel_size)
+    if args.adapt_to is not None:
+        extra.update(adapt_to=args.adapt_to, adapt_weight=args.adapt_weight)
     model = segarch.train(args.model, args.images, args.labels, axes=args.axes, num_classes=args.classes,
                           class_names=args.class_names, options=options, patch=patch, steps=args.steps,
                           batch_size=args.batch_size, val_fraction=args.val_fraction, loss=args.loss, lr=args.lr,
@@ -651,6 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "instance = one label per object, from instance labels (0 background, 1..N objects)")
     p.add_argument("--pixel-size", type=float, nargs="+", help="the images' pixel size per spatial axis (Z Y X or "
                    "Y X; default: from the files); recorded with the model")
+    p.add_argument("--adapt-to", metavar="FOLDER", help="unlabelled images (a folder of .tif/.tiff/.zarr, or one "
+                   "file) of the kind the model must work on: the network is aligned to them while it trains "
+                   "(MADAN's feature-level adversarial alignment)")
+    p.add_argument("--adapt-weight", type=float, default=0.01, help="weight of the alignment loss (with --adapt-to)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("demo", help="segment a generated nuclei image with a shipped (or zoo) model, printing each step",
@@ -685,7 +691,8 @@ _FLAGS = {"tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size"
           "device": "--device", "axes": "--axes", "grey": "--grey", "scheduler": "--scheduler", "model": "--model",
           "output": "--output", "pixel_size": "--pixel-size", "task": "--task", "resume": "--resume",
           "overwrite": "--overwrite", "arch": "--arch", "bands": "--bands", "nodata": "--nodata",
-          "tissue": "--tissue-only", "runtime": "--runtime"}
+          "tissue": "--tissue-only", "runtime": "--runtime",
+          "adapt_to": "--adapt-to", "adapt_weight": "--adapt-weight"}
 _POSITIONAL = {"predict": {"out": "OUTPUT", "image": "INPUT"},
                "train": {"out": "--out", "images": "IMAGES", "labels": "LABELS"},
     "convert": {"path": "OUTPUT"},

@@ -62,6 +62,12 @@ class TrainConfig:
         decoder: instance models only: what the network learns and how its output becomes objects:
             ``"distance"`` (the default: background + 4 classes of distance to the object's edge), ``"boundary"``,
             settings such as ``{"decoder": "distance", "bins": 6}``, or a decoder of :mod:`segarch.instances`.
+        adapt_to: unlabelled images of the kind the model must work on (another microscope, stain or sensor),
+            given like ``images`` (an array, a list, a TIFF/Zarr path or a folder) with the same axes and
+            channels: the network is aligned to them while it trains on the labelled images (MADAN's
+            feature-level adversarial alignment, :mod:`segarch.training.adaptation`). Semantic and instance
+            models; the patch must be at least 16 pixels per axis.
+        adapt_weight: the weight of the adversarial alignment loss against the supervised loss (``adapt_to`` only).
 
     Raises:
         ValueError: an option outside what is allowed (the message names it, its value and what is allowed).
@@ -94,6 +100,8 @@ class TrainConfig:
     task: str | None = None
     pixel_size: Any = None
     decoder: Any = None
+    adapt_to: Any = None
+    adapt_weight: float = 0.01
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -131,6 +139,9 @@ class TrainConfig:
             raise ValueError(f"`task` must be a task name or None, got {self.task!r}.")
         if self.pixel_size is not None:
             _check_pixel_size(self.pixel_size)
+        if (isinstance(self.adapt_weight, bool) or not isinstance(self.adapt_weight, (int, float))
+                or not 0 < self.adapt_weight < math.inf):
+            raise ValueError(f"`adapt_weight` must be a positive number, got {self.adapt_weight!r}.")
 
     @classmethod
     def build(cls, config: TrainConfig | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:

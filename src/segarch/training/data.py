@@ -24,8 +24,8 @@ import numpy as np
 from segarch.arrays import compute_here
 from segarch.axes import SPATIAL, check_axes, guess_axes
 
-__all__ = ["Source", "Item", "Region", "as_sources", "make_items", "split_items", "read_region", "check_finite",
-           "check_no_negative", "label_stats", "spatial_letters", "pixel_sizes", "SUFFIXES"]
+__all__ = ["Source", "Item", "Region", "as_sources", "as_image_sources", "make_items", "split_items", "read_region",
+           "check_finite", "check_no_negative", "label_stats", "spatial_letters", "pixel_sizes", "SUFFIXES"]
 
 log = logging.getLogger("segarch.training")
 
@@ -267,6 +267,52 @@ def as_sources(images, labels, *, axes: str | None, mask, spatial_dims: int | No
     dims = {s.spatial_dims for s in sources}
     if len(dims) > 1:
         raise ValueError(f"`images` mix 2D and 3D data ({sorted(dims)} spatial axes): train on one kind at a time.")
+    return sources
+
+
+def as_image_sources(images, *, axes: str | None, spatial_dims: int, in_channels: int, what: str = "adapt_to"
+                     ) -> list[Source]:
+    """Unlabelled images (an array, a TIFF/Zarr path, a folder of them or a list) as :class:`Source` objects
+    read like training images, for a model of ``spatial_dims`` taking ``in_channels``: their labels are an
+    all-background view (no memory) and every pixel counts (``mask=True``). ``what`` names the parameter in
+    errors.
+
+    Without ``axes``, each image's axes are guessed for the model (:func:`segarch.axes.guess_axes`).
+
+    Raises:
+        ValueError: no image (an empty list or folder), a missing file, or images whose channels are not the
+            model's (the message names ``what``).
+    """
+    if isinstance(images, (str, os.PathLike)) and Path(images).is_dir() and Path(images).suffix.lower() != ".zarr":
+        folder = Path(images)
+        images = _expand_folder(folder)
+        if not images:
+            raise ValueError(f"`{what}`: the folder {str(folder)!r} holds no {'/'.join(SUFFIXES)} files.")
+    images = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not images:
+        raise ValueError(f"`{what}` is empty: pass at least one unlabelled image.")
+    sources = []
+    for i, image in enumerate(images):
+        name = str(image) if isinstance(image, (str, os.PathLike)) else f"{what} image {i}"
+        array = _lazy(image, what)
+        if axes:
+            ax = check_axes(axes, array.ndim, name=what)
+        else:
+            if in_channels == 1 and array.ndim == spatial_dims + 1 and array.shape[-1] in (3, 4):
+                raise ValueError(f"`{what}`: {name} of shape {tuple(array.shape)} looks like {array.shape[-1]} "
+                                 f"colour channels, but the model takes `in_channels`=1: convert it to one channel "
+                                 f"or pass `axes`.")
+            try:
+                ax = guess_axes(array.shape, spatial_dims=spatial_dims, in_channels=in_channels)
+            except ValueError as err:
+                raise ValueError(f"`{what}`: {name}: {err}") from None
+        blank = np.broadcast_to(np.zeros((), np.uint8), tuple(n for a, n in zip(ax, array.shape) if a != "C"))
+        try:
+            sources += as_sources([array], [blank], axes=ax, mask=True, spatial_dims=spatial_dims,
+                                  in_channels=in_channels)
+        except ValueError as err:
+            raise ValueError(f"`{what}`: {name}: {err}") from None
+        sources[-1].name = name
     return sources
 
 

@@ -119,6 +119,7 @@ class InstanceTask(TrainingTask):
     """Instance segmentation: a semantic network learns a decoder's class map from instance labels."""
 
     name = "instance"
+    adapts = True
     architectures = ("semantic",)
     metric, metric_key = "F1@0.5", "objects"
     example = "image"

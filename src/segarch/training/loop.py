@@ -37,6 +37,7 @@ from segarch.destinations import check_output_file
 from segarch.devices import resolve_device as _resolve_device
 from segarch.models.model import Model
 from segarch.models.files import save_model
+from segarch.training.adaptation import DomainAdaptation
 from segarch.training.config import TrainConfig
 from segarch.training.log import TrainingLog, plot_png
 from segarch.training.start import starting_model
@@ -65,6 +66,8 @@ class TrainEvent:
         cancelled: the run was cancelled (``done`` only).
         message: a line for a log or a status bar.
         metric: the validation metric's name (``"Dice"``).
+        domain_loss: with ``adapt_to``, on ``step`` events: the domain discriminator's loss of this step
+            (about 0.69 when it cannot tell source from target outputs).
     """
 
     kind: str
@@ -81,6 +84,7 @@ class TrainEvent:
     cancelled: bool = False
     message: str = ""
     metric: str = "Dice"
+    domain_loss: float | None = None
 
 
 #: Deprecated: :func:`segarch.devices.resolve_device` is the one device rule for prediction, training and prompts.
@@ -126,6 +130,7 @@ def train_iter(model_or_name: Any, images: Any, labels: Any, config: TrainConfig
              task.example, task.input_size, batch_size, steps)
 
     net = model.network.to(dev)
+    adaptation = None if config.adapt_to is None else DomainAdaptation(config.adapt_to, model, task, config, dev)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, steps))
     history = TrainingLog(task.class_names, metric=task.metric_key, metric_name=task.metric)
@@ -176,7 +181,10 @@ def train_iter(model_or_name: Any, images: Any, labels: Any, config: TrainConfig
             x, y, m = task.batch(batch_size)
             x, y, m = x.to(dev), y.to(dev), m.to(dev)
             try:
-                value = task.loss(net(x), y, m)
+                output = net(x)
+                value = task.loss(output, y, m)
+                if adaptation is not None:  # MADAN's alignment: target outputs that pass for source ones
+                    value = value + adaptation.alignment_loss(net, batch_size)
             except ValueError as err:
                 if "more than 1 value per channel" not in str(err):
                     raise
@@ -186,13 +194,16 @@ def train_iter(model_or_name: Any, images: Any, labels: Any, config: TrainConfig
             optimiser.zero_grad(set_to_none=True)
             value.backward()
             optimiser.step()
+            domain_loss = None if adaptation is None else adaptation.discriminator_step(output)
             last_loss = float(value.detach())
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"the loss became {last_loss} at step {step}: lower `lr` (now {config.lr}).")
             lr_now = optimiser.param_groups[0]["lr"]
             schedule.step()
             history.add(step, last_loss, lr_now, time.perf_counter() - start_time)
-            yield event("step", step, last_loss, message=f"step {step}/{steps}: loss {last_loss:.4f}")
+            yield event("step", step, last_loss, domain_loss=domain_loss,
+                        message=f"step {step}/{steps}: loss {last_loss:.4f}"
+                        + ("" if domain_loss is None else f", discriminator {domain_loss:.4f}"))
             if validates and (step % val_every == 0 or step == steps):
                 yield validation_event(step, last_loss)
                 last_validated = step
@@ -233,6 +244,9 @@ def _describe(model: Model, task: TrainingTask, config: TrainConfig, sources, st
                  + ", ".join(f"{n} {d:.3f}" for n, d in zip(task.class_names[1:], best["val_dice"][1:])) + ".")
     if sentence:
         text += " " + sentence
+    if config.adapt_to is not None:
+        text += (" Adapted to unlabelled target images by feature-level adversarial alignment (MADAN, weight "
+                 f"{config.adapt_weight:g}).")
     if origin is not None:
         text = f"Fine-tuned from {origin}. " + text
     return text

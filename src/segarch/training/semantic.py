@@ -59,6 +59,7 @@ class SemanticTask(TrainingTask):
     """Semantic segmentation from patches: classes per pixel (2 by default: any label > 0 is foreground)."""
 
     name = "semantic"
+    adapts = True
     architectures = ("semantic",)
     example = "patch"
 

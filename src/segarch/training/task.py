@@ -87,6 +87,9 @@ class TrainingTask(ABC):
     metric_key: ClassVar[str] = "dice"
     #: What one training example is called in the model's description ("patch", "object crop").
     example: ClassVar[str] = "patch"
+    #: Whether ``adapt_to`` (unlabelled target images, :mod:`segarch.training.adaptation`) applies: the task's
+    #: inputs are image patches alone, as target images are.
+    adapts: ClassVar[bool] = False
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
