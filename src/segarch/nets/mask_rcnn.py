@@ -92,6 +92,9 @@ class BoxHead(nn.Module):
         self.fc7 = nn.Linear(representation, representation)
         self.classes = nn.Linear(representation, classes)
         self.boxes = nn.Linear(representation, classes * 2 * spatial_dims)
+        for layer, std in ((self.classes, 0.01), (self.boxes, 0.001)):  # Detectron's initialisation
+            nn.init.normal_(layer.weight, std=std)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.relu(self.fc7(F.relu(self.fc6(x.flatten(1)))))
