@@ -51,14 +51,18 @@ def detection_targets(labels, classes=None) -> dict[str, torch.Tensor]:
 
 
 def labels_from_detections(detections: Mapping[str, torch.Tensor], score_threshold: float = 0.5,
-                           mask_threshold: float = 0.5, min_size: int = 1) -> np.ndarray:
+                           mask_threshold: float = 0.5, overlap_threshold: float = 0.5,
+                           min_size: int = 1) -> np.ndarray:
     """One image's detections (``boxes``, ``scores``, ``masks`` as a detector returns them) as instance labels.
 
     Detections scoring below ``score_threshold`` are dropped; each remaining mask (probability ≥
-    ``mask_threshold``) claims its pixels not claimed by a higher-scoring one; an object left with fewer than
-    ``min_size`` pixels is dropped. Returns int32 labels 1…n (by descending score), 0 background.
+    ``mask_threshold``) claims its pixels not claimed by a higher-scoring one, unless more than
+    ``overlap_threshold`` of its mask is claimed already (a duplicate of a part of an object: Panoptic FPN's
+    fusion rule, Kirillov et al. 2019, arXiv:1901.02446); an object left with fewer than ``min_size`` pixels is
+    dropped. Returns int32 labels 1…n (by descending score), 0 background.
     """
-    for name, value in (("score_threshold", score_threshold), ("mask_threshold", mask_threshold)):
+    for name, value in (("score_threshold", score_threshold), ("mask_threshold", mask_threshold),
+                        ("overlap_threshold", overlap_threshold)):
         if not 0 <= value <= 1:
             raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
     missing = [k for k in ("scores", "masks") if k not in detections]
@@ -72,8 +76,9 @@ def labels_from_detections(detections: Mapping[str, torch.Tensor], score_thresho
     for i in np.argsort(-scores, kind="stable"):
         if scores[i] < score_threshold:
             break
-        claim = (masks[i] >= mask_threshold) & (labels == 0)
-        if claim.sum() >= min_size:
+        mask = masks[i] >= mask_threshold
+        claim = mask & (labels == 0)
+        if claim.sum() >= min_size and claim.sum() >= (1 - overlap_threshold) * mask.sum():
             labels[claim] = next_id
             next_id += 1
     return labels

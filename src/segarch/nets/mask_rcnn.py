@@ -42,7 +42,7 @@ from segarch.nets._base import SegmentationNet
 from segarch.nets.efficientps import RegionProposalHead
 from segarch.zoo import register
 
-__all__ = ["MaskRCNN", "BoxHead", "MaskHead", "multiscale_roi_align"]
+__all__ = ["MaskRCNN", "MaskRCNNResNet101", "paste_masks", "BoxHead", "MaskHead", "multiscale_roi_align"]
 
 #: The FPN levels the RoI heads read (P2–P5) and the extra RPN level (P6).
 ROI_LEVELS = (2, 3, 4, 5)
@@ -152,9 +152,9 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, shape: Sequence[int]) 
         "with its 91-entry COCO head; the paper gives no count). That figure holds the backbone's batch norms "
         "frozen as buffers; trainable here they add 53,120 parameters (44.45M). With Detectron's 81 classes the "
         "class-specific outputs are 53,820 smaller (44.40M here)."),
-    test_config={"base_width": 8, "fpn_channels": 16, "representation": 32, "mask_channels": 16,
-                 "anchor_sizes": (8, 16, 32, 64, 128), "proposals": (200, 100), "rpn_batch": 64, "roi_batch": 64, "detections": 20},
-    test_lr=3e-3,
+    test_config={"base_width": 8, "fpn_channels": 16, "representation": 64, "mask_channels": 16,
+                 "anchor_sizes": (16, 32, 64, 128, 256), "proposals": (200, 100), "rpn_batch": 64, "roi_batch": 64, "detections": 20},
+    test_lr=1e-2,
     notes=(
         "out_channels counts the classes with background (torchvision's num_classes). Boxes are (starts, stops) "
         "per axis in the image's axis order (2D: y1, x1, y2, x2). RoIAlign and NMS are written in plain torch "
@@ -171,7 +171,7 @@ class MaskRCNN(SegmentationNet):
         spatial_dims: 2 or 3.
         in_channels: input channels.
         out_channels: classes including background (2: one kind of object).
-        depth: ResNet depth, 50 or 101.
+        depth: ResNet depth, 50 or 101 (default: 50; 101 for the ``mask_rcnn_r101`` entry).
         base_width: the ResNet's stem width (64; smaller for tests).
         fpn_channels: the FPN's width (256).
         representation: the box head's fully connected width (1024).
@@ -202,7 +202,10 @@ class MaskRCNN(SegmentationNet):
     #: ``forward`` returns detections (eval) or losses (train), not a tensor of logits.
     is_detector = True
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, depth: int = 50,
+    #: The ResNet depth when ``depth`` is not given (the R101 entry's subclass says 101).
+    default_depth = 50
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, depth: int | None = None,
                  base_width: int = 64, fpn_channels: int = 256, representation: int = 1024, mask_channels: int = 256,
                  anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
                  aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), proposals: Sequence[int] = (2000, 1000),
@@ -210,6 +213,7 @@ class MaskRCNN(SegmentationNet):
                  canonical_size: float = 224.0) -> None:
         super().__init__()
         net = "Mask R-CNN"
+        depth = self.default_depth if depth is None else depth
         check_spatial_dims(spatial_dims, (2, 3), net)
         check_choice(depth, (50, 101), "depth", net)
         if not isinstance(out_channels, int) or out_channels < 2:
@@ -402,12 +406,13 @@ class MaskRCNN(SegmentationNet):
         "Derived: torchvision's maskrcnn_resnet50_fpn count (44.40M, 91-entry head) plus the difference of "
         "ResNet-101 and ResNet-50 (44.55M - 25.56M = 18.99M: the 17 extra bottlenecks of stage 4); neither the "
         "paper nor torchvision publishes the R101-FPN count."),
-    test_config={**{"base_width": 8, "fpn_channels": 16, "representation": 32, "mask_channels": 16,
-                    "anchor_sizes": (8, 16, 32, 64, 128), "proposals": (200, 100), "rpn_batch": 64,
+    test_config={**{"base_width": 8, "fpn_channels": 16, "representation": 64, "mask_channels": 16,
+                    "anchor_sizes": (16, 32, 64, 128, 256), "proposals": (200, 100), "rpn_batch": 64,
                     "roi_batch": 64, "detections": 20}},
-    test_lr=3e-3,
+    test_lr=1e-2,
     notes="mask_rcnn with depth=101 (its notes apply).",
 )
-def mask_rcnn_r101(spatial_dims: int, in_channels: int, out_channels: int, **options) -> MaskRCNN:
-    """Mask R-CNN with a ResNet-101-FPN backbone (:class:`MaskRCNN`, ``depth=101``)."""
-    return MaskRCNN(spatial_dims, in_channels, out_channels, depth=101, **options)
+class MaskRCNNResNet101(MaskRCNN):
+    """Mask R-CNN with a ResNet-101-FPN backbone: :class:`MaskRCNN` whose ``depth`` defaults to 101."""
+
+    default_depth = 101
