@@ -46,6 +46,10 @@ __all__ = ["MaskRCNN", "MaskRCNNResNet101", "paste_masks", "BoxHead", "MaskHead"
 
 #: The FPN levels the RoI heads read (P2–P5) and the extra RPN level (P6).
 ROI_LEVELS = (2, 3, 4, 5)
+#: Narrow widths and anchors for objects of ~16 pixels, for tests and demos.
+TEST_CONFIG = {"base_width": 8, "fpn_channels": 16, "representation": 64, "mask_channels": 16,
+               "anchor_sizes": (16, 32, 64, 128, 256), "proposals": (200, 100), "rpn_batch": 64, "roi_batch": 64,
+               "detections": 20}
 
 
 def _smooth_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -152,8 +156,7 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, shape: Sequence[int]) 
         "with its 91-entry COCO head; the paper gives no count). That figure holds the backbone's batch norms "
         "frozen as buffers; trainable here they add 53,120 parameters (44.45M). With Detectron's 81 classes the "
         "class-specific outputs are 53,820 smaller (44.40M here)."),
-    test_config={"base_width": 8, "fpn_channels": 16, "representation": 64, "mask_channels": 16,
-                 "anchor_sizes": (16, 32, 64, 128, 256), "proposals": (200, 100), "rpn_batch": 64, "roi_batch": 64, "detections": 20},
+    test_config=TEST_CONFIG,
     test_lr=1e-2,
     notes=(
         "out_channels counts the classes with background (torchvision's num_classes). Boxes are (starts, stops) "
@@ -406,9 +409,7 @@ class MaskRCNN(SegmentationNet):
         "Derived: torchvision's maskrcnn_resnet50_fpn count (44.40M, 91-entry head) plus the difference of "
         "ResNet-101 and ResNet-50 (44.55M - 25.56M = 18.99M: the 17 extra bottlenecks of stage 4); neither the "
         "paper nor torchvision publishes the R101-FPN count."),
-    test_config={**{"base_width": 8, "fpn_channels": 16, "representation": 64, "mask_channels": 16,
-                    "anchor_sizes": (16, 32, 64, 128, 256), "proposals": (200, 100), "rpn_batch": 64,
-                    "roi_batch": 64, "detections": 20}},
+    test_config=TEST_CONFIG,
     test_lr=1e-2,
     notes="mask_rcnn with depth=101 (its notes apply).",
 )
