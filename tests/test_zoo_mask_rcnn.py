@@ -37,9 +37,10 @@ def test_paper_configuration_is_torchvisions_maskrcnn_resnet50_fpn():
 
 def _two_squares(rng, size=64):
     labels = np.zeros((size, size), np.int64)
-    y, x = rng.integers(4, 12, size=2)
+    # 16-pixel squares centred on cells of P2's anchor grid (centres at 4i + 2), at random among such places
+    y, x = rng.choice([2, 6, 10], size=2)
     labels[y:y + 16, x:x + 16] = 1
-    y, x = rng.integers(36, 44, size=2)
+    y, x = rng.choice([38, 42, 46], size=2)
     labels[y:y + 16, x:x + 16] = 2
     image = (labels > 0).astype(np.float32) + 0.1 * rng.normal(size=labels.shape).astype(np.float32)
     return image, labels
