@@ -123,3 +123,38 @@ def test_predict_refuses_a_detector_by_name_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"`model` is 'mask_rcnn', a detector .*labels_from_detections"):
         segarch.predict(model, image, axes="YX", out=str(out))
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_tiled_instances_of_a_trained_detector_are_one_object_per_square_across_seams():
+    import segarch
+    from segarch.instances.detections import DetectionsAsClasses
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng()
+    net = zoo.create("mask_rcnn", spatial_dims=2, in_channels=1, out_channels=2, **zoo.card("mask_rcnn").test_config)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(200):  # fresh pairs of squares each step, half of them mirrored: it learns squares, not places
+        pairs = [_two_squares(rng) for _ in range(4)]
+        images = np.stack([p[0] if i < 2 else p[0][:, ::-1] for i, p in enumerate(pairs)])
+        targets = [detection_targets(p[1] if i < 2 else p[1][:, ::-1].copy()) for i, p in enumerate(pairs)]
+        opt.zero_grad()
+        sum(net(torch.from_numpy(images.copy())[:, None], targets).values()).backward()
+        opt.step()
+    squares = np.zeros((128, 128), np.int64)
+    corners = [(6, 6), (6, 90), (54, 54), (90, 10), (102, 102)]  # the third straddles both tile seams at 64
+    for i, (y, x) in enumerate(corners, 1):
+        squares[y:y + 16, x:x + 16] = i
+    image = (squares > 0).astype(np.float32) + 0.1 * rng.normal(size=squares.shape).astype(np.float32)
+    found = segarch.predict(DetectionsAsClasses(net), image, axes="YX", output="instances", decoder="boundary",
+                            tile=64)
+    assert found.max() == 5
+    ids = set()
+    for i in range(1, 6):
+        inside = found[squares == i]
+        assert len(np.unique(inside[inside > 0])) == 1  # one object per square, also across the seams
+        assert (inside > 0).mean() > 0.6
+        ids.add(int(inside.max()))
+    assert len(ids) == 5 and (found[squares == 0] > 0).mean() < 0.02
+    with pytest.raises(ValueError, match="`detector` must be a zoo detector"):
+        DetectionsAsClasses(torch.nn.Conv2d(1, 3, 1))

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from segarch.instances.panoptic import check_instance_labels
 
-__all__ = ["detection_targets", "labels_from_detections"]
+__all__ = ["detection_targets", "labels_from_detections", "DetectionsAsClasses"]
 
 
 def detection_targets(labels, classes=None) -> dict[str, torch.Tensor]:
@@ -82,3 +82,42 @@ def labels_from_detections(detections: Mapping[str, torch.Tensor], score_thresho
             labels[claim] = next_id
             next_id += 1
     return labels
+
+
+class DetectionsAsClasses(torch.nn.Module):
+    """A detector seen as a dense network, so that the tiled engine and its seam stitching run it.
+
+    Per tile, the detector's detections become a label image (:func:`labels_from_detections`), then the
+    'boundary' decoder's classes (background, interior, boundary: :func:`segarch.instances.targets.boundary_classes`),
+    returned as log-probabilities ``(B, 3, *S)``. ``segarch.predict(DetectionsAsClasses(net), image,
+    output="instances", decoder="boundary")`` then blends the tiles and merges objects across seams like any
+    instance model's output.
+
+    Args:
+        detector: a zoo detector (``mask_rcnn``), trained.
+        score_threshold, mask_threshold, overlap_threshold: as for :func:`labels_from_detections`.
+    """
+
+    def __init__(self, detector: torch.nn.Module, score_threshold: float = 0.5, mask_threshold: float = 0.5,
+                 overlap_threshold: float = 0.5) -> None:
+        super().__init__()
+        if not getattr(detector, "is_detector", False):
+            raise ValueError(f"`detector` must be a zoo detector (e.g. zoo.create('mask_rcnn', ...)), got "
+                             f"{type(detector).__name__}.")
+        self.detector = detector
+        self.spatial_dims, self.size_divisor = detector.spatial_dims, detector.size_divisor
+        self.thresholds = {"score_threshold": score_threshold, "mask_threshold": mask_threshold,
+                           "overlap_threshold": overlap_threshold}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from segarch.instances.targets import boundary_classes
+
+        self.detector.eval()
+        with torch.no_grad():
+            found = self.detector(x)
+        out = []
+        for detections in found:
+            classes = boundary_classes(labels_from_detections(detections, **self.thresholds))
+            one_hot = np.moveaxis(np.eye(3, dtype=np.float32)[classes], -1, 0)
+            out.append(np.log(one_hot * (1 - 3e-3) + 1e-3))
+        return torch.from_numpy(np.stack(out)).to(x)

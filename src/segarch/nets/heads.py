@@ -30,8 +30,10 @@ def check_single_output(network, architecture: str | None = None, purpose: str =
         raise ValueError(
             f"`model` is {architecture!r}, a detector whose forward returns per image boxes, scores, classes and "
             f"masks: {purpose} runs networks that return one tensor of logits (zoo architectures of task "
-            f"'semantic', segarch.zoo.names('semantic') lists them); run the network (eval mode) on an image and "
-            f"paint its detections with segarch.instances.detections.labels_from_detections.")
+            f"'semantic', segarch.zoo.names('semantic') lists them); wrap it in "
+            f"segarch.instances.detections.DetectionsAsClasses and pass output='instances', decoder='boundary' "
+            f"(tiles' detections as classes, stitched across seams), or paint one image's detections with "
+            f"segarch.instances.detections.labels_from_detections.")
     if not isinstance(network, MultiHeadNet):
         return
 
