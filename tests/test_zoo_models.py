@@ -3,7 +3,9 @@
 A new architecture needs no test code here: registering it with a card (and a small
 ``test_config``) puts it through every check below, according to its task. Panoptic and instance networks
 return a dict of named tensors, one per head (:mod:`segarch.nets._heads`): each head's shape is checked, every
-parameter gets a gradient, and the training steps lower a loss made of all heads.
+parameter gets a gradient, and the training steps lower a loss made of all heads. Detectors (Mask R-CNN) give
+per image boxes, scores, classes and masks in eval mode (checked) and their losses in train mode (each parameter's
+gradient, the training steps).
 """
 
 from __future__ import annotations
