@@ -3,7 +3,9 @@
 A new architecture needs no test code here: registering it with a card (and a small
 ``test_config``) puts it through every check below, according to its task. Panoptic and instance networks
 return a dict of named tensors, one per head (:mod:`segarch.nets._heads`): each head's shape is checked, every
-parameter gets a gradient, and the training steps lower a loss made of all heads.
+parameter gets a gradient, and the training steps lower a loss made of all heads. Detectors (Mask R-CNN) give
+per image boxes, scores, classes and masks in eval mode (checked) and their losses in train mode (each parameter's
+gradient, the training steps).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from segarch import zoo
 from segarch.layers.checks import padded_shape
 
 MULTI_HEAD = ("panoptic", "instance")
+#: Two-stage detectors (Mask R-CNN and its family): eval forward gives detections, train forward gives losses.
+DETECTORS = {n for n in zoo.names() if getattr(zoo.card(n).builder, "is_detector", False)}
 CASES = [(name, dims) for name in zoo.names() for dims in zoo.card(name).spatial_dims]
 DENSE = [(n, d) for n, d in CASES if zoo.card(n).task != "backbone"]
 
@@ -44,12 +48,15 @@ def test_forward_shape_and_backward(name, dims):
     odd = (33, 47) if dims == 2 else (17, 33, 19)  # odd sizes, padded to the divisor as the tiler does
     shape = padded_shape(odd, divisor)
     x = torch.from_numpy(rng.normal(size=(2, 2, *shape)).astype(np.float32))
-    y = net(x)
-    if zoo.card(name).task in MULTI_HEAD:
+    if name in DETECTORS:
+        tensors = _detector_outputs(net, x, rng)
+    elif zoo.card(name).task in MULTI_HEAD:
+        y = net(x)
         assert list(y) == [h.name for h in net.heads]
         assert {k: tuple(v.shape) for k, v in y.items()} == net.output_shapes(x.shape)
         tensors = list(y.values())
     else:
+        y = net(x)
         assert y.shape == _expected_shape(name, 2, 3, shape)
         tensors = [y]
     for t in tensors:
@@ -59,6 +66,31 @@ def test_forward_shape_and_backward(name, dims):
         assert p.grad is not None, f"{pname} got no gradient"
         assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
     assert any(p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def _detector_outputs(net, x, rng) -> list[torch.Tensor]:
+    """A detector's detections in eval mode (checked), then its losses in train mode on two random boxes per image."""
+    from segarch.instances.detections import detection_targets
+
+    spatial = tuple(x.shape[2:])
+    net.eval()
+    with torch.no_grad():
+        detections = net(x)
+    assert len(detections) == x.shape[0]
+    for found in detections:
+        n = len(found["scores"])
+        assert found["boxes"].shape == (n, 2 * len(spatial)) and found["masks"].shape == (n, *spatial)
+        assert (found["labels"] >= 1).all() and (found["labels"] < 3).all()
+        assert ((found["masks"] >= 0) & (found["masks"] <= 1)).all()
+    net.train()
+    targets = []
+    for _ in range(x.shape[0]):
+        labels = np.zeros(spatial, np.int64)
+        for i in (1, 2):  # two random boxes, the second may cover part of the first
+            start = [int(rng.integers(0, s - 8)) for s in spatial]
+            labels[tuple(slice(a, a + int(rng.integers(4, 9))) for a in start)] = i
+        targets.append(detection_targets(labels, classes=np.where(labels > 0, labels, 0)))
+    return list(net(x, targets).values())
 
 
 @pytest.mark.slow
@@ -162,13 +194,19 @@ def test_a_few_training_steps_lower_the_loss(name):
     net = _build(name, 2, out_channels=2)
     task = zoo.card(name).task
     x, t = _tiny_task(task)
-    if task in MULTI_HEAD:
+    if name in DETECTORS:
+        from segarch.instances.detections import detection_targets
+
+        targets = [detection_targets(labels.numpy()) for labels in t]
+    elif task in MULTI_HEAD:
         targets = _head_targets(net, t)
     opt = torch.optim.Adam(net.parameters(), lr=zoo.card(name).test_lr)
     losses = []
     for _ in range(30):
         opt.zero_grad()
-        if task in MULTI_HEAD:
+        if name in DETECTORS:
+            loss = sum(net(x, targets).values())
+        elif task in MULTI_HEAD:
             loss = _multi_head_loss(net, net(x), targets)
         else:
             loss = torch.nn.functional.cross_entropy(net(x), t)

@@ -22,9 +22,20 @@ def check_single_output(network, architecture: str | None = None, purpose: str =
     ``architecture`` names it in the message (a zoo name; found from the network's class when ``None``). A
     ``ValueError`` names the architecture, its heads, what ``purpose`` runs and how to decode the heads instead.
     """
+    from segarch import zoo
+
+    if getattr(network, "is_detector", False):  # Mask R-CNN's family: detections, not a tensor of logits
+        if architecture is None:
+            architecture = next((c.name for c in zoo.cards() if c.builder is type(network)), type(network).__name__)
+        raise ValueError(
+            f"`model` is {architecture!r}, a detector whose forward returns per image boxes, scores, classes and "
+            f"masks: {purpose} runs networks that return one tensor of logits (zoo architectures of task "
+            f"'semantic', segarch.zoo.names('semantic') lists them); wrap it in "
+            f"segarch.instances.detections.DetectionsAsClasses and pass output='instances', decoder='boundary' "
+            f"(tiles' detections as classes, stitched across seams), or paint one image's detections with "
+            f"segarch.instances.detections.labels_from_detections.")
     if not isinstance(network, MultiHeadNet):
         return
-    from segarch import zoo
 
     if architecture is None:
         architecture = next((c.name for c in zoo.cards() if c.builder is type(network)), type(network).__name__)
