@@ -162,11 +162,13 @@ TUNE_GRID = {
 }
 
 
-def tune(model: segarch.Model, recipe: dict, images: int, seed: int) -> tuple[dict, list[dict]]:
+def tune(model: segarch.Model, recipe: dict, images: int, seed: int, grid: dict | None = None
+         ) -> tuple[dict, list[dict]]:
     """The decoder settings with the best F1@0.5 (ties: mean AP) on a validation draw of ``images`` fresh
     generated images from ``seed`` (neither the training's nor the test's seeds), and every setting's scores.
 
     The network runs once per image (``segarch.predict``, the probabilities); only the decoder is repeated.
+    ``grid`` replaces :data:`TUNE_GRID`'s entries it names.
     """
     from itertools import product
 
@@ -175,21 +177,34 @@ def tune(model: segarch.Model, recipe: dict, images: int, seed: int) -> tuple[di
     if seed in (recipe["seed"], recipe["test_seed"]):
         raise ValueError(f"--tune-seed {seed} is the training's or the test's seed; pick another.")
     drawn = samples(images, tuple(recipe["test_shape"]), seed=seed, hard=True)
-    probabilities = [np.asarray(segarch.predict(model, s.image, output="probabilities", device="cpu"))
-                     for s in drawn]
+    probabilities = [probabilities_at_own_grid(model, s) for s in drawn]
     truths = [s.labels for s in drawn]
+    grid = {**TUNE_GRID, **(grid or {})}
     rows = []
-    for values in product(*TUNE_GRID.values()):
-        decoder = get_decoder(model.instance, **dict(zip(TUNE_GRID, values)))
+    for values in product(*grid.values()):
+        decoder = get_decoder(model.instance, **dict(zip(grid, values)))
         preds = [decoder.decode(p) for p in probabilities]
         scores = match_many(truths, preds).summary()
         errors: dict[str, int] = {}
         for t, pr in zip(truths, preds):
             errors = {k: errors.get(k, 0) + v for k, v in error_sources(t, pr).items()}
-        rows.append({**dict(zip(TUNE_GRID, values)), "f1@0.5": scores["f1@0.5"], "mean_ap": scores["mean_ap"],
+        rows.append({**dict(zip(grid, values)), "f1@0.5": scores["f1@0.5"], "mean_ap": scores["mean_ap"],
                      **errors})
     best = max(rows, key=lambda r: (r["f1@0.5"], r["mean_ap"]))
-    return get_decoder(model.instance, **{k: best[k] for k in TUNE_GRID}).settings(), rows
+    return get_decoder(model.instance, **{k: best[k] for k in grid}).settings(), rows
+
+
+def probabilities_at_own_grid(model: segarch.Model, sample) -> np.ndarray:
+    """The network's class probabilities for a sample on its own grid, as ``predict_instances`` makes them
+    before decoding: a volume of another voxel size is resampled to the model's and the output back."""
+    from segarch.instances.resample import TOLERANCE, resample_spatial
+
+    if not model.pixel_size or np.all(np.abs(np.divide(sample.spacing, model.pixel_size) - 1) <= TOLERANCE):
+        return np.asarray(segarch.predict(model, sample.image, output="probabilities", device="cpu"))
+    image, _ = to_voxel_size(sample, model.pixel_size)
+    p = np.asarray(segarch.predict(model, image, output="probabilities", device="cpu"))
+    axes = "ZYX"[-sample.image.ndim:]
+    return resample_spatial(p, "C" + axes, axes, sample.image.shape)
 
 
 def train_one(name: str, recipe: dict, out_dir: Path, steps: int | None, threads: int) -> dict:
@@ -287,6 +302,8 @@ def main(argv=None) -> int:
                         help="tune the decoder of the model in --out on a validation draw, save it, and measure again")
     parser.add_argument("--tune-images", type=int, default=16, help="images in the validation draw (default 16)")
     parser.add_argument("--tune-seed", type=int, default=5011, help="seed of the validation draw (default 5011)")
+    parser.add_argument("--tune-grid", type=json.loads, default=None, metavar="JSON",
+                        help='replace entries of the decoder grid, e.g. \'{"min_size": [0, 32]}\'')
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                         help="override recipe entries for a trial, e.g. steps=500 'patch=[96, 96]'")
     args = parser.parse_args(argv)
@@ -309,7 +326,8 @@ def main(argv=None) -> int:
             path = args.out / f"{name}.safetensors"
             model = segarch.load_model(path)
             before = dict(model.instance)
-            model.instance, rows = tune(model, recipe, args.tune_images, args.tune_seed)
+            model.instance, rows = tune(model, recipe, args.tune_images, args.tune_seed, args.tune_grid)
+            grid = {**TUNE_GRID, **(args.tune_grid or {})}
             ranked = sorted(rows, key=lambda r: (r["f1@0.5"], r["mean_ap"]), reverse=True)
             for row in ranked[:10]:
                 print(json.dumps(row), flush=True)
@@ -320,9 +338,9 @@ def main(argv=None) -> int:
             card["instance"] = model.instance
             card["decoder_tuning"] = {
                 "images": args.tune_images, "shape": recipe["test_shape"], "seed": args.tune_seed,
-                "grid": TUNE_GRID, "before": before, "best": ranked[0],
+                "grid": grid, "before": before, "best": ranked[0],
                 "at_training_settings": next((r for r in rows
-                                              if all(r[k] == before.get(k, 0.0) for k in TUNE_GRID)), None),
+                                              if all(r[k] == before.get(k, 0.0) for k in grid)), None),
             }
             card_path.write_text(json.dumps(card, indent=2) + "\n")
         if args.measure or args.tune:
