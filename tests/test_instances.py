@@ -62,7 +62,7 @@ def test_class_targets_mark_boundaries_between_touching_objects_in_2d_and_3d():
 
 
 @pytest.mark.parametrize("shape, seed", [((128, 128), 11), ((20, 64, 64), 1)])
-@pytest.mark.parametrize("decoder", [DistanceDecoder(), BoundaryDecoder()])
+@pytest.mark.parametrize("decoder", [DistanceDecoder(), DistanceDecoder(seed_h=0.03), BoundaryDecoder()])
 def test_decoders_recover_touching_objects_from_perfect_outputs(shape, seed, decoder):
     s = nuclei_sample(shape, seed=seed, hard=True)
     probabilities = _one_hot(decoder.targets(s.labels, s.spacing), decoder.channels)
@@ -76,6 +76,35 @@ def test_decoders_recover_touching_objects_from_perfect_outputs(shape, seed, dec
     from scipy import ndimage
     components, _ = ndimage.label(s.labels > 0)
     assert match(s.labels, components).f1(0.5) < scores.f1(0.5) - 0.1
+
+
+@pytest.mark.parametrize("shape", [(40, 56), (9, 40, 56)])
+def test_peak_seeds_split_two_nuclei_whose_seed_regions_meet_through_a_ridge(shape):
+    # Two round objects side by side whose expected distance stays above the seed threshold between them
+    # (a blurred, small pair): one seed region, so one object by default; seed_h gives each peak its seed.
+    rng = np.random.default_rng()
+    grid = np.indices(shape, dtype=np.float32)
+    middle = [n / 2 for n in shape]
+    gap = rng.uniform(6.0, 8.0)
+    cones = []
+    for side in (-1, 1):
+        centre = list(middle)
+        centre[-1] += side * gap
+        cones.append(np.exp(-sum((g - c) ** 2 for g, c in zip(grid, centre)) / (2 * 6.0 ** 2)))
+    height = np.maximum(*cones)
+    expected = 0.25 + 0.5 * height          # 2 bins: class centres 0.25 and 0.75
+    inside = height > 0.1
+    probabilities = np.stack([~inside, inside * (0.75 - expected) / 0.5, inside * (expected - 0.25) / 0.5])
+    probabilities = probabilities.astype(np.float32)
+    merged = DistanceDecoder(bins=2, seed_threshold=0.4).decode(probabilities)
+    split = DistanceDecoder(bins=2, seed_threshold=0.4, seed_h=0.05).decode(probabilities)
+    left, right = [tuple(int(round(c + side * gap)) if i == len(shape) - 1 else int(c) for i, c in enumerate(middle))
+                   for side in (-1, 1)]
+    assert merged.max() == 1 and merged[left] == merged[right] == 1
+    assert split.max() == 2 and split[left] != split[right] and {split[left], split[right]} == {1, 2}
+    assert np.array_equal(split > 0, inside)  # the same foreground, cut between the two peaks
+    with pytest.raises(ValueError, match="`seed_h` must be a number in"):
+        DistanceDecoder(seed_h=1.0)
 
 
 def test_seeded_watershed_keeps_unseeded_objects_and_drops_small_ones():

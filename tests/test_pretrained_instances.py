@@ -10,7 +10,7 @@ from segarch import pretrained
 from segarch.instances import match, match_many, predict_instances
 from segarch.synthetic import samples
 
-INSTANCE_MODELS = ("unet.nuclei2d_instances",)  # the 3D one is not trained yet (see the README)
+INSTANCE_MODELS = ("unet.nuclei2d_instances", "unet.nuclei3d_instances")
 #: Fresh images differ from the card's test set (each image draws its own conditions, and the hardest ones
 #: pull the pooled F1 down): the card's F1@0.5 minus this must hold on them.
 MARGIN = 0.08
@@ -35,12 +35,14 @@ def test_instance_cards_and_files(name):
     assert card["training"]["seconds"] < 3600 and card["script"] == "scripts/train_instances.py"
 
 
-@pytest.mark.parametrize("name, n, shape", [("unet.nuclei2d_instances", 8, (256, 256))])
+@pytest.mark.parametrize("name, n, shape", [("unet.nuclei2d_instances", 8, (256, 256)),
+                                             ("unet.nuclei3d_instances", 3, (40, 128, 128))])
 def test_shipped_instance_models_reach_their_stated_f1_on_fresh_data(name, n, shape):
     model = pretrained.load(name)
     stated = pretrained.card(name)["test"]["f1@0.5"]
     drawn = samples(n, shape, seed=777, hard=True)  # seeds used neither for training nor for the card
-    preds = [predict_instances(model, s.image, device="cpu") for s in drawn]
+    # Each image at its own pixel size (3D: Z spacing 1-3x XY), resampled to the model's as a user gets it.
+    preds = [predict_instances(model, s.image, pixel_size=s.spacing, device="cpu") for s in drawn]
     assert all(p.dtype == np.uint32 and p.shape == s.labels.shape for p, s in zip(preds, drawn))
     f1 = match_many([s.labels for s in drawn], preds).f1(0.5)
     assert f1 >= stated - MARGIN, f"{name}: F1@0.5 {f1:.3f} on fresh data, the card states {stated:.3f}"
@@ -55,3 +57,19 @@ def test_the_demo_image_comes_out_one_label_per_nucleus():
     scores = match(truth, labels)
     assert scores.f1(0.5) > 0.8, scores.summary()
     assert abs(int(labels.max()) - scores.n_true) <= 0.2 * scores.n_true  # about one label per nucleus
+
+
+def test_the_3d_model_records_its_voxel_size_and_the_3d_demo_resamples_to_it(capsys):
+    from segarch.cli import main
+
+    model = pretrained.load("unet.nuclei3d_instances")
+    assert model.spatial_dims == 3 and model.pixel_size == pytest.approx([2.0, 1.0, 1.0])  # Z step twice XY
+    assert main(["demo", "--dims", "3", "--size", "64", "--device", "cpu"]) == 0  # no --model: the shipped one
+    out = capsys.readouterr().out
+    assert "resampled the image from pixel size (1, 1, 1) (pixel_size=) to the model's (2, 1, 1)" in out
+    found = int(out.split("instances: uint32 (64, 64, 64); ")[1].split(" objects")[0])
+    generated = int(out.split(" objects (")[1].split(" generated")[0])
+    f1 = float(out.split("F1 at IoU 0.5 against the generated truth: ")[1].split(" ")[0])
+    # The shipped 3D model is weak (its card: F1@0.5 0.25 on hard volumes; the demo volume, seed 0, scores 0.34):
+    # these bounds hold what it does, with margin, not the target.
+    assert f1 > 0.2 and 0.4 * generated <= found <= 1.3 * generated

@@ -163,8 +163,10 @@ def _demo_instances(args, model, image, truth, tile, device) -> int:
     from segarch.instances import match
 
     start = time.perf_counter()
+    # The generated image's pixels are isotropic, one unit each: a model trained at another voxel size (the 3D
+    # model's Z step is 2) gets the image resampled to its own, and the labels back on the image's grid.
     labels, report = segarch.predict(model, image, tile=tile, overlap=0.25, device=device, output="instances",
-                                     instance_options={"return_report": True})
+                                     pixel_size=(1.0,) * args.dims, instance_options={"return_report": True})
     seconds = time.perf_counter() - start
     where = "the CPU" if device.type == "cpu" else str(device)
     print(f"segarch.predict(output='instances'): network tiles of {tile} px, then seeded-watershed decoding block by "
@@ -172,6 +174,8 @@ def _demo_instances(args, model, image, truth, tile, device) -> int:
     print(f"instances: {labels.dtype} {labels.shape}; {report['objects']} objects ({int(truth.max())} generated), "
           f"{report['merged_across_seams']} merged across block seams, {report['touching_border']} touching the "
           f"border")
+    if report.get("pixel_size") and report["pixel_size"].get("note"):
+        print(f"pixel size: {report['pixel_size']['note']}")
     if not model.trained:
         print("note: this model is untrained, so its objects are meaningless until it is trained.")
     matching = match(truth, labels)

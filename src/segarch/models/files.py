@@ -48,7 +48,7 @@ _PROMPT_KEYS = {"size": (int, 4, 1024), "margin": (float, 0.0, 10.0), "min_margi
 _INSTANCE_DECODERS = ("distance", "boundary")
 _INSTANCE_KEYS = {"bins": (int, 2, 32), "seed_threshold": (float, 1e-6, 1 - 1e-6),
                   "foreground_threshold": (float, 1e-6, 1 - 1e-6), "min_size": (int, 0, 2 ** 31),
-                  "width": (float, 1.0, 64.0)}
+                  "width": (float, 1.0, 64.0), "seed_h": (float, 0.0, 1 - 1e-6)}
 
 
 def save_model(model: Model, path: str | os.PathLike, *, half: bool = False) -> Path:
