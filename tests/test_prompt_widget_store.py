@@ -128,6 +128,8 @@ def test_fine_tune_on_painted_objects_adds_a_session_model_and_uses_it(widget, q
     viewer.add_image(image, name="cells")
     widget.image_combo.setCurrentText("cells")
     widget.start()
+    # every clicked object is painted (a faint one is not taken for background): the test counts them
+    widget.faint_check.setChecked(True)
     widget.fine_tune(steps=2)
     assert "at least 3 objects" in widget.last_error
     widget.last_error = ""

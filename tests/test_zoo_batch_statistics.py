@@ -16,7 +16,8 @@ from segarch.layers.batch_statistics import POOLED, single_value_error
 
 pytestmark = pytest.mark.slow  # builds, runs and trains networks of the zoo
 
-NAMES = zoo.names()
+# Detectors train on boxes and masks (`net(x, targets)`), not on a dense loss: the shared zoo tester covers them.
+NAMES = [n for n in zoo.names() if not n.startswith("mask_rcnn")]
 
 
 def _build(name: str, **options):

@@ -86,7 +86,10 @@ def test_segnet_has_13_encoder_and_13_decoder_convolutions():
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 26
     assert convs[-1].out_channels == 11 and convs[-1].in_channels == 64
-    assert sum(isinstance(m, nn.MaxUnpool2d) for m in net.modules()) == 1  # one unpool module, used 5 times
+    from segarch.layers.exportable import MaxUnpool
+
+    # one unpool module (nn.MaxUnpool2d's semantics, exportable to ONNX), used 5 times
+    assert sum(isinstance(m, (nn.MaxUnpool2d, MaxUnpool)) for m in net.modules()) == 1
 
 
 # LinkNet ------------------------------------------------------------------------------------------------
