@@ -257,7 +257,9 @@ def test_extreme_point_clicks_through_the_fast_runtimes_give_the_same_masks(name
     from segarch.prompts import extreme_points, object_scene, segment_from_points
 
     model = segarch.models.resolve(name)
-    image, labels = object_scene(shape, seed=int(np.random.default_rng().integers(1 << 16)))
+    # A fixed scene: the test compares runtimes with eager torch; the models' quality on fresh objects is held by
+    # test_prompts (a random object is sometimes one the 3D model outlines poorly, which says nothing here).
+    image, labels = object_scene(shape, seed=2024)
     runtimes = ["onnxruntime"] + (["openvino"] if onnx_runtime.importlib.util.find_spec("openvino") else [])
     objects = [i for i in np.unique(labels) if i and (labels == i).sum() > 30][:3]
     assert objects
