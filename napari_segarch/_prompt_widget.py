@@ -736,18 +736,18 @@ class ExtremePointsWidget(QWidget):
         return mask, tuple(b.start for b in painted.index[lead:])
 
     @staticmethod
-    def _restore(painted: _Painted) -> None:
+    def _write(painted: _Painted, values) -> None:
+        """Set the pixels ``painted`` changed to ``values`` (its old values: undo; its label: paint it again)."""
         region = np.asarray(painted.layer.data[painted.index])
-        region[painted.where] = painted.before
+        region[painted.where] = values
         painted.layer.data[painted.index] = region
         painted.layer.refresh()
 
-    @staticmethod
-    def _reapply(painted: _Painted) -> None:
-        region = np.asarray(painted.layer.data[painted.index])
-        region[painted.where] = painted.label
-        painted.layer.data[painted.index] = region
-        painted.layer.refresh()
+    def _restore(self, painted: _Painted) -> None:
+        self._write(painted, painted.before)
+
+    def _reapply(self, painted: _Painted) -> None:
+        self._write(painted, painted.label)
 
     def _error(self, message: str) -> None:
         from napari.utils.notifications import show_error
