@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def disc_centres(shape, count: int, seed: int, radius=(12, 28)) -> list[tuple[int, int, int]]:
-    """``count`` non-overlapping discs ``(y, x, r)`` inside ``shape`` (2D), from ``seed``."""
+def disc_centres(shape, count: int, seed: int, radius=(12, 28), margin: int = 8) -> list[tuple[int, int, int]]:
+    """``count`` non-overlapping discs ``(y, x, r)`` at least ``margin`` pixels inside ``shape`` (2D), from ``seed``.
+
+    The margin keeps ``box_of(disc, pad)`` inside the image for ``pad < margin``: a window that starts before 0
+    would be cut (CI once drew a disc 2 px from the edge)."""
     rng = np.random.default_rng(seed)
     discs: list[tuple[int, int, int]] = []
     while len(discs) < count:
         r = int(rng.integers(*radius))
-        y, x = (int(rng.integers(r + 2, s - r - 2)) for s in shape)
+        y, x = (int(rng.integers(r + margin, s - r - margin)) for s in shape)
         if all((y - v) ** 2 + (x - u) ** 2 > (r + q + 6) ** 2 for v, u, q in discs):
             discs.append((y, x, r))
     return discs
@@ -43,5 +46,6 @@ def lazy_disc_image(shape, discs, *, chunks=1024, seed=0):
 
 
 def box_of(disc, pad: int = 0):
+    """The ``(start, size)`` of the disc's bounding box grown by ``pad`` on each side."""
     y, x, r = disc
     return (y - r - pad, x - r - pad), (2 * r + 1 + 2 * pad,) * 2

@@ -82,7 +82,9 @@ def test_a_lazy_image_is_drawn_as_computed_during_and_after_the_run(widget, qtbo
     seen_during = []
 
     def look_during(done, total):
-        if 0.7 * total < done < total and not seen_during:  # the first rows of blocks are written by then
+        # Look at every step of the last 40%: the first rows of blocks are written by then. One look at 70% was
+        # not enough on a loaded CI machine, where the writes trail the network's progress.
+        if 0.6 * total < done < total:
             result.refresh()
             seen_during.append(np.count_nonzero(drawn(result)[2]))
 
@@ -92,7 +94,7 @@ def test_a_lazy_image_is_drawn_as_computed_during_and_after_the_run(widget, qtbo
     widget._signals.progress.connect(look_during)
     wait_done(qtbot, widget)
     assert "done" in widget.status.text() and widget.last_error == ""
-    assert seen_during and seen_during[0] > 0  # blocks appear while the run goes on
+    assert seen_during and max(seen_during) > 0  # blocks appear while the run goes on
 
     _look_at(viewer, qtbot, result)  # the overview: a coarse level, never level 0 whole
     assert assert_drawn_equals(result, levels) >= 1
