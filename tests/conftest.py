@@ -1,4 +1,4 @@
-"""Shared fixtures: a folder for test artifacts (screenshots), and the GUI-test guard."""
+"""Shared fixtures: a folder for test artifacts (screenshots), the GUI-test guard, the Segment and Train docks."""
 
 from __future__ import annotations
 
@@ -37,3 +37,43 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gui" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def segment_widget(make_napari_viewer, qtbot):
+    """A Segment dock in a shown napari viewer; a run still going at teardown is cancelled first (never close the
+    viewer under a running worker)."""
+    from napari_segarch._segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    yield widget
+    if widget.worker is not None and widget.worker.is_running:
+        widget.cancel()
+        qtbot.waitUntil(lambda: not widget.worker.is_running, timeout=120_000)
+
+
+@pytest.fixture
+def train_widget(make_napari_viewer):
+    """A Train dock in a shown viewer over a 64² easy generated nuclei image ('cells') and its instance labels
+    ('cells annotations'): zoo U-Net, patch 32, CPU. The session's trained models are cleared before and after."""
+    from napari_segarch._train_widget import TrainWidget
+    from segarch.models import SESSION
+    from segarch.synthetic import Conditions, nuclei
+
+    SESSION.clear()
+    viewer = make_napari_viewer(show=True)
+    easy = Conditions(radius=(4.0, 7.0), coverage=0.3, photons=300.0, blur=1.0)
+    image, labels = nuclei((64, 64), seed=3, conditions=easy)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(labels, name="cells annotations")
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    widget.image_combo.setCurrentText("cells")
+    widget.labels_combo.setCurrentText("cells annotations")
+    widget.select_model("zoo", "unet")
+    widget.patch_spin.setValue(32)
+    widget.device_combo.setCurrentText("cpu")
+    yield widget
+    SESSION.clear()

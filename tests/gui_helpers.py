@@ -133,3 +133,9 @@ def wait_done(qtbot, widget, timeout: int = 300_000, condition: Callable[[], boo
     """Wait until the widget's worker has finished and its slots have run."""
     qtbot.waitUntil(lambda: widget.segment_button.isEnabled() and widget.worker is not None
                     and not widget.worker.is_running and (condition is None or condition()), timeout=timeout)
+
+
+def wait_trained(qtbot, widget, timeout: int = 120_000) -> None:
+    """Wait until the Train dock's worker has finished and its slots have run."""
+    qtbot.waitUntil(lambda: widget.train_button.isEnabled() and widget.worker is not None
+                    and not widget.worker.is_running, timeout=timeout)

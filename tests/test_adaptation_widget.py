@@ -4,40 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gui_helpers import wait_trained
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, qtbot):
-    from napari_segarch._train_widget import TrainWidget
-    from segarch.models import SESSION
+def widget(train_widget):
+    """The shared Train dock plus an unlabelled image of another style (inverted contrast) to adapt to."""
     from segarch.synthetic import Conditions, nuclei
 
-    SESSION.clear()
-    viewer = make_napari_viewer(show=True)
-    easy = Conditions(radius=(4.0, 7.0), coverage=0.3, photons=300.0, blur=1.0)
-    image, labels = nuclei((64, 64), seed=3, conditions=easy)
-    other, _ = nuclei((64, 64), seed=4, conditions=easy)
-    viewer.add_image(image, name="cells")
-    viewer.add_labels(labels, name="cells annotations")
-    viewer.add_image(other.max() - other, name="other microscope")
-    w = TrainWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Train")
-    w.image_combo.setCurrentText("cells")
-    w.labels_combo.setCurrentText("cells annotations")
-    w.select_model("zoo", "unet")
-    w.patch_spin.setValue(32)
-    w.batch_spin.setValue(2)
-    w.steps_spin.setValue(3)
-    w.device_combo.setCurrentText("cpu")
-    yield w
-    SESSION.clear()
-
-
-def _wait(qtbot, w, timeout=120_000):
-    qtbot.waitUntil(lambda: w.train_button.isEnabled() and w.worker is not None and not w.worker.is_running,
-                    timeout=timeout)
+    other, _ = nuclei((64, 64), seed=4, conditions=Conditions(radius=(4.0, 7.0), coverage=0.3, photons=300.0,
+                                                              blur=1.0))
+    train_widget.viewer.add_image(other.max() - other, name="other microscope")
+    train_widget.batch_spin.setValue(2)
+    train_widget.steps_spin.setValue(3)
+    return train_widget
 
 
 def test_no_adaptation_unless_a_layer_is_chosen(widget):
@@ -51,7 +33,7 @@ def test_no_adaptation_unless_a_layer_is_chosen(widget):
 def test_train_adapted_to_an_unlabelled_layer(widget, qtbot):
     widget.adapt_combo.setCurrentText("other microscope")
     widget.train_button.click()
-    _wait(qtbot, widget)
+    wait_trained(qtbot, widget)
     model = widget.model
     assert model is not None and model.trained, widget.status.text()
     assert "Adapted to unlabelled target images" in model.description
@@ -66,5 +48,5 @@ def test_adapting_to_the_training_image_or_a_colour_image_is_reported(widget, qt
     widget.viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="colour", rgb=True)
     widget.adapt_combo.setCurrentText("colour")
     widget.train_button.click()
-    _wait(qtbot, widget)
+    wait_trained(qtbot, widget)
     assert "`adapt_to`" in widget.status.text() and "colour channels" in widget.status.text()

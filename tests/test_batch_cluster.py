@@ -124,3 +124,29 @@ def test_local_needs_a_positive_worker_count():
         open_client("local:0")
     with pytest.raises(ValueError, match=r"local:N.*positive integer"):
         open_client("local:many")
+
+
+def test_a_file_that_runs_out_of_memory_fails_alone_in_a_serial_run(folder, tmp_path, monkeypatch):
+    """Not only bad input: any error of one file (here torch running out of memory on the largest scene, which
+    cannot be caused for real on this machine, so the network raises it) is that file's row; the others finish."""
+    model = segarch.load_model(folder["model"])
+    forward = type(model.network).forward
+    largest = max(sorted(folder["scenes"].glob("scene*.tif")), key=lambda p: p.stat().st_size)
+    current = {}
+
+    def forward_or_out_of_memory(self, x):
+        if current.get("source") == largest:
+            raise RuntimeError("CPU out of memory: tried to allocate 12.00 GiB")
+        return forward(self, x)
+
+    monkeypatch.setattr(type(model.network), "forward", forward_or_out_of_memory)
+    jobs = _jobs(folder["scenes"], tmp_path / "out")
+    rows = predict_files(model, jobs, {"tile": 64, "output": "labels"},
+                         progress=lambda source: current.update(source=source) or None)
+    status = {r.file.rsplit("/", 1)[-1]: r for r in rows}
+    assert len(rows) == 4 and status["broken.tif"].status == "failed"
+    assert status[largest.name].status == "failed"
+    assert status[largest.name].error.startswith("RuntimeError: CPU out of memory")
+    done = [r for r in rows if r.status == "done"]
+    assert len(done) == 2 and all(len(np.unique(np.asarray(segarch.io.open_image(r.output).levels[0]))) >= 2
+                                  for r in done)

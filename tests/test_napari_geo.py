@@ -17,16 +17,8 @@ PLUGIN = "napari-segarch"
 
 
 @pytest.fixture
-def widget(make_napari_viewer, qtbot):
-    from napari_segarch._segment_widget import SegmentWidget
-
-    viewer = make_napari_viewer(show=True)
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Segment")
-    yield w
-    if w.worker is not None and w.worker.is_running:
-        w.cancel()
-        qtbot.waitUntil(lambda: not w.worker.is_running, timeout=120_000)
+def widget(segment_widget):
+    return segment_widget
 
 
 def test_a_geotiff_opens_in_map_units_and_its_segmentation_saves_as_a_geotiff(widget, qtbot, tmp_path):

@@ -21,17 +21,9 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, qtbot):
-    from napari_segarch._segment_widget import SegmentWidget
-
-    viewer = make_napari_viewer(show=True)
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Segment")
-    qtbot.waitUntil(w.models_ready, timeout=120_000)
-    yield w
-    if w.worker is not None and w.worker.is_running:  # never close the viewer under a running worker
-        w.cancel()
-        qtbot.waitUntil(lambda: not w.worker.is_running, timeout=120_000)
+def widget(segment_widget, qtbot):
+    qtbot.waitUntil(segment_widget.models_ready, timeout=120_000)
+    return segment_widget
 
 
 def _levels(result: np.ndarray) -> list[np.ndarray]:

@@ -6,28 +6,16 @@ import numpy as np
 import pytest
 
 import segarch
+from gui_helpers import wait_done
 
 pytestmark = pytest.mark.gui
 pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture
-def widget(make_napari_viewer, qtbot, tmp_path, monkeypatch):
-    from napari_segarch._segment_widget import SegmentWidget
-
-    monkeypatch.setenv("SEGARCH_CACHE_DIR", str(tmp_path / "cache"))
-    viewer = make_napari_viewer(show=True)
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Segment")
-    yield w
-    if w.worker is not None and w.worker.is_running:  # never close the viewer under a running worker
-        w.cancel()
-        qtbot.waitUntil(lambda: not w.worker.is_running, timeout=120_000)
-
-
-def _wait(qtbot, w, timeout=120_000):
-    qtbot.waitUntil(lambda: w.segment_button.isEnabled() and w.worker is not None and not w.worker.is_running,
-                    timeout=timeout)
+def widget(tmp_path, monkeypatch, segment_widget):
+    monkeypatch.setenv("SEGARCH_CACHE_DIR", str(tmp_path / "cache"))  # read at each export: a fresh cache
+    return segment_widget
 
 
 def _model_file(path):
@@ -37,6 +25,23 @@ def _model_file(path):
     return segarch.save_model(model, path)
 
 
+def _segment_probabilities(widget, qtbot, image, model_path, runtime: str) -> None:
+    """Segment ``image`` (as layer 'img') with the model file at ``model_path`` under ``runtime``, tile 32."""
+    widget.viewer.add_image(image, name="img")
+    widget.image_combo.setCurrentText("img")
+    widget.select_model("file")
+    widget.file_edit.setText(str(model_path))
+    widget.tile_spin.setValue(32)
+    widget.runtime_combo.setCurrentText(runtime)
+    widget.output_combo.setCurrentText("probabilities")
+    widget.segment_button.click()
+    wait_done(qtbot, widget)
+
+
+def _shown_probabilities(widget) -> np.ndarray:
+    return np.stack([np.asarray(widget.viewer.layers[f"img segmentation: {c}"].data) for c in ("cell", "edge")])
+
+
 def test_runtime_choice_runs_onnxruntime_with_the_same_result(widget, qtbot, tmp_path):
     from segarch.runtimes import RUNTIMES, cache_dir
 
@@ -44,22 +49,13 @@ def test_runtime_choice_runs_onnxruntime_with_the_same_result(widget, qtbot, tmp
     assert [widget.runtime_combo.itemText(i) for i in range(widget.runtime_combo.count())] == list(RUNTIMES)
     path = _model_file(tmp_path / "m.safetensors")
     image = np.random.default_rng().random((100, 76)).astype(np.float32)
-    widget.viewer.add_image(image, name="img")
-    widget.image_combo.setCurrentText("img")
-    widget.select_model("file")
-    widget.file_edit.setText(str(path))
-    widget.tile_spin.setValue(32)
     widget.device_combo.setCurrentText("cpu")
-    widget.runtime_combo.setCurrentText("onnxruntime")
-    widget.output_combo.setCurrentText("probabilities")
     assert not list(cache_dir().glob("*.onnx"))
-    widget.segment_button.click()
-    _wait(qtbot, widget)
+    _segment_probabilities(widget, qtbot, image, path, "onnxruntime")
     assert not widget.last_error
     assert len(list(cache_dir().glob("*.onnx"))) == 1  # the network was exported and run by ONNX Runtime
     expected = segarch.predict(segarch.load_model(path), image, tile=32, runtime="torch", output="probabilities")
-    got = np.stack([np.asarray(widget.viewer.layers[f"img segmentation: {c}"].data) for c in ("cell", "edge")])
-    np.testing.assert_allclose(got, expected[1:], atol=1e-5)
+    np.testing.assert_allclose(_shown_probabilities(widget), expected[1:], atol=1e-5)
     assert np.ptp(expected[1:]) > 1e-3  # scores that vary: not a comparison of constants
 
 
@@ -69,16 +65,7 @@ def test_a_bioimageio_package_segments_in_the_widget(widget, qtbot, tmp_path):
     path = _model_file(tmp_path / "m.safetensors")
     package = export_model(str(path), tmp_path / "m.zip", format="bioimageio", tile=32)
     image = np.random.default_rng().random((64, 50)).astype(np.float32)
-    widget.viewer.add_image(image, name="img")
-    widget.image_combo.setCurrentText("img")
-    widget.select_model("file")
-    widget.file_edit.setText(str(package))
-    widget.tile_spin.setValue(32)
-    widget.runtime_combo.setCurrentText("auto")
-    widget.output_combo.setCurrentText("probabilities")
-    widget.segment_button.click()
-    _wait(qtbot, widget)
+    _segment_probabilities(widget, qtbot, image, package, "auto")
     assert not widget.last_error  # the package's ONNX weights, run by ONNX Runtime
     expected = segarch.predict(segarch.load_model(path), image, tile=32, runtime="torch", output="probabilities")
-    got = np.stack([np.asarray(widget.viewer.layers[f"img segmentation: {c}"].data) for c in ("cell", "edge")])
-    np.testing.assert_allclose(got, expected[1:], atol=1e-5)
+    np.testing.assert_allclose(_shown_probabilities(widget), expected[1:], atol=1e-5)

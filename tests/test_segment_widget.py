@@ -7,21 +7,14 @@ import numpy as np
 import pytest
 
 import segarch
+from gui_helpers import wait_done
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, qtbot):
-    from napari_segarch._segment_widget import SegmentWidget
-
-    viewer = make_napari_viewer(show=True)
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Segment")
-    yield w
-    if w.worker is not None and w.worker.is_running:  # never close the viewer under a running worker
-        w.cancel()
-        qtbot.waitUntil(lambda: not w.worker.is_running, timeout=120_000)
+def widget(segment_widget):
+    return segment_widget
 
 
 def _tiny_model_file(path):
@@ -32,11 +25,6 @@ def _tiny_model_file(path):
                                    class_names=["background", "cell", "edge"])
     model.trained = True
     return segarch.save_model(model, path)
-
-
-def _wait(qtbot, w, timeout=120_000):
-    qtbot.waitUntil(lambda: w.segment_button.isEnabled() and w.worker is not None and not w.worker.is_running,
-                    timeout=timeout)
 
 
 def test_segment_a_sample_with_the_shipped_model(widget, qtbot, artifacts_dir):
@@ -52,7 +40,7 @@ def test_segment_a_sample_with_the_shipped_model(widget, qtbot, artifacts_dir):
     widget.select_model("shipped", "unet.nuclei2d")
     assert widget.axes_edit.text() == "YX"
     widget.segment_button.click()
-    _wait(qtbot, widget)
+    wait_done(qtbot, widget)
     result = viewer.layers["nuclei 2D segmentation"]
     assert result.data.shape == image_layer.data.shape and result.data.dtype == np.uint8
     assert tuple(result.scale) == (0.5, 0.25)
@@ -76,7 +64,7 @@ def test_model_file_through_the_widget_and_probabilities(widget, qtbot, tmp_path
     widget.output_combo.setCurrentText("probabilities")
     widget.tile_spin.setValue(32)
     widget.segment_button.click()
-    _wait(qtbot, widget)
+    wait_done(qtbot, widget)
     expected = segarch.predict(segarch.load_model(path), image, tile=32, output="probabilities")
     # The background's probability is left out by default (it would cover the canvas); each class its colour.
     assert "img segmentation: background" not in widget.viewer.layers
@@ -85,7 +73,7 @@ def test_model_file_through_the_widget_and_probabilities(widget, qtbot, tmp_path
     assert len({layer.colormap.name for layer in layers}) == 2 and {layer.blending for layer in layers} == {"additive"}
     widget.background_check.setChecked(True)
     widget.segment_button.click()
-    _wait(qtbot, widget)
+    wait_done(qtbot, widget)
     background = widget.viewer.layers["img segmentation: background"]
     np.testing.assert_allclose(np.asarray(background.data), expected[0], atol=1e-6)
 
@@ -101,7 +89,7 @@ def test_untrained_architecture_is_flagged_and_errors_are_notified(widget, qtbot
     assert "untrained" in widget.status.text() and "Train" in widget.status.text()
     widget.axes_edit.setText("CYX")  # 3 channels for a 1-channel model
     widget.segment_button.click()
-    _wait(qtbot, widget)
+    wait_done(qtbot, widget)
     assert len(messages) == 1 and "Channel mismatch" in messages[0]
     assert widget.segment_button.isEnabled() and not widget.cancel_button.isEnabled()
     assert "stack segmentation" not in widget.viewer.layers
@@ -130,7 +118,7 @@ def test_cancel_keeps_the_finished_part_and_the_gui_stays_responsive(widget, qtb
     assert resize_dask_cache().cache.available_bytes == 128 * 2 ** 20  # napari's view cache capped while it runs
     qtbot.waitUntil(lambda: widget.progress_bar.value() > 0.3 * widget.progress_bar.maximum(), timeout=300_000)
     widget.cancel_button.click()
-    _wait(qtbot, widget)
+    wait_done(qtbot, widget)
     monitor.stop()
     # What the GUI thread itself spent between two 10 ms ticks (its CPU time: not the machine's load).
     assert monitor.max_cpu_gap < 0.25, f"the GUI thread was busy for {monitor.max_cpu_gap:.3f} s at a stretch"
@@ -157,7 +145,7 @@ def test_the_result_keeps_the_images_geometry_and_saves_as_labels(widget, qtbot,
     widget.image_combo.setCurrentText("cells")
     widget.select_model("shipped", "unet.nuclei2d")
     widget.segment_button.click()
-    _wait(qtbot, widget)
+    wait_done(qtbot, widget)
     result = viewer.layers["cells segmentation"]
     assert [str(u) for u in result.units] == ["micrometer"] * 2  # no napari warning about mixed units
     np.testing.assert_allclose(result.scale, where["scale"])

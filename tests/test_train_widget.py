@@ -6,38 +6,16 @@ import numpy as np
 import pytest
 
 import segarch
+from gui_helpers import wait_trained
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, qtbot):
-    from segarch.models import SESSION
-    from napari_segarch._train_widget import TrainWidget
-    from segarch.synthetic import Conditions, nuclei
-
-    SESSION.clear()
-    viewer = make_napari_viewer(show=True)
-    easy = Conditions(radius=(4.0, 7.0), coverage=0.3, photons=300.0, blur=1.0)
-    image, labels = nuclei((64, 64), seed=3, conditions=easy)
-    viewer.add_image(image, name="cells")
-    viewer.add_labels(labels, name="cells annotations")
-    w = TrainWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Train")
-    w.image_combo.setCurrentText("cells")
-    w.labels_combo.setCurrentText("cells annotations")
-    w.select_model("zoo", "unet")
-    w.patch_spin.setValue(32)
-    w.batch_spin.setValue(4)
-    w.lr_spin.setValue(0.005)
-    w.device_combo.setCurrentText("cpu")
-    yield w
-    SESSION.clear()
-
-
-def _wait(qtbot, w, timeout=120_000):
-    qtbot.waitUntil(lambda: w.train_button.isEnabled() and w.worker is not None and not w.worker.is_running,
-                    timeout=timeout)
+def widget(train_widget):
+    train_widget.batch_spin.setValue(4)
+    train_widget.lr_spin.setValue(0.005)
+    return train_widget
 
 
 def test_train_from_the_dock_adds_a_session_model_and_saves_it(widget, qtbot, tmp_path, artifacts_dir):
@@ -50,7 +28,7 @@ def test_train_from_the_dock_adds_a_session_model_and_saves_it(widget, qtbot, tm
     widget.steps_spin.setValue(20)
     widget.train_button.click()
     assert not widget.train_button.isEnabled() and widget.cancel_button.isEnabled()
-    _wait(qtbot, widget)
+    wait_trained(qtbot, widget)
     model = widget.model
     assert model is not None and model.trained
     assert widget.model_name in SESSION.names() and SESSION.get(widget.model_name) is model
@@ -75,7 +53,7 @@ def test_cancel_keeps_the_best_model(widget, qtbot):
     widget.train_button.click()
     qtbot.waitUntil(lambda: len(widget.plot.steps) >= 3, timeout=120_000)
     widget.cancel_button.click()
-    _wait(qtbot, widget)
+    wait_trained(qtbot, widget)
     assert widget.model is not None and widget.model.trained
     assert len(widget.plot.steps) < 100  # stopped long before the planned steps
     assert 1 <= widget.model.validation["best_step"] <= len(widget.plot.steps)  # validated when cancelled at the latest
@@ -113,7 +91,7 @@ def test_fine_tune_the_extreme_point_model_from_the_dock_then_click_with_it(widg
     widget.steps_spin.setValue(4)
     widget.lr_spin.setValue(1e-4)
     widget.train_button.click()
-    _wait(qtbot, widget)
+    wait_trained(qtbot, widget)
     model = widget.model
     assert model is not None and model.card.task == "interactive" and model.class_names == ["background", "object"]
     assert "held-out object IoU" in widget.status.text() and "Extreme points widget" in widget.status.text()
@@ -149,7 +127,7 @@ def test_a_cancelled_run_joins_the_session_only_when_asked(widget, qtbot):
     widget.train_button.click()
     qtbot.waitUntil(lambda: len(widget.plot.steps) >= 2, timeout=120_000)
     widget.cancel_button.click()
-    _wait(qtbot, widget)
+    wait_trained(qtbot, widget)
     assert widget.model is not None and SESSION.names() == []  # a false start does not clutter the model lists
     assert widget.keep_button.isVisible() and "Add to session" in widget.status.text()
     name = widget.keep_button.click() or widget.model_name
@@ -166,13 +144,13 @@ def test_an_error_in_the_worker_is_one_message_and_the_widget_lives_on(widget, q
     widget.labels_combo.setCurrentText("wrong size")
     widget.steps_spin.setValue(5)
     widget.train_button.click()
-    _wait(qtbot, widget)
+    wait_trained(qtbot, widget)
     assert len(shown) == 1 and shown[0].startswith("Training failed: ") and "Traceback" not in shown[0], shown
     assert "(50, 64)" in shown[0] or "shape" in shown[0]
     assert widget.train_button.isEnabled() and not widget.cancel_button.isEnabled()
     widget.labels_combo.setCurrentText("cells annotations")  # and it trains after that
     widget.train_button.click()
-    _wait(qtbot, widget)
+    wait_trained(qtbot, widget)
     assert widget.model is not None
 
 

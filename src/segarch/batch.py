@@ -26,7 +26,8 @@ from segarch.tiling.report import ReportRow, count_objects
 
 __all__ = ["partial_store", "predict_file", "predict_files", "open_client", "BatchInterrupted"]
 
-#: What a failed file is reported with (and the batch goes on): bad input, unreadable or corrupt files.
+#: Bad input, unreadable or corrupt files: reported with their message alone. Any other error of one file
+#: (e.g. out of memory on one huge scene) is reported with its type too; either way the batch goes on.
 FILE_ERRORS = (ValueError, OSError)
 
 
@@ -139,8 +140,10 @@ def _failed(source: Path, err: BaseException, seconds: float) -> ReportRow:
         from segarch.destinations import describe_os_error
 
         message = describe_os_error(err)
-    else:
+    elif isinstance(err, FILE_ERRORS):
         message = str(err) or type(err).__name__
+    else:  # not a bad-input error (e.g. torch out of memory on one huge file): its type says what happened
+        message = f"{type(err).__name__}: {err}"
     return ReportRow(str(source), "failed", error=message, seconds=round(seconds, 3))
 
 
@@ -182,7 +185,7 @@ def _task(model, source: Path, target: Path, settings: dict[str, Any], resume: b
     try:
         with _LocalDask():
             return predict_file(model, source, target, settings, resume=resume, overwrite=overwrite)
-    except FILE_ERRORS as err:
+    except Exception as err:  # one file's failure, whatever it is, is that file's row: the others go on
         return _failed(source, err, time.perf_counter() - start)
 
 
@@ -201,9 +204,9 @@ def predict_files(model, jobs: Sequence[tuple[Path, Path]], settings: dict[str, 
         progress: here only: ``progress(source)`` gives a file's tile-progress callback.
         on_row: called with each row as its file finishes (in the order they finish).
 
-    A file that fails (unreadable, corrupt, bad settings for it) gives a ``failed`` row with the error; the
-    others go on. Returns the rows. Ctrl+C cancels what is left and raises :class:`BatchInterrupted` with the
-    rows so far.
+    A file that fails (unreadable, corrupt, bad settings for it, or any other error such as running out of memory)
+    gives a ``failed`` row with the error; the others go on. Returns the rows. Ctrl+C cancels what is left and
+    raises :class:`BatchInterrupted` with the rows so far.
     """
     jobs = [(Path(s), Path(t)) for s, t in jobs]
     if "out" in settings or (scheduler is not None and "scheduler" in settings):
@@ -216,7 +219,7 @@ def predict_files(model, jobs: Sequence[tuple[Path, Path]], settings: dict[str, 
             try:
                 row = predict_file(model, source, target, settings, resume=resume, overwrite=overwrite,
                                    progress=progress(source) if progress else None)
-            except FILE_ERRORS as err:
+            except Exception as err:  # as on a cluster: one file's failure is its row, the others go on
                 row = _failed(source, err, time.perf_counter() - start)
             except KeyboardInterrupt:
                 store = partial_store(target) if target.suffix.lower() in (".tif", ".tiff") else target
