@@ -120,6 +120,12 @@ def test_a_slide_result_converts_to_a_pyramidal_tiff_and_qupath_objects_in_level
     back = io.open_image(tif)
     assert back.scale[back.axes.index("Y")] == pytest.approx(0.5) and len(back.levels) > 1
     np.testing.assert_array_equal(np.asarray(back.levels[0]), labels)
+    from segarch.io.convert import store_settings
+    from segarch.io.tiff import read_annotations
+
+    provenance = json.loads(read_annotations(tif)["segarch_provenance"])  # it travels into the OME-TIFF
+    assert provenance == json.loads(json.dumps(store_settings(store), default=str))
+    assert provenance["tile"] == [64, 64] and "weights_sha256" in json.dumps(provenance)
     objects = json.loads(store_vectors(store, tmp_path / "cells.geojson", qupath=True).read_text())
     xs = [x for f in objects["features"] for ring in f["geometry"]["coordinates"] for x, _ in ring]
     ys = [y for f in objects["features"] for ring in f["geometry"]["coordinates"] for _, y in ring]

@@ -57,9 +57,11 @@ def convert_store(store: str | os.PathLike, target: str | os.PathLike, *, overwr
         return geotiff_from_zarr(store, target, overwrite=overwrite, labels=labels, tags=tags)
     image = open_image(store)
     physical = any(float(s) != 1.0 for s in image.scale)  # units: the store's, else µm (write_tiff's default)
+    # The provenance goes along as an OME MapAnnotation (`segarch.io.tiff.read_annotations` reads it back).
     write_tiff(target, image.levels[0], axes=image.axes, scale=image.scale if physical else None,
                units=dict(image.units) or None if physical else None, labels=labels, name=target.stem, levels=None,
-               overwrite=overwrite)
+               overwrite=overwrite,
+               annotations={"segarch_provenance": json.dumps(settings, default=str)} if settings else None)
     return target
 
 

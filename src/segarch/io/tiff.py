@@ -22,7 +22,7 @@ import numpy as np
 from segarch.io.image import AXES, Image, check_axes, check_scale, guess_axes, ome_unit, stem, unit_name
 from segarch.io.pyramid import pyramid
 
-__all__ = ["read_tiff", "write_tiff", "is_tiff", "LABELS_MARKER"]
+__all__ = ["read_tiff", "write_tiff", "read_annotations", "is_tiff", "LABELS_MARKER"]
 
 _MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: Written in the OME ``Description`` of labels images, so they re-open as labels.
@@ -190,6 +190,24 @@ def read_tiff(path: str | os.PathLike) -> Image:
                  axes_guessed=guessed)
 
 
+def read_annotations(path: str | os.PathLike) -> dict[str, str]:
+    """The OME ``MapAnnotation`` key/value pairs of a TIFF (``{}`` when it has none, or no OME-XML)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata
+    if not xml:
+        return {}
+    found = tifffile.xml2dict(xml)["OME"].get("StructuredAnnotations") or {}
+    maps = found.get("MapAnnotation") or []
+    pairs = {}
+    for annotation in maps if isinstance(maps, list) else [maps]:
+        items = (annotation.get("Value") or {}).get("M") or []
+        for item in items if isinstance(items, list) else [items]:
+            pairs[str(item["K"])] = str(item.get("value", ""))
+    return pairs
+
+
 def _head(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read(8)
@@ -228,7 +246,8 @@ def write_tiff(path: str | os.PathLike, data, *, axes: str | None = None, scale:
                translate: Sequence[float] | None = None,
                units: dict[str, str] | str | None = None, name: str | None = None, labels: bool = False,
                levels: int | None = 1, tile: int | Sequence[int] = 256, compression: str = "zlib",
-               bigtiff: bool | None = None, overwrite: bool = False) -> Path:
+               bigtiff: bool | None = None, overwrite: bool = False,
+               annotations: dict[str, str] | None = None) -> Path:
     """Write an image or labels image as a tiled OME-TIFF, optionally with a SubIFD pyramid.
 
     Args:
@@ -247,6 +266,8 @@ def write_tiff(path: str | os.PathLike, data, *, axes: str | None = None, scale:
         compression: a tifffile compression name (``"zlib"``, ``"zstd"``, ``None``).
         bigtiff: force BigTIFF on/off (default: when the data may exceed 2 GiB).
         overwrite: replace an existing file.
+        annotations: text key/value pairs (e.g. the provenance of a result) kept as the image's OME
+            ``MapAnnotation``, which OME readers show; :func:`read_annotations` gives them back.
 
     Returns:
         The path written.
@@ -286,6 +307,8 @@ def write_tiff(path: str | os.PathLike, data, *, axes: str | None = None, scale:
     metadata: dict[str, Any] = {"axes": axes[:-1] + "S" if rgb else axes, "Name": name or stem(path)}
     if labels:
         metadata["Description"] = LABELS_MARKER
+    if annotations:
+        metadata["MapAnnotation"] = {str(k): str(v) for k, v in annotations.items()}
     for a, s in zip(axes, scale_out):
         if a in "ZYX" and (scale is not None):
             metadata[f"PhysicalSize{a}"] = s
