@@ -74,9 +74,11 @@ def most_uncertain_cells(uncertainty: torch.Tensor, count: int) -> tuple[torch.T
     shape = uncertainty.shape[2:]
     flat = uncertainty.flatten(1)
     indices = flat.topk(min(count, flat.shape[1]), dim=1).indices
-    cells = torch.stack(torch.unravel_index(indices, tuple(shape)), -1).to(uncertainty.dtype)
-    sizes = torch.tensor(shape, dtype=uncertainty.dtype, device=uncertainty.device)
-    return indices, (cells + 0.5) / sizes
+    centres, rest = [], indices
+    for size in reversed(shape):  # unravelled by hand: ONNX export traces the sizes as tensors
+        centres.append(((rest % size).to(uncertainty.dtype) + 0.5) / size)
+        rest = rest // size
+    return indices, torch.stack(centres[::-1], -1)
 
 
 def subdivide(logits: torch.Tensor, uncertainty: Callable[[torch.Tensor], torch.Tensor],

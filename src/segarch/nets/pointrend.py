@@ -108,7 +108,7 @@ def _signature_with(own, base) -> inspect.Signature:
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 91},
     paper_params=60.78,
     paper_params_source=(
-        "Derived (we found no count in the paper, which compares FLOPs and activations): Mask R-CNN R50-FPN as "
+        "Pinned, derived (we found no count in the paper, which compares FLOPs and activations): Mask R-CNN R50-FPN as "
         "torchvision counts it (44,401,393, 91-entry COCO head, batch norms frozen) without its mask head "
         "(2,646,107) plus the reference configuration's coarse mask head (2×2 convolution of 256, fully connected "
         "layers of 1024 and 1024, 7·7·91 outputs: 18,728,555) and point head (3 layers of 256 on 256 + 91 inputs, "
@@ -240,9 +240,9 @@ def _point_labels(masks: torch.Tensor, boxes: torch.Tensor, objects: torch.Tenso
     paper_config={"spatial_dims": 2, "in_channels": 3, "out_channels": 19, "depth": 101},
     paper_params=47.72,
     paper_params_source=(
-        "Derived: the zoo's semantic_fpn figure for its Cityscapes configuration (47.5M, pinned from the Panoptic "
-        "FPN paper's description; ResNet-101, 19 classes) plus the point head (3 layers of 256 on 256 + 19 inputs "
-        "and 19 outputs: 217,212); we found no count in the PointRend paper."),
+        "Pinned, derived: the zoo's semantic_fpn figure for its Cityscapes configuration (47.5M, pinned from "
+        "the Panoptic FPN paper's description; ResNet-101, 19 classes) plus the point head (3 layers of 256 on "
+        "256 + 19 inputs and 19 outputs: 217,212); we found no count in the PointRend paper."),
     test_config={"depth": 18, "base_width": 8, "fpn_channels": 16, "head_channels": 8, "point_channels": 16,
                  "train_points": 128, "subdivision_points": 256},
     notes=(
