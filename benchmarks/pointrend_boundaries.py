@@ -7,7 +7,10 @@ background, cross-entropy on the networks' train-mode output). On fresh generate
 for each: the foreground IoU, the boundary F1 (predicted and true boundary pixels matched within ``--tolerance``
 pixels) and the seconds per image at inference, then PointRend's ratios to Semantic FPN.
 
-Run: ``python benchmarks/pointrend_boundaries.py [--steps 150] [--size 128] [--images 8] [--threads 1]``
+Run: ``python benchmarks/pointrend_boundaries.py [--steps 300] [--size 128] [--images 12] [--tolerance 0]``
+
+Measured (2-core shared machine, defaults): IoU 0.942 → 0.957, boundary F1 0.670 → 0.756 (×1.13), inference
+time ×1.30; with ``--steps 150 --tolerance 1 --images 8``: IoU 0.928 → 0.944, boundary F1 0.966 → 0.970.
 """
 
 from __future__ import annotations
@@ -50,11 +53,12 @@ def boundary_f1(predicted: np.ndarray, truth: np.ndarray, tolerance: float) -> f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--images", type=int, default=8, help="fresh test images")
-    parser.add_argument("--tolerance", type=float, default=1.0, help="boundary match distance (pixels)")
+    parser.add_argument("--images", type=int, default=12, help="fresh test images")
+    parser.add_argument("--tolerance", type=float, default=0.0,
+                        help="boundary match distance (pixels; 0: the exact boundary pixels)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
