@@ -120,7 +120,9 @@ def _signature_with(own, base) -> inspect.Signature:
         "Built on the zoo's mask_rcnn (its notes apply). Configuration of the authors' Detectron2 release: coarse "
         "head and point head read P2 only, class-specific coarse masks and point predictions, binary cross-entropy "
         "for both with weight 1. At inference the subdivision refines only the detected class's mask (the "
-        "reference refines all classes and then keeps that one: the same masks, less memory). 3D (an "
+        "reference refines all classes and then keeps that one: the same masks, less memory). The reference trains "
+        "the mask heads on the box head's refined boxes (TRAIN_ON_PRED_BOXES); here on the proposals, as "
+        "mask_rcnn does. 3D (an "
         "extension): trilinear point sampling, 3 subdivision steps by default (7^3 to 56^3 per object)."),
 )
 class PointRend(MaskRCNN):
