@@ -119,9 +119,9 @@ class FusedMaskHead(nn.Module):
         "Pinned, derived (we found no count in the paper): Mask R-CNN R50-FPN as torchvision counts it "
         "(44,401,393, 91-entry COCO head, batch norms frozen) plus PANet's layers at the paper's widths: the "
         "bottom-up path (6 3×3 convolutions of 256: 3,540,480), the mask branch's conv4_fc (590,080) and "
-        "conv5_fc (295,040) and its fc from 128·14·14 to 28·28 (19,669,776) = 68,496,769; adaptive feature pooling shares each head's first "
-        "layer among the levels (as in the authors' Detectron code), adding nothing. Trainable batch norms add "
-        "53,120 here (68.55M)."),
+        "conv5_fc (295,040) and its fc from 128·14·14 to 28·28 (19,669,776) = 68,496,769; adaptive feature "
+        "pooling shares each head's first layer among the levels (as in the authors' Detectron code), adding "
+        "nothing. Trainable batch norms add 53,120 here (68.55M)."),
     test_config=TEST_CONFIG,
     test_lr=1e-2,
     notes=(
