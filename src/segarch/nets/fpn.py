@@ -91,8 +91,8 @@ class SemanticFPN(SegmentationNet):
         self.classifier = Conv[Conv.CONV, spatial_dims](head_channels, out_channels, 1)
         self._mode = interp_mode(spatial_dims)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input_shape(x)
+    def coarse_logits(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The pyramid P2–P5 of ``x`` and the class logits at 1/4 scale (before the final up-sampling)."""
         pyramid = self.fpn(self.encoder(x)[1:])
         fused = 0
         for level, (p, stages) in enumerate(zip(pyramid, self.branches)):
@@ -101,5 +101,8 @@ class SemanticFPN(SegmentationNet):
                 if level:
                     p = F.interpolate(p, scale_factor=2, mode=self._mode, align_corners=False)
             fused = fused + p
-        logits = self.classifier(fused)
-        return resize_to(logits, x.shape[2:])
+        return pyramid, self.classifier(fused)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input_shape(x)
+        return resize_to(self.coarse_logits(x)[1], x.shape[2:])

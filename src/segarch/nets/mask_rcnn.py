@@ -42,7 +42,8 @@ from segarch.nets._base import SegmentationNet
 from segarch.nets.efficientps import RegionProposalHead
 from segarch.zoo import register
 
-__all__ = ["MaskRCNN", "MaskRCNNResNet101", "paste_masks", "BoxHead", "MaskHead", "multiscale_roi_align"]
+__all__ = ["MaskRCNN", "MaskRCNNResNet101", "paste_masks", "mask_targets", "BoxHead", "MaskHead",
+           "multiscale_roi_align"]
 
 #: The FPN levels the RoI heads read (P2–P5) and the extra RPN level (P6).
 ROI_LEVELS = (2, 3, 4, 5)
@@ -117,6 +118,15 @@ class MaskHead(nn.Sequential):
         layers += [Conv[Conv.CONVTRANS, spatial_dims](channels, channels, 2, stride=2), nn.ReLU(inplace=True),
                    conv(channels, classes, 1)]
         super().__init__(*layers)
+
+
+def mask_targets(masks: torch.Tensor, rois: Sequence[torch.Tensor], objects: torch.Tensor,
+                 logits: torch.Tensor) -> torch.Tensor:
+    """Binary mask targets of positive RoIs on the grid of ``logits`` ``(Σn, *m)``: each RoI's object (its index in
+    ``masks`` ``(n, *S)``, in ``objects``) RoIAligned over the RoI and thresholded at 0.5."""
+    boxes = torch.cat([objects[:, None].to(logits), torch.cat(list(rois)).to(logits)], 1)
+    sampled = roi_align(masks[:, None].to(logits), boxes, logits.shape[-1], sampling_ratio=2)[:, 0]
+    return (sampled >= 0.5).to(logits)
 
 
 def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -328,27 +338,43 @@ class MaskRCNN(SegmentationNet):
             mask_rois.append(boxes[positive])
             mask_objects.append(match[positive] + sum(len(t["boxes"]) for t in targets[:b]))
             mask_classes.append(label[positive])
-        class_logits, box_deltas = self.box_head(multiscale_roi_align(pyramid, rois, 7, self.canonical_size))
+        class_logits, box_deltas = self.box_predictions(pyramid, rois)
         labels = torch.cat(classes)
         positive = (labels > 0).nonzero()[:, 0]
         box_deltas = box_deltas.view(len(labels), self.classes, 2 * d)[positive, labels[positive]]
         losses = {"classes": F.cross_entropy(class_logits, labels),
                   "boxes": _smooth_l1(box_deltas, torch.cat(regress)) / max(1, len(labels))}
-        mask_classes = torch.cat(mask_classes)
-        if len(mask_classes):
-            logits = self.mask_head(multiscale_roi_align(pyramid, mask_rois, 14, self.canonical_size))
-            logits = logits[torch.arange(len(mask_classes)), mask_classes]
-            masks = torch.cat([t["masks"] for t in targets])[:, None].to(logits)
-            objects = torch.cat([torch.cat(mask_objects)[:, None].to(logits), torch.cat(mask_rois)], 1)
-            wanted = (roi_align(masks, objects, logits.shape[-1], sampling_ratio=2) >= 0.5).to(logits)[:, 0]
-            losses["masks"] = F.binary_cross_entropy_with_logits(logits, wanted)
-        else:  # no object in the batch: the mask head still takes part (with no gradient)
-            losses["masks"] = sum(p.sum() for p in self.mask_head.parameters()) * 0
+        losses.update(self.mask_losses(pyramid, mask_rois, torch.cat(mask_classes), torch.cat(mask_objects),
+                                       torch.cat([t["masks"] for t in targets])))
         return losses
+
+    # -- the heads, one method each, so that a member of the family (PANet, PointRend) replaces only its own ------
+    def box_predictions(self, pyramid, boxes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits ``(Σn, classes)`` and box deltas ``(Σn, classes·2d)`` of each image's ``boxes``."""
+        return self.box_head(multiscale_roi_align(pyramid, boxes, 7, self.canonical_size))
+
+    def mask_logits(self, pyramid, boxes) -> torch.Tensor:
+        """Mask logits ``(Σn, classes, *m)`` of each image's ``boxes``, in each box's frame."""
+        return self.mask_head(multiscale_roi_align(pyramid, boxes, 14, self.canonical_size))
+
+    def mask_probabilities(self, pyramid, boxes, labels: torch.Tensor) -> torch.Tensor:
+        """Mask probabilities ``(Σn, *m)`` of each image's ``boxes``, each of its class in ``labels`` (Σn,)."""
+        logits = self.mask_logits(pyramid, boxes)
+        return torch.sigmoid(logits[torch.arange(len(labels)), labels])
+
+    def mask_losses(self, pyramid, rois, classes: torch.Tensor, objects: torch.Tensor,
+                    masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The mask loss of positive RoIs (per image ``rois``; ``classes`` and ``objects``, their class and the
+        index of their object in ``masks`` (all objects of the batch, ``(n, *S)``), both ``(Σn,)``)."""
+        if not len(classes):  # no object in the batch: the mask head still takes part (with no gradient)
+            return {"masks": sum(p.sum() for p in self.mask_head.parameters()) * 0}
+        logits = self.mask_logits(pyramid, rois)
+        logits = logits[torch.arange(len(classes)), classes]
+        return {"masks": F.binary_cross_entropy_with_logits(logits, mask_targets(masks, rois, objects, logits))}
 
     def _detect(self, pyramid, proposals, shape) -> list[dict[str, torch.Tensor]]:
         d, k = self.spatial_dims, self.classes
-        class_logits, box_deltas = self.box_head(multiscale_roi_align(pyramid, proposals, 7, self.canonical_size))
+        class_logits, box_deltas = self.box_predictions(pyramid, proposals)
         scores_all = F.softmax(class_logits, -1)
         results, start = [], 0
         for boxes in proposals:
@@ -366,13 +392,12 @@ class MaskRCNN(SegmentationNet):
             results.append({"boxes": decoded[keep], "scores": scores[keep], "labels": labels[keep]})
         boxes = [r["boxes"] for r in results]
         if sum(len(b) for b in boxes):
-            logits = self.mask_head(multiscale_roi_align(pyramid, boxes, 14, self.canonical_size))
+            probabilities = self.mask_probabilities(pyramid, boxes, torch.cat([r["labels"] for r in results]))
         start = 0
         for r in results:
             n = len(r["boxes"])
             if n:
-                probabilities = torch.sigmoid(logits[start:start + n][torch.arange(n), r["labels"]])
-                r["masks"] = paste_masks(probabilities, r["boxes"], shape)
+                r["masks"] = paste_masks(probabilities[start:start + n], r["boxes"], shape)
             else:
                 r["masks"] = pyramid[0].new_zeros(0, *shape)
             start += n

@@ -1,0 +1,49 @@
+"""Two well separated squares, the trivial image on which a detector of the zoo (Mask R-CNN's family) trained for a
+few steps must find two objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from segarch import zoo
+from segarch.instances.detections import detection_targets, labels_from_detections
+
+
+def two_squares(rng, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy image of two 16-pixel squares and their instance labels (1 and 2)."""
+    labels = np.zeros((size, size), np.int64)
+    # 16-pixel squares centred on cells of P2's anchor grid (centres at 4i + 2), at random among such places
+    y, x = rng.choice([2, 6, 10], size=2)
+    labels[y:y + 16, x:x + 16] = 1
+    y, x = rng.choice([38, 42, 46], size=2)
+    labels[y:y + 16, x:x + 16] = 2
+    image = (labels > 0).astype(np.float32) + 0.1 * rng.normal(size=labels.shape).astype(np.float32)
+    return image, labels
+
+
+def train_on_two_squares(name: str, seed: int, steps: int = 200, lr: float = 1e-3):
+    """Zoo detector ``name`` (its test configuration) trained ``steps`` Adam steps on one image of two squares
+    (drawn with ``seed``); returns the labels, and the instance labels the trained detector finds on that image."""
+    torch.manual_seed(0)
+    image, labels = two_squares(np.random.default_rng(seed))
+    net = zoo.create(name, spatial_dims=2, in_channels=1, out_channels=2, **zoo.card(name).test_config)
+    x, targets = torch.from_numpy(image)[None, None], [detection_targets(labels)]
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        sum(net(x, targets).values()).backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        return labels, labels_from_detections(net(x)[0])
+
+
+def assert_one_object_per_square(labels: np.ndarray, found: np.ndarray) -> None:
+    """Two objects found, each square mostly one of them (and that object mostly the square)."""
+    assert found.max() == 2, np.unique(found)
+    for i in (1, 2):
+        ids, counts = np.unique(found[labels == i], return_counts=True)
+        majority = ids[np.argmax(counts)]
+        assert majority > 0 and counts.max() > 0.8 * (labels == i).sum()
+        assert ((found == majority) & (labels == i)).sum() > 0.8 * (found == majority).sum()
