@@ -38,6 +38,7 @@ from segarch.instances._checks import check_spacing
 __all__ = ["measure", "write_table", "table_summary"]
 
 _AXES = "zyx"
+_CSV_ROWS = 65536
 
 
 def measure(labels, image=None, *, classes=None, spacing: Sequence[float] | None = None,
@@ -247,10 +248,12 @@ def write_table(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> Pat
                   for k, v in table.items()}
         pq.write_table(pa.table(arrays), tmp)
     else:
+        rows = len(table[columns[0]]) if columns else 0
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
-            for row in zip(*(np.asarray(table[c]).tolist() for c in columns)):
-                writer.writerow(row)
+            # A slice of rows at a time: Python numbers for every cell at once would take ~30 bytes each.
+            for start in range(0, rows, _CSV_ROWS):
+                writer.writerows(zip(*(np.asarray(table[c][start:start + _CSV_ROWS]).tolist() for c in columns)))
     os.replace(tmp, path)
     return path
