@@ -159,6 +159,38 @@ def test_zarr_output_resumes_after_cancel_and_holds_the_seam_report(tmp_path):
     assert np.array_equal(np.asarray(replaced.labels), expected)
 
 
+def test_a_zarr_output_shows_each_block_as_soon_as_it_is_decoded(tmp_path):
+    """A viewer's live layer reads ``<out>/0`` during the run: decoded blocks are there (provisional ids, the
+    same objects as the final ones within the block), blocks not decoded yet are 0, and step 3 renames them."""
+    import zarr
+
+    decoder = DistanceDecoder()
+    rng = np.random.default_rng()
+    s = nuclei_sample((160, 150), seed=int(rng.integers(1000)), hard=True)
+    probabilities = probabilities_for(s.labels, decoder)
+    expected = decoder.decode(probabilities)
+    out = tmp_path / "labels.zarr"
+    seen = {}
+
+    def progress(done, total):
+        if done in (3, 12):  # step 1 (25 blocks, 5 x 5) is under way
+            seen[done] = zarr.open_array(str(out / "0"), mode="r")[:]
+
+    result = decode_blocks(probabilities, decoder, out, block=32, halo=16, progress=progress)
+    assert np.array_equal(np.asarray(result.labels), expected)
+    for done, view in seen.items():
+        decoded = np.zeros(view.shape, bool)
+        for k in range(done):
+            decoded[32 * (k // 5):32 * (k // 5 + 1), 32 * (k % 5):32 * (k % 5 + 1)] = True
+        assert not view[~decoded].any()  # not decoded yet: empty
+        assert view[decoded].any()
+        for k in range(done):
+            core = (slice(32 * (k // 5), 32 * (k // 5 + 1)), slice(32 * (k % 5), 32 * (k % 5 + 1)))
+            assert same_objects(view[core], expected[core])  # the block's objects, before their final ids
+        ids_first, ids_second = (set(np.unique(view[:32, 32 * i:32 * (i + 1)])) - {0} for i in (0, 1))
+        assert ids_first and ids_second and not ids_first & ids_second  # neighbours differ in colour
+
+
 @pytest.mark.slow
 def test_a_killed_decoding_resumes_to_the_same_labels(tmp_path):
     decoder = BoundaryDecoder()
