@@ -249,3 +249,52 @@ def test_min_size_counts_whole_objects_and_bad_arguments_are_named():
         decode_blocks(probabilities, decoder, resume=True)
     with pytest.raises(ValueError, match="`probabilities` must be"):
         decode_blocks(probabilities[0], decoder)
+
+
+def _disc_field(shape, spacing: int = 40, seed: int = 0) -> np.ndarray:
+    """Labels: a jittered grid of discs (radius 8-14 px), as in benchmarks/memory.py --output instances."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int32)
+    yy, xx = np.mgrid[-15:16, -15:16]
+    count = 0
+    for cy in range(spacing // 2, shape[0] - 16, spacing):
+        for cx in range(spacing // 2, shape[1] - 16, spacing):
+            y, x, r = cy + rng.integers(-4, 5), cx + rng.integers(-4, 5), rng.uniform(8, 14)
+            count += 1
+            labels[y - 15:y + 16, x - 15:x + 16][(yy ** 2 + xx ** 2) <= r * r] = count
+    return labels
+
+
+def test_the_seam_merge_and_the_table_hold_memory_per_object_not_per_block(tmp_path):
+    """After the blocks are decoded, the merge, the final ids and the per-object table must not keep what grows
+    with the image (seam bands: ~130 KB per 256² block here), only a few hundred bytes per object: peak traced
+    memory from the end of step 1 on, for 512² vs 1536² (4 vs 36 blocks)."""
+    import tracemalloc
+
+    from segarch.instances import measure, write_table
+
+    decoder = DistanceDecoder()
+
+    def run(side: int, name: str) -> tuple[int, int]:
+        probabilities = probabilities_for(_disc_field((side, side), seed=side), decoder)
+
+        def from_the_merge_on(done, total):
+            if done == total // 2:  # every block decoded: what is traced from here is the merge's and the table's
+                tracemalloc.reset_peak()
+
+        tracemalloc.start()
+        result = decode_blocks(probabilities, decoder, tmp_path / f"{name}.zarr", block=256, halo=32,
+                               progress=from_the_merge_on)
+        table = measure(result.labels)
+        write_table(table, tmp_path / f"{name}.csv")
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(table["label"]) == result.report["objects"]
+        assert side < 1536 or result.report["merged_across_seams"] > 100  # many objects cross seams
+        return peak, result.report["objects"]
+
+    run(64, "warm_up")  # imports and first-use caches are not the merge's
+    (small, small_objects), (large, large_objects) = run(512, "small"), run(1536, "large")
+    assert large_objects > 8 * small_objects > 1000
+    growth_per_object = (large - small) / (large_objects - small_objects)
+    assert growth_per_object < 1000, (small, large, small_objects, large_objects)
