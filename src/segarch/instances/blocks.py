@@ -18,7 +18,7 @@ The network's output map (class probabilities, ``(C, *spatial)``, e.g. written s
    object, joined with a union-find (scipy's connected components). Ids 1..N are given in raster order
    of the objects' anchors, and objects smaller than ``min_size`` are dropped, over the whole image.
 3. **Each block** rewrites its core with the final ids (the merge keeps only each block's object names
-   and sizes in memory and reads the seam bands one seam at a time: its memory does not grow with the image).
+   and sizes in memory and reads the seam bands one seam at a time: tens of bytes per object, nothing per pixel).
 
 When every object is smaller than the halo, the result equals decoding the whole image at once, up
 to a renumbering (and with the raster numbering, exactly). Steps 1 and 3 are per block and resumable:
