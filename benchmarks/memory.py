@@ -6,7 +6,8 @@ run's peak resident memory and the ratio (target: at most 1.2).
 
 ``--output instances`` does the same for instance output (``segarch.predict(output="instances")``: the
 network pass into a probabilities store, the block-wise decoding with merges across seams, the
-per-object table measured chunk by chunk). Its images hold a field of discs (a 4096² pattern repeated
+per-object table measured chunk by chunk), and prints each run's peak per phase (network, decode, merge,
+final_ids, table, csv; ``setup`` is the time between them). Its images hold a field of discs (a 4096² pattern repeated
 chunk by chunk), and its network is a fixed one that turns them into a distance decoder's classes (a
 box blur then one logit per class), so every block holds hundreds of objects, many across seams.
 
@@ -16,6 +17,7 @@ Run: ``python benchmarks/memory.py [--small 8192] [--large 32768] [--tile 512] [
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -37,11 +39,44 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - 
 
 
 RUN_INSTANCES = """
-import resource, sys, time, torch, zarr
+import importlib, json, os, resource, sys, threading, time, torch, zarr
 import segarch
 from torch import nn
 
 torch.set_num_threads(1)
+# Peak resident memory per phase: /proc/self/statm sampled every 20 ms, charged to the phase running then.
+phase, peaks = ["setup"], {{}}
+
+
+def sample():
+    page = os.sysconf("SC_PAGE_SIZE")
+    while True:
+        with open("/proc/self/statm") as f:
+            mib = int(f.read().split()[1]) * page // 2 ** 20
+        peaks[phase[0]] = max(peaks.get(phase[0], 0), mib)
+        time.sleep(0.02)
+
+
+def timed(module, name, label):
+    module = importlib.import_module(module)
+    function = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        outer, phase[0] = phase[0], label
+        try:
+            return function(*args, **kwargs)
+        finally:
+            phase[0] = outer
+    setattr(module, name, wrapper)
+
+
+for module, name, label in [("segarch.tiling", "predict", "network"), ("segarch.instances.blocks", "_decode_block",
+                            "decode"), ("segarch.instances.blocks", "_merge", "merge"),
+                            ("segarch.instances.blocks", "_write_final", "final_ids"),
+                            ("segarch.instances.predict", "_measure", "table"),
+                            ("segarch.instances.measure", "write_table", "csv")]:
+    timed(module, name, label)
+threading.Thread(target=sample, daemon=True).start()
 
 
 class DiscsToClasses(nn.Module):
@@ -63,8 +98,10 @@ start = time.perf_counter()
 labels, report = segarch.predict(DiscsToClasses(), zarr.open_array(sys.argv[1], mode="r"), axes="YX",
                                  tile={tile}, overlap=0.1, batch_size=4, device="cpu", out=sys.argv[2],
                                  output="instances", instance_options=dict(decoder="distance", return_report=True))
+phase[0] = "end"
+time.sleep(0.05)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - start, report["objects"],
-      report["merged_across_seams"])
+      report["merged_across_seams"], json.dumps(peaks, separators=(",", ":")))
 """
 
 
@@ -101,6 +138,9 @@ def peak_rss_mb(image: Path, out: Path, tile: int, output: str = "labels") -> tu
                             capture_output=True, text=True, check=True)
     kib, seconds, *rest = result.stdout.split()
     objects = f", {rest[0]} objects ({rest[1]} merged across block seams)" if rest else ""
+    if len(rest) > 2:  # instances: where the peak was
+        phases = json.loads(rest[2])
+        objects += "\n  peak RSS per phase (MiB): " + ", ".join(f"{k} {v}" for k, v in phases.items())
     return int(kib) / 1024, float(seconds), objects
 
 

@@ -159,6 +159,39 @@ def test_zarr_output_resumes_after_cancel_and_holds_the_seam_report(tmp_path):
     assert np.array_equal(np.asarray(replaced.labels), expected)
 
 
+def test_a_zarr_output_shows_each_block_as_soon_as_it_is_decoded(tmp_path):
+    """A viewer's live layer reads ``<out>/0`` during the run: decoded blocks are there (provisional ids, the
+    same objects as the final ones within the block), blocks not decoded yet are 0, and step 3 renames them."""
+    import zarr
+
+    decoder = DistanceDecoder()
+    rng = np.random.default_rng()
+    s = nuclei_sample((160, 150), seed=int(rng.integers(1000)), hard=True)
+    probabilities = probabilities_for(s.labels, decoder)
+    expected = decoder.decode(probabilities)
+    out = tmp_path / "labels.zarr"
+    seen = {}
+
+    def progress(done, total):
+        if done in (3, 12):  # step 1 (25 blocks, 5 x 5) is under way
+            seen[done] = zarr.open_array(str(out / "0"), mode="r")[:]
+
+    result = decode_blocks(probabilities, decoder, out, block=32, halo=16, progress=progress)
+    assert np.array_equal(np.asarray(result.labels), expected)
+    for done, view in seen.items():
+        decoded = np.zeros(view.shape, bool)
+        for k in range(done):
+            decoded[32 * (k // 5):32 * (k // 5 + 1), 32 * (k % 5):32 * (k % 5 + 1)] = True
+        assert not view[~decoded].any()  # not decoded yet: empty
+        assert view[decoded].any()
+        ids = []
+        for k in range(done):
+            core = (slice(32 * (k // 5), 32 * (k // 5 + 1)), slice(32 * (k % 5), 32 * (k % 5 + 1)))
+            assert same_objects(view[core], expected[core])  # the block's objects, before their final ids
+            ids.append(set(np.unique(view[core])) - {0})
+        assert sum(map(bool, ids)) >= 2 and sum(map(len, ids)) == len(set().union(*ids))  # blocks differ in colour
+
+
 @pytest.mark.slow
 def test_a_killed_decoding_resumes_to_the_same_labels(tmp_path):
     decoder = BoundaryDecoder()
@@ -217,3 +250,52 @@ def test_min_size_counts_whole_objects_and_bad_arguments_are_named():
         decode_blocks(probabilities, decoder, resume=True)
     with pytest.raises(ValueError, match="`probabilities` must be"):
         decode_blocks(probabilities[0], decoder)
+
+
+def _disc_field(shape, spacing: int = 40, seed: int = 0) -> np.ndarray:
+    """Labels: a jittered grid of discs (radius 8-14 px), as in benchmarks/memory.py --output instances."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int32)
+    yy, xx = np.mgrid[-15:16, -15:16]
+    count = 0
+    for cy in range(spacing // 2, shape[0] - 16, spacing):
+        for cx in range(spacing // 2, shape[1] - 16, spacing):
+            y, x, r = cy + rng.integers(-4, 5), cx + rng.integers(-4, 5), rng.uniform(8, 14)
+            count += 1
+            labels[y - 15:y + 16, x - 15:x + 16][(yy ** 2 + xx ** 2) <= r * r] = count
+    return labels
+
+
+def test_the_seam_merge_and_the_table_hold_memory_per_object_not_per_block(tmp_path):
+    """After the blocks are decoded, the merge, the final ids and the per-object table must not keep what grows
+    with the image (seam bands: ~130 KB per 256² block here), only a few hundred bytes per object: peak traced
+    memory from the end of step 1 on, for 512² vs 1536² (4 vs 36 blocks)."""
+    import tracemalloc
+
+    from segarch.instances import measure, write_table
+
+    decoder = DistanceDecoder()
+
+    def run(side: int, name: str) -> tuple[int, int]:
+        probabilities = probabilities_for(_disc_field((side, side), seed=side), decoder)
+
+        def from_the_merge_on(done, total):
+            if done == total // 2:  # every block decoded: what is traced from here is the merge's and the table's
+                tracemalloc.reset_peak()
+
+        tracemalloc.start()
+        result = decode_blocks(probabilities, decoder, tmp_path / f"{name}.zarr", block=256, halo=32,
+                               progress=from_the_merge_on)
+        table = measure(result.labels)
+        write_table(table, tmp_path / f"{name}.csv")
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(table["label"]) == result.report["objects"]
+        assert side < 1536 or result.report["merged_across_seams"] > 100  # many objects cross seams
+        return peak, result.report["objects"]
+
+    run(64, "warm_up")  # imports and first-use caches are not the merge's
+    (small, small_objects), (large, large_objects) = run(512, "small"), run(1536, "large")
+    assert large_objects > 8 * small_objects > 1000
+    growth_per_object = (large - small) / (large_objects - small_objects)
+    assert growth_per_object < 1000, (small, large, small_objects, large_objects)

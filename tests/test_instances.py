@@ -233,6 +233,38 @@ def test_measure_objects_whole_and_chunk_by_chunk(tmp_path):
         write_table(table, tmp_path / "objects.xlsx")
 
 
+def test_chunked_measurement_joins_a_label_in_separate_places_and_csv_is_written_in_slices(tmp_path, monkeypatch):
+    """Objects whole in a chunk are kept as measured; a label also found elsewhere (another chunk, not touching)
+    is still one row; a CSV longer than one slice of rows holds every row once."""
+    import csv
+    import sys
+
+    import zarr
+
+    from segarch.instances.measure import measure, write_table
+
+    rng = np.random.default_rng()
+    labels = np.zeros((64, 64), np.int32)
+    for k in range(1, 40):  # small squares, most inside one 16² chunk
+        y, x = rng.integers(0, 60, 2)
+        labels[y:y + 4, x:x + 4] = k
+    labels[1:3, 1:3] = labels[60:62, 60:62] = 99  # one label in two far-apart places, each whole in its chunk
+    image = rng.random(labels.shape).astype(np.float32)
+    store = zarr.open_array(str(tmp_path / "labels.zarr"), mode="w", shape=labels.shape, chunks=(16, 16),
+                            dtype=labels.dtype)
+    store[:] = labels
+    whole, chunked = measure(labels, image), measure(store, image)
+    assert np.array_equal(whole["label"], np.unique(labels)[1:]) and 99 in whole["label"]
+    for column in whole:
+        assert np.allclose(chunked[column], whole[column]), column
+    row = list(whole["label"]).index(99)
+    assert whole["area_pixels"][row] == 8 and whole["bbox_max_y"][row] == 62
+    monkeypatch.setattr(sys.modules["segarch.instances.measure"], "_CSV_ROWS", 7)
+    rows = list(csv.DictReader(open(write_table(whole, tmp_path / "objects.csv"))))
+    assert [int(r["label"]) for r in rows] == whole["label"].tolist()
+    assert [float(r["mean_intensity"]) for r in rows] == pytest.approx(whole["mean_intensity"].tolist())
+
+
 def test_parquet_tables_need_pyarrow_and_say_so(tmp_path):
     from segarch.instances.measure import measure, write_table
 

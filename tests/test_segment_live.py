@@ -303,3 +303,41 @@ def test_an_engine_error_is_one_notification_with_the_engines_message(widget, qt
     assert len(shown) == 1, shown
     assert shown[0].startswith("`axes`='XQ' is not valid"), shown[0]
     assert "cells segmentation" not in viewer.layers  # its temporary store and layer are gone
+
+
+def test_instances_fill_the_live_layer_block_by_block_while_they_are_decoded(widget, qtbot, tmp_path):
+    """Instance output: the network pass writes probabilities (nothing to show yet); then each decoded block
+    appears in the live layer (provisional ids) before the seam merge gives the final ids."""
+    viewer = widget.viewer
+    image, _ = nuclei((1100, 1300), seed=int(np.random.default_rng().integers(1 << 30)))  # 2 x 2 blocks of 1024²
+    viewer.add_image(image, name="cells")
+    widget.image_combo.setCurrentText("cells")
+    widget.select_model("shipped", "unet.nuclei2d_instances")
+    widget.output_combo.setCurrentText("instances")
+    out = tmp_path / "objects.zarr"
+    widget.out_edit.setText(str(out))
+    totals, seen = [], {}
+
+    def look(done, total):
+        totals.append(total)
+        decoded = done - totals[0] if total != totals[0] else None  # block steps of the decoding (4 + 4)
+        if decoded is None and "network" not in seen and done >= 1:
+            result.refresh()
+            seen["network"] = np.count_nonzero(drawn(result)[2])
+        elif decoded is not None and 1 <= decoded <= 3 and "decoding" not in seen:
+            result.refresh()
+            pixels = drawn(result)[2]
+            final_marks = os.listdir(out / ".segarch-instances" / "final")  # step 3 has not begun
+            seen["decoding"] = (np.count_nonzero(pixels[:1024, :1024]), np.count_nonzero(pixels[1024:, 1024:]),
+                                len(final_marks))
+
+    widget.segment_button.click()
+    result = viewer.layers["cells segmentation"]
+    widget._signals.progress.connect(look)
+    wait_done(qtbot, widget)
+    assert widget.last_error == "" and "objects" in widget.status.text(), widget.status.text()
+    assert seen["network"] == 0  # probabilities only, so far
+    first_block, last_block, final_marks = seen["decoding"]
+    assert final_marks == 0 and first_block > 1000 and last_block == 0  # block 1 shown, block 4 not yet
+    expected = segarch.predict(pretrained.load("unet.nuclei2d_instances"), image, output="instances")
+    np.testing.assert_array_equal(np.asarray(result.data), expected)

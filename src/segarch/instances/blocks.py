@@ -10,12 +10,15 @@ The network's output map (class probabilities, ``(C, *spatial)``, e.g. written s
    alike, so the pieces of an object crossing a seam carry one name from every side. An object that
    touches the window's edge (larger than the halo allows) is a *fragment*, named by its first core
    pixel. The block also keeps, for each face, its own labels in a thin band inside the core and its
-   window's labels in the band just across the seam (what it saw of its neighbour's pixels).
+   window's labels in the band just across the seam (what it saw of its neighbour's pixels). Into a
+   Zarr store the core goes at once, with provisional ids (the block's own, shifted per block), so a
+   viewer reading the store sees the blocks appear as they are decoded.
 2. **Across every seam** the two views of each band are compared: a name on one side and a name on
    the other that cover the same pixels (each more than half of its pixels in the band) are the same
    object, joined with a union-find (scipy's connected components). Ids 1..N are given in raster order
    of the objects' anchors, and objects smaller than ``min_size`` are dropped, over the whole image.
-3. **Each block** rewrites its core with the final ids.
+3. **Each block** rewrites its core with the final ids (the merge keeps only each block's object names
+   and sizes in memory and reads the seam bands one seam at a time: tens of bytes per object, nothing per pixel).
 
 When every object is smaller than the halo, the result equals decoding the whole image at once, up
 to a renumbering (and with the raster numbering, exactly). Steps 1 and 3 are per block and resumable:
@@ -58,6 +61,8 @@ DEFAULT_BLOCK = {2: 1024, 3: 128}
 DEFAULT_HALO = {2: 48, 3: 24}
 
 _META_DIR = ".segarch-instances"
+#: What the merge keeps of every block's record (the seam bands are read seam by seam).
+_RECORD = ("keys", "sizes", "border")
 _SCRATCH = "_block_ids"
 
 
@@ -123,8 +128,12 @@ class _MemoryStore:
         self.meta: dict = {}
         self.final: set = set()
 
-    def read_meta(self, key):
-        return self.meta.get(key)
+    def has_meta(self, key) -> bool:
+        return key in self.meta
+
+    def read_meta(self, key, names=None):
+        meta = self.meta.get(key)
+        return meta if meta is None or names is None else {k: meta[k] for k in names}
 
     def write_block(self, key, index, local, meta) -> None:
         self.scratch[index] = local
@@ -200,20 +209,34 @@ class _ZarrStore:
         store.complete = False
         return store
 
+    def _number(self, key) -> int:
+        """The block's position in the store, counted in raster order (for provisional ids)."""
+        plane, block = key
+        counts = tuple(-(-n // c) for n, c in zip(self.labels.shape, self.labels.chunks))
+        return int(np.ravel_multi_index(tuple(plane) + tuple(block), counts))
+
     @staticmethod
     def _name(key) -> str:
         plane, block = key
         return "_".join(map(str, plane)) + "-" + "_".join(map(str, block))
 
-    def read_meta(self, key):
+    def has_meta(self, key) -> bool:
+        return (self.meta_dir / f"{self._name(key)}.npz").exists()
+
+    def read_meta(self, key, names=None):
+        """The block's record, or only the members ``names`` (an .npz reads only what is asked for)."""
         path = self.meta_dir / f"{self._name(key)}.npz"
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            return {k: data[k] for k in (data.files if names is None else names)}
 
     def write_block(self, key, index, local, meta) -> None:
         self.group[_SCRATCH][index] = local
+        # Shown now (a viewer's live layer reads ``0`` while the run goes on), renamed by step 3: the block's
+        # own ids, shifted per block so that neighbouring blocks differ in colour.
+        shift = np.uint32((self._number(key) << 16) & 0xFFFFFFFF)
+        self.labels[index] = np.where(local > 0, local + shift, np.uint32(0))
         tmp = self.meta_dir / f"{self._name(key)}.partial.npz"
         np.savez_compressed(tmp, **meta)
         os.replace(tmp, self.meta_dir / f"{self._name(key)}.npz")  # the record is the block's done marker
@@ -377,7 +400,7 @@ def _run(probabilities, grid: _Grid, decode_fn, store, min_size: int, progress, 
             raise DecodingCancelled(f"decoding cancelled after {state['done']} of {total} block steps")
 
     # step 1: decode each window, keep the core
-    todo = [key for key in keys if store.read_meta(key) is None]
+    todo = [key for key in keys if not store.has_meta(key)]
     for _ in range(len(keys) - len(todo)):
         step_done()
     if cluster is not None:
@@ -387,13 +410,15 @@ def _run(probabilities, grid: _Grid, decode_fn, store, min_size: int, progress, 
             check_cancel()
             _decode_block(probabilities, grid, key, decode_fn, store)
             step_done()
-    metas = {key: store.read_meta(key) for key in keys}
-    final_of_node, nodes, report = _merge(grid, keys, metas, min_size)
+    # Only each block's object names, sizes and border names stay in memory (tens of bytes per object); the
+    # seam bands (~0.5 MiB per 1024² block) are read seam by seam, so the merge does not grow with the image.
+    records = {key: store.read_meta(key, _RECORD) for key in keys}
+    final_of_node, nodes, report = _merge(grid, keys, records, min_size, store.read_meta)
     # step 3: final ids
     todo = [key for key in keys if not store.is_final(key)]
     for _ in range(len(keys) - len(todo)):
         step_done()
-    luts = {key: _lut(metas[key]["keys"], final_of_node, nodes) for key in todo}
+    luts = {key: _lut(records[key]["keys"], final_of_node, nodes) for key in todo}
     if cluster is not None:
         cluster.run(_final_task, todo, luts, step_done, check_cancel)
     else:
@@ -552,15 +577,18 @@ def _decode_block(probabilities, grid: _Grid, key, decode_fn, store) -> None:
     store.write_block(key, _index(grid, key, core), local_of[core_labels], meta)
 
 
-def _merge(grid: _Grid, keys, metas, min_size: int):
-    """Union-find over the blocks' object names → (final id per node, the sorted node names, report)."""
+def _merge(grid: _Grid, keys, metas, min_size: int, read_bands: Callable[[Any, Sequence[str]], dict]):
+    """Union-find over the blocks' object names → (final id per node, the sorted node names, report).
+
+    ``metas`` holds each block's ``keys``, ``sizes`` and ``border``; ``read_bands(key, names)`` reads a
+    block's seam bands, one seam at a time.
+    """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     all_keys = [m["keys"] for m in metas.values()]
     nodes = np.unique(np.concatenate(all_keys)) if all_keys else np.zeros(0, np.int64)
     edges: list[np.ndarray] = []
-    by_key = dict(zip(keys, [metas[k] for k in keys]))
     for key in keys:
         plane, b = key
         for axis in range(len(grid.shape)):
@@ -568,8 +596,8 @@ def _merge(grid: _Grid, keys, metas, min_size: int):
             nb[axis] += 1
             if nb[axis] >= grid.counts[axis]:
                 continue
-            other = by_key[(plane, tuple(nb))]
-            mine = by_key[key]
+            mine = read_bands(key, (f"own_{axis}_+", f"across_{axis}_+"))
+            other = read_bands((plane, tuple(nb)), (f"own_{axis}_-", f"across_{axis}_-"))
             for authority, evidence in ((mine[f"own_{axis}_+"], other[f"across_{axis}_-"]),
                                         (other[f"own_{axis}_-"], mine[f"across_{axis}_+"])):
                 edges.append(_agreeing_pairs(authority, evidence))

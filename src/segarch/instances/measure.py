@@ -38,6 +38,7 @@ from segarch.instances._checks import check_spacing
 __all__ = ["measure", "write_table", "table_summary"]
 
 _AXES = "zyx"
+_CSV_ROWS = 65536
 
 
 def measure(labels, image=None, *, classes=None, spacing: Sequence[float] | None = None,
@@ -88,7 +89,7 @@ def measure(labels, image=None, *, classes=None, spacing: Sequence[float] | None
             img = np.asarray(image[box] if channels == 0 else image[(slice(None),) + box], np.float64)
             if channels:
                 img = np.moveaxis(img, 0, -1)  # regionprops wants channels last
-        _accumulate(totals, lab, img, np.asarray(classes[box]) if class_map else None, [b.start for b in box])
+        _accumulate(totals, lab, img, np.asarray(classes[box]) if class_map else None, [b.start for b in box], shape)
     return _table(totals, dims, spacing, channels, classes if isinstance(classes, Mapping) else None)
 
 
@@ -110,27 +111,43 @@ def _blocks(labels, shape: tuple[int, ...], chunk) -> list[tuple[slice, ...]]:
 
 
 class _Totals:
-    """Per-object sums over chunks, kept as arrays (one row per object and chunk, reduced now and then):
-    a few dozen bytes per object, so a table of millions of objects stays small."""
+    """Per-object sums over chunks, kept as arrays: a few dozen bytes per object, so a table of millions of
+    objects stays small. Rows of objects that lie inside one chunk are final as measured (kept as they come);
+    only objects cut by chunk borders have one row per chunk, summed now and then."""
 
     _REDUCE_EVERY = 64
 
     def __init__(self, dims: int) -> None:
         self.dims = dims
-        self.parts: list[dict[str, np.ndarray]] = []
+        self.done: list[dict[str, np.ndarray]] = []   # objects seen whole in a chunk
+        self.parts: list[dict[str, np.ndarray]] = []  # pieces of objects cut by chunk borders
         self.votes: list[np.ndarray] = []  # (label, class, count) triples
 
-    def add(self, part: dict[str, np.ndarray]) -> None:
-        self.parts.append(part)
+    def add(self, part: dict[str, np.ndarray], whole: np.ndarray) -> None:
+        self.done.append({k: v[whole] for k, v in part.items()})
+        self.parts.append({k: v[~whole] for k, v in part.items()})
         if len(self.parts) >= self._REDUCE_EVERY:
-            self.parts = [self.reduced()]
+            self.parts = [self._sum(self.parts)]
 
     def reduced(self) -> dict[str, np.ndarray]:
-        if not self.parts:
+        """One row per label, in increasing label order."""
+        rows, self.done = self.done + ([self._sum(self.parts)] if self.parts else []), []
+        if not rows:
+            return self._sum([])
+        cat = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+        del rows
+        order = np.argsort(cat["label"], kind="stable")
+        labels = cat["label"][order]
+        if labels.size > 1 and not (labels[1:] > labels[:-1]).all():  # a label in places no chunk joins
+            return self._sum([cat])
+        return {k: v[order] for k, v in cat.items()}
+
+    def _sum(self, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        if not parts:
             d = self.dims
             return {"label": np.zeros(0, np.int64), "n": np.zeros(0, np.int64), "centre": np.zeros((0, d)),
                     "lo": np.zeros((0, d), np.int64), "hi": np.zeros((0, d), np.int64)}
-        cat = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         labels, inverse = np.unique(cat["label"], return_inverse=True)
         out = {"label": labels}
         for key in ("n", "centre", "intensity"):
@@ -159,7 +176,7 @@ class _Totals:
         return np.array([winners[int(k)] for k in labels], np.int64)
 
 
-def _accumulate(totals: _Totals, lab: np.ndarray, img, class_map, offset: list[int]) -> None:
+def _accumulate(totals: _Totals, lab: np.ndarray, img, class_map, offset: list[int], shape) -> None:
     from skimage.measure import regionprops_table
 
     dims = lab.ndim
@@ -175,7 +192,14 @@ def _accumulate(totals: _Totals, lab: np.ndarray, img, class_map, offset: list[i
     if img is not None:
         keys = sorted(k for k in t if k.startswith("intensity_mean"))
         part["intensity"] = np.stack([t[k] * n for k in keys], axis=1)
-    totals.add(part)
+    # Whole in this chunk: no box side on a chunk border that has a chunk beyond it.
+    whole = np.ones(n.size, bool)
+    for a in range(dims):
+        if offset[a] > 0:
+            whole &= part["lo"][:, a] > offset[a]
+        if offset[a] + lab.shape[a] < shape[a]:
+            whole &= part["hi"][:, a] < offset[a] + lab.shape[a]
+    totals.add(part, whole)
     if class_map is not None:
         mask = lab > 0
         pairs, counts = np.unique(np.stack([lab[mask].astype(np.int64), class_map[mask].astype(np.int64)]),
@@ -247,10 +271,12 @@ def write_table(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> Pat
                   for k, v in table.items()}
         pq.write_table(pa.table(arrays), tmp)
     else:
+        rows = len(table[columns[0]]) if columns else 0
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
-            for row in zip(*(np.asarray(table[c]).tolist() for c in columns)):
-                writer.writerow(row)
+            # A slice of rows at a time: Python numbers for every cell at once would take ~30 bytes each.
+            for start in range(0, rows, _CSV_ROWS):
+                writer.writerows(zip(*(np.asarray(table[c][start:start + _CSV_ROWS]).tolist() for c in columns)))
     os.replace(tmp, path)
     return path
