@@ -14,6 +14,8 @@ INSTANCE_MODELS = ("unet.nuclei2d_instances", "unet.nuclei3d_instances")
 #: Fresh images differ from the card's test set (each image draws its own conditions, and the hardest ones
 #: pull the pooled F1 down): the card's F1@0.5 minus this must hold on them.
 MARGIN = 0.08
+#: The 3D model's volumes spread far more (0.32-0.85 per volume on its card) and its test draws only 3.
+MARGIN_3D = 0.15
 
 
 @pytest.mark.parametrize("name", INSTANCE_MODELS)
@@ -45,7 +47,8 @@ def test_shipped_instance_models_reach_their_stated_f1_on_fresh_data(name, n, sh
     preds = [predict_instances(model, s.image, pixel_size=s.spacing, device="cpu") for s in drawn]
     assert all(p.dtype == np.uint32 and p.shape == s.labels.shape for p, s in zip(preds, drawn))
     f1 = match_many([s.labels for s in drawn], preds).f1(0.5)
-    assert f1 >= stated - MARGIN, f"{name}: F1@0.5 {f1:.3f} on fresh data, the card states {stated:.3f}"
+    margin = MARGIN_3D if model.spatial_dims == 3 else MARGIN
+    assert f1 >= stated - margin, f"{name}: F1@0.5 {f1:.3f} on fresh data, the card states {stated:.3f}"
 
 
 def test_the_demo_image_comes_out_one_label_per_nucleus():
@@ -70,6 +73,6 @@ def test_the_3d_model_records_its_voxel_size_and_the_3d_demo_resamples_to_it(cap
     found = int(out.split("instances: uint32 (64, 64, 64); ")[1].split(" objects")[0])
     generated = int(out.split(" objects (")[1].split(" generated")[0])
     f1 = float(out.split("F1 at IoU 0.5 against the generated truth: ")[1].split(" ")[0])
-    # The shipped 3D model is weak (its card: F1@0.5 0.25 on hard volumes; the demo volume, seed 0, scores 0.34):
+    # The shipped 3D model is weak (its card: F1@0.5 0.48 on hard volumes; the demo volume, seed 0, scores 0.50):
     # these bounds hold what it does, with margin, not the target.
     assert f1 > 0.2 and 0.4 * generated <= found <= 1.3 * generated
