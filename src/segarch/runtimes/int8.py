@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segarch.runtimes.onnx import OnnxRunner, _file_sha256, cached_onnx, ort_session, write_atomic
+from segarch.runtimes.onnx import OnnxRunner, file_sha256, cached_onnx, ort_session, write_atomic
 from segarch.runtimes.openvino import OpenVinoRunner
 
 __all__ = ["PRECISIONS", "AGREEMENT_BAR", "Int8Result", "check_precision", "int8_runner", "quantise", "agreement"]
@@ -139,7 +139,7 @@ def int8_runner(model, tile_shape: tuple[int, ...], runtime: str, calibration: n
     valid = False
     if path.exists() and meta.exists():
         try:
-            valid = json.loads(meta.read_text()).get("sha256") == _file_sha256(path)
+            valid = json.loads(meta.read_text()).get("sha256") == file_sha256(path)
             if not valid:
                 raise ValueError("the file does not match its recorded SHA-256")
         except Exception as err:  # a corrupted entry: quantised again
@@ -154,7 +154,7 @@ def int8_runner(model, tile_shape: tuple[int, ...], runtime: str, calibration: n
     else:
         checked.unlink(missing_ok=True)
         quantise(fp32_path, calibration, path)
-        write_atomic(meta, json.dumps(dict(what, sha256=_file_sha256(path)), indent=1).encode())
+        write_atomic(meta, json.dumps(dict(what, sha256=file_sha256(path)), indent=1).encode())
     int8 = _runner_for(runtime, path, threads)
     share = agreement(_run_all(_runner_for(runtime, fp32_path, threads), calibration), _run_all(int8, calibration))
     sha = json.loads(meta.read_text())["sha256"]
