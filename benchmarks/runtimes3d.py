@@ -8,7 +8,8 @@ runner) at tile 64³, batch 4. Variants:
 
 - eager PyTorch at other tile shapes / batch sizes; contiguous (not channels-last) memory;
 - ONNX Runtime: graph optimisation ``all`` (the default) vs ``basic``, the memory arena off;
-- OpenVINO fp32 at tiles 64³ (batch 4), 96³ and 128³ (batch 1), and with the ``THROUGHPUT`` hint;
+- OpenVINO fp32 at tiles 64³ (batch 4), 96³ and 128³ (batch 1), with the ``THROUGHPUT`` hint, without pinning
+  its threads to cores;
 - int8 (:mod:`segarch.runtimes.int8`: calibrated on tiles of a generated 3D nuclei image) under ONNX Runtime
   and OpenVINO, with the labels' agreement with fp32 for the trained ``unet.nuclei3d``.
 
@@ -46,9 +47,11 @@ def _ort(path: Path, threads: int, level: str = "all", arena: bool = True) -> On
     return OnnxRunner(session, path)
 
 
-def _openvino(path: Path, threads: int, hint: str = "LATENCY") -> OpenVinoRunner:
+def _openvino(path: Path, threads: int, hint: str = "LATENCY", pinning: bool | None = None) -> OpenVinoRunner:
     runner = OpenVinoRunner(path, threads)
     runner._config["PERFORMANCE_HINT"] = hint
+    if pinning is not None:
+        runner._config["ENABLE_CPU_PINNING"] = pinning
     return runner
 
 
@@ -98,6 +101,7 @@ def main() -> None:
             "openvino, 96³×1": (_openvino(paths["96×1"], threads), "96×1"),
             "openvino, 128³×1": (_openvino(paths["128×1"], threads), "128×1"),
             "openvino, THROUGHPUT hint, 64³×4": (_openvino(paths["64×4"], threads, "THROUGHPUT"), "64×4"),
+            "openvino, CPU pinning off, 64³×4": (_openvino(paths["64×4"], threads, pinning=False), "64×4"),
             "onnxruntime int8, 64³×4": (_ort(int8_path, threads), "64×4"),
             "openvino int8, 64³×4": (_openvino(int8_path, threads), "64×4"),
         }
