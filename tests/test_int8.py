@@ -39,6 +39,7 @@ def test_int8_of_the_shipped_unet_agrees_with_fp32_and_is_cached(caplog):
     assert used, "the int8 graph was not used"
     measured = float(used[-1].split("agree with fp32 on ")[1].split("%")[0]) / 100
     assert 0.995 <= measured <= 1.0  # the agreement is measured and reported
+    assert not any("pre-processing" in r.getMessage() for r in caplog.records)  # the quantiser's advice kept quiet
     assert (int8 == fp32).mean() >= 0.99  # over the whole image, not only the calibration tiles
     assert (fp32 > 0).mean() > 0.05 and ((int8 > 0) == (truth > 0)).mean() > 0.9  # real nuclei found, not one class
     [path] = _int8_files()

@@ -80,13 +80,35 @@ def quantise(fp32_path: Path, calibration: np.ndarray, out: Path) -> None:
             tile = next(self.rest, None)
             return None if tile is None else {name: np.ascontiguousarray(tile[None], np.float32)}
 
-    with tempfile.TemporaryDirectory() as scratch:  # the calibrator writes an augmented model: not in the cache
-        staged = Path(scratch) / "int8.onnx"
-        quantize_static(str(fp32_path), str(staged), Tiles(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"CalibTensorRangeSymmetric": False})
-        write_atomic(out, staged.read_bytes())
+    quiet = _QuantiserAdvice()
+    logging.getLogger().addFilter(quiet)  # the quantiser advises on the root logger, once per graph
+    try:
+        with tempfile.TemporaryDirectory() as scratch:  # the calibrator writes an augmented model: not in the cache
+            staged = Path(scratch) / "int8.onnx"
+            quantize_static(str(fp32_path), str(staged), Tiles(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"CalibTensorRangeSymmetric": False})
+            write_atomic(out, staged.read_bytes())
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    if quiet.dropped:
+        log.debug("ONNX Runtime's quantiser said: %s", "; ".join(sorted(set(quiet.dropped))))
+
+
+class _QuantiserAdvice(logging.Filter):
+    """Keeps ONNX Runtime's quantiser's root-logger advice (pre-processing, non-constant biases left fp32) for
+    segarch's debug log instead of the user's console."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "onnxruntime" in record.pathname and "quantization" in record.pathname:
+            self.dropped.append(record.getMessage()[:120])
+            return False
+        return True
 
 
 def _run_all(runner, tiles: np.ndarray, batch: int = 4) -> np.ndarray:
