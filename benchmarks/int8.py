@@ -85,6 +85,7 @@ def main() -> None:
     logger = logging.getLogger("segarch.runtimes")
     logger.addHandler(watcher)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # read by the watcher, not printed
     logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantiser advises on the root logger
     for name, shape in (("unet.nuclei2d", (args.size2d,) * 2), ("unet.nuclei3d", (args.size3d,) * 3)):
         watcher.seen.clear()
