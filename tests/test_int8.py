@@ -108,7 +108,7 @@ def test_int8_is_refused_when_labels_disagree_and_fp32_runs(caplog):
 
 
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("openvino"), reason="OpenVINO is not installed")
-def test_int8_under_openvino_agrees_with_fp32():
+def test_int8_under_openvino_agrees_with_fp32(caplog):
     from segarch.samples import nuclei
 
     model = segarch.models.resolve("unet.nuclei2d")
@@ -116,6 +116,10 @@ def test_int8_under_openvino_agrees_with_fp32():
     fp32 = segarch.predict(model, image, tile=128, device="cpu", runtime="openvino")
     int8 = segarch.predict(model, image, tile=128, device="cpu", runtime="openvino", precision="int8")
     assert len(_int8_files()) == 1 and (int8 == fp32).mean() >= 0.99
+    with caplog.at_level(logging.INFO, logger="segarch.runtimes"):
+        auto = segarch.predict(model, image, tile=128, device="cpu", runtime="auto", precision="int8")
+    assert "runtime: openvino int8" in caplog.text  # auto: OpenVINO first, the same int8 graph (cached)
+    assert np.array_equal(auto, int8) and len(_int8_files()) == 1
 
 
 def test_int8_bad_input_is_refused_by_name(tmp_path):

@@ -2,7 +2,9 @@
 
 :func:`make_runner` turns a :class:`~segarch.Model` and a tile shape into the callable the tiling engine
 calls on each batch of tiles (``runner(batch, batch_size) -> logits``, float32 NumPy), so tiles, blending,
-output, resume, cancel and progress are the same whichever runtime computes the logits.
+output, resume, cancel and progress are the same whichever runtime computes the logits. With
+``precision="int8"`` the export is quantised on the image's own tiles and kept only when its labels agree
+with fp32's (:mod:`segarch.runtimes.int8`).
 """
 
 from __future__ import annotations
