@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -84,26 +82,3 @@ def test_a_bioimageio_package_segments_in_the_widget(widget, qtbot, tmp_path):
     expected = segarch.predict(segarch.load_model(path), image, tile=32, runtime="torch", output="probabilities")
     got = np.stack([np.asarray(widget.viewer.layers[f"img segmentation: {c}"].data) for c in ("cell", "edge")])
     np.testing.assert_allclose(got, expected[1:], atol=1e-5)
-
-
-def test_the_int8_box_runs_the_quantised_network(widget, qtbot):
-    from segarch.runtimes import RUNTIMES, cache_dir
-    from segarch.samples import nuclei
-
-    qtbot.waitUntil(lambda: widget.runtime_combo.count() == len(RUNTIMES), timeout=120_000)
-    image, _ = nuclei((192, 192), seed=int(np.random.default_rng().integers(1 << 16)))
-    widget.viewer.add_image(image, name="img")
-    widget.image_combo.setCurrentText("img")
-    widget.select_model("file")
-    widget.file_edit.setText(str(Path(segarch.__file__).parent / "models" / "weights" / "unet.nuclei2d.safetensors"))
-    widget.tile_spin.setValue(128)
-    widget.device_combo.setCurrentText("cpu")
-    widget.runtime_combo.setCurrentText("onnxruntime")
-    widget.int8_check.setChecked(True)
-    widget.segment_button.click()
-    _wait(qtbot, widget)
-    assert not widget.last_error
-    assert len(list(cache_dir().glob("*.int8.onnx"))) == 1  # quantised on the image's tiles, and used
-    got = np.asarray(widget.viewer.layers["img segmentation"].data)
-    expected = segarch.predict(segarch.models.resolve("unet.nuclei2d"), image, tile=128, device="cpu", runtime="onnxruntime")
-    assert (got == expected).mean() >= 0.99 and (expected > 0).mean() > 0.05
