@@ -1,66 +1,95 @@
-"""int8 post-training quantisation with ONNX Runtime, measured: not a feature yet, the numbers that decide it.
+"""``segarch.predict(..., precision="int8")`` against fp32, side by side in one run.
 
-The shipped ``unet.nuclei2d`` is exported to ONNX (the engine's cache), statically quantised by ONNX Runtime
-(QDQ, per-channel weights, calibrated on tiles of the image itself), and both graphs run on the same tiles of a
-fresh generated nuclei image: prints the labels' agreement of int8 with fp32 and the median time ratio.
+The shipped ``unet.nuclei2d`` on a fresh generated 2D nuclei image and ``unet.nuclei3d`` on a 3D one go through
+``segarch.predict`` end to end with eager torch, and with each fast runtime in fp32 and in int8 (quantised on 16
+of the image's own tiles, :mod:`segarch.runtimes.int8`; quantisation and compilation made before timing). Timed
+round-robin (one run of each per round); prints each median ÷ torch's, whether int8 was used or refused, the
+agreement measured on the calibration tiles (what decides), and the labels' agreement with the same runtime's
+fp32 over the whole image.
 
-Run: ``python benchmarks/int8.py [--size 1024] [--tile 256] [--repeats 3]``
+Run: ``python benchmarks/int8.py [--size2d 1024] [--size3d 128] [--repeats 3]``
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
+import importlib.util
+import logging
+import statistics
+import time
 
 import numpy as np
-import torch
 
 import segarch
-from segarch.runtimes.onnx import cached_onnx, ort_session
-from tiling import median_time  # benchmarks/tiling.py: the same clock
+
+RUNTIMES = ("onnxruntime",) + (("openvino",) if importlib.util.find_spec("openvino") else ())
+
+
+class _Agreement(logging.Handler):
+    """The agreement :mod:`segarch.runtimes.int8` logs (used or refused), by runtime."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("int8 "):
+            self.seen[message.split()[1]] = message.split("agree with fp32 on ")[1].split("%")[0] + "%"
+        if "int8 refused" in message:
+            self.seen[message.split(", ")[1].split()[0] + " refused"] = "yes"
+
+
+def run(name: str, shape: tuple[int, ...], repeats: int, watcher: _Agreement) -> None:
+    from segarch.samples import nuclei
+
+    model = segarch.models.resolve(name)
+    image, _ = nuclei(shape, seed=int(np.random.default_rng().integers(1 << 16)))
+    variants = {"torch": ("torch", "fp32")}
+    for runtime in RUNTIMES:
+        variants[f"{runtime} fp32"] = (runtime, "fp32")
+        variants[f"{runtime} int8"] = (runtime, "int8")
+
+    def call(variant):
+        runtime, precision = variants[variant]
+        return segarch.predict(model, image, device="cpu", runtime=runtime, precision=precision)
+
+    labels = {variant: call(variant) for variant in variants}  # warm-up: exports, quantisation, compilation
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    for _ in range(repeats):
+        for variant in variants:
+            start = time.perf_counter()
+            call(variant)
+            times[variant].append(time.perf_counter() - start)
+    torch_time = statistics.median(times["torch"])
+    print(f"{name} on a fresh generated {'×'.join(map(str, shape))} nuclei image (foreground "
+          f"{100 * (labels['torch'] > 0).mean():.0f}%), median of {repeats} round-robin runs, ÷ torch fp32:")
+    for variant in variants:
+        runtime, precision = variants[variant]
+        line = f"  {variant:<17} {statistics.median(times[variant]) / torch_time:5.2f}"
+        if precision == "int8":
+            refused = watcher.seen.get(f"{runtime} refused")
+            line += (f"   {'REFUSED (fp32 ran)' if refused else 'used'}; calibration tiles agree "
+                     f"{watcher.seen.get(runtime, '?')}; whole image agrees with {runtime} fp32 "
+                     f"{100 * (labels[variant] == labels[f'{runtime} fp32']).mean():.3f}%")
+        print(line, flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--size2d", type=int, default=1024)
+    parser.add_argument("--size3d", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from segarch.samples import nuclei
-
-    model = segarch.models.resolve("unet.nuclei2d")
-    image, _ = nuclei((args.size, args.size), seed=int(np.random.default_rng().integers(1 << 16)))
-    x = np.asarray(model.preprocess(image), np.float32).reshape(1, *image.shape)
-    t = args.tile
-    tiles = np.stack([x[:, i:i + t, j:j + t] for i in range(0, args.size, t) for j in range(0, args.size, t)])
-    path = cached_onnx(model, (t, t), torch.get_num_threads())
-
-    class Tiles(CalibrationDataReader):
-        def __init__(self):
-            self.rest = iter(tiles[::2])  # half the image's tiles calibrate; all are compared
-
-        def get_next(self):
-            tile = next(self.rest, None)
-            return None if tile is None else {"tiles": tile[None]}
-
-    with tempfile.TemporaryDirectory() as folder:
-        quantised = Path(folder) / "int8.onnx"
-        quantize_static(str(path), str(quantised), Tiles(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        fp32, int8 = ort_session(path, torch.get_num_threads()), ort_session(quantised, torch.get_num_threads())
-
-        def run(session):
-            return np.concatenate([session.run(None, {"tiles": tiles[i:i + 4]})[0] for i in range(0, len(tiles), 4)])
-
-        labels32, labels8 = run(fp32).argmax(1), run(int8).argmax(1)
-        a = median_time(lambda: run(fp32), args.repeats)
-        b = median_time(lambda: run(int8), args.repeats)
-    agree = float((labels32 == labels8).mean())
-    print(f"unet.nuclei2d, {len(tiles)} tiles of {t}², fresh {args.size}² nuclei image "
-          f"(foreground {100 * (labels32 > 0).mean():.0f}%): int8 labels agree with fp32 {100 * agree:.3f}% "
-          f"(bar: 99.5%); int8 ÷ fp32 time {b / a:.2f} (median of {args.repeats})")
+    watcher = _Agreement()
+    logger = logging.getLogger("segarch.runtimes")
+    logger.addHandler(watcher)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # read by the watcher, not printed
+    logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantiser advises on the root logger
+    for name, shape in (("unet.nuclei2d", (args.size2d,) * 2), ("unet.nuclei3d", (args.size3d,) * 3)):
+        watcher.seen.clear()
+        run(name, shape, args.repeats, watcher)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ For the same image, model, tile, overlap and batch size, prints the median of ``
   (c) ``segarch.predict(..., runtime="onnxruntime")`` end to end (the export cached beforehand: a one-off),
   (d) ``segarch.predict(..., runtime="openvino")`` end to end (when OpenVINO is installed),
 
-each as a ratio to (a), the fastest of them ÷ (a), and for the fastest the labels' agreement with (b) and the
+timed round-robin (one run of each per round), each median as a ratio to (a), the fastest of them ÷ (a),
+and for the fastest the labels' agreement with (b) and the
 largest difference of the probabilities. Cases: the U-Net 16–256 in 2D (2048², tile 256) and 8–64 in 3D (256³,
 tile 64), then three other families on a 1024² image (tile 256): DeepLabv3+ (Xception-65 at half width),
 ENet (the paper's widths) and HRNetV2-W18. Then, on an image whose right 70% is empty (constant), ``predict``
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -68,9 +70,13 @@ def run_case(name, model, image, tile, repeats, workdir: Path, batch: int = 4, o
 
     # Warm-up, and the agreement: probabilities once per runtime, labels are their argmax.
     probabilities = {runtime: predict(runtime, "probabilities") for runtime in runtimes}
-    result = {"tiles": count, "floor": median_time(floor, repeats)}
-    for runtime in runtimes:
-        result[runtime] = median_time(lambda: predict(runtime), repeats)
+    # Round-robin: one run of each per round, so a change of the machine's load hits all of them alike.
+    calls = {"floor": floor, **{runtime: (lambda r=runtime: predict(r)) for runtime in runtimes}}
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            times[name].append(median_time(call, 1))
+    result = {"tiles": count, **{name: statistics.median(t) for name, t in times.items()}}
     fastest = min(runtimes, key=result.get)
     eager = probabilities["torch"]
     result.update(fastest=fastest, agree=float((probabilities[fastest].argmax(0) == eager.argmax(0)).mean()),

@@ -69,6 +69,14 @@ class _PlacedMask:
         return out
 
 
+def _click_runtime(model) -> str:
+    """What runs a click's network: in 3D on the CPU ``auto`` (OpenVINO took 0.45× torch's time per 3D click in
+    benchmarks/prompts.py; the export is made once and cached, torch when nothing faster runs it); in 2D torch
+    (a 64² crop: no runtime was faster, and the first click would pay for the export)."""
+    on_cpu = all(p.device.type == "cpu" for p in model.network.parameters())
+    return "auto" if model.spatial_dims == 3 and on_cpu else "torch"
+
+
 def _segment(model_spec, data, points, axes, size, margin, corrections=None):
     """The worker's job (off the GUI thread): resolve the model once, segment, return the crop and how much
     the object stands out from its surroundings (``corrections``: ``positive``, ``negative``, ``previous``)."""
@@ -79,7 +87,7 @@ def _segment(model_spec, data, points, axes, size, margin, corrections=None):
     model = resolve_prompt_model(model_spec)
     started = time.perf_counter()
     crop, offset = segment_from_points(model, data, points, axes=axes, size=size, margin=margin,
-                                       return_crop=True, **(corrections or {}))
+                                       return_crop=True, runtime=_click_runtime(model), **(corrections or {}))
     seconds = time.perf_counter() - started
     edge = None
     if crop.any() and not corrections:

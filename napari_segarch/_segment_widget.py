@@ -202,6 +202,10 @@ class SegmentWidget(QWidget):
         self.runtime_combo.setToolTip("What runs the network on each tile: torch (eager PyTorch), onnxruntime (the "
                                       "network exported to ONNX once, cached; CPU, often faster), or auto (ONNX "
                                       "Runtime when installed and the network exports, else torch). Same result.")
+        self.int8_check = QCheckBox("int8 (if labels agree ≥ 99.5%)")  # segarch.predict's precision="int8"
+        self.int8_check.setToolTip("Quantise the exported network on the image's own tiles (onnxruntime, openvino "
+                                   "or auto runtime, CPU); used only when its labels agree with fp32's on at least "
+                                   "99.5% of them, else fp32 runs (the log says why).")
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 4096)
         self.tile_spin.setSpecialValueText("auto")
@@ -244,6 +248,7 @@ class SegmentWidget(QWidget):
         form.addRow("Axes", self.axes_edit)
         form.addRow("Device", self.device_combo)
         form.addRow("Runtime", self.runtime_combo)
+        form.addRow("", self.int8_check)
         form.addRow("Tile", self.tile_spin)
         form.addRow("Overlap", self.overlap_spin)
         form.addRow("Batch size", self.batch_spin)
@@ -452,6 +457,8 @@ class SegmentWidget(QWidget):
             "runtime": self.runtime_combo.currentText(),
             "output": self.output_combo.currentText(),
         }
+        if self.int8_check.isChecked():
+            params["precision"] = "int8"
         out = self.out_edit.text().strip()
         temporary = False
         self.last_error = ""

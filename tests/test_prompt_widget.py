@@ -12,8 +12,10 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, qtbot):
+def widget(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     from napari_segarch._prompt_widget import ExtremePointsWidget
+
+    monkeypatch.setenv("SEGARCH_CACHE_DIR", str(tmp_path / "cache"))  # 3D clicks export their network there
 
     viewer = make_napari_viewer(show=True)
     w = ExtremePointsWidget(viewer)
@@ -172,6 +174,12 @@ def test_the_shipped_3d_model_sets_3d_mode_and_segments_an_object(widget, qtbot)
     labels = viewer.layers["volume objects"].data
     assert set(np.unique(labels)) == {0, 1}
     assert iou(labels == 1, truth == value) > 0.6
+    import importlib.util
+
+    from segarch.runtimes import cache_dir
+
+    if importlib.util.find_spec("onnxruntime"):  # a 3D click runs through the fastest runtime (auto)
+        assert len(list(cache_dir().glob("*.onnx"))) == 1
 
 
 def test_clicks_go_to_a_new_layer_named_after_the_image_never_to_ground_truth(widget, qtbot):

@@ -2,7 +2,9 @@
 
 :func:`make_runner` turns a :class:`~segarch.Model` and a tile shape into the callable the tiling engine
 calls on each batch of tiles (``runner(batch, batch_size) -> logits``, float32 NumPy), so tiles, blending,
-output, resume, cancel and progress are the same whichever runtime computes the logits.
+output, resume, cancel and progress are the same whichever runtime computes the logits. With
+``precision="int8"`` the export is quantised on the image's own tiles and kept only when its labels agree
+with fp32's (:mod:`segarch.runtimes.int8`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import torch
 
 from segarch.runtimes.onnx import (ExportError, RuntimeNotInstalled, cache_dir, onnx_runner, onnxruntime_available,
                                    weights_sha256)
+from segarch.runtimes.int8 import AGREEMENT_BAR, PRECISIONS, check_precision, int8_runner
 from segarch.runtimes.onnx_weights import is_onnx_weights, onnx_weights_runner
 from segarch.runtimes.openvino import openvino_available, openvino_runner
 
-__all__ = ["RUNTIMES", "AUTO_ORDER", "make_runner", "check_runtime", "ExportError", "RuntimeNotInstalled",
-           "cache_dir", "weights_sha256"]
+__all__ = ["RUNTIMES", "AUTO_ORDER", "PRECISIONS", "AGREEMENT_BAR", "make_runner", "check_runtime",
+           "check_precision", "ExportError", "RuntimeNotInstalled", "cache_dir", "weights_sha256"]
 
 log = logging.getLogger("segarch.runtimes")
 
@@ -39,7 +42,8 @@ def check_runtime(runtime) -> str:
     return runtime
 
 
-def make_runner(model, device: torch.device, amp: bool | None, runtime: str, tile_shape: tuple[int, ...]):
+def make_runner(model, device: torch.device, amp: bool | None, runtime: str, tile_shape: tuple[int, ...],
+                precision: str = "fp32", calibration=None):
     """The engine's batch runner for ``model`` on tiles of ``tile_shape`` under ``runtime``.
 
     Args:
@@ -49,6 +53,10 @@ def make_runner(model, device: torch.device, amp: bool | None, runtime: str, til
         runtime: ``"torch"``, ``"onnxruntime"``, ``"openvino"``, or ``"auto"``: on the CPU, the first of
             :data:`AUTO_ORDER` that is installed and runs the network; torch otherwise, with the reason logged.
         tile_shape: the spatial tile shape the engine feeds.
+        precision: ``"fp32"``, or ``"int8"``: the export quantised on ``calibration`` and run by the chosen
+            runtime when its labels agree with fp32's on at least :data:`AGREEMENT_BAR` of those tiles' pixels;
+            fp32 otherwise, with the reason logged (:mod:`segarch.runtimes.int8`).
+        calibration: for int8, a callable returning tiles of the image ``(N, C, *tile_shape)``, pre-processed.
 
     Returns:
         A callable ``runner(batch, batch_size)`` returning the logits of ``batch`` ``(B, C, *tile)`` as float32.
@@ -56,11 +64,14 @@ def make_runner(model, device: torch.device, amp: bool | None, runtime: str, til
     Raises:
         ExportError: an explicit runtime and the architecture does not export (the message names it).
         RuntimeNotInstalled: an explicit runtime that is not installed (the message says how to install it).
-        ValueError: ``onnxruntime`` or ``openvino`` on a GPU device or with ``amp`` on.
+        ValueError: ``onnxruntime`` or ``openvino`` on a GPU device or with ``amp`` on; ``precision``="int8" with
+            ``runtime``="torch", a GPU device, ``amp`` or ONNX weights.
     """
     from segarch.tiling.runner import NetworkRunner
 
     check_runtime(runtime)
+    if check_precision(precision) == "int8":
+        _check_int8(model, device, amp, runtime, calibration)
     if is_onnx_weights(model):  # a bioimage.io package's ONNX graph: run as it is
         return onnx_weights_runner(model, device, amp, runtime)
     if runtime == "torch":
@@ -90,7 +101,33 @@ def make_runner(model, device: torch.device, amp: bool | None, runtime: str, til
             continue
         if reasons:
             log.info("runtime auto: %s (%s)", candidate, "; ".join(reasons))
+        if precision == "int8":
+            decided = int8_runner(model, tile_shape, candidate, calibration(), threads=torch.get_num_threads())
+            if decided.runner is None:
+                log.warning("precision int8 refused, %s runs fp32: %s", candidate, decided.reason)
+            else:
+                log.info("runtime: %s int8 (%s; labels agree with fp32 on %.3f%% of %d calibration tiles)",
+                         candidate, decided.runner.path.name, 100 * decided.agreement, decided.tiles)
+                return decided.runner
         log.info("runtime: %s (%s)", candidate, runner.path.name)
         return runner
     log.warning("runtime auto: torch (%s)", "; ".join(reasons))
     return NetworkRunner(model.network, device, amp)
+
+
+def _check_int8(model, device: torch.device, amp: bool | None, runtime: str, calibration) -> None:
+    """int8 is ONNX Runtime's or OpenVINO's, on the CPU, for a network segarch exports: else a clear error."""
+    problem = None
+    if runtime == "torch":
+        problem = "`runtime`='torch' runs fp32 (eager PyTorch has no int8 here)"
+    elif device.type != "cpu":
+        problem = f"int8 runs on the CPU here, the device is {device}"
+    elif amp:
+        problem = "`amp`=True asks for autocast"
+    elif is_onnx_weights(model):
+        problem = "the model's weights are an ONNX graph (a bioimage.io package), quantised by nobody here"
+    elif calibration is None:
+        problem = "int8 needs `calibration` tiles"
+    if problem is not None:
+        raise ValueError(f"`precision`='int8' cannot be used: {problem}. Use `runtime`='onnxruntime', 'openvino' "
+                         f"or 'auto' on the CPU, or `precision`='fp32'.")

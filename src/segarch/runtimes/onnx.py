@@ -26,7 +26,7 @@ import torch
 from segarch.models.model import weights_sha256
 
 __all__ = ["ExportError", "RuntimeNotInstalled", "OnnxRunner", "onnx_runner", "onnxruntime_available", "cache_dir",
-           "weights_sha256", "export_onnx", "export_network", "ort_session",
+           "weights_sha256", "file_sha256", "export_onnx", "export_network", "ort_session",
            "compare_to_eager", "agrees_with_eager", "cached_onnx", "write_atomic"]
 
 log = logging.getLogger("segarch.runtimes")
@@ -72,7 +72,7 @@ def _key(model, tile_shape: tuple[int, ...]) -> tuple[str, dict]:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32], what
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -194,7 +194,7 @@ def cached_onnx(model, tile_shape: tuple[int, ...], threads: int = 1) -> Path:
     if meta.exists() and path.exists():
         try:
             recorded = json.loads(meta.read_text())
-            if recorded.get("sha256") != _file_sha256(path):
+            if recorded.get("sha256") != file_sha256(path):
                 raise ValueError("the file does not match its recorded SHA-256")
             return path
         except Exception as err:  # a corrupted entry: rebuilt below
@@ -209,7 +209,7 @@ def cached_onnx(model, tile_shape: tuple[int, ...], threads: int = 1) -> Path:
         path.unlink(missing_ok=True)
         raise ExportError(f"The architecture {model.arch!r} exports to ONNX but computes different logits (largest "
                           f"difference {difference:.3g} on a random batch); use `runtime`='torch'.")
-    record = dict(what, sha256=_file_sha256(path), max_abs_difference=float(difference))
+    record = dict(what, sha256=file_sha256(path), max_abs_difference=float(difference))
     write_atomic(meta, json.dumps(record, indent=1).encode())  # last: it makes the entry valid
     log.info("exported %s to ONNX (%s, largest difference to eager %.2g)", model.arch, path, difference)
     return path
