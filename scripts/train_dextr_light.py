@@ -238,7 +238,8 @@ def main(argv=None) -> dict:
                        "darker objects, illumination gradient, clutter, blur, Poisson and Gaussian noise. Extreme "
                        "points jittered afresh at every draw by up to 2% of the object's size (at least 1 px). 10% of "
                        "the objects held out for validation."),
-        **({"voxel_size": VOXEL_SIZE_3D if args.corrections else "isotropic"} if dims == 3 else {}),
+        **({"voxel_size": VOXEL_SIZE_3D if args.corrections else "isotropic", "pixel_size": model.pixel_size}
+           if dims == 3 else {}),
         **({"corrections": (f"fine-tuned from {start_file.name} ({args.start}) with three more input channels "
                             "(positive clicks, negative clicks, previous mask; weights started at zero): Sofiiuk et "
                             "al. 2021 iterative training, 0-3 simulated clicks per batch at the centre of the largest "
