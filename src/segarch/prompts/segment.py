@@ -15,8 +15,8 @@ from segarch.devices import resolve_device
 from segarch.models.catalog import resolve
 from segarch.models.model import Model, as_model
 from segarch.prompts.points import check_clicks, check_points
-from segarch.prompts.recipe import DEFAULTS, PromptSettings, crop_box, prompt_input, resize
-from segarch.prompts.voxels import resample, voxel_scale
+from segarch.prompts.recipe import DEFAULTS, PromptSettings, prompt_input, resize
+from segarch.prompts.voxels import resample, scaled_crop_box, voxel_scale
 from segarch.runtimes import check_runtime
 
 __all__ = ["segment_from_points", "settings_for", "object_probability", "resolve_prompt_model"]
@@ -244,12 +244,7 @@ def segment_from_points(model, image, points, *, positive=None, negative=None, p
         raise ValueError(f"`pixel_size`={pixel_size!r} says the image's voxel size, but the model records no "
                          "training voxel size (`model.pixel_size`) to resample the crop to; leave it unset.")
     scale = voxel_scale(pixel_size, getattr(model, "pixel_size", None), dims)
-    if scale is None:
-        start, stop = crop_box(pts, spatial_shape, settings)
-    else:  # the crop's margin at the model's voxel size, then back to the image's voxels
-        start, stop = crop_box(pts * scale, np.asarray(spatial_shape) * scale, settings)
-        start = tuple(int(v) for v in np.floor(np.asarray(start) / scale))
-        stop = tuple(int(v) for v in np.minimum(np.ceil(np.asarray(stop) / scale), spatial_shape))
+    start, stop = scaled_crop_box(pts, spatial_shape, settings, scale)  # the margin in the model's voxels
     # Read only the crop: slicing a Dask/Zarr array touches only the chunks under it.
     index = [slice(None)] * len(shape)
     for i, s0, s1 in zip(spatial_axes, start, stop):

@@ -9,9 +9,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from segarch.prompts.recipe import resize
+from segarch.prompts.recipe import PromptSettings, crop_box, resize
 
-__all__ = ["resample", "voxel_scale"]
+__all__ = ["resample", "voxel_scale", "scaled_crop_box"]
 
 
 def voxel_scale(pixel_size, model_pixel_size: Sequence[float] | None, dims: int) -> np.ndarray | None:
@@ -43,3 +43,14 @@ def resample(array: np.ndarray, shape: Sequence[int], *, nearest: bool = False) 
     x = x.reshape((1, -1) + tuple(x.shape[-dims:]))
     out = resize(x, tuple(int(s) for s in shape), nearest=nearest).reshape(tuple(lead) + tuple(shape)).numpy()
     return out > 0.5 if nearest and np.asarray(array).dtype == bool else out
+
+
+def scaled_crop_box(points: np.ndarray, spatial_shape: Sequence[int], settings: PromptSettings,
+                    scale: np.ndarray | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """:func:`~segarch.prompts.recipe.crop_box` with its margin measured in the model's voxels (``scale`` from
+    :func:`voxel_scale`; ``None``: the image's), as image pixel ``(start, stop)``."""
+    if scale is None:
+        return crop_box(points, spatial_shape, settings)
+    start, stop = crop_box(np.asarray(points, np.float64) * scale, np.asarray(spatial_shape) * scale, settings)
+    return (tuple(int(v) for v in np.floor(np.asarray(start) / scale)),
+            tuple(int(v) for v in np.minimum(np.ceil(np.asarray(stop) / scale), spatial_shape)))
