@@ -19,11 +19,16 @@ Usage::
     python scripts/train_dextr_light.py --dims 3 --remeasure     # the shipped model's test results again
     python scripts/train_dextr_light.py --corrections --out /tmp/c        # fine-tune the shipped 2D model to take
     python scripts/train_dextr_light.py --dims 3 --corrections --out /tmp/c   # corrective clicks (2D, 3D)
+    python scripts/train_dextr_light.py --dims 3 --corrections --start /tmp/c/dextr_light.clicks3d.safetensors \
+        --out /tmp/c2 --wall-seconds 3600                                     # ... trained longer
 
 ``--corrections``: the shipped model gets three more input channels (positive clicks, negative clicks, previous
 mask; their weights start at zero, see :func:`segarch.training.with_corrections`) and is fine-tuned by
-:func:`segarch.train` with simulated clicks (Sofiiuk et al. 2021 iterative training). In 3D half of the scenes
-then have thick slices (Z spacing 2 to 5 times the X/Y spacing, :func:`segarch.prompts.synthetic.anisotropic_scene`).
+:func:`segarch.train` with simulated clicks (Sofiiuk et al. 2021 iterative training); it is written as
+``dextr_light.clicks{2,3}d``. In 3D half of the scenes then have thick slices (Z spacing 2 to 5 times the X/Y
+spacing, :func:`segarch.prompts.synthetic.anisotropic_scene`), resampled back to isotropic voxels as
+``segment_from_points(..., pixel_size=)`` resamples a crop, with the isotropic truth as the target; the model
+records ``pixel_size`` [1, 1, 1], its training voxel size.
 """
 
 from __future__ import annotations
@@ -122,9 +127,12 @@ def measure(model, recipe: dict) -> dict:
     }
 
 
-def remeasure(dims: int, folder: Path) -> dict:
-    """Measure the model already in ``folder`` again (same test scenes) and rewrite its card's ``test`` block."""
-    recipe = RECIPE if dims == 2 else RECIPE_3D
+def remeasure(dims: int, folder: Path, corrections: bool = False) -> dict:
+    """Measure the model already in ``folder`` again (same test scenes) and rewrite its card's ``test`` block
+    (``corrections``: the ``dextr_light.clicks{2,3}d`` model)."""
+    recipe = dict(RECIPE if dims == 2 else RECIPE_3D)
+    if corrections:
+        recipe["name"] = f"dextr_light.clicks{dims}d"
     card_path = folder / f"{recipe['name']}.json"
     card = json.loads(card_path.read_text())
     card["test"] = measure(segarch.load_model(folder / f"{recipe['name']}.safetensors"), recipe)
@@ -153,7 +161,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.remeasure:
-        return remeasure(args.dims, args.out)
+        return remeasure(args.dims, args.out, args.corrections)
     torch.set_num_threads(args.threads)
     dims = args.dims
     recipe = dict(RECIPE if dims == 2 else RECIPE_3D)
