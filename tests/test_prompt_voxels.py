@@ -29,8 +29,11 @@ def _objects(volume_labels):
             yield mask
 
 
-def test_thick_slices_segment_better_resampled_to_the_model_voxels(model3d, caplog):
-    # Z spacing 5 (e.g. 2 µm sections of 0.4 µm pixels); measured on 3 x 6 scenes: +0.02 to +0.03 mean IoU.
+def test_thick_slices_resampled_to_the_model_voxels_segment_as_well_as_taken_as_they_are(model3d, caplog):
+    # Z spacing 5 (e.g. 2 µm sections of 0.4 µm pixels). For dextr_light.objects3d (trained on isotropic volumes
+    # only) resampling is no clear win: on 4 draws of 6 scenes (112 objects) the mean IoU moved by -0.018 to +0.022,
+    # +0.004 pooled (each crop is resized per axis to 32³ anyway, which already undoes most of the anisotropy).
+    # What this holds: the resampled path is a working segmentation of thick slices, not worse beyond that spread.
     z_spacing, plain, resampled = 5, [], []
     seed = int(np.random.default_rng().integers(10_000, 60_000))
     with caplog.at_level(logging.INFO, logger="segarch.prompts"):
@@ -41,8 +44,8 @@ def test_thick_slices_segment_better_resampled_to_the_model_voxels(model3d, capl
                 plain.append(iou(segment_from_points(model3d, image, points), mask))
                 resampled.append(iou(segment_from_points(model3d, image, points, pixel_size=(2.0, 0.4, 0.4)), mask))
     assert len(plain) >= 15
-    assert np.mean(resampled) > np.mean(plain) + 0.005, (np.mean(plain), np.mean(resampled))
-    assert np.mean(resampled) > 0.6
+    assert np.mean(resampled) > np.mean(plain) - 0.035, (np.mean(plain), np.mean(resampled))
+    assert np.mean(resampled) > 0.6 and np.median(resampled) > 0.7
     assert any("resampled to" in r.getMessage() and "(1.0, 1.0, 1.0)" in r.getMessage() for r in caplog.records)
 
 
