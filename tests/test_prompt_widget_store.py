@@ -191,6 +191,12 @@ def test_corrective_clicks_on_zarr_labels_and_undo_per_click_restores_the_chunks
         masks.append(on_disk[window] == 2)
     ious = [iou(m, truth) for m in masks]
     assert len(ious) > 1 and ious[-1] > ious[0] + 0.02, ious
+    # A click outside the object's crop is refused with a message; the store is untouched.
+    before = zarr.open_array(str(path))[:]
+    far = [a + n + 150 if a + n + 150 < extent else a - 150 for a, n, extent in zip(start, size, shape)]
+    _correct(widget, qtbot, far, True)
+    assert "crop" in widget.last_error and np.array_equal(zarr.open_array(str(path))[:], before)
+    widget.last_error = ""
     # Undo takes back one click at a time: the store's chunks hold the object as it was before that click.
     for mask in masks[-2::-1]:
         widget.undo()
