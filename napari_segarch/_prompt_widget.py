@@ -6,7 +6,9 @@ under the next free label id, never over existing labels unless asked. Ctrl+Z (o
 removes the last object painted.
 
 Corrections: with "clicks" set to "add to object" (positive) or "remove from object" (negative), each click
-refines the object painted last (the model takes the clicks and its previous mask); undo takes back one click.
+refines the object painted last (the model takes the clicks and its previous mask); undo takes back one click
+(in a Zarr labels store too: the store puts the chunks back). A 3D model that records its training voxel size gets
+the image layer's ``scale`` as ``pixel_size`` (thick slices are resampled to its voxels).
 """
 
 from __future__ import annotations

@@ -208,7 +208,8 @@ def segment_from_points(model, image, points, *, positive=None, negative=None, p
         ValueError: too few points, a point outside the image, degenerate points (all equal), an image
             whose channels or dimensionality do not fit the model, a click outside the image or the object's
             crop, a negative click without an object (``previous`` missing or empty there), corrections for a
-            model not trained with them, or a bad option.
+            model not trained with them, a bad option, or a ``pixel_size`` that is not one positive number or one
+            per spatial axis, or one for a model that records no training voxel size.
 
     Examples::
 
