@@ -15,7 +15,10 @@ For a model trained with corrective clicks, the clicks-to-IoU curve (:func:`sega
 each object gets its exact extreme points, then clicks at the centre of the largest error region; prints the mean
 IoU after the extreme points and after 1, 2, 3 corrections, NoC@85 / NoC@90 (clicks, extreme points included, to
 reach 85% / 90% IoU, capped at 20) and the latency per corrective click; in 3D also on volumes with thick slices
-(Z spacing 2 and 4 times X/Y, 16 x 64 x 64). Targets: 2D NoC@90 <= 5, 3D NoC@90 <= 8, 3D mean IoU >= 0.90
+(Z spacing 2 and 4 times X/Y, 16 x 64 x 64; each crop resampled to the model's training voxel size when it
+records one). For a 3D model, the IoU per anisotropy (Z spacing 1 to 5 times X/Y): the extreme points on volumes
+with thick slices, each crop taken as it is and resampled to the model's voxel size (``pixel_size=``), side by
+side on the same objects. Targets: 2D NoC@90 <= 5, 3D NoC@90 <= 8, 3D mean IoU >= 0.90
 after two corrections, <= 100 ms per click.
 """
 
@@ -78,13 +81,41 @@ def click_times(model, runtimes, repeats: int = 15, seed: int = 9100) -> dict[st
     return {runtime: 1000 * float(np.median(t)) for runtime, t in times.items()}
 
 
+def anisotropy_ious(model, scenes: int, seed: int, spacings=(1, 2, 3, 4, 5)) -> dict:
+    """Print (and return) the mean IoU from the extreme points on volumes with thick slices, per Z spacing: the crop
+    as it is, and resampled to the model's training voxel size (``segment_from_points(..., pixel_size=)``)."""
+    from segarch.prompts import extreme_points, segment_from_points
+    from segarch.prompts.evaluate import iou
+    from segarch.prompts.synthetic import anisotropic_scene
+
+    out = {}
+    for z_spacing in spacings:
+        plain, resampled = [], []
+        for s in range(scenes):
+            image, labels = anisotropic_scene(ANISOTROPIC_SHAPE, z_spacing=z_spacing, seed=seed + s)
+            for value in range(1, int(labels.max()) + 1):
+                mask = labels == value
+                if mask.sum() < 12 or np.ptp(np.nonzero(mask)[0]) < 1:  # 6 points need 2 slices at least
+                    continue
+                points = extreme_points(mask)
+                plain.append(iou(segment_from_points(model, image, points), mask))
+                resampled.append(iou(segment_from_points(model, image, points, pixel_size=(z_spacing, 1, 1)), mask))
+        out[z_spacing] = {"objects": len(plain), "as_is": float(np.mean(plain)),
+                          "resampled": float(np.mean(resampled))}
+        print(f"  Z spacing {z_spacing}x ({len(plain)} objects, {'x'.join(map(str, ANISOTROPIC_SHAPE))}): mean IoU "
+              f"{np.mean(plain):.4f} as is, {np.mean(resampled):.4f} resampled to the model's voxels "
+              f"(difference {np.mean(resampled) - np.mean(plain):+.4f})", flush=True)
+    return out
+
+
 def print_click_curves(model, scenes: int, seed: int) -> dict:
     """Print (and return) the clicks-to-IoU curve, in 3D also per Z spacing."""
     dims = model.spatial_dims
     runs = {1: SHAPES[dims]} if dims == 2 else {1: SHAPES[3], 2: ANISOTROPIC_SHAPE, 4: ANISOTROPIC_SHAPE}
     out = {}
     for z_spacing, shape in runs.items():
-        c = click_curve(model, scenes=scenes, seed=seed, shape=shape, z_spacing=z_spacing)
+        voxels = (z_spacing, 1, 1) if dims == 3 and model.pixel_size else None
+        c = click_curve(model, scenes=scenes, seed=seed, shape=shape, z_spacing=z_spacing, pixel_size=voxels)
         where = f"{'x'.join(map(str, shape))}" + (f", Z spacing {z_spacing}x" if dims == 3 else "")
         curve = "  ".join(f"{k}: {v:.4f}" for k, v in enumerate(c["mean_iou"]))
         print(f"  corrective clicks ({c['objects']} objects, {where}): mean IoU after corrections {curve}")
@@ -134,6 +165,8 @@ def main(argv=None) -> dict:
         ratio = forward_ratio(model)
         print(f"  network call as segment_from_points makes it / plain batch-of-one forward: {ratio:.2f}")
         results[name].update({"exact": exact, "jittered": jittered, "forward_ratio": ratio})
+        if dims == 3 and model.pixel_size:
+            results[name]["anisotropy"] = anisotropy_ious(model, scenes, args.seed)
         if (model.prompt or {}).get("corrections"):
             results[name]["clicks"] = print_click_curves(model, scenes, args.seed)
     return results

@@ -6,7 +6,9 @@ under the next free label id, never over existing labels unless asked. Ctrl+Z (o
 removes the last object painted.
 
 Corrections: with "clicks" set to "add to object" (positive) or "remove from object" (negative), each click
-refines the object painted last (the model takes the clicks and its previous mask); undo takes back one click.
+refines the object painted last (the model takes the clicks and its previous mask); undo takes back one click
+(in a Zarr labels store too: the store puts the chunks back). A 3D model that records its training voxel size gets
+the image layer's ``scale`` as ``pixel_size`` (thick slices are resampled to its voxels).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class _Painted:
     label: int
     store: Any = None  # a LabelStore (Zarr-backed layer): it undoes the object itself
     edits: int = 1  # the store's edits this object made (one per slice of a propagated object)
+    offset: tuple = ()  # a store's object: where ``where`` (the pixels it painted, over its crop) starts
     replaced: "_Painted | None" = None  # a correction replaces the object's previous mask (undo paints it back)
 
 
@@ -77,17 +80,20 @@ def _click_runtime(model) -> str:
     return "auto" if model.spatial_dims == 3 and on_cpu else "torch"
 
 
-def _segment(model_spec, data, points, axes, size, margin, corrections=None):
+def _segment(model_spec, data, points, axes, size, margin, corrections=None, pixel_size=None):
     """The worker's job (off the GUI thread): resolve the model once, segment, return the crop and how much
-    the object stands out from its surroundings (``corrections``: ``positive``, ``negative``, ``previous``)."""
+    the object stands out from its surroundings (``corrections``: ``positive``, ``negative``, ``previous``;
+    ``pixel_size``: the layer's scale, used when the model records the voxel size it was trained at)."""
     from segarch.prompts.segment import resolve_prompt_model, segment_from_points
     from segarch.prompts.edges import outline_edge
     from segarch.arrays import compute_here
 
     model = resolve_prompt_model(model_spec)
     started = time.perf_counter()
+    voxels = {"pixel_size": pixel_size} if pixel_size is not None and getattr(model, "pixel_size", None) else {}
     crop, offset = segment_from_points(model, data, points, axes=axes, size=size, margin=margin,
-                                       return_crop=True, runtime=_click_runtime(model), **(corrections or {}))
+                                       return_crop=True, runtime=_click_runtime(model), **(corrections or {}),
+                                       **voxels)
     seconds = time.perf_counter() - started
     edge = None
     if crop.any() and not corrections:
@@ -110,7 +116,7 @@ def _fine_tune(model_spec, image, labels, regions, steps, cancel):
 
 def _propagate(model_spec, data, z, crop, offset):
     """The worker's job: yield each slice of the propagated object (a generator: Cancel closes it)."""
-    from segarch.prompts.propagate import propagation_steps
+    from segarch.prompts.propagation import propagation_steps
     from segarch.prompts.segment import resolve_prompt_model
 
     yield from propagation_steps(resolve_prompt_model(model_spec), data, int(z), mask=crop, offset=offset)
@@ -417,8 +423,9 @@ class ExtremePointsWidget(QWidget):
         self._pending = (labels, index)
         self.status.setText("Segmenting…")
         self._correcting = None
-        self._last_prompt = (data, pts, axes, index)
-        self.worker = create_worker(_segment, spec, data, pts, axes, None, None, _ignore_errors=True)
+        scale = tuple(float(v) for v in image.scale[-self.spatial_dims:])  # thick slices: resampled for the model
+        self._last_prompt = (data, pts, axes, index, scale)
+        self.worker = create_worker(_segment, spec, data, pts, axes, None, None, None, scale, _ignore_errors=True)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_errored)
         self.worker.start()
@@ -434,10 +441,6 @@ class ExtremePointsWidget(QWidget):
         if self.worker is not None and self.worker.is_running:
             self._error("Still computing; click again when the object is painted.")
             return
-        if current["painted"].store is not None:  # its undo is the store's, per object, not per click
-            self._error("Corrective clicks are not available yet on labels kept in a Zarr store (large or lazy "
-                        "images): undo the object and click its extreme points again.")
-            return
         click = np.asarray(click, dtype=float)
         lead = len(click) - self.spatial_dims
         if lead and tuple(int(v) for v in np.rint(click[:lead])) != current["index"]:
@@ -452,7 +455,7 @@ class ExtremePointsWidget(QWidget):
         self._correcting = clicks
         self.status.setText("Correcting…")
         self.worker = create_worker(_segment, self._model, current["data"], current["points"], current["axes"], None,
-                                    None, corrections, _ignore_errors=True)
+                                    None, corrections, current["scale"], _ignore_errors=True)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_errored)
         self.worker.start()
@@ -512,10 +515,10 @@ class ExtremePointsWidget(QWidget):
         if not label:
             self.status.setText("The object lies under existing labels; nothing painted (tick 'overwrite' to replace).")
             return
-        data, pts, axes, _ = self._last_prompt
+        data, pts, axes, _, scale = self._last_prompt
         takes = bool((getattr(model, "prompt", None) or {}).get("corrections"))
         self.current = {"data": data, "points": pts, "axes": axes, "index": tuple(index), "crop": crop,
-                        "offset": tuple(offset), "clicks": [], "painted": self.history[-1]} \
+                        "offset": tuple(offset), "clicks": [], "painted": self.history[-1], "scale": scale} \
             if takes else None
         self.status.setText(f"Object {label} painted into {labels.name!r} ({int(crop.sum())} pixels, "
                             f"{seconds * 1000:.0f} ms). Click the next object"
@@ -688,8 +691,12 @@ class ExtremePointsWidget(QWidget):
         store = self.label_store(labels)
         if store is not None:
             label = store.paint(crop, offset, overwrite=self.overwrite_check.isChecked(), label=label)
-            if label:
-                self.history.append(_Painted(labels, (), None, None, label, store))
+            if label:  # the pixels it painted, over the crop: a correction's undo paints them again
+                edit = store.history[-1]
+                lead = len(offset) - crop.ndim
+                where = np.zeros(crop.shape, bool)
+                where[tuple(c - int(o) for c, o in zip(edit.coords[lead:], offset[lead:]))] = True
+                self.history.append(_Painted(labels, (), where, None, label, store, offset=tuple(offset)))
             return label
         data = labels.data
         lead = len(offset) - crop.ndim
@@ -715,11 +722,6 @@ class ExtremePointsWidget(QWidget):
             last = self.history.pop()
             if last.layer not in self.viewer.layers:
                 continue
-            if last.store is not None:
-                for _ in range(last.edits):
-                    last.store.undo()
-                self.status.setText(f"Removed object {last.label}.")
-                return
             self._restore(last)
             if last.replaced is not None:
                 self._reapply(last.replaced)
@@ -741,6 +743,8 @@ class ExtremePointsWidget(QWidget):
         lead = len(self.current["index"])
         mask = np.zeros(painted.where.shape, bool)
         mask[painted.where] = True
+        if painted.store is not None:
+            return mask, tuple(painted.offset[lead:])
         return mask, tuple(b.start for b in painted.index[lead:])
 
     @staticmethod
@@ -752,9 +756,16 @@ class ExtremePointsWidget(QWidget):
         painted.layer.refresh()
 
     def _restore(self, painted: _Painted) -> None:
+        if painted.store is not None:  # the store puts back the chunks' previous values (and frees the id)
+            for _ in range(painted.edits):
+                painted.store.undo()
+            return
         self._write(painted, painted.before)
 
     def _reapply(self, painted: _Painted) -> None:
+        if painted.store is not None:  # the same pixels again, a new edit in the store (undone as the object)
+            painted.store.paint(painted.where, painted.offset, overwrite=True, label=painted.label)
+            return
         self._write(painted, painted.label)
 
     def _error(self, message: str) -> None:

@@ -19,11 +19,16 @@ Usage::
     python scripts/train_dextr_light.py --dims 3 --remeasure     # the shipped model's test results again
     python scripts/train_dextr_light.py --corrections --out /tmp/c        # fine-tune the shipped 2D model to take
     python scripts/train_dextr_light.py --dims 3 --corrections --out /tmp/c   # corrective clicks (2D, 3D)
+    python scripts/train_dextr_light.py --dims 3 --corrections --start /tmp/c/dextr_light.clicks3d.safetensors \
+        --out /tmp/c2 --wall-seconds 3600                                     # ... trained longer
 
 ``--corrections``: the shipped model gets three more input channels (positive clicks, negative clicks, previous
 mask; their weights start at zero, see :func:`segarch.training.with_corrections`) and is fine-tuned by
-:func:`segarch.train` with simulated clicks (Sofiiuk et al. 2021 iterative training). In 3D half of the scenes
-then have thick slices (Z spacing 2 to 5 times the X/Y spacing, :func:`segarch.prompts.synthetic.anisotropic_scene`).
+:func:`segarch.train` with simulated clicks (Sofiiuk et al. 2021 iterative training); it is written as
+``dextr_light.clicks{2,3}d``. In 3D half of the scenes then have thick slices (Z spacing 2 to 5 times the X/Y
+spacing, :func:`segarch.prompts.synthetic.anisotropic_scene`), resampled back to isotropic voxels as
+``segment_from_points(..., pixel_size=)`` resamples a crop, with the isotropic truth as the target; the model
+records ``pixel_size`` [1, 1, 1], its training voxel size.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import torch
 import segarch
 from segarch.prompts import DEFAULTS, object_scene
 from segarch.prompts.evaluate import click_curve, evaluate_prompts
-from segarch.prompts.synthetic import anisotropic_scene
+from segarch.prompts.voxels import resample
 from segarch.training import with_corrections
 
 __all__ = ["RECIPE", "RECIPE_3D", "main", "measure", "remeasure"]
@@ -74,7 +79,19 @@ CORRECTIONS = {2: {"steps": 1500, "lr": 1e-3, "seed": 21},
                3: {"steps": 700, "lr": 1e-3, "seed": 22, "anisotropic_shape": [16, 64, 64], "z_spacing": [2, 3, 4, 5]}}
 
 
-VOXEL_SIZE_3D = "Z spacing 1 (half the volumes) and 2, 3, 4, 5 times the Y/X spacing (the other half, 16 thick slices)"
+VOXEL_SIZE_3D = ("isotropic (the model's pixel_size [1, 1, 1]); half of the volumes were made with thick slices (Z "
+                 "spacing 2, 3, 4, 5 times the Y/X spacing, 16 slices) and resampled to isotropic voxels as "
+                 "segment_from_points(..., pixel_size=) resamples a crop, with the isotropic truth as target")
+
+
+def thick_slice_scene(shape, z_spacing: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A volume of ``shape`` with thick slices (:func:`anisotropic_scene`) resampled back to isotropic voxels the way
+    :func:`segarch.prompts.segment_from_points` resamples a crop to the model's voxel size, and the isotropic labels
+    (the object's true shape between the slices)."""
+    depth = int(shape[0]) * z_spacing
+    image, labels = object_scene((depth,) + tuple(shape[1:]), seed=seed)
+    thick = image.reshape((int(shape[0]), z_spacing) + image.shape[1:]).mean(axis=1)
+    return resample(thick, image.shape), labels
 
 
 def measure(model, recipe: dict) -> dict:
@@ -110,9 +127,12 @@ def measure(model, recipe: dict) -> dict:
     }
 
 
-def remeasure(dims: int, folder: Path) -> dict:
-    """Measure the model already in ``folder`` again (same test scenes) and rewrite its card's ``test`` block."""
-    recipe = RECIPE if dims == 2 else RECIPE_3D
+def remeasure(dims: int, folder: Path, corrections: bool = False) -> dict:
+    """Measure the model already in ``folder`` again (same test scenes) and rewrite its card's ``test`` block
+    (``corrections``: the ``dextr_light.clicks{2,3}d`` model)."""
+    recipe = dict(RECIPE if dims == 2 else RECIPE_3D)
+    if corrections:
+        recipe["name"] = f"dextr_light.clicks{dims}d"
     card_path = folder / f"{recipe['name']}.json"
     card = json.loads(card_path.read_text())
     card["test"] = measure(segarch.load_model(folder / f"{recipe['name']}.safetensors"), recipe)
@@ -127,23 +147,27 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--scenes", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--cpu-seconds", type=float, default=600.0, help="stop after this much CPU time")
+    parser.add_argument("--wall-seconds", type=float, default=None, help="also stop after this much wall-clock time")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--features", type=int, nargs="+", default=None, help="default: the recipe's")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     parser.add_argument("--corrections", action="store_true",
                         help="fine-tune the shipped model (in --start) to take corrective clicks")
-    parser.add_argument("--start", type=Path, default=WEIGHTS, help="folder of the model --corrections starts from")
+    parser.add_argument("--start", type=Path, default=WEIGHTS,
+                        help="folder of the model --corrections starts from, or its .safetensors file (e.g. an "
+                             "earlier corrections run, to train it longer)")
     parser.add_argument("--remeasure", action="store_true",
                         help="do not train: measure the model in --out again and rewrite its card's test results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.remeasure:
-        return remeasure(args.dims, args.out)
+        return remeasure(args.dims, args.out, args.corrections)
     torch.set_num_threads(args.threads)
     dims = args.dims
     recipe = dict(RECIPE if dims == 2 else RECIPE_3D)
+    start_name = recipe["name"]
     if args.corrections:
-        recipe.update(CORRECTIONS[dims])
+        recipe.update(CORRECTIONS[dims], name=f"dextr_light.clicks{dims}d")
     recipe["options"] = dict(recipe["options"], features=list(args.features or recipe["options"]["features"]))
     args.steps = args.steps or recipe["steps"]
     args.scenes = args.scenes or recipe["scenes"]
@@ -158,7 +182,7 @@ def main(argv=None) -> dict:
     if args.corrections and dims == 3:  # half of the volumes get thick slices
         spacings = recipe["z_spacing"]
         for s in range(args.scenes // 2):
-            image, lab = anisotropic_scene(tuple(recipe["anisotropic_shape"]), z_spacing=spacings[s % len(spacings)],
+            image, lab = thick_slice_scene(tuple(recipe["anisotropic_shape"]), spacings[s % len(spacings)],
                                            seed=recipe["seed"] * 100003 + 50000 + s)
             images[2 * s], labels[2 * s] = image, lab
     n_objects = int(sum(len(np.unique(lab[lab > 0])) for lab in labels))
@@ -166,11 +190,14 @@ def main(argv=None) -> dict:
 
     cancel = threading.Event()
     cpu0 = time.process_time()
+    wall0 = time.perf_counter()
 
     def stop_when_out_of_time(event) -> None:
         if event.kind == "validation":
             logging.info("%s (%.0f s CPU)", event.message, time.process_time() - cpu0)
         if time.process_time() - cpu0 > args.cpu_seconds:
+            cancel.set()
+        if args.wall_seconds is not None and time.perf_counter() - wall0 > args.wall_seconds:
             cancel.set()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +206,8 @@ def main(argv=None) -> dict:
     start_from = recipe["arch"]
     extra = {"options": recipe["options"]}
     if args.corrections:
-        start_from, extra = with_corrections(segarch.load_model(args.start / f"{recipe['name']}.safetensors")), {}
+        start_file = args.start if args.start.suffix == ".safetensors" else args.start / f"{start_name}.safetensors"
+        start_from, extra = with_corrections(segarch.load_model(start_file)), {}
     model = segarch.train(start_from, images, labels, **extra, steps=args.steps,
                           batch_size=recipe["batch_size"], lr=recipe["lr"], loss=recipe["loss"], seed=recipe["seed"],
                           progress=stop_when_out_of_time, cancel=cancel, out=target)
@@ -189,6 +217,8 @@ def main(argv=None) -> dict:
     validation = model.validation
     model.preprocessing = []
     model.trained = True
+    if dims == 3:  # the voxel size it was trained at: segment_from_points resamples other stacks' crops to it
+        model.pixel_size = [1.0, 1.0, 1.0]
     model.description = ("DEXTR-style extreme-point model (grey image + heat map -> object), trained on generated "
                          "objects by scripts/train_dextr_light.py.")
 
@@ -216,8 +246,9 @@ def main(argv=None) -> dict:
                        "darker objects, illumination gradient, clutter, blur, Poisson and Gaussian noise. Extreme "
                        "points jittered afresh at every draw by up to 2% of the object's size (at least 1 px). 10% of "
                        "the objects held out for validation."),
-        **({"voxel_size": VOXEL_SIZE_3D if args.corrections else "isotropic"} if dims == 3 else {}),
-        **({"corrections": ("fine-tuned from the shipped extreme-point model with three more input channels "
+        **({"voxel_size": VOXEL_SIZE_3D if args.corrections else "isotropic", "pixel_size": model.pixel_size}
+           if dims == 3 else {}),
+        **({"corrections": (f"fine-tuned from {start_file.name} ({args.start}) with three more input channels "
                             "(positive clicks, negative clicks, previous mask; weights started at zero): Sofiiuk et "
                             "al. 2021 iterative training, 0-3 simulated clicks per batch at the centre of the largest "
                             "error region")} if args.corrections else {}),
@@ -231,7 +262,7 @@ def main(argv=None) -> dict:
             "trainer": "segarch.train", "held_out_objects": validation["held_out_objects"],
             "held_out_iou": round(validation["object_iou"], 4),
             "held_out_crop_dice": round(validation["patch_dice"][1], 4),
-            "best_step": validation["best_step"], "stopped": "CPU budget" if cancel.is_set() else "planned steps",
+            "best_step": validation["best_step"], "stopped": "time budget" if cancel.is_set() else "planned steps",
         },
         "test": test,
         "script": "scripts/train_dextr_light.py",

@@ -168,3 +168,14 @@ def test_shipped_2d_model_improves_with_each_correction_on_fresh_objects(correct
     assert ious[0] >= 0.85 and min(np.diff(ious)) >= -0.005 and ious[3] >= ious[0] + 0.2 * (1 - ious[0]), ious
     assert c["noc90"] <= 7.0
     assert iou(np.ones(3, bool), np.ones(3, bool)) == 1.0
+
+
+def test_click_curve_on_given_scenes_is_the_curve_of_the_same_generated_scenes(corrected):
+    from segarch.prompts.evaluate import click_curve_on
+
+    seed = int(np.random.default_rng().integers(20_000, 30_000))
+    generated = click_curve(corrected, scenes=1, seed=seed, shape=(96, 96), max_objects=3)
+    given = click_curve_on(corrected, [object_scene((96, 96), seed=seed)], max_objects=3)
+    assert given["objects"] == generated["objects"] == 3
+    assert given["curves"] == generated["curves"] and given["noc90"] == generated["noc90"]
+    assert all(4 <= n <= 20 for n in (given["noc85"], given["noc90"]))

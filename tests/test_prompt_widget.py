@@ -308,3 +308,26 @@ def test_corrective_clicks_refine_the_object_and_undo_one_click_at_a_time(widget
     np.testing.assert_array_equal(labels.data, labels_of)
     widget.undo()
     assert set(np.unique(labels.data)) == {0, 1} and widget.current is None
+
+
+def test_a_stack_with_thick_slices_is_resampled_to_the_3d_model_voxels(widget, qtbot):
+    from segarch import pretrained
+    from segarch.prompts import segment_from_points
+    from segarch.prompts.synthetic import anisotropic_scene
+
+    viewer = widget.viewer
+    image, truth = anisotropic_scene((16, 64, 64), z_spacing=4, seed=int(np.random.default_rng().integers(1 << 20)))
+    viewer.add_image(image, name="stack", scale=(2.0, 0.5, 0.5))  # slices 4 times as thick as the pixels
+    widget.image_combo.setCurrentText("stack")
+    widget.model_combo.setCurrentText("dextr_light.objects3d")
+    widget.start()
+    sizes = np.bincount(truth.ravel())
+    sizes[0] = 0
+    value = int(sizes.argmax())
+    points = extreme_points(truth == value)
+    _click(widget, qtbot, points)
+    assert widget.last_error == ""
+    model = pretrained.load("dextr_light.objects3d")
+    expected = segment_from_points(model, image, points, pixel_size=(4, 1, 1))
+    np.testing.assert_array_equal(viewer.layers["stack objects"].data == 1, expected)
+    assert iou(expected, truth == value) > 0.5

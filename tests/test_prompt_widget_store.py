@@ -150,3 +150,60 @@ def test_fine_tune_on_painted_objects_adds_a_session_model_and_uses_it(widget, q
     widget.undo()
     _click(widget, qtbot, extreme_points(truth == objects[-1]))
     assert widget.last_found and widget._model is SESSION.get(name)
+
+
+def test_corrective_clicks_on_zarr_labels_and_undo_per_click_restores_the_chunks(widget, qtbot, tmp_path):  # noqa: F811
+    from segarch.prompts.clicks import next_click
+    from tests.test_prompt_widget import _correct
+
+    viewer = widget.viewer
+    shape = (2500, 2500)
+    discs = disc_centres(shape, 2, seed=int(np.random.default_rng().integers(1 << 30)), radius=(20, 28))
+    viewer.add_image(lazy_disc_image(shape, discs, chunks=512), name="slide", contrast_limits=(0, 300))
+    widget.labels_folder = tmp_path
+    widget.image_combo.setCurrentText("slide")
+    widget.model_combo.setCurrentText("dextr_light.clicks2d")
+    widget.start()
+    labels = viewer.layers["slide objects"]
+    path = tmp_path / "slide objects.zarr"
+    start0, size0 = box_of(discs[0], pad=6)
+    _click(widget, qtbot, extreme_points(disc_mask(discs[0], start0, size0)) + np.asarray(start0))
+    first = zarr.open_array(str(path))[:] == 1
+
+    start, size = box_of(discs[1], pad=12)
+    window = tuple(slice(s, s + z) for s, z in zip(start, size))
+    truth = disc_mask(discs[1], start, size)
+    # The points pulled inward by a quarter of the radius: the mask misses a rim that clicks can add.
+    inner = extreme_points(truth).astype(float)
+    inner += (np.asarray(size) / 2 - inner) * 0.25
+    _click(widget, qtbot, inner + np.asarray(start))
+    assert widget.last_error == "" and widget.current is not None
+    masks = [np.asarray(labels.data[window]) == 2]
+    for _ in range(3):
+        click = next_click(masks[-1], truth)
+        if click is None:
+            break
+        _correct(widget, qtbot, click[0] + np.asarray(start), click[1])
+        assert widget.last_error == ""
+        on_disk = zarr.open_array(str(path))[:]
+        assert np.array_equal(np.asarray(labels._slice.image.raw), on_disk)  # the layer shows what is on disk
+        assert np.array_equal(on_disk == 1, first) and set(np.unique(on_disk)) == {0, 1, 2}
+        masks.append(on_disk[window] == 2)
+    ious = [iou(m, truth) for m in masks]
+    assert len(ious) > 1 and ious[-1] > ious[0] + 0.02, ious
+    # A click outside the object's crop is refused with a message; the store is untouched.
+    before = zarr.open_array(str(path))[:]
+    far = [a + n + 150 if a + n + 150 < extent else a - 150 for a, n, extent in zip(start, size, shape)]
+    _correct(widget, qtbot, far, True)
+    assert "crop" in widget.last_error and np.array_equal(zarr.open_array(str(path))[:], before)
+    widget.last_error = ""
+    # Undo takes back one click at a time: the store's chunks hold the object as it was before that click.
+    for mask in masks[-2::-1]:
+        widget.undo()
+        on_disk = zarr.open_array(str(path))
+        assert np.array_equal(on_disk[window] == 2, mask) and np.array_equal(on_disk[:] == 1, first)
+        assert int(on_disk.attrs["segarch_next_label"]) == 3
+    widget.undo()  # the object
+    on_disk = zarr.open_array(str(path))
+    assert np.array_equal(on_disk[:] > 0, first) and int(on_disk.attrs["segarch_next_label"]) == 2
+    assert np.array_equal(np.asarray(labels._slice.image.raw), on_disk[:])

@@ -12,11 +12,12 @@ Examples::
 
 Modules: :mod:`~segarch.prompts.points` (extreme points, point checks), :mod:`~segarch.prompts.recipe`
 (crop, resizing, heat map), :mod:`~segarch.prompts.segment` (:func:`segment_from_points`),
+:mod:`~segarch.prompts.voxels` (crops resampled to the model's training voxel size),
 :mod:`~segarch.prompts.synthetic` (generated scenes of varied objects, volumes with thick slices),
 :mod:`~segarch.prompts.clicks` (where a simulated corrective click goes), :mod:`~segarch.prompts.evaluate`
-(IoU, latency and the clicks-to-IoU curve on fresh objects), :mod:`~segarch.prompts.propagate` (an object carried
-slice to slice through a stack), :mod:`~segarch.prompts.label_store` (labels larger than memory in a Zarr store),
-:mod:`~segarch.prompts.edges` (does a mask outline an object?).
+(IoU, latency and the clicks-to-IoU curve on fresh objects), :mod:`~segarch.prompts.propagation`
+(:func:`propagate`: an object carried slice to slice through a stack), :mod:`~segarch.prompts.label_store`
+(labels larger than memory in a Zarr store), :mod:`~segarch.prompts.edges` (does a mask outline an object?).
 
 ``prompts.fine_tune`` and ``prompts.training_pairs`` are deprecated aliases of
 :func:`segarch.training.fine_tune` and :func:`segarch.training.training_pairs`.
@@ -27,7 +28,7 @@ import warnings
 
 from segarch.prompts.points import check_points, extreme_points, needed_points
 from segarch.prompts.recipe import DEFAULTS, PromptSettings
-from segarch.prompts.propagate import PropagatedObject, propagate, propagation_steps
+from segarch.prompts.propagation import PropagatedObject, propagate, propagation_steps
 from segarch.prompts.segment import segment_from_points
 from segarch.prompts.synthetic import object_scene
 

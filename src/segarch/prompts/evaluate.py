@@ -11,7 +11,7 @@ from segarch.prompts.points import extreme_points
 from segarch.prompts.segment import resolve_prompt_model, segment_from_points
 from segarch.prompts.synthetic import object_scene
 
-__all__ = ["evaluate_prompts", "iou", "click_curve"]
+__all__ = ["evaluate_prompts", "iou", "click_curve", "click_curve_on"]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -74,7 +74,8 @@ def _first_reach(curve: list[float], threshold: float, clicks_before: int, cap: 
 
 
 def click_curve(model, *, scenes: int = 20, shape=(160, 160), seed: int = 5000, min_pixels: int = 12,
-                max_clicks: int = 20, z_spacing: int = 1, max_objects: int | None = None) -> dict[str, Any]:
+                max_clicks: int = 20, z_spacing: int = 1, max_objects: int | None = None,
+                pixel_size=None) -> dict[str, Any]:
     """The clicks-to-IoU curve of a model trained with corrections, on every object of generated scenes.
 
     Each object gets its exact extreme points, then corrective clicks, each at the centre of the largest
@@ -84,33 +85,50 @@ def click_curve(model, *, scenes: int = 20, shape=(160, 160), seed: int = 5000, 
     Args:
         shape: scene shape; in 3D with ``z_spacing`` > 1 the scenes have thick slices
             (:func:`segarch.prompts.synthetic.anisotropic_scene`).
+        pixel_size: the scenes' voxel size for :func:`segment_from_points` (e.g. ``(z_spacing, 1, 1)``: each crop
+            resampled to the model's training voxel size); ``None``: taken as they are.
 
     Returns:
         ``{"objects", "mean_iou"`` (after 0, 1, 2, 3 corrections), ``"noc85", "noc90"`` (mean clicks, the
         extreme points included, to reach IoU 0.85 / 0.90, capped at ``max_clicks``), ``"missed85", "missed90"``
         (objects that never reached it), ``"median_ms", "p90_ms"`` (per corrective click), ``"curves"}``.
     """
-    from segarch.prompts.clicks import next_click
-    from segarch.prompts.recipe import crop_box
-    from segarch.prompts.segment import settings_for
     from segarch.prompts.synthetic import anisotropic_scene
+
+    def generated():
+        for s in range(scenes):
+            if z_spacing > 1:
+                yield anisotropic_scene(shape, z_spacing=z_spacing, seed=seed + s)
+            else:
+                yield object_scene(shape, seed=seed + s)
+
+    return click_curve_on(model, generated(), min_pixels=min_pixels, max_clicks=max_clicks, max_objects=max_objects,
+                          pixel_size=pixel_size)
+
+
+def click_curve_on(model, scenes, *, min_pixels: int = 12, max_clicks: int = 20, max_objects: int | None = None,
+                   pixel_size=None) -> dict[str, Any]:
+    """:func:`click_curve` on given ``scenes``: ``(image, instance labels)`` pairs (e.g. held-out scenes of your own
+    style, to compare a model before and after fine-tuning); ``pixel_size`` goes to
+    :func:`segment_from_points`. Returns what :func:`click_curve` returns."""
+    from segarch.prompts.clicks import next_click
+    from segarch.prompts.segment import settings_for
+    from segarch.prompts.voxels import scaled_crop_box, voxel_scale
 
     model = resolve_prompt_model(model)
     settings = settings_for(model)
-    curves, times, n_points = [], [], 2 * len(shape)
-    for s in range(scenes):
-        if z_spacing > 1:
-            image, labels = anisotropic_scene(shape, z_spacing=z_spacing, seed=seed + s)
-        else:
-            image, labels = object_scene(shape, seed=seed + s)
+    scale = voxel_scale(pixel_size, model.pixel_size, model.spatial_dims)
+    curves, times = [], []
+    for image, labels in scenes:
+        n_points = 2 * labels.ndim
         for value in range(1, int(labels.max()) + 1):
             mask = labels == value
             if mask.sum() < min_pixels:
                 continue
             pts = extreme_points(mask)
-            start, stop = crop_box(pts, mask.shape, settings)
+            pred = segment_from_points(model, image, pts, pixel_size=pixel_size)
+            start, stop = scaled_crop_box(pts, mask.shape, settings, scale)  # the crop clicks must fall in
             box = tuple(slice(a, b) for a, b in zip(start, stop))
-            pred = segment_from_points(model, image, pts)
             curve, positive, negative = [iou(pred, mask)], [], []
             while n_points + len(curve) - 1 < max_clicks and (len(curve) <= 3 or curve[-1] < 0.9):
                 click = next_click(pred[box], mask[box])
@@ -121,7 +139,7 @@ def click_curve(model, *, scenes: int = 20, shape=(160, 160), seed: int = 5000, 
                 (positive if is_positive else negative).append(point + np.asarray(start))
                 t = time.perf_counter()
                 pred = segment_from_points(model, image, pts, positive=positive or None, negative=negative or None,
-                                           previous=pred)
+                                           previous=pred, pixel_size=pixel_size)
                 times.append(time.perf_counter() - t)
                 curve.append(iou(pred, mask))
             curves.append(curve)
@@ -129,6 +147,7 @@ def click_curve(model, *, scenes: int = 20, shape=(160, 160), seed: int = 5000, 
                 break
         if max_objects and len(curves) >= max_objects:
             break
+    n_points = 2 * model.spatial_dims
     first = np.asarray([c[:4] + [c[-1]] * (4 - len(c[:4])) for c in curves])
     noc = {t: [_first_reach(c, t, n_points, max_clicks) for c in curves] for t in (0.85, 0.90)}
     missed = {t: sum(max(c) < t for c in curves) for t in (0.85, 0.90)}
@@ -138,3 +157,4 @@ def click_curve(model, *, scenes: int = 20, shape=(160, 160), seed: int = 5000, 
             "median_ms": float(np.median(times) * 1000) if times else float("nan"),
             "p90_ms": float(np.percentile(times, 90) * 1000) if times else float("nan"),
             "curves": [[round(float(v), 4) for v in c] for c in curves]}
+

@@ -15,7 +15,8 @@ from segarch.devices import resolve_device
 from segarch.models.catalog import resolve
 from segarch.models.model import Model, as_model
 from segarch.prompts.points import check_clicks, check_points
-from segarch.prompts.recipe import DEFAULTS, PromptSettings, crop_box, prompt_input, resize
+from segarch.prompts.recipe import DEFAULTS, PromptSettings, prompt_input, resize
+from segarch.prompts.voxels import resample, scaled_crop_box, voxel_scale
 from segarch.runtimes import check_runtime
 
 __all__ = ["segment_from_points", "settings_for", "object_probability", "resolve_prompt_model"]
@@ -158,7 +159,7 @@ def segment_from_points(model, image, points, *, positive=None, negative=None, p
                         axes: str | None = None, margin: float | None = None,
                         size: int | None = None, sigma: float | None = None, threshold: float = 0.5,
                         largest_component: bool = True, return_crop: bool = False, device: str | None = None,
-                        runtime: str = "torch"):
+                        runtime: str = "torch", pixel_size=None):
     """Segment one object from its extreme points (Maninis et al. 2018, arXiv:1711.09081).
 
     The points' bounding box, relaxed by ``margin``, is read from the image (only that region: Dask,
@@ -193,6 +194,12 @@ def segment_from_points(model, image, points, *, positive=None, negative=None, p
         runtime: what runs the network, as in :func:`segarch.predict`: ``"torch"``, ``"onnxruntime"``,
             ``"openvino"`` or ``"auto"`` (CPU; the export for this crop size is made once and cached, the runner
             kept in the process for the next click).
+        pixel_size: the image's pixel/voxel size, one number or one per spatial axis (``ZYX`` order), e.g.
+            ``(4, 1, 1)`` for slices 4 times as thick as the pixels are wide (a napari layer's ``scale``, an OME-TIFF's
+            physical sizes). When its shape differs from the voxel size the model was trained at
+            (``model.pixel_size``, e.g. ``[1, 1, 1]`` for the shipped 3D models), the crop (margin included) is
+            resampled to the model's voxels before the network and the mask back; the log says so. ``None``: the
+            image is taken at the model's voxel size.
 
     Returns:
         A boolean mask with the image's spatial shape, or ``(crop_mask, offset)`` with ``return_crop``.
@@ -201,7 +208,8 @@ def segment_from_points(model, image, points, *, positive=None, negative=None, p
         ValueError: too few points, a point outside the image, degenerate points (all equal), an image
             whose channels or dimensionality do not fit the model, a click outside the image or the object's
             crop, a negative click without an object (``previous`` missing or empty there), corrections for a
-            model not trained with them, or a bad option.
+            model not trained with them, a bad option, or a ``pixel_size`` that is not one positive number or one
+            per spatial axis, or one for a model that records no training voxel size.
 
     Examples::
 
@@ -233,7 +241,11 @@ def segment_from_points(model, image, points, *, positive=None, negative=None, p
         raise ValueError(f"The image has {n_channels} channel(s) (axes {ax!r}, shape {shape}), but the model takes "
                          f"{channels} image channel(s) + 1 heat map.")
     pts = check_points(points, spatial_shape)
-    start, stop = crop_box(pts, spatial_shape, settings)
+    if pixel_size is not None and not getattr(model, "pixel_size", None):
+        raise ValueError(f"`pixel_size`={pixel_size!r} says the image's voxel size, but the model records no "
+                         "training voxel size (`model.pixel_size`) to resample the crop to; leave it unset.")
+    scale = voxel_scale(pixel_size, getattr(model, "pixel_size", None), dims)
+    start, stop = scaled_crop_box(pts, spatial_shape, settings, scale)  # the margin in the model's voxels
     # Read only the crop: slicing a Dask/Zarr array touches only the chunks under it.
     index = [slice(None)] * len(shape)
     for i, s0, s1 in zip(spatial_axes, start, stop):
@@ -249,8 +261,18 @@ def segment_from_points(model, image, points, *, positive=None, negative=None, p
     if len(clicks["negative"]) and (before is None or not before.any()):
         raise ValueError("`negative` clicks remove part of an object, but there is no object yet: pass `previous`, "
                          "the object's current mask (non-empty inside the extreme points' crop).")
-    x = prompt_input(crop, np.rint(pts) - np.asarray(start), settings, positive=clicks["positive"],
-                     negative=clicks["negative"], previous=before)
+    in_crop = {"points": np.rint(pts) - np.asarray(start), **clicks}
+    if scale is not None:  # the crop at the model's voxel size; points and clicks follow (pixel centres aligned)
+        resampled = tuple(max(1, int(round(n * f))) for n, f in zip(crop_shape, scale))
+        factor = np.asarray(resampled, np.float64) / np.asarray(crop_shape, np.float64)
+        crop = resample(crop, resampled)
+        in_crop = {k: (v + 0.5) * factor - 0.5 for k, v in in_crop.items()}
+        before = None if before is None else resample(before.astype(np.float32), resampled)
+        log.info("crop %s at voxel size %s resampled to %s at the model's voxel size %s; mask resampled back",
+                 tuple(crop_shape), tuple(np.broadcast_to(np.asarray(pixel_size, float), (dims,))), resampled,
+                 tuple(model.pixel_size))
+    x = prompt_input(crop, in_crop["points"], settings, positive=in_crop["positive"],
+                     negative=in_crop["negative"], previous=before)
     net = model.network
     net.eval()
     dev = resolve_device(device) if device is not None else next(net.parameters()).device
