@@ -67,6 +67,20 @@ def _sample(labels: torch.Tensor, count: int, positive_fraction: float) -> tuple
             negative[torch.randperm(len(negative), device=labels.device)[:n_neg]])
 
 
+def _batch_to_group_norm(module: nn.Module) -> None:
+    """Every batch norm of ``module`` replaced, in place, by a group norm of the same channels (32 groups; fewer
+    for narrow widths, at least 2 channels per group) and the same parameters."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            channels = child.num_features
+            groups = math.gcd(32, channels)
+            if channels // groups < 2 and channels >= 2:
+                groups = math.gcd(32, channels // 2)
+            setattr(module, name, nn.GroupNorm(groups, channels))
+        else:
+            _batch_to_group_norm(child)
+
+
 def multiscale_roi_align(pyramid: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], output_size: int,
                          canonical_size: float = 224.0, sampling_ratio: int = 2) -> torch.Tensor:
     """RoIAlign of each image's ``boxes`` on the FPN level that fits its size (FPN eq. 1, ``k0`` = 4, levels 2–5).
@@ -213,12 +227,13 @@ class MaskRCNN(SegmentationNet):
                  anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
                  aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), proposals: Sequence[int] = (2000, 1000),
                  rpn_batch: int = 256, roi_batch: int = 512, detections: int = 100, score_threshold: float = 0.05,
-                 canonical_size: float = 224.0) -> None:
+                 canonical_size: float = 224.0, norm: str = "group") -> None:
         super().__init__()
         net = "Mask R-CNN"
         depth = self.default_depth if depth is None else depth
         check_spatial_dims(spatial_dims, (2, 3), net)
         check_choice(depth, (50, 101), "depth", net)
+        check_choice(norm, ("group", "batch"), "norm", net)
         if not isinstance(out_channels, int) or out_channels < 2:
             raise ValueError(f"`out_channels` of {net} counts the classes with background and must be >= 2, "
                              f"got {out_channels!r}.")
@@ -236,6 +251,8 @@ class MaskRCNN(SegmentationNet):
         self.detections, self.score_threshold, self.canonical_size = detections, score_threshold, canonical_size
         self.box_weights = [10.0] * d + [5.0] * d
         self.encoder = ResNetEncoder(d, in_channels, depth=depth, base_width=base_width)
+        if norm == "group":
+            _batch_to_group_norm(self.encoder)
         self.fpn = FeaturePyramid(d, self.encoder.out_channels[1:], fpn_channels)
         self.rpn = RegionProposalHead(d, fpn_channels, fpn_channels, len(self.aspect_ratios))
         self.box_head = BoxHead(d, fpn_channels, 7, representation, out_channels)
