@@ -35,11 +35,11 @@ from torch import nn
 
 from segarch.backbones import ResNetEncoder
 from segarch.blocks.feature_pyramid import FeaturePyramid
+from segarch.blocks.region_proposal import RegionProposalHead
 from segarch.layers.checks import check_choice, check_positive_int, check_spatial_dims
 from segarch.layers.detection import (batched_nms, box_iou, box_sizes, clip_boxes, decode_boxes, encode_boxes,
                                       grid_anchors, roi_align)
 from segarch.nets._base import SegmentationNet
-from segarch.nets.efficientps import RegionProposalHead
 from segarch.zoo import register
 
 __all__ = ["MaskRCNN", "MaskRCNNResNet101", "paste_masks", "BoxHead", "MaskHead", "multiscale_roi_align"]
