@@ -177,8 +177,11 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, shape: Sequence[int]) 
         "per axis in the image's axis order (2D: y1, x1, y2, x2). RoIAlign and NMS are written in plain torch "
         "(segarch.layers.detection) because torchvision's compiled operators do not load beside this CPU torch "
         "build; both follow torchvision's semantics and are tested against brute-force references. Anchors are "
-        "centred on cell centres. The backbone's batch norms train (Detectron freezes them, pre-trained on "
-        "ImageNet). 3D (an extension, as in medical detection toolkits): cuboid anchors (Z side = the level's "
+        "centred on cell centres. The backbone normalises with group norm by default (norm='group', 32 groups; "
+        "Wu & He 2018, arXiv:1803.08494, train Mask R-CNN from scratch so): Detectron freezes ImageNet-trained "
+        "batch norms, and trained from scratch at small batches batch norm's running statistics lag and the "
+        "eval-mode proposals miss objects; norm='batch' builds batch norms. The count is the same. 3D (an "
+        "extension, as in medical detection toolkits): cuboid anchors (Z side = the level's "
         "size), trilinear RoIAlign, 28^3 masks."),
 )
 class MaskRCNN(SegmentationNet):
@@ -201,6 +204,8 @@ class MaskRCNN(SegmentationNet):
         detections: detections kept per image at inference (100).
         score_threshold: the least class score of a detection (0.05).
         canonical_size: the RoI size mapped to P4 (224).
+        norm: the backbone's normalisation, ``"group"`` (group norm, 32 groups: trains from scratch at small
+            batches, Wu & He 2018) or ``"batch"``; the same parameters either way.
 
     ``forward(x)`` (eval mode; sizes multiples of 32) → per image ``{"boxes": (N, 2d), "scores": (N,),
     "labels": (N,) class 1…, "masks": (N, *S) probabilities}``, highest score first. ``forward(x, targets)``
