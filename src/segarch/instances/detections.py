@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from segarch.instances.panoptic import check_instance_labels
 
-__all__ = ["detection_targets", "labels_from_detections", "DetectionsAsClasses"]
+__all__ = ["detection_targets", "labels_from_detections", "DetectionsAsClasses", "as_instance_model"]
 
 
 def detection_targets(labels, classes=None) -> dict[str, torch.Tensor]:
@@ -121,3 +121,20 @@ class DetectionsAsClasses(torch.nn.Module):
             one_hot = np.moveaxis(np.eye(3, dtype=np.float32)[classes], -1, 0)
             out.append(np.log(one_hot * (1 - 3e-3) + 1e-3))
         return torch.from_numpy(np.stack(out)).to(x)
+
+
+def as_instance_model(model):
+    """A :class:`segarch.Model` holding a detector seen as an instance model: its network wrapped in
+    :class:`DetectionsAsClasses`, its classes the 'boundary' decoder's; any other model is returned as it is.
+    ``segarch.predict(model, image, output="instances")`` calls this, so a trained detector predicts instances
+    like every other instance model (tiles, seams, blocks)."""
+    import dataclasses
+
+    from segarch.instances.decode import get_decoder
+
+    network = getattr(model, "network", None)
+    if not getattr(network, "is_detector", False):
+        return model
+    decoder = get_decoder("boundary")
+    return dataclasses.replace(model, network=DetectionsAsClasses(network), out_channels=decoder.channels,
+                               class_names=list(decoder.class_names), instance=decoder.settings())

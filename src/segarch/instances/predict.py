@@ -103,6 +103,9 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
     from segarch.tiling import predict as predict_tiles
     from segarch.tiling.source import open_source
 
+    from segarch.instances.detections import as_instance_model
+
+    model = as_instance_model(model)  # a detector (Mask R-CNN): its detections as the 'boundary' decoder's classes
     chosen = decoder_for(model, decoder)
     for forbidden in ("output", "progress", "cancel", "resume", "overwrite", "out"):
         if forbidden in predict_options:

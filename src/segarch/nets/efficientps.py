@@ -29,6 +29,7 @@ from torch import nn
 
 from segarch.backbones.efficientnet import EfficientNetEncoder
 from segarch.blocks import ConvNormAct
+from segarch.blocks.region_proposal import RegionProposalHead
 from segarch.blocks.resize import resize_to
 from segarch.blocks.separable import SeparableConv
 from segarch.layers.checks import check_positive_int, check_spatial_dims
@@ -138,22 +139,6 @@ class EfficientPSSemanticHead(nn.Module):
         l4 = self.lsfe[0](p4) + resize_to(to4, p4.shape[2:])
         size = l4.shape[2:]
         return self.classifier(torch.cat([l4, resize_to(l8, size), resize_to(s16, size), resize_to(s32, size)], 1))
-
-
-class RegionProposalHead(nn.Module):
-    """Mask R-CNN's region-proposal head shared over the pyramid: a 3×3 convolution with ReLU, then per anchor one
-    objectness logit and ``2·spatial_dims`` box deltas."""
-
-    def __init__(self, spatial_dims: int, in_channels: int, channels: int, anchors: int) -> None:
-        super().__init__()
-        conv = Conv[Conv.CONV, spatial_dims]
-        self.conv = ConvNormAct(spatial_dims, in_channels, channels, 3, norm=None, act="relu")
-        self.objectness = conv(channels, anchors, 1)
-        self.boxes = conv(channels, anchors * 2 * spatial_dims, 1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.conv(x)
-        return self.objectness(y), self.boxes(y)
 
 
 @register(

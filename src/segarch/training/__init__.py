@@ -23,11 +23,12 @@ from segarch.training.task import TrainingTask, Validation, register_task, task_
 from segarch.training.semantic import SemanticTask
 from segarch.training.interactive import ExtremePointTask, fine_tune, training_pairs, with_corrections
 from segarch.training.instance import InstanceTask
+from segarch.training.detection import DetectionTask
 
 #: The zoo tasks whose architectures train here: semantic (patches) and interactive (extreme-point objects).
 TRAINABLE_TASKS = trainable_tasks()
 
 __all__ = ["TrainConfig", "TrainEvent", "train", "train_iter", "resolve_device", "log_paths", "TRAINABLE_TASKS",
            "TrainingTask", "Validation", "register_task", "task_names", "SemanticTask", "ExtremePointTask",
-           "InstanceTask",
+           "InstanceTask", "DetectionTask",
            "fine_tune", "training_pairs", "with_corrections"]

@@ -181,7 +181,7 @@ def train_iter(model_or_name: Any, images: Any, labels: Any, config: TrainConfig
             x, y, m = task.batch(batch_size)
             x, y, m = x.to(dev), y.to(dev), m.to(dev)
             try:
-                output = net(x)
+                output = task.forward(net, x, y, m)
                 value = task.loss(output, y, m)
                 if adaptation is not None:  # MADAN's alignment: target outputs that pass for source ones
                     value = value + adaptation.alignment_loss(net, batch_size)

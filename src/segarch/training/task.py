@@ -82,6 +82,8 @@ class TrainingTask(ABC):
     name: ClassVar[str]
     #: The zoo tasks (:data:`segarch.zoo.TASKS`) of the networks it trains.
     architectures: ClassVar[tuple[str, ...]]
+    #: Other names ``task=`` may give it, for its architectures (a detector trained with ``task="instance"``).
+    aliases: ClassVar[tuple[str, ...]] = ()
     #: The validation metric, as the log and the messages name it; ``metric_key`` prefixes its CSV columns.
     metric: ClassVar[str] = "Dice"
     metric_key: ClassVar[str] = "dice"
@@ -127,6 +129,11 @@ class TrainingTask(ABC):
     @abstractmethod
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step's ``(inputs (B, C, *size), targets, masks (B, 1, *size))``: masks are 1 where a pixel counts."""
+
+    def forward(self, net: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
+        """What the network makes of a batch, for :meth:`loss` (default: ``net(x)``; a detector also reads the
+        targets)."""
+        return net(x)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The training loss (default: ``config.loss`` on class targets ``(B, 1, *size)``, masked)."""
@@ -199,6 +206,9 @@ def task_for(name: str | None, card: ModelCard, model: Model | None = None) -> t
         if name not in _TASKS:
             raise ValueError(f"`task` must be one of {tuple(_TASKS)} or None, got {name!r}.")
         cls = _TASKS[name]
+        alias = [t for t in _TASKS.values() if name in t.aliases and card.task in t.architectures]
+        if card.task not in cls.architectures and alias:
+            return alias[0]
         if card.task not in cls.architectures:
             raise ValueError(f"`task`={name!r} trains {' or '.join(cls.architectures)} architectures, not "
                              f"{card.name!r} ({card.task}).")
