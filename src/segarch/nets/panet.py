@@ -121,11 +121,12 @@ class FusedMaskHead(nn.Module):
         "bottom-up path (6 3×3 convolutions of 256: 3,540,480), the mask branch's conv4_fc (590,080) and "
         "conv5_fc (295,040) and its fc from 128·14·14 to 28·28 (19,669,776) = 68,496,769; adaptive feature "
         "pooling shares each head's first layer among the levels (as in the authors' Detectron code), adding "
-        "nothing. Trainable batch norms add 53,120 here (68.55M)."),
+        "nothing. The backbone's trainable norms (group norms by default) add 53,120 here (68.55M)."),
     test_config=TEST_CONFIG,
     test_lr=1e-2,
     notes=(
-        "Built on the zoo's mask_rcnn (its notes apply: plain-torch RoIAlign and NMS, trainable batch norms). "
+        "Built on the zoo's mask_rcnn (its notes apply: plain-torch RoIAlign and NMS, trainable group norms in "
+        "the backbone). "
         "N2-N5 feed the RPN too (with N6, a stride-2 sub-sampling of N5). The paper's other additions "
         "(synchronised batch norm, multi-scale training, heavier heads in its ablation) are training choices or "
         "variants, not built. The fully connected fusion's mask is added as logits (no activation). 3D (an "

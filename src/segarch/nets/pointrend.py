@@ -112,7 +112,8 @@ def _signature_with(own, base) -> inspect.Signature:
         "torchvision counts it (44,401,393, 91-entry COCO head, batch norms frozen) without its mask head "
         "(2,646,107) plus the reference configuration's coarse mask head (2×2 convolution of 256, fully connected "
         "layers of 1024 and 1024, 7·7·91 outputs: 18,728,555) and point head (3 layers of 256 on 256 + 91 inputs, "
-        "91 outputs: 298,932) = 60,782,773. Trainable batch norms add 53,120 here (60.84M)."),
+        "91 outputs: 298,932) = 60,782,773. The backbone's trainable norms (group norms by default) add 53,120 "
+        "here (60.84M)."),
     test_config={**TEST_CONFIG, "point_channels": 16, "train_points": 49, "subdivision_steps": 2,
                  "subdivision_points": 49},
     test_lr=1e-2,
