@@ -50,7 +50,9 @@ def test_trained_for_a_few_steps_on_two_squares_it_finds_two_objects(draw):
     config = zoo.card("mask_rcnn").test_config
     net = zoo.create("mask_rcnn", spatial_dims=2, in_channels=1, out_channels=2, **config)
     x, targets = torch.from_numpy(image)[None, None], [detection_targets(labels)]
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    # 200 steps at 2e-3: 10 of 10 fixed draws (seeds 2000-2009) found both squares, covering 90-100% of each;
+    # at 1e-3 9 of 10 (one square missed)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     for _ in range(200):
         opt.zero_grad()
         sum(net(x, targets).values()).backward()
@@ -58,8 +60,7 @@ def test_trained_for_a_few_steps_on_two_squares_it_finds_two_objects(draw):
     net.eval()
     with torch.no_grad():
         found = labels_from_detections(net(x)[0])
-    # masks after 200 steps: mostly, not yet wholly, the square (one draw in ~8 covered 68% of it)
-    assert_one_object_per_square(labels, found, share=0.6)
+    assert_one_object_per_square(labels, found, share=0.7)
 
 
 def test_targets_and_labels_round_trip():
