@@ -17,11 +17,15 @@ def test_mask_rcnn_trains_through_segarch_train_and_predicts_instances():
     # 24 images with flips and rotations, 300 steps at 3e-3: 8 of 8 fixed draws (seeds 1000-1007) found both
     # squares of a fresh image; 6 images without augmentation for 150 steps: 5 of 8
     data = [random_squares(rng) for _ in range(24)]
+    events = []
     options = dict(zoo.card("mask_rcnn").test_config)
     model = segarch.train("mask_rcnn", [d[0] for d in data], [d[1] for d in data], task="instance", steps=300,
-                          lr=3e-3, batch_size=2, patch=64, options=options, val_every=300)
+                          lr=3e-3, batch_size=2, patch=64, options=options, val_every=300,
+                          progress=events.append)
     assert model.arch == "mask_rcnn" and model.trained
     assert model.validation["object_f1"] is not None
+    said = [e.message for e in events if e.kind == "validation"]
+    assert said and all("F1@0.5" in m and "nan" not in m for m in said), said  # no loss to report: not "nan"
     image, labels = random_squares(rng)
     found = np.asarray(segarch.predict(model, image, axes="YX", output="instances"))
     assert found.max() == 2

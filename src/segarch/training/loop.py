@@ -168,8 +168,10 @@ def train_iter(model_or_name: Any, images: Any, labels: Any, config: TrainConfig
         history.add_validation(step, last_loss, result.loss, result.per_class, result.score)
         return event("validation", step, last_loss, val_loss=result.loss, val_dice=result.per_class,
                      mean_dice=result.score,
-                     message=f"step {step}: validation loss {result.loss:.4f}, {task.metric} {result.score:.3f}"
-                     + (" (best)" if improved else ""))
+                     message=f"step {step}: validation "
+                     # a detector has no validation loss (in eval mode it detects): its message names the metric only
+                     + ("" if math.isnan(result.loss) else f"loss {result.loss:.4f}, ")
+                     + f"{task.metric} {result.score:.3f}" + (" (best)" if improved else ""))
 
     step, last_loss, cancelled, last_validated = 0, math.nan, False, 0
     net.train()
