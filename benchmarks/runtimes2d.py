@@ -13,7 +13,7 @@ and one 2-thread pair (eager vs OpenVINO, both on 2 threads). ``INFERENCE_PRECIS
 OpenVINO variant (fp32 kept).
 
 Part 2, end to end (``segarch.predict``, uint8 Zarr in, Zarr out, round-robin, median): the floor, ``runtime=
-"torch"``, ``"openvino"`` at tile 256 and at tile 512, and the time the network calls take inside each predict
+"torch"``, ``"openvino"`` (tile 256), and the time the network calls take inside each predict
 (the runner wrapped with a clock): ``predict ÷ its own network time`` is the engine's overhead factor (reading,
 blending, writing, queueing). Labels of each are compared with ``runtime="torch"`` at tile 256.
 
@@ -135,7 +135,7 @@ def forward_sweep(model, size: int, threads: int, rounds: int, folder: Path) -> 
             runner(x, batch)
             times[name].append((time.perf_counter() - start) / batch * counts[tile])  # whole image's worth
     floor = statistics.median(times["eager 256×4 (the floor)"])
-    print(f"Part 1: forward only, {size}² image's worth of tiles (121 at 256, {counts[512]} at 512), threads "
+    print(f"Part 1: forward only, {size}² image's worth of tiles ({counts[256]} at 256, {counts[512]} at 512), threads "
           f"{threads} unless said, median of {rounds} round-robin rounds, ÷ eager 256×4 channels-last")
     for name, (_, _, _, agree) in variants.items():
         print(f"  {name:<42} {statistics.median(times[name]) / floor:5.2f}   argmax agrees with eager "
@@ -166,8 +166,7 @@ def end_to_end(model, size: int, threads: int, repeats: int, folder: Path) -> No
         return timed
 
     engine_module.make_runner = timed_make_runner
-    cases = {"torch 256": ("torch", 256), "openvino 256": ("openvino", 256), "openvino 512": ("openvino", 512),
-             "onnxruntime 256": ("onnxruntime", 256)}
+    cases = {"torch 256": ("torch", 256), "openvino 256": ("openvino", 256)}
     labels = {}
 
     def predict(name):
