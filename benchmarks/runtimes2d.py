@@ -110,7 +110,7 @@ def forward_sweep(model, size: int, threads: int, rounds: int, folder: Path) -> 
         "openvino THROUGHPUT 256×4": (_openvino(path[256], threads, PERFORMANCE_HINT="THROUGHPUT"), 256, 4),
         "openvino NUM_STREAMS 1 256×4": (_openvino(path[256], threads, PERFORMANCE_HINT="THROUGHPUT",
                                                    NUM_STREAMS=1), 256, 4),
-        "openvino denormals flushed 256×4": (_openvino(path[256], threads, DENORMALS_OPTIMIZATION=True), 256, 4),
+        "openvino denormals flushed 256×4": (_openvino(path[256], threads, CPU_DENORMALS_OPTIMIZATION=True), 256, 4),
         "openvino 256×1": (_openvino(path[256], threads), 256, 1),
         "openvino 256×8": (_openvino(path[256], threads), 256, 8),
         "openvino 256×16": (_openvino(path[256], threads), 256, 16),
