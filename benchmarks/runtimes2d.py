@@ -15,9 +15,11 @@ OpenVINO variant (fp32 kept).
 Part 2, end to end (``segarch.predict``, uint8 Zarr in, Zarr out, round-robin, median): the floor, ``runtime=
 "torch"``, ``"openvino"`` (tile 256), and the time the network calls take inside each predict
 (the runner wrapped with a clock): ``predict ÷ its own network time`` is the engine's overhead factor (reading,
-blending, writing, queueing). Labels of each are compared with ``runtime="torch"`` at tile 256.
+blending, writing, queueing). Labels of each are compared with ``runtime="torch"`` at the same tile when that
+is a case too, else at tile 256.
 
-Run: ``python benchmarks/runtimes2d.py [--rounds 5] [--repeats 3] [--threads 1] [--size 2048]``
+Run: ``python benchmarks/runtimes2d.py [--rounds 5] [--repeats 3] [--threads 1] [--size 2048] [--only forward|predict]
+[--variants 512 ...] [--cases "openvino 256" "onnxruntime 512" ...]``
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class _Threads:
             torch.set_num_threads(before)
 
 
-def forward_sweep(model, size: int, threads: int, rounds: int, folder: Path) -> None:
+def forward_sweep(model, size: int, threads: int, rounds: int, folder: Path, keep: list[str] | None = None) -> None:
     network = model.network.eval()
     counts = {t: engine_tile_count((size, size), (t, t), OVERLAP, model.size_divisor, "gaussian") for t in (256, 512)}
     path = {t: cached_onnx(model, (t, t), threads) for t in (256, 512)}
@@ -119,6 +121,8 @@ def forward_sweep(model, size: int, threads: int, rounds: int, folder: Path) -> 
         "eager 256×4, 2 threads": (_Threads(eager, 2), 256, 4),
         "openvino 256×4, 2 threads": (_openvino(path[256], 2), 256, 4),
     }
+    if keep:  # the floor, and the variants whose name contains one of ``keep``
+        variants = {name: v for i, (name, v) in enumerate(variants.items()) if i == 0 or any(k in name for k in keep)}
     rng = np.random.default_rng()
     inputs = {(t, b): rng.random((b, model.in_channels, t, t), dtype=np.float32) for _, t, b in variants.values()}
     reference = {}
@@ -142,7 +146,7 @@ def forward_sweep(model, size: int, threads: int, rounds: int, folder: Path) -> 
               f"{100 * agree:.3f}%", flush=True)
 
 
-def end_to_end(model, size: int, threads: int, repeats: int, folder: Path) -> None:
+def end_to_end(model, size: int, threads: int, repeats: int, folder: Path, cases: list[str]) -> None:
     import zarr
 
     image = (np.random.default_rng().random((size, size)) * 255).astype(np.uint8)
@@ -166,7 +170,7 @@ def end_to_end(model, size: int, threads: int, repeats: int, folder: Path) -> No
         return timed
 
     engine_module.make_runner = timed_make_runner
-    cases = {"torch 256": ("torch", 256), "openvino 256": ("openvino", 256)}
+    cases = {name: (name.split()[0], int(name.split()[1])) for name in ["torch 256", *cases]}
     labels = {}
 
     def predict(name):
@@ -197,9 +201,11 @@ def end_to_end(model, size: int, threads: int, repeats: int, folder: Path) -> No
     for name in cases:
         total = statistics.median(t for t, _ in times[name])
         net = statistics.median(n for _, n in times[name])
-        same = float((labels[name] == labels["torch 256"]).mean())
+        tile = cases[name][1]
+        baseline = f"torch {tile}" if f"torch {tile}" in labels else "torch 256"  # the same tiles where run
+        same = float((labels[name] == labels[baseline]).mean())
         print(f"  {name:<16} predict ÷ (a) {total / floor:5.2f}   its network calls ÷ (a) {net / floor:5.2f}   "
-              f"predict ÷ its network calls {total / net:5.2f}   labels as torch 256: {100 * same:.3f}%", flush=True)
+              f"predict ÷ its network calls {total / net:5.2f}   labels as {baseline}: {100 * same:.3f}%", flush=True)
 
 
 def main() -> None:
@@ -209,6 +215,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--only", choices=("forward", "predict"))
+    parser.add_argument("--variants", nargs="*", help="part 1: only the variants whose name contains one of these")
+    parser.add_argument("--cases", nargs="*", default=["openvino 256"],
+                        help="part 2: 'RUNTIME TILE' pairs run beside 'torch 256' (default: 'openvino 256')")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -216,9 +225,9 @@ def main() -> None:
     model.preprocessing = []  # the raw image into the network, as benchmarks/tiling.py and runtimes.py
     with tempfile.TemporaryDirectory() as tmp:
         if args.only != "predict":
-            forward_sweep(model, args.size, args.threads, args.rounds, Path(tmp))
+            forward_sweep(model, args.size, args.threads, args.rounds, Path(tmp), args.variants)
         if args.only != "forward":
-            end_to_end(model, args.size, args.threads, args.repeats, Path(tmp))
+            end_to_end(model, args.size, args.threads, args.repeats, Path(tmp), args.cases)
 
 
 if __name__ == "__main__":
