@@ -8,9 +8,9 @@ alike). Each variant's median time per tile times the number of tiles it needs f
 256, 25 at tile 512: fewer halo pixels per output pixel) is divided by the floor's. Variants: eager at other
 batch sizes and at tile 512; ONNX Runtime with graph optimisation ``all`` (the default, with the NCHWc layout
 transform), ``extended`` (without it) and ``basic``, a static-shape export, batch 1/8/16; OpenVINO with the
-``LATENCY`` (the default) and ``THROUGHPUT`` hints, ``NUM_STREAMS`` 1, denormals flushed, batch 1/8/16, tile 512;
-and one 2-thread pair (eager vs OpenVINO, both on 2 threads). ``INFERENCE_PRECISION_HINT`` is ``f32`` for every
-OpenVINO variant (fp32 kept).
+``LATENCY`` (the default) and ``THROUGHPUT`` hints, ``NUM_STREAMS`` 1, its threads not pinned to cores,
+denormals flushed, batch 1/8/16, tile 512; and one 2-thread pair (eager vs OpenVINO, both on 2 threads).
+``INFERENCE_PRECISION_HINT`` is ``f32`` for every OpenVINO variant (fp32 kept).
 
 Part 2, end to end (``segarch.predict``, uint8 Zarr in, Zarr out, round-robin, median): the floor, ``runtime=
 "torch"``, ``"openvino"`` (tile 256), and the time the network calls take inside each predict
@@ -112,6 +112,7 @@ def forward_sweep(model, size: int, threads: int, rounds: int, folder: Path, kee
         "openvino THROUGHPUT 256×4": (_openvino(path[256], threads, PERFORMANCE_HINT="THROUGHPUT"), 256, 4),
         "openvino NUM_STREAMS 1 256×4": (_openvino(path[256], threads, PERFORMANCE_HINT="THROUGHPUT",
                                                    NUM_STREAMS=1), 256, 4),
+        "openvino CPU pinning off 256×4": (_openvino(path[256], threads, ENABLE_CPU_PINNING=False), 256, 4),
         "openvino denormals flushed 256×4": (_openvino(path[256], threads, CPU_DENORMALS_OPTIMIZATION=True), 256, 4),
         "openvino 256×1": (_openvino(path[256], threads), 256, 1),
         "openvino 256×8": (_openvino(path[256], threads), 256, 8),
