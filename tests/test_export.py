@@ -240,3 +240,20 @@ def test_preprocessing_without_bioimageio_equivalent_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"`preprocessing\[0\]` \(GaussianSmooth\) has no bioimage.io"):
         export_model(model, tmp_path / "g.zip", format="bioimageio", tile=64)
     assert not (tmp_path / "g.zip").exists()
+
+
+def test_cli_writes_a_bioimageio_folder_the_spec_library_accepts(trained, tmp_path, offline):
+    path = tmp_path / "m.safetensors"
+    segarch.save_model(trained, path)
+    out = tmp_path / "package"
+    assert main(["export", str(path), str(out), "--format", "bioimageio", "--tile", "64", "--author", "A. Person"]) == 0
+    spec = pytest.importorskip("bioimageio.spec")
+    rdf = yaml.safe_load((out / "bioimageio.yaml").read_text())
+    descr = spec.load_description(out / "bioimageio.yaml", perform_io_checks=True,
+                                  known_files={c["url"]: None for c in rdf["cite"]})
+    assert descr.validation_summary.status in ("valid-format", "passed"), descr.validation_summary.format()
+    assert [a.name for a in descr.authors] == ["A. Person"]
+    test_in = np.load(out / "test_input.npy")
+    with torch.inference_mode():
+        expected = trained.network.eval()(torch.from_numpy(trained.preprocess(test_in[0]))[None]).numpy()
+    np.testing.assert_allclose(np.load(out / "test_output.npy"), expected, rtol=1e-5, atol=1e-5)

@@ -95,3 +95,19 @@ def test_the_export_time_max_unpooling_is_pytorchs(monkeypatch, spatial):
     expected = unpool(y, indices, 2, output_size=spatial)
     monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
     torch.testing.assert_close(exportable.MaxUnpool(2)(y, indices, spatial), expected, rtol=0, atol=0)
+
+
+def test_the_readme_table_is_what_the_script_prints():
+    """README.md's table (inside its <details>) is ``python scripts/runtime_support.py --markdown-only``'s."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("runtime_support_script", root / "scripts" / "runtime_support.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    table, summary = script.markdown(TABLE["entries"]).split("\n\n")
+    readme = (root / "README.md").read_text()
+    assert table in readme, "README.md's runtime table is out of date: paste scripts/runtime_support.py's over it"
+    counts = summary.split(" entries: ")[1].split(", matching")[0]
+    assert counts in readme, f"README.md's runtime summary should say {counts!r}"

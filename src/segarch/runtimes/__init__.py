@@ -19,8 +19,8 @@ from segarch.runtimes.int8 import AGREEMENT_BAR, PRECISIONS, check_precision, in
 from segarch.runtimes.onnx_weights import is_onnx_weights, onnx_weights_runner
 from segarch.runtimes.openvino import openvino_available, openvino_runner
 
-__all__ = ["RUNTIMES", "AUTO_ORDER", "PRECISIONS", "AGREEMENT_BAR", "make_runner", "check_runtime",
-           "check_precision", "ExportError", "RuntimeNotInstalled", "cache_dir", "weights_sha256"]
+__all__ = ["RUNTIMES", "AUTO_ORDER", "AUTO_ORDER_2D_FP32", "auto_order", "PRECISIONS", "AGREEMENT_BAR", "make_runner",
+           "check_runtime", "check_precision", "ExportError", "RuntimeNotInstalled", "cache_dir", "weights_sha256"]
 
 log = logging.getLogger("segarch.runtimes")
 
@@ -29,6 +29,10 @@ RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 #: (x86-64 with AVX-512, fp32): OpenVINO, then ONNX Runtime; the first installed one that runs the architecture
 #: wins, torch otherwise. Re-measure and reorder for another machine kind.
 AUTO_ORDER = ("openvino", "onnxruntime")
+#: ``auto``'s order for 2D networks in fp32: ONNX Runtime first. ``benchmarks/runtimes2d.py`` (1 thread, shared
+#: machine) measured the 2D U-Net's forward at 0.66 of eager under ONNX Runtime (NCHWc layouts) and 1.07 under
+#: OpenVINO, and ``benchmarks/runtimes.py`` ENet at 0.79 against 1.66; in 3D and in int8 OpenVINO stays first.
+AUTO_ORDER_2D_FP32 = ("onnxruntime", "openvino")
 _AVAILABLE = {"onnxruntime": lambda: onnxruntime_available(), "openvino": lambda: openvino_available()}
 _INSTALL_HINT = {"onnxruntime": "pip install 'napari-segarch[fast]'",
                  "openvino": "pip install 'napari-segarch[openvino]'"}
@@ -42,6 +46,11 @@ def check_runtime(runtime) -> str:
     return runtime
 
 
+def auto_order(spatial_dims: int, precision: str = "fp32") -> tuple[str, ...]:
+    """The runtimes ``auto`` tries, fastest first as measured here, for ``spatial_dims`` and ``precision``."""
+    return AUTO_ORDER_2D_FP32 if spatial_dims == 2 and precision == "fp32" else AUTO_ORDER
+
+
 def make_runner(model, device: torch.device, amp: bool | None, runtime: str, tile_shape: tuple[int, ...],
                 precision: str = "fp32", calibration=None):
     """The engine's batch runner for ``model`` on tiles of ``tile_shape`` under ``runtime``.
@@ -51,7 +60,8 @@ def make_runner(model, device: torch.device, amp: bool | None, runtime: str, til
         device: the resolved torch device (ONNX Runtime and OpenVINO run on the CPU only here).
         amp: autocast, for the torch runner; ``True`` keeps ``auto`` on torch (the others run fp32).
         runtime: ``"torch"``, ``"onnxruntime"``, ``"openvino"``, or ``"auto"``: on the CPU, the first of
-            :data:`AUTO_ORDER` that is installed and runs the network; torch otherwise, with the reason logged.
+            :func:`auto_order` (OpenVINO first; ONNX Runtime first for 2D in fp32) that is installed and runs the
+            network; torch otherwise, with the reason logged.
         tile_shape: the spatial tile shape the engine feeds.
         precision: ``"fp32"``, or ``"int8"``: the export quantised on ``calibration`` and run by the chosen
             runtime when its labels agree with fp32's on at least :data:`AGREEMENT_BAR` of those tiles' pixels;
@@ -86,7 +96,7 @@ def make_runner(model, device: torch.device, amp: bool | None, runtime: str, til
             raise ValueError(f"`runtime`={runtime!r} cannot be used: {reason}. Use `runtime`='torch' or 'auto'.")
         log.info("runtime auto: torch (%s)", reason)
         return NetworkRunner(model.network, device, amp)
-    candidates = AUTO_ORDER if runtime == "auto" else (runtime,)
+    candidates = auto_order(len(tile_shape), precision) if runtime == "auto" else (runtime,)
     reasons = []
     for candidate in candidates:
         if runtime == "auto" and not _AVAILABLE[candidate]():

@@ -28,7 +28,8 @@ log = logging.getLogger("segarch.runtimes")
 INSTALL_OPENVINO = "pip install 'napari-segarch[openvino]' (or: pip install openvino onnxruntime onnx)"
 
 
-# Compiled models of this process by (graph file, input shape, threads), the least recently used dropped first.
+# Compiled models of this process by (graph file, input shape, compile settings), the least recently used dropped
+# first.
 _COMPILED: OrderedDict[tuple, object] = OrderedDict()
 _COMPILED_KEPT = 8
 _COMPILED_LOCK = threading.Lock()
@@ -51,7 +52,8 @@ class OpenVinoRunner:
                         "PERFORMANCE_HINT": "LATENCY"}
 
     def _for_shape(self, shape: tuple[int, ...]):
-        key = (str(self.path), shape, self._config["INFERENCE_NUM_THREADS"])
+        # Every setting is in the key: a runner compiled with other hints must not get this one's compilation.
+        key = (str(self.path), shape, tuple(sorted((k, str(v)) for k, v in self._config.items())))
         with _COMPILED_LOCK:
             if key in _COMPILED:
                 _COMPILED.move_to_end(key)
