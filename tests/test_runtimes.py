@@ -73,6 +73,17 @@ def test_a_trained_model_segments_the_same_under_onnxruntime(name, shape):
     np.testing.assert_array_equal(fast, eager)
 
 
+def test_instances_of_the_shipped_instance_model_are_the_same_under_onnxruntime():
+    from segarch.samples import nuclei
+
+    model = segarch.models.resolve("unet.nuclei2d_instances")
+    image, _ = nuclei((160, 192), seed=int(np.random.default_rng().integers(1 << 16)))
+    eager = np.asarray(segarch.predict(model, image, device="cpu", runtime="torch", output="instances"))
+    fast = np.asarray(segarch.predict(model, image, device="cpu", runtime="onnxruntime", output="instances"))
+    assert eager.max() >= 3  # several nuclei found
+    np.testing.assert_array_equal(fast, eager)
+
+
 def test_export_is_cached_reused_and_rebuilt_when_corrupted(caplog):
     model = _zoo_model("unet")
     image = (np.random.default_rng().random((100, 120)) * 255).astype(np.uint8)

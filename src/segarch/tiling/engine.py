@@ -133,7 +133,7 @@ def predict(
             (the network exported to ONNX once per weights and tile shape, cached on disk; CPU, fp32; needs the
             ``fast`` extra), ``"openvino"`` (that export compiled by OpenVINO; the ``openvino`` extra), or
             ``"auto"`` (on the CPU the fastest installed one that runs the network, see
-            :data:`segarch.runtimes.AUTO_ORDER`, else torch with the reason logged). Same tiles, blending and
+            :func:`segarch.runtimes.auto_order`, else torch with the reason logged). Same tiles, blending and
             output either way, in this process or on a ``scheduler``'s workers (:mod:`segarch.runtimes`).
         precision: ``"fp32"``, or ``"int8"`` (with ``runtime`` ``"onnxruntime"``, ``"openvino"`` or ``"auto"``, on
             the CPU, in this process): the export quantised on 16 of the image's own tiles, used only when its
