@@ -120,6 +120,19 @@ def test_bad_options_and_targets_are_named():
         net(torch.zeros(1, 1, 64, 64), [target])
 
 
+def test_predict_refuses_it_for_labels_names_the_fusion_and_writes_nothing(tmp_path):
+    import numpy as np
+
+    import segarch
+    from segarch.models.model import Model
+
+    model = Model.from_zoo("efficientps", in_channels=1, out_channels=2, **zoo.card("efficientps").test_config)
+    out = tmp_path / "labels.zarr"
+    with pytest.raises(ValueError, match=r"`model` is 'efficientps', a detector .*EfficientPSFusion"):
+        segarch.predict(model, np.random.default_rng().random((64, 64), dtype=np.float32), axes="YX", out=str(out))
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_trained_for_a_few_steps_on_two_squares_it_finds_two_objects_and_two_panoptic_segments():
     # Fixed draw (seed 0) of the shared helper's squares; draws 0, 1, 2 all found both squares (about 60 s each).
