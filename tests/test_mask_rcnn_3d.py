@@ -40,15 +40,16 @@ def test_cuboid_anchors_and_targets_of_the_cubes():
 @pytest.mark.slow
 @pytest.mark.parametrize("draw", range(2))
 def test_trained_for_a_few_steps_on_two_cubes_it_finds_two_objects(draw):
-    # Fresh draws (~70 s each on one thread). Measured while writing this: draws of seeds 0-3 (4 of 4) found both
-    # cubes, each ≥ 0.9 covered by one object that is ≥ 0.95 inside it; the test asks 0.8 of both.
+    # Fresh draws (130-140 s each on one shared thread). Measured while writing this, at 150 steps: seeds 2 and 3
+    # and seed 0 on a (32, 64, 64) stack (3 of 3) found both cubes, each >= 0.87 covered by one object that is
+    # >= 0.88 inside it (the test asks 0.8 of both); at 100 steps seeds 0-1 did, seed 2 found one of the two.
     torch.manual_seed(0)
     image, labels = two_cubes(np.random.default_rng())
     config = zoo.card("mask_rcnn").test_config
     net = zoo.create("mask_rcnn", spatial_dims=3, in_channels=1, out_channels=2, **config)
     x, targets = torch.from_numpy(image)[None, None], [detection_targets(labels)]
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(100):
+    for _ in range(150):
         opt.zero_grad()
         sum(net(x, targets).values()).backward()
         opt.step()
