@@ -47,6 +47,7 @@ def _jobs(scenes, out, suffix=".zarr"):
     return [(p, out / (p.stem + suffix)) for p in sorted(scenes.glob("*.tif"))]
 
 
+@pytest.mark.slow
 def test_files_on_a_local_cluster_equal_the_serial_run_and_a_corrupt_file_is_reported(folder, tmp_path):
     model = segarch.load_model(folder["model"])
     settings = {"tile": 64, "output": "labels"}
@@ -78,6 +79,7 @@ def test_files_on_a_local_cluster_equal_the_serial_run_and_a_corrupt_file_is_rep
             assert segarch.io.open_image(right.output).geo.transform == tuple(src.transform)[:6]
 
 
+@pytest.mark.slow
 def test_the_cli_runs_a_folder_on_local_workers_with_report_and_resume(folder, tmp_path):
     out = tmp_path / "out"
     args = ("predict", str(folder["scenes"]), str(out), "--model", str(folder["model"]), "--tile", "64",

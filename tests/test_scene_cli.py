@@ -21,6 +21,8 @@ import segarch  # noqa: E402
 from test_cli import segarch_cli  # noqa: E402
 from test_scene_predict import write_raster  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test runs the command line in subprocesses
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):

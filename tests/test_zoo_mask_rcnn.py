@@ -13,6 +13,7 @@ import torch
 
 from segarch import zoo
 from segarch.instances.detections import detection_targets, labels_from_detections
+from detector_helpers import assert_one_object_per_square, random_squares, two_squares
 
 
 def _count(net) -> int:
@@ -39,51 +40,19 @@ def test_paper_configuration_is_torchvisions_maskrcnn_resnet50_fpn():
     assert len(r101.encoder.layers[2]) == 23 and _count(r101) > _count(net) + 18e6
 
 
-def _two_squares(rng, size=64):
-    labels = np.zeros((size, size), np.int64)
-    # 16-pixel squares centred on cells of P2's anchor grid (centres at 4i + 2), at random among such places
-    y, x = rng.choice([2, 6, 10], size=2)
-    labels[y:y + 16, x:x + 16] = 1
-    y, x = rng.choice([38, 42, 46], size=2)
-    labels[y:y + 16, x:x + 16] = 2
-    image = (labels > 0).astype(np.float32) + 0.1 * rng.normal(size=labels.shape).astype(np.float32)
-    return image, labels
-
-
-def _two_random_squares(rng, size=64):
-    """Two squares of random sides (12-20 pixels) anywhere in the image, at least 2 pixels apart."""
-    while True:
-        boxes = [(side, *rng.integers(0, size - side + 1, size=2)) for side in rng.integers(12, 21, size=2)]
-        (s1, y1, x1), (s2, y2, x2) = boxes
-        if y1 + s1 + 2 <= y2 or y2 + s2 + 2 <= y1 or x1 + s1 + 2 <= x2 or x2 + s2 + 2 <= x1:
-            break
-    labels = np.zeros((size, size), np.int64)
-    for i, (side, y, x) in enumerate(boxes, 1):
-        labels[y:y + side, x:x + side] = i
-    image = (labels > 0).astype(np.float32) + 0.1 * rng.normal(size=labels.shape).astype(np.float32)
-    return image, labels
-
-
-def _assert_one_object_each(found, labels, count, share=0.8):
-    assert found.max() == count
-    for i in range(1, count + 1):  # each object is mostly one found object, a different one each
-        ids, counts = np.unique(found[labels == i], return_counts=True)
-        majority = ids[np.argmax(counts)]
-        assert majority > 0 and counts.max() > share * (labels == i).sum()
-        assert ((found == majority) & (labels == i)).sum() > share * (found == majority).sum()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("draw", range(3))
 def test_trained_for_a_few_steps_on_two_squares_it_finds_two_objects(draw):
     # Fresh draws: random sizes and places (not on the anchor grid). Trained from scratch at batch 1, the
     # backbone's group norms (not batch norms, whose running statistics lag the batch's and spoil the eval-mode
     # proposals: 2 of 5 such draws found both squares with them) make this reliable.
-    image, labels = _two_random_squares(np.random.default_rng())
+    image, labels = random_squares(np.random.default_rng())
     config = zoo.card("mask_rcnn").test_config
     net = zoo.create("mask_rcnn", spatial_dims=2, in_channels=1, out_channels=2, **config)
     x, targets = torch.from_numpy(image)[None, None], [detection_targets(labels)]
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    # 200 steps at 2e-3: 10 of 10 fixed draws (seeds 2000-2009) found both squares, covering 90-100% of each;
+    # at 1e-3 9 of 10 (one square missed)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     for _ in range(200):
         opt.zero_grad()
         sum(net(x, targets).values()).backward()
@@ -91,13 +60,12 @@ def test_trained_for_a_few_steps_on_two_squares_it_finds_two_objects(draw):
     net.eval()
     with torch.no_grad():
         found = labels_from_detections(net(x)[0])
-    # masks after 200 steps: mostly, not yet wholly, the square (one draw in ~8 covered 68% of it)
-    _assert_one_object_each(found, labels, 2, share=0.6)
+    assert_one_object_per_square(labels, found, share=0.7)
 
 
 def test_targets_and_labels_round_trip():
     rng = np.random.default_rng()
-    _, labels = _two_squares(rng)
+    _, labels = two_squares(rng)
     target = detection_targets(labels)
     assert target["labels"].tolist() == [1, 1] and target["masks"].shape == (2, 64, 64)
     for i in (1, 2):
@@ -160,7 +128,7 @@ def test_tiled_instances_of_a_trained_detector_are_one_object_per_square_across_
     net = zoo.create("mask_rcnn", spatial_dims=2, in_channels=1, out_channels=2, **zoo.card("mask_rcnn").test_config)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     for _ in range(200):  # fresh pairs of squares each step, half of them mirrored: it learns squares, not places
-        pairs = [_two_squares(rng) for _ in range(4)]
+        pairs = [two_squares(rng) for _ in range(4)]
         images = np.stack([p[0] if i < 2 else p[0][:, ::-1] for i, p in enumerate(pairs)])
         targets = [detection_targets(p[1] if i < 2 else p[1][:, ::-1].copy()) for i, p in enumerate(pairs)]
         opt.zero_grad()
