@@ -41,6 +41,14 @@ def random_squares(rng, size: int = 64, count: int = 2) -> tuple[np.ndarray, np.
 def train_on_two_squares(name: str, seed: int, steps: int = 200, lr: float = 1e-3):
     """Zoo detector ``name`` (its test configuration) trained ``steps`` Adam steps on one image of two squares
     (drawn with ``seed``); returns the labels, and the instance labels the trained detector finds on that image."""
+    net, x, labels = train_detector_on_two_squares(name, seed, steps, lr)
+    with torch.no_grad():
+        return labels, labels_from_detections(net(x)[0])
+
+
+def train_detector_on_two_squares(name: str, seed: int, steps: int = 200, lr: float = 1e-3):
+    """As :func:`train_on_two_squares`; returns the trained detector (in eval mode), the image ``(1, 1, Y, X)``
+    and its labels."""
     torch.manual_seed(0)
     image, labels = two_squares(np.random.default_rng(seed))
     net = zoo.create(name, spatial_dims=2, in_channels=1, out_channels=2, **zoo.card(name).test_config)
@@ -50,9 +58,7 @@ def train_on_two_squares(name: str, seed: int, steps: int = 200, lr: float = 1e-
         opt.zero_grad()
         sum(net(x, targets).values()).backward()
         opt.step()
-    net.eval()
-    with torch.no_grad():
-        return labels, labels_from_detections(net(x)[0])
+    return net.eval(), x, labels
 
 
 def assert_one_object_per_square(labels: np.ndarray, found: np.ndarray, share: float = 0.8) -> None:

@@ -47,3 +47,20 @@ def test_detector_task_is_chosen_by_instance_and_by_default():
         image, labels = random_squares(rng)
         segarch.train("mask_rcnn", [image], [labels], task="instance", steps=1, decoder="boundary",
                       options=dict(card.test_config))
+
+
+@pytest.mark.slow
+def test_efficientps_trains_as_a_detector_through_segarch_train_and_predicts_instances():
+    # a few steps only: that the panoptic detector goes through the detector task and the tiled instance path
+    from segarch.training.detection import DetectionTask
+    from segarch.training.task import task_for
+
+    card = zoo.card("efficientps")
+    assert task_for("instance", card) is DetectionTask and task_for(None, card) is DetectionTask
+    rng = np.random.default_rng()
+    data = [random_squares(rng) for _ in range(3)]
+    model = segarch.train("efficientps", [d[0] for d in data], [d[1] for d in data], task="instance", steps=3,
+                          batch_size=2, patch=64, augment="none", options=dict(card.test_config), val_every=3)
+    assert model.arch == "efficientps" and model.trained and model.network.thing_classes == (1,)
+    found = np.asarray(segarch.predict(model, data[0][0], axes="YX", output="instances"))
+    assert found.shape == (64, 64) and found.dtype.kind in "iu"

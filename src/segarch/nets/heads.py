@@ -33,7 +33,9 @@ def check_single_output(network, architecture: str | None = None, purpose: str =
             f"'semantic', segarch.zoo.names('semantic') lists them); wrap it in "
             f"segarch.instances.detections.DetectionsAsClasses and pass output='instances', decoder='boundary' "
             f"(tiles' detections as classes, stitched across seams), or paint one image's detections with "
-            f"segarch.instances.detections.labels_from_detections.")
+            f"segarch.instances.detections.labels_from_detections"
+            + ("; fuse one image's outputs into a panoptic result with "
+               "segarch.instances.efficientps.EfficientPSFusion." if architecture == "efficientps" else "."))
     if not isinstance(network, MultiHeadNet):
         return
 

@@ -43,7 +43,7 @@ from segarch.nets._base import SegmentationNet
 from segarch.zoo import register
 
 __all__ = ["MaskRCNN", "MaskRCNNResNet101", "paste_masks", "mask_targets", "BoxHead", "MaskHead",
-           "multiscale_roi_align"]
+           "multiscale_roi_align", "batch_to_group_norm"]
 
 #: The FPN levels the RoI heads read (P2–P5) and the extra RPN level (P6).
 ROI_LEVELS = (2, 3, 4, 5)
@@ -68,7 +68,7 @@ def _sample(labels: torch.Tensor, count: int, positive_fraction: float) -> tuple
             negative[torch.randperm(len(negative), device=labels.device)[:n_neg]])
 
 
-def _batch_to_group_norm(module: nn.Module) -> None:
+def batch_to_group_norm(module: nn.Module) -> None:
     """Every batch norm of ``module`` replaced, in place, by a group norm of the same channels (32 groups; fewer
     for narrow widths, at least 2 channels per group) and the same parameters."""
     for name, child in module.named_children():
@@ -79,7 +79,7 @@ def _batch_to_group_norm(module: nn.Module) -> None:
                 groups = math.gcd(32, channels // 2)
             setattr(module, name, nn.GroupNorm(groups, channels))
         else:
-            _batch_to_group_norm(child)
+            batch_to_group_norm(child)
 
 
 def multiscale_roi_align(pyramid: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], output_size: int,
@@ -267,7 +267,7 @@ class MaskRCNN(SegmentationNet):
         self.box_weights = [10.0] * d + [5.0] * d
         self.encoder = ResNetEncoder(d, in_channels, depth=depth, base_width=base_width)
         if norm == "group":
-            _batch_to_group_norm(self.encoder)
+            batch_to_group_norm(self.encoder)
         self.fpn = FeaturePyramid(d, self.encoder.out_channels[1:], fpn_channels)
         self.rpn = RegionProposalHead(d, fpn_channels, fpn_channels, len(self.aspect_ratios))
         self.box_head = BoxHead(d, fpn_channels, 7, representation, out_channels)
@@ -282,7 +282,9 @@ class MaskRCNN(SegmentationNet):
         """Per level: objectness (B, n), deltas (B, n, 2d), anchors (n, 2d)."""
         d = self.spatial_dims
         pool = F.max_pool2d if d == 2 else F.max_pool3d
-        levels = list(pyramid) + [pool(pyramid[-1], 1, 2)]
+        levels = list(pyramid)
+        if len(self.anchor_sizes) > len(levels):  # Mask R-CNN's P6, a sub-sampling of P5 for the RPN only
+            levels.append(pool(pyramid[-1], 1, 2))
         out = []
         for k, (level, size) in enumerate(zip(levels, self.anchor_sizes), start=2):
             objectness, deltas = self.rpn(level)

@@ -52,7 +52,8 @@ class DetectionTask(TrainingTask):
     name = "detection"
     #: ``task="instance"`` names it too for a detector: users ask for instances, whatever the architecture.
     aliases = ("instance",)
-    architectures = ("instance",)
+    #: EfficientPS (task 'panoptic') is a detector too: its things from the objects, its stuff the background
+    architectures = ("instance", "panoptic")
     metric, metric_key = "F1@0.5", "objects"
 
     def check_config(self) -> None:
