@@ -9,6 +9,7 @@ import torch
 
 from segarch import zoo
 from segarch.instances.detections import detection_targets, labels_from_detections
+from detector_helpers import assert_one_object_per_square
 
 
 def two_cubes(rng, shape=(32, 32, 64), side: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -38,9 +39,8 @@ def test_cuboid_anchors_and_targets_of_the_cubes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("draw", range(2))
-def test_trained_for_a_few_steps_on_two_cubes_it_finds_two_objects(draw):
-    # Fresh draws (130-140 s each on one shared thread). Measured while writing this, at 150 steps: seeds 2 and 3
+def test_trained_for_a_few_steps_on_two_cubes_it_finds_two_objects():
+    # One fresh draw (130-140 s on one shared thread: CI time). Measured while writing this, at 150 steps: seeds 2 and 3
     # and seed 0 on a (32, 64, 64) stack (3 of 3) found both cubes, each >= 0.87 covered by one object that is
     # >= 0.88 inside it (the test asks 0.8 of both), and so did this test's two fresh draws on its first run (5 of
     # 5); at 100 steps seeds 0-1 did, seed 2 found one of the two.
@@ -59,9 +59,4 @@ def test_trained_for_a_few_steps_on_two_cubes_it_finds_two_objects(draw):
         detections = net(x)[0]
     assert detections["boxes"].shape[1] == 6 and detections["masks"].shape[1:] == labels.shape
     found = labels_from_detections(detections)
-    assert found.max() == 2, np.unique(found)
-    for i in (1, 2):
-        ids, counts = np.unique(found[labels == i], return_counts=True)
-        majority = ids[np.argmax(counts)]
-        assert majority > 0 and counts.max() > 0.8 * (labels == i).sum()
-        assert ((found == majority) & (labels == i)).sum() > 0.8 * (found == majority).sum()
+    assert_one_object_per_square(labels, found)  # each cube one object, and that object mostly the cube
