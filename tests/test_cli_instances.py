@@ -138,3 +138,29 @@ def test_demo_shows_objects_and_their_f1_for_an_instance_model(instance_model):
     assert "F1 at IoU 0.5 against the generated truth:" in result.stdout
     count = int(result.stdout.split("instances: uint32 (96, 96); ")[1].split(" objects")[0])
     assert count >= 0 and "merged across block seams" in result.stdout
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("negative", "hold negative values"),
+    ("fractional", "must hold integers"),
+    ("empty", "hold no objects"),
+    ("pixel size", "--pixel-size"),
+])
+def test_bad_instance_training_input_exits_2_naming_it_and_writes_nothing(bad, message, tmp_path):
+    from segarch import io
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    s = nuclei_sample((64, 64), seed=int(np.random.default_rng().integers(1000)), hard=True)
+    labels = {"negative": s.labels.astype(np.int16) - 1, "fractional": s.labels.astype(np.float32) + 0.5,
+              "empty": np.zeros(s.labels.shape, np.uint16)}.get(bad, s.labels.astype(np.uint16))
+    io.write_tiff(tmp_path / "images" / "n0.tif", s.image)
+    io.write_tiff(tmp_path / "labels" / "n0.tif", labels)
+    out = tmp_path / "never.safetensors"
+    extra = ["--pixel-size", "0", "1"] if bad == "pixel size" else []
+    result = segarch_cli("train", str(tmp_path / "images"), str(tmp_path / "labels"), "--model", "unet",
+                         "--task", "instance", "--options", FEATURES, "--steps", "1", "--patch", "32",
+                         "--device", "cpu", "--out", str(out), *extra)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()

@@ -138,3 +138,31 @@ def test_a_local_cluster_run_equals_the_in_process_run(tmp_path):
     assert len({worker for name, worker in ran if name == "_decode_task"}) == 2
     assert np.array_equal(there[:], here[:]) and here[:].max() > 50
     assert (tmp_path / "there_objects.csv").read_text() == (tmp_path / "here_objects.csv").read_text()
+
+
+def test_the_pixel_size_of_an_ome_zarr_image_is_read_from_its_metadata(tmp_path):
+    """Without `pixel_size=`, the image's pixel size comes from its OME-Zarr scale; the network sees the model's."""
+    from segarch import io
+
+    decoder = DistanceDecoder()
+    s = nuclei_sample((70, 80), seed=int(np.random.default_rng().integers(1000)), hard=True)
+    image = probabilities_for(s.labels, decoder, s.spacing)
+    model = segarch.Model(ShapeRecorder(decoder.channels, 2), "unet", spatial_dims=2, in_channels=decoder.channels,
+                          out_channels=decoder.channels, class_names=decoder.class_names, preprocessing=[],
+                          pixel_size=[0.25, 0.25])
+    model.trained = True
+    coarse = tmp_path / "coarse.ome.zarr"  # pixels twice the model's: resampled up for the network, labels back
+    io.write_ome_zarr(coarse, image, axes="CYX", scale=(1.0, 0.5, 0.5))
+    ShapeRecorder.seen = []
+    labels, report = segarch.instances.predict_instances(model, str(coarse), tile=256, device="cpu",
+                                                         return_report=True)
+    assert report["pixel_size"]["source"] == "metadata" and report["pixel_size"]["resampled"] is True
+    assert "resampled the image" in report["pixel_size"]["note"]
+    assert max(shape for shapes in ShapeRecorder.seen for shape in shapes) >= 140  # twice the image's 70 × 80
+    assert labels.shape == s.labels.shape and match(s.labels, labels).f1(0.5) > 0.85
+    same = tmp_path / "same.ome.zarr"  # within 10% of the model's: left alone
+    io.write_ome_zarr(same, image, axes="CYX", scale=(1.0, 0.26, 0.26))
+    ShapeRecorder.seen = []
+    _, report = segarch.instances.predict_instances(model, str(same), tile=256, device="cpu", return_report=True)
+    assert report["pixel_size"]["source"] == "metadata" and report["pixel_size"]["resampled"] is False
+    assert max(shape for shapes in ShapeRecorder.seen for shape in shapes) <= 80
