@@ -109,3 +109,19 @@ def test_segarch_train_on_decoder_targets_makes_an_instance_model(tmp_path):
     labels = predict_instances(loaded, drawn[0].image, device="cpu")
     assert labels.dtype == np.uint32 and labels.shape == (64, 64)
     assert type(segarch.instances.decoder_for(model)) is DistanceDecoder
+
+
+def test_predict_takes_a_shipped_models_name_or_file_as_the_cli_does(tmp_path):
+    from segarch.samples import nuclei
+
+    image, _ = nuclei((128, 160), seed=int(np.random.default_rng().integers(1 << 16)))
+    model = segarch.models.resolve("unet.nuclei2d_instances")
+    by_model = segarch.predict(model, image, output="instances")
+    assert by_model.max() >= 3
+    np.testing.assert_array_equal(segarch.predict("unet.nuclei2d_instances", image, output="instances"), by_model)
+    segarch.save_model(model, tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(segarch.predict(tmp_path / "m.safetensors", image, output="instances"), by_model)
+    np.testing.assert_array_equal(segarch.predict("unet.nuclei2d_instances", image),
+                                  segarch.predict(model, image))
+    with pytest.raises(ValueError, match="names an architecture: a new, untrained network"):
+        segarch.predict("unet", image)

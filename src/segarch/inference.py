@@ -7,6 +7,7 @@ above both so the engine never imports the instance package (imports only go dow
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from segarch.tiling import predict as predict_tiles
@@ -16,6 +17,10 @@ __all__ = ["predict"]
 
 def predict(model: Any, image: Any, *, output: str = "labels", pixel_size: Any = None,
             instance_options: dict[str, Any] | None = None, **options: Any):
+    if isinstance(model, (str, os.PathLike)):  # a shipped model's name or a model file, as the CLI takes them
+        from segarch.models import resolve
+
+        model = resolve(model, trained=True)
     if output == "instances":  # two passes (network, then block-wise decoding): segarch.instances owns them
         from segarch.instances.predict import predict_instances
 

@@ -81,7 +81,8 @@ def predict(
     """Segment ``image`` with ``model``, tile by tile.
 
     Args:
-        model: a :class:`segarch.Model` (its pre-processing, channels and class count apply) or a bare
+        model: a :class:`segarch.Model` (its pre-processing, channels and class count apply; ``segarch.predict``
+            also takes a shipped model's name such as ``"unet.nuclei2d"`` or a model file's path) or a bare
             ``torch.nn.Module`` (then ``axes`` is required; its ``spatial_dims`` attribute, or Z in ``axes``,
             says 2D or 3D; no pre-processing beyond conversion to float32).
         image: a NumPy, Dask or Zarr array, a Zarr group (OME-Zarr: level 0), or a path to ``.zarr``,
