@@ -21,6 +21,8 @@ Usage::
     python scripts/train_dextr_light.py --dims 3 --corrections --out /tmp/c   # corrective clicks (2D, 3D)
     python scripts/train_dextr_light.py --dims 3 --corrections --start /tmp/c/dextr_light.clicks3d.safetensors \
         --out /tmp/c2 --wall-seconds 3600                                     # ... trained longer
+    python scripts/train_dextr_light.py --dims 3 --corrections --isotropic --scenes 160 --seed 23 --lr 3e-4 \
+        --start /tmp/c/dextr_light.clicks3d.safetensors --out /tmp/c3   # ... fresh isotropic volumes, lower rate
 
 ``--corrections``: the shipped model gets three more input channels (positive clicks, negative clicks, previous
 mask; their weights start at zero, see :func:`segarch.training.with_corrections`) and is fine-tuned by
