@@ -21,6 +21,8 @@ Usage::
     python scripts/train_dextr_light.py --dims 3 --corrections --out /tmp/c   # corrective clicks (2D, 3D)
     python scripts/train_dextr_light.py --dims 3 --corrections --start /tmp/c/dextr_light.clicks3d.safetensors \
         --out /tmp/c2 --wall-seconds 3600                                     # ... trained longer
+    python scripts/train_dextr_light.py --dims 3 --corrections --isotropic --scenes 160 --seed 23 --lr 3e-4 \
+        --start /tmp/c/dextr_light.clicks3d.safetensors --out /tmp/c3   # ... fresh isotropic volumes, lower rate
 
 ``--corrections``: the shipped model gets three more input channels (positive clicks, negative clicks, previous
 mask; their weights start at zero, see :func:`segarch.training.with_corrections`) and is fine-tuned by
@@ -149,6 +151,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--cpu-seconds", type=float, default=600.0, help="stop after this much CPU time")
     parser.add_argument("--wall-seconds", type=float, default=None, help="also stop after this much wall-clock time")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the training scenes; default: the recipe's")
+    parser.add_argument("--isotropic", action="store_true",
+                        help="with --corrections --dims 3: isotropic volumes only (no thick-slice half)")
     parser.add_argument("--features", type=int, nargs="+", default=None, help="default: the recipe's")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     parser.add_argument("--corrections", action="store_true",
@@ -169,6 +175,8 @@ def main(argv=None) -> dict:
     if args.corrections:
         recipe.update(CORRECTIONS[dims], name=f"dextr_light.clicks{dims}d")
     recipe["options"] = dict(recipe["options"], features=list(args.features or recipe["options"]["features"]))
+    recipe["lr"] = args.lr or recipe["lr"]
+    recipe["seed"] = args.seed if args.seed is not None else recipe["seed"]
     args.steps = args.steps or recipe["steps"]
     args.scenes = args.scenes or recipe["scenes"]
     settings = DEFAULTS["dextr_light"][dims]
@@ -179,7 +187,7 @@ def main(argv=None) -> dict:
         image, lab = object_scene(tuple(recipe["shape"]), seed=recipe["seed"] * 100003 + s)
         images.append(image)
         labels.append(lab)
-    if args.corrections and dims == 3:  # half of the volumes get thick slices
+    if args.corrections and dims == 3 and not args.isotropic:  # half of the volumes get thick slices
         spacings = recipe["z_spacing"]
         for s in range(args.scenes // 2):
             image, lab = thick_slice_scene(tuple(recipe["anisotropic_shape"]), spacings[s % len(spacings)],
@@ -246,8 +254,8 @@ def main(argv=None) -> dict:
                        "darker objects, illumination gradient, clutter, blur, Poisson and Gaussian noise. Extreme "
                        "points jittered afresh at every draw by up to 2% of the object's size (at least 1 px). 10% of "
                        "the objects held out for validation."),
-        **({"voxel_size": VOXEL_SIZE_3D if args.corrections else "isotropic", "pixel_size": model.pixel_size}
-           if dims == 3 else {}),
+        **({"voxel_size": VOXEL_SIZE_3D if args.corrections and not args.isotropic else "isotropic",
+            "pixel_size": model.pixel_size} if dims == 3 else {}),
         **({"corrections": (f"fine-tuned from {start_file.name} ({args.start}) with three more input channels "
                             "(positive clicks, negative clicks, previous mask; weights started at zero): Sofiiuk et "
                             "al. 2021 iterative training, 0-3 simulated clicks per batch at the centre of the largest "
