@@ -21,6 +21,8 @@ def predict(model: Any, image: Any, *, output: str = "labels", pixel_size: Any =
         from segarch.models import resolve
 
         model = resolve(model, trained=True)
+    if output == "panoptic":
+        raise ValueError(_panoptic_refusal(model))
     if output == "instances":  # two passes (network, then block-wise decoding): segarch.instances owns them
         from segarch.instances.predict import predict_instances
 
@@ -28,6 +30,34 @@ def predict(model: Any, image: Any, *, output: str = "labels", pixel_size: Any =
     if instance_options is not None:
         raise ValueError(f"`instance_options` applies to `output`='instances' only, got `output`={output!r}.")
     return predict_tiles(model, image, output=output, pixel_size=pixel_size, **options)
+
+
+def _panoptic_refusal(model: Any) -> str:
+    """Why ``output='panoptic'`` is refused, for this ``model``: an instance-only model has no classes of stuff;
+    a panoptic network is fused per image, outside the tiled path."""
+    from segarch import zoo
+
+    network = getattr(model, "network", model)
+    arch = getattr(model, "arch", None) or next(
+        (c.name for c in zoo.cards() if c.builder is type(network)), type(network).__name__)
+    task = zoo.card(arch).task if arch in zoo.names() else None
+    names = list(getattr(model, "class_names", None) or [])
+    start = "`output`='panoptic' is not offered by segarch.predict (it makes 'labels', 'probabilities' and 'instances')"
+    if task == "panoptic":
+        fusion = {"efficientps": "segarch.instances.efficientps.EfficientPSFusion",
+                  "deeperlab": "segarch.instances.deeperlab.DeeperLabDecoder"}.get(
+            arch, "segarch.instances.panoptic.PanopticDeepLabDecoder")
+        return (f"{start}: `model` is {arch!r}, a panoptic network; fuse one image's outputs with {fusion}, or "
+                f"pass `output`='instances' for its objects over tiles" + (" (a trained detector's)." if arch ==
+                                                                          "efficientps" else "."))
+    if task == "instance" or getattr(network, "is_detector", False) or names in (
+            ["background", "interior", "boundary"],) or isinstance(getattr(model, "instance", None), dict):
+        return (f"{start}, and `model` ({arch!r}) is an instance-only model: it separates objects but predicts no "
+                f"classes of stuff, so it has no panoptic output; use `output`='instances' (one id per object), or "
+                f"a panoptic network (segarch.zoo.names('panoptic'): {', '.join(zoo.names('panoptic'))}).")
+    return (f"{start}; `model` ({arch!r}) predicts classes per pixel: use `output`='labels', or 'instances' for an "
+            f"instance model, or a panoptic network (segarch.zoo.names('panoptic'): "
+            f"{', '.join(zoo.names('panoptic'))}).")
 
 
 predict.__doc__ = (predict_tiles.__doc__ or "").replace("\n    Returns:", """
