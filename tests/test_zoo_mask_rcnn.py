@@ -150,5 +150,7 @@ def test_tiled_instances_of_a_trained_detector_are_one_object_per_square_across_
         assert (inside > 0).mean() > 0.6
         ids.add(int(inside.max()))
     assert len(ids) == 5 and (found[squares == 0] > 0).mean() < 0.02
+    # the bare detector, no decoder named: wrapped and decoded the same way (was refused as "classes (unknown)")
+    np.testing.assert_array_equal(segarch.predict(net, image, axes="YX", output="instances", tile=64), found)
     with pytest.raises(ValueError, match="`detector` must be a zoo detector"):
         DetectionsAsClasses(torch.nn.Conv2d(1, 3, 1))

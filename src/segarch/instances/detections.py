@@ -98,6 +98,9 @@ class DetectionsAsClasses(torch.nn.Module):
         score_threshold, mask_threshold, overlap_threshold: as for :func:`labels_from_detections`.
     """
 
+    #: The 'boundary' decoder's classes, so that ``output="instances"`` finds its decoder without ``decoder=``.
+    class_names = ("background", "interior", "boundary")
+
     def __init__(self, detector: torch.nn.Module, score_threshold: float = 0.5, mask_threshold: float = 0.5,
                  overlap_threshold: float = 0.5) -> None:
         super().__init__()
@@ -132,6 +135,8 @@ def as_instance_model(model):
 
     from segarch.instances.decode import get_decoder
 
+    if getattr(model, "is_detector", False):  # a bare zoo detector: wrapped the same way, without a Model around it
+        return DetectionsAsClasses(model)
     network = getattr(model, "network", None)
     if not getattr(network, "is_detector", False):
         return model
