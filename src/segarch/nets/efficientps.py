@@ -340,11 +340,8 @@ class EfficientPS(MaskRCNN):
 
     def forward(self, x: torch.Tensor, targets: Sequence[dict] | None = None):
         self.check_input_shape(x)
-        if self.training and targets is None:
-            raise ValueError("EfficientPS in train mode needs `targets` (per image a dict of 'boxes', 'labels', "
-                             "'masks' and optionally 'semantic'); call net.eval() to predict.")
-        if targets is not None and len(targets) != x.shape[0]:
-            raise ValueError(f"`targets` must hold one dict per image ({x.shape[0]}), got {len(targets)}.")
+        self.check_targets(x, targets, net="EfficientPS", keys="'boxes', 'labels', 'masks' and optionally 'semantic'",
+                           action="predict")
         shape = tuple(x.shape[2:])
         pyramid = self.pyramid(x)
         semantic = resize_to(self.semantic_head(pyramid), shape)

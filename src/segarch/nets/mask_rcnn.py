@@ -427,13 +427,18 @@ class MaskRCNN(SegmentationNet):
             start += n
         return results
 
-    def forward(self, x: torch.Tensor, targets: Sequence[dict] | None = None):
-        self.check_input_shape(x)
+    def check_targets(self, x: torch.Tensor, targets: Sequence[dict] | None, *, net: str = "Mask R-CNN",
+                      keys: str = "'boxes', 'labels' and 'masks'", action: str = "detect") -> None:
+        """Train mode needs ``targets``, and then one dict (of ``keys``) per image of ``x``."""
         if self.training and targets is None:
-            raise ValueError("Mask R-CNN in train mode needs `targets` (per image a dict of 'boxes', 'labels' and "
-                             "'masks'); call net.eval() to detect.")
+            raise ValueError(f"{net} in train mode needs `targets` (per image a dict of {keys}); call net.eval() to "
+                             f"{action}.")
         if targets is not None and len(targets) != x.shape[0]:
             raise ValueError(f"`targets` must hold one dict per image ({x.shape[0]}), got {len(targets)}.")
+
+    def forward(self, x: torch.Tensor, targets: Sequence[dict] | None = None):
+        self.check_input_shape(x)
+        self.check_targets(x, targets)
         shape = tuple(x.shape[2:])
         pyramid = self.pyramid(x)
         rpn = self._rpn(pyramid)
