@@ -41,7 +41,6 @@ def _panoptic_refusal(model: Any) -> str:
     arch = getattr(model, "arch", None) or next(
         (c.name for c in zoo.cards() if c.builder is type(network)), type(network).__name__)
     task = zoo.card(arch).task if arch in zoo.names() else None
-    names = list(getattr(model, "class_names", None) or [])
     start = "`output`='panoptic' is not offered by segarch.predict (it makes 'labels', 'probabilities' and 'instances')"
     if task == "panoptic":
         fusion = {"efficientps": "segarch.instances.efficientps.EfficientPSFusion",
@@ -50,14 +49,24 @@ def _panoptic_refusal(model: Any) -> str:
         return (f"{start}: `model` is {arch!r}, a panoptic network; fuse one image's outputs with {fusion}, or "
                 f"pass `output`='instances' for its objects over tiles" + (" (a trained detector's)." if arch ==
                                                                           "efficientps" else "."))
-    if task == "instance" or getattr(network, "is_detector", False) or names in (
-            ["background", "interior", "boundary"],) or isinstance(getattr(model, "instance", None), dict):
+    if task == "instance" or getattr(network, "is_detector", False) or _has_instance_decoder(model):
         return (f"{start}, and `model` ({arch!r}) is an instance-only model: it separates objects but predicts no "
                 f"classes of stuff, so it has no panoptic output; use `output`='instances' (one id per object), or "
                 f"a panoptic network (segarch.zoo.names('panoptic'): {', '.join(zoo.names('panoptic'))}).")
     return (f"{start}; `model` ({arch!r}) predicts classes per pixel: use `output`='labels', or 'instances' for an "
             f"instance model, or a panoptic network (segarch.zoo.names('panoptic'): "
             f"{', '.join(zoo.names('panoptic'))}).")
+
+
+def _has_instance_decoder(model: Any) -> bool:
+    """Whether ``output='instances'`` finds a decoder for ``model`` (its stored settings or its class names)."""
+    from segarch.instances.predict import decoder_for
+
+    try:
+        decoder_for(model)
+    except ValueError:
+        return False
+    return True
 
 
 predict.__doc__ = (predict_tiles.__doc__ or "").replace("\n    Returns:", """
