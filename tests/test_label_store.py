@@ -149,8 +149,8 @@ def test_20000_squared_lazy_image_20_objects_in_bounded_memory(tmp_path):
     chunk = reopened.chunks
     centres = {(y // chunk[0], x // chunk[1]) for y, x, _ in discs}
     touched = set()
-    for y, x, r in discs:
-        r += 6  # the box's pad: a mask may reach past the disc's edge
-        touched |= {(i, j) for i in range((y - r) // chunk[0], (y + r) // chunk[0] + 1)
-                    for j in range((x - r) // chunk[1], (x + r) // chunk[1] + 1)}
+    for disc in discs:
+        (y0, x0), (h, w) = box_of(disc, pad=6)  # the box the object was segmented in
+        touched |= {(i, j) for i in range(y0 // chunk[0], (y0 + h - 1) // chunk[0] + 1)
+                    for j in range(x0 // chunk[1], (x0 + w - 1) // chunk[1] + 1)}
     assert len(centres) <= reopened.nchunks_initialized <= len(touched)

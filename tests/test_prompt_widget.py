@@ -252,6 +252,13 @@ def test_four_clicks_on_background_find_no_object(widget, qtbot):
     assert len(widget.history) == 1
 
 
+def _largest_object(truth: np.ndarray) -> int:
+    """The id of the largest object of an instance label image."""
+    sizes = np.bincount(truth.ravel())
+    sizes[0] = 0
+    return int(sizes.argmax())
+
+
 def _correct(widget, qtbot, point, positive):
     """One corrective click in the mode the toggle sets, then wait for the object to be repainted."""
     widget.click_combo.setCurrentIndex(1 if positive else 2)
@@ -321,9 +328,7 @@ def test_a_stack_with_thick_slices_is_resampled_to_the_3d_model_voxels(widget, q
     widget.image_combo.setCurrentText("stack")
     widget.model_combo.setCurrentText("dextr_light.objects3d")
     widget.start()
-    sizes = np.bincount(truth.ravel())
-    sizes[0] = 0
-    value = int(sizes.argmax())
+    value = _largest_object(truth)
     points = extreme_points(truth == value)
     _click(widget, qtbot, points)
     assert widget.last_error == ""

@@ -14,7 +14,7 @@ from segarch.prompts import extreme_points, object_scene
 from segarch.prompts.clicks import next_click
 from segarch.prompts.recipe import crop_box
 from segarch.prompts.segment import settings_for
-from tests.test_prompt_widget import _click, _correct, widget  # noqa: F401 - the fixture
+from tests.test_prompt_widget import _click, _correct, _largest_object, widget  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.gui
 
@@ -28,9 +28,7 @@ def test_refused_corrections_give_a_message_and_write_nothing(widget, qtbot):  #
     widget.image_combo.setCurrentText("stack")
     widget.model_combo.setCurrentText("dextr_light.clicks2d")
     widget.start()
-    sizes = np.bincount(truth.ravel())
-    sizes[0] = 0
-    value = int(sizes.argmax())
+    value = _largest_object(truth)
     points = extreme_points(truth == value)
     _click(widget, qtbot, np.c_[np.ones(4), points])
     labels = viewer.layers["stack objects"]
