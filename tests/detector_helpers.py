@@ -51,14 +51,21 @@ def train_detector_on_two_squares(name: str, seed: int, steps: int = 200, lr: fl
     and its labels."""
     torch.manual_seed(0)
     image, labels = two_squares(np.random.default_rng(seed))
-    net = zoo.create(name, spatial_dims=2, in_channels=1, out_channels=2, **zoo.card(name).test_config)
+    net, x = train_detector(name, image, labels, steps, lr)
+    return net, x, labels
+
+
+def train_detector(name: str, image: np.ndarray, labels: np.ndarray, steps: int, lr: float):
+    """Zoo detector ``name`` (its test configuration, 2D or 3D as ``image``) trained ``steps`` Adam steps on one
+    image and its instance labels; returns the detector (in eval mode) and the image as ``(1, 1, *spatial)``."""
+    net = zoo.create(name, spatial_dims=image.ndim, in_channels=1, out_channels=2, **zoo.card(name).test_config)
     x, targets = torch.from_numpy(image)[None, None], [detection_targets(labels)]
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in range(steps):
         opt.zero_grad()
         sum(net(x, targets).values()).backward()
         opt.step()
-    return net.eval(), x, labels
+    return net.eval(), x
 
 
 def assert_one_object_per_square(labels: np.ndarray, found: np.ndarray, share: float = 0.8) -> None:
