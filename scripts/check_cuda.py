@@ -42,6 +42,7 @@ from segarch.synthetic import nuclei
 
 RESULTS: list[dict] = []
 GPU = "cuda"  # --device: the device checked against the CPU
+REPORT: Path | None = None  # --report: rewritten after every check, so a run stopped by a time limit keeps its results
 
 
 def check(name: str):
@@ -55,6 +56,8 @@ def check(name: str):
         seconds = time.perf_counter() - start
         RESULTS.append({"check": name, "passed": bool(passed), "detail": detail, "seconds": round(seconds, 1)})
         print(f"{'ok  ' if passed else 'FAIL'} {name} ({seconds:.1f} s): {detail}", flush=True)
+        if REPORT is not None:
+            REPORT.write_text(json.dumps({"torch": torch.__version__, "results": RESULTS}, indent=1))
         return function
     return wrap
 
@@ -84,11 +87,11 @@ def relative_difference(a, b) -> float:
     return worst
 
 
-def zoo_checks(seconds: float) -> None:
+def zoo_checks(seconds: float, after: str = "") -> None:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     deadline = time.perf_counter() + seconds
-    for name in zoo.names():
+    for name in (n for n in zoo.names() if n > after):
         entry = zoo.card(name)
         for dims in sorted(entry.spatial_dims):
             if time.perf_counter() > deadline:
@@ -225,17 +228,18 @@ def main(argv=None) -> int:
     parser.add_argument("--report", type=Path, default=None)
     parser.add_argument("--zoo-seconds", type=float, default=150.0, help="stop the zoo checks after this long")
     parser.add_argument("--skip", nargs="*", default=[], choices=["zoo", "predict", "prompts", "train"])
+    parser.add_argument("--zoo-after", default="", help="check only the zoo entries named after this one (a rerun)")
     parser.add_argument("--device", default="cuda", help="the device checked against the CPU (cpu: a dry run)")
     args = parser.parse_args(argv)
-    global GPU
-    GPU = args.device
+    global GPU, REPORT
+    GPU, REPORT = args.device, args.report
     if GPU.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here: nothing to check", file=sys.stderr)
         return 2
     name = torch.cuda.get_device_name(0) if GPU.startswith("cuda") else GPU
     print(f"torch {torch.__version__}, {name}, segarch from {Path(segarch.__file__).parent}")
     for part, run in (("predict", predict_checks), ("prompts", prompt_checks), ("train", train_checks),
-                      ("zoo", lambda: zoo_checks(args.zoo_seconds))):
+                      ("zoo", lambda: zoo_checks(args.zoo_seconds, args.zoo_after))):
         if part not in args.skip:
             run()
     failed = [r["check"] for r in RESULTS if r["passed"] is False]
