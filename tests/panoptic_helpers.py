@@ -1,0 +1,75 @@
+"""A Panoptic-DeepLab trained for a few steps on a 128² image of two squares of two classes, each square crossing
+the middle (a block seam at 64, and tile seams of 64-pixel tiles with overlap 0.5), for the tiled panoptic tests.
+
+Trained on random 64² crops (the tile size) with the whole image's targets cropped, so the network sees what a
+tile sees; 300 Adam steps, about 20-25 s on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segarch import zoo
+from segarch.instances.panoptic import center_offset_targets
+from segarch.models.model import Model
+
+CLASS_NAMES = ["background", "round", "bright"]
+
+
+def two_classes_scene(rng, size: int = 128):
+    """``(image, instance labels, semantic classes)``: square 1 (class 1) across x = 64, square 2 (class 2, twice
+    as bright) across y = 64, sides 14-20 pixels."""
+    labels = np.zeros((size, size), np.int64)
+    side_a, side_b = (int(s) for s in rng.integers(14, 21, 2))
+    y, x = int(rng.integers(8, 40)), int(rng.integers(64 - side_a + 3, 64 - 3))
+    labels[y:y + side_a, x:x + side_a] = 1
+    y, x = int(rng.integers(64 - side_b + 3, 64 - 3)), int(rng.integers(80, size - side_b - 4))
+    labels[y:y + side_b, x:x + side_b] = 2
+    classes = labels.copy()  # object i is of class i
+    image = np.where(classes == 2, 2.0, (classes == 1) * 1.0) + 0.1 * rng.normal(size=labels.shape)
+    return image.astype(np.float32), labels, classes
+
+
+@functools.lru_cache(maxsize=2)
+def trained_panoptic_model(seed: int = 0, steps: int = 300):
+    """``(model, image, labels, classes)``: the test configuration of ``panoptic_deeplab`` (3 classes) trained on
+    the scene of ``seed``."""
+    torch.manual_seed(0)
+    image, labels, classes = two_classes_scene(np.random.default_rng(seed))
+    card = zoo.card("panoptic_deeplab")
+    model = Model.from_zoo("panoptic_deeplab", in_channels=1, out_channels=3, class_names=CLASS_NAMES,
+                           **card.test_config)
+    net = model.network
+    x = torch.from_numpy(model.preprocess(image[None]))[None]
+    semantic = torch.from_numpy(classes)[None]
+    center, offset = (torch.from_numpy(t)[None] for t in center_offset_targets(labels, sigma=4))
+    optimizer = torch.optim.Adam(net.parameters(), lr=card.test_lr)
+    crops = np.random.default_rng(seed + 1)
+    for _ in range(steps):
+        corners = crops.integers(0, image.shape[0] - 64 + 1, size=(4, 2))
+
+        def cut(t):
+            return torch.stack([t[0, ..., a:a + 64, b:b + 64] for a, b in corners])
+
+        optimizer.zero_grad()
+        out = net(cut(x))
+        loss = (F.cross_entropy(out["semantic"], cut(semantic)) + 10 * F.mse_loss(out["center"], cut(center))
+                + F.l1_loss(out["offset"] / 8, cut(offset) / 8))
+        loss.backward()
+        optimizer.step()
+    net.eval()
+    model.trained = True
+    return model, image, labels, classes
+
+
+def whole_image_panoptic(model, image):
+    """The per-image reference: the network on the whole (pre-processed) image, grouped by its decoder."""
+    from segarch.instances.panoptic import PanopticDeepLabDecoder
+
+    with torch.no_grad():
+        outputs = model.network(torch.from_numpy(model.preprocess(image[None]))[None])
+    return PanopticDeepLabDecoder(thing_classes=(1, 2), top_k=None)(outputs)

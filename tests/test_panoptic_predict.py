@@ -1,0 +1,135 @@
+"""``segarch.predict(model, image, output="panoptic")``: a Panoptic-DeepLab's classes and objects through the tiled
+path (tiles smaller than the image, objects across block seams), equal to the whole-image decoding; out of core
+into a Zarr group of two label images, resumable after a cancel; refusals that name the parameter."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import zarr
+
+import segarch
+from segarch.instances import match
+from segarch.instances.blocks import DecodingCancelled
+from panoptic_helpers import CLASS_NAMES, trained_panoptic_model, whole_image_panoptic
+
+pytestmark = pytest.mark.slow  # one training of 300 steps (about 20 s), shared by the module
+
+TILED = dict(tile=64, overlap=0.5, device="cpu", axes="YX")
+BLOCKS = dict(block=48, halo=24)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return trained_panoptic_model(0)
+
+
+def _pairs(reference: np.ndarray, found: np.ndarray) -> dict[int, int]:
+    """Reference object → the found object covering most of it (IoU > 0.5)."""
+    pairs = {}
+    for ref in np.unique(reference[reference > 0]):
+        ids, counts = np.unique(found[reference == ref], return_counts=True)
+        best = ids[np.argmax(np.where(ids > 0, counts, -1))]
+        if best > 0:
+            union = np.logical_or(reference == ref, found == best).sum()
+            if np.logical_and(reference == ref, found == best).sum() > 0.5 * union:
+                pairs[int(ref)] = int(best)
+    return pairs
+
+
+def test_tiled_panoptic_equals_the_whole_image_decoding(trained):
+    model, image, labels, classes = trained
+    whole = whole_image_panoptic(model, image)
+    result, report = segarch.predict(model, image, output="panoptic", **TILED,
+                                     instance_options={**BLOCKS, "return_report": True})
+    assert result.classes.dtype == np.uint16 and result.instances.dtype == np.uint32 and result.panoptic is None
+    assert result.instances.shape == image.shape
+    found = result.instances.astype(np.int64)
+    assert report["objects"] == int(whole.instances.max()) == 2
+    assert report["merged_across_seams"] >= 1  # the squares cross the block seams
+    pairs = _pairs(whole.instances, found)
+    assert len(pairs) == 2
+    for ref, obj in pairs.items():  # each object with the class the whole-image fusion gives it
+        assert int(result.classes[found == obj][0]) == int(whole.classes[ref - 1])
+        assert len(np.unique(result.classes[found == obj])) == 1
+    assert match(whole.instances, found).tp[0] == 2
+    assert (result.classes == whole.semantic).mean() > 0.99
+    # and right against the truth: one object per square, of the square's class, stuff elsewhere
+    for square in (1, 2):
+        inside = found[labels == square]
+        assert (inside > 0).mean() > 0.8 and len(np.unique(inside[inside > 0])) == 1
+        assert np.bincount(result.classes[labels == square]).argmax() == square
+    assert report["objects_per_class"] == {"round": 1, "bright": 1}
+    table = report["measurements"]
+    assert sorted(table["class"].tolist()) == [1, 2] and set(table["class_name"]) == {"round", "bright"}
+    assert (found[classes == 0] > 0).mean() < 0.01 and set(np.unique(result.classes)) <= {0, 1, 2}
+
+
+def test_label_divisor_gives_the_combined_ids(trained):
+    model, image, labels, _ = trained
+    result = segarch.predict(model, image, output="panoptic", **TILED,
+                             instance_options={**BLOCKS, "label_divisor": 1000})
+    expected = np.where(result.instances > 0, result.classes.astype(np.int64) * 1000 + 1,
+                        result.classes.astype(np.int64))  # one object per class: number 1 in its class
+    assert np.array_equal(result.panoptic, expected)
+    assert set(np.unique(result.panoptic[labels > 0])) <= {0, 1001, 2001}
+
+
+def test_out_of_core_zarr_resumes_after_a_cancel(trained, tmp_path):
+    model, image, labels, _ = trained
+    source = tmp_path / "scene.zarr"
+    zarr.save_array(str(source), image)
+    reference = segarch.predict(model, image, output="panoptic", **TILED, instance_options=BLOCKS)
+    out = tmp_path / "panoptic.zarr"
+    cancel, seen = threading.Event(), []
+
+    def progress(done, total):
+        seen.append((done, total))
+        if len(seen) > 1 and total > seen[0][1]:  # into the block decoding: the network pass is complete
+            cancel.set()
+
+    with pytest.raises(DecodingCancelled):
+        segarch.predict(model, str(source), output="panoptic", out=str(out), progress=progress, cancel=cancel,
+                        **TILED, instance_options=BLOCKS)
+    assert (tmp_path / "panoptic.zarr.heads").is_dir()  # kept for the resume
+    assert not zarr.open_group(str(out), mode="r").attrs["segarch"]["complete"]
+    result, report = segarch.predict(model, str(source), output="panoptic", out=str(out), resume=True, **TILED,
+                                     instance_options={**BLOCKS, "return_report": True})
+    group = zarr.open_group(str(out), mode="r")
+    assert group.attrs["ome"]["labels"] == ["classes", "instances"] and group.attrs["segarch"]["complete"]
+    assert np.array_equal(group["instances/0"][:], reference.instances)
+    assert np.array_equal(group["classes/0"][:], reference.classes)
+    assert np.array_equal(result.classes[:], reference.classes)
+    props = group["classes"].attrs["ome"]["image-label"]["properties"]
+    assert [p["class"] for p in props] == CLASS_NAMES
+    assert not (tmp_path / "panoptic.zarr.heads").exists()  # removed once complete
+    table = (tmp_path / "panoptic_objects.csv").read_text() if (tmp_path / "panoptic_objects.csv").exists() else \
+        None
+    assert report["table"].startswith(str(tmp_path / "panoptic_objects"))
+    if table is not None:
+        assert "class" in table.splitlines()[0].split(",")
+    # a finished run resumed again: read back, nothing recomputed
+    again = segarch.predict(model, str(source), output="panoptic", out=str(out), resume=True, **TILED,
+                            instance_options=BLOCKS)
+    assert np.array_equal(again.instances[:], reference.instances)
+
+
+@pytest.mark.parametrize("value,allowed", [((0, 5), "from 0 to 2"), ((), "at least one"), ("1", "from 0 to 2")])
+def test_bad_thing_classes_are_refused_before_anything_is_written(trained, tmp_path, value, allowed):
+    model, image, _, _ = trained
+    out = tmp_path / "bad.zarr"
+    with pytest.raises(ValueError, match=rf"`thing_classes` must be distinct class indices.*{allowed}.*got "
+                                         rf"{__import__('re').escape(repr(value))}"):
+        segarch.predict(model, image, output="panoptic", out=str(out), **TILED,
+                        instance_options={"thing_classes": value})
+    assert not out.exists() and not (tmp_path / "bad.zarr.heads").exists()
+
+
+def test_bad_label_divisor_is_refused(trained, tmp_path):
+    model, image, _, _ = trained
+    with pytest.raises(ValueError, match=r"`label_divisor` must be an integer >= 2.*got 1\b"):
+        segarch.predict(model, image, output="panoptic", out=str(tmp_path / "x.zarr"), **TILED,
+                        instance_options={"label_divisor": 1})
+    assert not (tmp_path / "x.zarr").exists()
