@@ -133,3 +133,24 @@ def test_bad_label_divisor_is_refused(trained, tmp_path):
         segarch.predict(model, image, output="panoptic", out=str(tmp_path / "x.zarr"), **TILED,
                         instance_options={"label_divisor": 1})
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_a_local_cluster_run_equals_the_in_process_run(trained, tmp_path):
+    import torch
+    from distributed import Client, LocalCluster, get_task_stream
+
+    model, image, _, _ = trained
+    options = dict(output="panoptic", **TILED, instance_options={**BLOCKS, "label_divisor": 100})
+    here = segarch.predict(model, image, out=tmp_path / "here.zarr", **options)
+    torch.set_num_threads(1)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        with get_task_stream(client) as stream:
+            there = segarch.predict(model, image, out=tmp_path / "there.zarr", scheduler=client, **options)
+    ran = {t["key"].split("-")[0] for t in stream.data}
+    assert {"_decode_task", "_final_task"} <= ran  # the blocks were grouped on the workers
+    for name in ("classes", "instances", "panoptic"):
+        assert np.array_equal(getattr(there, name)[:], getattr(here, name)[:])
+    values = set(np.unique(here.panoptic[:]).tolist())
+    assert here.instances[:].max() == 2 and {0, 101, 201} <= values <= {0, 1, 2, 101, 201}
+    assert (tmp_path / "there_objects.csv").read_text() == (tmp_path / "here_objects.csv").read_text()
