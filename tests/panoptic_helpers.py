@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from segarch import zoo
+from segarch.instances.deeperlab import keypoint_targets
 from segarch.instances.panoptic import center_offset_targets
 from segarch.models.model import Model
 
@@ -73,3 +74,44 @@ def whole_image_panoptic(model, image):
     with torch.no_grad():
         outputs = model.network(torch.from_numpy(model.preprocess(image[None]))[None])
     return PanopticDeepLabDecoder(thing_classes=(1, 2), top_k=None)(outputs)
+
+
+class OracleHeads(torch.nn.Module):
+    """Input ``(B, 2, *S)``: instance ids and their classes; output: the heads of ``arch`` made from them (semantic
+    logits ±10, targets for the rest), as the architecture's network returns them."""
+
+    def __init__(self, arch: str) -> None:
+        super().__init__()
+        real = zoo.create(arch, in_channels=2, out_channels=3, **zoo.card(arch).test_config)
+        self.arch, self.heads, self.spatial_dims, self.size_divisor = arch, real.heads, 2, real.size_divisor
+        self.scale = torch.nn.Parameter(torch.ones(()))  # a weight for the provenance's hash
+
+    def forward(self, x):
+        ids, classes = np.rint(x[:, 0].numpy()).astype(np.int64), np.rint(x[:, 1].numpy()).astype(np.int64)
+        outs = [self.heads_for(i, c) for i, c in zip(ids, classes)]
+        return {h.name: torch.from_numpy(np.stack([o[h.name] for o in outs])).float() for h in self.heads}
+
+    def heads_for(self, labels, classes) -> dict:
+        """The heads for one image of instance ids ``labels`` and their ``classes`` (2D)."""
+        labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)  # ids 1..n within the tile
+        semantic = 20 * np.stack([classes == c for c in range(3)]).astype(np.float32) - 10
+        if self.arch == "deeperlab":
+            return {"semantic": semantic, **keypoint_targets(labels, radius=3)}
+        center, offset = center_offset_targets(labels, sigma=2)
+        return {"semantic": semantic, "center": center, "offset": offset}
+
+
+def random_scene(rng, size=160, count=14):
+    """``(labels, classes)``: ``count`` squares of sides 6-14, at least 4 pixels apart, each of class 1 or 2."""
+    labels = np.zeros((size, size), np.int64)
+    classes = np.zeros_like(labels)
+    placed = 0
+    while placed < count:
+        side = int(rng.integers(6, 15))
+        y, x = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+        if labels[max(0, y - 4):y + side + 4, max(0, x - 4):x + side + 4].any():
+            continue
+        placed += 1
+        labels[y:y + side, x:x + side] = placed
+        classes[y:y + side, x:x + side] = int(rng.integers(1, 3))
+    return labels, classes

@@ -35,6 +35,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -205,8 +206,8 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         progress: ``progress(done, total)``: the network's tiles, then the blocks (decoding, then classes).
         cancel: a ``threading.Event`` that stops any pass (then ``resume=True`` continues).
         return_report: also return the report: ``objects``, ``objects_per_class`` (class name → objects), the
-            seam report (``merged_across_seams`` ...), ``thing_classes``, ``label_divisor``, ``table`` and
-            ``measurements`` (the table's columns).
+            seam report (``merged_across_seams`` ...), ``thing_classes``, ``label_divisor``, ``seconds`` (each
+            pass: ``network``, ``objects``, ``classes``), ``table`` and ``measurements`` (the table's columns).
         **predict_options: passed to the tiled engine (``axes``, ``tile``, ``overlap``, ``batch_size``, ``blend``,
             ``device``, ``amp``, ``grey``, ``scheduler``, ``runtime``).
 
@@ -282,10 +283,12 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
                 progress(before + done, before + total)
         return report_progress
 
+    started = time.perf_counter()
     raw = predict_tiles(dense, image, output="raw", out=heads_path,
                         resume=bool(resume and heads_path is not None and heads_path.exists()), overwrite=overwrite,
                         progress=step("network"), cancel=cancel, **predict_options)
     raw = _loops_channels_space(raw, layout)
+    seconds = {"network": time.perf_counter() - started}
     loops = raw.ndim - spatial_dims - 1
     label_axes = None if layout is None else layout.loop + layout.spatial
     decoded = decode_blocks(raw, grouping, None if out is None else out / "instances", block=block, halo=halo,
@@ -294,6 +297,7 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
                             overwrite=overwrite, progress=step("objects"), cancel=cancel,
                             scheduler=predict_options.get("scheduler"), axes=label_axes)
     instances = decoded.labels
+    seconds["objects"] = time.perf_counter() - started - seconds["network"]
     classes_progress = step("classes")
     object_classes = _object_classes(instances, raw, heads["semantic"], things, loops, decoded.report["objects"],
                                      classes_progress, cancel)
@@ -303,11 +307,13 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     if label_divisor is not None:
         panoptic = _write_panoptic(instances, classes, object_classes, label_divisor, semantic_count, loops, out,
                                    spacing)
+    seconds["classes"] = time.perf_counter() - started - seconds["network"] - seconds["objects"]
     counts = np.bincount(object_classes[1:], minlength=semantic_count) if object_classes.size > 1 else \
         np.zeros(semantic_count, np.int64)
     report = {**decoded.report, "objects": int(object_classes.size - 1),
               "objects_per_class": {class_names[c]: int(counts[c]) for c in things},
-              "thing_classes": list(things), "label_divisor": label_divisor, "architecture": arch}
+              "thing_classes": list(things), "label_divisor": label_divisor, "architecture": arch,
+              "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     measurements = None
     if table and loops == 0 and (out is not None or return_report):
         from segarch.instances.measure import table_summary, write_table
