@@ -53,6 +53,9 @@ log = logging.getLogger("segarch.instances")
 PANOPTIC_DECODERS = {"panoptic_deeplab": "segarch.instances.panoptic.PanopticDeepLabDecoder",
                      "deeperlab": "segarch.instances.deeperlab.DeeperLabDecoder"}
 _COMPLETE = "complete"
+#: Block (core) size per spatial dimensionality: Panoptic-DeepLab's grouping measures every thing pixel of a window
+#: against every centre in it (memory ∝ pixels × objects), so blocks are smaller than decode_blocks' defaults.
+DEFAULT_BLOCK = {2: 256, 3: 64}
 
 
 @dataclass
@@ -195,8 +198,9 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         decoder_options: options of the per-image decoder (e.g. ``{"threshold": 0.2}`` for Panoptic-DeepLab,
             ``{"radius": 8}`` for DeeperLab, as trained); ``top_k`` defaults to ``None`` (no cap on centres per
             block) and DeeperLab's ``keypoints_are_logits`` to ``True`` (what its head returns).
-        block, halo, min_size: block-wise decoding (see :func:`segarch.instances.decode_blocks`); objects up to
-            about ``halo`` pixels across are grouped exactly as in the whole image.
+        block, halo, min_size: block-wise decoding (see :func:`segarch.instances.decode_blocks`; ``block``
+            defaults to 256 in 2D, 64 in 3D: :data:`DEFAULT_BLOCK`); objects up to about ``halo`` pixels across
+            are grouped exactly as in the whole image.
         pixel_size: the image's pixel size per spatial axis, for the table's physical sizes and the stores' scale
             (default: the model's). The image is not resampled: one further than 10% from the model's training
             pixel size is refused.
@@ -291,6 +295,7 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     seconds = {"network": time.perf_counter() - started}
     loops = raw.ndim - spatial_dims - 1
     label_axes = None if layout is None else layout.loop + layout.spatial
+    block = DEFAULT_BLOCK[spatial_dims] if block is None else block
     decoded = decode_blocks(raw, grouping, None if out is None else out / "instances", block=block, halo=halo,
                             spatial_dims=spatial_dims, spacing=spacing, min_size=min_size,
                             resume=bool(resume and out is not None and (out / "instances").exists()),
