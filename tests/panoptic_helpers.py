@@ -67,6 +67,41 @@ def trained_panoptic_model(seed: int = 0, steps: int = 300):
     return model, image, labels, classes
 
 
+@functools.lru_cache(maxsize=1)
+def trained_efficientps(seed: int = 0, steps: int = 400):
+    """``(model, image, labels, classes)``: the test configuration of ``efficientps`` (3 classes, things 1 and 2)
+    trained on pairs of random 64² crops (holding part of an object) of the scene of ``seed``, with the crops'
+    detection targets and semantic maps. Draw 0 and 400 steps (about 60-100 s): the whole-image fusion and the
+    tiled path both find the two squares, each of its class (200 steps: a third, spurious object tiled)."""
+    from segarch.instances.detections import detection_targets
+
+    torch.manual_seed(0)
+    image, labels, classes = two_classes_scene(np.random.default_rng(seed))
+    model = Model.from_zoo("efficientps", in_channels=1, out_channels=3, class_names=CLASS_NAMES,
+                           **zoo.card("efficientps").test_config)
+    x = torch.from_numpy(model.preprocess(image[None]))
+    optimizer = torch.optim.Adam(model.network.parameters(), lr=1e-3)
+    crops = np.random.default_rng(seed + 1)
+    for _ in range(steps):
+        batch, targets = [], []
+        while len(batch) < 2:
+            a, b = (int(v) for v in crops.integers(0, image.shape[0] - 64 + 1, 2) // 4 * 4)  # on the anchor grid
+            ids = labels[a:a + 64, b:b + 64]
+            if not ids.any():
+                continue
+            ids = np.unique(ids, return_inverse=True)[1].reshape(ids.shape)
+            target = detection_targets(ids, classes[a:a + 64, b:b + 64])
+            target["semantic"] = torch.from_numpy(classes[a:a + 64, b:b + 64])
+            batch.append(x[:, a:a + 64, b:b + 64])
+            targets.append(target)
+        optimizer.zero_grad()
+        sum(model.network(torch.stack(batch), targets).values()).backward()
+        optimizer.step()
+    model.network.eval()
+    model.trained = True
+    return model, image, labels, classes
+
+
 def whole_image_panoptic(model, image):
     """The per-image reference: the network on the whole (pre-processed) image, grouped by its decoder."""
     from segarch.instances.panoptic import PanopticDeepLabDecoder

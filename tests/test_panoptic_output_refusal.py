@@ -1,8 +1,8 @@
 """``segarch.predict(..., output="panoptic")``: refused with a reason fitted to the model, nothing written.
 
 An instance-only model (a detector, or a network trained on a decoder's classes) predicts no classes of stuff,
-so it has no panoptic output; top-down EfficientPS is fused per image, outside the tiled path (the bottom-up
-Panoptic-DeepLab and DeeperLab run through it: tests/test_panoptic_predict.py).
+so it has no panoptic output; a semantic model has no objects (the panoptic networks run through the tiled path:
+tests/test_panoptic_predict*.py).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def _refused(model, tmp_path, match):
 def test_a_detector_is_instance_only(name, tmp_path):
     options = zoo.card(name).test_config
     model = Model.from_zoo(name, in_channels=1, out_channels=2, **options)
-    _refused(model, tmp_path, rf"`output`='panoptic' is offered for the bottom-up panoptic networks \('deeperlab', "
-                              rf"'panoptic_deeplab'\) only.*\({name!r}\) is an instance-only model.*"
+    _refused(model, tmp_path, rf"`output`='panoptic' is offered for the panoptic networks \('deeperlab', "
+                              rf"'efficientps', 'panoptic_deeplab'\) only.*\({name!r}\) is an instance-only model.*"
                               r"no classes of stuff.*`output`='instances'.*efficientps")
     # the bare network too, named from the zoo's cards
     _refused(model.network, tmp_path, rf"\({name!r}\) is an instance-only model")
@@ -41,13 +41,6 @@ def test_a_model_trained_on_a_decoders_classes_is_instance_only(tmp_path):
     model = Model.from_zoo("unet", in_channels=1, out_channels=3, features=(4, 8, 16, 32, 64),
                            class_names=["background", "interior", "boundary"])
     _refused(model, tmp_path, r"\('unet'\) is an instance-only model")
-
-
-def test_efficientps_is_pointed_to_its_fusion(tmp_path):
-    network = zoo.create("efficientps", in_channels=1, out_channels=2, **zoo.card("efficientps").test_config)
-    _refused(network, tmp_path, r"`model` is 'efficientps', a top-down panoptic network.*fuse one image's outputs "
-                                r"with segarch\.instances\.efficientps\.EfficientPSFusion.*`output`='instances'.*"
-                                r"'deeperlab', 'panoptic_deeplab' for panoptic output over tiles")
 
 
 def test_a_semantic_model_is_pointed_to_labels(tmp_path):

@@ -13,7 +13,7 @@ import zarr
 import segarch
 from segarch.instances import match
 from segarch.instances.blocks import DecodingCancelled
-from panoptic_helpers import CLASS_NAMES, trained_panoptic_model, whole_image_panoptic
+from panoptic_helpers import CLASS_NAMES, trained_efficientps, trained_panoptic_model, whole_image_panoptic
 
 pytestmark = pytest.mark.slow  # one training of 300 steps (about 20 s), shared by the module
 
@@ -154,3 +154,32 @@ def test_a_local_cluster_run_equals_the_in_process_run(trained, tmp_path):
     values = set(np.unique(here.panoptic[:]).tolist())
     assert here.instances[:].max() == 2 and {0, 101, 201} <= values <= {0, 1, 2, 101, 201}
     assert (tmp_path / "there_objects.csv").read_text() == (tmp_path / "here_objects.csv").read_text()
+
+
+def test_efficientps_is_fused_per_tile_and_grouped_across_seams():
+    """Top-down EfficientPS: each tile's detections fused with its semantic head (FusionAsChannels), blended, grouped
+    block by block: the same objects, each of the same class, as the fusion on the whole image."""
+    import torch
+
+    from segarch.instances.efficientps import EfficientPSFusion
+
+    model, image, labels, _ = trained_efficientps(0)
+    with torch.no_grad():
+        whole = EfficientPSFusion(thing_classes=model.network.thing_classes)(
+            model.network(torch.from_numpy(model.preprocess(image[None]))[None])[0])
+    result, report = segarch.predict(model, image, output="panoptic", **{**TILED, "blend": "crop"},
+                                     instance_options={**BLOCKS, "return_report": True})
+    found = result.instances.astype(np.int64)
+    assert report["objects"] == int(whole.instances.max()) == 2 and report["architecture"] == "efficientps"
+    pairs = _pairs(whole.instances, found)
+    assert len(pairs) == 2
+    for ref, obj in pairs.items():
+        assert set(np.unique(result.classes[found == obj])) == {int(whole.classes[ref - 1])}
+    for square in (1, 2):  # one object per square, of the square's class
+        inside = found[labels == square]
+        assert (inside > 0).mean() > 0.8 and len(np.unique(inside[inside > 0])) == 1
+        assert np.bincount(result.classes[labels == square]).argmax() == square
+    assert (result.classes == np.where(whole.semantic < 0, 0, whole.semantic)).mean() > 0.98
+    with pytest.raises(ValueError, match=r"`thing_classes`=\[1\]: an EfficientPS detects the thing classes it was "
+                                         r"built with, \[1, 2\]"):
+        segarch.predict(model, image, output="panoptic", **TILED, instance_options={"thing_classes": [1]})

@@ -21,7 +21,7 @@ def predict(model: Any, image: Any, *, output: str = "labels", pixel_size: Any =
         from segarch.models import resolve
 
         model = resolve(model, trained=True)
-    if output == "panoptic":  # bottom-up panoptic networks: heads tiled, objects grouped block by block
+    if output == "panoptic":  # panoptic networks: heads (or per-tile fusions) tiled, objects grouped block by block
         from segarch.instances.panoptic_predict import panoptic_architecture, predict_panoptic
 
         if panoptic_architecture(model) is None:
@@ -39,7 +39,7 @@ def predict(model: Any, image: Any, *, output: str = "labels", pixel_size: Any =
 
 def _panoptic_refusal(model: Any) -> str:
     """Why ``output='panoptic'`` is refused, for this ``model``: an instance-only model has no classes of stuff,
-    a semantic one no objects; top-down EfficientPS is fused per image, outside the tiled path."""
+    a semantic one no objects."""
     from segarch import zoo
 
     network = getattr(model, "network", model)
@@ -48,13 +48,10 @@ def _panoptic_refusal(model: Any) -> str:
     task = zoo.card(arch).task if arch in zoo.names() else None
     from segarch.instances.panoptic_predict import PANOPTIC_DECODERS
 
-    bottom_up = ", ".join(repr(n) for n in sorted(PANOPTIC_DECODERS))
-    start = f"`output`='panoptic' is offered for the bottom-up panoptic networks ({bottom_up}) only"
+    offered = ", ".join(repr(n) for n in sorted(PANOPTIC_DECODERS))
+    start = f"`output`='panoptic' is offered for the panoptic networks ({offered}) only"
     if task == "panoptic":
-        return (f"{start}: `model` is {arch!r}, a top-down panoptic network whose fusion of detections and semantic "
-                f"logits runs on one whole image; fuse one image's outputs with "
-                f"segarch.instances.efficientps.EfficientPSFusion, pass `output`='instances' for its objects over "
-                f"tiles (a trained detector's), or use {bottom_up} for panoptic output over tiles.")
+        return f"{start}: `model` is {arch!r}, a panoptic architecture segarch.predict cannot tile yet."
     if task == "instance" or getattr(network, "is_detector", False) or _has_instance_decoder(model):
         return (f"{start}, and `model` ({arch!r}) is an instance-only model: it separates objects but predicts no "
                 f"classes of stuff, so it has no panoptic output; use `output`='instances' (one id per object), or "
@@ -78,7 +75,7 @@ def _has_instance_decoder(model: Any) -> bool:
 predict.__doc__ = (predict_tiles.__doc__ or "").replace("\n    Returns:", """
         instance_options: ``output="instances"``: ``decoder``, ``block``, ``halo``, ``min_size``, ``table``,
             ``return_report`` (see :func:`segarch.instances.predict_instances`). ``output="panoptic"`` (a
-            Panoptic-DeepLab or DeeperLab model: semantic classes and instance ids, a
+            Panoptic-DeepLab, DeeperLab or EfficientPS model: semantic classes and instance ids, a
             :class:`~segarch.instances.panoptic_predict.PanopticLabels`): ``thing_classes``, ``label_divisor``,
             ``decoder_options``, ``block``, ``halo``, ``min_size``, ``table``, ``return_report`` (see
             :func:`segarch.instances.panoptic_predict.predict_panoptic`).

@@ -15,8 +15,10 @@ Panoptic-DeepLab and DeeperLab predict per pixel a semantic class and, in other 
    (:func:`~segarch.instances.panoptic.fuse_panoptic`); other pixels keep their class as stuff (instance 0),
    into ``<out>/classes``.
 
-Top-down EfficientPS (detections fused with a semantic head) is not offered here: its fusion runs per image
-(:class:`~segarch.instances.efficientps.EfficientPSFusion`).
+Top-down EfficientPS (detections fused with a semantic head) is fused per tile instead
+(:class:`~segarch.instances.efficientps.FusionAsChannels`: the fused classes one-hot and its objects as the
+'boundary' decoder's classes, blended across tiles), then grouped block by block by that decoder; its objects must
+fit in a tile.
 
 Examples::
 
@@ -51,7 +53,8 @@ log = logging.getLogger("segarch.instances")
 
 #: The bottom-up panoptic architectures ``predict_panoptic`` runs, and the per-image decoder that groups each block.
 PANOPTIC_DECODERS = {"panoptic_deeplab": "segarch.instances.panoptic.PanopticDeepLabDecoder",
-                     "deeperlab": "segarch.instances.deeperlab.DeeperLabDecoder"}
+                     "deeperlab": "segarch.instances.deeperlab.DeeperLabDecoder",
+                     "efficientps": "segarch.instances.efficientps.EfficientPSFusion"}
 _COMPLETE = "complete"
 #: Block (core) size per spatial dimensionality: Panoptic-DeepLab's grouping measures every thing pixel of a window
 #: against every centre in it (memory ∝ pixels × objects), so blocks are smaller than decode_blocks' defaults.
@@ -120,6 +123,10 @@ class _Grouping:
     options: tuple[tuple[str, Any], ...] = ()
 
     def decoder(self):
+        if self.arch == "efficientps":  # each tile fused already (FusionAsChannels): its objects as boundary classes
+            from segarch.instances.decode import BoundaryDecoder
+
+            return BoundaryDecoder()
         if self.arch == "deeperlab":
             from segarch.instances.deeperlab import DeeperLabDecoder
 
@@ -131,6 +138,9 @@ class _Grouping:
     def __call__(self, window: np.ndarray) -> np.ndarray:
         window = np.nan_to_num(np.asarray(window, np.float32))  # left-out pixels (nodata): no object there
         outputs = {name: window[lo:hi] for name, lo, hi in self.heads}
+        if self.arch == "efficientps":  # blended log-probabilities of background, interior, boundary
+            objects = np.exp(outputs["objects"] - outputs["objects"].max(0, keepdims=True))
+            return self.decoder().decode(objects / objects.sum(0, keepdims=True), min_size=0).astype(np.uint32)
         return self.decoder()(outputs).instances.astype(np.uint32)
 
 
@@ -143,7 +153,8 @@ def panoptic_architecture(model) -> str | None:
     arch = getattr(model, "arch", None) if hasattr(model, "network") else None
     if arch not in zoo.names():
         arch = next((c.name for c in zoo.cards() if c.builder is type(network)), None)
-    return arch if arch in PANOPTIC_DECODERS and getattr(network, "heads", None) else None
+    ready = getattr(network, "heads", None) or (arch == "efficientps" and getattr(network, "is_detector", False))
+    return arch if arch in PANOPTIC_DECODERS and ready else None
 
 
 def _settings(model, semantic_classes: int, thing_classes, label_divisor):
@@ -158,7 +169,7 @@ def _settings(model, semantic_classes: int, thing_classes, label_divisor):
     if label_divisor is None:
         label_divisor = stored.get("label_divisor")
     if thing_classes is None:
-        thing_classes = range(1, semantic_classes)
+        thing_classes = getattr(getattr(model, "network", model), "thing_classes", None) or range(1, semantic_classes)
     try:
         things = [int(c) for c in thing_classes if isinstance(c, (int, np.integer)) and not isinstance(c, bool)]
         bad = len(things) != len(list(thing_classes))
@@ -182,22 +193,24 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
                      table: bool = True, resume: bool = False, overwrite: bool = False,
                      progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
                      return_report: bool = False, **predict_options: Any):
-    """Semantic classes and instance ids of a bottom-up panoptic network (Panoptic-DeepLab, DeeperLab) for
+    """Semantic classes and instance ids of a panoptic network (Panoptic-DeepLab, DeeperLab, EfficientPS) for
     ``image``, tile by tile and block by block (see the module's docstring).
 
     Args:
-        model: a :class:`segarch.Model` (or a bare network) of architecture ``panoptic_deeplab`` or ``deeperlab``.
+        model: a :class:`segarch.Model` (or a bare network) of architecture ``panoptic_deeplab``, ``deeperlab`` or
+            ``efficientps`` (trained).
         image: as for :func:`segarch.predict` (NumPy, Dask, Zarr, OME-Zarr group, TIFF/Zarr/.npy path).
         out: ``None`` for NumPy arrays, or a directory: a Zarr group holding two OME-Zarr label images,
             ``classes`` and ``instances`` (and ``panoptic`` with ``label_divisor``), listed under ``labels`` in its
             ``ome`` attributes; the blended heads go to ``<out>.heads`` meanwhile.
         thing_classes: the classes that are countable objects (default: the model's ``panoptic`` settings, else
-            every class but 0); the others are stuff.
+            the network's ``thing_classes`` (EfficientPS), else every class but 0); the others are stuff.
         label_divisor: also give ``class · label_divisor + n`` (see :class:`PanopticLabels`); default: the model's
             ``panoptic`` settings, else none.
         decoder_options: options of the per-image decoder (e.g. ``{"threshold": 0.2}`` for Panoptic-DeepLab,
-            ``{"radius": 8}`` for DeeperLab, as trained); ``top_k`` defaults to ``None`` (no cap on centres per
-            block) and DeeperLab's ``keypoints_are_logits`` to ``True`` (what its head returns).
+            ``{"radius": 8}`` for DeeperLab, as trained; ``{"confidence": 0.7}`` for EfficientPS's fusion);
+            ``top_k`` defaults to ``None`` (no cap on centres per block) and DeeperLab's ``keypoints_are_logits``
+            to ``True`` (what its head returns).
         block, halo, min_size: block-wise decoding (see :func:`segarch.instances.decode_blocks`; ``block``
             defaults to 256 in 2D, 64 in 3D: :data:`DEFAULT_BLOCK`); objects up to about ``halo`` pixels across
             are grouped exactly as in the whole image.
@@ -219,7 +232,7 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         A :class:`PanopticLabels` (the image's axes minus C); with ``return_report``, ``(labels, report)``.
 
     Raises:
-        ValueError: a model that is not a bottom-up panoptic network, a bad parameter (named, with its value and
+        ValueError: a model that is not a panoptic network, a bad parameter (named, with its value and
             what is allowed), or what :func:`segarch.predict` refuses; nothing is written then.
     """
     from segarch.axes import resolve_axes
@@ -230,24 +243,26 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     arch = panoptic_architecture(model)
     if arch is None:
         raise ValueError(f"`model` ({getattr(model, 'arch', type(getattr(model, 'network', model)).__name__)!r}) is "
-                         f"not a bottom-up panoptic network; predict_panoptic runs {sorted(PANOPTIC_DECODERS)}.")
+                         f"not a panoptic network; predict_panoptic runs {sorted(PANOPTIC_DECODERS)}.")
     for forbidden in ("output", "progress", "cancel", "resume", "overwrite", "out"):
         if forbidden in predict_options:
             raise ValueError(f"`{forbidden}` is set by predict_panoptic itself; remove it from the options.")
     network = getattr(model, "network", model)
-    wrapper = HeadsAsChannels(network)
-    heads = wrapper.channels()
-    semantic_count = heads["semantic"][1] - heads["semantic"][0]
-    things, label_divisor = _settings(model, semantic_count, thing_classes, label_divisor)
-    options = dict(decoder_options or {})
     if not isinstance(decoder_options, (dict, type(None))):
         raise ValueError(f"`decoder_options` must be a dict of the {arch} decoder's options, got {decoder_options!r}.")
-    options.setdefault("top_k", None) if arch == "panoptic_deeplab" else options.setdefault("keypoints_are_logits",
-                                                                                            True)
-    grouping = _Grouping(arch, tuple((n, lo, hi) for n, (lo, hi) in heads.items()), things,
-                         tuple(sorted(options.items())))
+    options = dict(decoder_options or {})
+    try:  # the options checked now, before any work
+        wrapper, heads, grouping_options = _dense(network, arch, options)
+    except TypeError as err:
+        raise ValueError(f"`decoder_options`: {err} (see {PANOPTIC_DECODERS[arch]}).") from None
+    semantic_count = heads["semantic"][1] - heads["semantic"][0]
+    things, label_divisor = _settings(model, semantic_count, thing_classes, label_divisor)
+    if arch == "efficientps" and things != tuple(sorted(network.thing_classes)):
+        raise ValueError(f"`thing_classes`={thing_classes!r}: an EfficientPS detects the thing classes it was built "
+                         f"with, {list(network.thing_classes)}; leave `thing_classes` out.")
+    grouping = _Grouping(arch, tuple((n, lo, hi) for n, (lo, hi) in heads.items()), things, grouping_options)
     try:
-        grouping.decoder()  # the options checked now, before any work
+        grouping.decoder()
     except TypeError as err:
         raise ValueError(f"`decoder_options`: {err} (see {PANOPTIC_DECODERS[arch]}).") from None
     spatial_dims = wrapper.spatial_dims
@@ -340,6 +355,19 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
 
 
 # --- the passes --------------------------------------------------------------------------------------------
+
+def _dense(network, arch: str, options: dict):
+    """``(the network as one tensor, each part's channels, the grouping's options)``: bottom-up networks' heads
+    concatenated; EfficientPS fused per tile (its ``options`` are the fusion's)."""
+    if arch == "efficientps":
+        from segarch.instances.efficientps import FusionAsChannels
+
+        wrapper = FusionAsChannels(network, **options)
+        return wrapper, {"semantic": (0, wrapper.classes), "objects": (wrapper.classes, wrapper.classes + 3)}, ()
+    wrapper = HeadsAsChannels(network)
+    defaults = {"top_k": None} if arch == "panoptic_deeplab" else {"keypoints_are_logits": True}
+    return wrapper, wrapper.channels(), tuple(sorted({**defaults, **options}.items()))
+
 
 def _spacing(model, pixel_size, dims: int, check_spacing) -> tuple[float, ...] | None:
     trained = getattr(model, "pixel_size", None)
