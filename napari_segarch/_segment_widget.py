@@ -221,7 +221,7 @@ class SegmentWidget(QWidget):
         self.output_combo.addItems(["labels", "probabilities", "instances", "panoptic"])
         self.output_combo.setItemData(2, "one label per object, with a per-object table (instance models)", 3)
         self.output_combo.setItemData(3, "two layers: classes, and objects with their table (Panoptic-DeepLab, "
-                                         "DeeperLab)", 3)
+                                         "DeeperLab, EfficientPS)", 3)
         self.background_check = QCheckBox("show the background class")
         self.background_check.setEnabled(False)
         self.out_edit = QLineEdit()

@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("labels", "probabilities", "instances", "panoptic"),
                    help="labels (a class per pixel), probabilities, or instances (one id per object, an instance "
                    "model only; the per-object table is written beside OUTPUT as OUTPUT-STEM_objects.csv), or "
-                   "panoptic (a Panoptic-DeepLab or DeeperLab model: OUTPUT.zarr holds two label images, classes "
+                   "panoptic (a Panoptic-DeepLab, DeeperLab or EfficientPS model: OUTPUT.zarr holds two label images, classes "
                    "and instances; the table gets a class column)")
     p.add_argument("--thing-classes", type=int, nargs="+", help="--output panoptic: the classes that are countable "
                    "objects (default: the model's settings, else every class but 0)")
