@@ -115,10 +115,10 @@ class OracleHeads(torch.nn.Module):
     """Input ``(B, 2, *S)``: instance ids and their classes; output: the heads of ``arch`` made from them (semantic
     logits ±10, targets for the rest), as the architecture's network returns them."""
 
-    def __init__(self, arch: str) -> None:
+    def __init__(self, arch: str, spatial_dims: int = 2) -> None:
         super().__init__()
-        real = zoo.create(arch, in_channels=2, out_channels=3, **zoo.card(arch).test_config)
-        self.arch, self.heads, self.spatial_dims, self.size_divisor = arch, real.heads, 2, real.size_divisor
+        real = zoo.create(arch, spatial_dims=spatial_dims, in_channels=2, out_channels=3, **zoo.card(arch).test_config)
+        self.arch, self.heads, self.spatial_dims, self.size_divisor = arch, real.heads, spatial_dims, real.size_divisor
         self.scale = torch.nn.Parameter(torch.ones(()))  # a weight for the provenance's hash
 
     def forward(self, x):
@@ -127,7 +127,7 @@ class OracleHeads(torch.nn.Module):
         return {h.name: torch.from_numpy(np.stack([o[h.name] for o in outs])).float() for h in self.heads}
 
     def heads_for(self, labels, classes) -> dict:
-        """The heads for one image of instance ids ``labels`` and their ``classes`` (2D)."""
+        """The heads for one image of instance ids ``labels`` and their ``classes`` (2D or 3D)."""
         labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)  # ids 1..n within the tile
         semantic = 20 * np.stack([classes == c for c in range(3)]).astype(np.float32) - 10
         if self.arch == "deeperlab":
@@ -136,17 +136,19 @@ class OracleHeads(torch.nn.Module):
         return {"semantic": semantic, "center": center, "offset": offset}
 
 
-def random_scene(rng, size=160, count=14):
-    """``(labels, classes)``: ``count`` squares of sides 6-14, at least 4 pixels apart, each of class 1 or 2."""
-    labels = np.zeros((size, size), np.int64)
+def random_scene(rng, shape=(160, 160), count=14, sides=(6, 15)):
+    """``(labels, classes)``: ``count`` squares (cubes for a 3D ``shape``) of sides in ``sides`` (end excluded), at
+    least 4 pixels apart, each of class 1 or 2."""
+    labels = np.zeros(shape, np.int64)
     classes = np.zeros_like(labels)
     placed = 0
     while placed < count:
-        side = int(rng.integers(6, 15))
-        y, x = (int(v) for v in rng.integers(0, size - side + 1, size=2))
-        if labels[max(0, y - 4):y + side + 4, max(0, x - 4):x + side + 4].any():
+        side = int(rng.integers(*sides))
+        corner = [int(rng.integers(0, n - side + 1)) for n in shape]
+        if labels[tuple(slice(max(0, c - 4), c + side + 4) for c in corner)].any():
             continue
         placed += 1
-        labels[y:y + side, x:x + side] = placed
-        classes[y:y + side, x:x + side] = int(rng.integers(1, 3))
+        box = tuple(slice(c, c + side) for c in corner)
+        labels[box] = placed
+        classes[box] = int(rng.integers(1, 3))
     return labels, classes

@@ -42,3 +42,24 @@ def test_tiled_panoptic_equals_whole_image_on_a_fresh_scene(arch):
     assert np.array_equal(result.classes, classes), seed
     counts = np.bincount([classes[labels == i][0] for i in range(1, labels.max() + 1)], minlength=3)
     assert report["objects_per_class"] == {"a": int(counts[1]), "b": int(counts[2])}, seed
+
+
+@pytest.mark.parametrize("arch", ["panoptic_deeplab", "deeperlab"])
+def test_tiled_panoptic_equals_whole_image_in_3d(arch):
+    seed = int(np.random.default_rng().integers(1 << 31))
+    labels, classes = random_scene(np.random.default_rng(seed), shape=(40, 72, 72), count=8, sides=(4, 9))
+    oracle = OracleHeads(arch, spatial_dims=3)
+    model = Model(oracle, arch, spatial_dims=3, in_channels=2, out_channels=3, preprocessing=[],
+                  class_names=["background", "a", "b"])
+    options = {"radius": 3, "keypoints_are_logits": False} if arch == "deeperlab" else {}
+    result, report = segarch.predict(model, np.stack([labels, classes]).astype(np.float32), axes="CZYX",
+                                     output="panoptic", tile=32, overlap=0.5, blend="crop", device="cpu",
+                                     instance_options={"block": 24, "halo": 12, "return_report": True,
+                                                       "decoder_options": options})
+    decoder = (DeeperLabDecoder(radius=3, keypoints_are_logits=False) if arch == "deeperlab"
+               else PanopticDeepLabDecoder(top_k=None))
+    whole = decoder(oracle.heads_for(labels, classes))
+    assert result.instances.shape == labels.shape and report["blocks"] == 2 * 3 * 3
+    assert report["objects"] == int(whole.instances.max()) == 8, seed
+    assert match(whole.instances, result.instances.astype(np.int64), thresholds=(0.99,)).tp[0] == 8, seed
+    assert np.array_equal(result.classes, whole.semantic) and np.array_equal(result.classes, classes), seed
