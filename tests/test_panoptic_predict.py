@@ -127,12 +127,14 @@ def test_bad_thing_classes_are_refused_before_anything_is_written(trained, tmp_p
     assert not out.exists() and not (tmp_path / "bad.zarr.heads").exists()
 
 
-def test_bad_label_divisor_is_refused(trained, tmp_path):
+def test_bad_label_divisor_and_what_the_engine_refuses_write_nothing(trained, tmp_path):
     model, image, _, _ = trained
     with pytest.raises(ValueError, match=r"`label_divisor` must be an integer >= 2.*got 1\b"):
         segarch.predict(model, image, output="panoptic", out=str(tmp_path / "x.zarr"), **TILED,
                         instance_options={"label_divisor": 1})
-    assert not (tmp_path / "x.zarr").exists()
+    with pytest.raises(ValueError, match=r"`tile`=40 must be a multiple of the model's size_divisor 16"):
+        segarch.predict(model, image, output="panoptic", out=str(tmp_path / "x.zarr"), **{**TILED, "tile": 40})
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_local_cluster_run_equals_the_in_process_run(trained, tmp_path):

@@ -44,6 +44,7 @@ def test_tiled_panoptic_equals_whole_image_on_a_fresh_scene(arch):
     assert report["objects_per_class"] == {"a": int(counts[1]), "b": int(counts[2])}, seed
 
 
+@pytest.mark.slow  # about 25 s: the oracle's 3D targets per tile
 @pytest.mark.parametrize("arch", ["panoptic_deeplab", "deeperlab"])
 def test_tiled_panoptic_equals_whole_image_in_3d(arch):
     seed = int(np.random.default_rng().integers(1 << 31))

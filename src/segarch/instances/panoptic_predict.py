@@ -271,12 +271,11 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
 
     out = None if out is None else Path(out)
     heads_path = None if out is None else out.with_name(out.name + ".heads")
+    state = None
     if out is not None:  # before any work: an hour of network time must not end in a refused destination
-        state = _open_group(out, image, resume=resume, overwrite=overwrite)
+        state = _check_destination(out, image, resume=resume, overwrite=overwrite)
         if state == _COMPLETE:
             return _stored(out, return_report)
-        if state == "replace" and heads_path.exists():
-            shutil.rmtree(heads_path)
     dense = (dataclasses.replace(model, network=wrapper, out_channels=len(wrapper.channel_names()),
                                  class_names=wrapper.channel_names())
              if hasattr(model, "network") else wrapper)
@@ -308,6 +307,8 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
                         progress=step("network"), cancel=cancel, **predict_options)
     raw = _loops_channels_space(raw, layout)
     seconds = {"network": time.perf_counter() - started}
+    if out is not None and state != "resume":  # created only now: a refusal of the network pass leaves nothing
+        _create_group(out, replace=state == "replace")
     loops = raw.ndim - spatial_dims - 1
     label_axes = None if layout is None else layout.loop + layout.spatial
     block = DEFAULT_BLOCK[spatial_dims] if block is None else block
@@ -517,25 +518,28 @@ def _measure(instances, source, layout, spacing, object_classes, class_names):
 
 # --- the store ---------------------------------------------------------------------------------------------
 
-def _open_group(out: Path, image, *, resume: bool, overwrite: bool) -> str:
-    """Check ``out`` (segarch.destinations' rules) and create its group: ``"new"``, ``"resume"``, ``"replace"`` or,
-    for a finished run resumed, ``"complete"``."""
+def _check_destination(out: Path, image, *, resume: bool, overwrite: bool) -> str:
+    """Check ``out`` by segarch.destinations' rules: ``"new"``, ``"resume"``, ``"replace"`` or, for a finished run
+    resumed, ``"complete"``."""
     import zarr
 
     from segarch.destinations import check_output_store
 
     state = check_output_store(out, overwrite=overwrite, resume=resume, inputs=[image])
-    if state == "resume":
-        stored = zarr.open_group(str(out), mode="r").attrs.get("segarch", {})
-        if stored.get(_COMPLETE):
-            return _COMPLETE
-        return state
-    if state == "replace":
+    if state == "resume" and zarr.open_group(str(out), mode="r").attrs.get("segarch", {}).get(_COMPLETE):
+        return _COMPLETE
+    return state
+
+
+def _create_group(out: Path, *, replace: bool) -> None:
+    """The group that holds the label images, marked as segarch's (unfinished) so ``resume`` finds it."""
+    import zarr
+
+    if replace:
         shutil.rmtree(out)
     group = zarr.open_group(str(out), mode="w")
     group.attrs.update({"ome": {"version": "0.5", "labels": ["classes", "instances"]},
                         "segarch": {"output": "panoptic", _COMPLETE: False}})
-    return state
 
 
 def _finish(out: Path, heads_path: Path, report: dict, with_panoptic: bool) -> None:
