@@ -185,3 +185,22 @@ def test_efficientps_is_fused_per_tile_and_grouped_across_seams():
     with pytest.raises(ValueError, match=r"`thing_classes`=\[1\]: an EfficientPS detects the thing classes it was "
                                          r"built with, \[1, 2\]"):
         segarch.predict(model, image, output="panoptic", **TILED, instance_options={"thing_classes": [1]})
+
+
+def test_store_state_tells_a_finished_panoptic_group_from_an_unfinished_one(trained, tmp_path):
+    from segarch.destinations import store_state
+
+    model, image, _, _ = trained
+    out = tmp_path / "p.zarr"
+    cancel = threading.Event()
+
+    def progress(done, total):
+        if done > 0 and out.exists():  # the group exists once the network pass is done
+            cancel.set()
+
+    with pytest.raises(DecodingCancelled):
+        segarch.predict(model, image, output="panoptic", out=str(out), progress=progress, cancel=cancel, **TILED,
+                        instance_options=BLOCKS)
+    assert store_state(out) == "incomplete"
+    segarch.predict(model, image, output="panoptic", out=str(out), resume=True, **TILED, instance_options=BLOCKS)
+    assert store_state(out) == "complete"
