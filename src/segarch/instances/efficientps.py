@@ -191,8 +191,10 @@ class FusionAsChannels(torch.nn.Module):
         from segarch.instances.targets import boundary_classes
 
         self.network.eval()
-        with torch.no_grad():
-            found = self.network(x)
+        # float32 even under the engine's autocast (its default on CUDA), as DetectionsAsClasses: box regression, NMS
+        # and the fusion's thresholds are not meant for bfloat16
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            found = self.network(x.float())
         out = []
         for outputs in found:
             result = self.fusion(outputs)
