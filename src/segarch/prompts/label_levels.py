@@ -25,10 +25,12 @@ import numpy as np
 from segarch.io.ome_zarr import add_level_metadata, ome_attrs
 from segarch.io.pyramid import pyramid_shapes
 
-__all__ = ["MIN_SIZE", "METHOD", "level_shapes", "create_levels", "open_levels", "check_levels", "update_levels"]
+__all__ = ["MIN_SIZE", "COARSE_CHUNK", "METHOD", "level_shapes", "create_levels", "open_levels", "check_levels", "update_levels"]
 
 #: The coarsest level has Y and X of at most this size (an overview is a few chunks).
 MIN_SIZE = 256
+#: The Y and X chunk size of the coarse levels (level 0 keeps the store's): 256² uint32 is 256 KiB to rewrite.
+COARSE_CHUNK = 256
 #: How the levels are made, recorded in the store's ``multiscales`` metadata.
 METHOD = "segarch.prompts.label_levels: every 2**k-th pixel of level 0 along Y and X (nearest)"
 
@@ -53,8 +55,11 @@ def create_levels(path, shape: Sequence[int], dtype, chunks: Sequence[int], *, o
     shapes = level_shapes(shape)
     axes = _axes(len(shapes[0]))
     group = zarr.open_group(str(path), mode="w" if overwrite else "w-")
-    levels = [group.create_array(str(k), shape=s, chunks=tuple(min(c, n) for c, n in zip(chunks, s)), dtype=dtype,
-                                 fill_value=0) for k, s in enumerate(shapes)]
+    # Coarse levels in smaller chunks (Y, X at most COARSE_CHUNK): a write rewrites one small chunk per level.
+    coarse = tuple(chunks[:-2]) + tuple(min(c, COARSE_CHUNK) for c in chunks[-2:])
+    levels = [group.create_array(str(k), shape=s, chunks=tuple(min(c, n) for c, n in zip(chunks if k == 0 else coarse,
+                                                                                          s)),
+                                 dtype=dtype, fill_value=0) for k, s in enumerate(shapes)]
     attrs = ome_attrs(axes, (1.0,) * len(axes), name=str(getattr(path, "name", path)), labels=True)
     add_level_metadata(attrs, [[2.0 ** k if a in "YX" else 1.0 for a in axes] for k in range(1, len(shapes))],
                        labels=True)
@@ -100,11 +105,11 @@ def check_levels(levels: Sequence) -> None:
                              f"{np.dtype(levels[0].dtype)}: all levels must hold the same ids; nothing was written.")
 
 
-def update_levels(levels: Sequence, box: Sequence[slice]) -> None:
+def update_levels(levels: Sequence, box: Sequence[slice], region: np.ndarray | None = None) -> None:
     """Make the coarse levels equal to level 0 again inside ``box`` (one slice per axis of level 0, just written).
 
-    Level 0 is read once over the box; each level gets the pixels ``i`` with ``i * 2**k`` inside it, written as
-    one block (only the chunks under the box are touched)."""
+    Level 0 is read once over the box (unless ``region``, its content there, is given); each level gets the pixels
+    ``i`` with ``i * 2**k`` inside it, written as one block (only the chunks under the box are touched)."""
     if len(levels) < 2:
         return
     box = tuple(slice(int(b.start), int(b.stop)) for b in box)

@@ -189,11 +189,12 @@ class LabelStore:
             self.array[coords] = values
 
     # --- editing ------------------------------------------------------------------------------------
-    def _apply(self, edit: Edit, values: np.ndarray) -> None:
-        # Level 0 at the edit's pixels, then the coarse levels inside its box, then whoever shows it.
+    def _apply(self, edit: Edit, values: np.ndarray, region: np.ndarray | None = None) -> None:
+        # Level 0 at the edit's pixels, then the coarse levels inside its box (from ``region``, level 0's new content
+        # over the box, when the caller has it), then whoever shows it.
         self.write(edit.coords, values)
         box = edit.box
-        label_levels.update_levels(self.levels, box)
+        label_levels.update_levels(self.levels, box, region)
         if self.changed is not None:
             self.changed(box)
 
@@ -234,7 +235,13 @@ class LabelStore:
         coords = tuple(np.full(n, v, np.int64) for v in index[:lead]) + tuple(
             c.astype(np.int64) + s.start for c, s in zip(inside, index[lead:]))
         edit = Edit(coords, region[where].copy(), int(label))
-        self._apply(edit, np.full(n, label, dtype=region.dtype))
+        after = None
+        if self.multiscale:  # the box's new content, for the coarse levels (no second read of level 0)
+            after = region.copy()
+            after[where] = label
+            after = after[(None,) * lead + tuple(slice(b.start - i.start, b.stop - i.start)
+                                                 for b, i in zip(edit.box[lead:], index[lead:]))]
+        self._apply(edit, np.full(n, label, dtype=region.dtype), after)
         self.history.append(edit)
         if int(label) >= self._next:
             self._next = int(label) + 1
