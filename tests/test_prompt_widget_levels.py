@@ -47,11 +47,12 @@ class PeakRSS:
         return max(self.peak, self.now()) - self.start
 
 
-def _shown_is_stored(labels) -> None:
-    """The tile napari holds for the layer is what the store's shown level holds there."""
+def _shown_is_stored(labels, lead: tuple = ()) -> None:
+    """The tile napari holds for the layer is what the store's shown level holds there (``lead``: the shown slice's
+    index along the leading axes of a stack)."""
     level = labels.data[labels.data_level]
-    corner = labels.corner_pixels
-    tile = tuple(slice(int(a), int(b) + 1) for a, b in zip(corner[0], corner[1]))
+    corner = labels.corner_pixels[:, len(lead):]
+    tile = tuple(lead) + tuple(slice(int(a), int(b) + 1) for a, b in zip(corner[0], corner[1]))
     assert np.array_equal(labels._slice.image.raw, np.asarray(level[tile])), f"level {labels.data_level}"
 
 
@@ -141,7 +142,7 @@ def test_20000_slide_multiscale_labels_objects_corrections_undo_in_bounded_memor
     tracemalloc.stop()
     resident = rss.stop()
     # A single-level layer holds the whole 20000² plane: 1526 MiB of uint32 ids alone (plus its colours).
-    print(f"MEASURED python peak {python_peak / MIB:.1f} MiB, resident growth {resident / MIB:.1f} MiB, levels shown {labels.data_level}, updates {len(updates)}")
+    print(f"resident growth {resident / MIB:.0f} MiB, Python heap peak {python_peak / MIB:.0f} MiB")
     assert python_peak < 200 * MIB and resident < 500 * MIB, (python_peak / MIB, resident / MIB)
     assert labels._slice.image.raw.nbytes < 32 * MIB
 
@@ -173,3 +174,53 @@ def test_multiscale_labels_of_another_shape_are_refused_untouched(widget, qtbot,
     assert "shape (600, 520)" in widget.last_error and "(600, 600)" in widget.last_error
     assert not any(np.asarray(level[:]).any() for level in store.levels)
     assert not widget.history
+
+
+def test_stack_of_large_planes_gets_yx_levels_kept_through_propagation_and_undo(widget, qtbot, tmp_path,  # noqa: F811
+                                                                                 monkeypatch):
+    """3D: a stack whose planes are over the limit gets levels that halve Y and X only (its slices kept); a
+    propagated object writes slice after slice, each kept in every level, and undo clears them all."""
+    import napari_segarch._prompt_widget as prompt_widget
+    from tests.test_prompt_widget_store import _wait_done
+    from tests.test_propagate import _ellipsoid_stack
+
+    monkeypatch.setattr(prompt_widget, "_LARGE_PIXELS", 256 * 256)  # a 600² plane counts as large here
+    monkeypatch.setattr(prompt_widget, "_LEVELS_PIXELS", 256 * 256)
+    rng = np.random.default_rng()
+    small, small_truth = _ellipsoid_stack(rng)
+    image = rng.normal(100, 6, (small.shape[0], 600, 600)).astype(np.float32)
+    truth = np.zeros(image.shape, bool)
+    y0, x0 = int(rng.integers(0, 500)), int(rng.integers(0, 500))
+    image[:, y0:y0 + 96, x0:x0 + 96] = small
+    truth[:, y0:y0 + 96, x0:x0 + 96] = small_truth
+    viewer = widget.viewer
+    viewer.add_image(image, name="stack")
+    widget.labels_folder = tmp_path
+    widget.image_combo.setCurrentText("stack")
+    widget.start()
+    labels = viewer.layers["stack objects"]
+    assert labels.multiscale and [tuple(level.shape) for level in labels.data] == [
+        (24, 600, 600), (24, 300, 300), (24, 150, 150)]
+    z = int(truth.sum(axis=(1, 2)).argmax())
+    viewer.dims.set_point(0, z)
+    _click(widget, qtbot, np.column_stack([np.full(4, z), extreme_points(truth[z])]))
+    assert widget.last_error == "" and widget.history
+    _shown_is_stored(labels, (z,))
+    widget.propagate()
+    _wait_done(widget, qtbot)
+    assert widget.last_error == "" and "propagated to" in widget.status.text()
+    levels = [np.asarray(level[:]) for level in labels.data]
+    slices = set(np.nonzero(levels[0].any(axis=(1, 2)))[0])
+    assert len(slices) > 8 and iou(levels[0] == 1, truth) > 0.7
+    for k, level in enumerate(levels[1:], start=1):
+        assert np.array_equal(level, levels[0][:, ::2 ** k, ::2 ** k]), f"level {k}"
+    _shown_is_stored(labels, (z,))
+    other = max(slices - {z})
+    viewer.dims.set_point(0, other)
+    qtbot.wait(100)
+    _shown_is_stored(labels, (other,))
+    assert (labels._slice.image.raw == 1).any()
+    widget.undo()  # the propagated slices
+    widget.undo()  # the object on its first slice
+    assert not any(np.asarray(level[:]).any() for level in labels.data)
+    _shown_is_stored(labels, (other,))

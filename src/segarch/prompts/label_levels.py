@@ -25,7 +25,8 @@ import numpy as np
 from segarch.io.ome_zarr import add_level_metadata, ome_attrs
 from segarch.io.pyramid import pyramid_shapes
 
-__all__ = ["MIN_SIZE", "COARSE_CHUNK", "METHOD", "level_shapes", "create_levels", "open_levels", "check_levels", "update_levels"]
+__all__ = ["MIN_SIZE", "COARSE_CHUNK", "METHOD", "level_shapes", "create_levels", "open_levels", "check_levels",
+           "update_levels"]
 
 #: The coarsest level has Y and X of at most this size (an overview is a few chunks).
 MIN_SIZE = 256
