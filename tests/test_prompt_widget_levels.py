@@ -71,6 +71,13 @@ def _assert_levels_are_level0_downsampled(levels) -> None:
                 assert np.array_equal(np.asarray(level[rows, cols]), want), f"level {k} at block ({y}, {x})"
 
 
+def _centre(viewer) -> np.ndarray:
+    """The middle 24×24 pixels of the canvas (RGB), where the camera looks."""
+    shot = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
+    y, x = shot.shape[0] // 2, shot.shape[1] // 2
+    return shot[y - 12:y + 12, x - 12:x + 12]
+
+
 def _look_at(viewer, qtbot, centre, zoom) -> None:
     viewer.camera.center = tuple(float(v) for v in centre)
     viewer.camera.zoom = zoom
@@ -119,10 +126,14 @@ def test_20000_slide_multiscale_labels_objects_corrections_undo_in_bounded_memor
     assert labels.data_level == 0
     inner = extreme_points(truth).astype(float)
     inner += (np.asarray(size) / 2 - inner) * 0.25
+    before = _centre(viewer)
     _click(widget, qtbot, inner + np.asarray(start))
     assert widget.last_error == "" and widget.current is not None
     masks = [np.asarray(levels[0][window]) == 20]
     _shown_is_stored(labels)
+    qtbot.wait(100)
+    painted = _centre(viewer)  # the canvas (the texture napari sent to the GPU) shows the object at its centre
+    assert np.abs(painted - before).sum(axis=-1).mean() > 20, np.abs(painted - before).mean()
     for _ in range(2):
         click = next_click(masks[-1], truth)
         if click is None:  # the mask is the disc already
@@ -139,6 +150,8 @@ def test_20000_slide_multiscale_labels_objects_corrections_undo_in_bounded_memor
     widget.undo()  # the object: its id is free again
     assert not (np.asarray(levels[0][window]) == 20).any()
     _shown_is_stored(labels)
+    qtbot.wait(100)
+    assert np.abs(_centre(viewer) - before).max() <= 2  # and the canvas is as it was
 
     _, python_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
