@@ -222,3 +222,9 @@ def test_multiscale_store_of_another_shape_or_dtype_or_broken_levels_is_refused_
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").create_array("a", shape=(4, 4), dtype="uint8")
     with pytest.raises(ValueError, match="not a multiscale labels image"):
         LabelStore.open(tmp_path / "plain.zarr")
+
+
+def test_multiscale_store_of_five_axes_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"`shape` of 2 to 4 axes .*\(2, 2, 3, 300, 300\)"):
+        LabelStore.create(tmp_path / "l.zarr", (2, 2, 3, 300, 300), multiscale=True)
+    assert not (tmp_path / "l.zarr").exists()

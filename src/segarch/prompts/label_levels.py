@@ -36,16 +36,17 @@ COARSE_CHUNK = 256
 METHOD = "segarch.prompts.label_levels: every 2**k-th pixel of level 0 along Y and X (nearest)"
 
 
-def _axes(ndim: int) -> str:
-    if not 2 <= ndim <= 4:
-        raise ValueError(f"A multiscale labels store has 2 to 4 axes (YX, ZYX, TZYX), got {ndim}.")
-    return "TZYX"[-ndim:]
+def _axes(shape: Sequence[int]) -> str:
+    if not 2 <= len(shape) <= 4:
+        raise ValueError(f"A multiscale labels store takes a `shape` of 2 to 4 axes (YX, ZYX, TZYX), got "
+                         f"{tuple(shape)!r}.")
+    return "TZYX"[-len(shape):]
 
 
 def level_shapes(shape: Sequence[int]) -> list[tuple[int, ...]]:
     """The shapes of the levels of labels of ``shape`` (level 0 first); Y and X halved, leading axes kept."""
     shape = tuple(int(n) for n in shape)
-    return pyramid_shapes(shape, _axes(len(shape)), downscale_axes="YX", min_size=MIN_SIZE)
+    return pyramid_shapes(shape, _axes(shape), downscale_axes="YX", min_size=MIN_SIZE)
 
 
 def create_levels(path, shape: Sequence[int], dtype, chunks: Sequence[int], *, overwrite: bool = False) -> list:
@@ -54,7 +55,7 @@ def create_levels(path, shape: Sequence[int], dtype, chunks: Sequence[int], *, o
     import zarr
 
     shapes = level_shapes(shape)
-    axes = _axes(len(shapes[0]))
+    axes = _axes(shapes[0])
     group = zarr.open_group(str(path), mode="w" if overwrite else "w-")
     # Coarse levels in smaller chunks (Y, X at most COARSE_CHUNK): a write rewrites one small chunk per level.
     coarse = tuple(chunks[:-2]) + tuple(min(c, COARSE_CHUNK) for c in chunks[-2:])
