@@ -164,8 +164,8 @@ def _downsampled(level0: np.ndarray, k: int, shape) -> np.ndarray:
 
 @pytest.mark.parametrize("shape", [(1100, 777), (3, 530, 600)])
 def test_multiscale_store_keeps_every_level_equal_to_level_0(tmp_path, shape):
-    """Paint (with and without overwrite), continue an id, undo: after each step every level is level 0 taken
-    every 2**k-th pixel, on disk, and the store reopens as the same pyramid."""
+    """Paint (with and without overwrite; in a stack 2D and 3D masks), undo: after each step every level is level 0
+    taken every 2**k-th pixel, on disk, and the store reopens as the same pyramid."""
     rng = np.random.default_rng()
     store = LabelStore.create(tmp_path / "l.zarr", shape, chunks=(1,) * (len(shape) - 2) + (128, 128),
                               multiscale=True)
@@ -181,14 +181,17 @@ def test_multiscale_store_keeps_every_level_equal_to_level_0(tmp_path, shape):
 
     lead = len(shape) - 2
     for n in range(14):
-        size = rng.integers(1, 90, 2)
-        start = [int(rng.integers(0, s)) for s in shape[:lead]] + [int(rng.integers(0, s - z))
-                                                                   for s, z in zip(shape[lead:], size)]
+        # a stack: a 2D mask on one slice, or every other time a 3D one over slices
+        axes = len(shape) if lead and n % 2 else 2
+        size = [int(rng.integers(1, s + 1)) for s in shape[:axes - 2]] + list(rng.integers(1, 90, 2))
+        fixed = len(shape) - axes
+        start = [int(rng.integers(0, s)) for s in shape[:fixed]] + [int(rng.integers(0, s - z + 1))
+                                                                    for s, z in zip(shape[fixed:], size)]
         mask = rng.random(tuple(size)) < 0.6
         overwrite = bool(n % 3 == 2)
         before = reference.copy()
         label = store.paint(mask, start, overwrite=overwrite)
-        box = tuple(start[:lead]) + tuple(slice(s, s + z) for s, z in zip(start[lead:], size))
+        box = tuple(start[:fixed]) + tuple(slice(s, s + z) for s, z in zip(start[fixed:], size))
         region = reference[box]
         region[mask if overwrite else mask & (before[box] == 0)] = label
         check()
