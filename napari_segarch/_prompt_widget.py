@@ -332,6 +332,11 @@ class ExtremePointsWidget(QWidget):
         if not labels.multiscale and not type(labels.data).__module__.startswith("zarr"):
             return None
         level0 = labels.data[0] if labels.multiscale else labels.data
+        if labels.multiscale and not all(isinstance(level, np.ndarray) or type(level).__module__.startswith("zarr")
+                                         for level in labels.data):
+            kinds = sorted({type(level).__name__ for level in labels.data})
+            raise ValueError(f"The multiscale labels layer {labels.name!r} holds {', '.join(kinds)} levels, which "
+                             "cannot be written here: the widget writes into Zarr or NumPy levels.")
         store = self._stores.get(id(labels))
         if store is None or store.array is not level0:
             store = LabelStore(list(labels.data), changed=partial(redraw_region, labels)) if labels.multiscale \

@@ -195,6 +195,17 @@ def test_multiscale_labels_of_another_shape_are_refused_untouched(widget, qtbot,
     assert "shape (600, 520)" in widget.last_error and "(600, 600)" in widget.last_error
     assert not any(np.asarray(level[:]).any() for level in store.levels)
     assert not widget.history
+    # Levels that cannot be written (lazy Dask arrays, e.g. an OME-Zarr opened by a reader): refused, named.
+    import dask.array as da
+
+    viewer.add_labels([da.zeros((600, 600), dtype="uint32", chunks=256),
+                       da.zeros((300, 300), dtype="uint32", chunks=256)],
+                      multiscale=True, name="lazy labels")
+    widget.labels_combo.setCurrentText("lazy labels")
+    widget.last_error = ""
+    widget.segment(extreme_points(disc_mask(discs[0], start, size)) + np.asarray(start))
+    assert "'lazy labels' holds Array levels" in widget.last_error and "nothing was written" in widget.last_error
+    assert not widget.history
 
 
 def test_stack_of_large_planes_gets_yx_levels_kept_through_propagation_and_undo(widget, qtbot, tmp_path,  # noqa: F811
