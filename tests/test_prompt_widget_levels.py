@@ -246,7 +246,8 @@ def test_stack_of_large_planes_gets_yx_levels_kept_through_propagation_and_undo(
     assert widget.last_error == "" and "propagated to" in widget.status.text()
     levels = [np.asarray(level[:]) for level in labels.data]
     slices = set(np.nonzero(levels[0].any(axis=(1, 2)))[0])
-    assert len(slices) > 8 and iou(levels[0] == 1, truth) > 0.7
+    spanned = int(truth.any(axis=(1, 2)).sum())  # 10 to 17 slices; propagation loses the faint end slices
+    assert len(slices) >= spanned - 3 and iou(levels[0] == 1, truth) > 0.7, (len(slices), spanned)
     for k, level in enumerate(levels[1:], start=1):
         assert np.array_equal(level, levels[0][:, ::2 ** k, ::2 ** k]), f"level {k}"
     _shown_is_stored(labels, (z,))

@@ -92,7 +92,10 @@ def test_propagate_button_carries_the_object_through_the_stack_and_undo(widget, 
     assert widget.last_error == "" and "propagated to" in widget.status.text()
     expected = propagate(widget._model, image, z, mask=labels.data[z] == 1)
     assert np.array_equal(labels.data == 1, expected.volume(image.shape))
-    assert iou(labels.data == 1, truth) > 0.75 and len(expected.slices) > 8
+    # The object spans 10 to 17 slices; propagation stops where its thinnest end slices fade (2 short on each of 12
+    # draws measured), so a fixed 'more than 8' failed on a 10-slice draw: the bound follows the draw.
+    spanned = int(truth.any(axis=(1, 2)).sum())
+    assert iou(labels.data == 1, truth) > 0.75 and len(expected.slices) >= spanned - 3, (len(expected.slices), spanned)
     widget.undo()  # the propagated slices
     assert set(np.nonzero(labels.data.any(axis=(1, 2)))[0]) == {z}
     widget.undo()  # the object on its first slice
