@@ -4,7 +4,9 @@ The issue's check for every model that produces instances, here through DeeperLa
 (:class:`segarch.instances.deeperlab.DeeperLabDecoder`), trained with the panoptic task's targets and loss
 (:func:`segarch.training.panoptic.panoptic_loss`: offsets averaged over the pixels where they are defined, as
 PersonLab's). Measured with this training (300 Adam steps on one 64² image, test configuration, keypoint radius
-16): DRAWS_MEASURED; draw 0 is held.
+16): draws 0-9 all gave two objects, each square at least 93% one object and at most 1.7% of the background
+taken; draw 0 is held. Before (offsets averaged over the whole image, unnormalised votes, no instance scores)
+draw 0 gave 11 objects: its offsets were about 5 pixels off and every scattered vote was a candidate.
 """
 
 from __future__ import annotations
