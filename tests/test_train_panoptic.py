@@ -135,3 +135,32 @@ def _write_metadata(source, target, **changes):
     segarch_meta = json.loads(meta["segarch"])
     segarch_meta.update(changes)
     save_file(tensors, str(target), metadata={**meta, "segarch": json.dumps(segarch_meta)})
+
+
+@pytest.mark.slow
+def test_cli_trains_a_panoptic_model_from_label_files(tmp_path):
+    import json
+
+    from segarch import io
+    from test_cli import segarch_cli
+
+    rng = np.random.default_rng()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(2):
+        image, ids = two_class_squares(rng)
+        io.write_tiff(tmp_path / "images" / f"s{i}.tif", image)
+        io.write_tiff(tmp_path / "labels" / f"s{i}.tif", (ids // 1000 * 100 + ids % 1000).astype(np.uint16),
+                      labels=True)
+    out = tmp_path / "panoptic.safetensors"
+    common = ["train", str(tmp_path / "images"), str(tmp_path / "labels"), "--model", "deeperlab", "--task",
+              "panoptic", "--options", json.dumps(zoo.card("deeperlab").test_config), "--steps", "3", "--patch",
+              "64", "--batch-size", "2", "--device", "cpu"]
+    result = segarch_cli(*common, "--thing-classes", "1", "--label-divisor", "100", "--out", str(out))
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    model = load_model(out)
+    assert model.panoptic == {"thing_classes": [1], "label_divisor": 100} and model.out_channels == 3
+    bad = segarch_cli(*common, "--thing-classes", "1", "7", "--label-divisor", "100", "--out",
+                      str(tmp_path / "never.safetensors"))
+    assert bad.returncode == 2 and "--thing-classes [7] out of range" in bad.stderr, bad.stderr
+    assert not (tmp_path / "never.safetensors").exists()
