@@ -677,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapt-to", metavar="FOLDER", help="unlabelled images (a folder of .tif/.tiff/.zarr, or one "
                    "file) of the kind the model must work on: the network is aligned to them while it trains "
                    "(MADAN's feature-level adversarial alignment)")
-    p.add_argument("--adapt-weight", type=float, default=0.01, help="weight of the alignment loss (with --adapt-to)")
+    p.add_argument("--adapt-weight", type=float, default=0.1, help="weight of the alignment loss (with --adapt-to)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("demo", help="segment a generated nuclei image with a shipped (or zoo) model, printing each step",

@@ -66,8 +66,9 @@ class TrainConfig:
             given like ``images`` (an array, a list, a TIFF/Zarr path or a folder) with the same axes and
             channels: the network is aligned to them while it trains on the labelled images (MADAN's
             feature-level adversarial alignment, :mod:`segarch.training.adaptation`). Semantic and instance
-            models; the patch must be at least 16 pixels per axis.
-        adapt_weight: the weight of the adversarial alignment loss against the supervised loss (``adapt_to`` only).
+            models.
+        adapt_weight: the weight of the adversarial alignment loss against the supervised loss (``adapt_to`` only;
+            0.1, MADAN's ``lambda_g``).
         thing_classes: panoptic models only (``task="panoptic"``): the class indices that have objects (default:
             every class but 0); the others are "stuff".
         label_divisor: panoptic models only: labels are panoptic ids ``class · label_divisor + instance``
@@ -105,7 +106,7 @@ class TrainConfig:
     pixel_size: Any = None
     decoder: Any = None
     adapt_to: Any = None
-    adapt_weight: float = 0.01
+    adapt_weight: float = 0.1
     thing_classes: Sequence[int] | None = None
     label_divisor: int | None = None
 
