@@ -94,6 +94,9 @@ def test_bad_panoptic_labels_give_clear_errors():
     with pytest.raises(ValueError, match=r"panoptic id 200\d, class 20 with `label_divisor`=100, but the model has 3 "
                                          r"classes"):
         _train("panoptic_deeplab", image, ids, label_divisor=100, num_classes=3)
+    with pytest.raises(ValueError, match=r"are all of class 0 \(highest id 4\); instance labels 1..N of one class "
+                                         r"are the pair \(labels > 0, labels\)"):
+        _train("panoptic_deeplab", image, ids % 1000)  # plain instance labels
     with pytest.raises(ValueError, match="`label_divisor` must be a positive integer, got 0"):
         _train("panoptic_deeplab", image, ids, label_divisor=0)
     with pytest.raises(ValueError, match=r"`thing_classes` applies to panoptic training \(task='panoptic'\) only"):

@@ -205,6 +205,10 @@ class PanopticTask(TrainingTask):
         if high == 0:
             raise ValueError("`labels` hold nothing but class 0: panoptic training needs labelled classes and objects.")
         read = high // self.label_divisor  # the highest class the ids spell
+        if read == 0:
+            raise ValueError(f"`labels` read as panoptic ids (class * label_divisor + instance, `label_divisor`="
+                             f"{self.label_divisor}) are all of class 0 (highest id {high}); instance labels 1..N "
+                             f"of one class are the pair (labels > 0, labels), or ids 1 * label_divisor + instance.")
         n_classes = int(cfg.num_classes or (max(read + 1, 2) if not model.trained else model.out_channels))
         if read >= n_classes:
             raise ValueError(f"`labels` hold panoptic id {high}, class {read} with `label_divisor`="
