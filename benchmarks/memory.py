@@ -73,7 +73,7 @@ def timed(module, name, label):
 for module, name, label in [("segarch.tiling", "predict", "network"), ("segarch.instances.blocks", "_decode_block",
                             "decode"), ("segarch.instances.blocks", "_merge", "merge"),
                             ("segarch.instances.blocks", "_write_final", "final_ids"),
-                            ("segarch.instances.predict", "_measure", "table"),
+                            ("segarch.instances.predict", "measure_objects", "table"),
                             ("segarch.instances.measure", "write_table", "csv")]:
     timed(module, name, label)
 threading.Thread(target=sample, daemon=True).start()

@@ -141,16 +141,17 @@ def _segment(model_key, model_kwargs, data, params: dict[str, Any], progress, ca
     model = resolve_choice(model_key, **model_kwargs)
     started = time.perf_counter()
     report = None
-    if params.get("output") == "instances":  # the seam report and the per-object table come back too
+    objects = params.get("output") in ("instances", "panoptic")
+    if objects:  # the seam report and the per-object table come back too
         params = {**params, "instance_options": {"return_report": True}}
     try:
         result = segarch.predict(model, data, progress=progress, cancel=cancel, **params)
     except segarch.PredictionCancelled as err:
-        output = None if params.get("output") == "instances" else err.output  # instances: none until decoded
+        output = None if objects else err.output  # instances: none until decoded
         return model, output, False, time.perf_counter() - started, (err.blocks_done, err.blocks_total), None
     except DecodingCancelled:
         return model, None, False, time.perf_counter() - started, None, None
-    if params.get("output") == "instances":
+    if objects:
         result, report = result
     return model, result, True, time.perf_counter() - started, None, report
 
@@ -217,8 +218,10 @@ class SegmentWidget(QWidget):
         self.batch_spin.setRange(1, 256)
         self.batch_spin.setValue(4)
         self.output_combo = QComboBox()
-        self.output_combo.addItems(["labels", "probabilities", "instances"])
+        self.output_combo.addItems(["labels", "probabilities", "instances", "panoptic"])
         self.output_combo.setItemData(2, "one label per object, with a per-object table (instance models)", 3)
+        self.output_combo.setItemData(3, "two layers: classes, and objects with their table (Panoptic-DeepLab, "
+                                         "DeeperLab, EfficientPS)", 3)
         self.background_check = QCheckBox("show the background class")
         self.background_check.setEnabled(False)
         self.out_edit = QLineEdit()
@@ -589,7 +592,9 @@ class SegmentWidget(QWidget):
         if self._live_path in self._doomed:
             self.status.setText("Cancelled: its result layer was removed (the temporary store is deleted).")
             return
-        if self._live_layer is not None and self._live_layer in self.viewer.layers:
+        if self.output_combo.currentText() == "panoptic" and result is not None:
+            layer = self._add_panoptic(result, model)
+        elif self._live_layer is not None and self._live_layer in self.viewer.layers:
             self._check_live_dtype()
             self._live_layer.refresh()
             if not instances:
@@ -695,6 +700,15 @@ class SegmentWidget(QWidget):
                     self.cancel()
                 else:
                     shutil.rmtree(Path(path).parent, ignore_errors=True)
+
+    def _add_panoptic(self, result, model):
+        """A panoptic result as two Labels layers: the classes (named), and the instances (returned: they get the
+        per-object table, with its class column)."""
+        classes = self._add_result(result.classes, model)
+        classes.name = f"{self._layer.name} classes"
+        instances = self._add_result(result.instances, model)
+        instances.name = f"{self._layer.name} instances"
+        return instances
 
     def _add_store_result(self, model):
         """A finished store's result as layers that read its levels (probabilities: one layer per class)."""

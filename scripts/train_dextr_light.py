@@ -42,6 +42,7 @@ import platform
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,11 @@ def thick_slice_scene(shape, z_spacing: int, seed: int) -> tuple[np.ndarray, np.
     image, labels = object_scene((depth,) + tuple(shape[1:]), seed=seed)
     thick = image.reshape((int(shape[0]), z_spacing) + image.shape[1:]).mean(axis=1)
     return resample(thick, image.shape), labels
+
+
+def _run(job):
+    function, args, kwargs = job
+    return function(*args, **kwargs)
 
 
 def measure(model, recipe: dict) -> dict:
@@ -151,6 +157,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--cpu-seconds", type=float, default=600.0, help="stop after this much CPU time")
     parser.add_argument("--wall-seconds", type=float, default=None, help="also stop after this much wall-clock time")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda, cuda:N (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--workers", type=int, default=1, help="processes that generate the training scenes")
+    parser.add_argument("--fit-steps", action="store_true",
+                        help="with --wall-seconds: time 30 steps first and plan as many steps as fit in the time, so "
+                             "the learning rate's cosine decay ends with the run instead of being cut off")
+    parser.add_argument("--no-test", action="store_true",
+                        help="write the model and card without measuring it (e.g. trained on a lent GPU: measure it "
+                             "on the CPU it ships for with --remeasure)")
     parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--seed", type=int, default=None, help="seed of the training scenes; default: the recipe's")
     parser.add_argument("--isotropic", action="store_true",
@@ -177,22 +192,22 @@ def main(argv=None) -> dict:
     recipe["options"] = dict(recipe["options"], features=list(args.features or recipe["options"]["features"]))
     recipe["lr"] = args.lr or recipe["lr"]
     recipe["seed"] = args.seed if args.seed is not None else recipe["seed"]
+    recipe["batch_size"] = args.batch_size or recipe["batch_size"]
     args.steps = args.steps or recipe["steps"]
     args.scenes = args.scenes or recipe["scenes"]
     settings = DEFAULTS["dextr_light"][dims]
 
     t0 = time.perf_counter()
-    images, labels = [], []
-    for s in range(args.scenes):
-        image, lab = object_scene(tuple(recipe["shape"]), seed=recipe["seed"] * 100003 + s)
-        images.append(image)
-        labels.append(lab)
+    shape = tuple(recipe["shape"])
+    jobs = [(object_scene, (shape,), {"seed": recipe["seed"] * 100003 + s}) for s in range(args.scenes)]
     if args.corrections and dims == 3 and not args.isotropic:  # half of the volumes get thick slices
         spacings = recipe["z_spacing"]
         for s in range(args.scenes // 2):
-            image, lab = thick_slice_scene(tuple(recipe["anisotropic_shape"]), spacings[s % len(spacings)],
-                                           seed=recipe["seed"] * 100003 + 50000 + s)
-            images[2 * s], labels[2 * s] = image, lab
+            jobs[2 * s] = (thick_slice_scene, (tuple(recipe["anisotropic_shape"]), spacings[s % len(spacings)]),
+                           {"seed": recipe["seed"] * 100003 + 50000 + s})
+    with ProcessPoolExecutor(max(1, args.workers)) as pool:  # the same scenes whatever the number of workers
+        scenes = list(pool.map(_run, jobs, chunksize=8))
+    images, labels = [image for image, _ in scenes], [lab for _, lab in scenes]
     n_objects = int(sum(len(np.unique(lab[lab > 0])) for lab in labels))
     logging.info("%d objects in %d scenes, generated in %.0f s", n_objects, args.scenes, time.perf_counter() - t0)
 
@@ -216,8 +231,21 @@ def main(argv=None) -> dict:
     if args.corrections:
         start_file = args.start if args.start.suffix == ".safetensors" else args.start / f"{start_name}.safetensors"
         start_from, extra = with_corrections(segarch.load_model(start_file)), {}
-    model = segarch.train(start_from, images, labels, **extra, steps=args.steps,
-                          batch_size=recipe["batch_size"], lr=recipe["lr"], loss=recipe["loss"], seed=recipe["seed"],
+    common = dict(batch_size=recipe["batch_size"], lr=recipe["lr"], loss=recipe["loss"], seed=recipe["seed"],
+                  device=args.device)
+    if args.fit_steps and args.wall_seconds:  # the rate of this machine, on the run's own data and batch
+        stamps = {}
+
+        def time_steps(event) -> None:
+            if event.kind == "step" and event.step in (10, 40):
+                stamps[event.step] = time.perf_counter()
+        segarch.train(with_corrections(segarch.load_model(start_file)) if args.corrections else start_from,
+                      images[:60], labels[:60], **extra, steps=40, val_every=1000, progress=time_steps, **common)
+        per_step = (stamps[40] - stamps[10]) / 30
+        # validations (every steps/20), the final validation and the save take about a fifth of the time
+        args.steps = max(50, int(0.8 * (args.wall_seconds - (time.perf_counter() - wall0)) / per_step))
+        logging.info("%.3f s per step (steps 10-40 of a probe): planning %d steps", per_step, args.steps)
+    model = segarch.train(start_from, images, labels, **extra, steps=args.steps, **common,
                           progress=stop_when_out_of_time, cancel=cancel, out=target)
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu0
@@ -233,7 +261,7 @@ def main(argv=None) -> dict:
     # Measured as shipped: saved (float16 where the recipe says so) and loaded back.
     segarch.save_model(model, target, half=recipe.get("half", False))
     model = segarch.load_model(target)
-    test = measure(model, recipe)
+    test = None if args.no_test else measure(model, recipe)
 
     # The model file was written above, with its description; the log (.csv) and plot (.png) are segarch.train's.
     card = {
@@ -265,7 +293,9 @@ def main(argv=None) -> dict:
             "patch": [settings.size] * dims, "lr": recipe["lr"], "loss": recipe["loss"],
             "augment": "flips and 90-degree rotations", "optimizer": "AdamW, 5% warm-up, cosine decay to 5%",
             "seed": recipe["seed"], "seconds": round(seconds), "cpu_seconds": round(cpu_seconds),
-            "device": f"cpu ({args.threads} thread{'s' if args.threads > 1 else ''}, shared)",
+            "device": (f"cpu ({args.threads} thread{'s' if args.threads > 1 else ''}, shared)" if args.device == "cpu"
+                       else f"{args.device} ({torch.cuda.get_device_name(0)})" if args.device.startswith("cuda")
+                       else args.device),
             "torch": torch.__version__, "python": platform.python_version(),
             "trainer": "segarch.train", "held_out_objects": validation["held_out_objects"],
             "held_out_iou": round(validation["object_iou"], 4),

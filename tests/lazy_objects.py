@@ -49,3 +49,14 @@ def box_of(disc, pad: int = 0):
     """The ``(start, size)`` of the disc's bounding box grown by ``pad`` on each side."""
     y, x, r = disc
     return (y - r - pad, x - r - pad), (2 * r + 1 + 2 * pad,) * 2
+
+
+def lazy_disc_pyramid(shape, discs, *, levels: int, chunks=1024, seed=0) -> list:
+    """The same image as levels for a multiscale napari layer: level ``k`` of ``shape // 2**k`` with the discs
+    scaled (each level made on its own, so an overview never computes level 0's blocks)."""
+    out = []
+    for k in range(levels):
+        f = 2 ** k
+        scaled = [(y // f, x // f, max(1, r // f)) for y, x, r in discs]
+        out.append(lazy_disc_image(tuple(n // f for n in shape), scaled, chunks=chunks, seed=seed + k))
+    return out

@@ -62,8 +62,8 @@ def test_choices_are_one_list_in_one_order(session):
     assert ModelRef("zoo", "unet") in semantic and ModelRef("zoo", "spade") not in semantic  # a generator
     assert all(r.kind != "shipped" or r.name.startswith("unet.") for r in semantic)
     clickers = models.choices(task="interactive", kinds=("shipped", "session"))
-    assert [str(r) for r in clickers] == ["shipped:dextr_light.clicks2d", "shipped:dextr_light.objects2d",
-                                         "shipped:dextr_light.objects3d"]
+    assert [str(r) for r in clickers] == ["shipped:dextr_light.clicks2d", "shipped:dextr_light.clicks3d",
+                                         "shipped:dextr_light.objects2d", "shipped:dextr_light.objects3d"]
     assert [r.name for r in models.choices(task="semantic", kinds=("shipped",), dims=3)] == ["unet.nuclei3d"]
     assert segarch.zoo.card("spade").task == "generator" and "spade" not in segarch.zoo.names(task="semantic")
 
@@ -149,7 +149,7 @@ def test_listing_trained_models_imports_no_torch():
     # The Extreme points dock lists its models on the GUI thread: from the cards, without torch or the zoo.
     code = ("import sys\nfrom segarch.models import catalog\n"
             "refs = catalog.choices(task='interactive', kinds=('shipped', 'session'))\n"
-            "assert [catalog.describe(r).spatial_dims for r in refs] == [2, 2, 3], refs\n"
+            "assert [catalog.describe(r).spatial_dims for r in refs] == [2, 3, 2, 3], refs\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

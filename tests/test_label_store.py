@@ -154,3 +154,80 @@ def test_20000_squared_lazy_image_20_objects_in_bounded_memory(tmp_path):
         touched |= {(i, j) for i in range(y0 // chunk[0], (y0 + h - 1) // chunk[0] + 1)
                     for j in range(x0 // chunk[1], (x0 + w - 1) // chunk[1] + 1)}
     assert len(centres) <= reopened.nchunks_initialized <= len(touched)
+
+
+def _downsampled(level0: np.ndarray, k: int, shape) -> np.ndarray:
+    """Level ``k`` of a nearest labels pyramid: every 2**k-th pixel of level 0 along Y and X."""
+    f = 2 ** k
+    return level0[..., ::f, ::f][tuple(slice(0, n) for n in shape)]
+
+
+@pytest.mark.parametrize("shape", [(1100, 777), (3, 530, 600)])
+def test_multiscale_store_keeps_every_level_equal_to_level_0(tmp_path, shape):
+    """Paint (with and without overwrite; in a stack 2D and 3D masks), undo: after each step every level is level 0
+    taken every 2**k-th pixel, on disk, and the store reopens as the same pyramid."""
+    rng = np.random.default_rng()
+    store = LabelStore.create(tmp_path / "l.zarr", shape, chunks=(1,) * (len(shape) - 2) + (128, 128),
+                              multiscale=True)
+    assert store.multiscale and [lv.shape[-2:] for lv in store.levels][:3] == [
+        shape[-2:], tuple(n // 2 for n in shape[-2:]), tuple(n // 4 for n in shape[-2:])]
+    assert max(store.levels[-1].shape[-2:]) <= 256
+    reference = np.zeros(shape, np.uint32)
+
+    def check():
+        assert np.array_equal(store.levels[0][:], reference)
+        for k, level in enumerate(store.levels[1:], start=1):
+            assert np.array_equal(level[:], _downsampled(reference, k, level.shape)), f"level {k}"
+
+    lead = len(shape) - 2
+    for n in range(14):
+        # a stack: a 2D mask on one slice, or every other time a 3D one over slices
+        axes = len(shape) if lead and n % 2 else 2
+        size = [int(rng.integers(1, s + 1)) for s in shape[:axes - 2]] + list(rng.integers(1, 90, 2))
+        fixed = len(shape) - axes
+        start = [int(rng.integers(0, s)) for s in shape[:fixed]] + [int(rng.integers(0, s - z + 1))
+                                                                    for s, z in zip(shape[fixed:], size)]
+        mask = rng.random(tuple(size)) < 0.6
+        overwrite = bool(n % 3 == 2)
+        before = reference.copy()
+        label = store.paint(mask, start, overwrite=overwrite)
+        box = tuple(start[:fixed]) + tuple(slice(s, s + z) for s, z in zip(start[fixed:], size))
+        region = reference[box]
+        region[mask if overwrite else mask & (before[box] == 0)] = label
+        check()
+    for _ in range(5):
+        edit = store.undo()
+        reference[edit.coords] = edit.before
+        check()
+    again = LabelStore.open(tmp_path / "l.zarr", shape=shape, dtype="uint32")
+    assert again.multiscale and len(again.levels) == len(store.levels) and again.next_label == store.next_label
+    # OME-Zarr: listed as a nearest labels pyramid with the levels' scales
+    ome = zarr.open_group(str(tmp_path / "l.zarr")).attrs["ome"]
+    datasets = ome["multiscales"][0]["datasets"]
+    assert ome["multiscales"][0]["type"] == "nearest" and "image-label" in ome
+    assert datasets[1]["coordinateTransformations"][0]["scale"][-2:] == [2.0, 2.0]
+
+
+def test_multiscale_store_of_another_shape_or_dtype_or_broken_levels_is_refused_untouched(tmp_path):
+    path = tmp_path / "l.zarr"
+    LabelStore.create(path, (900, 700), multiscale=True, dtype="uint16")
+    before = {p.name: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=r"shape \(900, 700\), the image \(900, 800\)"):
+        LabelStore.open(path, shape=(900, 800))
+    with pytest.raises(ValueError, match="dtype uint16, expected uint32"):
+        LabelStore.open(path, shape=(900, 700), dtype="uint32")
+    group = zarr.open_group(str(path))
+    wrong = [group["0"], group["1"], zarr.create_array(store=str(tmp_path / "x.zarr"), shape=(300, 175),
+                                                        dtype="uint16")]
+    with pytest.raises(ValueError, match=r"level 2 has shape \(300, 175\), expected \(225, 175\)"):
+        LabelStore(wrong)
+    assert {p.name: p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").create_array("a", shape=(4, 4), dtype="uint8")
+    with pytest.raises(ValueError, match="not a multiscale labels image"):
+        LabelStore.open(tmp_path / "plain.zarr")
+
+
+def test_multiscale_store_of_five_axes_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"`shape` of 2 to 4 axes .*\(2, 2, 3, 300, 300\)"):
+        LabelStore.create(tmp_path / "l.zarr", (2, 2, 3, 300, 300), multiscale=True)
+    assert not (tmp_path / "l.zarr").exists()

@@ -1,7 +1,8 @@
 """``segarch.predict(..., output="panoptic")``: refused with a reason fitted to the model, nothing written.
 
 An instance-only model (a detector, or a network trained on a decoder's classes) predicts no classes of stuff,
-so it has no panoptic output; a panoptic network is fused per image by its own decoder, outside the tiled path.
+so it has no panoptic output; a semantic model has no objects (the panoptic networks run through the tiled path:
+tests/test_panoptic_predict*.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def _refused(model, tmp_path, match):
 def test_a_detector_is_instance_only(name, tmp_path):
     options = zoo.card(name).test_config
     model = Model.from_zoo(name, in_channels=1, out_channels=2, **options)
-    _refused(model, tmp_path, rf"`output`='panoptic' is not offered.*\({name!r}\) is an instance-only model.*"
+    _refused(model, tmp_path, rf"`output`='panoptic' is offered for the panoptic networks \('deeperlab', "
+                              rf"'efficientps', 'panoptic_deeplab'\) only.*\({name!r}\) is an instance-only model.*"
                               r"no classes of stuff.*`output`='instances'.*efficientps")
     # the bare network too, named from the zoo's cards
     _refused(model.network, tmp_path, rf"\({name!r}\) is an instance-only model")
@@ -39,15 +41,6 @@ def test_a_model_trained_on_a_decoders_classes_is_instance_only(tmp_path):
     model = Model.from_zoo("unet", in_channels=1, out_channels=3, features=(4, 8, 16, 32, 64),
                            class_names=["background", "interior", "boundary"])
     _refused(model, tmp_path, r"\('unet'\) is an instance-only model")
-
-
-@pytest.mark.parametrize("name,fusion", [("efficientps", "EfficientPSFusion"),
-                                         ("panoptic_deeplab", "PanopticDeepLabDecoder"),
-                                         ("deeperlab", "DeeperLabDecoder")])
-def test_a_panoptic_network_is_pointed_to_its_fusion(name, fusion, tmp_path):
-    network = zoo.create(name, in_channels=1, out_channels=2, **zoo.card(name).test_config)
-    _refused(network, tmp_path, rf"`model` is {name!r}, a panoptic network; fuse one image's outputs with "
-                                rf"segarch\.instances\.\w+\.{fusion}")
 
 
 def test_a_semantic_model_is_pointed_to_labels(tmp_path):

@@ -18,8 +18,8 @@ MARGIN = 0.08  # fresh images differ from the card's test set; the card's Dice m
 def test_names_and_cards():
     assert {"unet.nuclei2d", "unet.nuclei3d"} <= set(pretrained.names())
     assert set(pretrained.names(task="semantic")) == {"unet.nuclei2d", "unet.nuclei3d", "unet.landcover4"}
-    assert pretrained.names(task="interactive") == ["dextr_light.clicks2d", "dextr_light.objects2d",
-                                                    "dextr_light.objects3d"]
+    assert pretrained.names(task="interactive") == ["dextr_light.clicks2d", "dextr_light.clicks3d",
+                                                    "dextr_light.objects2d", "dextr_light.objects3d"]
     for name in ("unet.nuclei2d", "unet.nuclei3d"):  # unet.landcover4: tests/test_landcover_model.py
         card = pretrained.card(name)
         assert card["name"] == name and card["arch"] in segarch.zoo.names()

@@ -41,7 +41,7 @@ def test_objects_get_consecutive_ids_and_undo(widget, qtbot, artifacts_dir):
     image, truth = object_scene((160, 160), seed=31)
     viewer.add_image(image, name="cells", scale=(0.5, 0.5))
     widget.image_combo.setCurrentText("cells")
-    assert widget.model_combo.currentText() == "dextr_light.objects2d"
+    assert widget.model_combo.currentText() == "dextr_light.clicks2d"
     widget.start()
     labels = viewer.layers["cells objects"]
     assert labels.data.shape == image.shape and tuple(labels.scale) == (0.5, 0.5)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import segarch
 from segarch import zoo
 from segarch.instances.detections import detection_targets, labels_from_detections
 from detector_helpers import assert_one_object_per_square, random_squares, train_detector, two_squares
@@ -148,3 +149,16 @@ def test_tiled_instances_of_a_trained_detector_are_one_object_per_square_across_
     np.testing.assert_array_equal(segarch.predict(net, image, axes="YX", output="instances", tile=64), found)
     with pytest.raises(ValueError, match="`detector` must be a zoo detector"):
         DetectionsAsClasses(torch.nn.Conv2d(1, 3, 1))
+
+
+def test_autocast_leaves_detections_as_in_float32():
+    # segarch.predict autocasts by default on CUDA (bfloat16 on an H200); a lent GPU found the detector's bfloat16
+    # scores crashing the conversion to labels. CPU autocast takes the same path here: the detector must run in
+    # float32 inside it and give the float32 run's labels.
+    torch.manual_seed(0)
+    image, labels = random_squares(np.random.default_rng(2000))
+    net, _ = train_detector("mask_rcnn", image, labels, steps=200, lr=2e-3)
+    plain = segarch.predict(net, image, output="instances", device="cpu", amp=False)
+    autocast = segarch.predict(net, image, output="instances", device="cpu", amp=True)
+    assert plain.max() == 2
+    np.testing.assert_array_equal(autocast, plain)

@@ -108,13 +108,15 @@ def predict_file(model, source: Path, target: Path, settings: dict[str, Any], *,
     tracker = _Progress(progress)
     start = time.perf_counter()
     options = dict(settings)
-    if output == "instances":
-        options["instance_options"] = {"return_report": True}
+    if output in ("instances", "panoptic"):
+        options["instance_options"] = {**(settings.get("instance_options") or {}), "return_report": True}
     result = predict(model, str(source), out=str(store), resume=resume, overwrite=overwrite, progress=tracker,
                      **options)
     objects = pixels = instance_report = None
-    if output == "instances":
+    if output in ("instances", "panoptic"):
         result, instance_report = result
+        if output == "panoptic":  # two label images in the store: the instances stand for both in the row
+            result = result.instances
         instance_report.pop("measurements", None)  # the table is in its file; a row stays small (workers send it)
         objects = {"objects": instance_report["objects"]}
     elif output == "labels":

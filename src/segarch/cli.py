@@ -315,6 +315,9 @@ def _check_target(source, target, args) -> None:
     if suffix == ".zarr":
         destinations.check_output_store(target, overwrite=args.overwrite, resume=args.resume, inputs=[source],
                                         name="OUTPUT")
+    elif suffix in (".tif", ".tiff") and getattr(args, "output_kind", None) == "panoptic":
+        raise ValueError(f"OUTPUT {str(target)!r}: --output panoptic writes two label images (classes and "
+                         "instances) into one .zarr; choose an OUTPUT ending in .zarr.")
     elif suffix in (".tif", ".tiff"):
         destinations.check_output_file(target, overwrite=args.overwrite, inputs=[source], name="OUTPUT")
         partial = _partial(target)
@@ -352,6 +355,10 @@ def _predict(args) -> int:
                     pixel_size=pixel_size, tissue=args.tissue_only, runtime=args.runtime)
     if args.precision != "fp32":
         settings["precision"] = args.precision
+    if args.thing_classes:
+        if args.output_kind != "panoptic":
+            raise ValueError(f"--thing-classes applies to --output panoptic only, got --output {args.output_kind}.")
+        settings["instance_options"] = {"thing_classes": list(args.thing_classes)}
     todo = []
     for source, target in jobs:
         if source in problems:
@@ -425,6 +432,9 @@ def _print_row(row) -> None:
     print(f"{name} -> {row.output}: {extra['shape']} {extra['dtype']}, {what}")
     if extra.get("instances") is not None:
         print(_instance_summary(extra["instances"]))
+        per_class = extra["instances"].get("objects_per_class")
+        if per_class:
+            print("  objects per class: " + ", ".join(f"{k}: {v}" for k, v in per_class.items()))
 
 
 def _instance_summary(report: dict) -> str:
@@ -597,9 +607,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", default="gaussian", choices=("gaussian", "constant", "crop"))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--output", "--output-kind", dest="output_kind", default="labels",
-                   choices=("labels", "probabilities", "instances"),
+                   choices=("labels", "probabilities", "instances", "panoptic"),
                    help="labels (a class per pixel), probabilities, or instances (one id per object, an instance "
-                   "model only; the per-object table is written beside OUTPUT as OUTPUT-STEM_objects.csv)")
+                   "model only; the per-object table is written beside OUTPUT as OUTPUT-STEM_objects.csv), or "
+                   "panoptic (a Panoptic-DeepLab, DeeperLab or EfficientPS model: OUTPUT.zarr holds two label images, classes "
+                   "and instances; the table gets a class column)")
+    p.add_argument("--thing-classes", type=int, nargs="+", help="--output panoptic: the classes that are countable "
+                   "objects (default: the model's settings, else every class but 0)")
     p.add_argument("--runtime", default="torch", choices=("auto", "torch", "onnxruntime", "openvino"),
                    help="what runs the network: torch (eager), onnxruntime (exported once and cached; CPU; "
                    "pip install 'napari-segarch[fast]'), openvino (that export compiled by OpenVINO; "

@@ -132,7 +132,10 @@ def store_state(path: str | os.PathLike) -> str:
     try:
         import zarr
 
-        return "complete" if zarr.open_group(str(p), mode="r")["0"].attrs.get("complete") is True else "incomplete"
+        group = zarr.open_group(str(p), mode="r")
+        if "0" not in group and "complete" in group.attrs.get("segarch", {}):  # a group of label images (panoptic)
+            return "complete" if group.attrs["segarch"]["complete"] is True else "incomplete"
+        return "complete" if group["0"].attrs.get("complete") is True else "incomplete"
     except Exception:  # a store killed while its metadata was written: unfinished
         return "incomplete"
 

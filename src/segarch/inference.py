@@ -21,34 +21,37 @@ def predict(model: Any, image: Any, *, output: str = "labels", pixel_size: Any =
         from segarch.models import resolve
 
         model = resolve(model, trained=True)
-    if output == "panoptic":
-        raise ValueError(_panoptic_refusal(model))
+    if output == "panoptic":  # panoptic networks: heads (or per-tile fusions) tiled, objects grouped block by block
+        from segarch.instances.panoptic_predict import panoptic_architecture, predict_panoptic
+
+        if panoptic_architecture(model) is None:
+            raise ValueError(_panoptic_refusal(model))
+        return predict_panoptic(model, image, pixel_size=pixel_size, **options, **(instance_options or {}))
     if output == "instances":  # two passes (network, then block-wise decoding): segarch.instances owns them
         from segarch.instances.predict import predict_instances
 
         return predict_instances(model, image, pixel_size=pixel_size, **options, **(instance_options or {}))
     if instance_options is not None:
-        raise ValueError(f"`instance_options` applies to `output`='instances' only, got `output`={output!r}.")
+        raise ValueError(f"`instance_options` applies to `output`='instances' or 'panoptic' only, got "
+                         f"`output`={output!r}.")
     return predict_tiles(model, image, output=output, pixel_size=pixel_size, **options)
 
 
 def _panoptic_refusal(model: Any) -> str:
-    """Why ``output='panoptic'`` is refused, for this ``model``: an instance-only model has no classes of stuff;
-    a panoptic network is fused per image, outside the tiled path."""
+    """Why ``output='panoptic'`` is refused, for this ``model``: an instance-only model has no classes of stuff,
+    a semantic one no objects."""
     from segarch import zoo
 
     network = getattr(model, "network", model)
     arch = getattr(model, "arch", None) or next(
         (c.name for c in zoo.cards() if c.builder is type(network)), type(network).__name__)
     task = zoo.card(arch).task if arch in zoo.names() else None
-    start = "`output`='panoptic' is not offered by segarch.predict (it makes 'labels', 'probabilities' and 'instances')"
+    from segarch.instances.panoptic_predict import PANOPTIC_DECODERS
+
+    offered = ", ".join(repr(n) for n in sorted(PANOPTIC_DECODERS))
+    start = f"`output`='panoptic' is offered for the panoptic networks ({offered}) only"
     if task == "panoptic":
-        fusion = {"efficientps": "segarch.instances.efficientps.EfficientPSFusion",
-                  "deeperlab": "segarch.instances.deeperlab.DeeperLabDecoder"}.get(
-            arch, "segarch.instances.panoptic.PanopticDeepLabDecoder")
-        return (f"{start}: `model` is {arch!r}, a panoptic network; fuse one image's outputs with {fusion}, or "
-                f"pass `output`='instances' for its objects over tiles" + (" (a trained detector's)." if arch ==
-                                                                          "efficientps" else "."))
+        return f"{start}: `model` is {arch!r}, a panoptic architecture segarch.predict cannot tile yet."
     if task == "instance" or getattr(network, "is_detector", False) or _has_instance_decoder(model):
         return (f"{start}, and `model` ({arch!r}) is an instance-only model: it separates objects but predicts no "
                 f"classes of stuff, so it has no panoptic output; use `output`='instances' (one id per object), or "
@@ -71,6 +74,10 @@ def _has_instance_decoder(model: Any) -> bool:
 
 predict.__doc__ = (predict_tiles.__doc__ or "").replace("\n    Returns:", """
         instance_options: ``output="instances"``: ``decoder``, ``block``, ``halo``, ``min_size``, ``table``,
-            ``return_report`` (see :func:`segarch.instances.predict_instances`).
+            ``return_report`` (see :func:`segarch.instances.predict_instances`). ``output="panoptic"`` (a
+            Panoptic-DeepLab, DeeperLab or EfficientPS model: semantic classes and instance ids, a
+            :class:`~segarch.instances.panoptic_predict.PanopticLabels`): ``thing_classes``, ``label_divisor``,
+            ``decoder_options``, ``block``, ``halo``, ``min_size``, ``table``, ``return_report`` (see
+            :func:`segarch.instances.panoptic_predict.predict_panoptic`).
 
     Returns:""", 1)

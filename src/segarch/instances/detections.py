@@ -69,8 +69,9 @@ def labels_from_detections(detections: Mapping[str, torch.Tensor], score_thresho
     if missing:
         raise ValueError(f"`detections` needs 'scores' and 'masks' (a detector's output for one image); missing "
                          f"{missing}.")
-    scores = torch.as_tensor(detections["scores"]).detach().cpu().numpy()
-    masks = torch.as_tensor(detections["masks"]).detach().cpu().numpy()
+    # float() first: under autocast (segarch.predict's default on CUDA) they may be bfloat16, which NumPy lacks
+    scores = torch.as_tensor(detections["scores"]).detach().float().cpu().numpy()
+    masks = torch.as_tensor(detections["masks"]).detach().float().cpu().numpy()
     labels = np.zeros(masks.shape[1:], np.int32)
     next_id = 1
     for i in np.argsort(-scores, kind="stable"):
@@ -116,8 +117,10 @@ class DetectionsAsClasses(torch.nn.Module):
         from segarch.instances.targets import boundary_classes
 
         self.detector.eval()
-        with torch.no_grad():
-            found = self.detector(x)
+        # Detection runs in float32 even under the engine's autocast (on by default on CUDA): box regression, NMS
+        # and the score and overlap thresholds are not meant for bfloat16's 8-bit mantissa.
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            found = self.detector(x.float())
         out = []
         for detections in found:
             classes = boundary_classes(labels_from_detections(detections, **self.thresholds))

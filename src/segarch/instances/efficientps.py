@@ -32,7 +32,7 @@ import torch
 
 from segarch.instances.panoptic import PanopticResult, head_tensor
 
-__all__ = ["EfficientPSFusion", "fused_logits"]
+__all__ = ["EfficientPSFusion", "fused_logits", "FusionAsChannels"]
 
 
 def fused_logits(mask_logits: torch.Tensor, semantic_logits: torch.Tensor) -> torch.Tensor:
@@ -158,3 +158,48 @@ class EfficientPSFusion:
         return PanopticResult(semantic=out, instances=instances, panoptic=panoptic,
                               centers=(torch.stack(centers).numpy() if centers else np.zeros((0, d))).astype(np.int64),
                               classes=np.asarray(object_classes, np.int64))
+
+
+class FusionAsChannels(torch.nn.Module):
+    """EfficientPS seen as a dense network, so that the tiled engine runs it for ``output="panoptic"``.
+
+    Per tile, the network's detections and semantic logits are fused (:class:`EfficientPSFusion`) and returned as
+    log-probabilities ``(B, K + 3, *S)``: the fused class of each pixel one-hot over the ``K`` semantic classes
+    (void, a thing pixel no object claimed, counts as class 0), then the objects as the 'boundary' decoder's classes
+    (background, interior, boundary: :func:`segarch.instances.targets.boundary_classes`), which
+    :func:`segarch.instances.panoptic_predict.predict_panoptic` groups block by block like any instance model's.
+
+    Args:
+        network: a zoo ``efficientps``, trained.
+        **fusion: :class:`EfficientPSFusion`'s options (``thing_classes`` is the network's).
+    """
+
+    def __init__(self, network: torch.nn.Module, **fusion) -> None:
+        super().__init__()
+        if not hasattr(network, "thing_classes") or not getattr(network, "is_detector", False):
+            raise ValueError(f"`network` must be a zoo EfficientPS, got {type(network).__name__}.")
+        self.network = network
+        self.fusion = EfficientPSFusion(thing_classes=network.thing_classes, **fusion)
+        self.classes = int(network.semantic_classes)
+        self.spatial_dims, self.size_divisor = network.spatial_dims, network.size_divisor
+
+    def channel_names(self) -> list[str]:
+        return [f"semantic {i}" for i in range(self.classes)] + ["objects background", "objects interior",
+                                                                 "objects boundary"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from segarch.instances.targets import boundary_classes
+
+        self.network.eval()
+        # float32 even under the engine's autocast (its default on CUDA), as DetectionsAsClasses: box regression, NMS
+        # and the fusion's thresholds are not meant for bfloat16
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            found = self.network(x.float())
+        out = []
+        for outputs in found:
+            result = self.fusion(outputs)
+            semantic = np.where(result.semantic == self.fusion.void, 0, result.semantic)
+            one_hot = np.eye(self.classes + 3, dtype=np.float32)[np.concatenate(
+                [semantic[None], self.classes + boundary_classes(result.instances)[None]])].sum(0)
+            out.append(np.log(np.moveaxis(one_hot, -1, 0) * (1 - 6e-3) + 1e-3))
+        return torch.from_numpy(np.stack(out)).to(x)

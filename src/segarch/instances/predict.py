@@ -26,7 +26,7 @@ import numpy as np
 from segarch.instances.blocks import decode_blocks
 from segarch.instances.decode import DECODERS, get_decoder
 
-__all__ = ["predict_instances", "decoder_for", "table_path"]
+__all__ = ["predict_instances", "decoder_for", "table_path", "measure_objects"]
 
 log = logging.getLogger("segarch.instances")
 
@@ -188,7 +188,7 @@ def predict_instances(model, image: Any, *, decoder: Any = None, out: str | os.P
     if table and result.labels.ndim == spatial_dims and (out is not None or return_report):
         from segarch.instances.measure import table_summary, write_table
 
-        measurements = _measure(result.labels, source, layout, spacing)
+        measurements = measure_objects(result.labels, source, layout, spacing)
         summary = table_summary(measurements)
         report.update(median_size=summary["median_size"], median_size_pixels=summary["median_size_pixels"])
         if out is not None:
@@ -214,7 +214,7 @@ def table_path(out: str | os.PathLike) -> Path:
     return out.with_name(stem + "_objects" + suffix)
 
 
-def _measure(labels, source, layout, spacing) -> dict[str, np.ndarray]:
+def measure_objects(labels, source, layout, spacing) -> dict[str, np.ndarray]:
     """The per-object table of ``labels`` (chunk by chunk), with the image's intensities where its axes are known."""
     from segarch.instances.measure import measure
 

@@ -17,7 +17,8 @@ Modules: :mod:`~segarch.prompts.points` (extreme points, point checks), :mod:`~s
 :mod:`~segarch.prompts.clicks` (where a simulated corrective click goes), :mod:`~segarch.prompts.evaluate`
 (IoU, latency and the clicks-to-IoU curve on fresh objects), :mod:`~segarch.prompts.propagation`
 (:func:`propagate`: an object carried slice to slice through a stack), :mod:`~segarch.prompts.label_store`
-(labels larger than memory in a Zarr store), :mod:`~segarch.prompts.edges` (does a mask outline an object?).
+(labels larger than memory in a Zarr store), :mod:`~segarch.prompts.label_levels` (its multiscale levels, kept
+with level 0 box by box), :mod:`~segarch.prompts.edges` (does a mask outline an object?).
 
 ``prompts.fine_tune`` and ``prompts.training_pairs`` are deprecated aliases of
 :func:`segarch.training.fine_tune` and :func:`segarch.training.training_pairs`.

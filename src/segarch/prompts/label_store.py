@@ -4,9 +4,14 @@ Only the chunks under an object are read and written: a painted object is a box 
 the changed pixels written back by their coordinates. The next free id lives in the Zarr array's attributes
 (``segarch_next_label``), so a new object never needs a scan of the whole store.
 
+A multiscale store (``multiscale=True``: an OME-Zarr labels pyramid, :mod:`~segarch.prompts.label_levels`) keeps
+its coarse levels equal to level 0 under every write (paint and undo alike), so a viewer draws any level without
+reading level 0 whole.
+
 Examples::
 
     >>> store = LabelStore.create("cells_labels.zarr", shape=(20000, 20000))      # on disk, chunked, empty
+    >>> store = LabelStore.create("slide_labels.zarr", shape=(20000, 20000), multiscale=True)  # + 7 levels
     >>> crop, offset = prompts.segment_from_points(model, lazy_image, points, return_crop=True)
     >>> label = store.paint(crop, offset)                                          # 1, then 2, ...
     >>> store.undo()                                                               # restores what it overwrote
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from segarch.prompts import label_levels
 
 __all__ = ["LabelStore", "Edit", "check_labels", "NEXT_LABEL_ATTRIBUTE"]
 
@@ -58,19 +65,31 @@ class LabelStore:
     """Instance labels in a chunked array (Zarr on disk, or NumPy) with object painting, undo and the next id.
 
     Args:
-        array: a Zarr array (the next id is kept in its attributes) or a NumPy array (scanned once for it).
-        write: how changed pixels are written, ``write(coords, values)`` with one integer array per axis
-            (default: straight into ``array``). A viewer passes its own (e.g. napari's ``Labels.data_setitem``)
-            so that the display refreshes only that region.
+        array: a Zarr array (the next id is kept in its attributes) or a NumPy array (scanned once for it); or a
+            list of them, level 0 first, each next level every 2nd pixel of the one before along Y and X (a
+            multiscale store: see :mod:`~segarch.prompts.label_levels`).
+        write: how changed pixels are written to level 0, ``write(coords, values)`` with one integer array per
+            axis (default: straight into ``array``). A viewer passes its own (e.g. napari's
+            ``Labels.data_setitem``) so that the display refreshes only that region.
+        changed: called as ``changed(box)`` (one slice per axis of level 0) after each write, once every level
+            holds it: a viewer of a multiscale store redraws that region.
+
+    Raises:
+        ValueError: a non-integer dtype, or levels that are not level 0 halved.
     """
 
-    def __init__(self, array, *, write: Callable[[tuple, np.ndarray], Any] | None = None) -> None:
-        _check_dtype(array.dtype, "The labels store")
-        self.array = array
+    def __init__(self, array, *, write: Callable[[tuple, np.ndarray], Any] | None = None,
+                 changed: Callable[[tuple], Any] | None = None) -> None:
+        levels = list(array) if isinstance(array, (list, tuple)) else [array]
+        _check_dtype(levels[0].dtype, "The labels store")
+        label_levels.check_levels(levels)
+        self.levels = levels
+        self.array = levels[0]
         self.write = write or self._write
+        self.changed = changed
         self.history: list[Edit] = []
-        if _is_zarr(array) and NEXT_LABEL_ATTRIBUTE in array.attrs:
-            self._next = int(array.attrs[NEXT_LABEL_ATTRIBUTE])
+        if _is_zarr(self.array) and NEXT_LABEL_ATTRIBUTE in self.array.attrs:
+            self._next = int(self.array.attrs[NEXT_LABEL_ATTRIBUTE])
         else:
             self._next = self._scan_max() + 1
             self._save_next()
@@ -78,8 +97,13 @@ class LabelStore:
     # --- opening ------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike, shape: Sequence[int], *, dtype="uint32",
-               chunks: Sequence[int] | None = None, overwrite: bool = False) -> "LabelStore":
+               chunks: Sequence[int] | None = None, overwrite: bool = False, multiscale: bool = False,
+               changed: Callable[[tuple], Any] | None = None) -> "LabelStore":
         """A new, empty Zarr labels store at ``path`` (nothing is written for empty chunks).
+
+        ``multiscale=True``: an OME-Zarr labels group with level ``0`` at full resolution and levels ``1``, ``2``, …
+        each every 2nd pixel of the one before along Y and X (until both fit in 256), kept up to date by every
+        write (``store.levels``: the arrays, level 0 first). 2 to 4 axes (YX, ZYX, TZYX).
 
         Raises:
             ValueError: ``path`` exists (unless ``overwrite``), a bad ``shape`` or a non-integer ``dtype``.
@@ -96,32 +120,42 @@ class LabelStore:
             side = _CHUNK.get(len(shape), 256)
             chunks = tuple([1] * (len(shape) - 3) + [min(side, s) for s in shape[-3:]]) if len(shape) > 3 else \
                 tuple(min(side, s) for s in shape)
-        array = zarr.create_array(store=str(path), shape=shape, chunks=tuple(chunks), dtype=dtype, fill_value=0,
-                                  overwrite=overwrite)
-        array.attrs[NEXT_LABEL_ATTRIBUTE] = 1
-        return cls(array)
+        if multiscale:
+            levels = label_levels.create_levels(path, shape, dtype, tuple(chunks), overwrite=overwrite)
+        else:
+            levels = [zarr.create_array(store=str(path), shape=shape, chunks=tuple(chunks), dtype=dtype,
+                                        fill_value=0, overwrite=overwrite)]
+        levels[0].attrs[NEXT_LABEL_ATTRIBUTE] = 1
+        return cls(levels, changed=changed)
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, shape: Sequence[int] | None = None, dtype=None,
-             write: Callable | None = None) -> "LabelStore":
+             write: Callable | None = None, changed: Callable | None = None) -> "LabelStore":
         """An existing Zarr labels store, checked against the image it labels (nothing is written on a mismatch).
 
         Args:
-            path: the store's folder (``.zarr``).
+            path: the store's folder (``.zarr``): a Zarr array, or a multiscale labels group (OME ``multiscales``).
             shape: the image's spatial shape the labels must have.
             dtype: the label dtype the store must have (default: any integer dtype).
 
         Raises:
-            ValueError: no Zarr array at ``path``, or another shape or dtype than asked.
+            ValueError: no Zarr array or multiscale group at ``path``, another shape or dtype than asked, or
+                levels that are not level 0 halved.
         """
         import zarr
 
         try:
-            array = zarr.open_array(str(path), mode="r+")
+            node = zarr.open(store=str(path), mode="r+")
         except Exception as err:  # zarr raises several kinds for "not an array here"
             raise ValueError(f"`path` {str(path)!r} is not a Zarr array ({type(err).__name__}: {err}).") from None
-        check_labels(array, shape=shape, dtype=dtype, name=f"The labels store {str(path)!r}")
-        return cls(array, write=write)
+        levels = label_levels.open_levels(node, str(path))
+        check_labels(levels[0], shape=shape, dtype=dtype, name=f"The labels store {str(path)!r}")
+        return cls(levels, write=write, changed=changed)
+
+    @property
+    def multiscale(self) -> bool:
+        """Whether the store has coarse levels (``levels[1:]``) kept with level 0."""
+        return len(self.levels) > 1
 
     # --- state --------------------------------------------------------------------------------------
     @property
@@ -155,6 +189,15 @@ class LabelStore:
             self.array[coords] = values
 
     # --- editing ------------------------------------------------------------------------------------
+    def _apply(self, edit: Edit, values: np.ndarray, region: np.ndarray | None = None) -> None:
+        # Level 0 at the edit's pixels, then the coarse levels inside its box (from ``region``, level 0's new content
+        # over the box, when the caller has it), then whoever shows it.
+        self.write(edit.coords, values)
+        box = edit.box
+        label_levels.update_levels(self.levels, box, region)
+        if self.changed is not None:
+            self.changed(box)
+
     def _box(self, mask: np.ndarray, offset: Sequence[int]) -> tuple:
         lead = len(self.shape) - mask.ndim
         if len(offset) != len(self.shape) or lead < 0:
@@ -192,7 +235,13 @@ class LabelStore:
         coords = tuple(np.full(n, v, np.int64) for v in index[:lead]) + tuple(
             c.astype(np.int64) + s.start for c, s in zip(inside, index[lead:]))
         edit = Edit(coords, region[where].copy(), int(label))
-        self.write(coords, np.full(n, label, dtype=region.dtype))
+        after = None
+        if self.multiscale:  # the box's new content, for the coarse levels (no second read of level 0)
+            after = region.copy()
+            after[where] = label
+            after = after[(None,) * lead + tuple(slice(b.start - i.start, b.stop - i.start)
+                                                 for b, i in zip(edit.box[lead:], index[lead:]))]
+        self._apply(edit, np.full(n, label, dtype=region.dtype), after)
         self.history.append(edit)
         if int(label) >= self._next:
             self._next = int(label) + 1
@@ -205,7 +254,7 @@ class LabelStore:
         if not self.history:
             return None
         edit = self.history.pop()
-        self.write(edit.coords, edit.before)
+        self._apply(edit, edit.before)
         if edit.label == self._next - 1 and not any(e.label == edit.label for e in self.history):
             self._next = edit.label
             self._save_next()

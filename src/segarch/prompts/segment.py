@@ -276,6 +276,8 @@ def segment_from_points(model, image, points, *, positive=None, negative=None, p
     net = model.network
     net.eval()
     dev = resolve_device(device) if device is not None else next(net.parameters()).device
+    if runtime == "torch" and next(net.parameters()).device != dev:
+        net.to(dev)  # the model stays there: the next click (device=None) runs where this one did
     with torch.no_grad():
         if runtime == "torch":
             prob = object_probability(model, x.to(dev)).float().cpu()

@@ -34,7 +34,7 @@ __all__ = ["predict", "PredictionCancelled", "OUTPUTS", "check_tile", "overlap_p
 
 log = logging.getLogger("segarch.tiling")
 
-OUTPUTS = ("labels", "probabilities", "instances")
+OUTPUTS = ("labels", "probabilities", "instances", "raw")
 _BLOCK = {2: 512, 3: 128}           # output block (chunk) edge, before rounding up to the tile
 # Bytes of blending buffers open at once: this bounds a column's extent, so memory does not grow with the
 # image; 3D blocks are big, and narrow columns would recompute many tiles at their borders.
@@ -102,7 +102,9 @@ def predict(
             ``"probabilities"`` (float32, one channel per class: C after T, before Z, as OME-NGFF orders axes), or
             ``"instances"`` for an instance model (uint32, 0 background, one id per object unique over the
             image; decoded block by block with objects merged across seams, a seam report in the Zarr
-            attributes and a per-object table beside ``out``: :func:`segarch.instances.predict_instances`).
+            attributes and a per-object table beside ``out``: :func:`segarch.instances.predict_instances`), or
+            ``"raw"``: the blended network outputs as they are (float32, no softmax; axes as probabilities), e.g. a
+            panoptic network's heads as one tensor for :func:`segarch.instances.panoptic_predict.predict_panoptic`.
         grey: convert an RGB(A) image (a C axis of 3 or 4) to grey for a 1-channel model, with the
             luminance weights 0.2125 R + 0.7154 G + 0.0721 B (alpha dropped). Never done unasked: an RGB
             image and a 1-channel model are otherwise a clear error.
@@ -341,7 +343,7 @@ def overlap_pixels(overlap, tile: int) -> int:
 
 
 def _output_dtype(output: str, channels: int) -> np.dtype:
-    if output == "probabilities":
+    if output in ("probabilities", "raw"):
         return np.dtype(np.float32)
     return np.dtype(np.uint8 if channels <= 256 else np.uint16 if channels <= 65536 else np.uint32)
 

@@ -143,7 +143,10 @@ class Assembler:
 
 
 def convert(logits: np.ndarray, output: str, dtype: np.dtype) -> np.ndarray:
-    """Blended logits ``(C, ...)`` → labels (argmax, or threshold for one channel) or probabilities."""
+    """Blended logits ``(C, ...)`` → labels (argmax, or threshold for one channel), probabilities, or as they are
+    (``"raw"``)."""
+    if output == "raw":
+        return logits.astype(dtype, copy=False)
     if output == "labels":
         if logits.shape[0] == 1:
             return (logits[0] > 0).astype(dtype)

@@ -382,7 +382,7 @@ def output_geo(source, plan):
     geo = geo.for_shape((sizes["Y"], sizes["X"])) if tuple(geo.shape) != (sizes["Y"], sizes["X"]) else geo
     masked = extras.masks
     # Left-out pixels are 0 in labels (recorded as nodata when the input had some) and NaN in probabilities.
-    nodata = (float("nan") if plan.output == "probabilities" else 0) if masked else None
+    nodata = (float("nan") if plan.output in ("probabilities", "raw") else 0) if masked else None
     return replace(geo, nodata=nodata, band_names=())
 
 
