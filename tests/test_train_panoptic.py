@@ -53,6 +53,10 @@ def test_panoptic_deeplab_trains_through_segarch_train_and_its_file_keeps_the_pa
     assert model.out_channels == 3 and model.trained
     loaded = load_model(out)
     assert loaded.panoptic == model.panoptic
+    # segarch.predict(output="panoptic") reads the record: the label divisor makes it combine panoptic ids
+    found = segarch.predict(loaded, data[0][0], output="panoptic", device="cpu")
+    assert found.panoptic is not None and np.asarray(found.panoptic).shape == data[0][1].shape
+    assert set(np.unique(np.asarray(found.panoptic)) // 1000) <= {0, 1, 2}
     image = torch.from_numpy(data[0][0])[None, None]
     with torch.no_grad():
         for head, value in model.network.eval()(image).items():
