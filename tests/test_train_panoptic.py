@@ -171,3 +171,14 @@ def test_cli_trains_a_panoptic_model_from_label_files(tmp_path):
                       str(tmp_path / "never.safetensors"))
     assert bad.returncode == 2 and "--thing-classes [7] out of range" in bad.stderr, bad.stderr
     assert not (tmp_path / "never.safetensors").exists()
+
+
+def test_fine_tuning_a_panoptic_model_keeps_its_thing_classes(tmp_path):
+    rng = np.random.default_rng()
+    image, ids = two_class_squares(rng)
+    first = _train("panoptic_deeplab", image, ids, steps=2, thing_classes=[2], val_fraction=0,
+                   out=str(tmp_path / "first.safetensors"))
+    assert first.panoptic["thing_classes"] == [2]
+    again = segarch.train(str(tmp_path / "first.safetensors"), image, ids, steps=2, patch=64, batch_size=2,
+                          val_fraction=0, device="cpu")  # the saved model is claimed by the panoptic task
+    assert again.panoptic == {"thing_classes": [2], "label_divisor": 1000} and again.out_channels == 3

@@ -214,7 +214,8 @@ class PanopticTask(TrainingTask):
             raise ValueError(f"`labels` hold panoptic id {high}, class {read} with `label_divisor`="
                              f"{self.label_divisor}, but the model has {n_classes} classes (0..{n_classes - 1}): "
                              f"check `label_divisor` (ids are class * label_divisor + instance) or pass `num_classes`.")
-        things = list(cfg.thing_classes) if cfg.thing_classes is not None else list(range(1, n_classes))
+        recorded = (model.panoptic or {}).get("thing_classes") if model.trained else None  # fine-tuning keeps them
+        things = list(cfg.thing_classes if cfg.thing_classes is not None else recorded or range(1, n_classes))
         bad = [c for c in things if not 1 <= int(c) < n_classes]
         if bad:
             raise ValueError(f"`thing_classes` {bad} out of range: the model has {n_classes} classes, so thing "
