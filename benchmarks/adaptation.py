@@ -12,7 +12,11 @@ Target styles (``--target``):
   bright-field or phase images), which the training augmentation never shows;
 - ``microscope``: a dim, blurred, noisy microscope with patchy illumination, haze and textured nuclei.
 
-Run: ``python benchmarks/adaptation.py`` (a few minutes of one CPU core with the defaults).
+Each seed (``--seeds``, default 0 1 2) trains both models afresh (initial weights, patches); the table gives
+each seed's numbers, then the median and the spread (min to max) over seeds, and on how many seeds adaptation
+raised the target Dice.
+
+Run: ``python benchmarks/adaptation.py`` (about 1.5 minutes of one CPU core per seed with the defaults).
 """
 
 from __future__ import annotations
@@ -68,37 +72,50 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96, help="side of the generated images")
     parser.add_argument("--images", type=int, default=6, help="labelled source and unlabelled target images")
     parser.add_argument("--test", type=int, default=4, help="fresh labelled images per style to measure on")
-    parser.add_argument("--adapt-weight", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adapt-weight", type=float, default=0.1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     source_images, source_labels = images_of_style("source", args.images, args.size, seed=1)
     target_unlabelled, _ = images_of_style(args.target, args.images, args.size, seed=2)  # their labels unused
     fresh = {style: images_of_style(style, args.test, args.size, seed=3) for style in ("source", args.target)}
-    settings = dict(options={"features": (8, 16, 32, 64)}, steps=args.steps, patch=48, batch_size=4,
-                    seed=args.seed, lr=2e-3, device="cpu",
-                    val_fraction=0)  # both keep their last weights: source validation would not see the target
-
-    results, seconds = {}, {}
-    for name, extra in (("source only", {}),
-                        ("adapted", {"adapt_to": target_unlabelled, "adapt_weight": args.adapt_weight})):
-        start = time.perf_counter()
-        model = segarch.train("unet", source_images, source_labels, **settings, **extra, progress=_report)
-        seconds[name] = time.perf_counter() - start
-        results[name] = {style: measure(model, *data) for style, data in fresh.items()}
+    results: dict[int, dict[str, dict[str, tuple[float, float]]]] = {}
+    seconds: dict[str, list[float]] = {"source only": [], "adapted": []}
+    for seed in args.seeds:
+        settings = dict(options={"features": (8, 16, 32, 64)}, steps=args.steps, patch=48, batch_size=4,
+                        seed=seed, lr=2e-3, device="cpu",
+                        val_fraction=0)  # both keep their last weights: source validation would not see the target
+        results[seed] = {}
+        for name, extra in (("source only", {}),
+                            ("adapted", {"adapt_to": target_unlabelled, "adapt_weight": args.adapt_weight})):
+            start = time.perf_counter()
+            model = segarch.train("unet", source_images, source_labels, **settings, **extra, progress=_report)
+            seconds[name].append(time.perf_counter() - start)
+            results[seed][name] = {style: measure(model, *data) for style, data in fresh.items()}
 
     print(f"U-Net (8-64), {args.steps} steps on {args.images} labelled source images ({args.size} px); target "
           f"style {args.target!r} ({args.images} unlabelled images, adapt_weight {args.adapt_weight:g}); measured on "
-          f"{args.test} fresh labelled images per style")
-    print(f"{'model':<13} {'target Dice':>11} {'target F1@0.5':>13} {'source Dice':>11} {'source F1@0.5':>13} "
-          f"{'train s':>8}")
-    for name, by_style in results.items():
-        (t_dice, t_f1), (s_dice, s_f1) = by_style[args.target], by_style["source"]
-        print(f"{name:<13} {t_dice:>11.3f} {t_f1:>13.3f} {s_dice:>11.3f} {s_f1:>13.3f} {seconds[name]:>8.0f}")
-    gain = results["adapted"][args.target][0] - results["source only"][args.target][0]
-    print(f"target Dice gain from adaptation: {gain:+.3f}; training time ratio adapted / source only: "
-          f"{seconds['adapted'] / seconds['source only']:.2f}")
+          f"{args.test} fresh labelled images per style; seeds {' '.join(map(str, args.seeds))}")
+    print(f"{'seed':>4} {'model':<13} {'target Dice':>11} {'target F1@0.5':>13} {'source Dice':>11} "
+          f"{'source F1@0.5':>13}")
+    for seed, by_model in results.items():
+        for name, by_style in by_model.items():
+            (t_dice, t_f1), (s_dice, s_f1) = by_style[args.target], by_style["source"]
+            print(f"{seed:>4} {name:<13} {t_dice:>11.3f} {t_f1:>13.3f} {s_dice:>11.3f} {s_f1:>13.3f}")
+
+    def spread(values) -> str:
+        return f"{np.median(values):+.3f} [{min(values):+.3f}, {max(values):+.3f}]"
+
+    for name in ("source only", "adapted"):
+        target = [results[s][name][args.target][0] for s in args.seeds]
+        source = [results[s][name]["source"][0] for s in args.seeds]
+        print(f"{name:<13} target Dice median {np.median(target):.3f} [{min(target):.3f}, {max(target):.3f}], "
+              f"source Dice median {np.median(source):.3f} [{min(source):.3f}, {max(source):.3f}]")
+    gains = [results[s]["adapted"][args.target][0] - results[s]["source only"][args.target][0] for s in args.seeds]
+    print(f"target Dice gain from adaptation: median {spread(gains)} (min, max); higher on "
+          f"{sum(g > 0 for g in gains)} of {len(gains)} seeds; training time ratio adapted / source only: "
+          f"{np.median(seconds['adapted']) / np.median(seconds['source only']):.2f}")
 
 
 if __name__ == "__main__":

@@ -41,5 +41,5 @@ def test_cli_writes_classes_and_instances(tmp_path):
     assert not (tmp_path / "scene.tif").exists()
     wrong = segarch_cli("predict", str(tmp_path / "scene.npy"), str(tmp_path / "x.zarr"), "--model",
                         str(model_file), "--output", "panoptic", "--thing-classes", "7", "--axes", "YX")
-    assert wrong.returncode != 0 and "`thing_classes` must be distinct class indices from 0 to 2" in wrong.stderr
+    assert wrong.returncode != 0 and "--thing-classes must be distinct class indices from 0 to 2" in wrong.stderr
     assert not (tmp_path / "x.zarr").exists()

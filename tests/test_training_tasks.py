@@ -149,7 +149,7 @@ def test_a_new_task_trains_through_the_unchanged_loop(boundary_task, tmp_path):
 def test_naming_a_task(boundary_task):
     images, labels = _data(1, seed=110)
     assert task_names()[:2] == ["semantic", "interactive"]
-    known = r"\('semantic', 'interactive', 'instance', 'detection', 'boundaries'\)"
+    known = r"\('semantic', 'interactive', 'instance', 'detection', 'panoptic', 'boundaries'\)"
     with pytest.raises(ValueError, match=r"`task` must be one of " + known):
         segarch.train("unet", images, labels, task="instances", options=SMALL, steps=1)
     wrong = r"`task`='interactive' trains interactive architectures, not 'unet' \(semantic\)"

@@ -159,7 +159,7 @@ def test_decoder_reads_logits_and_ignores_keypoints_without_votes():
     assert DeeperLabDecoder(radius=3)(logits).instances.max() == 2
     # a heatmap too weak to gather `threshold` votes anywhere: no keypoints, no objects
     weak = dict(outputs, keypoints=outputs["keypoints"] * 0.01)
-    assert DeeperLabDecoder(radius=3, threshold=1.0)(weak).instances.max() == 0
+    assert DeeperLabDecoder(radius=3)(weak).instances.max() == 0
     # pixels whose long offsets point nowhere near an object are left out with max_distance
     far = dict(outputs, long_offset=outputs["long_offset"] + 20 * (labels == 2))
     kept = DeeperLabDecoder(radius=3, max_distance=5.0)(far)

@@ -527,6 +527,10 @@ def _train(args) -> int:
         extra["pixel_size"] = tuple(args.pixel_size)
     if args.adapt_to is not None:
         extra.update(adapt_to=args.adapt_to, adapt_weight=args.adapt_weight)
+    if args.thing_classes:
+        extra["thing_classes"] = list(args.thing_classes)
+    if args.label_divisor is not None:
+        extra["label_divisor"] = args.label_divisor
     model = segarch.train(args.model, args.images, args.labels, axes=args.axes, num_classes=args.classes,
                           class_names=args.class_names, options=options, patch=patch, steps=args.steps,
                           batch_size=args.batch_size, val_fraction=args.val_fraction, loss=args.loss, lr=args.lr,
@@ -674,15 +678,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jitter", type=float, help="extreme-point models: how far (pixels) the points move from the "
                    "true extremes (default: 2%% of each object's size, at least 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--task", choices=("semantic", "instance", "interactive"),
+    p.add_argument("--task", choices=("semantic", "instance", "interactive", "panoptic"),
                    help="what the model learns (default: the model's own; a zoo name trains a semantic model): "
-                   "instance = one label per object, from instance labels (0 background, 1..N objects)")
+                   "instance = one label per object, from instance labels (0 background, 1..N objects); "
+                   "panoptic = classes and objects (panoptic_deeplab, deeperlab), from panoptic ids "
+                   "class * label divisor + instance")
+    p.add_argument("--thing-classes", type=int, nargs="+", help="--task panoptic: the classes that have objects "
+                   "(default: all but 0)")
+    p.add_argument("--label-divisor", type=int, help="--task panoptic: the divisor of the panoptic ids (default 1000)")
     p.add_argument("--pixel-size", type=float, nargs="+", help="the images' pixel size per spatial axis (Z Y X or "
                    "Y X; default: from the files); recorded with the model")
     p.add_argument("--adapt-to", metavar="FOLDER", help="unlabelled images (a folder of .tif/.tiff/.zarr, or one "
                    "file) of the kind the model must work on: the network is aligned to them while it trains "
                    "(MADAN's feature-level adversarial alignment)")
-    p.add_argument("--adapt-weight", type=float, default=0.01, help="weight of the alignment loss (with --adapt-to)")
+    p.add_argument("--adapt-weight", type=float, default=0.1, help="weight of the alignment loss (with --adapt-to)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("demo", help="segment a generated nuclei image with a shipped (or zoo) model, printing each step",
@@ -719,7 +728,8 @@ _FLAGS = {"tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size"
           "output": "--output", "pixel_size": "--pixel-size", "task": "--task", "resume": "--resume",
           "overwrite": "--overwrite", "arch": "--arch", "bands": "--bands", "nodata": "--nodata",
           "tissue": "--tissue-only", "runtime": "--runtime", "precision": "--precision",
-          "adapt_to": "--adapt-to", "adapt_weight": "--adapt-weight"}
+          "adapt_to": "--adapt-to", "adapt_weight": "--adapt-weight", "thing_classes": "--thing-classes",
+          "label_divisor": "--label-divisor"}
 _POSITIONAL = {"predict": {"out": "OUTPUT", "image": "INPUT"},
                "train": {"out": "--out", "images": "IMAGES", "labels": "LABELS"},
     "convert": {"path": "OUTPUT"},

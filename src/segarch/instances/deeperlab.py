@@ -10,13 +10,20 @@ train on); :class:`DeeperLabDecoder` turns predictions back into objects. Unlike
 (one centre per object, each pixel joins the centre its offset points nearest to), objects are assembled from
 several keypoints:
 
-1. **keypoint recovery** (Hough voting): every pixel casts a vote, weighted by its heatmap probability, at the
-   position its short-range offset points to, for each keypoint type; the local maxima of the votes (a
-   max-pooling of ``nms_kernel``) above ``threshold`` are the candidate keypoints;
+1. **keypoint recovery** (Hough voting, PersonLab's Eq. 1): every pixel casts a vote, weighted by its heatmap
+   probability, at the position its short-range offset points to (spread bilinearly over the nearest pixels),
+   for each keypoint type; the votes are divided by the disk's area (πR², 4/3·πR³ in 3D) and summed around each
+   position with Gaussian weights (σ = ``nms_radius`` / 2, the kernel of PersonLab's expected-OKS keypoint
+   score), so a score is the share of a whole disk's heatmap mass landing near a position (about 1 for a
+   keypoint whose disk lies in the image, however the votes scatter by a pixel or two). The local maxima of the
+   scores (a max-pooling of ``nms_kernel``) above ``threshold`` are the candidate keypoints;
 2. **grouping**: the strongest unused candidate (of any type) starts an object; the middle-range offsets lead
    from it to the centre and from the centre to each corner, each landing refined by the short-range offsets
    (the object's keypoint of that type). A start within ``nms_radius`` of the same-type keypoint of an object
-   already found is a duplicate and is skipped (PersonLab's non-maximum suppression);
+   already found is a duplicate and is skipped (PersonLab's non-maximum suppression). Each object is scored as
+   PersonLab scores a person: the mean over its keypoints of the score there, a keypoint already claimed
+   by a stronger object (within ``nms_radius`` of its same-type keypoint) counting 0; objects scoring below
+   ``min_score`` are dropped (a start on a stray vote, or a duplicate whose keypoints are all taken);
 3. **pixel assignment**: every "thing" pixel's long-range offsets say where its object's keypoints are; it joins
    the object whose keypoints are closest on average (if within ``max_distance``);
 4. **fusion** (as Panoptic-DeepLab's, :func:`segarch.instances.panoptic.fuse_panoptic`): each object takes the
@@ -121,6 +128,11 @@ def _sample(offsets: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
     return offsets[(slice(None), *index)]
 
 
+def _outside(point: torch.Tensor, spatial) -> bool:
+    """Whether ``point`` lies off the image of size ``spatial`` by more than half a pixel."""
+    return any(float(p) < -0.5 or float(p) > s - 0.5 for p, s in zip(point, spatial))
+
+
 class DeeperLabDecoder:
     """DeeperLab's instance prediction and fusion (see the module's docstring): network outputs → objects, classes.
 
@@ -130,8 +142,10 @@ class DeeperLabDecoder:
         nms_radius: a keypoint this close to the same-type keypoint of an object already found is a duplicate
             (``None``: ``radius / 3``, PersonLab's 10 pixels with disks of 32; a whole radius would merge touching
             objects whose corners are near).
-        threshold: candidate keypoints need this much Hough vote (about the heatmap probability mass a keypoint
-            gathers: 1.0).
+        threshold: candidate keypoints need this score (the share of a disk's heatmap mass gathered near a
+            position, see the module's docstring; 0.1).
+        min_score: objects whose score (the mean score of their unclaimed keypoints, see the module's
+            docstring) is below this are dropped (0.2).
         nms_kernel: the max-pooling window of the candidates' selection, in pixels (odd; 7).
         refine_steps: short-range refinements of each landing of the middle offsets (2).
         keypoints_are_logits: whether ``keypoints`` holds logits (a sigmoid makes probabilities) or probabilities;
@@ -149,13 +163,16 @@ class DeeperLabDecoder:
     """
 
     def __init__(self, thing_classes: Sequence[int] | None = None, radius: float = 32.0,
-                 nms_radius: float | None = None, threshold: float = 1.0, nms_kernel: int = 7,
+                 nms_radius: float | None = None, threshold: float = 0.1, min_score: float = 0.2,
+                 nms_kernel: int = 7,
                  refine_steps: int = 2, max_distance: float | None = None,
                  keypoints_are_logits: bool | None = None, stuff_area: int = 0, void: int = -1,
                  label_divisor: int = 1000) -> None:
         for name, value in (("radius", radius), ("threshold", threshold)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
+        if not isinstance(min_score, (int, float)) or isinstance(min_score, bool) or not min_score >= 0:
+            raise ValueError(f"`min_score` must be a number >= 0, got {min_score!r}.")
         if nms_radius is not None and (not isinstance(nms_radius, (int, float)) or isinstance(nms_radius, bool)
                                        or not nms_radius > 0):
             raise ValueError(f"`nms_radius` must be a positive number of pixels or None, got {nms_radius!r}.")
@@ -170,6 +187,7 @@ class DeeperLabDecoder:
                 raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
         self.thing_classes = None if thing_classes is None else tuple(int(c) for c in thing_classes)
         self.radius, self.threshold, self.nms_kernel = float(radius), float(threshold), nms_kernel
+        self.min_score = float(min_score)
         self.nms_radius = self.radius / 3 if nms_radius is None else float(nms_radius)
         self.refine_steps, self.max_distance, self.keypoints_are_logits = refine_steps, max_distance, \
             keypoints_are_logits
@@ -199,20 +217,32 @@ class DeeperLabDecoder:
         return t
 
     def _votes(self, heat: torch.Tensor, short: torch.Tensor) -> torch.Tensor:
-        """Hough votes ``(K, *S)``: each pixel adds its heatmap probability where its short offset points."""
+        """Keypoint scores ``(K, *S)``: each pixel's heatmap probability, spread bilinearly where its short offset
+        points (votes landing outside the image are lost), divided by the disk's area (PersonLab's Eq. 1), then
+        summed with the Gaussian weights of the expected-OKS score (σ = ``nms_radius`` / 2, peak weight 1)."""
         k, spatial = heat.shape[0], heat.shape[1:]
         d = len(spatial)
         grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in spatial], indexing="ij"))
         votes = torch.zeros(k, int(np.prod(spatial)))
         sizes = torch.tensor(spatial).view(d, *[1] * d)
+        disk = np.pi * self.radius ** 2 if d == 2 else 4 / 3 * np.pi * self.radius ** 3
         for t in range(k):
-            target = torch.round(grid + short[t * d:(t + 1) * d])
-            target = torch.minimum(torch.clamp(target, min=0), sizes - 1).long()
-            flat = torch.zeros_like(target[0])
-            for axis in range(d):
-                flat = flat * spatial[axis] + target[axis]
-            votes[t].index_add_(0, flat.reshape(-1), heat[t].reshape(-1))
-        return votes.reshape(k, *spatial)
+            target = grid + short[t * d:(t + 1) * d]
+            low = torch.floor(target)
+            fraction = target - low
+            for corner in range(2 ** d):  # the 2^d pixels around each landing, weighted bilinearly
+                step = torch.tensor([(corner >> a) & 1 for a in range(d)], dtype=torch.float32).view(d, *[1] * d)
+                at = (low + step).long()
+                weight = torch.prod(torch.where(step > 0, fraction, 1 - fraction), dim=0) * heat[t]
+                inside = ((at >= 0) & (at < sizes)).all(0)
+                flat = torch.zeros_like(at[0])
+                for axis in range(d):
+                    flat = flat * spatial[axis] + at[axis].clamp(0, spatial[axis] - 1)
+                votes[t].index_add_(0, flat[inside], weight[inside])
+        votes = (votes / disk).reshape(k, *spatial).numpy()
+        sigma = self.nms_radius / 2
+        smoothed = ndimage.gaussian_filter(votes, (0,) + (sigma,) * d, mode="constant", truncate=3.0)
+        return torch.from_numpy(smoothed * (2 * np.pi * sigma ** 2) ** (d / 2))
 
     def _candidates(self, votes: torch.Tensor) -> list[tuple[float, int, torch.Tensor]]:
         d = votes.ndim - 1
@@ -227,9 +257,14 @@ class DeeperLabDecoder:
             point = point + _sample(short[t * d:(t + 1) * d], point)
         return point
 
-    def _group(self, candidates, short: torch.Tensor, middle: torch.Tensor, d: int) -> list[torch.Tensor]:
-        """Objects as ``(K, d)`` keypoint positions, from the strongest candidates along the middle offsets."""
+    def _group(self, candidates, short: torch.Tensor, middle: torch.Tensor, votes: torch.Tensor,
+               d: int) -> list[torch.Tensor]:
+        """Objects as ``(K, d)`` keypoint positions, from the strongest candidates along the middle offsets, each
+        kept if its score (the mean Hough score of its keypoints not claimed by a stronger object) reaches
+        ``min_score``."""
         k, edges = keypoint_count(d), keypoint_edges(d)
+        # a keypoint's score: the best within a pixel of it (its landing is rounded to a pixel)
+        near_peak = (F.max_pool2d if d == 2 else F.max_pool3d)(votes[None], 3, stride=1, padding=1)[0]
         objects: list[torch.Tensor] = []
         for _, t, start in candidates:
             if any(torch.linalg.vector_norm(obj[t] - start) <= self.nms_radius for obj in objects):
@@ -245,7 +280,11 @@ class DeeperLabDecoder:
                     points[c] = self._refine(points[0] + _sample(middle[e * d:(e + 1) * d], points[0]), short, c, d)
             if any(torch.linalg.vector_norm(obj[0] - points[0]) <= self.nms_radius for obj in objects):
                 continue  # the same centre reached from another corner
-            objects.append(points)
+            scores = [0.0 if _outside(points[c], votes.shape[1:]) or any(
+                torch.linalg.vector_norm(obj[c] - points[c]) <= self.nms_radius for obj in objects)
+                else float(_sample(near_peak[c:c + 1], points[c])[0]) for c in range(k)]
+            if sum(scores) / k >= self.min_score:
+                objects.append(points)
         return objects
 
     def __call__(self, outputs: Mapping) -> PanopticResult:
@@ -260,8 +299,8 @@ class DeeperLabDecoder:
         things = (torch.tensor(self.thing_classes, dtype=torch.int64) if self.thing_classes is not None
                   else torch.arange(1, semantic.shape[0]))
         thing_mask = torch.isin(classes, things)
-        candidates = self._candidates(self._votes(heat, t["short_offset"]))
-        objects = self._group(candidates, t["short_offset"], t["middle_offset"], d)
+        votes = self._votes(heat, t["short_offset"])
+        objects = self._group(self._candidates(votes), t["short_offset"], t["middle_offset"], votes, d)
         instances = torch.zeros(spatial, dtype=torch.int64)
         if objects and thing_mask.any():
             k = keypoint_count(d)

@@ -164,6 +164,7 @@ def load_bioimageio(path: str | os.PathLike, *, weights: str | None = None) -> M
     model.pixel_size = meta.get("pixel_size")
     model.preprocessing = meta["preprocessing"]
     model.prompt, model.instance, model.bands = meta.get("prompt"), meta.get("instance"), meta.get("bands")
+    model.panoptic = meta.get("panoptic")
     model.description = meta.get("description") or str(rdf.get("description", ""))
     model.trained = True
     model.name = path.name

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 
 from segarch import zoo
-from segarch.models.model import Model
+from segarch.models.model import Model, check_panoptic
 from segarch.preprocessing import check_preprocessing
 
 __all__ = ["save_model", "load_model", "read_metadata", "check_metadata", "FORMAT", "FORMAT_VERSION"]
@@ -154,6 +154,7 @@ def check_metadata(meta: dict[str, Any], *, where: str = "the model file") -> di
     clean["preprocessing"] = check_preprocessing(meta.get("preprocessing", []), where=where)
     clean["prompt"] = _check_prompt(meta.get("prompt"), where)
     clean["instance"] = _check_instance(meta.get("instance"), where)
+    clean["panoptic"] = check_panoptic(meta.get("panoptic"), meta.get("out_channels"), f"{where}: 'panoptic'")
     for key in ("trained",):
         if not isinstance(meta.get(key, False), bool):
             raise ValueError(f"{where}: {key!r} must be true or false, got {meta.get(key)!r:.120}.")
@@ -397,6 +398,7 @@ def _model_from_metadata(meta: dict[str, Any], path: Path, shapes: Mapping[str, 
     model.description = meta.get("description", "")
     model.prompt = meta.get("prompt")
     model.instance = meta.get("instance")
+    model.panoptic = meta.get("panoptic")
     model.bands = meta.get("bands")
     model.__post_init__()  # re-validate what the file said
     return model

@@ -7,7 +7,7 @@ Everything that runs a network (``segarch.predict``, training, ``segment_from_po
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ class Model:
         instance: instance models: the decoder that turns their output into objects, as plain settings
             (``{"decoder": "distance", "bins": 4, "seed_threshold": 0.6, ...}``, see
             :mod:`segarch.instances.decode`), tuned on held-out images when trained; ``None`` for other models.
+        panoptic: bottom-up panoptic models (Panoptic-DeepLab, DeeperLab) trained with ``task="panoptic"``:
+            ``{"thing_classes": [1, 2], "label_divisor": 1000}``, the classes that have objects and the divisor of
+            the panoptic ids (``class · label_divisor + instance``) it was trained with; ``None`` otherwise.
         bands: a multispectral model: the names of the bands it was trained on, in its input order
             (``["red", "green", "blue", "nir"]``); ``segarch.predict`` picks them from a raster by name.
         name: where it came from, for provenance: the shipped model's name (``"unet.nuclei2d"``) or the model
@@ -70,6 +73,7 @@ class Model:
     description: str = ""
     prompt: dict[str, Any] | None = None
     instance: dict[str, Any] | None = None
+    panoptic: dict[str, Any] | None = None
     name: str | None = None
     bands: list[str] | None = None
     history: list[dict[str, Any]] | None = field(default=None, repr=False)
@@ -99,6 +103,7 @@ class Model:
                 raise ValueError(f"`pixel_size` must have {self.spatial_dims} values, got {self.pixel_size!r}.")
             self.pixel_size = [float(v) for v in self.pixel_size]
         self.preprocessing = check_preprocessing(self.preprocessing)
+        self.panoptic = check_panoptic(self.panoptic, self.out_channels)
 
     @classmethod
     def from_zoo(cls, arch: str, *, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
@@ -160,6 +165,7 @@ class Model:
             "description": self.description,
             "prompt": None if self.prompt is None else dict(self.prompt),
             "instance": None if self.instance is None else dict(self.instance),
+            "panoptic": None if self.panoptic is None else dict(self.panoptic),
             "bands": None if self.bands is None else list(self.bands),
         }
 
@@ -179,6 +185,28 @@ def weights_sha256(network: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def check_panoptic(panoptic: Any, out_channels: int | None = None, where: str = "`panoptic`"
+                   ) -> dict[str, Any] | None:
+    """A panoptic model's settings, checked as plain data (nothing is evaluated): ``None``, or
+    ``{"thing_classes": [ints from 1 to out_channels - 1, distinct], "label_divisor": positive int}``; returns a
+    clean copy. A ``ValueError`` names ``where`` and what is allowed."""
+    if panoptic is None:
+        return None
+    if not isinstance(panoptic, Mapping) or set(panoptic) != {"thing_classes", "label_divisor"}:
+        raise ValueError(f"{where} must be None or an object with exactly 'thing_classes' and 'label_divisor', got "
+                         f"{panoptic!r:.120}.")
+    things, divisor = panoptic["thing_classes"], panoptic["label_divisor"]
+    top = 4096 if out_channels is None else out_channels - 1
+    if (not isinstance(things, (list, tuple)) or len(things) > 4096
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= top for c in things)
+            or len(set(things)) != len(things)):
+        raise ValueError(f"{where}: 'thing_classes' must be a list of distinct class indices from 1 to {top} "
+                         f"(0 is background), got {things!r:.120}.")
+    if not isinstance(divisor, int) or isinstance(divisor, bool) or not 1 <= divisor <= 2 ** 31:
+        raise ValueError(f"{where}: 'label_divisor' must be a positive integer, got {divisor!r:.120}.")
+    return {"thing_classes": [int(c) for c in things], "label_divisor": int(divisor)}
 
 
 def _jsonable(value):

@@ -24,11 +24,12 @@ from segarch.training.semantic import SemanticTask
 from segarch.training.interactive import ExtremePointTask, fine_tune, training_pairs, with_corrections
 from segarch.training.instance import InstanceTask
 from segarch.training.detection import DetectionTask
+from segarch.training.panoptic import PanopticTask
 
 #: The zoo tasks whose architectures train here: semantic (patches) and interactive (extreme-point objects).
 TRAINABLE_TASKS = trainable_tasks()
 
 __all__ = ["TrainConfig", "TrainEvent", "train", "train_iter", "resolve_device", "log_paths", "TRAINABLE_TASKS",
            "TrainingTask", "Validation", "register_task", "task_names", "SemanticTask", "ExtremePointTask",
-           "InstanceTask", "DetectionTask",
+           "InstanceTask", "DetectionTask", "PanopticTask",
            "fine_tune", "training_pairs", "with_corrections"]

@@ -8,17 +8,28 @@ aggregation of the translated source domains (sub-domain and cross-domain discri
 the last part is built: one labelled source domain, so there is nothing to aggregate, and the image
 translation (several generators and discriminators trained for days on GPUs) is left out.
 
-The alignment is the alternating GAN game of adversarial segmentation adaptation (CyCADA's feature-level
-step, in AdaptSegNet's output-space form): a fully convolutional domain
-discriminator reads the network's class probabilities (every zoo network has them, whatever its inside)
-on source and target patches. Each step the segmentation network minimises its supervised loss on the
-source batch plus ``adapt_weight`` × the adversarial loss that makes its target outputs look like source
-outputs to the discriminator; then the discriminator takes one step at telling the two apart (source 0,
-target 1). Validation stays on the labelled held-out source data.
+The alignment is the alternating GAN game of adversarial segmentation adaptation, as MADAN's released code runs
+its feature-level step (CyCADA's ADDA step, ``train_fcn_adda.py``, with the discriminator on the class scores, its
+``--discrim_score`` setting): a domain discriminator of 1×1 convolutions (:class:`DomainDiscriminator`, theirs)
+reads the network's class probabilities (every zoo network has them, whatever its inside) at each place of source
+and target patches. Each step the discriminator takes
+one step at telling the two apart (source 0, target 1); the segmentation network minimises its supervised loss on
+the source batch plus ``adapt_weight`` (0.1, MADAN's ``lambda_g``) × the adversarial loss that makes its target
+outputs look like source outputs to the discriminator, with two rules of that code:
+
+- **the network learns the source first**: MADAN starts the alignment from a network trained on the source
+  images; here the first half of the steps (:data:`ALIGN_FROM`) are the supervised loss alone (the discriminator
+  already learns, as MADAN's is pre-trained before the alignment);
+- **the network is pushed only by a discriminator that tells the domains apart**: the adversarial term counts only
+  while the discriminator's accuracy over the last steps is above 60% (its ``dom_acc_thresh``), so a confused
+  discriminator does not push the network at random.
+
+Validation stays on the labelled held-out source data.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -34,36 +45,39 @@ from segarch.training.normalisation import PerImagePreprocessing
 from segarch.training.sampler import PatchSampler
 from segarch.training.task import TrainingTask
 
-__all__ = ["DomainDiscriminator", "DomainAdaptation", "MIN_PATCH"]
+__all__ = ["DomainDiscriminator", "DomainAdaptation", "ALIGN_FROM", "ACCURACY_GATE"]
 
-#: The discriminator halves the patch four times: every axis of the patch needs at least this many pixels.
-MIN_PATCH = 16
+#: The share of the steps trained on the source alone before the alignment starts.
+ALIGN_FROM = 0.5
+#: The adversarial term counts while the discriminator's accuracy over the last :data:`_ACCURACY_STEPS` steps is
+#: above this (MADAN's ``dom_acc_thresh``, 60%).
+ACCURACY_GATE = 0.6
+_ACCURACY_STEPS = 20
 _SOURCE, _TARGET = 0.0, 1.0
 _DISCRIMINATOR_LR = 0.4  # x the network's
 
 
 class DomainDiscriminator(nn.Module):
-    """A fully convolutional domain classifier of class-probability maps, laid out as AdaptSegNet's and CLAN's:
-    four 4×4 convolutions of stride 2 with ``width``, 2×, 4×, 8× ``width`` channels and leaky ReLU (0.2), then
-    a 3×3 convolution to one logit per place (source or target; theirs is a fifth 4×4 of stride 2, which
-    would need patches of 32 pixels per axis).
+    """The domain classifier of MADAN's released feature-level step (CyCADA's ``Discriminator``): it judges each
+    place's class probabilities on their own, by 1×1 convolutions to ``width`` and ``width / 2`` channels, each
+    with dropout (0.5) and ReLU, then to one logit (source or target; theirs gives two logits of a softmax, the
+    same classifier). A discriminator that sees the spatial layout (AdaptSegNet's 4×4 stride-2 stack) judged
+    shapes instead and won outright against the small networks here: the alignment it drove lowered the target
+    Dice (``benchmarks/adaptation.py``).
 
     Args:
         spatial_dims: 2 or 3.
         in_channels: the segmentation network's output channels.
-        width: the first convolution's channels (64 in the papers).
+        width: the first convolution's channels (512 in their code for class scores).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, width: int = 64) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, width: int = 512) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for factor in (1, 2, 4, 8):
-            layers += [conv(channels, width * factor, kernel_size=4, stride=2, padding=1), nn.LeakyReLU(0.2)]
-            channels = width * factor
-        layers.append(conv(channels, 1, kernel_size=3, padding=1))
-        self.layers = nn.Sequential(*layers)
+        dropout = nn.Dropout2d if spatial_dims == 2 else nn.Dropout3d
+        self.layers = nn.Sequential(conv(in_channels, width, 1), dropout(0.5), nn.ReLU(),
+                                    conv(width, width // 2, 1), dropout(0.5), nn.ReLU(),
+                                    conv(width // 2, 1, 1))
 
     def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
         return self.layers(probabilities)
@@ -84,8 +98,8 @@ class DomainAdaptation:
         device: where the network trains.
 
     Raises:
-        ValueError: a task that cannot adapt (extreme-point models), no target image, target images of
-            other channels or dimensions, or a patch smaller than :data:`MIN_PATCH`.
+        ValueError: a task that cannot adapt (extreme-point models), no target image, or target images of
+            other channels or dimensions.
     """
 
     def __init__(self, images: Any, model: Model, task: TrainingTask, config: TrainConfig,
@@ -93,10 +107,6 @@ class DomainAdaptation:
         if not task.adapts:
             raise ValueError(f"`adapt_to` applies to semantic and instance training, not to {task.name!r} "
                              f"training ({model.arch!r}).")
-        small = [p for p in task.input_size if p < MIN_PATCH]
-        if small:
-            raise ValueError(f"`adapt_to` needs a `patch` of at least {MIN_PATCH} pixels per axis (the domain "
-                             f"discriminator halves it 4 times), got {tuple(task.input_size)}.")
         sources = as_image_sources(images, axes=config.axes, spatial_dims=model.spatial_dims,
                                    in_channels=model.in_channels)
         patch = task.input_size
@@ -108,14 +118,34 @@ class DomainAdaptation:
         self.lr = float(config.lr)
         self.device = device
         self.images = len(sources)
+        self.align_from = int(ALIGN_FROM * int(config.steps))
+        self.step = 0
+        self.accuracies: list[float] = []
+        self.aligned_steps = 0  # steps whose loss held the adversarial term
+        self.seed = int(config.seed) + 2
+        self._random_state: torch.Tensor | None = None
         self.discriminator: DomainDiscriminator | None = None  # built on the first outputs (their channels)
         self.optimiser: torch.optim.Optimizer | None = None
         self._target_probabilities: torch.Tensor | None = None
 
+    @contextlib.contextmanager
+    def _own_random_stream(self):
+        """The discriminator's initial weights and dropout draw from their own random stream, so the network's
+        stays as without adaptation (the difference a run makes is the alignment's)."""
+        network_state = torch.random.get_rng_state()
+        if self._random_state is None:
+            torch.manual_seed(self.seed)
+        else:
+            torch.random.set_rng_state(self._random_state)
+        try:
+            yield
+        finally:
+            self._random_state = torch.random.get_rng_state()
+            torch.random.set_rng_state(network_state)
+
     def _build(self, channels: int) -> DomainDiscriminator:
-        torch_state = torch.random.get_rng_state()
-        self.discriminator = DomainDiscriminator(self.spatial_dims, channels).to(self.device)
-        torch.random.set_rng_state(torch_state)  # the network's own random stream stays as without adaptation
+        with self._own_random_stream():
+            self.discriminator = DomainDiscriminator(self.spatial_dims, channels).to(self.device)
         # Adam with beta1 0.9, beta2 0.99 and 0.4x the network's learning rate, as AdaptSegNet trains its
         # discriminators (1e-4 against the network's 2.5e-4).
         self.optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=_DISCRIMINATOR_LR * self.lr,
@@ -124,17 +154,27 @@ class DomainAdaptation:
 
     def alignment_loss(self, net: nn.Module, batch_size: int) -> torch.Tensor:
         """``adapt_weight`` × the adversarial loss of a target batch: the network is rewarded when the
-        discriminator takes its target outputs for source outputs (the discriminator is not updated here)."""
+        discriminator takes its target outputs for source outputs (the discriminator is not updated here). Zero
+        (the target batch still passes, for the discriminator) before :data:`ALIGN_FROM` of the steps and while
+        the discriminator's recent accuracy is at most :data:`ACCURACY_GATE`."""
+        self.step += 1
         x, _, _ = self.sampler.batch(batch_size)
-        logits = _class_scores(net(x.to(self.device)))
+        recent = self.accuracies[-_ACCURACY_STEPS:]
+        aligns = self.step > self.align_from and bool(recent) and float(np.mean(recent)) > ACCURACY_GATE
+        with torch.set_grad_enabled(aligns and torch.is_grad_enabled()):
+            logits = _class_scores(net(x.to(self.device)))
         probabilities = torch.softmax(logits, dim=1)
         discriminator = self.discriminator or self._build(probabilities.shape[1])
+        self._target_probabilities = probabilities.detach()
+        if not aligns:
+            return probabilities.new_zeros(())
+        self.aligned_steps += 1
         discriminator.requires_grad_(False)
         try:
-            score = discriminator(probabilities)
+            with self._own_random_stream():
+                score = discriminator(probabilities)
         finally:
             discriminator.requires_grad_(True)
-        self._target_probabilities = probabilities.detach()
         return self.weight * F.binary_cross_entropy_with_logits(score, torch.full_like(score, _SOURCE))
 
     def discriminator_step(self, source_output: Any) -> float:
@@ -143,13 +183,17 @@ class DomainAdaptation:
         if self._target_probabilities is None or self.discriminator is None:
             raise RuntimeError("discriminator_step() needs alignment_loss() first, in the same step.")
         source = torch.softmax(_class_scores(source_output).detach(), dim=1)
-        score_source = self.discriminator(source)
-        score_target = self.discriminator(self._target_probabilities)
+        with self._own_random_stream():
+            score_source = self.discriminator(source)
+            score_target = self.discriminator(self._target_probabilities)
         loss = 0.5 * (F.binary_cross_entropy_with_logits(score_source, torch.full_like(score_source, _SOURCE))
                       + F.binary_cross_entropy_with_logits(score_target, torch.full_like(score_target, _TARGET)))
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
+        with torch.no_grad():  # the share of places it put in the right domain
+            right = torch.cat([(score_source < 0).reshape(-1), (score_target > 0).reshape(-1)]).float().mean()
+        self.accuracies.append(float(right))
         self._target_probabilities = None
         value = float(loss.detach())
         if not np.isfinite(value):

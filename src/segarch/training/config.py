@@ -66,8 +66,13 @@ class TrainConfig:
             given like ``images`` (an array, a list, a TIFF/Zarr path or a folder) with the same axes and
             channels: the network is aligned to them while it trains on the labelled images (MADAN's
             feature-level adversarial alignment, :mod:`segarch.training.adaptation`). Semantic and instance
-            models; the patch must be at least 16 pixels per axis.
-        adapt_weight: the weight of the adversarial alignment loss against the supervised loss (``adapt_to`` only).
+            models.
+        adapt_weight: the weight of the adversarial alignment loss against the supervised loss (``adapt_to`` only;
+            0.1, MADAN's ``lambda_g``).
+        thing_classes: panoptic models only (``task="panoptic"``): the class indices that have objects (default:
+            every class but 0); the others are "stuff".
+        label_divisor: panoptic models only: labels are panoptic ids ``class · label_divisor + instance``
+            (default 1000, the COCO/Cityscapes convention), or pairs ``(class_labels, instance_labels)``.
 
     Raises:
         ValueError: an option outside what is allowed (the message names it, its value and what is allowed).
@@ -101,7 +106,9 @@ class TrainConfig:
     pixel_size: Any = None
     decoder: Any = None
     adapt_to: Any = None
-    adapt_weight: float = 0.01
+    adapt_weight: float = 0.1
+    thing_classes: Sequence[int] | None = None
+    label_divisor: int | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -139,6 +146,12 @@ class TrainConfig:
             raise ValueError(f"`task` must be a task name or None, got {self.task!r}.")
         if self.pixel_size is not None:
             _check_pixel_size(self.pixel_size)
+        if self.thing_classes is not None and (not isinstance(self.thing_classes, (list, tuple)) or not all(
+                _is_int(c) and int(c) >= 0 for c in self.thing_classes) or not len(self.thing_classes)):
+            raise ValueError(f"`thing_classes` must be a list of class indices (integers >= 0), got "
+                             f"{self.thing_classes!r}.")
+        if self.label_divisor is not None and (not _is_int(self.label_divisor) or int(self.label_divisor) < 1):
+            raise ValueError(f"`label_divisor` must be a positive integer, got {self.label_divisor!r}.")
         if (isinstance(self.adapt_weight, bool) or not isinstance(self.adapt_weight, (int, float))
                 or not 0 < self.adapt_weight < math.inf):
             raise ValueError(f"`adapt_weight` must be a positive number, got {self.adapt_weight!r}.")

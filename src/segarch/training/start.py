@@ -41,6 +41,7 @@ def starting_model(model_or_name: Any, images: Any, labels: Any, config: TrainCo
     if config.options:
         raise ValueError("`options` applies to a zoo architecture name only; a model file or Model keeps its own.")
     task = task_for(config.task, model.card, model)(config)
+    labels = task.read_labels(labels)
     sources = as_sources(images, labels, axes=config.axes, mask=config.mask, spatial_dims=model.spatial_dims,
                          in_channels=task.image_channels(model))
     return model, sources, False, task
@@ -57,6 +58,7 @@ def _warn_if_it_meant_the_shipped_model(name: str, config: TrainConfig) -> None:
 
 def _new_model(card, images, labels, config: TrainConfig) -> tuple[Model, list[Source], bool, TrainingTask]:
     task = task_for(config.task, card, None)(config)
+    labels = task.read_labels(labels)
     sources = as_sources(images, labels, axes=config.axes, mask=config.mask, spatial_dims=None, in_channels=None)
     dims = sources[0].spatial_dims
     if dims not in card.spatial_dims:

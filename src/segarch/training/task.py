@@ -92,6 +92,8 @@ class TrainingTask(ABC):
     #: Whether ``adapt_to`` (unlabelled target images, :mod:`segarch.training.adaptation`) applies: the task's
     #: inputs are image patches alone, as target images are.
     adapts: ClassVar[bool] = False
+    #: Whether ``thing_classes`` and ``label_divisor`` (panoptic labels, :mod:`segarch.training.panoptic`) apply.
+    panoptic_labels: ClassVar[bool] = False
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -100,6 +102,11 @@ class TrainingTask(ABC):
         self.class_names: list[str] = []
         self.validation_regions: Sequence[Region] = []
         self.data_summary = ""
+        if not self.panoptic_labels:
+            for option in ("thing_classes", "label_divisor"):
+                if getattr(config, option) is not None:
+                    raise ValueError(f"`{option}` applies to panoptic training (task='panoptic') only, not to "
+                                     f"{self.name!r} training; leave it unset.")
         self.check_config()
 
     @classmethod
@@ -111,6 +118,11 @@ class TrainingTask(ABC):
 
     def check_config(self) -> None:
         """Raise a ``ValueError`` for an option of ``self.config`` that does not apply to this task."""
+
+    def read_labels(self, labels: Any) -> Any:
+        """``labels`` as given to ``segarch.train``, in the form the task's sources read (default: as they are;
+        the panoptic task turns ``(class_labels, instance_labels)`` pairs into panoptic ids)."""
+        return labels
 
     def image_channels(self, model: Model) -> int:
         """The channels of the image ``model`` reads (its input channels, unless the task adds some)."""
