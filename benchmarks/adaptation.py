@@ -41,6 +41,7 @@ from skimage.measure import label as connected_components
 import segarch
 from segarch.instances import match_many
 from segarch.synthetic import Conditions, nuclei
+from segarch.training.adaptation import DomainAdaptation, SpatialDomainDiscriminator
 from segarch.training.metrics import dice_per_class
 
 SOURCE = Conditions(radius=(5.0, 9.0), coverage=0.3, brightness=(0.6, 1.0), texture=0.1, background=0.05,
@@ -90,9 +91,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=6, help="labelled source and unlabelled target images")
     parser.add_argument("--test", type=int, default=4, help="fresh labelled images per style to measure on")
     parser.add_argument("--adapt-weight", type=float, default=0.1)
+    parser.add_argument("--discriminator", choices=("per-place", "spatial"), default="per-place",
+                        help="MADAN's per-place discriminator (segarch's default) or AdaptSegNet's spatial one")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.discriminator == "spatial":  # an experiment: segarch.train itself keeps the per-place one
+        DomainAdaptation.discriminator_type = SpatialDomainDiscriminator
 
     source_images, source_labels = images_of_style("source", args.images, args.size, seed=1)
     target_unlabelled, _ = images_of_style(args.target, args.images, args.size, seed=2)  # their labels unused
@@ -120,8 +125,8 @@ def main() -> None:
             results[seed][name] = {style: measure(model, *data) for style, data in fresh.items()}
 
     print(f"U-Net (8-64), {args.steps} steps on {args.images} labelled source images ({args.size} px); target "
-          f"style {args.target!r} ({args.images} unlabelled images, adapt_weight {args.adapt_weight:g}); measured on "
-          f"{args.test} fresh labelled images per style; seeds {' '.join(map(str, args.seeds))}")
+          f"style {args.target!r} ({args.images} unlabelled images, adapt_weight {args.adapt_weight:g}, "
+          f"{args.discriminator} discriminator); measured on {args.test} fresh labelled images per style; seeds {' '.join(map(str, args.seeds))}")
     print(f"{'seed':>4} {'model':<13} {'target Dice':>11} {'target F1@0.5':>13} {'source Dice':>11} "
           f"{'source F1@0.5':>13}")
     for seed, by_model in results.items():
