@@ -126,7 +126,8 @@ def main() -> None:
 
     print(f"U-Net (8-64), {args.steps} steps on {args.images} labelled source images ({args.size} px); target "
           f"style {args.target!r} ({args.images} unlabelled images, adapt_weight {args.adapt_weight:g}, "
-          f"{args.discriminator} discriminator); measured on {args.test} fresh labelled images per style; seeds {' '.join(map(str, args.seeds))}")
+          f"{args.discriminator} discriminator); measured on {args.test} fresh labelled images per style; seeds "
+          f"{' '.join(map(str, args.seeds))}")
     print(f"{'seed':>4} {'model':<13} {'target Dice':>11} {'target F1@0.5':>13} {'source Dice':>11} "
           f"{'source F1@0.5':>13}")
     for seed, by_model in results.items():
