@@ -19,6 +19,9 @@ source-only model's outputs there are structurally wrong (merged, speckled or mi
 output-space alignment is meant for. (Larger nuclei, radius 12-20 px, cost the source-only model nothing,
 Dice 0.989, so no such style is offered.)
 
+``--discriminator spatial`` swaps MADAN's per-place discriminator (``segarch.train``'s) for AdaptSegNet's,
+which sees the layout of the outputs: an experiment, the library's default stays the per-place one.
+
 Each seed (``--seeds``, default 0 1 2) trains both models afresh (initial weights, patches); the table gives
 each seed's numbers, then the median and the spread (min to max) over seeds, and on how many seeds adaptation
 raised the target Dice.
