@@ -336,6 +336,11 @@ def test_a_stack_with_thick_slices_is_resampled_to_the_3d_model_voxels(widget, q
     _click(widget, qtbot, points)
     assert widget.last_error == ""
     model = pretrained.load("dextr_light.objects3d")
-    expected = segment_from_points(model, image, points, pixel_size=(4, 1, 1))
+    # With the runtime the widget picks for a 3D click on the CPU (OpenVINO when installed): against torch's mask,
+    # one full-suite run found 1.6% of the voxels differing, in one contiguous part (likely a near-tie that the
+    # runtimes' slightly different probabilities resolve either way; not reproduced in 7 reruns).
+    from napari_segarch._prompt_widget import _click_runtime
+
+    expected = segment_from_points(model, image, points, pixel_size=(4, 1, 1), runtime=_click_runtime(model))
     np.testing.assert_array_equal(viewer.layers["stack objects"].data == 1, expected)
     assert iou(expected, truth == value) > 0.5
