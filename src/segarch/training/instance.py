@@ -233,15 +233,11 @@ class InstanceTask(TrainingTask):
         return Validation(loss, [float("nan"), scores.f1(0.5), scores.mean_ap], scores.f1(0.5))
 
     def _patch_loss(self, net: torch.nn.Module, device: torch.device) -> float:
-        regions, total = self.validation_regions, 0.0
+        total = 0.0
         with torch.inference_mode():
-            for i in range(0, len(regions), self.batch_size):
-                chunk = regions[i: i + self.batch_size]
-                x = torch.from_numpy(np.stack([r.image for r in chunk])).to(device)
-                y = torch.from_numpy(np.stack([r.target for r in chunk]))[:, None].to(device)
-                m = torch.from_numpy(np.stack([r.mask for r in chunk]))[:, None].float().to(device)
-                total += float(self.loss(net(x), y, m)) * len(chunk)
-        return total / len(regions)
+            for count, x, y, m in self.validation_batches(device):
+                total += float(self.loss(net(x), y, m)) * count
+        return total / len(self.validation_regions)
 
     def _held_out_probabilities(self, net: torch.nn.Module, device: torch.device
                                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -273,13 +273,9 @@ class PanopticTask(TrainingTask):
         regions = self.validation_regions
         losses, preds = [], []
         with torch.inference_mode():
-            for i in range(0, len(regions), self.batch_size):
-                chunk = regions[i: i + self.batch_size]
-                x = torch.from_numpy(np.stack([r.image for r in chunk])).to(device)
-                ids = torch.from_numpy(np.stack([r.target for r in chunk]))[:, None].to(device)
-                m = torch.from_numpy(np.stack([r.mask for r in chunk]))[:, None].float().to(device)
+            for count, x, ids, m in self.validation_batches(device):
                 output = self.forward(net, x, ids, m)
-                losses.append(float(self.loss(output, ids, m)) * len(chunk))
+                losses.append(float(self.loss(output, ids, m)) * count)
                 preds.append(output[0]["semantic"].argmax(1).cpu().numpy())
         pred = np.concatenate([p.reshape(-1) for p in preds])
         classes = np.concatenate([r.target.reshape(-1) // self.label_divisor for r in regions])

@@ -158,18 +158,25 @@ class TrainingTask(ABC):
         """How many held-out examples each validation reads (0: no validation)."""
         return len(self.validation_regions)
 
+    def validation_batches(self, device: torch.device):
+        """``self.validation_regions`` as batches on ``device``: ``(count, images, targets, masks)``, the targets and
+        masks with a channel axis (call it under ``torch.inference_mode()``)."""
+        regions = self.validation_regions
+        for i in range(0, len(regions), self.batch_size):
+            chunk = regions[i: i + self.batch_size]
+            x = torch.from_numpy(np.stack([r.image for r in chunk])).to(device)
+            y = torch.from_numpy(np.stack([r.target for r in chunk]))[:, None].to(device)
+            m = torch.from_numpy(np.stack([r.mask for r in chunk]))[:, None].float().to(device)
+            yield len(chunk), x, y, m
+
     def validate(self, net: torch.nn.Module, device: torch.device) -> Validation:
         """The loss and the Dice per class (of the arg-max class map) on ``self.validation_regions``."""
         regions = self.validation_regions
         losses, preds = [], []
         with torch.inference_mode():
-            for i in range(0, len(regions), self.batch_size):
-                chunk = regions[i: i + self.batch_size]
-                x = torch.from_numpy(np.stack([r.image for r in chunk])).to(device)
-                y = torch.from_numpy(np.stack([r.target for r in chunk]))[:, None].to(device)
-                m = torch.from_numpy(np.stack([r.mask for r in chunk]))[:, None].float().to(device)
+            for count, x, y, m in self.validation_batches(device):
                 logits = net(x)
-                losses.append(float(self.loss(logits, y, m)) * len(chunk))
+                losses.append(float(self.loss(logits, y, m)) * count)
                 preds.append(logits.argmax(1).cpu().numpy())
         pred = np.concatenate([p.reshape(-1) for p in preds])
         target = np.concatenate([r.target.reshape(-1) for r in regions])
