@@ -189,7 +189,10 @@ def test_a_zarr_output_shows_each_block_as_soon_as_it_is_decoded(tmp_path):
             core = (slice(32 * (k // 5), 32 * (k // 5 + 1)), slice(32 * (k % 5), 32 * (k % 5 + 1)))
             assert same_objects(view[core], expected[core])  # the block's objects, before their final ids
             ids.append(set(np.unique(view[core])) - {0})
-        assert sum(map(bool, ids)) >= 2 and sum(map(len, ids)) == len(set().union(*ids))  # blocks differ in colour
+            assert bool(ids[-1]) == bool(expected[core].any())
+        # Blocks differ in colour. (A fixed "at least 2 of the first 3 blocks hold objects" failed once in CI on a
+        # sparse draw: which blocks hold objects is now checked against the expected labels above.)
+        assert sum(map(len, ids)) == len(set().union(*ids))
 
 
 @pytest.mark.slow
