@@ -78,3 +78,18 @@ def assert_one_object_per_square(labels: np.ndarray, found: np.ndarray, share: f
         majority = ids[np.argmax(counts)]
         assert majority > 0 and counts.max() > share * (labels == i).sum()
         assert ((found == majority) & (labels == i)).sum() > share * (found == majority).sum()
+
+
+def assert_two_squares_decoded(result, labels: np.ndarray, covered: float) -> None:
+    """A panoptic decoder's ``result`` on :func:`two_squares` (class 1): two objects, each square one of them and more
+    than ``covered`` of it, little background taken, panoptic ids 1001 and 1002."""
+    found = result.instances
+    assert found.max() == 2 and len(result.centers) == 2, np.unique(found)
+    owners = set()
+    for i in (1, 2):
+        inside = found[labels == i]
+        assert len(np.unique(inside[inside > 0])) == 1  # one object per square
+        assert (inside > 0).mean() > covered
+        owners.add(int(inside.max()))
+    assert owners == {1, 2} and (found[labels == 0] > 0).mean() < 0.02
+    assert set(np.unique(result.panoptic)) == {0, 1001, 1002} and result.classes.tolist() == [1, 1]

@@ -18,7 +18,7 @@ import torch
 from segarch import zoo
 from segarch.instances.deeperlab import DeeperLabDecoder
 from segarch.training.panoptic import panoptic_loss, panoptic_targets
-from detector_helpers import two_squares
+from detector_helpers import assert_two_squares_decoded, two_squares
 
 pytestmark = pytest.mark.slow  # 300 training steps, about 10 s
 
@@ -46,13 +46,4 @@ def train_deeperlab(image: np.ndarray, labels: np.ndarray, steps: int = 300, rad
 def test_trained_for_a_few_steps_on_two_squares_it_decodes_two_objects():
     image, labels = two_squares(np.random.default_rng(0))
     result = DeeperLabDecoder(thing_classes=(1,), radius=RADIUS)(train_deeperlab(image, labels))
-    found = result.instances
-    assert found.max() == 2 and len(result.centers) == 2, np.unique(found)
-    owners = set()
-    for i in (1, 2):
-        inside = found[labels == i]
-        assert len(np.unique(inside[inside > 0])) == 1  # one object per square
-        assert (inside > 0).mean() > 0.9
-        owners.add(int(inside.max()))
-    assert owners == {1, 2} and (found[labels == 0] > 0).mean() < 0.02
-    assert set(np.unique(result.panoptic)) == {0, 1001, 1002} and result.classes.tolist() == [1, 1]
+    assert_two_squares_decoded(result, labels, covered=0.9)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from segarch import zoo
 from segarch.instances.panoptic import PanopticDeepLabDecoder, center_offset_targets
-from detector_helpers import two_squares
+from detector_helpers import assert_two_squares_decoded, two_squares
 
 pytestmark = pytest.mark.slow  # 300 training steps, about 10-20 s
 
@@ -44,13 +44,4 @@ def _train_panoptic_deeplab(image: np.ndarray, labels: np.ndarray, steps: int = 
 def test_trained_for_a_few_steps_on_two_squares_it_decodes_two_objects():
     image, labels = two_squares(np.random.default_rng(0))
     result = PanopticDeepLabDecoder(thing_classes=(1,))(_train_panoptic_deeplab(image, labels))
-    found = result.instances
-    assert found.max() == 2 and len(result.centers) == 2
-    owners = set()
-    for i in (1, 2):
-        inside = found[labels == i]
-        assert len(np.unique(inside[inside > 0])) == 1  # one object per square
-        assert (inside > 0).mean() > 0.7
-        owners.add(int(inside.max()))
-    assert owners == {1, 2} and (found[labels == 0] > 0).mean() < 0.02
-    assert set(np.unique(result.panoptic)) == {0, 1001, 1002} and result.classes.tolist() == [1, 1]
+    assert_two_squares_decoded(result, labels, covered=0.7)
