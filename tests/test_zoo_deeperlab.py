@@ -14,7 +14,7 @@ from segarch import zoo
 from segarch.blocks.space_to_depth import depth_to_space, space_to_depth
 from segarch.instances.deeperlab import DeeperLabDecoder, keypoint_targets, object_keypoints
 from segarch.nets.deeperlab import keypoint_count, keypoint_edges
-from test_zoo_panoptic import box_labels, semantic_scores
+from test_zoo_panoptic import assert_two_boxes_decoded, box_labels, semantic_scores, two_separated_boxes
 
 pytestmark = pytest.mark.slow  # builds and runs networks of the zoo
 
@@ -128,16 +128,8 @@ def test_targets_offsets_point_at_the_keypoints():
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_decoder_finds_two_well_separated_boxes(dims):
-    boxes = [((3, 11),) * dims, ((17, 27),) * dims] if dims == 2 else [((2, 8),) * 3, ((12, 19),) * 3]
-    labels = box_labels((32,) * 2 if dims == 2 else (24,) * 3, boxes)
-    result = DeeperLabDecoder(radius=3)(_outputs_from(labels))
-    assert result.instances.max() == 2 and len(result.centers) == 2
-    for i in (1, 2):
-        ids = np.unique(result.instances[labels == i])
-        assert len(ids) == 1 and ids[0] > 0
-    assert (result.instances[labels == 0] == 0).all()
-    assert set(np.unique(result.panoptic)) == {0, 1001, 1002}
-    assert result.classes.tolist() == [1, 1]
+    labels = two_separated_boxes(dims)
+    assert_two_boxes_decoded(DeeperLabDecoder(radius=3)(_outputs_from(labels)), labels)
 
 
 def test_decoder_separates_random_touching_boxes_of_different_sizes():

@@ -76,6 +76,24 @@ def box_labels(shape, boxes):
     return labels
 
 
+def two_separated_boxes(dims: int) -> np.ndarray:
+    """Two well separated boxes (ids 1, 2) in a 32² image or a 24³ volume."""
+    boxes = [((3, 11),) * dims, ((17, 27),) * dims] if dims == 2 else [((2, 8),) * 3, ((12, 19),) * 3]
+    return box_labels((32,) * 2 if dims == 2 else (24,) * 3, boxes)
+
+
+def assert_two_boxes_decoded(result, labels: np.ndarray) -> None:
+    """A panoptic decoder's result on :func:`two_separated_boxes`: the boxes' partition (ids in either order),
+    background 0, both of class 1."""
+    assert result.instances.max() == 2 and len(result.centers) == 2
+    for i in (1, 2):
+        ids = np.unique(result.instances[labels == i])
+        assert len(ids) == 1 and ids[0] > 0
+    assert (result.instances[labels == 0] == 0).all()
+    assert set(np.unique(result.panoptic)) == {0, 1001, 1002}
+    assert result.classes.tolist() == [1, 1]
+
+
 def _outputs_from(labels, sigma=2.0, classes=None):
     center, offset = center_offset_targets(labels, sigma=sigma)
     return {"semantic": semantic_scores(labels, classes), "center": center, "offset": offset}
@@ -109,17 +127,8 @@ def test_targets_point_every_object_pixel_at_its_centre_of_mass():
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_decoder_finds_two_well_separated_squares(dims):
-    boxes = [((3, 11),) * dims, ((17, 27),) * dims] if dims == 2 else [((2, 8),) * 3, ((12, 19),) * 3]
-    labels = box_labels((32,) * 2 if dims == 2 else (24,) * 3, boxes)
-    result = PanopticDeepLabDecoder()(_outputs_from(labels))
-    assert result.instances.max() == 2 and len(result.centers) == 2
-    # the same partition as the squares (ids may be in either order)
-    for i in (1, 2):
-        ids = np.unique(result.instances[labels == i])
-        assert len(ids) == 1 and ids[0] > 0
-    assert (result.instances[labels == 0] == 0).all()
-    assert set(np.unique(result.panoptic)) == {0, 1001, 1002}
-    assert result.classes.tolist() == [1, 1]
+    labels = two_separated_boxes(dims)
+    assert_two_boxes_decoded(PanopticDeepLabDecoder()(_outputs_from(labels)), labels)
 
 
 def test_decoder_on_random_touching_objects_recovers_each():
