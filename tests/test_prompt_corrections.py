@@ -159,7 +159,7 @@ def test_anisotropic_scene_has_thick_slices():
         anisotropic_scene((8, 48, 48), z_spacing=0)
 
 
-def test_shipped_2d_model_improves_with_each_correction_on_fresh_objects(corrected):
+def test_shipped_2d_model_improves_with_corrections_on_fresh_objects(corrected):
     assert settings_for(corrected).corrections
     seed = int(np.random.default_rng().integers(20_000, 30_000))
     # 60 objects (up to): on 15 a CI draw went 0.924 -> 0.942 / 0.940 / 0.938 (about 1 draw in 10 dipped). Over 35
