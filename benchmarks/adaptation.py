@@ -50,7 +50,7 @@ from skimage.measure import label as connected_components
 import segarch
 from segarch.instances import match_many
 from segarch.synthetic import Conditions, nuclei
-from segarch.training.adaptation import DomainAdaptation, SpatialDomainDiscriminator
+from segarch.training.adaptation import DISCRIMINATORS
 from segarch.training.metrics import dice_per_class
 
 SOURCE = Conditions(radius=(5.0, 9.0), coverage=0.3, brightness=(0.6, 1.0), texture=0.1, background=0.05,
@@ -147,7 +147,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96, help="side of the generated images")
     parser.add_argument("--images", type=int, default=6, help="labelled source and unlabelled target images")
     parser.add_argument("--test", type=int, default=4, help="fresh labelled images per style to measure on")
-    parser.add_argument("--adapt-weight", type=float, default=0.1)
+    parser.add_argument("--adapt-weight", type=float,
+                        help="weight of the alignment loss (default: the discriminator's, 0.1 per-place, 0.01 spatial)")
     parser.add_argument("--discriminator", choices=("per-place", "spatial"), default="per-place",
                         help="MADAN's per-place discriminator (segarch's default) or AdaptSegNet's spatial one")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
@@ -156,8 +157,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write every seed's numbers to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.discriminator == "spatial":  # an experiment: segarch.train itself keeps the per-place one
-        DomainAdaptation.discriminator_type = SpatialDomainDiscriminator
+    if args.adapt_weight is None:
+        args.adapt_weight = DISCRIMINATORS[args.discriminator][1]
 
     styles = list(dict.fromkeys(args.target))
     source_images, source_labels = images_of_style("source", args.images, args.size, seed=args.data_seed)
@@ -186,6 +187,7 @@ def main() -> None:
             domain_losses: list[float] = []
             model = segarch.train("unet", source_images, source_labels, **settings(seed),
                                   adapt_to=target_unlabelled, adapt_weight=args.adapt_weight,
+                                  adapt_discriminator=args.discriminator,
                                   progress=lambda event: _report(event, domain_losses))
             seconds[style].append(time.perf_counter() - start)
             if domain_losses:  # ~0.69 when the discriminator cannot tell the domains apart

@@ -39,13 +39,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from segarch.models.model import Model
-from segarch.training.config import TrainConfig
+from segarch.training.config import ADAPT_DISCRIMINATORS, TrainConfig
 from segarch.training.data import as_image_sources, make_items
 from segarch.training.normalisation import PerImagePreprocessing
 from segarch.training.sampler import PatchSampler
 from segarch.training.task import TrainingTask
 
-__all__ = ["DomainDiscriminator", "SpatialDomainDiscriminator", "DomainAdaptation", "ALIGN_FROM", "ACCURACY_GATE"]
+__all__ = ["DomainDiscriminator", "SpatialDomainDiscriminator", "DomainAdaptation", "DISCRIMINATORS", "ALIGN_FROM",
+           "ACCURACY_GATE"]
 
 #: The share of the steps trained on the source alone before the alignment starts.
 ALIGN_FROM = 0.5
@@ -112,6 +113,14 @@ class SpatialDomainDiscriminator(nn.Module):
         return self.layers(probabilities)
 
 
+#: ``adapt_discriminator`` -> the discriminator class and the default ``adapt_weight`` it is measured with
+#: (``benchmarks/adaptation.py``).
+DISCRIMINATORS: dict[str, tuple[type[nn.Module], float]] = {"per-place": (DomainDiscriminator, 0.1),
+                                                             "spatial": (SpatialDomainDiscriminator, 0.01)}
+assert tuple(DISCRIMINATORS) == ADAPT_DISCRIMINATORS
+_SPATIAL_MIN_PATCH = 32
+
+
 class DomainAdaptation:
     """The adversarial alignment of one training run: the target patches, the discriminator and its optimiser.
 
@@ -123,17 +132,13 @@ class DomainAdaptation:
             path or a folder), with the training images' ``axes`` and channels.
         model: the model being trained (after the task prepared it).
         task: its training task (gives the patch size and batch size).
-        config: the run's options (``adapt_weight``, ``lr``, ``seed``, ``axes``).
+        config: the run's options (``adapt_discriminator``, ``adapt_weight``, ``lr``, ``seed``, ``axes``).
         device: where the network trains.
 
     Raises:
-        ValueError: a task that cannot adapt (extreme-point models), no target image, or target images of
-            other channels or dimensions.
+        ValueError: a task that cannot adapt (extreme-point models), no target image, target images of
+            other channels or dimensions, or patches too small for the spatial discriminator.
     """
-
-    #: The discriminator class built on the first outputs (MADAN's per-place one; experiments may set
-    #: :class:`SpatialDomainDiscriminator`, whose patches need 32 px or more).
-    discriminator_type: type[nn.Module] = DomainDiscriminator
 
     def __init__(self, images: Any, model: Model, task: TrainingTask, config: TrainConfig,
                  device: torch.device) -> None:
@@ -143,7 +148,12 @@ class DomainAdaptation:
         sources = as_image_sources(images, axes=config.axes, spatial_dims=model.spatial_dims,
                                    in_channels=model.in_channels)
         patch = task.input_size
-        self.weight = float(config.adapt_weight)
+        self.discriminator_type, default_weight = DISCRIMINATORS[config.adapt_discriminator]
+        if config.adapt_discriminator == "spatial" and min(patch) < _SPATIAL_MIN_PATCH:
+            raise ValueError(f"`adapt_discriminator`='spatial' needs patches of at least {_SPATIAL_MIN_PATCH} px "
+                             f"(its five stride-2 convolutions), got `patch`={tuple(patch)}: use a larger `patch` "
+                             f"or `adapt_discriminator`='per-place'.")
+        self.weight = float(default_weight if config.adapt_weight is None else config.adapt_weight)
         self.sampler = PatchSampler(make_items(sources), patch,
                                     PerImagePreprocessing(model.preprocessing, sources, [2 * p for p in patch]),
                                     2, "none", seed=config.seed + 1)  # crops only, as AdaptSegNet's target
@@ -160,6 +170,13 @@ class DomainAdaptation:
         self.discriminator: nn.Module | None = None  # built on the first outputs (their channels)
         self.optimiser: torch.optim.Optimizer | None = None
         self._target_probabilities: torch.Tensor | None = None
+
+    def describe(self, steps: int) -> str:
+        """The sentence the trained model's description gets (the weight, the discriminator, the aligned steps)."""
+        kind = "MADAN's per-place" if self.discriminator_type is DomainDiscriminator else "AdaptSegNet's spatial"
+        return (f"Adapted to unlabelled target images by feature-level adversarial alignment (MADAN, weight "
+                f"{self.weight:g}, {kind} discriminator; the alignment counted on {self.aligned_steps} of {steps} "
+                f"steps).")
 
     @contextlib.contextmanager
     def _own_random_stream(self):
