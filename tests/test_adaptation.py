@@ -302,3 +302,48 @@ def test_the_network_learns_the_source_first_and_is_pushed_only_by_a_discriminat
         value = adaptation.discriminator_step(model.network(source))
         assert math.isfinite(value) and 0 <= adaptation.accuracies[-1] <= 1
     assert adaptation.aligned_steps >= 2
+
+
+def test_the_spatial_discriminator_raises_the_dice_on_blurred_low_light_images():
+    """Quality on a short run (about 2 CPU-minutes): the case ``benchmarks/adaptation.py`` prints. A U-Net learns
+    generated nuclei of one microscope; the same microscope out of focus and starved of light (its ``blurred``
+    style) is the target. Measured there on 13 seeds and 2 image sets, the spatial discriminator raised the target
+    Dice on every seed, by +0.010 to +0.103 (median +0.079 on the pre-registered fresh run), at a source Dice cost
+    of at most 0.009. Here: 2 fresh training seeds on fresh images; the bound on the mean gain (+0.015) leaves a
+    margin to the worst pair measured (+0.028)."""
+    from dataclasses import replace
+
+    from segarch.training.metrics import dice_per_class
+
+    source = Conditions(radius=(5.0, 9.0), coverage=0.3, brightness=(0.6, 1.0), texture=0.1, background=0.05,
+                        gradient=0.05, haze=0.05, blur=1.0, photons=500.0, read_noise=0.01)
+    blurred = replace(source, blur=3.0, photons=12.0, read_noise=0.08)
+    rng = np.random.default_rng()
+    data = int(rng.integers(200, 100_000)) * 10
+
+    def images(conditions, first: int, n: int):
+        pairs = [nuclei((96, 96), seed=first + i, conditions=conditions) for i in range(n)]
+        return [image for image, _ in pairs], [labels for _, labels in pairs]
+
+    train_images, train_labels = images(source, data, 6)
+    unlabelled, _ = images(blurred, data + 1_000_000, 6)
+    tests = {"blurred": images(blurred, data + 2_000_000, 4), "source": images(source, data + 2_000_000, 4)}
+
+    def dice(model, style: str) -> float:
+        test_images, test_labels = tests[style]
+        preds = [np.asarray(segarch.predict(model, image, output="labels", device="cpu")).reshape(-1)
+                 for image in test_images]
+        truth = [(t > 0).reshape(-1).astype(np.int64) for t in test_labels]
+        pred, true = np.concatenate(preds), np.concatenate(truth)
+        return float(dice_per_class(pred, true, np.ones(pred.size, bool), num_classes=2)[1])
+
+    gains, costs = [], []
+    for seed in rng.choice(np.arange(15, 10_000), size=2, replace=False):
+        settings = dict(options={"features": (8, 16, 32, 64)}, steps=200, patch=48, batch_size=4, seed=int(seed),
+                        lr=2e-3, device="cpu", val_fraction=0)
+        plain = segarch.train("unet", train_images, train_labels, **settings)
+        adapted = segarch.train("unet", train_images, train_labels, adapt_to=unlabelled,
+                                adapt_discriminator="spatial", **settings)
+        gains.append(dice(adapted, "blurred") - dice(plain, "blurred"))
+        costs.append(dice(plain, "source") - dice(adapted, "source"))
+    assert np.mean(gains) >= 0.015 and max(costs) <= 0.025, (data, gains, costs)
