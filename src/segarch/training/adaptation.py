@@ -197,7 +197,7 @@ class DomainAdaptation:
             self._random_state = torch.random.get_rng_state()
             torch.random.set_rng_state(network_state)
 
-    def _build(self, channels: int) -> DomainDiscriminator:
+    def _build(self, channels: int) -> nn.Module:
         with self._own_random_stream():
             self.discriminator = self.discriminator_type(self.spatial_dims, channels).to(self.device)
         # Adam with beta1 0.9, beta2 0.99 and 0.4x the network's learning rate, as AdaptSegNet trains its
