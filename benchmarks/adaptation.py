@@ -12,26 +12,36 @@ Target styles (``--target``):
   bright-field or phase images), which the training augmentation never shows;
 - ``microscope``: a dim, blurred, noisy microscope with patchy illumination, haze and textured nuclei;
 - ``shaded``: the source microscope with strongly uneven illumination (gradient, patchy shading, haze);
-- ``blurred``: the source microscope out of focus and starved of light (blur sigma 3 px, 12 photons).
+- ``blurred``: the source microscope out of focus and starved of light (blur sigma 3 px, 12 photons);
+- ``camera``: the source microscope with another camera: pixels twice as large (each 2×2 block averaged, shown
+  on the source's grid, so nuclei keep their size in pixels) and a noisier sensor with an offset (25 photons,
+  read noise 0.08, background 0.15; defined before any measurement, see ``benchmarks/results/adaptation_plan.md``).
 
-The last two keep the image content (bright nuclei of the same size on a dark background) while the
+The last three keep the image content (bright nuclei of the same size on a dark background) while the
 source-only model's outputs there are structurally wrong (merged, speckled or missing regions): the case
 output-space alignment is meant for. (Larger nuclei, radius 12-20 px, cost the source-only model nothing,
 Dice 0.989, so no such style is offered.)
 
-``--discriminator spatial`` swaps MADAN's per-place discriminator (``segarch.train``'s) for AdaptSegNet's,
-which sees the layout of the outputs: an experiment, the library's default stays the per-place one.
+``--discriminator`` is ``segarch.train``'s ``adapt_discriminator``: ``spatial`` (AdaptSegNet's, which sees the
+layout of the outputs; weight 0.01) or ``per-place`` (MADAN's, ``segarch.train``'s default; weight 0.1).
 
-Each seed (``--seeds``, default 0 1 2) trains both models afresh (initial weights, patches); the table gives
-each seed's numbers, then the median and the spread (min to max) over seeds, and on how many seeds adaptation
-raised the target Dice.
+Each seed (``--seeds``) trains both models afresh (initial weights, patches); the table gives each seed's
+numbers, then the medians over seeds of target and source Dice and F1@0.5, before and after adaptation side
+by side, the median gain with its spread (min to max), and on how many seeds adaptation raised the target
+Dice. Several ``--target`` styles share each seed's source-only model. ``--data-seed`` draws other images
+(labelled source images, unlabelled target images and fresh test images: seeds ``D``, ``D+1``, ``D+2``; the
+first measurements used 1 with seeds 0 1 2 and 4 test images).
 
-Run: ``python benchmarks/adaptation.py`` (about 1.5 minutes of one CPU core per seed with the defaults).
+Run: ``python benchmarks/adaptation.py``: without arguments, the case where adaptation helps, the
+pre-registered confirmation run (``benchmarks/results/adaptation_plan.md``): ``blurred`` target, spatial
+discriminator, seeds 10-14, data seed 101, 8 test images (about 1 minute of one CPU core per seed).
+``--target blurred shaded camera`` reproduces ``benchmarks/results/adaptation_fresh.log``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -44,7 +54,7 @@ from skimage.measure import label as connected_components
 import segarch
 from segarch.instances import match_many
 from segarch.synthetic import Conditions, nuclei
-from segarch.training.adaptation import DomainAdaptation, SpatialDomainDiscriminator
+from segarch.training.adaptation import DISCRIMINATORS
 from segarch.training.metrics import dice_per_class
 
 SOURCE = Conditions(radius=(5.0, 9.0), coverage=0.3, brightness=(0.6, 1.0), texture=0.1, background=0.05,
@@ -56,16 +66,29 @@ STRUCTURAL = {
     "blurred": replace(SOURCE, blur=3.0, photons=12.0, read_noise=0.08),  # heavy blur, low signal-to-noise
     "shaded": replace(SOURCE, gradient=0.6, shading=0.9, haze=0.3),  # uneven illumination
 }
-STYLES = ("inverted", "microscope", *STRUCTURAL)
+#: A different camera: lower resolution (2×2 binning) and a noisier sensor with an offset.
+CAMERA = replace(SOURCE, photons=25.0, read_noise=0.08, background=0.15)
+STYLES = ("inverted", "microscope", *STRUCTURAL, "camera")
+
+
+def binned(image: np.ndarray, factor: int = 2) -> np.ndarray:
+    """``image`` seen by pixels ``factor`` times as large (each block averaged), shown on the same grid."""
+    h, w = (s - s % factor for s in image.shape)
+    blocks = image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    out = image.copy()
+    out[:h, :w] = np.repeat(np.repeat(blocks, factor, axis=0), factor, axis=1)
+    return out
 
 
 def images_of_style(style: str, n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """``n`` generated images of ``style`` ("source", "inverted" or "microscope") with their instance labels."""
-    conditions = MICROSCOPE if style == "microscope" else STRUCTURAL.get(style, SOURCE)
+    """``n`` generated images of ``style`` ("source" or one of :data:`STYLES`) with their instance labels."""
+    conditions = {"microscope": MICROSCOPE, "camera": CAMERA}.get(style) or STRUCTURAL.get(style, SOURCE)
     pairs = [nuclei((size, size), seed=seed * 1000 + i, conditions=conditions) for i in range(n)]
     images = [image for image, _ in pairs]
     if style == "inverted":
         images = [float(image.max()) - image for image in images]
+    if style == "camera":
+        images = [binned(image) for image in images]
     return images, [labels for _, labels in pairs]
 
 
@@ -86,72 +109,107 @@ def _report(event, domain_losses: list[float]) -> None:
         print(f"  {event.message} ({event.seconds:.0f} s)", file=sys.stderr, flush=True)
 
 
+def _spread(values) -> str:
+    return f"{np.median(values):+.3f} [{min(values):+.3f}, {max(values):+.3f}]"
+
+
+def _print_style(style: str, seeds, results, discrimination, seconds, args) -> dict:
+    """One target style's table: each seed's numbers, then medians over seeds; returns its summary."""
+    print(f"\n== target style {style!r}: U-Net (8-64), {args.steps} steps on {args.images} labelled source images "
+          f"({args.size} px), {args.images} unlabelled target images, adapt_weight {args.adapt_weight:g}, "
+          f"{args.discriminator} discriminator; measured on {args.test} fresh labelled images per style; data "
+          f"seed {args.data_seed}; seeds {' '.join(map(str, seeds))}")
+    print(f"{'seed':>4} {'model':<13} {'target Dice':>11} {'target F1@0.5':>13} {'source Dice':>11} "
+          f"{'source F1@0.5':>13}")
+    keys = {"source only": "source only", "adapted": f"adapted to {style}"}
+    for seed in seeds:
+        for name, key in keys.items():
+            (t_dice, t_f1), (s_dice, s_f1) = results[seed][key][style], results[seed][key]["source"]
+            print(f"{seed:>4} {name:<13} {t_dice:>11.3f} {t_f1:>13.3f} {s_dice:>11.3f} {s_f1:>13.3f}")
+        if (seed, style) in discrimination:
+            print(f"{'':>4} {discrimination[seed, style]}")
+    print(f"{'median':<18} {'target Dice':>11} {'target F1@0.5':>13} {'source Dice':>11} {'source F1@0.5':>13}")
+    for name, key in keys.items():
+        row = [np.median([results[s][key][domain][k] for s in seeds])
+               for domain, k in ((style, 0), (style, 1), ("source", 0), ("source", 1))]
+        print(f"{name:<18} " + " ".join(f"{v:>{w}.3f}" for v, w in zip(row, (11, 13, 11, 13))))
+    gains = [results[s][keys["adapted"]][style][0] - results[s]["source only"][style][0] for s in seeds]
+    f1_gains = [results[s][keys["adapted"]][style][1] - results[s]["source only"][style][1] for s in seeds]
+    costs = [results[s][keys["adapted"]]["source"][0] - results[s]["source only"]["source"][0] for s in seeds]
+    print(f"target Dice gain from adaptation: median {_spread(gains)} (min, max); higher on "
+          f"{sum(g > 0 for g in gains)} of {len(gains)} seeds; target F1@0.5 gain {_spread(f1_gains)}; "
+          f"source Dice change {_spread(costs)}; training time ratio adapted / source only: "
+          f"{np.median(seconds[style]) / np.median(seconds['source only']):.2f}", flush=True)
+    return {"target_dice_gain": gains, "target_f1_gain": f1_gains, "source_dice_change": costs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--target", choices=STYLES, default="inverted")
+    parser.add_argument("--target", choices=STYLES, nargs="+", default=["blurred"],
+                        help="target style(s); several share each seed's source-only model")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--size", type=int, default=96, help="side of the generated images")
     parser.add_argument("--images", type=int, default=6, help="labelled source and unlabelled target images")
-    parser.add_argument("--test", type=int, default=4, help="fresh labelled images per style to measure on")
-    parser.add_argument("--adapt-weight", type=float, default=0.1)
-    parser.add_argument("--discriminator", choices=("per-place", "spatial"), default="per-place",
-                        help="MADAN's per-place discriminator (segarch's default) or AdaptSegNet's spatial one")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--test", type=int, default=8, help="fresh labelled images per style to measure on")
+    parser.add_argument("--adapt-weight", type=float,
+                        help="weight of the alignment loss (default: the discriminator's, 0.1 per-place, 0.01 spatial)")
+    parser.add_argument("--discriminator", choices=("per-place", "spatial"), default="spatial",
+                        help="segarch.train's adapt_discriminator: AdaptSegNet's spatial one or MADAN's per-place "
+                        "one (segarch.train's default)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12, 13, 14], help="training seeds")
+    parser.add_argument("--data-seed", type=int, default=101,
+                        help="images: labelled source D, unlabelled target D+1, fresh test D+2")
+    parser.add_argument("--json", help="also write every seed's numbers to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.discriminator == "spatial":  # an experiment: segarch.train itself keeps the per-place one
-        DomainAdaptation.discriminator_type = SpatialDomainDiscriminator
+    if args.adapt_weight is None:
+        args.adapt_weight = DISCRIMINATORS[args.discriminator][1]
 
-    source_images, source_labels = images_of_style("source", args.images, args.size, seed=1)
-    target_unlabelled, _ = images_of_style(args.target, args.images, args.size, seed=2)  # their labels unused
-    fresh = {style: images_of_style(style, args.test, args.size, seed=3) for style in ("source", args.target)}
+    styles = list(dict.fromkeys(args.target))
+    source_images, source_labels = images_of_style("source", args.images, args.size, seed=args.data_seed)
+    fresh = {style: images_of_style(style, args.test, args.size, seed=args.data_seed + 2)
+             for style in ("source", *styles)}
     results: dict[int, dict[str, dict[str, tuple[float, float]]]] = {}
-    seconds: dict[str, list[float]] = {"source only": [], "adapted": []}
-    discrimination: dict[int, str] = {}  # per seed: aligned steps and the discriminator's loss
-    for seed in args.seeds:
-        settings = dict(options={"features": (8, 16, 32, 64)}, steps=args.steps, patch=48, batch_size=4,
-                        seed=seed, lr=2e-3, device="cpu",
-                        val_fraction=0)  # both keep their last weights: source validation would not see the target
-        results[seed] = {}
-        for name, extra in (("source only", {}),
-                            ("adapted", {"adapt_to": target_unlabelled, "adapt_weight": args.adapt_weight})):
+    seconds: dict[str, list[float]] = {"source only": [], **{style: [] for style in styles}}
+    discrimination: dict[tuple[int, str], str] = {}  # per seed and style: aligned steps, discriminator's loss
+
+    def settings(seed: int) -> dict:
+        return dict(options={"features": (8, 16, 32, 64)}, steps=args.steps, patch=48, batch_size=4, seed=seed,
+                    lr=2e-3, device="cpu",
+                    val_fraction=0)  # both keep their last weights: source validation would not see the target
+
+    for seed in args.seeds:  # the source-only models, measured on every style
+        start = time.perf_counter()
+        model = segarch.train("unet", source_images, source_labels, **settings(seed),
+                              progress=lambda event: _report(event, []))
+        seconds["source only"].append(time.perf_counter() - start)
+        results[seed] = {"source only": {style: measure(model, *data) for style, data in fresh.items()}}
+    summaries = {}
+    for style in styles:  # style by style, so that each table prints as soon as its seeds are done
+        target_unlabelled, _ = images_of_style(style, args.images, args.size, seed=args.data_seed + 1)  # unlabelled
+        for seed in args.seeds:
             start = time.perf_counter()
             domain_losses: list[float] = []
-            model = segarch.train("unet", source_images, source_labels, **settings, **extra,
+            model = segarch.train("unet", source_images, source_labels, **settings(seed),
+                                  adapt_to=target_unlabelled, adapt_weight=args.adapt_weight,
+                                  adapt_discriminator=args.discriminator,
                                   progress=lambda event: _report(event, domain_losses))
-            seconds[name].append(time.perf_counter() - start)
+            seconds[style].append(time.perf_counter() - start)
             if domain_losses:  # ~0.69 when the discriminator cannot tell the domains apart
                 counted = re.search(r"counted on (\d+ of \d+) steps", model.description)
-                discrimination[seed] = (f"alignment counted on {counted.group(1) if counted else '?'} steps; "
-                                        f"discriminator loss {np.mean(domain_losses[:20]):.3f} (first 20 steps) -> "
-                                        f"{np.mean(domain_losses[-20:]):.3f} (last 20)")
-            results[seed][name] = {style: measure(model, *data) for style, data in fresh.items()}
-
-    print(f"U-Net (8-64), {args.steps} steps on {args.images} labelled source images ({args.size} px); target "
-          f"style {args.target!r} ({args.images} unlabelled images, adapt_weight {args.adapt_weight:g}, "
-          f"{args.discriminator} discriminator); measured on {args.test} fresh labelled images per style; seeds "
-          f"{' '.join(map(str, args.seeds))}")
-    print(f"{'seed':>4} {'model':<13} {'target Dice':>11} {'target F1@0.5':>13} {'source Dice':>11} "
-          f"{'source F1@0.5':>13}")
-    for seed, by_model in results.items():
-        for name, by_style in by_model.items():
-            (t_dice, t_f1), (s_dice, s_f1) = by_style[args.target], by_style["source"]
-            print(f"{seed:>4} {name:<13} {t_dice:>11.3f} {t_f1:>13.3f} {s_dice:>11.3f} {s_f1:>13.3f}")
-        if seed in discrimination:
-            print(f"{'':>4} {discrimination[seed]}")
-
-    def spread(values) -> str:
-        return f"{np.median(values):+.3f} [{min(values):+.3f}, {max(values):+.3f}]"
-
-    for name in ("source only", "adapted"):
-        target = [results[s][name][args.target][0] for s in args.seeds]
-        source = [results[s][name]["source"][0] for s in args.seeds]
-        print(f"{name:<13} target Dice median {np.median(target):.3f} [{min(target):.3f}, {max(target):.3f}], "
-              f"source Dice median {np.median(source):.3f} [{min(source):.3f}, {max(source):.3f}]")
-    gains = [results[s]["adapted"][args.target][0] - results[s]["source only"][args.target][0] for s in args.seeds]
-    print(f"target Dice gain from adaptation: median {spread(gains)} (min, max); higher on "
-          f"{sum(g > 0 for g in gains)} of {len(gains)} seeds; training time ratio adapted / source only: "
-          f"{np.median(seconds['adapted']) / np.median(seconds['source only']):.2f}")
+                discrimination[seed, style] = (
+                    f"alignment counted on {counted.group(1) if counted else '?'} steps; discriminator loss "
+                    f"{np.mean(domain_losses[:20]):.3f} (first 20 steps) -> {np.mean(domain_losses[-20:]):.3f} "
+                    f"(last 20)")
+            results[seed][f"adapted to {style}"] = {s: measure(model, *fresh[s]) for s in ("source", style)}
+        summaries[style] = _print_style(style, args.seeds, results, discrimination, seconds, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"settings": {k: v for k, v in vars(args).items() if k != "json"},
+                       "results": {str(seed): {name: {style: {"dice": d, "f1": f1} for style, (d, f1) in by.items()}
+                                               for name, by in by_model.items()}
+                                   for seed, by_model in results.items()},
+                       "summaries": summaries}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,12 @@ class TrainWidget(QWidget):
         self.adapt_combo.setToolTip("Optional: an unlabelled image of the kind the model must work on (another "
                                     "microscope, stain or sensor); the network is aligned to it while it trains "
                                     "(MADAN's adversarial alignment). Semantic and instance models.")
+        self.adapt_discriminator_combo = QComboBox()
+        self.adapt_discriminator_combo.addItem("per place (MADAN)", "per-place")
+        self.adapt_discriminator_combo.addItem("spatial (AdaptSegNet)", "spatial")
+        self.adapt_discriminator_combo.setToolTip("With 'Adapt to': the domain discriminator. Per place judges each "
+                                                  "place's class probabilities alone; spatial judges their layout "
+                                                  "(merged, speckled, missing regions; patches of 32 px or more).")
         self.model_combo = QComboBox()
         self.model_combo.addItem("loading models…", None)
         self.file_edit = QLineEdit()
@@ -195,6 +201,7 @@ class TrainWidget(QWidget):
         form.addRow("Image", self.image_combo)
         form.addRow("Annotations", self.labels_combo)
         form.addRow("Adapt to", self.adapt_combo)
+        form.addRow("Discriminator", self.adapt_discriminator_combo)
         form.addRow("Start from", self.model_combo)
         row = QHBoxLayout()
         row.addWidget(self.file_edit)
@@ -407,14 +414,16 @@ class TrainWidget(QWidget):
         }
 
     def _adaptation(self, image) -> dict[str, Any]:
-        """``adapt_to`` for :func:`segarch.training.train_iter`: the chosen unlabelled layer's data, if any."""
+        """``adapt_to`` (and ``adapt_discriminator``) for :func:`segarch.training.train_iter`: the chosen unlabelled
+        layer's data, if any."""
         target = self.adapt_combo.layer()
         if target is None:
             return {}
         if target is image:
             raise ValueError("'Adapt to' is the training image: choose an unlabelled image of the other kind, or "
                              f"{_NO_ADAPTATION!r}.")
-        return {"adapt_to": target.data[0] if target.multiscale else target.data}
+        return {"adapt_to": target.data[0] if target.multiscale else target.data,
+                "adapt_discriminator": self.adapt_discriminator_combo.currentData()}
 
     def start(self) -> None:
         """Start training in a worker thread (returns at once)."""

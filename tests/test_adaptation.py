@@ -134,12 +134,60 @@ def test_only_the_spatial_discriminator_tells_blobs_from_the_same_values_scatter
     assert SpatialDomainDiscriminator(2, 2)(torch.rand(1, 2, 32, 32)).shape == (1, 1, 1, 1)
 
 
-def test_training_adapts_with_the_spatial_discriminator(monkeypatch):
-    monkeypatch.setattr(DomainAdaptation, "discriminator_type", SpatialDomainDiscriminator)
-    images, labels = _data(int(np.random.default_rng().integers(1000)))
-    model, steps = _train(images, labels, 4, adapt_to=_data(7, inverted=True)[0])
+def test_adapt_discriminator_spatial_reaches_the_discriminator_and_its_push_reaches_the_network():
+    """The option's wiring, on real training steps: ``adapt_discriminator="spatial"`` builds AdaptSegNet's
+    discriminator with its weight (0.01), the alignment loss it gives is back-propagated into the network, and
+    training with it changes the model (its quality is measured by ``benchmarks/adaptation.py``, not here)."""
+    from segarch.models.model import Model
+    from segarch.training.adaptation import ACCURACY_GATE
+    from segarch.training.config import TrainConfig
+    from segarch.training.semantic import SemanticTask
+
+    seed = int(np.random.default_rng().integers(1000))
+    images, labels = _data(seed)
+    target, _ = _data(seed + 1, inverted=True)
+    config = TrainConfig(steps=2, adapt_to=target, adapt_discriminator="spatial")
+    task = SemanticTask(config)
+    task.input_size = (32, 32)
+    model = Model.from_zoo("unet", **SMALL)
+    adaptation = DomainAdaptation(target, model, task, config, torch.device("cpu"))
+    assert adaptation.weight == 0.01 and adaptation.discriminator_type is SpatialDomainDiscriminator
+    adaptation.alignment_loss(model.network, 2)  # step 1: the source alone; builds the discriminator
+    assert isinstance(adaptation.discriminator, SpatialDomainDiscriminator)
+    source = torch.from_numpy(images[0][None, None, :32, :32].astype(np.float32)).repeat(2, 1, 1, 1)
+    adaptation.discriminator_step(model.network(source))
+    adaptation.accuracies[:] = [ACCURACY_GATE + 0.2]  # a discriminator that tells the domains apart
+    term = adaptation.alignment_loss(model.network, 2)  # step 2: aligned
+    assert term.requires_grad and float(term) > 0
+    before = [p.grad.clone() for p in adaptation.discriminator.parameters()]
+    model.network.zero_grad(set_to_none=True)
+    term.backward()
+    # the network's push only: the discriminator's own gradients (of its step) are untouched
+    assert all(torch.equal(b, p.grad) for b, p in zip(before, adaptation.discriminator.parameters()))
+    assert sum(float(p.grad.abs().sum()) for p in model.network.parameters() if p.grad is not None) > 0
+    assert TrainConfig(adapt_to=target, adapt_discriminator="spatial", adapt_weight=0.5).adapt_weight == 0.5
+
+    plain, _ = _train(images, labels, 12)
+    adapted, steps = _train(images, labels, 12, adapt_to=target, adapt_discriminator="spatial")
     assert all(e.domain_loss is not None and math.isfinite(e.domain_loss) for e in steps)
-    assert segarch.predict(model, images[0], device="cpu").shape == images[0].shape
+    assert "weight 0.01, AdaptSegNet's spatial discriminator" in adapted.description
+    aligned = int(re.search(r"the alignment counted on (\d+) of 12 steps", adapted.description).group(1))
+    if aligned:
+        assert not torch.allclose(_weights(plain), _weights(adapted))
+    assert segarch.predict(adapted, images[0], device="cpu").shape == images[0].shape
+    default, _ = _train(images, labels, 1, adapt_to=target)
+    assert "weight 0.1, MADAN's per-place discriminator" in default.description
+
+
+def test_the_spatial_discriminator_refuses_small_patches_and_unknown_names():
+    images, labels = _data(5, n=1)
+    with pytest.raises(ValueError, match=r"`adapt_discriminator`='spatial' needs patches of at least 32 px.*"
+                                         r"`patch`=\(16, 16\)"):
+        segarch.train("unet", images, labels, options=SMALL, steps=1, patch=16, batch_size=2, val_fraction=0,
+                      device="cpu", adapt_to=images, adapt_discriminator="spatial")
+    with pytest.raises(ValueError, match=r"`adapt_discriminator` must be one of \('per-place', 'spatial'\), "
+                                         r"got 'layout'"):
+        _train(images, labels, 1, adapt_to=images, adapt_discriminator="layout")
 
 
 def test_adapt_to_a_volume_with_a_3d_model():
@@ -165,9 +213,9 @@ def test_the_command_line_adapts_to_a_folder(tmp_path, capsys):
     out = tmp_path / "adapted.safetensors"
     rc = main(["train", str(tmp_path / "im.tif"), str(tmp_path / "lab.tif"), "--model", "unet", "--options",
                '{"features": [4, 8, 16, 32, 64]}', "--patch", "32", "--steps", "2", "--adapt-to", str(folder),
-               "--adapt-weight", "0.05", "--out", str(out)])
+               "--adapt-weight", "0.05", "--adapt-discriminator", "spatial", "--out", str(out)])
     assert rc == 0 and out.is_file()
-    assert "weight 0.05" in segarch.load_model(out).description
+    assert "weight 0.05, AdaptSegNet's spatial discriminator" in segarch.load_model(out).description
     empty = tmp_path / "empty"
     empty.mkdir()
     rc = main(["train", str(tmp_path / "im.tif"), str(tmp_path / "lab.tif"), "--model", "unet", "--steps", "2",
@@ -254,3 +302,49 @@ def test_the_network_learns_the_source_first_and_is_pushed_only_by_a_discriminat
         value = adaptation.discriminator_step(model.network(source))
         assert math.isfinite(value) and 0 <= adaptation.accuracies[-1] <= 1
     assert adaptation.aligned_steps >= 2
+
+
+def test_the_spatial_discriminator_raises_the_dice_on_blurred_low_light_images():
+    """Quality on a short run (about 2-3 CPU-minutes): the case ``benchmarks/adaptation.py`` prints. A U-Net
+    learns generated nuclei of one microscope; the same microscope out of focus and starved of light (its
+    ``blurred`` style) is the target. The spatial discriminator raised the target Dice on every seed measured:
+    +0.038 to +0.103 on the pre-registered run's images (5 seeds), +0.010 to +0.059 on the first images (3 seeds),
+    and, on three fresh image draws of this test (2 seeds each, 4 test images), +0.008 to +0.079, pair means
+    +0.017, +0.024, +0.049; source Dice cost at most 0.013. Here: 2 fresh training seeds on fresh images, 8 test
+    images; the bound on the mean gain (+0.005) leaves a margin to the worst pair measured."""
+    from dataclasses import replace
+
+    from segarch.training.metrics import dice_per_class
+
+    source = Conditions(radius=(5.0, 9.0), coverage=0.3, brightness=(0.6, 1.0), texture=0.1, background=0.05,
+                        gradient=0.05, haze=0.05, blur=1.0, photons=500.0, read_noise=0.01)
+    blurred = replace(source, blur=3.0, photons=12.0, read_noise=0.08)
+    rng = np.random.default_rng()
+    data = int(rng.integers(200, 100_000)) * 10
+
+    def images(conditions, first: int, n: int):
+        pairs = [nuclei((96, 96), seed=first + i, conditions=conditions) for i in range(n)]
+        return [image for image, _ in pairs], [labels for _, labels in pairs]
+
+    train_images, train_labels = images(source, data, 6)
+    unlabelled, _ = images(blurred, data + 1_000_000, 6)
+    tests = {"blurred": images(blurred, data + 2_000_000, 8), "source": images(source, data + 2_000_000, 8)}
+
+    def dice(model, style: str) -> float:
+        test_images, test_labels = tests[style]
+        preds = [np.asarray(segarch.predict(model, image, output="labels", device="cpu")).reshape(-1)
+                 for image in test_images]
+        truth = [(t > 0).reshape(-1).astype(np.int64) for t in test_labels]
+        pred, true = np.concatenate(preds), np.concatenate(truth)
+        return float(dice_per_class(pred, true, np.ones(pred.size, bool), num_classes=2)[1])
+
+    gains, costs = [], []
+    for seed in rng.choice(np.arange(15, 10_000), size=2, replace=False):
+        settings = dict(options={"features": (8, 16, 32, 64)}, steps=200, patch=48, batch_size=4, seed=int(seed),
+                        lr=2e-3, device="cpu", val_fraction=0)
+        plain = segarch.train("unet", train_images, train_labels, **settings)
+        adapted = segarch.train("unet", train_images, train_labels, adapt_to=unlabelled,
+                                adapt_discriminator="spatial", **settings)
+        gains.append(dice(adapted, "blurred") - dice(plain, "blurred"))
+        costs.append(dice(plain, "source") - dice(adapted, "source"))
+    assert np.mean(gains) >= 0.005 and max(costs) <= 0.025, (data, gains, costs)

@@ -28,6 +28,9 @@ def test_no_adaptation_unless_a_layer_is_chosen(widget):
     widget.adapt_combo.setCurrentText("other microscope")
     arguments = widget.training_arguments()
     assert arguments["adapt_to"] is widget.viewer.layers["other microscope"].data
+    assert arguments["adapt_discriminator"] == "per-place"  # segarch.train's default
+    widget.adapt_discriminator_combo.setCurrentIndex(widget.adapt_discriminator_combo.findData("spatial"))
+    assert widget.training_arguments()["adapt_discriminator"] == "spatial"
 
 
 def test_train_adapted_to_an_unlabelled_layer(widget, qtbot):

@@ -526,7 +526,8 @@ def _train(args) -> int:
     if args.pixel_size:
         extra["pixel_size"] = tuple(args.pixel_size)
     if args.adapt_to is not None:
-        extra.update(adapt_to=args.adapt_to, adapt_weight=args.adapt_weight)
+        extra.update(adapt_to=args.adapt_to, adapt_weight=args.adapt_weight,
+                     adapt_discriminator=args.adapt_discriminator)
     if args.thing_classes:
         extra["thing_classes"] = list(args.thing_classes)
     if args.label_divisor is not None:
@@ -691,7 +692,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapt-to", metavar="FOLDER", help="unlabelled images (a folder of .tif/.tiff/.zarr, or one "
                    "file) of the kind the model must work on: the network is aligned to them while it trains "
                    "(MADAN's feature-level adversarial alignment)")
-    p.add_argument("--adapt-weight", type=float, default=0.1, help="weight of the alignment loss (with --adapt-to)")
+    p.add_argument("--adapt-weight", type=float, help="weight of the alignment loss (with --adapt-to; default 0.1 "
+                   "with the per-place discriminator, 0.01 with the spatial one)")
+    p.add_argument("--adapt-discriminator", choices=("per-place", "spatial"), default="per-place",
+                   help="with --adapt-to: MADAN's per-place domain discriminator or AdaptSegNet's spatial one, which "
+                   "judges the layout of the outputs (patches of 32 px or more)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("demo", help="segment a generated nuclei image with a shipped (or zoo) model, printing each step",
@@ -729,6 +734,7 @@ _FLAGS = {"tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size"
           "overwrite": "--overwrite", "arch": "--arch", "bands": "--bands", "nodata": "--nodata",
           "tissue": "--tissue-only", "runtime": "--runtime", "precision": "--precision",
           "adapt_to": "--adapt-to", "adapt_weight": "--adapt-weight", "thing_classes": "--thing-classes",
+          "adapt_discriminator": "--adapt-discriminator",
           "label_divisor": "--label-divisor"}
 _POSITIONAL = {"predict": {"out": "OUTPUT", "image": "INPUT"},
                "train": {"out": "--out", "images": "IMAGES", "labels": "LABELS"},

@@ -17,7 +17,10 @@ from typing import Any, Mapping, Sequence
 
 from segarch.training.losses import LOSSES
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "ADAPT_DISCRIMINATORS"]
+
+#: The domain discriminators ``adapt_to`` offers (:mod:`segarch.training.adaptation` builds them).
+ADAPT_DISCRIMINATORS = ("per-place", "spatial")
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +71,10 @@ class TrainConfig:
             feature-level adversarial alignment, :mod:`segarch.training.adaptation`). Semantic and instance
             models.
         adapt_weight: the weight of the adversarial alignment loss against the supervised loss (``adapt_to`` only;
-            0.1, MADAN's ``lambda_g``).
+            default 0.1, MADAN's ``lambda_g``, with the per-place discriminator, 0.01 with the spatial one).
+        adapt_discriminator: ``adapt_to`` only: the domain discriminator that judges the network's class
+            probabilities: ``"per-place"`` (MADAN's, 1×1 convolutions: each place on its own) or ``"spatial"``
+            (AdaptSegNet's, 4×4 stride-2 convolutions: the layout of the outputs; patches of 32 px or more).
         thing_classes: panoptic models only (``task="panoptic"``): the class indices that have objects (default:
             every class but 0); the others are "stuff".
         label_divisor: panoptic models only: labels are panoptic ids ``class · label_divisor + instance``
@@ -106,7 +112,8 @@ class TrainConfig:
     pixel_size: Any = None
     decoder: Any = None
     adapt_to: Any = None
-    adapt_weight: float = 0.1
+    adapt_weight: float | None = None
+    adapt_discriminator: str = "per-place"
     thing_classes: Sequence[int] | None = None
     label_divisor: int | None = None
 
@@ -152,9 +159,13 @@ class TrainConfig:
                              f"{self.thing_classes!r}.")
         if self.label_divisor is not None and (not _is_int(self.label_divisor) or int(self.label_divisor) < 1):
             raise ValueError(f"`label_divisor` must be a positive integer, got {self.label_divisor!r}.")
-        if (isinstance(self.adapt_weight, bool) or not isinstance(self.adapt_weight, (int, float))
-                or not 0 < self.adapt_weight < math.inf):
+        if self.adapt_weight is not None and (isinstance(self.adapt_weight, bool)
+                                              or not isinstance(self.adapt_weight, (int, float))
+                                              or not 0 < self.adapt_weight < math.inf):
             raise ValueError(f"`adapt_weight` must be a positive number, got {self.adapt_weight!r}.")
+        if self.adapt_discriminator not in ADAPT_DISCRIMINATORS:
+            raise ValueError(f"`adapt_discriminator` must be one of {ADAPT_DISCRIMINATORS}, got "
+                             f"{self.adapt_discriminator!r}.")
 
     @classmethod
     def build(cls, config: TrainConfig | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:

@@ -223,7 +223,7 @@ def train_iter(model_or_name: Any, images: Any, labels: Any, config: TrainConfig
     origin = None if fresh else (f"{model_or_name}" if isinstance(model_or_name, (str, os.PathLike))
                                  else f"a {model.arch} model")
     model.description = _describe(model, task, config, sources, step, best, sentence, cancelled, origin,
-                                  None if adaptation is None else adaptation.aligned_steps)
+                                  None if adaptation is None else adaptation.describe(step))
     model.history = history.rows  # the training log, also written to CSV next to `out`
     model.validation = {"best_step": best["step"], "patch_dice": best["val_dice"], **measures}
     if out is not None:
@@ -237,7 +237,7 @@ def train_iter(model_or_name: Any, images: Any, labels: Any, config: TrainConfig
 
 
 def _describe(model: Model, task: TrainingTask, config: TrainConfig, sources, step: int, best, sentence: str,
-              cancelled: bool, origin: str | None, aligned_steps: int | None = None) -> str:
+              cancelled: bool, origin: str | None, adaptation: str | None = None) -> str:
     shapes = ", ".join("×".join(map(str, s.labels.shape)) for s in sources[:4]) + (" ..." if len(sources) > 4 else "")
     text = (f"Trained with segarch.train on {len(sources)} image(s) ({shapes}): {step} of {int(config.steps)} steps"
             f"{' (cancelled)' if cancelled else ''}, batch {task.batch_size}, patch "
@@ -247,9 +247,8 @@ def _describe(model: Model, task: TrainingTask, config: TrainConfig, sources, st
                  + ", ".join(f"{n} {d:.3f}" for n, d in zip(task.class_names[1:], best["val_dice"][1:])) + ".")
     if sentence:
         text += " " + sentence
-    if config.adapt_to is not None:
-        text += (" Adapted to unlabelled target images by feature-level adversarial alignment (MADAN, weight "
-                 f"{config.adapt_weight:g}; the alignment counted on {aligned_steps} of {step} steps).")
+    if adaptation is not None:
+        text += " " + adaptation
     if origin is not None:
         text = f"Fine-tuned from {origin}. " + text
     return text
