@@ -39,7 +39,12 @@ def convert_store(store: str | os.PathLike, target: str | os.PathLike, *, overwr
 
     Returns:
         The path written: a COG with the store's CRS, transform and nodata when the store carries a
-        georeference, else an OME-TIFF with a pyramid and the store's pixel size.
+        georeference, else an OME-TIFF with a pyramid and the store's pixel size. A panoptic result becomes
+        one file whose bands are its label images, named: ``classes``, ``instances`` (and ``panoptic``), see
+        :mod:`segarch.io.label_bands`.
+
+    Raises:
+        ValueError: ``target`` is not a .tif, or a panoptic result is unfinished (resume it first).
     """
     from segarch.io.api import open_image
     from segarch.io.geotiff import geotiff_from_zarr, read_georeference
@@ -49,6 +54,11 @@ def convert_store(store: str | os.PathLike, target: str | os.PathLike, *, overwr
     if target.suffix.lower() not in (".tif", ".tiff"):
         raise ValueError(f"The converted file {str(target)!r} must end in .tif or .tiff.")
     settings = store_settings(store)
+    panoptic = _panoptic_labels(store)
+    if panoptic is not None:  # classes, instances (and panoptic ids): the bands of one file
+        from segarch.io.label_bands import label_bands_to_tiff
+
+        return label_bands_to_tiff(store, panoptic, target, settings=settings, overwrite=overwrite)
     labels = settings.get("output", "labels") != "probabilities"
     if read_georeference(store) is not None:
         # The provenance (model, weights hash, settings, versions, the source's georeference) goes along as
@@ -63,6 +73,24 @@ def convert_store(store: str | os.PathLike, target: str | os.PathLike, *, overwr
                overwrite=overwrite,
                annotations={"segarch_provenance": json.dumps(settings, default=str)} if settings else None)
     return target
+
+
+def _panoptic_labels(store: Path) -> list[str] | None:
+    """The label images of a finished panoptic result (``segarch.predict(output="panoptic", out=...)``), in band
+    order, or ``None`` for another store."""
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(os.fspath(store), mode="r").attrs)
+    except Exception:
+        return None
+    marks = attrs.get("segarch") or {}
+    if marks.get("output") != "panoptic":
+        return None
+    if not marks.get("complete"):
+        raise ValueError(f"{str(store)!r} is an unfinished panoptic result (an interrupted run): continue it with "
+                         "`resume`=True (the same command with --resume) before converting it.")
+    return list((attrs.get("ome") or {}).get("labels") or ["classes", "instances"])
 
 
 def store_vectors(store: str | os.PathLike, target: str | os.PathLike, *, qupath: bool | None = None,
