@@ -4,6 +4,7 @@ transform, anything else an OME-TIFF with named channels; a cancelled run resume
 
 from __future__ import annotations
 
+import json
 import threading
 import xml.etree.ElementTree as ElementTree
 
@@ -117,8 +118,11 @@ def test_convert_turns_a_panoptic_zarr_into_one_tif_and_out_tif_is_refused_by_na
     model, image, _, _ = trained
     store = tmp_path / "scene.zarr"
     result = segarch.predict(model, image, output="panoptic", out=str(store), **TILED, instance_options=BLOCKS)
-    converted = segarch_cli("convert", str(store), str(tmp_path / "scene.tif"))
+    converted = segarch_cli("convert", str(store), str(tmp_path / "scene.tif"), "--vectors",
+                            str(tmp_path / "objects.geojson"))
     assert converted.returncode == 0, converted.stderr
+    features = json.loads((tmp_path / "objects.geojson").read_text())["features"]  # the objects traced
+    assert len(features) == 2
     bands = _ome_bands(tmp_path / "scene.tif")
     assert list(bands) == ["classes", "instances"]
     assert np.array_equal(bands["classes"], result.classes[:]) and np.array_equal(bands["instances"],

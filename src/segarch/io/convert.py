@@ -102,7 +102,8 @@ def store_vectors(store: str | os.PathLike, target: str | os.PathLike, *, qupath
         target: ``.gpkg``, ``.geojson``, ``.fgb`` or ``.shp``.
         qupath: write QuPath's GeoJSON in the slide's level-0 pixels; default: for a result that has no
             georeference and ends in ``.geojson``.
-        kind: ``"classes"`` (one polygon per region of a class) or ``"instances"``; default from the result.
+        kind: ``"classes"`` (one polygon per region of a class) or ``"instances"``; default from the result (a
+            panoptic result: its ``instances`` image, or with ``"classes"`` its ``classes`` image).
         overwrite: replace an existing ``target``.
     """
     from segarch.io.api import open_image
@@ -113,7 +114,18 @@ def store_vectors(store: str | os.PathLike, target: str | os.PathLike, *, qupath
     if settings.get("output") == "probabilities":
         raise ValueError(f"{str(store)!r} holds probabilities; vectors are traced from labels (predict with "
                          "`output`='labels').")
-    image = open_image(store)
+    if _panoptic_labels(store) is not None:  # a panoptic result: the label image the kind names is traced
+        import dataclasses
+
+        from segarch.io.geotiff import read_georeference
+        from segarch.io.ome_zarr import read_zarr
+
+        kind = kind or "instances"
+        if kind not in ("classes", "instances"):
+            raise ValueError(f"`kind` must be 'classes' or 'instances' for a panoptic result, got {kind!r}.")
+        image = dataclasses.replace(read_zarr(str(store / kind)), geo=read_georeference(store / kind))
+    else:
+        image = open_image(store)
     data, axes = image.levels[0], image.axes
     while len(axes) > 2 and data.shape[0] == 1:
         data, axes = data[0], axes[1:]
