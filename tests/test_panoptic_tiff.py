@@ -132,3 +132,26 @@ def test_convert_turns_a_panoptic_zarr_into_one_tif_and_out_tif_is_refused_by_na
     with pytest.raises(ValueError, match=r"`out`=.*scene2\.tif.*convert_store"):
         segarch.predict(model, image, output="panoptic", out=str(tmp_path / "scene2.tif"), **TILED)
     assert not (tmp_path / "scene2.tif").exists() and not (tmp_path / "scene2.tif.heads").exists()
+
+
+def test_a_3d_panoptic_store_becomes_an_ome_tiff_of_czyx_with_its_voxel_size(tmp_path):
+    from segarch import zoo
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = segarch.Model.from_zoo("panoptic_deeplab", spatial_dims=3, in_channels=1, out_channels=3,
+                                   **zoo.card("panoptic_deeplab").test_config)
+    model.trained = True  # untrained weights: the file must hold what the store holds, whatever it is
+    image = np.random.default_rng().random((20, 40, 36)).astype(np.float32)
+    store = tmp_path / "stack.zarr"
+    result = segarch.predict(model, image, output="panoptic", out=str(store), tile=32, device="cpu", axes="ZYX",
+                             pixel_size=(2.0, 0.5, 0.5), instance_options={"label_divisor": 100, "table": False})
+    convert_store(store, tmp_path / "stack.tif")
+    with tifffile.TiffFile(tmp_path / "stack.tif") as tif:
+        series = tif.series[0]
+        assert series.axes == "CZYX"
+        pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
+        assert float(pixels.get("PhysicalSizeZ")) == 2.0 and float(pixels.get("PhysicalSizeX")) == 0.5
+        data = series.levels[0].asarray()
+    assert np.array_equal(data[0], result.classes[:]) and np.array_equal(data[1], result.instances[:])
+    assert np.array_equal(data[2], result.panoptic[:])
