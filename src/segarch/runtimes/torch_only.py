@@ -17,6 +17,8 @@ __all__ = ["torch_only_reason", "check_network_runtime"]
 def torch_only_reason(network: torch.nn.Module) -> str | None:
     """Why only torch runs ``network`` (a zoo network, or a wrapper around one such as the tiled engine's
     ``DetectionsAsClasses``/``FusionAsChannels``), or ``None`` when it may be exported."""
+    if not isinstance(network, torch.nn.Module):
+        return None
     for module in network.modules():
         if getattr(module, "is_detector", False):
             name = type(module).__name__
