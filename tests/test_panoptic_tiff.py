@@ -145,7 +145,7 @@ def test_a_3d_panoptic_store_becomes_an_ome_tiff_of_czyx_with_its_voxel_size(tmp
     image = np.random.default_rng().random((20, 40, 36)).astype(np.float32)
     store = tmp_path / "stack.zarr"
     result = segarch.predict(model, image, output="panoptic", out=str(store), tile=32, device="cpu", axes="ZYX",
-                             pixel_size=(2.0, 0.5, 0.5), instance_options={"label_divisor": 100, "table": False})
+                             pixel_size=(2.0, 0.5, 0.5), instance_options={"label_divisor": 100000, "table": False})
     convert_store(store, tmp_path / "stack.tif")
     with tifffile.TiffFile(tmp_path / "stack.tif") as tif:
         series = tif.series[0]
