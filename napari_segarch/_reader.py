@@ -2,7 +2,8 @@
 
 All the work is :func:`segarch.io.open_images`; this module only turns each
 :class:`segarch.io.Image` into a napari layer data tuple (multiscale, scale, translate, axis
-labels, units; channels split into one layer each; labels images as Labels layers).
+labels, units; channels split into one layer each; labels images as Labels layers, one per channel: a
+panoptic ``.tif``'s classes, instances and panoptic ids).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Callable
 
 from segarch.io import Image, format_of, open_images
 
-__all__ = ["get_reader", "read", "image_to_layer_data"]
+__all__ = ["get_reader", "read", "image_to_layer_data", "split_label_channels"]
 
 _FORMATS = ("zarr", "tiff")
 
@@ -37,8 +38,47 @@ def read(path: str | list[str]) -> list[tuple]:
     layers: list[tuple] = []
     for p in paths:
         for image in open_images(os.fspath(p)):
-            layers.append(image_to_layer_data(image))
+            layers.extend(image_to_layer_data(part) for part in split_label_channels(image))
     return layers
+
+
+def split_label_channels(image: Image) -> list[Image]:
+    """A labels image with several channels (a panoptic ``.tif``: classes, instances, panoptic) as one labels image
+    per channel, named ``"<name> [<channel name>]"`` (the OME channel names); any other image as it is."""
+    import dataclasses
+
+    channel = image.axes.index("C") if "C" in image.axes else None
+    if not image.labels or channel is None or image.shape[channel] == 1:
+        return [image]
+    count = image.shape[channel]
+    names = _ome_channel_names(image.metadata, count) or [str(i) for i in range(count)]
+
+    def without(values):
+        return tuple(v for i, v in enumerate(values) if i != channel)
+
+    parts = []
+    for i, name in enumerate(names):
+        index = tuple(i if k == channel else slice(None) for k in range(image.ndim))
+        parts.append(dataclasses.replace(image, levels=[level[index] for level in image.levels],
+                                         axes=image.axes.replace("C", ""), scale=without(image.scale),
+                                         translate=without(image.translate), name=f"{image.name} [{name}]",
+                                         level_scales=[without(s) for s in image.level_scales]))
+    return parts
+
+
+def _ome_channel_names(metadata: dict, count: int) -> list[str] | None:
+    """The OME-XML ``Channel`` names of an OME-TIFF's first image, when there is one per channel."""
+    ome = metadata.get("ome") if isinstance(metadata, dict) else None
+    if not isinstance(ome, str):
+        return None
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        image = next(e for e in ElementTree.fromstring(ome).iter() if e.tag.endswith("}Image"))
+    except (ElementTree.ParseError, StopIteration):
+        return None
+    names = [c.get("Name") for c in image.iter() if c.tag.endswith("}Channel")]
+    return names if len(names) == count and all(names) else None
 
 
 def image_to_layer_data(image: Image) -> tuple[Any, dict, str]:

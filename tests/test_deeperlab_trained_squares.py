@@ -28,6 +28,13 @@ RADIUS = 16.0
 def train_deeperlab(image: np.ndarray, labels: np.ndarray, steps: int = 300, radius: float = RADIUS):
     """The test configuration of ``deeperlab`` trained on one image (class 1: the squares) with the panoptic
     task's targets and loss; returns its outputs on that image."""
+    net = train_deeperlab_network(image, labels, steps, radius)
+    with torch.no_grad():
+        return net(torch.from_numpy(image)[None, None])
+
+
+def train_deeperlab_network(image: np.ndarray, labels: np.ndarray, steps: int = 300, radius: float = RADIUS):
+    """:func:`train_deeperlab`'s network itself (in eval mode)."""
     torch.manual_seed(0)
     net = zoo.create("deeperlab", in_channels=1, out_channels=2, **zoo.card("deeperlab").test_config)
     x = torch.from_numpy(image)[None, None]
@@ -38,9 +45,7 @@ def train_deeperlab(image: np.ndarray, labels: np.ndarray, steps: int = 300, rad
         opt.zero_grad()
         panoptic_loss(net(x), targets, radius=radius).backward()
         opt.step()
-    net.eval()
-    with torch.no_grad():
-        return net(x)
+    return net.eval()
 
 
 def test_trained_for_a_few_steps_on_two_squares_it_decodes_two_objects():

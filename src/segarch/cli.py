@@ -315,9 +315,6 @@ def _check_target(source, target, args) -> None:
     if suffix == ".zarr":
         destinations.check_output_store(target, overwrite=args.overwrite, resume=args.resume, inputs=[source],
                                         name="OUTPUT")
-    elif suffix in (".tif", ".tiff") and getattr(args, "output_kind", None) == "panoptic":
-        raise ValueError(f"OUTPUT {str(target)!r}: --output panoptic writes two label images (classes and "
-                         "instances) into one .zarr; choose an OUTPUT ending in .zarr.")
     elif suffix in (".tif", ".tiff"):
         destinations.check_output_file(target, overwrite=args.overwrite, inputs=[source], name="OUTPUT")
         partial = _partial(target)
@@ -612,7 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels (a class per pixel), probabilities, or instances (one id per object, an instance "
                    "model only; the per-object table is written beside OUTPUT as OUTPUT-STEM_objects.csv), or "
                    "panoptic (a Panoptic-DeepLab, DeeperLab or EfficientPS model: OUTPUT.zarr holds two label images, classes "
-                   "and instances; the table gets a class column)")
+                   "and instances; OUTPUT.tif one file whose bands are classes, instances; the table gets a "
+                   "class column)")
     p.add_argument("--thing-classes", type=int, nargs="+", help="--output panoptic: the classes that are countable "
                    "objects (default: the model's settings, else every class but 0)")
     p.add_argument("--runtime", default="torch", choices=("auto", "torch", "onnxruntime", "openvino"),

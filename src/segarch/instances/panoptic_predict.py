@@ -270,6 +270,11 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     spacing = _spacing(model, pixel_size, spatial_dims, check_spacing)
 
     out = None if out is None else Path(out)
+    if out is not None and out.suffix.lower() in (".tif", ".tiff"):
+        raise ValueError(f"`out`={str(out)!r}: output='panoptic' writes a Zarr group (resumable, block by block); "
+                         f"pass a .zarr `out` and turn it into one .tif with segarch.io.convert.convert_store(out, "
+                         f"{out.name!r}) (bands: classes, instances, panoptic), or run `segarch predict IMAGE "
+                         f"{out.name} --output panoptic`, which does both.")
     heads_path = None if out is None else out.with_name(out.name + ".heads")
     state = None
     if out is not None:  # before any work: an hour of network time must not end in a refused destination
@@ -546,9 +551,13 @@ def _finish(out: Path, heads_path: Path, report: dict, with_panoptic: bool) -> N
     """Record the report and the network pass's provenance in ``out``; remove the heads store."""
     import zarr
 
+    from segarch.instances.predict import carry_georeference
+
     settings = {}
     if heads_path.exists():
         settings = dict(zarr.open_group(str(heads_path), mode="r").attrs.get("segarch", {}).get("settings") or {})
+        names = ["classes", "instances"] + (["panoptic"] if with_panoptic else [])
+        carry_georeference(heads_path, out, tuple(names))  # a GeoTIFF of the result keeps the source's place
     group = zarr.open_group(str(out), mode="r+")
     stored = {k: v for k, v in report.items() if k != "measurements"}
     group.attrs.update({"ome": {"version": "0.5", "labels": ["classes", "instances"] + (["panoptic"] if

@@ -26,7 +26,7 @@ import numpy as np
 from segarch.instances.blocks import decode_blocks
 from segarch.instances.decode import DECODERS, get_decoder
 
-__all__ = ["predict_instances", "decoder_for", "table_path", "measure_objects"]
+__all__ = ["predict_instances", "decoder_for", "table_path", "measure_objects", "carry_georeference"]
 
 log = logging.getLogger("segarch.instances")
 
@@ -239,8 +239,6 @@ def _carry_provenance(probabilities: Path, out: Path) -> None:
     """
     import zarr
 
-    from segarch.io import add_georeference, read_georeference
-
     if not probabilities.exists():
         return
     network_settings = dict(zarr.open_group(str(probabilities), mode="r").attrs.get("segarch", {}).get("settings")
@@ -252,12 +250,24 @@ def _carry_provenance(probabilities: Path, out: Path) -> None:
     if network_settings and "decoding" not in decoding:
         segarch_attrs["settings"] = {**network_settings, "output": "instances", "decoding": decoding}
         group.attrs.update(attrs)
-    geo = read_georeference(probabilities)
-    if geo is not None:
-        from dataclasses import replace
+    carry_georeference(probabilities, out)
 
-        masked = geo.nodata is not None  # NaN in the probabilities: some pixels were left out
-        add_georeference(out, replace(geo, nodata=0 if masked else None, band_names=()))
+
+def carry_georeference(network_store: Path, out: Path, arrays: tuple[str, ...] = ()) -> None:
+    """Record the georeference of the network pass's store (if any) in the labels store ``out`` (its group, and
+    each of its ``arrays``' groups), for a GeoTIFF/COG of the labels: same CRS and transform, and nodata 0 where
+    the network left pixels out (NaN in its output, which no decoder counts as an object)."""
+    from dataclasses import replace
+
+    from segarch.io import add_georeference, read_georeference
+
+    geo = read_georeference(network_store)
+    if geo is None:
+        return
+    geo = replace(geo, nodata=0 if geo.nodata is not None else None, band_names=())
+    add_georeference(out, geo)
+    for name in arrays:
+        add_georeference(out / name, geo)
 
 
 def _store_report(out: Path, report: dict[str, Any]) -> None:

@@ -39,7 +39,12 @@ def convert_store(store: str | os.PathLike, target: str | os.PathLike, *, overwr
 
     Returns:
         The path written: a COG with the store's CRS, transform and nodata when the store carries a
-        georeference, else an OME-TIFF with a pyramid and the store's pixel size.
+        georeference, else an OME-TIFF with a pyramid and the store's pixel size. A panoptic result becomes
+        one file whose bands are its label images, named: ``classes``, ``instances`` (and ``panoptic``), see
+        :mod:`segarch.io.label_bands`.
+
+    Raises:
+        ValueError: ``target`` is not a .tif, or a panoptic result is unfinished (resume it first).
     """
     from segarch.io.api import open_image
     from segarch.io.geotiff import geotiff_from_zarr, read_georeference
@@ -49,6 +54,11 @@ def convert_store(store: str | os.PathLike, target: str | os.PathLike, *, overwr
     if target.suffix.lower() not in (".tif", ".tiff"):
         raise ValueError(f"The converted file {str(target)!r} must end in .tif or .tiff.")
     settings = store_settings(store)
+    panoptic = _panoptic_labels(store)
+    if panoptic is not None:  # classes, instances (and panoptic ids): the bands of one file
+        from segarch.io.label_bands import label_bands_to_tiff
+
+        return label_bands_to_tiff(store, panoptic, target, settings=settings, overwrite=overwrite)
     labels = settings.get("output", "labels") != "probabilities"
     if read_georeference(store) is not None:
         # The provenance (model, weights hash, settings, versions, the source's georeference) goes along as
@@ -65,6 +75,24 @@ def convert_store(store: str | os.PathLike, target: str | os.PathLike, *, overwr
     return target
 
 
+def _panoptic_labels(store: Path) -> list[str] | None:
+    """The label images of a finished panoptic result (``segarch.predict(output="panoptic", out=...)``), in band
+    order, or ``None`` for another store."""
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(os.fspath(store), mode="r").attrs)
+    except Exception:
+        return None
+    marks = attrs.get("segarch") or {}
+    if marks.get("output") != "panoptic":
+        return None
+    if not marks.get("complete"):
+        raise ValueError(f"{str(store)!r} is an unfinished panoptic result (an interrupted run): continue it with "
+                         "`resume`=True (the same command with --resume) before converting it.")
+    return list((attrs.get("ome") or {}).get("labels") or ["classes", "instances"])
+
+
 def store_vectors(store: str | os.PathLike, target: str | os.PathLike, *, qupath: bool | None = None,
                   kind: str | None = None, overwrite: bool = False) -> Path:
     """Trace a labels store into polygons and write them, merged across block seams.
@@ -74,7 +102,8 @@ def store_vectors(store: str | os.PathLike, target: str | os.PathLike, *, qupath
         target: ``.gpkg``, ``.geojson``, ``.fgb`` or ``.shp``.
         qupath: write QuPath's GeoJSON in the slide's level-0 pixels; default: for a result that has no
             georeference and ends in ``.geojson``.
-        kind: ``"classes"`` (one polygon per region of a class) or ``"instances"``; default from the result.
+        kind: ``"classes"`` (one polygon per region of a class) or ``"instances"``; default from the result (a
+            panoptic result: its ``instances`` image, or with ``"classes"`` its ``classes`` image).
         overwrite: replace an existing ``target``.
     """
     from segarch.io.api import open_image
@@ -85,7 +114,18 @@ def store_vectors(store: str | os.PathLike, target: str | os.PathLike, *, qupath
     if settings.get("output") == "probabilities":
         raise ValueError(f"{str(store)!r} holds probabilities; vectors are traced from labels (predict with "
                          "`output`='labels').")
-    image = open_image(store)
+    if _panoptic_labels(store) is not None:  # a panoptic result: the label image the kind names is traced
+        import dataclasses
+
+        from segarch.io.geotiff import read_georeference
+        from segarch.io.ome_zarr import read_zarr
+
+        kind = kind or "instances"
+        if kind not in ("classes", "instances"):
+            raise ValueError(f"`kind` must be 'classes' or 'instances' for a panoptic result, got {kind!r}.")
+        image = dataclasses.replace(read_zarr(str(store / kind)), geo=read_georeference(store / kind))
+    else:
+        image = open_image(store)
     data, axes = image.levels[0], image.axes
     while len(axes) > 2 and data.shape[0] == 1:
         data, axes = data[0], axes[1:]

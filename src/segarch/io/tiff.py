@@ -247,7 +247,7 @@ def write_tiff(path: str | os.PathLike, data, *, axes: str | None = None, scale:
                units: dict[str, str] | str | None = None, name: str | None = None, labels: bool = False,
                levels: int | None = 1, tile: int | Sequence[int] = 256, compression: str = "zlib",
                bigtiff: bool | None = None, overwrite: bool = False,
-               annotations: dict[str, str] | None = None) -> Path:
+               annotations: dict[str, str] | None = None, channel_names: Sequence[str] | None = None) -> Path:
     """Write an image or labels image as a tiled OME-TIFF, optionally with a SubIFD pyramid.
 
     Args:
@@ -268,6 +268,7 @@ def write_tiff(path: str | os.PathLike, data, *, axes: str | None = None, scale:
         overwrite: replace an existing file.
         annotations: text key/value pairs (e.g. the provenance of a result) kept as the image's OME
             ``MapAnnotation``, which OME readers show; :func:`read_annotations` gives them back.
+        channel_names: one OME ``Channel`` name per index of the ``C`` axis (Fiji and napari show them).
 
     Returns:
         The path written.
@@ -307,6 +308,11 @@ def write_tiff(path: str | os.PathLike, data, *, axes: str | None = None, scale:
     metadata: dict[str, Any] = {"axes": axes[:-1] + "S" if rgb else axes, "Name": name or stem(path)}
     if labels:
         metadata["Description"] = LABELS_MARKER
+    if channel_names is not None:
+        if "C" not in axes or len(channel_names) != arr.shape[axes.index("C")]:
+            raise ValueError(f"`channel_names` must name each index of the C axis, got {list(channel_names)!r} for "
+                             f"axes {axes!r} of shape {tuple(arr.shape)}.")
+        metadata["Channel"] = {"Name": [str(n) for n in channel_names]}
     if annotations:
         metadata["MapAnnotation"] = {str(k): str(v) for k, v in annotations.items()}
     for a, s in zip(axes, scale_out):

@@ -18,9 +18,11 @@ from segarch.runtimes.onnx import (ExportError, RuntimeNotInstalled, cache_dir, 
 from segarch.runtimes.int8 import AGREEMENT_BAR, PRECISIONS, check_precision, int8_runner
 from segarch.runtimes.onnx_weights import is_onnx_weights, onnx_weights_runner
 from segarch.runtimes.openvino import openvino_available, openvino_runner
+from segarch.runtimes.torch_only import check_network_runtime, torch_only_reason
 
 __all__ = ["RUNTIMES", "AUTO_ORDER", "AUTO_ORDER_2D_FP32", "auto_order", "PRECISIONS", "AGREEMENT_BAR", "make_runner",
-           "check_runtime", "check_precision", "ExportError", "RuntimeNotInstalled", "cache_dir", "weights_sha256"]
+           "check_runtime", "check_precision", "check_network_runtime", "ExportError", "RuntimeNotInstalled",
+           "cache_dir", "weights_sha256"]
 
 log = logging.getLogger("segarch.runtimes")
 
@@ -74,22 +76,24 @@ def make_runner(model, device: torch.device, amp: bool | None, runtime: str, til
     Raises:
         ExportError: an explicit runtime and the architecture does not export (the message names it).
         RuntimeNotInstalled: an explicit runtime that is not installed (the message says how to install it).
-        ValueError: ``onnxruntime`` or ``openvino`` on a GPU device or with ``amp`` on; ``precision``="int8" with
-            ``runtime``="torch", a GPU device, ``amp`` or ONNX weights.
+        ValueError: ``onnxruntime`` or ``openvino`` on a GPU device, with ``amp`` on, or for a detector (Mask
+            R-CNN's family, EfficientPS: :mod:`segarch.runtimes.torch_only`); ``precision``="int8" with
+            ``runtime``="torch", a GPU device, ``amp``, ONNX weights or a detector.
     """
     from segarch.tiling.runner import NetworkRunner
 
     check_runtime(runtime)
+    check_network_runtime(model.network, runtime, precision)
     if check_precision(precision) == "int8":
         _check_int8(model, device, amp, runtime, calibration)
     if is_onnx_weights(model):  # a bioimage.io package's ONNX graph: run as it is
         return onnx_weights_runner(model, device, amp, runtime)
     if runtime == "torch":
         return NetworkRunner(model.network, device, amp)
-    reason = None
-    if device.type != "cpu":
+    reason = torch_only_reason(model.network)  # a detector: `auto` runs it in torch (an explicit runtime is refused)
+    if reason is None and device.type != "cpu":
         reason = f"ONNX Runtime and OpenVINO run on the CPU here, the device is {device}"
-    elif amp:
+    elif reason is None and amp:
         reason = "`amp`=True asks for autocast, which ONNX Runtime and OpenVINO (fp32 here) do not do"
     if reason is not None:
         if runtime != "auto":

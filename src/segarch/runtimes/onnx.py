@@ -203,6 +203,10 @@ def cached_onnx(model, tile_shape: tuple[int, ...], threads: int = 1) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(path, graph)
     session = ort_session(path, threads)
+    if not session.get_inputs():  # data-dependent control flow traced as constants: the graph ignores the tiles
+        path.unlink(missing_ok=True)
+        raise ExportError(f"The architecture {model.arch!r} exports to ONNX as a graph that does not read its input "
+                          f"(the tracer followed one data-dependent path); use `runtime`='torch'.")
     difference, scale = compare_to_eager(model, lambda x: session.run(None, {session.get_inputs()[0].name: x})[0],
                                          tile_shape)
     if not agrees_with_eager(difference, scale):

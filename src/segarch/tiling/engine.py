@@ -25,7 +25,7 @@ from segarch.tiling.output import NumpySink, ZarrSink, output_shape
 from segarch.tiling import scenes
 from segarch.tiling.pipeline import read_tile, run_local
 from segarch.tiling.plan import Plan
-from segarch.runtimes import PRECISIONS, RUNTIMES, make_runner
+from segarch.runtimes import PRECISIONS, RUNTIMES, check_network_runtime, make_runner
 from segarch.tiling.calibration import calibration_tiles
 from segarch.tiling.skipping import TileSkipper
 from segarch.tiling.source import ImageSource, content_identity, open_source
@@ -166,6 +166,7 @@ def predict(
                          "'labels' and 'probabilities'.")
     _check_choice(runtime, RUNTIMES, "runtime")
     _check_choice(precision, PRECISIONS, "precision")
+    check_network_runtime(model.network if isinstance(model, Model) else model, runtime, precision)  # detectors
     if precision == "int8" and scheduler is not None:
         raise ValueError("`precision`='int8' runs in this process: it cannot be combined with `scheduler`.")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
