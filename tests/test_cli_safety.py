@@ -142,6 +142,15 @@ def test_2_the_python_api_refuses_a_folder_holding_the_input(tmp_path):
     assert tree_digest(folder) == before
 
 
+
+@pytest.mark.parametrize("name, output", [("unet.nuclei2d", "labels"), ("unet.nuclei2d_instances", "instances")])
+def test_2_the_python_api_refuses_a_tiff_named_store(tmp_path, name, output):
+    # a Zarr folder named x.tif fools every tool that opens it: refused before any work, nothing written
+    image = np.random.default_rng().random((64, 64), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"`out`='.*labels\.TIF' names a TIFF.*\.zarr path.*convert_store"):
+        segarch.predict(segarch.pretrained.load(name), image, out=tmp_path / "labels.TIF", output=output)
+    assert list(tmp_path.iterdir()) == []
+
 # --- 3 and 5. resume: a content identity, not the path as typed ---------------------------------------------
 
 def _interrupted_run(args, store: Path, cwd: Path) -> subprocess.Popen:

@@ -147,6 +147,11 @@ def check_output_store(out: str | os.PathLike, *, overwrite: bool, resume: bool,
     that is not a segarch result, and an unwritable folder."""
     check_not_an_input(out, inputs, name=name)
     path = Path(out)
+    if path.suffix.lower() in (".tif", ".tiff"):  # a folder named x.tif would fool every tool that opens it
+        raise ValueError(f"`{name}`={os.fspath(out)!r} names a TIFF, but a Zarr store (a folder, resumable block by "
+                         f"block) is written there; pass a .zarr path and turn it into a .tif with "
+                         f"segarch.io.convert.convert_store, or run `segarch predict IMAGE {path.name}`, which does "
+                         "both.")
     if path.exists() and not path.is_dir():
         raise ValueError(f"`{name}`={os.fspath(out)!r} is a file; a Zarr store (a folder) is written there. "
                          "Choose another path.")
