@@ -214,9 +214,12 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         block, halo, min_size: block-wise decoding (see :func:`segarch.instances.decode_blocks`; ``block``
             defaults to 256 in 2D, 64 in 3D: :data:`DEFAULT_BLOCK`); objects up to about ``halo`` pixels across
             are grouped exactly as in the whole image.
-        pixel_size: the image's pixel size per spatial axis, for the table's physical sizes and the stores' scale
-            (default: the model's). The image is not resampled: one further than 10% from the model's training
-            pixel size is refused.
+        pixel_size: the image's pixel size per spatial axis (default: from its OME-Zarr/OME-TIFF metadata, else
+            the model's), for the table's physical sizes and the stores' scale. When it differs from the model's
+            training pixel size by more than 10% on an axis, the image is resampled to the model's for the network
+            and the heads back to the image's grid, offsets rescaled (:mod:`segarch.instances.panoptic_resample`;
+            ``decoder_options`` in pixels are read as trained, in the model's pixels); the labels lie on the
+            image's grid and the report's ``pixel_size`` entry says what was done.
         table: with ``out`` (or ``return_report``), measure every object with its ``class`` column
             (:func:`segarch.instances.measure`), written beside ``out`` (``<stem>_objects.csv``/``.parquet``).
         resume, overwrite: as for :func:`segarch.predict`, for every pass.
@@ -267,7 +270,6 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         raise ValueError(f"`decoder_options`: {err} (see {PANOPTIC_DECODERS[arch]}).") from None
     spatial_dims = wrapper.spatial_dims
     class_names = list(getattr(model, "class_names", None) or [f"class {i}" for i in range(semantic_count)])
-    spacing = _spacing(model, pixel_size, spatial_dims, check_spacing)
 
     out = None if out is None else Path(out)
     heads_path = None if out is None else out.with_name(out.name + ".heads")
@@ -289,6 +291,7 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         except ValueError:
             if predict_options.get("axes") is not None:
                 raise
+    plan, spacing = _spacing(model, source, layout, pixel_size, spatial_dims, check_spacing)
     totals: dict[str, int] = {}  # each pass's steps, in the order the passes run
 
     def step(name: str):
@@ -302,10 +305,25 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         return report_progress
 
     started = time.perf_counter()
-    raw = predict_tiles(dense, image, output="raw", out=heads_path,
+    network_image, network_options, resampled = image, predict_options, plan is not None and plan.resample
+    if resampled:  # to the model's pixel size for the network; the heads back to the image's grid below
+        from segarch.instances.panoptic_resample import scale_decoder_options
+        from segarch.instances.resample import resample_spatial
+
+        network_image = resample_spatial(source.array, layout.axes, layout.spatial, plan.shape)
+        network_options = {**predict_options, "axes": layout.axes}
+        scaled = scale_decoder_options(arch, type(grouping.decoder()), dict(grouping.options), plan.extra["scale"])
+        grouping = dataclasses.replace(grouping, options=tuple(sorted(scaled.items())))
+        plan.extra["decoder_options"] = dict(grouping.options)
+    raw = predict_tiles(dense, network_image, output="raw", out=heads_path,
                         resume=bool(resume and heads_path is not None and heads_path.exists()), overwrite=overwrite,
-                        progress=step("network"), cancel=cancel, **predict_options)
+                        progress=step("network"), cancel=cancel, **network_options)
     raw = _loops_channels_space(raw, layout)
+    if resampled:
+        from segarch.instances.panoptic_resample import heads_on_image_grid
+
+        image_shape = tuple(source.shape[layout.axes.index(a)] for a in layout.spatial)
+        raw = heads_on_image_grid(raw, arch, heads, len(layout.loop), image_shape, plan.extra["scale"])
     seconds = {"network": time.perf_counter() - started}
     if out is not None and state != "resume":  # created only now: a refusal of the network pass leaves nothing
         _create_group(out, replace=state == "replace")
@@ -334,6 +352,8 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     report = {**decoded.report, "objects": int(object_classes.size - 1),
               "objects_per_class": {class_names[c]: int(counts[c]) for c in things},
               "thing_classes": list(things), "label_divisor": label_divisor, "architecture": arch,
+              "pixel_size": None if plan is None else {**plan.as_dict(), **{k: v for k, v in plan.extra.items()
+                                                                           if k != "scale"}},
               "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     measurements = None
     if table and loops == 0 and (out is not None or return_report):
@@ -370,16 +390,21 @@ def _dense(network, arch: str, options: dict):
     return wrapper, wrapper.channels(), tuple(sorted({**defaults, **options}.items()))
 
 
-def _spacing(model, pixel_size, dims: int, check_spacing) -> tuple[float, ...] | None:
+def _spacing(model, source, layout, pixel_size, dims: int, check_spacing):
+    """``(plan, spacing)``: what to do about pixel sizes (:func:`segarch.instances.resample.pixel_size_plan`; the
+    image resampled when its pixel size is more than 10% from the model's) and the labels' pixel size."""
+    from segarch.instances.resample import pixel_size_plan
+
     trained = getattr(model, "pixel_size", None)
-    if pixel_size is None:
-        return None if trained is None else tuple(float(v) for v in trained)
-    spacing = check_spacing(pixel_size, dims, name="pixel_size")
-    if trained is not None and any(abs(s / t - 1) > 0.1 for s, t in zip(spacing, trained)):
-        raise ValueError(f"`pixel_size`={pixel_size!r} differs from the model's training pixel size {list(trained)} "
-                         f"by more than 10%: output='panoptic' does not resample; resample the image to the model's "
-                         f"pixel size first, or use output='instances' (which does).")
-    return spacing
+    if layout is None:  # a bare network: no axes to read a pixel size from, none to compare with
+        spacing = check_spacing(pixel_size, dims, name="pixel_size") if pixel_size is not None else None
+        return None, spacing or (None if trained is None else tuple(float(v) for v in trained))
+    plan = pixel_size_plan(model, source, layout, pixel_size)
+    if plan.resample:
+        from segarch.instances.panoptic_resample import image_pixels_per_model_pixel
+
+        plan.extra["scale"] = image_pixels_per_model_pixel(plan.model, plan.image)
+    return plan, plan.spacing
 
 
 def _loops_channels_space(raw, layout):
