@@ -22,6 +22,10 @@ class MaskOracleHeads(OracleHeads):
 
     def heads_for(self, labels, classes) -> dict:
         heads = super().heads_for(labels, classes)
+        if "offset" in heads:  # one peak per object, as a network's: a centre of mass between pixels makes a
+            # plateau of 2^d equal maxima, each a centre, and pixels whose interpolated offsets fall short (the object's
+            # border on a resampled grid) would split between them; the pixel after the centre on every axis wins
+            heads["center"] = heads["center"] - 1e-3 * heads["offset"].sum(0, keepdims=True) * (heads["center"] > 0)
         if self.arch == "deeperlab" and self.radius != 3:
             from segarch.instances.deeperlab import keypoint_targets
 
