@@ -190,6 +190,7 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
                      decoder_options: dict[str, Any] | None = None,
                      block: int | tuple[int, ...] | None = None, halo: int | tuple[int, ...] | None = None,
                      min_size: int | None = None, pixel_size: Sequence[float] | float | None = None,
+                     stuff_area: int | None = None, stuff_regions: str = "class",
                      table: bool = True, resume: bool = False, overwrite: bool = False,
                      progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
                      return_report: bool = False, **predict_options: Any):
@@ -220,6 +221,12 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
             and the heads back to the image's grid, offsets rescaled (:mod:`segarch.instances.panoptic_resample`;
             ``decoder_options`` in pixels are read as trained, in the model's pixels); the labels lie on the
             image's grid and the report's ``pixel_size`` entry says what was done.
+        stuff_area: stuff regions (pixels of no object) of fewer pixels become void, the class value after the
+            last class (``len(class_names)``, named "void"; also taken from ``decoder_options``); 0 or ``None``
+            keeps all. As the per-image decoders count (:mod:`segarch.instances.stuff`): a class's stuff in the
+            whole image, so the tiled result equals the whole-image decoding.
+        stuff_regions: ``"class"`` (that count) or ``"connected"``: each connected region of one class over the
+            whole image (across block seams) counts on its own, what matters on a large image.
         table: with ``out`` (or ``return_report``), measure every object with its ``class`` column
             (:func:`segarch.instances.measure`), written beside ``out`` (``<stem>_objects.csv``/``.parquet``).
         resume, overwrite: as for :func:`segarch.predict`, for every pass.
@@ -254,6 +261,15 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     if not isinstance(decoder_options, (dict, type(None))):
         raise ValueError(f"`decoder_options` must be a dict of the {arch} decoder's options, got {decoder_options!r}.")
     options = dict(decoder_options or {})
+    if "stuff_area" in options:  # the decoders' own option: applied to the whole result below, not per block or tile
+        given = options.pop("stuff_area")
+        if stuff_area is not None and given != stuff_area:
+            raise ValueError(f"`stuff_area`={stuff_area!r} and `decoder_options['stuff_area']`={given!r} differ; "
+                             "give one.")
+        stuff_area = given
+    from segarch.instances.stuff import check_stuff_area
+
+    stuff_area, stuff_regions = check_stuff_area(0 if stuff_area is None else stuff_area, stuff_regions)
     try:  # the options checked now, before any work
         wrapper, heads, grouping_options = _dense(network, arch, options)
     except TypeError as err:
@@ -341,7 +357,17 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     object_classes = _object_classes(instances, raw, heads["semantic"], things, loops, decoded.report["objects"],
                                      classes_progress, cancel)
     classes = _write_classes(instances, raw, heads["semantic"], object_classes, loops, semantic_count, out,
-                             spacing, class_names, classes_progress, cancel)
+                             spacing, class_names + (["void"] if stuff_area else []), classes_progress, cancel)
+    stuff = {}
+    if stuff_area:  # after the classes: regions cross blocks, so counted over the whole image first
+        from segarch.instances.stuff import void_small_stuff
+
+        chunks = getattr(instances, "chunks", None) if not isinstance(instances, np.ndarray) else None
+        chunks = chunks[loops:] if chunks else (block,) * spatial_dims if isinstance(block, int) else block
+        stuff = void_small_stuff(classes, instances, stuff_area=stuff_area, void=semantic_count, loops=loops,
+                                 chunks=chunks, regions=stuff_regions, progress=step("stuff"), cancel=cancel,
+                                 scratch=None if out is None else out / ".stuff-scratch")
+        stuff.update(stuff_area=stuff_area, stuff_regions=stuff_regions, void_class=semantic_count)
     panoptic = None
     if label_divisor is not None:
         panoptic = _write_panoptic(instances, classes, object_classes, label_divisor, semantic_count, loops, out,
@@ -352,7 +378,7 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     report = {**decoded.report, "objects": int(object_classes.size - 1),
               "objects_per_class": {class_names[c]: int(counts[c]) for c in things},
               "thing_classes": list(things), "label_divisor": label_divisor, "architecture": arch,
-              "pixel_size": None if plan is None else {**plan.as_dict(), **{k: v for k, v in plan.extra.items()
+              **stuff, "pixel_size": None if plan is None else {**plan.as_dict(), **{k: v for k, v in plan.extra.items()
                                                                            if k != "scale"}},
               "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     measurements = None
@@ -495,7 +521,7 @@ def _target(out: Path | None, name: str, instances, dtype, spacing, properties=N
 def _write_classes(instances, raw, semantic, object_classes, loops, semantic_count, out, spacing, class_names,
                    progress, cancel):
     """Each pixel's class: its object's class, else (stuff, background) the semantic argmax."""
-    dtype = np.uint16 if semantic_count <= 65536 else np.uint32
+    dtype = np.uint16 if len(class_names) <= 65536 else np.uint32  # class_names: with "void" when there is one
     properties = [{"label-value": i, "class": n} for i, n in enumerate(class_names)]
     target = _target(out, "classes", instances, dtype, spacing, properties)
     blocks = _blocks(instances, loops)
