@@ -175,3 +175,33 @@ def test_fused_channels_are_taken_nearest_never_averaged():
         assert np.array_equal(got.argmax(0), codes[np.ix_(rows, cols)])  # each pixel the code under its centre
     window = HeadsOnImageGrid(one_hot, 0, (46, 34), nearest=True)[1:3, 5:20, 7]
     assert np.array_equal(window, np.asarray(HeadsOnImageGrid(one_hot, 0, (46, 34), nearest=True))[1:3, 5:20, 7])
+
+
+@pytest.mark.slow  # an EfficientPS trained 400 steps (about 60-100 s)
+def test_efficientps_fused_channels_come_back_nearest_on_a_finer_image():
+    """EfficientPS at pixels half the model's: the image resampled down for the network, each tile fused, the fused
+    classes and objects brought back nearest: the objects and classes of the image at the model's pixel size, each
+    pixel repeated."""
+    import dataclasses
+
+    from skimage.transform import resize
+
+    from panoptic_helpers import trained_efficientps
+
+    model, image, labels, _ = trained_efficientps(0)
+    model = dataclasses.replace(model, pixel_size=[1.0, 1.0])
+    options = dict(output="panoptic", tile=64, overlap=0.5, blend="crop", device="cpu", axes="YX")
+    native = segarch.predict(model, image, **options, instance_options={"block": 48, "halo": 24})
+    fine_image = resize(image, (256, 256), order=1, preserve_range=True).astype(np.float32)
+    fine, report = segarch.predict(model, fine_image, pixel_size=0.5, **options,
+                                   instance_options={"block": 96, "halo": 48, "return_report": True})
+    assert report["pixel_size"]["resampled"] is True and fine.instances.shape == (256, 256)
+    repeated = np.repeat(np.repeat(labels, 2, 0), 2, 1)
+    assert report["objects"] == 2
+    for square in (1, 2):  # one object per square, of the square's class
+        inside = fine.instances[repeated == square]
+        assert (inside > 0).mean() > 0.8 and len(np.unique(inside[inside > 0])) == 1
+        assert np.bincount(fine.classes[repeated == square]).argmax() == square
+    # nearest: the fused classes as at the model's pixel size, each pixel twice along each axis
+    assert (fine.classes == np.repeat(np.repeat(native.classes, 2, 0), 2, 1)).mean() > 0.98
+    assert set(np.unique(fine.classes)) <= {0, 1, 2}
