@@ -221,10 +221,10 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
             and the heads back to the image's grid, offsets rescaled (:mod:`segarch.instances.panoptic_resample`;
             ``decoder_options`` in pixels are read as trained, in the model's pixels); the labels lie on the
             image's grid and the report's ``pixel_size`` entry says what was done.
-        stuff_area: stuff regions (pixels of no object) of fewer pixels become void, the class value after the
-            last class (``len(class_names)``, named "void"; also taken from ``decoder_options``); 0 or ``None``
-            keeps all. As the per-image decoders count (:mod:`segarch.instances.stuff`): a class's stuff in the
-            whole image, so the tiled result equals the whole-image decoding.
+        stuff_area: stuff regions (pixels of no object) of fewer pixels (of the image's grid) become void, the class
+            value after the last class (``len(class_names)``, named "void"; also taken from ``decoder_options``); 0
+            or ``None`` keeps all. As the per-image decoders count (:mod:`segarch.instances.stuff`): a class's
+            stuff in the whole image, so the tiled result equals the whole-image decoding.
         stuff_regions: ``"class"`` (that count) or ``"connected"``: each connected region of one class over the
             whole image (across block seams) counts on its own, what matters on a large image.
         table: with ``out`` (or ``return_report``), measure every object with its ``class`` column
