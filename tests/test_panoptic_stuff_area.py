@@ -124,3 +124,29 @@ def test_a_bad_stuff_area_is_refused_before_anything_is_written(value, tmp_path)
         segarch.predict(model, image, **TILED, instance_options=_options("panoptic_deeplab", stuff_area=5,
                                                                          stuff_regions="blobs"))
     assert not (tmp_path / "scene.zarr").exists() and not (tmp_path / "scene.zarr.heads").exists()
+
+
+def test_a_run_cancelled_while_voiding_stuff_resumes_to_the_same_result(tmp_path):
+    import threading
+
+    from segarch.instances.blocks import DecodingCancelled
+
+    seed = int(np.random.default_rng().integers(1 << 31))
+    model, image, _, _ = _setup("panoptic_deeplab", seed)
+    options = _options("panoptic_deeplab", stuff_area=60, stuff_regions="connected")
+    reference = segarch.predict(model, image, **TILED, instance_options=options)
+    cancel, totals = threading.Event(), []
+
+    def progress(done, total):
+        if not totals or total != totals[-1]:
+            totals.append(total)
+        if len(totals) == 4:  # network, objects, classes, then the stuff pass
+            cancel.set()
+
+    out = tmp_path / "scene.zarr"
+    with pytest.raises(DecodingCancelled, match="stuff_area cancelled"):
+        segarch.predict(model, image, out=out, progress=progress, cancel=cancel, **TILED, instance_options=options)
+    assert not zarr.open_group(str(out), mode="r").attrs["segarch"]["complete"]
+    resumed = segarch.predict(model, image, out=out, resume=True, **TILED, instance_options=options)
+    assert np.array_equal(resumed.classes[:], reference.classes), seed
+    assert np.array_equal(resumed.instances[:], reference.instances), seed
