@@ -378,8 +378,7 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     report = {**decoded.report, "objects": int(object_classes.size - 1),
               "objects_per_class": {class_names[c]: int(counts[c]) for c in things},
               "thing_classes": list(things), "label_divisor": label_divisor, "architecture": arch,
-              **stuff, "pixel_size": None if plan is None else {**plan.as_dict(), **{k: v for k, v in plan.extra.items()
-                                                                           if k != "scale"}},
+              "pixel_size": _pixel_size_report(plan), **stuff,
               "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     measurements = None
     if table and loops == 0 and (out is not None or return_report):
@@ -431,6 +430,13 @@ def _spacing(model, source, layout, pixel_size, dims: int, check_spacing):
 
         plan.extra["scale"] = image_pixels_per_model_pixel(plan.model, plan.image)
     return plan, plan.spacing
+
+
+def _pixel_size_report(plan) -> dict | None:
+    """What was done about pixel sizes (and, resampled, the decoder's options in the image's pixels)."""
+    if plan is None:
+        return None
+    return {**plan.as_dict(), **{k: v for k, v in plan.extra.items() if k != "scale"}}
 
 
 def _loops_channels_space(raw, layout):
