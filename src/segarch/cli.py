@@ -356,6 +356,12 @@ def _predict(args) -> int:
         if args.output_kind != "panoptic":
             raise ValueError(f"--thing-classes applies to --output panoptic only, got --output {args.output_kind}.")
         settings["instance_options"] = {"thing_classes": list(args.thing_classes)}
+    if args.stuff_area is not None or args.stuff_regions is not None:
+        if args.output_kind != "panoptic":
+            raise ValueError(f"--stuff-area and --stuff-regions apply to --output panoptic only, got --output "
+                             f"{args.output_kind}.")
+        settings.setdefault("instance_options", {}).update(
+            {"stuff_area": args.stuff_area, **({"stuff_regions": args.stuff_regions} if args.stuff_regions else {})})
     todo = []
     for source, target in jobs:
         if source in problems:
@@ -613,6 +619,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "class column)")
     p.add_argument("--thing-classes", type=int, nargs="+", help="--output panoptic: the classes that are countable "
                    "objects (default: the model's settings, else every class but 0)")
+    p.add_argument("--stuff-area", type=int, help="--output panoptic: stuff regions of fewer pixels become void (the "
+                   "class after the last)")
+    p.add_argument("--stuff-regions", choices=("class", "connected"), help="--output panoptic: what --stuff-area "
+                   "counts: a class's stuff in the whole image (default, as the per-image decoders) or each "
+                   "connected region")
     p.add_argument("--runtime", default="torch", choices=("auto", "torch", "onnxruntime", "openvino"),
                    help="what runs the network: torch (eager), onnxruntime (exported once and cached; CPU; "
                    "pip install 'napari-segarch[fast]'), openvino (that export compiled by OpenVINO; "
@@ -733,7 +744,7 @@ _FLAGS = {"tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size"
           "tissue": "--tissue-only", "runtime": "--runtime", "precision": "--precision",
           "adapt_to": "--adapt-to", "adapt_weight": "--adapt-weight", "thing_classes": "--thing-classes",
           "adapt_discriminator": "--adapt-discriminator",
-          "label_divisor": "--label-divisor"}
+          "label_divisor": "--label-divisor", "stuff_area": "--stuff-area", "stuff_regions": "--stuff-regions"}
 _POSITIONAL = {"predict": {"out": "OUTPUT", "image": "INPUT"},
                "train": {"out": "--out", "images": "IMAGES", "labels": "LABELS"},
     "convert": {"path": "OUTPUT"},

@@ -190,6 +190,7 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
                      decoder_options: dict[str, Any] | None = None,
                      block: int | tuple[int, ...] | None = None, halo: int | tuple[int, ...] | None = None,
                      min_size: int | None = None, pixel_size: Sequence[float] | float | None = None,
+                     stuff_area: int | None = None, stuff_regions: str = "class",
                      table: bool = True, resume: bool = False, overwrite: bool = False,
                      progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
                      return_report: bool = False, **predict_options: Any):
@@ -214,9 +215,18 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         block, halo, min_size: block-wise decoding (see :func:`segarch.instances.decode_blocks`; ``block``
             defaults to 256 in 2D, 64 in 3D: :data:`DEFAULT_BLOCK`); objects up to about ``halo`` pixels across
             are grouped exactly as in the whole image.
-        pixel_size: the image's pixel size per spatial axis, for the table's physical sizes and the stores' scale
-            (default: the model's). The image is not resampled: one further than 10% from the model's training
-            pixel size is refused.
+        pixel_size: the image's pixel size per spatial axis (default: from its OME-Zarr/OME-TIFF metadata, else
+            the model's), for the table's physical sizes and the stores' scale. When it differs from the model's
+            training pixel size by more than 10% on an axis, the image is resampled to the model's for the network
+            and the heads back to the image's grid, offsets rescaled (:mod:`segarch.instances.panoptic_resample`;
+            ``decoder_options`` in pixels are read as trained, in the model's pixels); the labels lie on the
+            image's grid and the report's ``pixel_size`` entry says what was done.
+        stuff_area: stuff regions (pixels of no object) of fewer pixels (of the image's grid) become void, the class
+            value after the last class (``len(class_names)``, named "void"; also taken from ``decoder_options``); 0
+            or ``None`` keeps all. As the per-image decoders count (:mod:`segarch.instances.stuff`): a class's
+            stuff in the whole image, so the tiled result equals the whole-image decoding.
+        stuff_regions: ``"class"`` (that count) or ``"connected"``: each connected region of one class over the
+            whole image (across block seams) counts on its own, what matters on a large image.
         table: with ``out`` (or ``return_report``), measure every object with its ``class`` column
             (:func:`segarch.instances.measure`), written beside ``out`` (``<stem>_objects.csv``/``.parquet``).
         resume, overwrite: as for :func:`segarch.predict`, for every pass.
@@ -251,6 +261,15 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     if not isinstance(decoder_options, (dict, type(None))):
         raise ValueError(f"`decoder_options` must be a dict of the {arch} decoder's options, got {decoder_options!r}.")
     options = dict(decoder_options or {})
+    if "stuff_area" in options:  # the decoders' own option: applied to the whole result below, not per block or tile
+        given = options.pop("stuff_area")
+        if stuff_area is not None and given != stuff_area:
+            raise ValueError(f"`stuff_area`={stuff_area!r} and `decoder_options['stuff_area']`={given!r} differ; "
+                             "give one.")
+        stuff_area = given
+    from segarch.instances.stuff import check_stuff_area
+
+    stuff_area, stuff_regions = check_stuff_area(0 if stuff_area is None else stuff_area, stuff_regions)
     try:  # the options checked now, before any work
         wrapper, heads, grouping_options = _dense(network, arch, options)
     except TypeError as err:
@@ -267,7 +286,6 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         raise ValueError(f"`decoder_options`: {err} (see {PANOPTIC_DECODERS[arch]}).") from None
     spatial_dims = wrapper.spatial_dims
     class_names = list(getattr(model, "class_names", None) or [f"class {i}" for i in range(semantic_count)])
-    spacing = _spacing(model, pixel_size, spatial_dims, check_spacing)
 
     out = None if out is None else Path(out)
     if out is not None and out.suffix.lower() in (".tif", ".tiff"):
@@ -294,6 +312,7 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         except ValueError:
             if predict_options.get("axes") is not None:
                 raise
+    plan, spacing = _spacing(model, source, layout, pixel_size, spatial_dims, check_spacing)
     totals: dict[str, int] = {}  # each pass's steps, in the order the passes run
 
     def step(name: str):
@@ -307,10 +326,25 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
         return report_progress
 
     started = time.perf_counter()
-    raw = predict_tiles(dense, image, output="raw", out=heads_path,
+    network_image, network_options, resampled = image, predict_options, plan is not None and plan.resample
+    if resampled:  # to the model's pixel size for the network; the heads back to the image's grid below
+        from segarch.instances.panoptic_resample import scale_decoder_options
+        from segarch.instances.resample import resample_spatial
+
+        network_image = resample_spatial(source.array, layout.axes, layout.spatial, plan.shape)
+        network_options = {**predict_options, "axes": layout.axes}
+        scaled = scale_decoder_options(arch, type(grouping.decoder()), dict(grouping.options), plan.extra["scale"])
+        grouping = dataclasses.replace(grouping, options=tuple(sorted(scaled.items())))
+        plan.extra["decoder_options"] = dict(grouping.options)
+    raw = predict_tiles(dense, network_image, output="raw", out=heads_path,
                         resume=bool(resume and heads_path is not None and heads_path.exists()), overwrite=overwrite,
-                        progress=step("network"), cancel=cancel, **predict_options)
+                        progress=step("network"), cancel=cancel, **network_options)
     raw = _loops_channels_space(raw, layout)
+    if resampled:
+        from segarch.instances.panoptic_resample import heads_on_image_grid
+
+        image_shape = tuple(source.shape[layout.axes.index(a)] for a in layout.spatial)
+        raw = heads_on_image_grid(raw, arch, heads, len(layout.loop), image_shape, plan.extra["scale"])
     seconds = {"network": time.perf_counter() - started}
     if out is not None and state != "resume":  # created only now: a refusal of the network pass leaves nothing
         _create_group(out, replace=state == "replace")
@@ -328,7 +362,17 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     object_classes = _object_classes(instances, raw, heads["semantic"], things, loops, decoded.report["objects"],
                                      classes_progress, cancel)
     classes = _write_classes(instances, raw, heads["semantic"], object_classes, loops, semantic_count, out,
-                             spacing, class_names, classes_progress, cancel)
+                             spacing, class_names + (["void"] if stuff_area else []), classes_progress, cancel)
+    stuff = {}
+    if stuff_area:  # after the classes: regions cross blocks, so counted over the whole image first
+        from segarch.instances.stuff import void_small_stuff
+
+        chunks = getattr(instances, "chunks", None) if not isinstance(instances, np.ndarray) else None
+        chunks = chunks[loops:] if chunks else (block,) * spatial_dims if isinstance(block, int) else block
+        stuff = void_small_stuff(classes, instances, stuff_area=stuff_area, void=semantic_count, loops=loops,
+                                 chunks=chunks, regions=stuff_regions, progress=step("stuff"), cancel=cancel,
+                                 scratch=None if out is None else out / ".stuff-scratch")
+        stuff.update(stuff_area=stuff_area, stuff_regions=stuff_regions, void_class=semantic_count)
     panoptic = None
     if label_divisor is not None:
         panoptic = _write_panoptic(instances, classes, object_classes, label_divisor, semantic_count, loops, out,
@@ -339,6 +383,7 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     report = {**decoded.report, "objects": int(object_classes.size - 1),
               "objects_per_class": {class_names[c]: int(counts[c]) for c in things},
               "thing_classes": list(things), "label_divisor": label_divisor, "architecture": arch,
+              "pixel_size": _pixel_size_report(plan), **stuff,
               "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     measurements = None
     if table and loops == 0 and (out is not None or return_report):
@@ -375,16 +420,28 @@ def _dense(network, arch: str, options: dict):
     return wrapper, wrapper.channels(), tuple(sorted({**defaults, **options}.items()))
 
 
-def _spacing(model, pixel_size, dims: int, check_spacing) -> tuple[float, ...] | None:
+def _spacing(model, source, layout, pixel_size, dims: int, check_spacing):
+    """``(plan, spacing)``: what to do about pixel sizes (:func:`segarch.instances.resample.pixel_size_plan`; the
+    image resampled when its pixel size is more than 10% from the model's) and the labels' pixel size."""
+    from segarch.instances.resample import pixel_size_plan
+
     trained = getattr(model, "pixel_size", None)
-    if pixel_size is None:
-        return None if trained is None else tuple(float(v) for v in trained)
-    spacing = check_spacing(pixel_size, dims, name="pixel_size")
-    if trained is not None and any(abs(s / t - 1) > 0.1 for s, t in zip(spacing, trained)):
-        raise ValueError(f"`pixel_size`={pixel_size!r} differs from the model's training pixel size {list(trained)} "
-                         f"by more than 10%: output='panoptic' does not resample; resample the image to the model's "
-                         f"pixel size first, or use output='instances' (which does).")
-    return spacing
+    if layout is None:  # a bare network: no axes to read a pixel size from, none to compare with
+        spacing = check_spacing(pixel_size, dims, name="pixel_size") if pixel_size is not None else None
+        return None, spacing or (None if trained is None else tuple(float(v) for v in trained))
+    plan = pixel_size_plan(model, source, layout, pixel_size)
+    if plan.resample:
+        from segarch.instances.panoptic_resample import image_pixels_per_model_pixel
+
+        plan.extra["scale"] = image_pixels_per_model_pixel(plan.model, plan.image)
+    return plan, plan.spacing
+
+
+def _pixel_size_report(plan) -> dict | None:
+    """What was done about pixel sizes (and, resampled, the decoder's options in the image's pixels)."""
+    if plan is None:
+        return None
+    return {**plan.as_dict(), **{k: v for k, v in plan.extra.items() if k != "scale"}}
 
 
 def _loops_channels_space(raw, layout):
@@ -475,7 +532,7 @@ def _target(out: Path | None, name: str, instances, dtype, spacing, properties=N
 def _write_classes(instances, raw, semantic, object_classes, loops, semantic_count, out, spacing, class_names,
                    progress, cancel):
     """Each pixel's class: its object's class, else (stuff, background) the semantic argmax."""
-    dtype = np.uint16 if semantic_count <= 65536 else np.uint32
+    dtype = np.uint16 if len(class_names) <= 65536 else np.uint32  # class_names: with "void" when there is one
     properties = [{"label-value": i, "class": n} for i, n in enumerate(class_names)]
     target = _target(out, "classes", instances, dtype, spacing, properties)
     blocks = _blocks(instances, loops)
