@@ -74,6 +74,17 @@ def test_a_labels_cog_from_the_cli_opens_as_a_labels_layer_on_top_of_its_scene(m
     # Picking: the value under a world position is the written label of that pixel.
     row, col = np.argwhere(written > 0)[0]
     assert labels.get_value(image.data_to_world((row, col)), world=True) == written[row, col]
+    # Editing: paint a new label, save through the plugin, and it re-opens as labels in the same place.
+    new = int(written.max()) + 1
+    labels.brush_size = 5
+    labels.paint((100, 130), new, refresh=True)
+    edited = np.asarray(labels.data)
+    assert (edited == new).sum() >= 9 and np.array_equal(edited[edited != new], written[edited != new])
+    labels.save(str(tmp_path / "edited.tif"), plugin=PLUGIN)
+    (again,) = viewer.open(str(tmp_path / "edited.tif"), plugin=PLUGIN)
+    assert type(again).__name__ == "Labels"
+    np.testing.assert_array_equal(np.asarray(again.data), edited)
+    np.testing.assert_allclose(again.data_to_world((5, 7)), image.data_to_world((5, 7)))
 
 
 @pytest.mark.gui
