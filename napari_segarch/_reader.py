@@ -3,7 +3,8 @@
 All the work is :func:`segarch.io.open_images`; this module only turns each
 :class:`segarch.io.Image` into a napari layer data tuple (multiscale, scale, translate, axis
 labels, units; channels split into one layer each; labels images as Labels layers, one per channel: a
-panoptic ``.tif``'s classes, instances and panoptic ids).
+panoptic ``.tif``'s classes, instances and panoptic ids). A GeoTIFF/COG that ``segarch`` wrote as labels
+opens as Labels layers in map units, like the Image layer of its source scene.
 """
 
 from __future__ import annotations
@@ -44,14 +45,16 @@ def read(path: str | list[str]) -> list[tuple]:
 
 def split_label_channels(image: Image) -> list[Image]:
     """A labels image with several channels (a panoptic ``.tif``: classes, instances, panoptic) as one labels image
-    per channel, named ``"<name> [<channel name>]"`` (the OME channel names); any other image as it is."""
+    per channel, named ``"<name> [<channel name>]"`` (an OME-TIFF's channel names, a GeoTIFF's band
+    descriptions); any other image as it is."""
     import dataclasses
 
     channel = image.axes.index("C") if "C" in image.axes else None
     if not image.labels or channel is None or image.shape[channel] == 1:
         return [image]
     count = image.shape[channel]
-    names = _ome_channel_names(image.metadata, count) or [str(i) for i in range(count)]
+    names = (_ome_channel_names(image.metadata, count) or _band_names(image, count)
+             or [str(i) for i in range(count)])
 
     def without(values):
         return tuple(v for i, v in enumerate(values) if i != channel)
@@ -64,6 +67,14 @@ def split_label_channels(image: Image) -> list[Image]:
                                          translate=without(image.translate), name=f"{image.name} [{name}]",
                                          level_scales=[without(s) for s in image.level_scales]))
     return parts
+
+
+def _band_names(image: Image, count: int) -> list[str] | None:
+    """A GeoTIFF's band descriptions (``band <n>`` where a band has none), when there is one per channel: from
+    rasterio (``image.geo``), or from the GDAL metadata tifffile read when rasterio is missing."""
+    gdal = image.metadata.get("gdal") if isinstance(image.metadata, dict) else None
+    names = list(getattr(image.geo, "band_names", None) or (gdal or {}).get("band_names") or [])
+    return names if len(names) == count and all(names) else None
 
 
 def _ome_channel_names(metadata: dict, count: int) -> list[str] | None:

@@ -224,7 +224,9 @@ def read_raster(path: str | os.PathLike, *, nodata: Any = _FILE, chunks: int = 1
         An :class:`~segarch.io.Image` whose ``levels`` are level 0 and the file's overviews as Dask
         arrays (axes ``YX`` for one band, ``YXC`` for an 8-bit RGB(A) photo, else ``CYX``), with
         ``scale``/``translate`` in map units (Y is minus the northing, see
-        :meth:`GeoReference.napari_scale_translate`) and ``geo`` the :class:`GeoReference`.
+        :meth:`GeoReference.napari_scale_translate`) and ``geo`` the :class:`GeoReference`. A file
+        :func:`write_geotiff` wrote as labels (GDAL metadata ``segarch_kind=labels``) has ``labels`` set:
+        its bands (e.g. a panoptic result's ``classes``, ``instances``) are named by ``geo.band_names``.
 
     A raster with no CRS opens (its ``geo.crs`` is ``None``) with a :class:`NoCRSWarning`.
 
@@ -265,7 +267,10 @@ def read_raster(path: str | os.PathLike, *, nodata: Any = _FILE, chunks: int = 1
     nodata = check_nodata(file_nodata if nodata is _FILE else nodata, info["dtype"], where=where)
 
     count, dtype = info["count"], info["dtype"]
-    rgb = dtype == np.uint8 and count in (3, 4) and info["colorinterp"][:3] == ["red", "green", "blue"]
+    # write_geotiff marks labels (class or instance ids) so they re-open as labels, never as an RGB photo.
+    labels = info["tags"].get("segarch_kind") == "labels"
+    rgb = (not labels and dtype == np.uint8 and count in (3, 4)
+           and info["colorinterp"][:3] == ["red", "green", "blue"])
     axes = "YX" if count == 1 else ("YXC" if rgb else "CYX")
     level_shapes = [(info["height"], info["width"])] + overviews
     levels = []
@@ -304,7 +309,7 @@ def read_raster(path: str | os.PathLike, *, nodata: Any = _FILE, chunks: int = 1
     metadata = {"rasterio": {k: info[k] for k in ("driver", "count", "dtypes", "block", "colorinterp", "tags")},
                 "overviews": [list(s) for s in overviews]}
     return Image(levels=levels, axes=axes, scale=scale or (), translate=translate or (), name=stem(path),
-                 units=units, metadata=metadata, path=path, level_scales=level_scales, geo=geo)
+                 units=units, labels=labels, metadata=metadata, path=path, level_scales=level_scales, geo=geo)
 
 
 def _describe(ds) -> dict[str, Any]:

@@ -183,11 +183,33 @@ def read_tiff(path: str | os.PathLike) -> Image:
         kind = "OME-XML" if tif.is_ome else "ImageJ" if tif.is_imagej else "SVS"
         raise ValueError(f"{path!r} has malformed {kind} metadata (pixel sizes or units): {type(err).__name__}: "
                          f"{err}.") from None
+    gdal = _gdal_metadata(page)
+    if gdal:
+        metadata["gdal"] = gdal
     # tifffile says I/Q for pages or dimensions of unknown meaning: those axes are a guess.
     guessed = any(a not in AXES and a != "S" for a in series.axes)
+    labels = LABELS_MARKER in description or gdal.get("items", {}).get("segarch_kind") == "labels"
     return Image(levels=levels, axes=axes, scale=scale or (), translate=translate, name=name or stem(path),
-                 units=units, labels=LABELS_MARKER in description, metadata=metadata, path=path,
-                 axes_guessed=guessed)
+                 units=units, labels=labels, metadata=metadata, path=path, axes_guessed=guessed)
+
+
+def _gdal_metadata(page) -> dict[str, Any]:
+    """A GDAL-written TIFF's metadata items and band descriptions (a GeoTIFF opened without rasterio keeps its
+    ``segarch_kind=labels`` marker and band names); ``{}`` when the page has no parsable GDAL_METADATA tag."""
+    import xml.etree.ElementTree as ElementTree
+
+    tag = page.tags.get(42112)
+    try:
+        root = ElementTree.fromstring(tag.value) if tag is not None and isinstance(tag.value, str) else None
+    except ElementTree.ParseError:
+        return {}
+    if root is None:
+        return {}
+    items = {e.get("name"): (e.text or "") for e in root.iter("Item") if e.get("name") and e.get("sample") is None}
+    bands = {int(e.get("sample")): (e.text or "") for e in root.iter("Item")
+             if e.get("role") == "description" and (e.get("sample") or "").isdigit()}
+    names = [bands.get(i, "") for i in range(max(bands) + 1)] if bands else []
+    return {"items": items, "band_names": names}
 
 
 def read_annotations(path: str | os.PathLike) -> dict[str, str]:
