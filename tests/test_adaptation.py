@@ -223,6 +223,12 @@ def test_the_command_line_adapts_to_a_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--adapt-to" in err and "holds no" in err
     assert not (tmp_path / "never.safetensors").exists()
+    for flag, value in (("--adapt-discriminator", "spatial"), ("--adapt-weight", "0.05")):  # without --adapt-to
+        rc = main(["train", str(tmp_path / "im.tif"), str(tmp_path / "lab.tif"), "--model", "unet", "--steps", "2",
+                   flag, value, "--out", str(tmp_path / "never.safetensors")])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"{flag}" in err and "applies with --adapt-to only" in err, err
+        assert not (tmp_path / "never.safetensors").exists()
 
 
 @pytest.mark.parametrize("target, message", [
@@ -255,6 +261,11 @@ def test_adaptation_options_are_checked():
     for weight in (0, -1.0, "0.1", True, math.inf):
         with pytest.raises(ValueError, match="`adapt_weight` must be a positive number"):
             _train(images, labels, 1, adapt_to=images, adapt_weight=weight)
+    for name, value in (("adapt_discriminator", "spatial"), ("adapt_weight", 0.05)):  # nothing to align: said
+        with pytest.raises(ValueError, match=f"`{name}`=.* applies with `adapt_to` only"):
+            _train(images, labels, 1, **{name: value})
+    with pytest.raises(ValueError, match="`adapt_discriminator` must be one of"):
+        _train(images, labels, 1, adapt_to=images, adapt_discriminator="patch")
     with pytest.raises(ValueError, match="`adapt_to` applies to semantic and instance training, not to 'interactive'"):
         segarch.train("dextr_light", images, labels, steps=1, val_fraction=0, adapt_to=images)
 

@@ -529,8 +529,10 @@ def _train(args) -> int:
     if args.pixel_size:
         extra["pixel_size"] = tuple(args.pixel_size)
     if args.adapt_to is not None:
-        extra.update(adapt_to=args.adapt_to, adapt_weight=args.adapt_weight,
-                     adapt_discriminator=args.adapt_discriminator)
+        extra["adapt_to"] = args.adapt_to
+    for name in ("adapt_weight", "adapt_discriminator"):  # without --adapt-to: refused by name, not dropped
+        if getattr(args, name) is not None:
+            extra[name] = getattr(args, name)
     if args.thing_classes:
         extra["thing_classes"] = list(args.thing_classes)
     if args.label_divisor is not None:
@@ -703,8 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(MADAN's feature-level adversarial alignment)")
     p.add_argument("--adapt-weight", type=float, help="weight of the alignment loss (with --adapt-to; default 0.1 "
                    "with the per-place discriminator, 0.01 with the spatial one)")
-    p.add_argument("--adapt-discriminator", choices=("per-place", "spatial"), default="per-place",
-                   help="with --adapt-to: MADAN's per-place domain discriminator or AdaptSegNet's spatial one, which "
+    p.add_argument("--adapt-discriminator", choices=("per-place", "spatial"),
+                   help="with --adapt-to: MADAN's per-place domain discriminator (default) or AdaptSegNet's spatial one, which "
                    "judges the layout of the outputs (patches of 32 px or more)")
     p.set_defaults(run=_train)
 

@@ -152,7 +152,7 @@ class DomainAdaptation:
         sources = as_image_sources(images, axes=config.axes, spatial_dims=model.spatial_dims,
                                    in_channels=model.in_channels)
         patch = task.input_size
-        self.discriminator_type, default_weight = DISCRIMINATORS[config.adapt_discriminator]
+        self.discriminator_type, default_weight = DISCRIMINATORS[config.adapt_discriminator or "per-place"]
         if config.adapt_discriminator == "spatial" and min(patch) < _SPATIAL_MIN_PATCH:
             raise ValueError(f"`adapt_discriminator`='spatial' needs patches of at least {_SPATIAL_MIN_PATCH} px "
                              f"(its five stride-2 convolutions), got `patch`={tuple(patch)}: use a larger `patch` "

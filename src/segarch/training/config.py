@@ -74,7 +74,8 @@ class TrainConfig:
             default 0.1, MADAN's ``lambda_g``, with the per-place discriminator, 0.01 with the spatial one).
         adapt_discriminator: ``adapt_to`` only: the domain discriminator that judges the network's class
             probabilities: ``"per-place"`` (MADAN's, 1×1 convolutions: each place on its own) or ``"spatial"``
-            (AdaptSegNet's, 4×4 stride-2 convolutions: the layout of the outputs; patches of 32 px or more).
+            (AdaptSegNet's, 4×4 stride-2 convolutions: the layout of the outputs; patches of 32 px or more); default
+            (``None``) per-place.
         thing_classes: panoptic models only (``task="panoptic"``): the class indices that have objects (default:
             every class but 0); the others are "stuff".
         label_divisor: panoptic models only: labels are panoptic ids ``class · label_divisor + instance``
@@ -113,7 +114,7 @@ class TrainConfig:
     decoder: Any = None
     adapt_to: Any = None
     adapt_weight: float | None = None
-    adapt_discriminator: str = "per-place"
+    adapt_discriminator: str | None = None
     thing_classes: Sequence[int] | None = None
     label_divisor: int | None = None
 
@@ -163,7 +164,12 @@ class TrainConfig:
                                               or not isinstance(self.adapt_weight, (int, float))
                                               or not 0 < self.adapt_weight < math.inf):
             raise ValueError(f"`adapt_weight` must be a positive number, got {self.adapt_weight!r}.")
-        if self.adapt_discriminator not in ADAPT_DISCRIMINATORS:
+        if self.adapt_to is None:  # an option of the alignment alone must not be silently dropped
+            for name in ("adapt_weight", "adapt_discriminator"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"`{name}`={getattr(self, name)!r} applies with `adapt_to` only (unlabelled "
+                                     "images of the kind the model must work on); pass `adapt_to` or leave it out.")
+        if self.adapt_discriminator is not None and self.adapt_discriminator not in ADAPT_DISCRIMINATORS:
             raise ValueError(f"`adapt_discriminator` must be one of {ADAPT_DISCRIMINATORS}, got "
                              f"{self.adapt_discriminator!r}.")
 
