@@ -8,6 +8,7 @@ tile sees; 300 Adam steps, about 20-25 s on one CPU thread.
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 import torch
@@ -152,3 +153,15 @@ def random_scene(rng, shape=(160, 160), count=14, sides=(6, 15)):
         labels[box] = placed
         classes[box] = int(rng.integers(1, 3))
     return labels, classes
+
+
+def cancel_in_the_decoding():
+    """``(cancel, progress)`` for a panoptic run: ``progress`` sets ``cancel`` once the steps' total grows past the
+    network pass's, i.e. once the block decoding has begun (the network pass complete, its heads kept)."""
+    cancel, seen = threading.Event(), []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if len(seen) > 1 and total > seen[0][1]:
+            cancel.set()
+    return cancel, progress

@@ -10,7 +10,6 @@ The F1 bounds hold what ``python scripts/panoptic_pixel_size.py`` measured on fr
 from __future__ import annotations
 
 import logging
-import threading
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from segarch.instances.blocks import DecodingCancelled
 from segarch.instances.panoptic import center_offset_targets
 from segarch.instances.panoptic_resample import HeadsOnImageGrid, channel_factors
 from segarch.models.model import Model
-from panoptic_helpers import random_scene
+from panoptic_helpers import cancel_in_the_decoding, random_scene
 from panoptic_resample_helpers import MaskOracleHeads, at_pixel_size
 
 RADIUS = {"panoptic_deeplab": 3, "deeperlab": 8}
@@ -107,12 +106,7 @@ def test_out_of_core_resumes_after_a_cancel_and_equals_the_in_memory_run(tmp_pat
     options = dict(pixel_size=[2.0, 2.0], **TILED_2D)
     blocks = {"block": 48, "halo": 24}
     here = segarch.predict(model, image, **options, instance_options=blocks)
-    cancel, seen = threading.Event(), []
-
-    def stop_in_the_decoding(done, total):
-        seen.append((done, total))
-        if len(seen) > 1 and total > seen[0][1]:  # into the block decoding: the network pass is complete
-            cancel.set()
+    cancel, stop_in_the_decoding = cancel_in_the_decoding()  # once the network pass is complete
 
     out = tmp_path / "scene.zarr"
     with pytest.raises(DecodingCancelled):

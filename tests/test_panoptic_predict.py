@@ -13,7 +13,8 @@ import zarr
 import segarch
 from segarch.instances import match
 from segarch.instances.blocks import DecodingCancelled
-from panoptic_helpers import CLASS_NAMES, trained_efficientps, trained_panoptic_model, whole_image_panoptic
+from panoptic_helpers import (CLASS_NAMES, cancel_in_the_decoding, trained_efficientps, trained_panoptic_model,
+                              whole_image_panoptic)
 
 pytestmark = pytest.mark.slow  # one training of 300 steps (about 20 s), shared by the module
 
@@ -83,12 +84,7 @@ def test_out_of_core_zarr_resumes_after_a_cancel(trained, tmp_path):
     zarr.save_array(str(source), image)
     reference = segarch.predict(model, image, output="panoptic", **TILED, instance_options=BLOCKS)
     out = tmp_path / "panoptic.zarr"
-    cancel, seen = threading.Event(), []
-
-    def progress(done, total):
-        seen.append((done, total))
-        if len(seen) > 1 and total > seen[0][1]:  # into the block decoding: the network pass is complete
-            cancel.set()
+    cancel, progress = cancel_in_the_decoding()  # once the network pass is complete
 
     with pytest.raises(DecodingCancelled):
         segarch.predict(model, str(source), output="panoptic", out=str(out), progress=progress, cancel=cancel,

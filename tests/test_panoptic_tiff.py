@@ -5,7 +5,6 @@ transform, anything else an OME-TIFF with named channels; a cancelled run resume
 from __future__ import annotations
 
 import json
-import threading
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
@@ -17,7 +16,7 @@ import segarch
 from segarch.batch import partial_store, predict_file
 from segarch.instances.blocks import DecodingCancelled
 from segarch.io.convert import convert_store
-from panoptic_helpers import trained_panoptic_model
+from panoptic_helpers import cancel_in_the_decoding, trained_panoptic_model
 from test_cli import segarch_cli
 
 rasterio = pytest.importorskip("rasterio")
@@ -85,12 +84,7 @@ def test_a_cancelled_tif_run_resumes_into_an_ome_tiff_with_the_panoptic_band(tra
                                 instance_options={**BLOCKS, "label_divisor": 1000})
     target = tmp_path / "scene.tif"
     settings = dict(output="panoptic", **TILED, instance_options={**BLOCKS, "label_divisor": 1000})
-    cancel, seen = threading.Event(), []
-
-    def progress(done, total):
-        seen.append((done, total))
-        if len(seen) > 1 and total > seen[0][1]:  # into the block decoding: the network pass is complete
-            cancel.set()
+    cancel, progress = cancel_in_the_decoding()  # once the network pass is complete
 
     with pytest.raises(DecodingCancelled):
         predict_file(model, source, target, {**settings, "cancel": cancel}, progress=progress)
