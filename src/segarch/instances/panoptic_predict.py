@@ -288,11 +288,6 @@ def predict_panoptic(model, image: Any, *, out: str | os.PathLike | None = None,
     class_names = list(getattr(model, "class_names", None) or [f"class {i}" for i in range(semantic_count)])
 
     out = None if out is None else Path(out)
-    if out is not None and out.suffix.lower() in (".tif", ".tiff"):
-        raise ValueError(f"`out`={str(out)!r}: output='panoptic' writes a Zarr group (resumable, block by block); "
-                         f"pass a .zarr `out` and turn it into one .tif with segarch.io.convert.convert_store(out, "
-                         f"{out.name!r}) (bands: classes, instances, panoptic), or run `segarch predict IMAGE "
-                         f"{out.name} --output panoptic`, which does both.")
     heads_path = None if out is None else out.with_name(out.name + ".heads")
     state = None
     if out is not None:  # before any work: an hour of network time must not end in a refused destination
