@@ -89,7 +89,10 @@ class BlockDecoding:
 # --- the grid -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Grid:
+class BlockGrid:
+    """Blocks ``(plane, position)`` over the loop planes and spatial axes, each with its core and halo window (also
+    :mod:`segarch.instances.stuff`'s grid, without halo)."""
+
     loop: tuple[int, ...]      # sizes of leading axes decoded plane by plane (e.g. T)
     shape: tuple[int, ...]     # spatial sizes
     block: tuple[int, ...]
@@ -345,7 +348,7 @@ def decode_blocks(probabilities, decoder: Any = "distance", out: str | os.PathLi
     halos = _sizes(halo, DEFAULT_HALO[spatial_dims], spatial_dims, "halo", minimum=1)
     spacing = check_spacing(spacing, spatial_dims)
     blocks = tuple(min(b, n) for b, n in zip(blocks, spatial))
-    grid = _Grid(loop, spatial, blocks, halos, tuple(max(1, min(8, h // 2)) for h in halos))
+    grid = BlockGrid(loop, spatial, blocks, halos, tuple(max(1, min(8, h // 2)) for h in halos))
     settings = {"spatial_shape": list(spatial), "loop_shape": list(loop), "channels": channels,
                 "block": list(blocks), "halo": list(halos), "spacing": list(spacing), "min_size": int(min_size),
                 "decoder": settings_of_decoder, "axes": _label_axes(axes, len(loop), spatial_dims)}
@@ -384,7 +387,7 @@ def _paths_of(array) -> list[str]:
     return [str(root)] if root is not None else []
 
 
-def _run(probabilities, grid: _Grid, decode_fn, store, min_size: int, progress, cancel,
+def _run(probabilities, grid: BlockGrid, decode_fn, store, min_size: int, progress, cancel,
          cluster: "_ClusterSteps | None" = None) -> BlockDecoding:
     keys = grid.keys()
     total = 2 * len(keys)
@@ -441,7 +444,7 @@ def _lut(local_keys: np.ndarray, final_of_node: np.ndarray, nodes: np.ndarray) -
     return lut
 
 
-def _write_final(grid: _Grid, key, lut: np.ndarray, store) -> None:
+def _write_final(grid: BlockGrid, key, lut: np.ndarray, store) -> None:
     index = _index(grid, key, grid.core(key[1]))
     store.write_final(key, index, lut[np.asarray(store.read_scratch(index))])
 
@@ -450,7 +453,7 @@ class _ClusterSteps:
     """Steps 1 and 3 on a Dask cluster: one task per block; each worker reads its window and writes its
     block into the store itself (no pixels travel through the scheduler)."""
 
-    def __init__(self, client, probabilities, grid: _Grid, decoder, channels: int, path: Path) -> None:
+    def __init__(self, client, probabilities, grid: BlockGrid, decoder, channels: int, path: Path) -> None:
         self.client = client
         self.common = (grid, decoder, channels, str(path))
         # Zarr/Dask inputs travel as their (small) description; a NumPy map is scattered once.
@@ -503,12 +506,12 @@ def _sizes(value, default: int, dims: int, name: str, minimum: int) -> tuple[int
     return tuple(int(v) for v in values)
 
 
-def _index(grid: _Grid, key, region) -> tuple:
+def _index(grid: BlockGrid, key, region) -> tuple:
     plane, _ = key
     return tuple(plane) + tuple(slice(lo, hi) for lo, hi in region)
 
 
-def _decode_block(probabilities, grid: _Grid, key, decode_fn, store) -> None:
+def _decode_block(probabilities, grid: BlockGrid, key, decode_fn, store) -> None:
     plane, b = key
     window, core = grid.window(b), grid.core(b)
     dims = len(grid.shape)
@@ -577,7 +580,7 @@ def _decode_block(probabilities, grid: _Grid, key, decode_fn, store) -> None:
     store.write_block(key, _index(grid, key, core), local_of[core_labels], meta)
 
 
-def _merge(grid: _Grid, keys, metas, min_size: int, read_bands: Callable[[Any, Sequence[str]], dict]):
+def _merge(grid: BlockGrid, keys, metas, min_size: int, read_bands: Callable[[Any, Sequence[str]], dict]):
     """Union-find over the blocks' object names → (final id per node, the sorted node names, report).
 
     ``metas`` holds each block's ``keys``, ``sizes`` and ``border``; ``read_bands(key, names)`` reads a

@@ -17,7 +17,6 @@ summed, and each block voids its small regions, labelled again. Only per-region 
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import threading
 from pathlib import Path
@@ -65,9 +64,14 @@ def void_small_stuff(classes, instances, *, stuff_area: int, void: int, loops: i
     stuff_area, regions = check_stuff_area(stuff_area, regions)
     if stuff_area == 0:
         return {"voided_regions": 0, "voided_pixels": 0}
-    grid = _BlockGrid(tuple(int(s) for s in classes.shape), loops, tuple(int(c) for c in chunks))
+    from segarch.instances.blocks import BlockGrid
+
+    shape = tuple(int(n) for n in classes.shape)
+    spatial = shape[loops:]
+    block = tuple(min(max(1, int(c)), n) for c, n in zip(chunks, spatial))
+    grid = BlockGrid(shape[:loops], spatial, block, halo=(0,) * len(spatial), band=(0,) * len(spatial))  # no halo
     run = _by_class if regions == "class" else _by_region
-    return run(classes, instances, grid, stuff_area, void, scratch, _Steps(2 * len(grid.keys), cancel, progress))
+    return run(classes, instances, grid, stuff_area, void, scratch, _Steps(2 * len(grid.keys()), cancel, progress))
 
 
 class _Steps:
@@ -86,32 +90,16 @@ class _Steps:
             self.progress(self.done, self.total)
 
 
-class _BlockGrid:
-    """Blocks ``(plane, position)``: ``plane`` the loop indices, ``position`` the block's index per spatial axis."""
-
-    def __init__(self, shape: tuple[int, ...], loops: int, chunks: tuple[int, ...]) -> None:
-        self.shape, self.loops = shape, loops
-        self.spatial = shape[loops:]
-        self.chunks = tuple(min(max(1, c), n) for c, n in zip(chunks, self.spatial))
-        self.counts = tuple(-(-n // c) for n, c in zip(self.spatial, self.chunks))
-        self.keys = [(plane, b) for plane in itertools.product(*[range(n) for n in shape[:loops]])
-                     for b in itertools.product(*[range(n) for n in self.counts])]
-
-    def index(self, key) -> tuple:
-        plane, b = key
-        return tuple(plane) + tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(b, self.chunks,
-                                                                                          self.spatial))
-
-
-def _stuff(classes, instances, grid: _BlockGrid, key) -> tuple[tuple, np.ndarray, np.ndarray]:
-    index = grid.index(key)
+def _stuff(classes, instances, grid, key) -> tuple[tuple, np.ndarray, np.ndarray]:
+    plane, b = key
+    index = tuple(plane) + tuple(slice(lo, hi) for lo, hi in grid.core(b))
     return index, np.asarray(classes[index]).astype(np.int64), np.asarray(instances[index]) == 0
 
 
 def _by_class(classes, instances, grid, stuff_area, void, _scratch, steps) -> dict[str, int]:
     """A class's stuff in a plane is one region: counts per block, summed; then the small ones voided."""
     totals: dict[tuple, np.ndarray] = {}
-    for key in grid.keys:
+    for key in grid.keys():
         steps.check()
         _, values, stuff = _stuff(classes, instances, grid, key)
         counts = np.bincount(values[stuff].ravel(), minlength=1)
@@ -123,7 +111,7 @@ def _by_class(classes, instances, grid, stuff_area, void, _scratch, steps) -> di
         steps.step()
     small = {plane: np.flatnonzero((counts > 0) & (counts < stuff_area)) for plane, counts in totals.items()}
     voided = 0
-    for key in grid.keys:
+    for key in grid.keys():
         steps.check()
         if small[key[0]].size:
             index, values, stuff = _stuff(classes, instances, grid, key)
@@ -161,7 +149,7 @@ def _by_region(classes, instances, grid, stuff_area, void, scratch, steps) -> di
     sizes, region_class = [np.zeros(1, np.int64)], [np.zeros(1, np.int64)]
     offset = 1  # global region ids: 0 none, then each block's in turn
     try:
-        for key in grid.keys:
+        for key in grid.keys():
             steps.check()
             _, values, stuff = _stuff(classes, instances, grid, key)
             labels, kinds = _label_block(values, stuff, void)
@@ -170,15 +158,15 @@ def _by_region(classes, instances, grid, stuff_area, void, scratch, steps) -> di
             sizes.append(np.bincount(labels.ravel(), minlength=kinds.size)[1:])
             region_class.append(kinds[1:])
             offset += kinds.size - 1
-            for axis in range(len(grid.spatial)):
+            for axis in range(len(grid.shape)):
                 faces.put(key, axis, "-", glob.take(0, axis=axis))
                 faces.put(key, axis, "+", glob.take(-1, axis=axis))
             steps.step()
         sizes_all, class_all = np.concatenate(sizes), np.concatenate(region_class)
         pairs = []
-        for key in grid.keys:
+        for key in grid.keys():
             plane, b = key
-            for axis in range(len(grid.spatial)):
+            for axis in range(len(grid.shape)):
                 if b[axis] + 1 >= grid.counts[axis]:
                     continue
                 neighbour = (plane, b[:axis] + (b[axis] + 1,) + b[axis + 1:])
@@ -195,7 +183,7 @@ def _by_region(classes, instances, grid, stuff_area, void, scratch, steps) -> di
         small = total[component] < stuff_area
         small[0] = False
         voided = 0
-        for key in grid.keys:  # again: each block labelled as before (deterministic), its small regions voided
+        for key in grid.keys():  # again: each block labelled as before (deterministic), its small regions voided
             steps.check()
             index, values, stuff = _stuff(classes, instances, grid, key)
             labels, _ = _label_block(values, stuff, void)
