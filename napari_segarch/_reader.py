@@ -53,7 +53,8 @@ def split_label_channels(image: Image) -> list[Image]:
     if not image.labels or channel is None or image.shape[channel] == 1:
         return [image]
     count = image.shape[channel]
-    names = (_ome_channel_names(image.metadata, count) or _band_names(image, count)
+    ome = image.metadata.get("channel_names") if isinstance(image.metadata, dict) else None  # read_tiff's
+    names = (_named(ome, count) or _band_names(image, count)
              or [str(i) for i in range(count)])
 
     def without(values):
@@ -73,22 +74,12 @@ def _band_names(image: Image, count: int) -> list[str] | None:
     """A GeoTIFF's band descriptions (``band <n>`` where a band has none), when there is one per channel: from
     rasterio (``image.geo``), or from the GDAL metadata tifffile read when rasterio is missing."""
     gdal = image.metadata.get("gdal") if isinstance(image.metadata, dict) else None
-    names = list(getattr(image.geo, "band_names", None) or (gdal or {}).get("band_names") or [])
-    return names if len(names) == count and all(names) else None
+    return _named(getattr(image.geo, "band_names", None) or (gdal or {}).get("band_names"), count)
 
 
-def _ome_channel_names(metadata: dict, count: int) -> list[str] | None:
-    """The OME-XML ``Channel`` names of an OME-TIFF's first image, when there is one per channel."""
-    ome = metadata.get("ome") if isinstance(metadata, dict) else None
-    if not isinstance(ome, str):
-        return None
-    import xml.etree.ElementTree as ElementTree
-
-    try:
-        image = next(e for e in ElementTree.fromstring(ome).iter() if e.tag.endswith("}Image"))
-    except (ElementTree.ParseError, StopIteration):
-        return None
-    names = [c.get("Name") for c in image.iter() if c.tag.endswith("}Channel")]
+def _named(names, count: int) -> list[str] | None:
+    """``names`` when there is one, not empty, per channel."""
+    names = list(names or [])
     return names if len(names) == count and all(names) else None
 
 

@@ -76,6 +76,17 @@ def _ome_geometry(tif, axes: str) -> tuple[tuple[float, ...] | None, dict[str, s
     return tuple(scale), units, image.get("Name"), str(image.get("Description") or "")
 
 
+def _ome_channel_names(tif) -> list[str]:
+    """The first image's OME ``Channel`` names, in order (``""`` for a channel without one; ``[]`` for none)."""
+    import tifffile
+
+    image = tifffile.xml2dict(tif.ome_metadata).get("OME", {}).get("Image", {})
+    image = image[0] if isinstance(image, list) else image
+    channels = image.get("Pixels", {}).get("Channel") or []
+    return [str(c.get("Name") or "") if isinstance(c, dict) else ""
+            for c in (channels if isinstance(channels, list) else [channels])]
+
+
 def _ome_translate(tif, axes: str) -> tuple[float, ...]:
     """Z/Y/X origin from the OME planes' ``Position*`` (the first plane: Z of the first slice)."""
     import tifffile
@@ -170,6 +181,7 @@ def read_tiff(path: str | os.PathLike) -> Image:
             scale, units, name, description = _ome_geometry(tif, axes)
             translate = _ome_translate(tif, axes)
             metadata["ome"] = tif.ome_metadata
+            metadata["channel_names"] = _ome_channel_names(tif)
         elif tif.is_imagej:
             scale, units = _imagej_geometry(tif, page, axes)
             metadata["imagej"] = tif.imagej_metadata
